@@ -1,0 +1,85 @@
+# kserve-gitops: every target bootstraps the virtualenv it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+
+ENV      ?= dev
+MODEL    ?= sklearn-iris
+PORT     ?= 8080
+WORKERS  ?= 1
+TARGET   ?= http://127.0.0.1:$(PORT)
+RATE     ?= 80
+DURATION ?= 30s
+PROTOCOL ?= v1
+HOST     ?=
+BATCH    ?= 32
+INPUT    ?=
+OUTPUT   ?=
+FROM     ?= staging
+TO       ?= prod
+
+.PHONY: help venv test lint train crds validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan clean
+
+help: ## List the targets
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP) ## Create .venv with the pinned dependencies
+
+test: $(STAMP) lint ## The whole offline suite: lint, then pytest
+	$(PY) -m pytest
+
+lint: $(STAMP) ## ruff and yamllint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/yamllint -s .
+
+train: $(STAMP) ## Retrain models/sklearn-iris (deterministic)
+	$(PY) -m kserve_gitops.train
+
+crds: $(STAMP) ## Fill the CRD cache (CRD_DIR, or download with sha256 check)
+	$(PY) -m kserve_gitops.crds
+
+validate: $(STAMP) ## Render and validate every chart scenario and environment
+	$(PY) -m kserve_gitops.validate
+
+render: $(STAMP) ## Print the rendered manifests of ENV
+	@$(PY) -m kserve_gitops.render $(ENV)
+
+diff: $(STAMP) ## Show what changes between two environments: make diff FROM=staging TO=prod
+	@$(PY) -m kserve_gitops.render --diff $(FROM) $(TO)
+
+serve: $(STAMP) ## Serve the model locally with KServe's runtime on PORT
+	$(PY) -m kserve_gitops.server --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS)
+
+loadtest: $(STAMP) ## Open-loop Locust load test with SLO verdict: TARGET RATE DURATION PROTOCOL HOST
+	$(PY) -m kserve_gitops.loadtest --target $(TARGET) --rate $(RATE) --duration $(DURATION) --protocol $(PROTOCOL) $(if $(HOST),--host-header $(HOST)) --env $(ENV)
+
+loadtest-ui: $(STAMP) ## Locust web dashboard on :8089 against TARGET
+	$(PY) -m kserve_gitops.loadtest --target $(TARGET) --rate $(RATE) --protocol $(PROTOCOL) $(if $(HOST),--host-header $(HOST)) --ui
+
+demo: $(STAMP) ## Train if needed, validate, serve locally, load-test, print the SLO verdict
+	$(PY) -m kserve_gitops.demo
+
+bench: $(STAMP) ## Benchmarks into BENCHMARKS.md
+	$(PY) -m kserve_gitops.bench
+
+predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TARGET= BATCH= PROTOCOL=]
+	$(PY) -m kserve_gitops.predict --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT)) --target $(TARGET) --batch $(BATCH) --protocol $(PROTOCOL)
+
+e2e-plan: $(STAMP) ## Print the ordered kind e2e plan for ENV without touching a cluster
+	@$(PY) -m kserve_gitops.e2e --env $(ENV) --plan
+
+e2e: $(STAMP) ## kind cluster, full platform, model, predictions, SLO load test (needs Docker)
+	$(PY) -m kserve_gitops.e2e --env $(ENV)
+
+clean: ## Remove the virtualenv, caches and reports
+	rm -rf $(VENV) .cache reports .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""kserve-gitops harness: the logic that Make targets, tests and load tests share."""
