@@ -1,0 +1,217 @@
+"""`make validate`: render every chart scenario, every environment and every kustomization,
+and check it all strictly. Every problem is reported (file, field, what was expected) before
+the non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yamale
+
+from kserve_gitops import crds, paths, render, schemas
+from kserve_gitops.render import Obj, RenderError
+
+# Repository config files and the yamale schema each must satisfy.
+CONFIG_SCHEMAS: tuple[tuple[str, str], ...] = (
+    ("versions.yaml", "versions.yaml"),
+    ("environments/*/environment.yaml", "environment.yaml"),
+    ("config/slo.yaml", "slo.yaml"),
+    ("models/*/train.yaml", "train.yaml"),
+)
+KUBE_VERSION = f"v{schemas.KUBE_VERSION}.0"
+
+
+@dataclass
+class Report:
+    errors: list[str] = field(default_factory=list)
+    checked: dict[str, Counter[str]] = field(default_factory=dict)
+    files: int = 0
+
+    def count(self, group: str, objs: Iterable[Obj]) -> None:
+        self.checked.setdefault(group, Counter()).update(o.kind for o in objs)
+
+
+def check_config_files(report: Report, root: Path) -> None:
+    for pattern, schema_name in CONFIG_SCHEMAS:
+        schema_path = root / "schemas" / schema_name
+        for path in sorted(root.glob(pattern)):
+            report.files += 1
+            if not schema_path.is_file():
+                report.errors.append(f"{paths.rel(path)}: no yamale schema schemas/{schema_name}")
+                continue
+            try:
+                schema = yamale.make_schema(str(schema_path))
+                yamale.validate(schema, yamale.make_data(str(path)))
+            except yamale.YamaleError as exc:
+                for result in exc.results:
+                    report.errors += [f"{paths.rel(path)}: {e}" for e in result.errors]
+            except Exception as exc:  # yamale raises plain parser errors for malformed YAML
+                report.errors.append(f"{paths.rel(path)}: {exc}")
+
+
+def check_objects(report: Report, group: str, objs: list[Obj]) -> None:
+    for obj in objs:
+        try:
+            violations = schemas.check(obj.body)
+        except schemas.SchemaNotFound as exc:
+            report.errors.append(f"{obj.source}: {obj.ref}: {exc}")
+            continue
+        report.errors += [f"{obj.source}: {obj.ref}: {v}" for v in violations]
+    report.count(group, objs)
+
+
+def check_chart(report: Report, chart_dir: Path) -> None:
+    """helm lint and a strict render of the chart's defaults and every ci/*-values.yaml."""
+    import helm_python as helm
+
+    scenarios = [None, *sorted((chart_dir / "ci").glob("*-values.yaml"))]
+    group = f"chart {chart_dir.name}"
+    for scenario in scenarios:
+        source = paths.rel(scenario) if scenario else f"{paths.rel(chart_dir)}/values.yaml"
+        try:
+            values = render.model_values(scenario) if scenario else {}
+        except RenderError as exc:
+            report.errors.append(str(exc))
+            continue
+        lint = helm.lint(chart_dir, values, strict=True, kube_version=KUBE_VERSION)
+        for msg in lint.get("messages") or []:
+            if msg.get("severity", 0) >= 2:
+                report.errors.append(f"{source}: helm lint: {msg.get('path')}: {msg.get('error')}")
+        try:
+            objs = render.render_chart(chart_dir, values, chart_dir.name, "default", source)
+        except RenderError as exc:
+            report.errors.append(str(exc))
+            continue
+        check_objects(report, group, objs)
+
+
+def _group_of(path: Path) -> str:
+    parts = Path(paths.rel(path)).parts
+    envs = set(render.environment_names())
+    return next((p for p in parts if p in envs), "shared")
+
+
+def check_kustomizations(report: Report, dirs: list[Path]) -> None:
+    def build(d: Path) -> tuple[Path, list[dict[str, Any]] | str]:
+        try:
+            return d, render.kustomize_build(d)
+        except RenderError as exc:
+            return d, str(exc)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for d, built in pool.map(build, dirs):
+            if isinstance(built, str):
+                report.errors.append(built)
+                continue
+            source = f"kustomize build {paths.rel(d)}"
+            objs = [Obj(source, body) for body in built]
+            check_objects(report, _group_of(d), objs)
+            check_embedded_values(report, objs)
+
+
+def _our_chart(ref: str) -> bool:
+    return ref.strip("./").rstrip("/") == f"charts/{render.MODEL_CHART.name}"
+
+
+def check_embedded_values(report: Report, objs: list[Obj]) -> None:
+    """Our chart's values carried by a Flux HelmRelease must pass its values.schema.json."""
+    import helm_python as helm
+
+    config_maps = {o.name: o.body.get("data") or {} for o in objs if o.kind == "ConfigMap"}
+    for obj in objs:
+        if obj.kind != "HelmRelease":
+            continue
+        spec = obj.body.get("spec") or {}
+        chart = ((spec.get("chart") or {}).get("spec") or {}).get("chart", "")
+        if not _our_chart(str(chart)):
+            continue
+        values: dict[str, Any] = {}
+        for ref in spec.get("valuesFrom") or []:
+            if ref.get("kind") != "ConfigMap":
+                continue
+            data = config_maps.get(ref.get("name"), {}).get(ref.get("valuesKey", "values.yaml"))
+            if data is None:
+                report.errors.append(
+                    f"{obj.source}: {obj.ref}: spec.valuesFrom: ConfigMap {ref.get('name')!r} "
+                    f"key {ref.get('valuesKey', 'values.yaml')!r} is not in the same build"
+                )
+                continue
+            values.update(render.load_yaml_documents(data, f"{obj.ref} valuesFrom")[0])
+        values.update(spec.get("values") or {})
+        try:
+            with helm.Chart.load(render.MODEL_CHART) as loaded:
+                loaded.validate_schema(values)
+        except helm.HelmError as exc:
+            report.errors.append(f"{obj.source}: {obj.ref}: values: {exc}")
+
+
+def check_environment(report: Report, env: str) -> None:
+    try:
+        objs = render.render_models(env)
+    except RenderError as exc:
+        report.errors.append(str(exc))
+        return
+    check_objects(report, env, objs)
+
+
+def run(root: Path, progress: Callable[[str], None]) -> Report:
+    report = Report()
+    progress("CRDs: checking the pinned cache")
+    crds.ensure()
+    progress("config files: yamale schemas")
+    check_config_files(report, root)
+    for chart_dir in sorted(p.parent for p in (root / "charts").glob("*/Chart.yaml")):
+        progress(f"chart {chart_dir.name}: helm lint, values schema, render")
+        check_chart(report, chart_dir)
+    envs = render.environment_names()
+    if not envs:
+        report.errors.append("environments/: no environment (expected <env>/environment.yaml)")
+    for env in envs:
+        progress(f"environment {env}: models")
+        check_environment(report, env)
+    dirs = render.kustomization_dirs(root)
+    progress(f"kustomizations: {len(dirs)} directories")
+    check_kustomizations(report, dirs)
+    return report
+
+
+def print_summary(report: Report, seconds: float) -> None:
+    total = sum(sum(c.values()) for c in report.checked.values())
+    print(f"\nchecked {total} objects and {report.files} config files in {seconds:.1f}s")
+    for group in sorted(report.checked):
+        counts = report.checked[group]
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
+        print(f"  {group:<24} {sum(counts.values()):>4}  {kinds}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    progress = (lambda _m: None) if args.quiet else (lambda m: print(f"> {m}", flush=True))
+    try:
+        report = run(paths.ROOT, progress)
+    except (crds.CRDError, RenderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print_summary(report, time.monotonic() - started)
+    if report.errors:
+        print(f"\n{len(report.errors)} error(s):", file=sys.stderr)
+        for err in report.errors:
+            print(f"  - {err}", file=sys.stderr)
+        return 1
+    print("validation passed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
