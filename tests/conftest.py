@@ -1,0 +1,54 @@
+"""Shared fixtures. Commands are run as users run them (`python -m kserve_gitops.<module>`),
+against this checkout or a throwaway copy of it that a test may break."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kserve_gitops import crds, paths
+
+RunModule = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def crd_cache() -> list[Path]:
+    """The pinned CRDs (from CRD_DIR, or downloaded once): every schema test needs them."""
+    return crds.ensure()
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """A copy of the repository (CRD cache included, so no network) that a test may break."""
+    dest = tmp_path / "repo"
+    shutil.copytree(
+        paths.ROOT,
+        dest,
+        ignore=shutil.ignore_patterns(".venv", ".git", "reports", "__pycache__", ".*_cache"),
+    )
+    return dest
+
+
+@pytest.fixture
+def run_module() -> RunModule:
+    """Run `python -m kserve_gitops.<module> args...` with KGOPS_ROOT pointing at `root`."""
+
+    def run(module: str, *args: str, root: Path = paths.ROOT, timeout: float = 300):
+        env = {**os.environ, "KGOPS_ROOT": str(root)}
+        return subprocess.run(
+            [sys.executable, "-m", f"kserve_gitops.{module}", *args],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run
