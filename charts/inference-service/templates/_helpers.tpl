@@ -1,0 +1,110 @@
+{{/*
+Chart name, for the app.kubernetes.io/name label.
+*/}}
+{{- define "inference-service.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+InferenceService name. Unlike most charts it defaults to the bare release name: the
+release is the model, and the name is part of the model's URL and API path
+(/v1/models/<name>:predict), so `helm install sklearn-iris` must serve `sklearn-iris`.
+A nameOverride gives the usual "<release>-<nameOverride>".
+*/}}
+{{- define "inference-service.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if .Values.nameOverride }}
+{{- printf "%s-%s" .Release.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Namespace of the InferenceService.
+*/}}
+{{- define "inference-service.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "inference-service.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: identify this release's predictor pods.
+*/}}
+{{- define "inference-service.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "inference-service.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels of the InferenceService: the recommended app.kubernetes.io/* set, helm.sh/chart and
+commonLabels. The chart's own labels win over a commonLabels key of the same name.
+*/}}
+{{- define "inference-service.labels" -}}
+{{- $own := dict
+  "helm.sh/chart" (include "inference-service.chart" .)
+  "app.kubernetes.io/version" .Chart.AppVersion
+  "app.kubernetes.io/managed-by" .Release.Service
+}}
+{{- $own = merge $own (include "inference-service.selectorLabels" . | fromYaml) }}
+{{- toYaml (merge $own .Values.commonLabels) }}
+{{- end }}
+
+{{/*
+Labels of the predictor pods: selector labels, commonLabels, then predictor.labels.
+*/}}
+{{- define "inference-service.podLabels" -}}
+{{- $labels := include "inference-service.selectorLabels" . | fromYaml }}
+{{- toYaml (merge $labels .Values.commonLabels .Values.predictor.labels) }}
+{{- end }}
+
+{{/*
+The serving.kserve.io/deploymentMode value KServe v0.20 expects for our friendly
+deploymentMode (v0.16 renamed Serverless to Knative and RawDeployment to Standard).
+*/}}
+{{- define "inference-service.deploymentMode" -}}
+{{- get (dict "knative" "Knative" "standard" "Standard") .Values.deploymentMode }}
+{{- end }}
+
+{{/*
+Rules values.schema.json cannot express (they compare fields). Each failure names the values
+involved, so `helm template`/`helm install` stops with a message saying what to change.
+*/}}
+{{- define "inference-service.validate" -}}
+{{- $p := .Values.predictor }}
+{{- $name := include "inference-service.fullname" . }}
+{{- if gt (int $p.minReplicas) (int $p.maxReplicas) }}
+{{- fail (printf "predictor.minReplicas (%d) must be <= predictor.maxReplicas (%d)" (int $p.minReplicas) (int $p.maxReplicas)) }}
+{{- end }}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) }}
+{{- fail (printf "InferenceService name %q (release name or fullnameOverride) must start with a letter and contain only lowercase letters, digits and '-'" $name) }}
+{{- end }}
+{{- if gt (len $name) 47 }}
+{{- fail (printf "InferenceService name %q is %d characters; at most 47 fit KServe's generated names (<name>-predictor-00001 must fit in 63): set fullnameOverride" $name (len $name)) }}
+{{- end }}
+{{- if eq .Values.deploymentMode "standard" }}
+{{- if eq (int $p.minReplicas) 0 }}
+{{- fail "predictor.minReplicas 0 (scale to zero) needs deploymentMode knative: in standard mode KServe's HPA keeps at least 1 replica" }}
+{{- end }}
+{{- if not (kindIs "invalid" $p.canaryTrafficPercent) }}
+{{- fail "predictor.canaryTrafficPercent needs deploymentMode knative: canary traffic splits between Knative revisions, standard mode has none" }}
+{{- end }}
+{{- end }}
+{{- if hasKey .Values.annotations "serving.kserve.io/deploymentMode" }}
+{{- fail "annotations must not set serving.kserve.io/deploymentMode: use the deploymentMode value (knative or standard)" }}
+{{- end }}
+{{- $seen := dict }}
+{{- range .Values.model.env }}
+{{- if hasKey $seen .name }}
+{{- fail (printf "model.env lists %q twice: environment variable names must be unique" .name) }}
+{{- end }}
+{{- $_ := set $seen .name true }}
+{{- end }}
+{{- end }}
