@@ -1,0 +1,152 @@
+"""Open-loop pacing for Locust users and latency measured from each request's scheduled time.
+
+Request i is due at t0 + i/rate whatever the server does. Users claim the next due slot, sleep
+until it and send; when every user is stuck on a stalled server, the slots that fall due meanwhile
+are sent late and their latency still counts from the due time. That is how this harness avoids
+coordinated omission: no after-the-fact HdrHistogram correction, the measurement itself starts at
+the scheduled time. Locust's own stats keep the service time (send to response).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import gevent
+from gevent.event import Event
+from hdrh.histogram import HdrHistogram
+
+# Microsecond resolution up to 60 s, 3 significant digits.
+_LOWEST_US, _HIGHEST_US, _DIGITS = 1, 60_000_000, 3
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
+
+
+def default_users(rate: float) -> int:
+    """Enough users that half a second of stalled responses still leaves users to send on time."""
+    return max(16, math.ceil(rate / 2))
+
+
+@dataclass
+class Recorder:
+    """Scheduled-time latency, service time and a per-second timeline, all in microseconds."""
+
+    scheduled: HdrHistogram = field(default_factory=new_histogram)
+    service: HdrHistogram = field(default_factory=new_histogram)
+    requests: int = 0
+    failures: int = 0
+    scheduled_sum_us: int = 0
+    service_sum_us: int = 0
+    # Timeline: latency by the second the request was due, completions by the second they ended.
+    latency_by_second: dict[int, HdrHistogram] = field(
+        default_factory=lambda: defaultdict(new_histogram)
+    )
+    done_by_second: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    failed_by_second: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+    def record(self, due_s: float, sent_s: float, end_s: float, ok: bool) -> None:
+        """Times are seconds since the plan's start (monotonic)."""
+        scheduled_us = max(_LOWEST_US, round((end_s - due_s) * 1e6))
+        service_us = max(_LOWEST_US, round((end_s - sent_s) * 1e6))
+        self.scheduled.record_value(min(scheduled_us, _HIGHEST_US))
+        self.service.record_value(min(service_us, _HIGHEST_US))
+        self.scheduled_sum_us += scheduled_us
+        self.service_sum_us += service_us
+        self.requests += 1
+        self.latency_by_second[int(due_s)].record_value(min(scheduled_us, _HIGHEST_US))
+        self.done_by_second[int(end_s)] += 1
+        if not ok:
+            self.failures += 1
+            self.failed_by_second[int(end_s)] += 1
+
+
+class Plan:
+    """The arrival schedule of one run: `total` requests at `rate`/s (total None: until stopped)."""
+
+    def __init__(self, rate: float, total: int | None, lead_s: float = 0.0) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.total = total
+        self.t0 = time.perf_counter() + lead_s  # lead time lets every user spawn before slot 0
+        self.wall_t0 = time.time() + lead_s
+        self.claimed = 0
+        self.sent = 0
+        self.last_send_s = 0.0
+        self.last_end_s = 0.0
+        self.recorder = Recorder()
+        self.finished = Event()
+        self._stopped = False
+
+    def now(self) -> float:
+        """Seconds since t0 (negative before the first slot)."""
+        return time.perf_counter() - self.t0
+
+    def claim(self) -> float | None:
+        """The due time (seconds since t0) of the next unclaimed slot; None once the plan ends."""
+        if self._stopped or (self.total is not None and self.claimed >= self.total):
+            return None
+        due = self.claimed / self.rate
+        self.claimed += 1
+        return due
+
+    def wait_until(self, due_s: float) -> float:
+        """Sleep until the slot is due; returns the actual send time (seconds since t0)."""
+        delay = due_s - self.now()
+        if delay > 0:
+            gevent.sleep(delay)
+        sent = self.now()
+        self.sent += 1
+        self.last_send_s = max(self.last_send_s, sent)
+        return sent
+
+    def record(self, due_s: float, sent_s: float, end_s: float, ok: bool) -> None:
+        """One finished request; times are seconds since t0 (see now())."""
+        self.last_end_s = max(self.last_end_s, end_s)
+        self.recorder.record(due_s, sent_s, end_s, ok)
+        if self.outstanding == 0 and self._exhausted():
+            self.finished.set()
+
+    @property
+    def outstanding(self) -> int:
+        """Claimed requests not recorded yet: waiting for their slot or in flight."""
+        return self.claimed - self.recorder.requests
+
+    def stop(self) -> None:
+        """Claim nothing more (in-flight requests still complete)."""
+        self._stopped = True
+        if self.outstanding == 0:
+            self.finished.set()
+
+    def _exhausted(self) -> bool:
+        return self._stopped or (self.total is not None and self.claimed >= self.total)
+
+    def achieved_rate(self) -> float:
+        """Successful responses per second of the send window.
+
+        The window is the planned one (claimed slots / rate) unless the last request went out
+        after it ended: a generator or server that falls behind stretches the window and lowers
+        the rate, while timer jitter within one interval does not.
+        """
+        successes = self.recorder.requests - self.recorder.failures
+        window = max(self.claimed / self.rate, self.last_send_s)
+        return successes / window if successes else 0.0
+
+
+def summarize(histogram: HdrHistogram, total_us: int, count: int) -> dict[str, float]:
+    """avg/p50/p95/p99/max in milliseconds (avg from the exact sum, percentiles from HDR)."""
+    if not count:
+        return {k: 0.0 for k in ("avg", "min", "p50", "p95", "p99", "max")}
+    pct = histogram.get_percentile_to_value_dict([50, 95, 99])
+    return {
+        "avg": total_us / count / 1000,
+        "min": histogram.get_min_value() / 1000,
+        "p50": pct[50] / 1000,
+        "p95": pct[95] / 1000,
+        "p99": pct[99] / 1000,
+        "max": histogram.get_max_value() / 1000,
+    }
