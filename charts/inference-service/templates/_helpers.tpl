@@ -44,25 +44,30 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Labels of the InferenceService: the recommended app.kubernetes.io/* set, helm.sh/chart and
-commonLabels. The chart's own labels win over a commonLabels key of the same name.
+The chart's own labels: the recommended app.kubernetes.io/* set and helm.sh/chart.
 */}}
-{{- define "inference-service.labels" -}}
-{{- $own := dict
-  "helm.sh/chart" (include "inference-service.chart" .)
-  "app.kubernetes.io/version" .Chart.AppVersion
-  "app.kubernetes.io/managed-by" .Release.Service
-}}
-{{- $own = merge $own (include "inference-service.selectorLabels" . | fromYaml) }}
-{{- toYaml (merge $own .Values.commonLabels) }}
+{{- define "inference-service.chartLabels" -}}
+helm.sh/chart: {{ include "inference-service.chart" . }}
+{{ include "inference-service.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-Labels of the predictor pods: selector labels, commonLabels, then predictor.labels.
+Labels of the InferenceService: the chart's own labels, `labels` and commonLabels. Where keys
+collide the chart's labels win, then the more specific `labels` over commonLabels.
+*/}}
+{{- define "inference-service.labels" -}}
+{{- $own := include "inference-service.chartLabels" . | fromYaml }}
+{{- toYaml (merge $own .Values.labels .Values.commonLabels) }}
+{{- end }}
+
+{{/*
+Labels of the predictor pods: selector labels, predictor.labels, commonLabels.
 */}}
 {{- define "inference-service.podLabels" -}}
 {{- $labels := include "inference-service.selectorLabels" . | fromYaml }}
-{{- toYaml (merge $labels .Values.commonLabels .Values.predictor.labels) }}
+{{- toYaml (merge $labels .Values.predictor.labels .Values.commonLabels) }}
 {{- end }}
 
 {{/*
