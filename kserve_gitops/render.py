@@ -149,7 +149,18 @@ def environment(env: str) -> dict[str, Any]:
 
 
 def model_values_files(env: str) -> list[Path]:
-    return sorted((environment_dir(env) / "models").glob("*.yaml"))
+    """The chart values files under models/: every YAML file there except the kustomization
+    and the Kubernetes objects (Flux HelmReleases) that deliver those values."""
+    return sorted(
+        p for p in (environment_dir(env) / "models").glob("*.yaml") if not _is_manifest(p)
+    )
+
+
+def _is_manifest(path: Path) -> bool:
+    if path.name == "kustomization.yaml":
+        return True
+    data = load_yaml_file(path)
+    return isinstance(data, dict) and "apiVersion" in data and "kind" in data
 
 
 def model_values_file(env: str, model: str) -> Path:
