@@ -321,3 +321,21 @@ def test_readme_defaults_match_values_yaml() -> None:
             assert node is None, key
         else:
             assert yaml.safe_load(documented.strip("`")) == node, key
+
+
+def test_schema_is_closed_at_every_level_of_ours() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+
+    def open_objects(node: Any, where: str) -> Iterator[str]:
+        if isinstance(node, dict):
+            closed = node.get("additionalProperties") is False
+            if "properties" in node and node.get("type") == "object" and not closed:
+                yield where
+            for key, sub in node.items():
+                yield from open_objects(sub, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                yield from open_objects(sub, f"{where}/{i}")
+
+    assert list(open_objects(schema, "")) == []
