@@ -72,8 +72,8 @@ demo: $(STAMP) ## Train if needed, validate, serve locally, load-test, print the
 bench: $(STAMP) ## Benchmarks into BENCHMARKS.md
 	$(PY) -m kserve_gitops.bench
 
-predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TARGET= BATCH= PROTOCOL=]
-	$(PY) -m kserve_gitops.predict --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT)) --target $(TARGET) --batch $(BATCH) --protocol $(PROTOCOL)
+predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TARGET= BATCH= PROTOCOL= HOST=]
+	$(PY) -m kserve_gitops.predict --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT)) --target $(TARGET) --batch $(BATCH) --protocol $(PROTOCOL) --model-name $(MODEL) $(if $(HOST),--host-header $(HOST))
 
 e2e-plan: $(STAMP) ## Print the ordered kind e2e plan for ENV without touching a cluster
 	@$(PY) -m kserve_gitops.e2e --env $(ENV) --plan

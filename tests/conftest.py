@@ -7,12 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from kserve_gitops import crds, paths
+from kserve_gitops import crds, paths, server
 
 RunModule = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -52,3 +52,16 @@ def run_module() -> RunModule:
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def local_model_server() -> Iterator[server.LocalServer]:
+    """One `python -m kserve_gitops.server` for the session, on a free port, access log off."""
+    with server.running(extra_args=["--access-log", "false"]) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def model_server(local_model_server: server.LocalServer) -> str:
+    """Base URL of the session's local sklearn-iris server (ready to answer)."""
+    return local_model_server.url
