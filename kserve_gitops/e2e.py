@@ -1,0 +1,376 @@
+"""`make e2e`: a kind cluster, the platform this repository declares, our model on it, real
+predictions through the Istio ingress and the Locust SLO test; `make e2e-plan` prints the same
+steps without touching anything.
+
+    python -m kserve_gitops.e2e --env dev --plan    # the ordered plan, offline
+    python -m kserve_gitops.e2e --env dev           # run it (needs Docker, kind, kubectl, helm)
+    python -m kserve_gitops.e2e --env dev --keep    # ... and keep the cluster (or KEEP=1)
+
+Exit codes: 0 passed, 1 a step failed (diagnostics in reports/e2e-<timestamp>/), 3 preflight:
+a tool is missing and nothing was started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from kserve_gitops import client, cluster, paths, platform
+from kserve_gitops.cluster import CommandError, Runner
+from kserve_gitops.e2e_plan import (
+    Apply,
+    CreateCluster,
+    HelmInstall,
+    LoadTest,
+    Plan,
+    Poll,
+    Predict,
+    ResolveHost,
+    Run,
+    Step,
+    build,
+    describe,
+)
+from kserve_gitops.render import RenderError
+
+EXIT_FAILED = 1
+EXIT_PREFLIGHT = 3
+
+
+class StepFailed(Exception):
+    """A step whose command succeeded but whose outcome is wrong (or never became right)."""
+
+
+def _yaml_docs(objects: Any) -> str:
+    return yaml.safe_dump_all([dict(o) for o in objects], sort_keys=False)
+
+
+def _seconds(duration: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(duration[:-1]) * units[duration[-1]] if duration[-1] in units else float(duration)
+
+
+@dataclass
+class Outcome:
+    title: str
+    layer: str
+    seconds: float
+    status: str  # passed | failed
+
+
+@dataclass
+class Executor:
+    """Runs a plan's steps in order; the only state carried between steps is the Host."""
+
+    plan: Plan
+    runner: Runner
+    report_dir: Path
+    echo: Any = field(default=lambda line: print(line, file=sys.stderr, flush=True))
+    host: str | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="kgops-e2e-"))
+
+    def _file(self, name: str, text: str) -> str:
+        path = self.workdir / name
+        path.write_text(text)
+        return str(path)
+
+    def execute(self, step: Step) -> None:
+        match step:
+            case CreateCluster():
+                self._create_cluster(step)
+            case HelmInstall():
+                self._helm(step)
+            case Apply():
+                manifest = self._file(f"{step.layer}.yaml", _yaml_docs(step.objects))
+                self.runner.run(step.argv(manifest), timeout=120)
+            case Run():
+                self.runner.run(step.argv(), timeout=step.timeout_s)
+            case Poll():
+                self._poll(step)
+            case ResolveHost():
+                url = self.runner.run(step.argv(), timeout=60).strip()
+                self.host = urlparse(url).netloc
+                if not self.host:
+                    raise StepFailed(f"InferenceService {step.name} has no status.url ({url!r})")
+                self.echo(f"    Host: {self.host}")
+            case Predict():
+                self._predict(step)
+            case LoadTest():
+                reports = self.report_dir / "loadtest"
+                argv = step.argv(self.plan.ingress, self._host(), str(reports))
+                self.runner.run([sys.executable, *argv[1:]], timeout=900, stream=True)
+
+    def _create_cluster(self, step: CreateCluster) -> None:
+        step.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        existing = self.runner.run(["kind", "get", "clusters"], timeout=60).split()
+        if step.name in existing:
+            self.echo(f"    cluster {step.name} exists (a KEEP=1 run): reusing it")
+            self.runner.run(
+                ["kind", "export", "kubeconfig", "--name", step.name,
+                 "--kubeconfig", paths.rel(step.kubeconfig)],
+                timeout=60,
+            )  # fmt: skip
+            return
+        self.runner.run(step.argv(), timeout=_seconds(step.wait) + 600, stream=True)
+
+    def _helm(self, step: HelmInstall) -> None:
+        values = self._file(f"values-{step.release}.yaml", yaml.safe_dump(dict(step.values)))
+        argv = step.argv(values if step.values else None)
+        for attempt in range(1, step.attempts + 1):
+            try:
+                self.runner.run(argv, timeout=_seconds(step.timeout) + 60)
+                return
+            except CommandError:
+                if attempt == step.attempts:
+                    raise
+                self.echo(f"    attempt {attempt} failed; retrying in 5s")
+                time.sleep(5)
+
+    def _poll(self, step: Poll) -> None:
+        deadline = time.monotonic() + step.timeout_s
+        stdin = _yaml_docs(step.stdin_objects) if step.stdin_objects else None
+        last = "no attempt"
+        first = True
+        while True:
+            try:
+                out = self.runner.run(step.argv(), stdin=stdin, timeout=60, quiet=not first)
+                if step.satisfied(out):
+                    return
+                last = f"output did not satisfy the check: {out.strip()[:300]!r}"
+            except CommandError as exc:
+                last = str(exc)
+            first = False
+            if time.monotonic() + step.interval_s > deadline:
+                raise StepFailed(f"not true after {step.timeout_s:g}s; last attempt: {last}")
+            time.sleep(step.interval_s)
+
+    def _host(self) -> str:
+        if not self.host:
+            raise StepFailed("no Host header: the InferenceService URL was not read")
+        return self.host
+
+    def _predict(self, step: Predict) -> None:
+        deadline = time.monotonic() + step.timeout_s
+        policy = client.RetryPolicy(retries=3, backoff=0.5)
+        while True:
+            try:
+                got = client.predict(
+                    self.plan.ingress,
+                    step.model,
+                    step.instances,
+                    step.protocol,
+                    host_header=self._host(),
+                    policy=policy,
+                )
+                break
+            except client.PredictionError as exc:
+                # 404: the gateway has no route for the Host yet (Istio config still spreading).
+                if not (exc.transient or exc.status == 404) or time.monotonic() > deadline:
+                    raise StepFailed(f"{step.protocol} prediction failed: {exc}") from exc
+                self.echo(f"    not yet: {exc}")
+                time.sleep(3)
+        self.echo(f"    predictions {got}")
+        if got != list(step.expected):
+            raise StepFailed(f"{step.protocol}: predicted {got}, expected {list(step.expected)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagnostics: what a failed run leaves for whoever reads the CI artifact.
+# ---------------------------------------------------------------------------------------------
+
+
+def platform_namespaces(plan: Plan) -> list[str]:
+    found: list[str] = []
+    for step in plan.steps:
+        if isinstance(step, HelmInstall):
+            found.append(step.namespace)
+        elif isinstance(step, Apply):
+            for obj in step.objects:
+                meta = obj.get("metadata") or {}
+                found.append(meta.get("name") if obj.get("kind") == "Namespace" else None)
+                found.append(meta.get("namespace"))
+    return [ns for ns in dict.fromkeys(found) if ns]
+
+
+KNATIVE_OBJECTS = ",".join(
+    f"{kind}.serving.knative.dev" for kind in ("services", "configurations", "revisions", "routes")
+)
+ISTIO_ROUTING = "gateways.networking.istio.io,virtualservices.networking.istio.io"
+WEBHOOKS = "validatingwebhookconfigurations,mutatingwebhookconfigurations"
+# File in the diagnostics folder -> the command whose output it holds.
+CLUSTER_WIDE: dict[str, str] = {
+    "nodes.txt": "kubectl describe nodes",
+    "events.txt": "kubectl get events -A --sort-by=.lastTimestamp",
+    "pods.txt": "kubectl get pods -A -o wide",
+    "helm-releases.txt": "helm list -A",
+    "inferenceservices.yaml": "kubectl get inferenceservices -A -o yaml",
+    "inferenceservices-describe.txt": "kubectl describe inferenceservices -A",
+    "knativeserving.yaml": "kubectl get knativeservings -A -o yaml",
+    "knative-serving-objects.yaml": f"kubectl get {KNATIVE_OBJECTS} -A -o yaml",
+    "clusterservingruntimes.yaml": "kubectl get clusterservingruntimes -o yaml",
+    "certificates.yaml": "kubectl get certificates,issuers -A -o yaml",
+    "istio-routing.yaml": f"kubectl get {ISTIO_ROUTING} -A -o yaml",
+    "webhooks.yaml": f"kubectl get {WEBHOOKS} -o yaml",
+}
+
+
+def collect_diagnostics(plan: Plan, runner: Runner, dest: Path) -> list[str]:
+    """Best effort: each command that fails leaves its error in its file instead."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+
+    def save(name: str, argv: tuple[str, ...] | list[str]) -> str:
+        path = dest / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out = runner.run(list(argv), timeout=120, quiet=True)
+        except CommandError as exc:
+            out = f"# {exc}\n"
+        path.write_text(out)
+        written.append(name)
+        return out
+
+    for name, command in CLUSTER_WIDE.items():
+        save(name, command.split())
+    for ns in platform_namespaces(plan):
+        save(f"{ns}/resources.txt", ("kubectl", "get", "all", "-n", ns, "-o", "wide"))
+        save(f"{ns}/events.txt", ("kubectl", "get", "events", "-n", ns, "--sort-by=.lastTimestamp"))
+        save(f"{ns}/pods-describe.txt", ("kubectl", "describe", "pods", "-n", ns))
+        pods = save(
+            f"{ns}/pod-names.txt",
+            ("kubectl", "get", "pods", "-n", ns, "-o", "jsonpath={.items[*].metadata.name}"),
+        )
+        for pod in pods.split() if not pods.startswith("#") else []:
+            save(
+                f"{ns}/logs/{pod}.log",
+                ("kubectl", "logs", pod, "-n", ns, "--all-containers", "--prefix", "--tail=2000"),
+            )
+    save(
+        "kind-export-logs.txt",
+        ("kind", "export", "logs", str(dest / "kind"), "--name", plan.cluster),
+    )
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+# ---------------------------------------------------------------------------------------------
+
+
+def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
+    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report_dir = reports / f"e2e-{stamp}"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "plan.txt").write_text(describe(plan))
+    env = {**os.environ, "KUBECONFIG": str(plan.kubeconfig)}
+    runner = Runner(log=report_dir / "commands.log", echo=echo, env=env, cwd=paths.ROOT)
+    executor = Executor(plan, runner, report_dir, echo)
+    outcomes: list[Outcome] = []
+    failure: str | None = None
+    started = time.monotonic()
+    total = len(plan.steps)
+    try:
+        for number, step in enumerate(plan.steps, start=1):
+            echo(f"[{number}/{total}] {step.layer}: {step.title}")
+            t0 = time.monotonic()
+            try:
+                executor.execute(step)
+            except (CommandError, StepFailed, client.PredictionError, OSError) as exc:
+                outcomes.append(Outcome(step.title, step.layer, time.monotonic() - t0, "failed"))
+                failure = f"step {number} ({step.layer}: {step.title}): {exc}"
+                break
+            took = time.monotonic() - t0
+            outcomes.append(Outcome(step.title, step.layer, took, "passed"))
+            echo(f"    ok ({took:.1f}s)")
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    if failure:
+        echo(f"\nFAILED {failure}")
+        echo(f"collecting diagnostics into {paths.rel(report_dir)} ...")
+        collect_diagnostics(plan, runner, report_dir / "diagnostics")
+    summary = {
+        "env": plan.env,
+        "cluster": plan.cluster,
+        "result": "failed" if failure else "passed",
+        "failure": failure,
+        "seconds": round(time.monotonic() - started, 1),
+        "host": executor.host,
+        "steps": [o.__dict__ for o in outcomes],
+    }
+    (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if outcomes:  # the cluster step was reached: leave nothing behind unless asked
+        if keep:
+            echo(f"kept cluster {plan.cluster}: export KUBECONFIG={plan.kubeconfig}")
+            echo(f"  delete it with: kind delete cluster --name {plan.cluster}")
+        else:
+            echo(f"deleting cluster {plan.cluster} (KEEP=1 keeps it)")
+            try:
+                runner.run(
+                    ["kind", "delete", "cluster", "--name", plan.cluster,
+                     "--kubeconfig", paths.rel(plan.kubeconfig)],
+                    timeout=300,
+                )  # fmt: skip
+            except CommandError as exc:
+                echo(f"warning: could not delete cluster {plan.cluster}: {exc}")
+    verdict = "FAILED" if failure else "PASSED"
+    echo(f"e2e {plan.env}: {verdict} in {summary['seconds']}s, report {paths.rel(report_dir)}")
+    return EXIT_FAILED if failure else 0
+
+
+def preflight_message(problems: list[cluster.Problem], env: str) -> str:
+    return "\n".join(
+        [
+            f"e2e: cannot start: {len(problems)} prerequisite(s) missing; nothing was created.",
+            *(str(p) for p in problems),
+            f"`make e2e-plan ENV={env}` prints what the run would do without any of them.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", required=True, choices=paths.ENVIRONMENT_NAMES)
+    parser.add_argument("--plan", action="store_true", help="print the plan, touch nothing")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        default=os.environ.get("KEEP") == "1",
+        help="keep the cluster afterwards (default: KEEP=1 in the environment)",
+    )
+    parser.add_argument("--reports", type=Path, default=None, help="default reports/")
+    args = parser.parse_args(argv)
+    if not args.plan:
+        pins = platform.load_versions().get("kubernetes") or {}
+        problems, warnings = cluster.preflight(str(pins.get("kind", "")))
+        if problems:
+            print(preflight_message(problems, args.env), file=sys.stderr)
+            return EXIT_PREFLIGHT
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    try:
+        plan = build(args.env)
+    except RenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.plan:
+        sys.stdout.write(describe(plan))
+        return 0
+    return run(plan, args.keep, args.reports or paths.REPORTS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,691 @@
+"""The kind e2e as data: an ordered list of typed steps that `make e2e-plan` prints and
+`make e2e` executes, so the plan the tests check is the run CI performs.
+
+Versions and values come from the platform declarations (kserve_gitops.platform, which reads the
+Flux HelmReleases and versions.yaml); this module only adds what a throwaway kind cluster needs
+on top (e2e/values/<release>.yaml) and the waits that tell one layer is ready for the next.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kserve_gitops import client, paths, platform, render
+from kserve_gitops.render import Obj, RenderError
+
+E2E = paths.ROOT / "e2e"
+KIND_CONFIG = E2E / "kind-config.yaml"
+MODEL_STORE = E2E / "model-store"
+E2E_VALUES = E2E / "values"
+MODEL = "sklearn-iris"
+INGRESS_NODE_PORT = 31080
+# The rows and answers the issue fixes; every protocol must give the same classes.
+PREDICTIONS: tuple[tuple[tuple[tuple[float, ...], ...], tuple[int, ...]], ...] = (
+    (((6.8, 2.8, 4.8, 1.4), (6.0, 3.4, 4.5, 1.6)), (1, 1)),
+    (((5.1, 3.5, 1.4, 0.2),), (0,)),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step types. Every step knows its layer (for ordering checks and progress lines), a title, and
+# the exact commands it runs; the executor in kserve_gitops.e2e adds nothing but the running.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateCluster:
+    """`kind create cluster`, writing its credentials to a kubeconfig of its own: every later
+    command gets KUBECONFIG=that file, so the run can never act on another cluster."""
+
+    layer: str
+    name: str
+    config: Path
+    node_image: str
+    kubeconfig: Path
+    wait: str = "120s"
+
+    @property
+    def title(self) -> str:
+        return f"create kind cluster {self.name}"
+
+    def argv(self) -> list[str]:
+        return [
+            "kind", "create", "cluster", "--name", self.name, "--config", paths.rel(self.config),
+            "--image", self.node_image, "--kubeconfig", paths.rel(self.kubeconfig),
+            "--wait", self.wait,
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HelmInstall:
+    """`helm upgrade --install` of one release, values = declared values + e2e overrides.
+
+    `values` is written to a temporary file (the plan prints it); `value_files` are passed as
+    they are, as a user would pass them."""
+
+    layer: str
+    release: str
+    chart: str
+    repository: str | None  # https:// repo, oci:// registry, or None for a chart directory
+    version: str | None
+    namespace: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    values_source: str = ""
+    value_files: tuple[Path, ...] = ()
+    timeout: str = "10m"
+    attempts: int = 1
+
+    @property
+    def title(self) -> str:
+        where = f" {self.version}" if self.version else ""
+        return f"helm install {self.release} ({self.chart}{where}) into {self.namespace}"
+
+    def chart_args(self) -> list[str]:
+        if self.repository is None:
+            return [self.chart]
+        if self.repository.startswith("oci://"):
+            return [f"{self.repository.rstrip('/')}/{self.chart}"]
+        return [self.chart, "--repo", self.repository]
+
+    def argv(self, values_file: str | None) -> list[str]:
+        argv = ["helm", "upgrade", "--install", self.release, *self.chart_args()]
+        if self.version:
+            argv += ["--version", self.version]
+        argv += ["--namespace", self.namespace, "--create-namespace"]
+        if values_file:
+            argv += ["--values", values_file]
+        for path in self.value_files:
+            argv += ["--values", paths.rel(path)]
+        return [*argv, "--wait", "--timeout", self.timeout]
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Server-side apply of objects that come from a build `make validate` checks."""
+
+    layer: str
+    title: str
+    source: str
+    objects: tuple[Mapping[str, Any], ...]
+
+    def argv(self, manifest_file: str) -> list[str]:
+        # Server-side: no last-applied annotation, so object size is never the limit.
+        return [
+            "kubectl", "apply", "--server-side", "--force-conflicts",
+            "--field-manager", "kgops-e2e", "-f", manifest_file,
+        ]  # fmt: skip
+
+    def refs(self) -> list[str]:
+        return [ref(o) for o in self.objects]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One command that must succeed (kubectl wait, kubectl cp, ...)."""
+
+    layer: str
+    title: str
+    command: tuple[str, ...]
+    timeout_s: float = 600
+
+    def argv(self) -> list[str]:
+        return list(self.command)
+
+
+@dataclass(frozen=True)
+class Poll:
+    """Repeat a command until it succeeds and its output passes `until` (a key of UNTIL): for
+    states `kubectl wait` cannot express, e.g. a Service that has a ready endpoint."""
+
+    layer: str
+    title: str
+    command: tuple[str, ...]
+    until: str = "success"
+    timeout_s: float = 300
+    interval_s: float = 5
+    stdin_objects: tuple[Mapping[str, Any], ...] = ()
+
+    def argv(self) -> list[str]:
+        return list(self.command)
+
+    def satisfied(self, output: str) -> bool:
+        return UNTIL[self.until][1](output)
+
+
+@dataclass(frozen=True)
+class ResolveHost:
+    """Read the InferenceService URL: its host is the Host header the ingress routes on."""
+
+    layer: str
+    name: str
+    namespace: str
+
+    @property
+    def title(self) -> str:
+        return f"read InferenceService {self.namespace}/{self.name} status.url (the Host header)"
+
+    def argv(self) -> list[str]:
+        return [
+            "kubectl", "get", "inferenceservice", self.name, "-n", self.namespace,
+            "-o", "jsonpath={.status.url}",
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Predict:
+    layer: str
+    model: str
+    protocol: str
+    instances: tuple[tuple[float, ...], ...]
+    expected: tuple[int, ...]
+    timeout_s: float = 120
+
+    @property
+    def title(self) -> str:
+        rows = json.dumps([list(r) for r in self.instances])
+        return f"predict {self.protocol} {rows} -> {list(self.expected)}"
+
+
+@dataclass(frozen=True)
+class LoadTest:
+    layer: str
+    env: str
+    model: str
+    protocol: str
+
+    @property
+    def title(self) -> str:
+        return f"Locust SLO test ({self.protocol}, config/slo.yaml targets for {self.env})"
+
+    def argv(self, target: str, host: str, reports: str) -> list[str]:
+        return [
+            "python", "-m", "kserve_gitops.loadtest", "--target", target, "--host-header", host,
+            "--protocol", self.protocol, "--model", self.model, "--env", self.env,
+            "--reports", reports,
+        ]  # fmt: skip
+
+
+Step = CreateCluster | HelmInstall | Apply | Run | Poll | ResolveHost | Predict | LoadTest
+
+
+@dataclass(frozen=True)
+class Plan:
+    env: str
+    cluster: str
+    kubeconfig: Path
+    namespace: str
+    ingress: str
+    steps: tuple[Step, ...]
+
+    def layers(self) -> list[str]:
+        return list(dict.fromkeys(s.layer for s in self.steps))
+
+
+def ref(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj.get('kind')}/{ns}{meta.get('name')}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Readiness of each upstream chart: what `helm --wait` does not prove. Taken from KServe's own
+# CI (hack/setup/quick-install/*, test/scripts/gh-actions/setup-deps.sh) and kubeflow/manifests'
+# kind tests; see the e2e section of the README for the file-by-file comparison.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Readiness:
+    timeout_s: int
+    crds: tuple[str, ...] = ()  # CRDs the chart creates and later layers use: wait Established
+    services: tuple[str, ...] = ()  # webhook/ingress Services that must have a ready endpoint
+    needs_crds: tuple[str, ...] = ()  # CRDs whose objects the chart itself creates
+    deployments: bool = True  # the chart runs Deployments in its namespace
+
+
+CERT_MANAGER_CRDS = ("certificates.cert-manager.io", "issuers.cert-manager.io")
+ISTIO_CRDS = (
+    "gateways.networking.istio.io",
+    "virtualservices.networking.istio.io",
+    "destinationrules.networking.istio.io",
+    "peerauthentications.security.istio.io",
+)
+KNATIVE_OPERATOR_CRDS = ("knativeservings.operator.knative.dev",)
+KSERVE_CRDS = (
+    "inferenceservices.serving.kserve.io",
+    "servingruntimes.serving.kserve.io",
+    "clusterservingruntimes.serving.kserve.io",
+    "inferencegraphs.serving.kserve.io",
+)
+KSERVE_WEBHOOK = "kserve-webhook-server-service"
+KSERVE_CERTIFICATE = "serving-cert"  # cert-manager Certificate of the KServe webhook
+# Webhook configurations whose caBundle cert-manager's cainjector fills from that Certificate.
+KSERVE_WEBHOOK_CONFIGS = (
+    ("validatingwebhookconfiguration", "clusterservingruntime.serving.kserve.io"),
+    ("validatingwebhookconfiguration", "inferenceservice.serving.kserve.io"),
+    ("mutatingwebhookconfiguration", "inferenceservice.serving.kserve.io"),
+)
+SKLEARN_RUNTIME = "kserve-sklearnserver"
+
+
+def readiness(chart: str, release: str) -> Readiness:
+    """What tells a release of `chart` is ready, by chart (service names follow release names
+    the way each chart's templates derive them)."""
+    match chart:
+        case "cert-manager":
+            return Readiness(180, CERT_MANAGER_CRDS, (f"{_cm_fullname(release)}-webhook",))
+        case "base":
+            return Readiness(60, ISTIO_CRDS, deployments=False)
+        case "istiod":
+            return Readiness(600, services=("istiod",), needs_crds=ISTIO_CRDS)
+        case "gateway":
+            return Readiness(600, services=(release,))
+        case "knative-operator":
+            return Readiness(300, KNATIVE_OPERATOR_CRDS, ("operator-webhook",))
+        case "kserve-crd":
+            return Readiness(60, KSERVE_CRDS, deployments=False)
+        case "kserve-resources":
+            return Readiness(300, services=(KSERVE_WEBHOOK,), needs_crds=CERT_MANAGER_CRDS)
+        case "kserve-runtime-configs":
+            return Readiness(
+                60, needs_crds=("clusterservingruntimes.serving.kserve.io",), deployments=False
+            )
+    raise RenderError(f"e2e: no readiness rule for chart {chart!r} (release {release})")
+
+
+def _cm_fullname(release: str) -> str:
+    # cert-manager's _helpers.tpl: the release name when it contains the chart name.
+    return release if "cert-manager" in release else f"{release}-cert-manager"
+
+
+def wait_crds(layer: str, crds: Sequence[str], timeout_s: int = 60) -> Run:
+    return Run(
+        layer,
+        f"wait: CRDs Established ({', '.join(crds)})",
+        ("kubectl", "wait", "--for=condition=Established", f"--timeout={timeout_s}s",
+         *(f"crd/{c}" for c in crds)),
+        timeout_s + 30,
+    )  # fmt: skip
+
+
+def wait_deployments(layer: str, namespace: str, timeout_s: int) -> Run:
+    return Run(
+        layer,
+        f"wait: every Deployment in {namespace} Available",
+        ("kubectl", "wait", "--for=condition=Available", "deployment", "--all",
+         "-n", namespace, f"--timeout={timeout_s}s"),
+        timeout_s + 30,
+    )  # fmt: skip
+
+
+def wait_endpoint(layer: str, namespace: str, service: str, timeout_s: int) -> Poll:
+    """A Service answers only once an EndpointSlice lists a ready address behind it: the
+    moment a webhook can be called (Deployment Available can precede it)."""
+    return Poll(
+        layer,
+        f"wait: Service {namespace}/{service} has a ready endpoint",
+        ("kubectl", "get", "endpointslices", "-n", namespace,
+         "-l", f"kubernetes.io/service-name={service}", "-o", "json"),
+        "ready-endpoint",
+        timeout_s,
+    )  # fmt: skip
+
+
+def ready_endpoint(output: str) -> bool:
+    """True when an EndpointSlice list (kubectl -o json) has an address whose endpoint is ready
+    (EndpointSlice v1: a missing `ready` condition means ready)."""
+    try:
+        slices = json.loads(output).get("items") or []
+    except (ValueError, AttributeError):
+        return False
+    return any(
+        ep.get("addresses") and (ep.get("conditions") or {}).get("ready", True) is not False
+        for s in slices
+        for ep in s.get("endpoints") or []
+    )
+
+
+# Poll conditions: what the plan prints, and the check the executor applies to the output.
+UNTIL: dict[str, tuple[str, Any]] = {
+    "success": ("until it exits 0", lambda _out: True),
+    "output": ("until it exits 0 and prints something", lambda out: bool(out.strip())),
+    "ready-endpoint": ("until an EndpointSlice lists a ready address", ready_endpoint),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan.
+# ---------------------------------------------------------------------------------------------
+
+
+def e2e_values_file(release: str) -> Path | None:
+    """e2e/values/<release>.yaml: what only a kind cluster needs on top of the declared values."""
+    path = E2E_VALUES / f"{release}.yaml"
+    return path if path.is_file() else None
+
+
+def install_release(layer: str, rel: platform.Release) -> list[Step]:
+    ready = readiness(rel.chart, rel.name)
+    override = e2e_values_file(rel.name)
+    repository = rel.repository
+    if repository.startswith("oci://") and repository.rstrip("/").endswith(f"/{rel.chart}"):
+        repository = repository.rstrip("/").removesuffix(f"/{rel.chart}")
+    steps: list[Step] = [
+        HelmInstall(
+            layer,
+            rel.name,
+            rel.chart,
+            repository,
+            rel.version,
+            rel.namespace,
+            values=rel.values,
+            values_source=rel.values_file or f"HelmRelease {rel.name} spec.values",
+            value_files=(override,) if override else (),
+            # KServe's installer retries kserve-resources once: its Certificate can race the
+            # cert-manager webhook's CA bundle on a fresh cluster.
+            attempts=2 if rel.chart == "kserve-resources" else 1,
+        )
+    ]
+    if ready.crds:
+        steps.append(wait_crds(layer, ready.crds, ready.timeout_s))
+    if ready.deployments:
+        steps.append(wait_deployments(layer, rel.namespace, ready.timeout_s))
+    steps += [wait_endpoint(layer, rel.namespace, svc, ready.timeout_s) for svc in ready.services]
+    if rel.chart == "kserve-resources":
+        steps += kserve_webhook_tls(layer, rel.namespace)
+    if rel.chart == "kserve-runtime-configs":
+        steps.append(
+            Poll(
+                layer,
+                f"check: ClusterServingRuntime {SKLEARN_RUNTIME} exists",
+                ("kubectl", "get", "clusterservingruntime", SKLEARN_RUNTIME, "-o", "name"),
+                "output",
+                ready.timeout_s,
+            )
+        )
+    return steps
+
+
+def kserve_webhook_tls(layer: str, namespace: str) -> list[Step]:
+    """A webhook whose caBundle is still empty fails every call with a TLS error: wait for the
+    serving certificate (as kubeflow/manifests' kserve install does) and for its injection."""
+    steps: list[Step] = [
+        Run(layer, f"wait: Certificate {namespace}/{KSERVE_CERTIFICATE} Ready",
+            ("kubectl", "wait", "--for=condition=Ready", f"certificate/{KSERVE_CERTIFICATE}",
+             "-n", namespace, "--timeout=120s"), 150)
+    ]  # fmt: skip
+    for kind, name in KSERVE_WEBHOOK_CONFIGS:
+        steps.append(
+            Poll(
+                layer,
+                f"wait: cert-manager injected the CA into {kind} {name}",
+                ("kubectl", "get", kind, name, "-o",
+                 "jsonpath={.webhooks[*].clientConfig.caBundle}"),
+                "output",
+                120,
+            )
+        )  # fmt: skip
+    return steps
+
+
+def apply_layer(layer: platform.Layer) -> list[Step]:
+    steps: list[Step] = [
+        Apply(
+            layer.name,
+            f"apply the plain manifests of {layer.path}",
+            f"kustomize build {layer.path}",
+            tuple(layer.manifests),
+        )
+    ]
+    for obj in layer.manifests:
+        if obj.get("kind") == "KnativeServing":
+            meta = obj["metadata"]
+            steps.append(
+                Run(
+                    layer.name,
+                    f"wait: KnativeServing {meta['namespace']}/{meta['name']} Ready",
+                    ("kubectl", "wait", "--for=condition=Ready", f"knativeserving/{meta['name']}",
+                     "-n", meta["namespace"], "--timeout=300s"),
+                    330,
+                )
+            )  # fmt: skip
+    return steps
+
+
+def _storage(values: Mapping[str, Any], source: str) -> tuple[str, str]:
+    uri = str((values.get("model") or {}).get("storageUri", ""))
+    claim, _, sub = uri.removeprefix("pvc://").partition("/")
+    if not uri.startswith("pvc://") or not claim or not sub:
+        raise RenderError(
+            f"{source}: model.storageUri: the e2e delivers the model on a PVC and expects "
+            f"pvc://<claim>/<path>, got {uri!r}"
+        )
+    return claim, sub.strip("/")
+
+
+def model_store(env: str, namespace: str, values: Mapping[str, Any], source: str) -> list[Step]:
+    """Put the trained model on the claim the storageUri names, through a short-lived pod."""
+    objs = render.kustomize_build(MODEL_STORE)
+    where = f"kustomize build {paths.rel(MODEL_STORE)}"
+    claim, sub = _storage(values, source)
+    pvcs = [o for o in objs if o.get("kind") == "PersistentVolumeClaim"]
+    pods = [o for o in objs if o.get("kind") == "Pod"]
+    if [o["metadata"]["name"] for o in pvcs] != [claim] or len(pods) != 1:
+        raise RenderError(f"{where}: expected one PVC named {claim!r} ({source}) and one Pod")
+    wrong = [ref(o) for o in objs if o["metadata"].get("namespace", namespace) != namespace]
+    wrong += [
+        ref(o) for o in objs if o["kind"] == "Namespace" and o["metadata"]["name"] != namespace
+    ]
+    if wrong:
+        raise RenderError(
+            f"{where}: {', '.join(wrong)}: not in namespace {namespace!r} "
+            f"(the namespace of HelmRelease {MODEL} in clusters/{env})"
+        )
+    pod = pods[0]["metadata"]["name"]
+    container = pods[0]["spec"]["containers"][0]
+    mount = next(
+        m["mountPath"]
+        for m in container["volumeMounts"]
+        if m["name"] == _claim_volume(pods[0], claim)
+    )
+    artifact = paths.MODELS / MODEL / sub / "model.joblib"
+    target = f"{mount}/{sub}"
+    kexec = ("kubectl", "exec", "-n", namespace, pod, "-c", container["name"], "--")
+    return [
+        Apply("model", "apply the e2e model store: namespace, PVC, loader pod", where, tuple(objs)),
+        Run("model", f"wait: pod {pod} Ready (claim {claim} bound)",
+            ("kubectl", "wait", "--for=condition=Ready", f"pod/{pod}", "-n", namespace,
+             "--timeout=300s"), 330),
+        Run("model", f"create {target} on the claim", (*kexec, "mkdir", "-p", target)),
+        Run("model", f"copy {paths.rel(artifact)} onto the claim",
+            ("kubectl", "cp", paths.rel(artifact),
+             f"{namespace}/{pod}:{target}/model.joblib", "-c", container["name"])),
+        Run("model", "check: the model file is on the claim",
+            (*kexec, "ls", "-l", f"{target}/model.joblib")),
+        Run("model", f"delete pod {pod} (the claim keeps the model)",
+            ("kubectl", "delete", "pod", pod, "-n", namespace, "--wait=true", "--timeout=120s")),
+    ]  # fmt: skip
+
+
+def _claim_volume(pod: Mapping[str, Any], claim: str) -> str:
+    for vol in pod["spec"].get("volumes") or []:
+        if (vol.get("persistentVolumeClaim") or {}).get("claimName") == claim:
+            return str(vol["name"])
+    raise RenderError(f"e2e/model-store: the loader pod does not mount claim {claim!r}")
+
+
+def deploy(namespace: str, values_file: Path) -> tuple[list[Step], list[Obj]]:
+    """Our chart with the environment's values, as a user installs it; first a server-side dry
+    run that only passes once KServe's webhook admits the InferenceService."""
+    source = paths.rel(values_file)
+    values = render.model_values(values_file)
+    objs = render.render_chart(render.MODEL_CHART, values, MODEL, namespace, source)
+    bodies = tuple(o.body for o in objs)
+    steps: list[Step] = [
+        Poll(
+            "deploy",
+            "wait: KServe's webhook admits the InferenceService (server-side dry run)",
+            ("kubectl", "apply", "--server-side", "--dry-run=server", "--field-manager",
+             "kgops-e2e", "-f", "-"),
+            "success",
+            120,
+            stdin_objects=bodies,
+        ),
+        HelmInstall("deploy", MODEL, paths.rel(render.MODEL_CHART), None, None, namespace,
+                    values_source=source, value_files=(values_file,), timeout="5m"),
+        Run("deploy", f"wait: InferenceService {namespace}/{MODEL} Ready",
+            ("kubectl", "wait", "--for=condition=Ready", f"inferenceservice/{MODEL}",
+             "-n", namespace, "--timeout=600s"), 630),
+    ]  # fmt: skip
+    return steps, objs
+
+
+def build(env: str) -> Plan:
+    """Every step of `make e2e ENV=env`, in order, from the repository alone."""
+    versions = platform.load_versions()
+    kube = versions.get("kubernetes") or {}
+    cluster = f"kgops-{env}"
+    kubeconfig = paths.CACHE / "e2e" / f"{cluster}.kubeconfig"
+    steps: list[Step] = [
+        CreateCluster("cluster", cluster, KIND_CONFIG, str(kube.get("nodeImage", "")), kubeconfig),
+        Run("cluster", "wait: node Ready",
+            ("kubectl", "wait", "--for=condition=Ready", "node", "--all", "--timeout=120s"), 150),
+    ]  # fmt: skip
+    models: list[platform.Release] = []
+    for layer in platform.layers(env):
+        for rel in layer.releases:
+            if rel.local:
+                models.append(rel)  # our chart: installed after the model is on its claim
+            else:
+                steps += install_release(layer.name, rel)
+        if layer.manifests:
+            steps += apply_layer(layer)
+    model = next((r for r in models if r.name == MODEL and r.values_file), None)
+    if model is None:
+        raise RenderError(f"clusters/{env}: no HelmRelease {MODEL} of our chart with a values file")
+    values_file = paths.ROOT / str(model.values_file)
+    values = render.model_values(values_file)
+    steps += model_store(env, model.namespace, values, paths.rel(values_file))
+    steps += deploy(model.namespace, values_file)[0]
+    steps.append(ResolveHost("verify", MODEL, model.namespace))
+    for protocol in ("v1", "v2"):
+        steps += [Predict("verify", MODEL, protocol, rows, want) for rows, want in PREDICTIONS]
+    steps.append(LoadTest("verify", env, MODEL, "v1"))
+    ingress = f"http://127.0.0.1:{INGRESS_NODE_PORT}"
+    return Plan(env, cluster, kubeconfig, model.namespace, ingress, tuple(steps))
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan as text (`make e2e-plan`).
+# ---------------------------------------------------------------------------------------------
+
+HOST_PLACEHOLDER = "<host of status.url>"
+
+
+def _block(text: str, indent: str = "        | ") -> list[str]:
+    return [f"{indent}{line}".rstrip() for line in text.rstrip().splitlines()]
+
+
+def _yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False) if data else "{}"
+
+
+def values_placeholder(step: HelmInstall) -> str | None:
+    return f"<values of {step.release}>" if step.values else None
+
+
+def describe_step(step: Step, plan: Plan) -> list[str]:
+    """The lines `make e2e-plan` prints for one step: the command(s), then what goes in."""
+    out: list[str] = []
+    match step:
+        case CreateCluster():
+            out.append(f"      $ {' '.join(step.argv())}")
+        case HelmInstall():
+            out.append(f"      $ {' '.join(step.argv(values_placeholder(step)))}")
+            if step.attempts > 1:
+                out.append(f"      (up to {step.attempts} attempts)")
+            if step.values:
+                out.append(f"      <values of {step.release}> = {step.values_source}:")
+                out += _block(_yaml(dict(step.values)))
+            for path in step.value_files:
+                if path.is_relative_to(E2E):
+                    out.append(f"      e2e override {paths.rel(path)}:")
+                    out += _block(path.read_text())
+            if step.repository is None:
+                objs = render.render_chart(
+                    paths.ROOT / step.chart, _merged(step), step.release, step.namespace,
+                    step.values_source,
+                )  # fmt: skip
+                out.append("      renders (the objects `make validate` checks for this env):")
+                out += [f"        - {o.ref} in {step.namespace}" for o in objs]
+        case Apply():
+            out.append(f"      $ {' '.join(step.argv('<manifests>'))}")
+            out.append(f"      <manifests> = {step.source}:")
+            out += [f"        - {r}" for r in step.refs()]
+        case Run():
+            out.append(f"      $ {' '.join(step.argv())}")
+        case Poll():
+            how = UNTIL[step.until][0]
+            out.append(f"      $ {' '.join(step.argv())}")
+            out.append(f"      every {step.interval_s:g}s for up to {step.timeout_s:g}s, {how}")
+            if step.stdin_objects:
+                out.append("      stdin: " + ", ".join(ref(o) for o in step.stdin_objects))
+        case ResolveHost():
+            out.append(f"      $ {' '.join(step.argv())}")
+        case Predict():
+            path = client.predict_path(step.protocol, step.model)
+            body = json.dumps(client.request_body(step.protocol, step.instances))
+            out.append(f"      POST {plan.ingress}{path}  Host: {HOST_PLACEHOLDER}")
+            out.append(f"      body {body}")
+            out.append(
+                f"      expect {list(step.expected)}; retries connection errors, 404 (route not "
+                f"yet programmed) and 429/502/503/504 for up to {step.timeout_s:g}s"
+            )
+        case LoadTest():
+            argv = step.argv(plan.ingress, HOST_PLACEHOLDER, "reports/e2e-<timestamp>/loadtest")
+            out.append(f"      $ {' '.join(argv)}")
+            out.append("      fails the run when the SLO verdict is a miss")
+    return out
+
+
+def _merged(step: HelmInstall) -> dict[str, Any]:
+    values = dict(step.values)
+    for path in step.value_files:
+        values.update(render.model_values(path))
+    return values
+
+
+def describe(plan: Plan) -> str:
+    versions = platform.load_versions()
+    kube = versions.get("kubernetes") or {}
+    lines = [
+        f"e2e plan for {plan.env}: nothing below has run; `make e2e ENV={plan.env}` runs exactly "
+        f"these {len(plan.steps)} steps, then deletes the cluster (KEEP=1 keeps it).",
+        f"  cluster  {plan.cluster}: kind {kube.get('kind')}, Kubernetes {kube.get('version')}, "
+        f"{paths.rel(KIND_CONFIG)}",
+        f"  ingress  {plan.ingress} (Istio ingress gateway NodePort {INGRESS_NODE_PORT}, "
+        "mapped to the host by kind)",
+        f"  pins     {paths.rel(paths.VERSIONS)}, through the Flux declarations of "
+        f"clusters/{plan.env}",
+        f"  access   every command runs with KUBECONFIG={paths.rel(plan.kubeconfig)} "
+        "(your own kubeconfig is never used)",
+        "  on failure: events, pod logs of every platform namespace, InferenceService/Knative "
+        "status and the Locust report go to reports/e2e-<timestamp>/",
+        "",
+        f"kind cluster config ({paths.rel(KIND_CONFIG)}):",
+        *_block(KIND_CONFIG.read_text(), "    | "),
+    ]
+    layer = None
+    for number, step in enumerate(plan.steps, start=1):
+        if step.layer != layer:
+            layer = step.layer
+            lines += ["", f"[{layer}]"]
+        lines.append(f"  {number:>2}. {step.title}")
+        lines += describe_step(step, plan)
+    return "\n".join(lines) + "\n"
