@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops import paths, render
+from kserve_gitops import argocd, paths, render
 from kserve_gitops.render import RenderError
 
 FLUX_SOURCE_KINDS = ("GitRepository", "HelmRepository", "OCIRepository")
@@ -254,18 +254,101 @@ def _values_maps(hrs: dict[str, dict[str, Any]]) -> set[str]:
     }
 
 
-def describe(env: str) -> str:
-    """The Flux layers of `env` as text: one line per release or manifest."""
-    lines = [f"{env}:"]
+@dataclass(frozen=True)
+class Component:
+    """What one tool installs for one component, normalised so Flux and Argo CD compare."""
+
+    wave: int  # install step: every component of a wave is Ready before the next wave starts
+    layer: str
+    key: str  # release name for charts, repository path for plain manifests
+    chart: str
+    repository: str
+    version: str  # "" for sources in this repository (they follow the Git revision)
+    namespace: str
+    values_files: tuple[str, ...]
+
+
+def flux_components(env: str) -> list[Component]:
+    """Flux's install order for `env`: layers by Kustomization dependsOn, then releases by
+    HelmRelease dependsOn inside a layer; one wave per step."""
+    found: list[Component] = []
+    base = 0
     for layer in layers(env):
-        after = f" (after {', '.join(layer.depends_on)})" if layer.depends_on else ""
-        lines.append(f"  {layer.name}{after}  [{layer.path}]")
-        for r in layer.releases:
-            version = r.version or "chart in repo"
-            lines.append(f"    {r.name:<24} {r.chart} {version}  -> {r.namespace}")
-        for m in layer.manifests:
-            meta = m.get("metadata") or {}
-            lines.append(f"    {m.get('kind')}/{meta.get('name')}")
+        short = layer.name.removeprefix("platform-")
+        waves: dict[str, int] = {}
+        for r in layer.releases:  # already in dependsOn order
+            waves[r.name] = max((waves[d] + 1 for d in r.depends_on if d in waves), default=base)
+            found.append(
+                Component(
+                    waves[r.name],
+                    short,
+                    r.name,
+                    r.chart,
+                    "" if r.local else r.repository,
+                    "" if r.local else r.version,
+                    r.namespace,
+                    (r.values_file,) if r.values_file else (),
+                )
+            )
+        if layer.manifests:
+            namespaces = sorted({str(m["metadata"].get("namespace", "")) for m in layer.manifests})
+            ns = next((n for n in namespaces if n), "")
+            found.append(Component(base, short, layer.path, "", "", "", ns, ()))
+            waves[layer.path] = base
+        base = max(waves.values(), default=base - 1) + 1
+    return found
+
+
+def argocd_components(env: str) -> list[Component]:
+    """Argo CD's install order for `env`: the sync waves of the generated Applications."""
+    found = []
+    for app in argocd.applications(env):
+        repo = app.repository
+        if app.chart and not app.chart.startswith("./") and "://" not in repo:
+            repo = f"oci://{repo}/{app.chart}"  # Helm OCI repository + chart name
+        ours = app.path is not None
+        key = app.component if app.chart else str(app.path)
+        found.append(
+            Component(
+                app.wave,
+                app.layer,
+                key,
+                app.chart,
+                "" if ours else repo,
+                "" if ours else app.version,
+                app.namespace,
+                app.value_files,
+            )
+        )
+    return found
+
+
+def differences(env: str) -> list[str]:
+    """Where Flux and Argo CD disagree for `env` (components, versions, order, values)."""
+    flux = {c.key: c for c in flux_components(env)}
+    argo = {c.key: c for c in argocd_components(env)}
+    out = [f"{env}: {k}: only Flux installs it" for k in flux.keys() - argo.keys()]
+    out += [f"{env}: {k}: only Argo CD installs it" for k in argo.keys() - flux.keys()]
+    for key in sorted(flux.keys() & argo.keys()):
+        if flux[key] != argo[key]:
+            out.append(f"{env}: {key}: Flux {flux[key]} != Argo CD {argo[key]}")
+    return sorted(out)
+
+
+def describe(env: str) -> str:
+    """Both tools' install plan for `env`, one line per component, in order."""
+    flux, argo = flux_components(env), {c.key: c for c in argocd_components(env)}
+    head = f"  {'wave':<5}{'layer':<12}{'component':<38}{'chart':<28}{'version':<10} tools"
+    lines = [f"{env}:", head]
+    for c in sorted(flux, key=lambda c: c.wave):
+        same = "Flux + Argo CD" if argo.get(c.key) == c else "Flux only, or DIFFERENT"
+        chart = c.chart or "(kustomize)"
+        version = c.version or "git"
+        lines.append(f"  {c.wave:<5}{c.layer:<12}{c.key:<38}{chart:<28}{version:<10} {same}")
+    apps = argocd.applications(env)
+    sync = "automated, wave by wave" if all(a.automated for a in apps) else "manual (gated)"
+    lines.append(f"  Flux: Kustomizations in dependsOn order; Argo CD sync: {sync}")
+    lines += [f"  ! {d}" for d in differences(env)]
     return "\n".join(lines)
 
 
