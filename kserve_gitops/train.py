@@ -136,7 +136,12 @@ def train_version(
         stratify=iris.target,
         random_state=recipe["seed"],
     )
-    estimator = _estimator(recipe).fit(x_train, y_train)
+    try:
+        estimator = _estimator(recipe).fit(x_train, y_train)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        raise RecipeError(
+            f"{MODEL_NAME} {version}: cannot build {recipe['estimator']}: {exc}"
+        ) from exc
     accuracy = float(estimator.score(x_test, y_test))
     if accuracy < recipe["min_accuracy"]:
         raise RecipeError(
