@@ -78,8 +78,8 @@ predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TAR
 e2e-plan: $(STAMP) ## Print the ordered kind e2e plan for ENV without touching a cluster
 	@$(PY) -m kserve_gitops.e2e --env $(ENV) --plan
 
-e2e: $(STAMP) ## kind cluster, full platform, model, predictions, SLO load test (needs Docker)
-	$(PY) -m kserve_gitops.e2e --env $(ENV)
+e2e: $(STAMP) ## kind cluster, full platform, model, predictions, SLO load test (needs Docker; KEEP=1 keeps the cluster)
+	$(PY) -m kserve_gitops.e2e --env $(ENV) $(if $(filter 1,$(KEEP)),--keep)
 
 clean: ## Remove the virtualenv, caches and reports
 	rm -rf $(VENV) .cache reports .pytest_cache .ruff_cache
