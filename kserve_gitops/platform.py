@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -269,15 +269,16 @@ class Component:
 
 
 def flux_components(env: str) -> list[Component]:
-    """Flux's install order for `env`: layers by Kustomization dependsOn, then releases by
-    HelmRelease dependsOn inside a layer; one wave per step."""
+    """Flux's install steps for `env`: a layer starts after the layers it dependsOn end (not
+    merely after the previous one), a release after the releases it dependsOn."""
     found: list[Component] = []
-    base = 0
+    ends: dict[str, int] = {}  # layer -> its last step
     for layer in layers(env):
+        start = max((ends[d] + 1 for d in layer.depends_on if d in ends), default=0)
         short = layer.name.removeprefix("platform-")
         waves: dict[str, int] = {}
         for r in layer.releases:  # already in dependsOn order
-            waves[r.name] = max((waves[d] + 1 for d in r.depends_on if d in waves), default=base)
+            waves[r.name] = max((waves[d] + 1 for d in r.depends_on if d in waves), default=start)
             found.append(
                 Component(
                     waves[r.name],
@@ -293,9 +294,9 @@ def flux_components(env: str) -> list[Component]:
         if layer.manifests:
             namespaces = sorted({str(m["metadata"].get("namespace", "")) for m in layer.manifests})
             ns = next((n for n in namespaces if n), "")
-            found.append(Component(base, short, layer.path, "", "", "", ns, ()))
-            waves[layer.path] = base
-        base = max(waves.values(), default=base - 1) + 1
+            found.append(Component(start, short, layer.path, "", "", "", ns, ()))
+            waves[layer.path] = start
+        ends[layer.name] = max(waves.values(), default=start)
     return found
 
 
@@ -330,8 +331,12 @@ def differences(env: str) -> list[str]:
     out = [f"{env}: {k}: only Flux installs it" for k in flux.keys() - argo.keys()]
     out += [f"{env}: {k}: only Argo CD installs it" for k in argo.keys() - flux.keys()]
     for key in sorted(flux.keys() & argo.keys()):
-        if flux[key] != argo[key]:
-            out.append(f"{env}: {key}: Flux {flux[key]} != Argo CD {argo[key]}")
+        f, a = asdict(flux[key]), asdict(argo[key])
+        out += [
+            f"{env}: {key}: {field_} differs: Flux {f[field_]!r}, Argo CD {a[field_]!r}"
+            for field_ in f
+            if f[field_] != a[field_]
+        ]
     return sorted(out)
 
 
@@ -352,12 +357,199 @@ def describe(env: str) -> str:
     return "\n".join(lines)
 
 
+# Components every environment installs, and the steps each must come after: a missing
+# dependsOn or sync wave shows up as a violated constraint.
+EXPECTED_COMPONENTS = (
+    "istio-base",
+    "kserve-crd",
+    "cert-manager",
+    "istiod",
+    "istio-ingressgateway",
+    "knative-operator",
+    "configs",
+    "kserve-resources",
+    "kserve-runtime-configs",
+    "sklearn-iris",
+)
+MUST_FOLLOW = {
+    "istiod": ("istio-base",),
+    "istio-ingressgateway": ("istiod",),
+    "configs": ("knative-operator", "istio-ingressgateway"),
+    "kserve-resources": ("kserve-crd", "cert-manager", "configs"),
+    "kserve-runtime-configs": ("kserve-resources",),
+    "sklearn-iris": ("kserve-runtime-configs",),
+}
+
+
+def pinned(versions: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    """Release name -> (chart, repository, version) that versions.yaml pins."""
+    cm, istio, kn, ks = (versions[k] for k in ("certManager", "istio", "knative", "kserve"))
+    out = {"cert-manager": (cm["chart"], cm["repository"], cm["version"])}
+    for release, chart in (
+        ("istio-base", "base"),
+        ("istiod", "istiod"),
+        ("istio-ingressgateway", "gateway"),
+    ):
+        out[release] = (chart, istio["repository"], str(istio["version"]))
+    out["knative-operator"] = (kn["chart"], kn["repository"], f"v{kn['operator']}")
+    for chart in ks["charts"]:
+        out[chart] = (chart, f"{ks['repository']}/{chart}", ks["version"])
+    return out
+
+
+def _name(c: Component) -> str:
+    return c.layer if not c.chart else c.key
+
+
+def _check_plan(env: str, tool: str, plan: list[Component], pins: dict) -> list[str]:
+    out = []
+    names = [_name(c) for c in plan]
+    if sorted(names) != sorted(EXPECTED_COMPONENTS):
+        out.append(
+            f"{env}: {tool} installs {sorted(names)}, expected {sorted(EXPECTED_COMPONENTS)}"
+        )
+    wave = {_name(c): c.wave for c in plan}
+    for name, befores in MUST_FOLLOW.items():
+        for before in befores:
+            if name in wave and before in wave and wave[name] <= wave[before]:
+                out.append(
+                    f"{env}: {tool}: {name} (step {wave[name]}) must come after {before} "
+                    f"(step {wave[before]}): missing dependsOn / sync-wave step"
+                )
+    for c in plan:
+        if c.key in pins and (c.chart, c.repository, c.version) != pins[c.key]:
+            out.append(
+                f"{env}: {tool}: {c.key} is {c.chart} {c.version} from {c.repository}, "
+                f"versions.yaml pins {pins[c.key][0]} {pins[c.key][2]} from {pins[c.key][1]}"
+            )
+        for f in c.values_files:
+            if not (paths.ROOT / f).is_file():
+                out.append(f"{env}: {tool}: {c.key}: values file {f} does not exist")
+        if c.chart.startswith("./") and not (paths.ROOT / c.chart / "Chart.yaml").is_file():
+            out.append(f"{env}: {tool}: {c.key}: chart {c.chart} does not exist")
+        if not c.chart and not (paths.ROOT / c.key / "kustomization.yaml").is_file():
+            out.append(f"{env}: {tool}: path {c.key} has no kustomization.yaml")
+    return out
+
+
+def _check_environment(env: str, versions: dict[str, Any]) -> list[str]:
+    """The environment's metadata, Knative and KServe agree (domain, namespace, sync mode)."""
+    meta = render.environment(env)
+    out = []
+    flux = layers(env)
+    serving = [m for lay in flux for m in lay.manifests if m.get("kind") == "KnativeServing"]
+    releases = {r.name: r for lay in flux for r in lay.releases}
+    for ks in serving:
+        spec = ks.get("spec") or {}
+        if str(spec.get("version")) != str(versions["knative"]["serving"]):
+            out.append(
+                f"{env}: KnativeServing spec.version {spec.get('version')} != versions.yaml "
+                f"knative.serving {versions['knative']['serving']}"
+            )
+        domains = list(((spec.get("config") or {}).get("domain") or {}).keys())
+        if domains != [meta["ingressDomain"]]:
+            out.append(
+                f"{env}: KnativeServing spec.config.domain {domains} != [{meta['ingressDomain']}]"
+            )
+    if len(serving) != 1:
+        out.append(f"{env}: expected one KnativeServing, found {len(serving)}")
+    kserve = releases.get("kserve-resources")
+    domain = ((kserve.values if kserve else {}).get("kserve") or {}).get("controller") or {}
+    domain = (domain.get("gateway") or {}).get("domain")
+    if domain != meta["ingressDomain"]:
+        out.append(
+            f"{env}: kserve-resources kserve.controller.gateway.domain {domain} "
+            f"!= {meta['ingressDomain']}"
+        )
+    model = releases.get("sklearn-iris")
+    if model and model.namespace != meta["namespace"]:
+        out.append(f"{env}: sklearn-iris targetNamespace {model.namespace} != {meta['namespace']}")
+    apps = argocd.applications(env)
+    manual = [a.name for a in apps if not a.automated]
+    if meta["sync"] == "automated" and manual:
+        out.append(f"{env}: environment sync is automated but Argo CD syncs {manual} by hand")
+    if meta["sync"] == "manual" and len(manual) != len(apps):
+        out.append(f"{env}: environment sync is manual but some Argo CD Applications auto-sync")
+    return out
+
+
+def _check_model_values(env: str) -> list[str]:
+    """Our chart's values, as each tool passes them, pass the chart's values.schema.json."""
+    import helm_python as helm
+
+    out = []
+    sets = [
+        (f"Flux HelmRelease/{r.name}", r.values)
+        for lay in layers(env)
+        for r in lay.releases
+        if r.local
+    ]
+    for app in argocd.applications(env):
+        if app.chart.startswith("./"):
+            merged: dict[str, Any] = {}
+            for f in app.value_files:
+                if (paths.ROOT / f).is_file():
+                    merged.update(render.load_yaml_file(paths.ROOT / f) or {})
+            sets.append((f"Argo CD Application/{app.name}", merged))
+    with helm.Chart.load(paths.ROOT / OUR_CHART) as chart:
+        for where, values in sets:
+            try:
+                chart.validate_schema(values)
+            except helm.HelmError as exc:
+                out.append(f"{env}: {where}: values: {exc}")
+    return out
+
+
+def _check_applications(env: str) -> list[str]:
+    """Generated Applications validate strictly against the pinned Application CRD."""
+    from kserve_gitops import schemas
+
+    where = f"argocd/{env}"
+    appsets = [
+        o for o in render.kustomize_build(paths.ROOT / where) if o.get("kind") == "ApplicationSet"
+    ]
+    return [
+        f"{where}: generated Application {app['metadata']['name']}: {v}"
+        for s in appsets
+        for app in argocd.expand(s, where)
+        for v in schemas.check(app)
+    ]
+
+
+def problems(envs: list[str]) -> list[str]:
+    """Every disagreement between the pin file, Flux, Argo CD and the environments."""
+    versions = load_versions()
+    pins = pinned(versions)
+    out: list[str] = []
+    for env in envs:
+        try:
+            out += _check_plan(env, "Flux", flux_components(env), pins)
+            out += _check_plan(env, "Argo CD", argocd_components(env), pins)
+            out += differences(env)
+            out += _check_environment(env, versions)
+            out += _check_model_values(env)
+            out += _check_applications(env)
+        except RenderError as exc:
+            out.append(str(exc))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Platform layers and components per environment.")
     parser.add_argument("--env", action="append", help="environment (default: all)")
+    parser.add_argument(
+        "--check", action="store_true", help="check pins, order, paths and values; exit 1 if wrong"
+    )
     args = parser.parse_args(argv)
+    envs = args.env or render.environment_names()
+    if args.check:
+        found = problems(envs)
+        for p in found:
+            print(f"error: {p}", file=sys.stderr)
+        print(f"{len(found)} problem(s) in {', '.join(envs)}")
+        return 1 if found else 0
     try:
-        for env in args.env or render.environment_names():
+        for env in envs:
             print(describe(env))
     except RenderError as exc:
         print(f"error: {exc}", file=sys.stderr)
