@@ -57,8 +57,8 @@ render: $(STAMP) ## Print the rendered manifests of ENV
 diff: $(STAMP) ## Show what changes between two environments: make diff FROM=staging TO=prod
 	@$(PY) -m kserve_gitops.render --diff $(FROM) $(TO)
 
-serve: $(STAMP) ## Serve the model locally with KServe's runtime on PORT
-	$(PY) -m kserve_gitops.server --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS)
+serve: $(STAMP) ## Serve the model locally with KServe's runtime on PORT [WORKERS= SERVE_ARGS=]
+	$(PY) -m kserve_gitops.server --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS)
 
 loadtest: $(STAMP) ## Open-loop Locust load test with SLO verdict: TARGET RATE DURATION PROTOCOL HOST
 	$(PY) -m kserve_gitops.loadtest --target $(TARGET) --rate $(RATE) --duration $(DURATION) --protocol $(PROTOCOL) $(if $(HOST),--host-header $(HOST)) --env $(ENV)

@@ -171,10 +171,10 @@ def _announce_when_ready(port: int, model_name: str, timeout: float = 120) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/v1/models/{model_name}", timeout=1).status_code == 200:
-                print(
-                    f"{model_name} ready: {endpoints(url, model_name)}", file=sys.stderr, flush=True
-                )
+            response = httpx.get(f"{url}/v1/models/{model_name}", timeout=1, trust_env=False)
+            if response.status_code == 200:
+                line = f"{model_name} ready: {endpoints(url, model_name)}"
+                print(line, file=sys.stderr, flush=True)
                 return
         time.sleep(0.1)
 
@@ -262,7 +262,9 @@ class LocalServer:
                     f"{self.log_text()[-3000:]}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                response = httpx.get(f"{self.url}/v1/models/{self.model_name}", timeout=2)
+                response = httpx.get(
+                    f"{self.url}/v1/models/{self.model_name}", timeout=2, trust_env=False
+                )
                 if response.status_code == 200:
                     return
             time.sleep(0.1)
