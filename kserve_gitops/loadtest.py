@@ -55,6 +55,7 @@ class RunResult:
     summary: dict[str, Any]
     passed: bool
     report_dir: Path | None
+    plan: openloop.Plan  # the raw histograms and timeline behind the summary
 
 
 def _load_locustfile() -> ModuleType:
@@ -150,7 +151,7 @@ def run_load(
     planned = max(1, round(opts.rate * opts.duration))
     # Locust spawns up to SPAWN_RATE users a second: slot 0 is due once all of them are up.
     plan = openloop.Plan(rate=opts.rate, total=planned, lead_s=0.3 + opts.users // SPAWN_RATE)
-    env.kgops_plan = plan
+    env.kgops_managed, env.kgops_plan = True, plan
     started_at = time.time()
     cpu_before = psutil.Process().cpu_times()
     host = f" (Host: {opts.host_header})" if opts.host_header else ""
@@ -185,7 +186,7 @@ def run_load(
     report_dir = None
     if report_root is not None:
         report_dir = report.write(report_root, env, plan, summary)
-    return RunResult(summary=summary, passed=passed, report_dir=report_dir)
+    return RunResult(summary=summary, passed=passed, report_dir=report_dir, plan=plan)
 
 
 def _summary(
@@ -243,6 +244,11 @@ def _summary(
         "throughput_rps": measured.throughput_rps,
         "latency_ms": {"basis": "from scheduled send time", **latency},
         "service_time_ms": {"basis": "from actual send", **service},
+        # Full distributions (microseconds, HdrHistogram.decode) for merging or re-analysis.
+        "histograms_us": {
+            "scheduled": rec.scheduled.encode().decode(),
+            "service": rec.service.encode().decode(),
+        },
         "locust": {
             "requests": total.num_requests,
             "failures": total.num_failures,
@@ -307,18 +313,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ui(opts: LoadOptions, web_port: int) -> int:
-    """Exec the Locust dashboard on the same locustfile with the load settings as defaults."""
+    """Replace this process with the Locust dashboard, load settings as its defaults."""
     env = {**os.environ, "KGOPS_RATE": str(opts.rate), "KGOPS_MODEL": opts.model}
     if opts.host_header:
         env["KGOPS_HOST_HEADER"] = opts.host_header
     user_class = "V1User" if opts.protocol == "v1" else "V2User"
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", opts.target,
-        "--web-port", str(web_port), "--users", str(opts.users), "--spawn-rate", str(opts.users),
-        user_class,
+        "--web-host", "127.0.0.1", "--web-port", str(web_port),
+        "--users", str(opts.users), "--spawn-rate", str(opts.users), user_class,
     ]  # fmt: skip
     print(f"Locust dashboard: http://127.0.0.1:{web_port}  ({opts.rate:g} req/s open loop)")
-    return subprocess.call(cmd, env=env)
+    sys.stdout.flush()
+    os.execve(sys.executable, cmd, env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """Locust users for the sklearn-iris model: V1 and V2 predict at a fixed arrival rate (open loop).
 
 Headless runs with an SLO verdict: `make loadtest` (kserve_gitops.loadtest drives this file).
-Dashboard: `make loadtest-ui`, or `locust -f loadtests/locustfile.py --host URL V1User`.
+Dashboard: `make loadtest-ui`, or `locust -f loadtests/locustfile.py --host URL V1User` (plain
+Locust: service-time stats only, plus a scheduled-time latency line when the test stops).
 Environment: KGOPS_RATE (arrival rate, req/s, default 80), KGOPS_MODEL (default sklearn-iris),
 KGOPS_HOST_HEADER (Host header for an ingress gateway, default none).
 
@@ -25,17 +26,18 @@ HOST_HEADER = os.environ.get("KGOPS_HOST_HEADER") or None
 
 
 @events.test_start.add_listener
-def _plan_for_dashboard(environment, **_kwargs) -> None:
-    # Headless runs attach their own bounded plan; each dashboard start gets an unbounded one.
-    if environment.web_ui is not None:
+def _plan_per_start(environment, **_kwargs) -> None:
+    # kserve_gitops.loadtest attaches its own bounded plan; under the locust command (dashboard
+    # or --headless) every start gets an unbounded plan that runs until Locust stops it.
+    if not getattr(environment, "kgops_managed", False):
         rate = float(os.environ.get("KGOPS_RATE", "80"))
         environment.kgops_plan = openloop.Plan(rate=rate, total=None, lead_s=0.5)
 
 
 @events.test_stop.add_listener
-def _report_dashboard_run(environment, **_kwargs) -> None:
+def _report_unmanaged_run(environment, **_kwargs) -> None:
     plan = getattr(environment, "kgops_plan", None)
-    if environment.web_ui is not None and plan is not None:
+    if not getattr(environment, "kgops_managed", False) and plan is not None:
         plan.stop()
         rec = plan.recorder
         lat = openloop.summarize(rec.scheduled, rec.scheduled_sum_us, rec.requests)
