@@ -22,7 +22,7 @@ OUTPUT   ?=
 FROM     ?= staging
 TO       ?= prod
 
-.PHONY: help venv test lint train crds validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan clean
+.PHONY: help venv test lint train crds validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan platform clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,10 @@ bench: $(STAMP) ## Benchmarks into BENCHMARKS.md
 
 predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TARGET= BATCH= PROTOCOL= HOST=]
 	$(PY) -m kserve_gitops.predict --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT)) --target $(TARGET) --batch $(BATCH) --protocol $(PROTOCOL) --model-name $(MODEL) $(if $(HOST),--host-header $(HOST))
+
+platform: $(STAMP) ## Components and versions Flux and Argo CD install per environment, then check them
+	@$(PY) -m kserve_gitops.platform
+	@$(PY) -m kserve_gitops.platform --check
 
 e2e-plan: $(STAMP) ## Print the ordered kind e2e plan for ENV without touching a cluster
 	@$(PY) -m kserve_gitops.e2e --env $(ENV) --plan

@@ -345,10 +345,21 @@ def describe(env: str) -> str:
     flux, argo = flux_components(env), {c.key: c for c in argocd_components(env)}
     head = f"  {'wave':<5}{'layer':<12}{'component':<38}{'chart':<28}{'version':<10} tools"
     lines = [f"{env}:", head]
+    # Plain-manifest layers: name the custom resources they apply (KnativeServing 1.21.1).
+    crs = {
+        lay.path: next(
+            (
+                (m["kind"], str(m["spec"].get("version", "git")))
+                for m in lay.manifests
+                if "spec" in m
+            ),
+            ("(kustomize)", "git"),
+        )
+        for lay in layers(env)
+    }
     for c in sorted(flux, key=lambda c: c.wave):
         same = "Flux + Argo CD" if argo.get(c.key) == c else "Flux only, or DIFFERENT"
-        chart = c.chart or "(kustomize)"
-        version = c.version or "git"
+        chart, version = (c.chart, c.version or "git") if c.chart else crs[c.key]
         lines.append(f"  {c.wave:<5}{c.layer:<12}{c.key:<38}{chart:<28}{version:<10} {same}")
     apps = argocd.applications(env)
     sync = "automated, wave by wave" if all(a.automated for a in apps) else "manual (gated)"
