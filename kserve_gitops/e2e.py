@@ -299,7 +299,8 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
     except KeyboardInterrupt:
         failure = "interrupted"
     if failure:
-        echo(f"\nFAILED {failure}")
+        echo("")
+        echo(f"FAILED {failure}")
         echo(f"collecting diagnostics into {paths.rel(report_dir)} ...")
         collect_diagnostics(plan, runner, report_dir / "diagnostics")
     summary = {

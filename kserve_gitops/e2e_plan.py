@@ -194,10 +194,14 @@ class Predict:
 
 @dataclass(frozen=True)
 class LoadTest:
+    """`python -m kserve_gitops.loadtest`; rate, duration and targets come from
+    config/slo.yaml for the environment unless `duration` is given."""
+
     layer: str
     env: str
     model: str
     protocol: str
+    duration: str | None = None
 
     @property
     def title(self) -> str:
@@ -207,7 +211,7 @@ class LoadTest:
         return [
             "python", "-m", "kserve_gitops.loadtest", "--target", target, "--host-header", host,
             "--protocol", self.protocol, "--model", self.model, "--env", self.env,
-            "--reports", reports,
+            "--reports", reports, *(["--duration", self.duration] if self.duration else []),
         ]  # fmt: skip
 
 
