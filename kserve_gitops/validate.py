@@ -135,37 +135,42 @@ def _our_chart(ref: str) -> bool:
     return ref.strip("./").rstrip("/") == f"charts/{render.MODEL_CHART.name}"
 
 
+def _carried_values(obj: Obj, config_maps: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """The values a HelmRelease gives its chart: valuesFrom ConfigMaps, then spec.values."""
+    spec = obj.body.get("spec") or {}
+    values: dict[str, Any] = {}
+    for ref in spec.get("valuesFrom") or []:
+        name, key = ref.get("name"), ref.get("valuesKey", "values.yaml")
+        data = config_maps.get(name, {}).get(key) if ref.get("kind") == "ConfigMap" else None
+        if data is None:
+            raise RenderError(
+                f"{obj.source}: {obj.ref}: spec.valuesFrom: {ref.get('kind')} {name!r} key "
+                f"{key!r} is not in the same build (expected a ConfigMap from configMapGenerator)"
+            )
+        origin = f"{obj.source}: {obj.ref}: valuesFrom ConfigMap {name}"
+        values.update(render.load_yaml_documents(data, origin)[0])
+    return values | (spec.get("values") or {})
+
+
 def check_embedded_values(report: Report, objs: list[Obj], complete: bool) -> None:
     """Our chart's values carried by a Flux HelmRelease must pass its values.schema.json.
-    In a `complete` build every valuesFrom ConfigMap must be present; in a shared base,
-    a release whose values are not all there is left to the overlays that complete it."""
+    Only a `complete` build (an environment overlay) has the values ConfigMaps; shared bases
+    leave their releases to the overlays that complete them."""
     import helm_python as helm
 
+    if not complete:
+        return
     config_maps = {o.name: o.body.get("data") or {} for o in objs if o.kind == "ConfigMap"}
     for obj in objs:
-        if obj.kind != "HelmRelease":
+        chart = ((obj.body.get("spec") or {}).get("chart") or {}).get("spec") or {}
+        if obj.kind != "HelmRelease" or not _our_chart(str(chart.get("chart", ""))):
             continue
-        spec = obj.body.get("spec") or {}
-        chart = ((spec.get("chart") or {}).get("spec") or {}).get("chart", "")
-        if not _our_chart(str(chart)):
-            continue
-        values: dict[str, Any] = {}
-        refs = [r for r in spec.get("valuesFrom") or [] if r.get("kind") == "ConfigMap"]
-        if not complete and any(r.get("name") not in config_maps for r in refs):
-            continue
-        for ref in refs:
-            data = config_maps.get(ref.get("name"), {}).get(ref.get("valuesKey", "values.yaml"))
-            if data is None:
-                report.errors.append(
-                    f"{obj.source}: {obj.ref}: spec.valuesFrom: ConfigMap {ref.get('name')!r} "
-                    f"key {ref.get('valuesKey', 'values.yaml')!r} is not in the same build"
-                )
-                continue
-            values.update(render.load_yaml_documents(data, f"{obj.ref} valuesFrom")[0])
-        values.update(spec.get("values") or {})
         try:
+            values = _carried_values(obj, config_maps)
             with helm.Chart.load(render.MODEL_CHART) as loaded:
                 loaded.validate_schema(values)
+        except RenderError as exc:
+            report.errors.append(str(exc))
         except helm.HelmError as exc:
             report.errors.append(f"{obj.source}: {obj.ref}: values: {exc}")
 
@@ -194,7 +199,8 @@ def run(root: Path, progress: Callable[[str], None]) -> Report:
     for env in envs:
         progress(f"environment {env}: models")
         check_environment(report, env)
-    dirs = render.kustomization_dirs(root)
+    # Deepest first: an object is reported from the smallest kustomization that declares it.
+    dirs = sorted(render.kustomization_dirs(root), key=lambda d: (-len(d.parts), d))
     progress(f"kustomizations: {len(dirs)} directories")
     check_kustomizations(report, dirs)
     return report

@@ -1,0 +1,38 @@
+"""`make render` and `make diff`: what an environment applies, and what promotion changes."""
+
+from __future__ import annotations
+
+import yaml
+
+from tests.conftest import RunModule
+
+
+def test_render_prod_prints_valid_yaml_with_the_model(run_module: RunModule) -> None:
+    proc = run_module("render", "prod")
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    isvc = next(d for d in docs if d["kind"] == "InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    assert isvc["metadata"]["name"] == "sklearn-iris"
+    assert predictor["model"]["modelFormat"]["name"] == "sklearn"
+    assert predictor["minReplicas"] >= 2 and "sklearn" not in predictor
+    assert {d["kind"] for d in docs} >= {"HelmRelease", "KnativeServing", "InferenceService"}
+
+
+def test_diff_shows_what_promotion_to_prod_changes(run_module: RunModule) -> None:
+    proc = run_module("render", "--diff", "staging", "prod")
+    assert proc.returncode == 0, proc.stderr
+    assert "--- staging/InferenceService/sklearn-iris" in proc.stdout
+    assert "+++ prod/InferenceService/sklearn-iris" in proc.stdout
+    assert "-    minReplicas: 1" in proc.stdout and "+    minReplicas: 2" in proc.stdout
+
+
+def test_diff_of_an_environment_with_itself_is_empty(run_module: RunModule) -> None:
+    proc = run_module("render", "--diff", "dev", "dev")
+    assert proc.returncode == 0 and proc.stdout.startswith("no differences")
+
+
+def test_unknown_environment_names_the_known_ones(run_module: RunModule) -> None:
+    proc = run_module("render", "qa")
+    assert proc.returncode == 1
+    assert "environments/qa/environment.yaml" in proc.stderr and "dev, prod, staging" in proc.stderr
