@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import shutil
 import subprocess
 import sys
@@ -203,10 +204,40 @@ def to_yaml(objs: list[Obj]) -> str:
     )
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (embedded values files) as literal blocks, so they diff line by line."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, s: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", s, style="|" if "\n" in s else None
+    ),
+)
+# kustomize's generators append a content hash to names (values-6gb2k26hg5); promotion
+# changes the content, so compare by the name without it.
+_GENERATED_HASH = re.compile(r"-[a-z0-9]{10}$")
+
+
+def _comparable(objs: list[Obj]) -> dict[str, str]:
+    hashed = {
+        o.name: _GENERATED_HASH.sub("", o.name)
+        for o in objs
+        if o.kind in ("ConfigMap", "Secret") and _GENERATED_HASH.search(o.name)
+    }
+    out: dict[str, str] = {}
+    for obj in objs:
+        text = yaml.dump(obj.body, Dumper=_BlockDumper, sort_keys=True)
+        for name, stable in hashed.items():
+            text = text.replace(name, stable)
+        out[f"{obj.kind}/{hashed.get(obj.name, obj.name)}"] = text
+    return out
+
+
 def diff(env_from: str, env_to: str) -> str:
     """Unified diff of two environments' rendered manifests, object by object."""
-    before = {o.ref: yaml.safe_dump(o.body, sort_keys=True) for o in environment_objects(env_from)}
-    after = {o.ref: yaml.safe_dump(o.body, sort_keys=True) for o in environment_objects(env_to)}
+    before = _comparable(environment_objects(env_from))
+    after = _comparable(environment_objects(env_to))
     out: list[str] = []
     for ref in sorted(before.keys() | after.keys()):
         a, b = before.get(ref, ""), after.get(ref, "")

@@ -25,6 +25,9 @@ def test_diff_shows_what_promotion_to_prod_changes(run_module: RunModule) -> Non
     assert "--- staging/InferenceService/sklearn-iris" in proc.stdout
     assert "+++ prod/InferenceService/sklearn-iris" in proc.stdout
     assert "-    minReplicas: 1" in proc.stdout and "+    minReplicas: 2" in proc.stdout
+    # Generated values ConfigMaps compare by name without kustomize's hash, values line by line.
+    assert "--- staging/ConfigMap/sklearn-iris-values\n" in proc.stdout
+    assert "-      minReplicas: 1\n" in proc.stdout
 
 
 def test_diff_of_an_environment_with_itself_is_empty(run_module: RunModule) -> None:

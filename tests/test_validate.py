@@ -86,7 +86,7 @@ BROKEN: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     ),
     "template renders an unknown InferenceService field": (
         lambda r: (r / TEMPLATE).write_text(
-            (r / TEMPLATE).read_text().replace("  predictor:\n", "  predictor:\n    replicaz: 2\n", 1)
+            (r / TEMPLATE).read_text().replace("predictor:\n", "predictor:\n    replicaz: 2\n", 1)
         ),
         [TEMPLATE.split("/", 2)[2], "InferenceService/sklearn-iris", "spec.predictor", "replicaz"],
     ),
