@@ -12,8 +12,9 @@ MODEL    ?= sklearn-iris
 PORT     ?= 8080
 WORKERS  ?= 1
 TARGET   ?= http://127.0.0.1:$(PORT)
-RATE     ?= 80
-DURATION ?= 30s
+RATE     ?=
+DURATION ?=
+USERS    ?=
 PROTOCOL ?= v1
 HOST     ?=
 BATCH    ?= 32
@@ -60,14 +61,16 @@ diff: $(STAMP) ## Show what changes between two environments: make diff FROM=sta
 serve: $(STAMP) ## Serve the model locally with KServe's runtime on PORT [WORKERS= SERVE_ARGS=]
 	$(PY) -m kserve_gitops.server --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS)
 
-loadtest: $(STAMP) ## Open-loop Locust load test with SLO verdict: TARGET RATE DURATION PROTOCOL HOST
-	$(PY) -m kserve_gitops.loadtest --target $(TARGET) --rate $(RATE) --duration $(DURATION) --protocol $(PROTOCOL) $(if $(HOST),--host-header $(HOST)) --env $(ENV)
+LOAD_ARGS = --target $(TARGET) --model $(MODEL) --protocol $(PROTOCOL) --env $(ENV) $(if $(RATE),--rate $(RATE)) $(if $(USERS),--users $(USERS)) $(if $(HOST),--host-header $(HOST))
+
+loadtest: $(STAMP) ## Open-loop load test, SLO verdict, reports/: TARGET RATE DURATION PROTOCOL HOST ENV (defaults: config/slo.yaml)
+	$(PY) -m kserve_gitops.loadtest $(LOAD_ARGS) $(if $(DURATION),--duration $(DURATION))
 
 loadtest-ui: $(STAMP) ## Locust web dashboard on :8089 against TARGET
-	$(PY) -m kserve_gitops.loadtest --target $(TARGET) --rate $(RATE) --protocol $(PROTOCOL) $(if $(HOST),--host-header $(HOST)) --ui
+	$(PY) -m kserve_gitops.loadtest $(LOAD_ARGS) --ui
 
 demo: $(STAMP) ## Train if needed, validate, serve locally, load-test, print the SLO verdict
-	$(PY) -m kserve_gitops.demo
+	$(PY) -m kserve_gitops.demo --env $(ENV) --protocol $(PROTOCOL) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 
 bench: $(STAMP) ## Benchmarks into BENCHMARKS.md
 	$(PY) -m kserve_gitops.bench

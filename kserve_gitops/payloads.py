@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops import paths
+from kserve_gitops import client, paths
 
 PAYLOADS = paths.ROOT / "loadtests" / "payloads"
-PROTOCOLS = ("v1", "v2")
+PROTOCOLS = client.PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -44,25 +44,14 @@ def load_cases(protocol: str, directory: Path = PAYLOADS) -> list[Case]:
     return cases
 
 
-def predict_path(protocol: str, model: str) -> str:
-    return f"/v1/models/{model}:predict" if protocol == "v1" else f"/v2/models/{model}/infer"
-
-
-def predictions(protocol: str, doc: dict[str, Any]) -> list[Any]:
-    """The predictions of a V1 (`predictions`) or V2 (first output's `data`) response."""
-    if protocol == "v1":
-        return doc["predictions"]
-    return doc["outputs"][0]["data"]
-
-
 def check_response(case: Case, status: int, text: str) -> str | None:
     """None when the response carries the expected predictions, else what went wrong."""
     if status != 200:
         return f"HTTP {status}: {text[:200]}"
     try:
-        got = predictions(case.protocol, json.loads(text))
-    except (ValueError, KeyError, IndexError, TypeError):
-        return f"unexpected response body: {text[:200]}"
+        got = client.parse_predictions(case.protocol, json.loads(text), len(case.expected))
+    except (ValueError, client.PredictionError) as exc:
+        return f"unexpected response body: {exc}"
     if got != case.expected:
         return f"wrong prediction for {case.name}: got {got}, expected {case.expected}"
     return None

@@ -19,7 +19,7 @@ import os
 import gevent
 from locust import FastHttpUser, constant, events, task
 
-from kserve_gitops import openloop, payloads
+from kserve_gitops import client, openloop, payloads
 
 MODEL = os.environ.get("KGOPS_MODEL", "sklearn-iris")
 HOST_HEADER = os.environ.get("KGOPS_HOST_HEADER") or None
@@ -56,7 +56,7 @@ class _PredictUser(FastHttpUser):
 
     def on_start(self) -> None:
         self.cases = itertools.cycle(payloads.load_cases(self.protocol))
-        self.path = payloads.predict_path(self.protocol, MODEL)
+        self.path = client.predict_path(self.protocol, MODEL)
         self.headers = {"Content-Type": "application/json"}
         if HOST_HEADER:
             self.headers["Host"] = HOST_HEADER

@@ -292,3 +292,20 @@ def test_dashboard_serves_on_the_web_port(kserve_server):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_on_a_fresh_copy(repo_copy: Path, run_module):
+    # No model artifact: the demo must train it, validate, serve, load-test and clean up.
+    for artifact in (repo_copy / "models" / "sklearn-iris" / "v1").glob("*"):
+        artifact.unlink()
+    result = run_module("demo", "--duration", "2s", root=repo_copy, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (repo_copy / "models" / "sklearn-iris" / "v1" / "model.joblib").is_file()
+    assert "validation passed" in result.stdout
+    assert "server stopped" in result.stdout and "demo PASSED" in result.stdout
+    [report_dir] = (repo_copy / "reports").iterdir()
+    assert f"report: reports/{report_dir.name}" in result.stdout
+    summary = json.loads((report_dir / "summary.json").read_text())
+    assert summary["verdict"] == "PASS" and summary["env"] == "dev"
+    assert summary["requests"]["completed"] == 160

@@ -1,0 +1,98 @@
+"""The whole local story in one command, no cluster needed (`make demo`).
+
+Train the model if needed, validate every chart and environment, serve the model in the
+background with KServe's runtime, load-test it open loop at the configured rate, print the SLO
+verdict and the report path, stop the server. Exit 0 only if every step and every target passed.
+"""
+
+from __future__ import annotations
+
+# Locust (via loadtest) monkey-patches the standard library with gevent: import it first.
+from kserve_gitops import loadtest  # isort: skip
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import time
+
+from kserve_gitops import openloop, paths, server, slo, train
+
+
+def _step(number: int, text: str) -> None:
+    print(f"\n[{number}/5] {text}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kserve_gitops.demo", description=__doc__)
+    p.add_argument("--env", default="dev", choices=paths.ENVIRONMENT_NAMES, help="SLO overrides")
+    p.add_argument("--rate", type=float, help="arrival rate, req/s (default from the SLO config)")
+    p.add_argument("--duration", help="load duration, e.g. 30s (default from the SLO config)")
+    p.add_argument("--protocol", choices=("v1", "v2"))
+    p.add_argument("--workers", type=int, default=1, help="server worker processes")
+    args = p.parse_args(argv)
+    started = time.monotonic()
+    try:
+        config = slo.load_slo(args.env)
+        duration = slo.parse_duration(args.duration) if args.duration else None
+    except (slo.SloConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = slo.with_overrides(config, rate=args.rate, duration=duration, protocol=args.protocol)
+
+    _step(1, "model: train sklearn-iris v1 if missing or stale")
+    try:
+        model_dir = train.ensure_trained("v1")
+    except (train.RecipeError, OSError, ValueError) as exc:
+        print(f"error: training failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"model ready: {paths.rel(model_dir)}")
+
+    _step(2, "validate: render and check every chart scenario and environment")
+    if importlib.util.find_spec("kserve_gitops.validate") is None:
+        print("error: kserve_gitops.validate is missing from this checkout", file=sys.stderr)
+        return 1
+    validation = subprocess.run([sys.executable, "-m", "kserve_gitops.validate"], check=False)
+    if validation.returncode != 0:
+        print(f"error: validation failed (exit {validation.returncode})", file=sys.stderr)
+        return 1
+
+    _step(3, f"serve: KServe model server, {args.workers} worker(s), in the background")
+    try:
+        local = server.start_background(workers=args.workers)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"serving {server.endpoints(local.url, local.model_name)}; log: {local.log_path}")
+
+    try:
+        load = config.load
+        _step(4, f"load test: {load.protocol} at {load.rate:g} req/s for {load.duration:g}s")
+        opts = loadtest.LoadOptions(
+            target=local.url,
+            protocol=load.protocol,
+            rate=load.rate,
+            duration=load.duration,
+            users=load.users or openloop.default_users(load.rate),
+        )
+        result = loadtest.run_load(
+            opts,
+            config.targets,
+            env_name=args.env,
+            slo_source=config.source,
+            report_root=paths.REPORTS,
+        )
+    finally:
+        _step(5, "stop the server")
+        code = local.stop()
+        print(f"server stopped (exit {code})")
+
+    print(f"\nSLO verdict ({config.source}, env {args.env}):")
+    print(slo.verdict_table([slo.Check(**c) for c in result.summary["checks"]]))
+    print(f"report: {paths.rel(result.report_dir)}")
+    print(f"demo {'PASSED' if result.passed else 'FAILED'} in {time.monotonic() - started:.0f}s")
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
