@@ -654,3 +654,22 @@ def test_wrong_prediction_fails_the_step(tmp_path: Path, model_server: str) -> N
     missing = Predict("verify", "no-such-model", "v1", ((5.1, 3.5, 1.4, 0.2),), (0,))
     with pytest.raises(e2e.StepFailed, match="v1 prediction failed"):
         executor.execute(dataclasses.replace(missing, timeout_s=2))
+
+
+def test_ci_runs_make_e2e_for_dev_on_pull_requests_and_uploads_the_reports() -> None:
+    workflow = yaml.safe_load((paths.ROOT / ".github/workflows/e2e.yml").read_text())
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert {"pull_request", "push", "workflow_dispatch"} <= set(triggers)
+    job = workflow["jobs"]["kind"]
+    matrix = job["strategy"]["matrix"]["env"]
+    assert "pull_request" in matrix and '["dev"]' in matrix and '["dev", "staging"]' in matrix
+    steps = {s.get("uses", s.get("name")).split("@")[0]: s for s in job["steps"]}
+    kind = steps["helm/kind-action"]["with"]
+    assert kind["install_only"] is True and kind["version"] == "${{ steps.pins.outputs.kind }}"
+    pins_step = next(s for s in job["steps"] if s.get("id") == "pins")
+    assert '["kubernetes"]["kind"]' in pins_step["run"]  # the kind version is read, not repeated
+    assert re.fullmatch(r"v3\.\d+\.\d+", steps["azure/setup-helm"]["with"]["version"])
+    runs = [s.get("run", "") for s in job["steps"]]
+    assert "make e2e ENV=${{ matrix.env }}" in runs
+    upload = steps["actions/upload-artifact"]
+    assert upload["if"] == "always()" and upload["with"]["path"] == "reports/"
