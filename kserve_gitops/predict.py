@@ -210,21 +210,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m kserve_gitops.predict",
         description="Send CSV feature rows to a KServe endpoint; write rows with predictions.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--input", type=Path, required=True, help="CSV of feature rows")
     p.add_argument("--output", type=Path, help="output CSV (default: <input stem>.predictions.csv)")
-    p.add_argument("--target", default="http://127.0.0.1:8080", help="endpoint base URL")
-    p.add_argument("--host-header", help="Host header, e.g. sklearn-iris.kserve-test.example.com")
-    p.add_argument("--model-name", default="sklearn-iris")
-    p.add_argument("--protocol", choices=client.PROTOCOLS, default="v1")
-    p.add_argument("--batch", type=int, default=32, help="rows per request")
-    p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
-    p.add_argument("--features", type=int, default=4, help="values per row")
-    p.add_argument("--header", choices=["auto", "yes", "no"], default="auto")
-    p.add_argument("--retries", type=int, default=5, help="retries of a transient failure")
-    p.add_argument("--backoff", type=float, default=0.2, help="first retry delay (s), doubling")
-    p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout (s)")
+    p.add_argument(
+        "--target", default="http://127.0.0.1:8080", help="base URL (default: %(default)s)"
+    )
+    p.add_argument(
+        "--host-header", help="Host header for an ingress, e.g. sklearn-iris.ns.example.com"
+    )
+    p.add_argument("--model-name", default="sklearn-iris", help="(default: %(default)s)")
+    p.add_argument(
+        "--protocol", choices=client.PROTOCOLS, default="v1", help="(default: %(default)s)"
+    )
+    p.add_argument("--batch", type=int, default=32, help="rows per request (default: %(default)s)")
+    p.add_argument(
+        "--concurrency", type=int, default=4, help="requests in flight (default: %(default)s)"
+    )
+    p.add_argument("--features", type=int, default=4, help="values per row (default: %(default)s)")
+    p.add_argument(
+        "--header",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="first line is a header: auto = when none of its fields is a number",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="retries of a transient failure (default: %(default)s)",
+    )
+    p.add_argument(
+        "--backoff",
+        type=float,
+        default=0.2,
+        help="first retry delay in s, doubling (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="per-request timeout in s (default: %(default)s)",
+    )
     return p
 
 

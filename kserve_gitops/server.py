@@ -53,21 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m kserve_gitops.server",
         description="Serve a scikit-learn model with KServe's ModelServer (V1 + V2 REST).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model-name", default=DEFAULT_MODEL, help="name in the endpoint paths")
+    p.add_argument(
+        "--model-name",
+        default=DEFAULT_MODEL,
+        help="name in the endpoint paths (default: %(default)s)",
+    )
     p.add_argument(
         "--model-dir",
         type=Path,
         help="directory holding exactly one model file (default: models/<model-name>/v1)",
     )
-    p.add_argument("--http-port", type=int, default=8080, help="HTTP port (listens on 0.0.0.0)")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=8080,
+        help="HTTP port, on all interfaces (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (default: %(default)s)"
+    )
     p.add_argument(
         "--grpc-port",
         type=int,
         default=0,
-        help="also serve gRPC V2 on this port (0: off; upstream serves 8081)",
+        help="also serve gRPC V2 on this port (default: off; upstream serves 8081)",
     )
     p.add_argument(
         "--predict-proba",
@@ -80,36 +90,39 @@ def build_parser() -> argparse.ArgumentParser:
         type=_bool,
         default=True,
         metavar="BOOL",
-        help="KServe's per-request latency log line",
+        help="KServe's per-request latency and timing log lines, kserve.trace (default: true)",
     )
     tuning.add_argument(
         "--access-log",
         type=_bool,
         default=True,
         metavar="BOOL",
-        help="uvicorn's per-request access log line",
+        help="uvicorn's per-request access log line (default: true)",
     )
     tuning.add_argument(
         "--event-loop",
         choices=["auto", "asyncio", "uvloop"],
         default="auto",
-        help="uvicorn event loop (auto picks uvloop when installed)",
+        help="uvicorn event loop; auto picks uvloop when installed (default: %(default)s)",
     )
     tuning.add_argument(
         "--timeout-keep-alive",
         type=int,
         default=65,
-        help="idle keep-alive seconds (keep above the proxy's idle timeout)",
+        help="idle keep-alive seconds, keep above the proxy's idle timeout (default: %(default)s)",
     )
     tuning.add_argument(
         "--max-asyncio-workers",
         type=int,
         default=None,
-        help="thread pool size for the event loop's default executor",
+        help="thread pool of the event loop's default executor (default: min(32, cpus + 4))",
     )
     guard = p.add_argument_group("request guard")
     guard.add_argument(
-        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="larger request bodies get 413"
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY,
+        help="larger request bodies get 413 (default: %(default)s)",
     )
     guard.add_argument(
         "--fault-first",
@@ -123,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="fail this fraction of inference requests at random (testing)",
     )
-    guard.add_argument("--fault-status", type=int, default=503, help="status of injected faults")
+    guard.add_argument(
+        "--fault-status",
+        type=int,
+        default=503,
+        help="status of injected faults (default: %(default)s)",
+    )
     guard.add_argument(
         "--fault-delay-ms",
         type=float,
@@ -203,13 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model.load()
     except (ModelMissingError, RuntimeError, OSError, ValueError) as exc:
-        print(
-            f"error: cannot load model {args.model_name!r} from {paths.rel(model_dir)}: {exc}"
-            " (run `make train` to build it)",
-            file=sys.stderr,
-        )
+        hint = " (run `make train` to build it)" if args.model_dir is None else ""
+        where = paths.rel(model_dir)
+        print(f"error: cannot load model {args.model_name!r} from {where}: {exc}{hint}",
+              file=sys.stderr)  # fmt: skip
         return 1
     if not (args.access_log and args.enable_latency_logging):
+        # ModelServer and the workers it spawns read the log config from KServe's parsed args.
         kserve.model_server.args.log_config_file = _log_config_file(
             args.access_log, args.enable_latency_logging
         )
