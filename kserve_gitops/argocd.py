@@ -206,8 +206,9 @@ def _application(app: dict[str, Any], where: str) -> Application:
     )
 
 
-def applications(env: str) -> list[Application]:
-    """The Applications `argocd/<env>` generates, in sync-wave order."""
+def generated(env: str) -> list[dict[str, Any]]:
+    """The Application manifests the ApplicationSets of `argocd/<env>` generate (for strict
+    validation: the ApplicationSet CRD does not check its embedded template)."""
     env_dir = paths.ROOT / "argocd" / env
     if not (env_dir / "kustomization.yaml").is_file():
         raise RenderError(f"argocd/{env}/kustomization.yaml: no Argo CD entry point for {env}")
@@ -215,5 +216,10 @@ def applications(env: str) -> list[Application]:
     appsets = [o for o in render.kustomize_build(env_dir) if o.get("kind") == "ApplicationSet"]
     if not appsets:
         raise RenderError(f"{where}: no ApplicationSet")
-    apps = [_application(a, where) for s in appsets for a in expand(s, where)]
+    return [a for s in appsets for a in expand(s, where)]
+
+
+def applications(env: str) -> list[Application]:
+    """The Applications `argocd/<env>` generates, in sync-wave order."""
+    apps = [_application(a, f"argocd/{env}") for a in generated(env)]
     return sorted(apps, key=lambda a: a.wave)  # stable: keeps generator order within a wave

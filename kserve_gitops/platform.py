@@ -515,14 +515,9 @@ def _check_applications(env: str) -> list[str]:
     """Generated Applications validate strictly against the pinned Application CRD."""
     from kserve_gitops import schemas
 
-    where = f"argocd/{env}"
-    appsets = [
-        o for o in render.kustomize_build(paths.ROOT / where) if o.get("kind") == "ApplicationSet"
-    ]
     return [
-        f"{where}: generated Application {app['metadata']['name']}: {v}"
-        for s in appsets
-        for app in argocd.expand(s, where)
+        f"argocd/{env}: generated Application {app['metadata']['name']}: {v}"
+        for app in argocd.generated(env)
         for v in schemas.check(app)
     ]
 
