@@ -82,7 +82,15 @@ def kind_version(kind: str) -> str | None:
     return match.group(0) if match else None
 
 
-def preflight(pinned_kind: str) -> tuple[list[Problem], list[str]]:
+def kubectl_minor(kubectl: str) -> int | None:
+    proc = subprocess.run(
+        [kubectl, "version", "--client", "-o", "json"], capture_output=True, text=True, check=False
+    )
+    match = re.search(r'"minor":\s*"(\d+)', proc.stdout)
+    return int(match.group(1)) if match else None
+
+
+def preflight(pinned_kind: str, pinned_kube: str = "") -> tuple[list[Problem], list[str]]:
     """Every missing tool (and the reason), plus warnings that do not stop the run."""
     problems: list[Problem] = []
     warnings: list[str] = []
@@ -98,6 +106,14 @@ def preflight(pinned_kind: str) -> tuple[list[Problem], list[str]]:
                 f"kind {found or '(unknown version)'} at {path}; the node image is pinned for "
                 f"kind {pinned_kind} (versions.yaml), other releases are best effort"
             )
+        elif tool == "kubectl" and pinned_kube.count(".") >= 1:
+            # kubectl supports one minor version of skew either way with the API server.
+            minor, want = kubectl_minor(path), int(pinned_kube.split(".")[1])
+            if minor is not None and abs(minor - want) > 1:
+                warnings.append(
+                    f"kubectl 1.{minor} at {path} is outside the supported skew of the "
+                    f"Kubernetes {pinned_kube} cluster (1.{want - 1} to 1.{want + 1})"
+                )
     return problems, warnings
 
 

@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.plan:
         pins = platform.load_versions().get("kubernetes") or {}
-        problems, warnings = cluster.preflight(str(pins.get("kind", "")))
+        problems, warnings = cluster.preflight(str(pins.get("kind", "")), str(pins.get("version")))
         if problems:
             print(preflight_message(problems, args.env), file=sys.stderr)
             return EXIT_PREFLIGHT

@@ -381,6 +381,9 @@ if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in line:
     sys.exit("boom: " + line)
 if name == "kind" and args[:1] == ["version"]:
     print(os.environ.get("FAKE_KIND_VERSION", "kind v0.30.0 go1.24.6 linux/amd64"))
+elif name == "kubectl" and args[:1] == ["version"]:
+    minor = os.environ.get("FAKE_KUBECTL_MINOR", "34")
+    print(json.dumps({"clientVersion": {"major": "1", "minor": minor}}))
 elif name == "kind" and args[:2] == ["get", "clusters"]:
     print(os.environ.get("FAKE_CLUSTERS", ""))
 elif name == "kubectl" and "endpointslices" in args:
@@ -476,6 +479,20 @@ def test_preflight_warns_on_another_kind_release(
     assert problems == []
     assert len(warnings) == 1 and "kind v0.29.0" in warnings[0] and "v0.30.0" in warnings[0]
     assert ["docker", "info", "--format", "{{.ServerVersion}}"] in calls(recording_tools)
+
+
+def test_preflight_warns_on_kubectl_skew(
+    recording_tools: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_KUBECTL_MINOR", "32")
+    problems, warnings = cluster.preflight("v0.30.0", "1.34.0")
+    assert problems == []
+    assert warnings == [
+        f"kubectl 1.32 at {recording_tools.parent / 'bin' / 'kubectl'} is outside the supported "
+        "skew of the Kubernetes 1.34.0 cluster (1.33 to 1.35)"
+    ]
+    monkeypatch.setenv("FAKE_KUBECTL_MINOR", "35")
+    assert cluster.preflight("v0.30.0", "1.34.0") == ([], [])
 
 
 def test_make_e2e_here_fails_fast_with_the_preflight_message() -> None:
@@ -666,8 +683,11 @@ def test_ci_runs_make_e2e_for_dev_on_pull_requests_and_uploads_the_reports() -> 
     steps = {s.get("uses", s.get("name")).split("@")[0]: s for s in job["steps"]}
     kind = steps["helm/kind-action"]["with"]
     assert kind["install_only"] is True and kind["version"] == "${{ steps.pins.outputs.kind }}"
+    assert kind["kubectl_version"] == "v${{ steps.pins.outputs.kubernetes }}"
     pins_step = next(s for s in job["steps"] if s.get("id") == "pins")
-    assert '["kubernetes"]["kind"]' in pins_step["run"]  # the kind version is read, not repeated
+    # The versions are read from versions.yaml, not repeated.
+    assert '["kubernetes"]["kind"]' in pins_step["run"]
+    assert '["kubernetes"]["version"]' in pins_step["run"]
     assert re.fullmatch(r"v3\.\d+\.\d+", steps["azure/setup-helm"]["with"]["version"])
     runs = [s.get("run", "") for s in job["steps"]]
     assert "make e2e ENV=${{ matrix.env }}" in runs
