@@ -449,14 +449,16 @@ def apply_layer(layer: platform.Layer) -> list[Step]:
     ]
     for obj in layer.manifests:
         if obj.get("kind") == "KnativeServing":
+            # Ready once every Serving and net-istio deployment is; KServe's installer gives it
+            # 300s, twice that here because a fresh runner pulls all the Knative images first.
             meta = obj["metadata"]
             steps.append(
                 Run(
                     layer.name,
                     f"wait: KnativeServing {meta['namespace']}/{meta['name']} Ready",
                     ("kubectl", "wait", "--for=condition=Ready", f"knativeserving/{meta['name']}",
-                     "-n", meta["namespace"], "--timeout=300s"),
-                    330,
+                     "-n", meta["namespace"], "--timeout=600s"),
+                    630,
                 )
             )  # fmt: skip
     return steps
