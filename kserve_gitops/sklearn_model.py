@@ -43,6 +43,9 @@ def predict_proba_enabled() -> bool:
 
 
 class SKLearnModel(Model):
+    """model_dir is a local directory: in the cluster KServe's storage initializer has already
+    copied storageUri there, so unlike upstream there is no Storage.download step."""
+
     def __init__(self, name: str, model_dir: str | Path):
         super().__init__(name)
         self.model_dir = Path(model_dir)
@@ -64,7 +67,9 @@ class SKLearnModel(Model):
         if predict_proba_enabled() and hasattr(self._model, "predict_proba"):
             n_classes = len(getattr(self._model, "classes_", [])) or -1
             return [{"name": "output-0", "datatype": "FP64", "shape": [-1, n_classes]}]
-        return [{"name": "output-0", "datatype": "INT64", "shape": [-1]}]
+        classes = np.asarray(getattr(self._model, "classes_", []))
+        kind = {"i": "INT64", "u": "INT64", "U": "BYTES", "O": "BYTES"}.get(classes.dtype.kind)
+        return [{"name": "output-0", "datatype": kind or "FP64", "shape": [-1]}]
 
     async def preprocess(
         self, payload: dict | InferRequest | bytes, headers: dict[str, str] | None = None
