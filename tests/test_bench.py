@@ -1,0 +1,38 @@
+"""make bench: a tiny run of the real benchmark (one config, short steps) into a temp dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_results_markdown_and_plot(run_module, tmp_path: Path):
+    out, plot, results = tmp_path / "BENCH.md", tmp_path / "img" / "b.png", tmp_path / "r.json"
+    result = run_module(
+        "bench", "--settings", "tuned", "--workers", "1", "--protocols", "v2",
+        "--fixed-duration", "1", "--step-duration", "1", "--max-rate", "200", "--no-wrk",
+        "--out", str(out), "--plot", str(plot), "--results", str(results),
+        timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads(results.read_text())
+    [config] = data["configs"]
+    assert (config["setting"], config["workers"], config["protocol"]) == ("tuned", 1, "v2")
+    assert config["fixed"]["requests"] == 80 and config["fixed"]["errors"] == 0
+    assert config["fixed"]["latency_ms"]["p99"] >= config["fixed"]["latency_ms"]["p50"] > 0
+    rates = [step["rate"] for step in config["steps"]]
+    # Doubling from 100 up to the ceiling; a failing first step ends the search.
+    assert rates == ([100, 200] if config["steps"][0]["pass"] else [100])
+    for step in config["steps"]:
+        within = step["latency_ms"]["p99"] <= 50 and step["achieved_rps"] >= 0.95 * step["rate"]
+        assert step["pass"] == (step["errors"] == 0 and within)
+    assert data["machine"]["cores"] >= 1 and data["machine"]["cpu"]
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    text = out.read_text()
+    assert "## Machine" in text and data["machine"]["cpu"] in text
+    assert "| tuned | v2 | 1 |" in text
+    assert "![benchmark](img/b.png)" in text
+    assert "wrk cross-check skipped: --no-wrk" in text
