@@ -23,10 +23,19 @@ def test_quick_bench_writes_results_markdown_and_plot(run_module, tmp_path: Path
     assert (config["setting"], config["workers"], config["protocol"]) == ("tuned", 1, "v2")
     assert config["fixed"]["requests"] == 80 and config["fixed"]["errors"] == 0
     assert config["fixed"]["latency_ms"]["p99"] >= config["fixed"]["latency_ms"]["p50"] > 0
-    rates = [step["rate"] for step in config["steps"]]
-    # Doubling from 100 up to the ceiling; a failing first step ends the search.
-    assert rates == ([100, 200] if config["steps"][0]["pass"] else [100])
-    for step in config["steps"]:
+    # Doubling from 100 until a step fails (200 is the ceiling), then each step lies between
+    # the best passing and the lowest failing rate so far.
+    steps = config["steps"]
+    assert steps[0]["rate"] == 100
+    low, high = 0.0, float("inf")
+    for step in steps:
+        assert low < step["rate"] < high and step["rate"] <= 200
+        if step["pass"]:
+            low = step["rate"]
+        else:
+            high = step["rate"]
+    assert config["max"] is None if low == 0 else config["max"]["rate"] == low
+    for step in steps:
         within = step["latency_ms"]["p99"] <= 50 and step["achieved_rps"] >= 0.95 * step["rate"]
         assert step["pass"] == (step["errors"] == 0 and within)
     assert data["machine"]["cores"] >= 1 and data["machine"]["cpu"]
