@@ -68,7 +68,7 @@ def test_chart_metadata(chart: helm.Chart) -> None:
     assert meta["apiVersion"] == "v2"
     assert (meta["name"], meta["version"], meta["type"]) == (
         "inference-service",
-        "0.1.0",
+        "0.2.0",
         "application",
     )
     assert meta["appVersion"] == "v0.20.0"
@@ -84,6 +84,7 @@ def test_required_scenarios_exist() -> None:
         "standard-hpa-values.yaml",
         "v2-runtime-values.yaml",
         "canary-values.yaml",
+        "standard-canary-values.yaml",
         "full-values.yaml",
     } <= names
 
@@ -123,7 +124,7 @@ def test_environment_values(chart: helm.Chart, env: str) -> None:
     assert labels["app.kubernetes.io/name"] == "inference-service"
     assert labels["app.kubernetes.io/instance"] == "models-sklearn-iris"
     assert labels["app.kubernetes.io/managed-by"] == "Helm"
-    assert labels["helm.sh/chart"] == "inference-service-0.1.0"
+    assert labels["helm.sh/chart"] == "inference-service-0.2.0"
     assert labels["environment"] == env
     predictor = isvc["spec"]["predictor"]
     assert predictor["labels"]["app.kubernetes.io/instance"] == "models-sklearn-iris"
@@ -176,6 +177,48 @@ def test_canary_zero_is_rendered(chart: helm.Chart) -> None:
     assert render(chart, values)[0]["spec"]["predictor"]["canaryTrafficPercent"] == 0
 
 
+def test_tag_routing_annotation(chart: helm.Chart) -> None:
+    values = with_changes(MINIMAL, tagRouting=True, **{"predictor.canaryTrafficPercent": 10})
+    isvc, _ = render(chart, values)
+    assert isvc["metadata"]["annotations"] == {
+        "serving.kserve.io/deploymentMode": "Knative",
+        "serving.kserve.io/enable-tag-routing": "true",
+    }
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert schemas.check(isvc) == []
+
+
+def test_standard_mode_canary_is_the_v020_canary_list(chart: helm.Chart) -> None:
+    isvc, _ = render(chart, load(CHART_DIR / "ci" / "standard-canary-values.yaml"))
+    assert isvc["spec"]["predictor"]["name"] == "v1"
+    assert isvc["spec"]["canary"] == [
+        {
+            "trafficPercent": 20,
+            "predictor": {
+                "name": "v2",
+                "minReplicas": 1,
+                "model": {
+                    "name": "kserve-container",
+                    "modelFormat": {"name": "sklearn"},
+                    "protocolVersion": "v1",
+                    "storageUri": "pvc://sklearn-iris-models/v2",
+                },
+            },
+        }
+    ]
+    assert schemas.check(isvc) == []
+    # The CRD itself refuses a canary the chart would render wrongly.
+    broken = copy.deepcopy(isvc)
+    del broken["spec"]["canary"][0]["trafficPercent"]
+    assert [v.path for v in schemas.check(broken)] == ["spec.canary.0"]
+
+
+def test_no_canary_by_default(chart: helm.Chart) -> None:
+    for mode in ("knative", "standard"):
+        isvc, _ = render(chart, with_changes(MINIMAL, deploymentMode=mode))
+        assert "canary" not in isvc["spec"] and "name" not in isvc["spec"]["predictor"]
+
+
 def test_label_precedence(chart: helm.Chart) -> None:
     values = with_changes(
         MINIMAL,
@@ -219,6 +262,11 @@ def test_notes_follow_the_protocol(chart: helm.Chart) -> None:
         ({"model.env": [{"name": "A", "value": 1}]}, "at '/model/env/0/value': got number"),
         ({"model.env": [{"name": "A"}]}, "at '/model/env/0': missing property 'value'"),
         ({"commonLabels": {"team": "a b"}}, "at '/commonLabels/team': 'a b' does not match"),
+        ({"tagRouting": "true"}, "at '/tagRouting': got string, want boolean"),
+        ({"canary.trafficPercent": 101}, "at '/canary/trafficPercent': maximum: got 101"),
+        ({"canary.name": "V2"}, "at '/canary/name': 'V2' does not match"),
+        ({"canary.storageUri": "ftp://h/m"}, "at '/canary/storageUri': 'ftp://h/m' does not match"),
+        ({"canary.weight": 5}, "additional properties 'weight' not allowed"),
     ],
 )
 def test_schema_rejects(chart: helm.Chart, changes: dict[str, Any], expected: str) -> None:
@@ -256,6 +304,38 @@ def test_schema_scale_metric_follows_the_mode(chart: helm.Chart) -> None:
         (
             {"deploymentMode": "standard", "predictor.canaryTrafficPercent": 10},
             "predictor.canaryTrafficPercent needs deploymentMode knative",
+        ),
+        (
+            {"canary.name": "v2", "canary.storageUri": "pvc://sklearn-iris-models/v2"},
+            "canary needs deploymentMode standard",
+        ),
+        ({"predictor.name": "v1"}, "predictor.name needs deploymentMode standard"),
+        ({"deploymentMode": "standard", "tagRouting": True}, "tagRouting needs deploymentMode"),
+        (
+            {"deploymentMode": "standard", "canary.storageUri": "pvc://sklearn-iris-models/v2"},
+            "canary.name is required with canary.storageUri",
+        ),
+        (
+            {
+                "deploymentMode": "standard",
+                "predictor.name": "v2",
+                "canary.name": "v2",
+                "canary.storageUri": "pvc://sklearn-iris-models/v2",
+            },
+            'canary.name "v2" must differ from predictor.name',
+        ),
+        (
+            {
+                "deploymentMode": "standard",
+                "canary.name": "v2",
+                "canary.storageUri": "pvc://sklearn-iris-models/v2",
+                "canary.minReplicas": 3,
+            },
+            "canary.minReplicas (3) must be <= predictor.minReplicas (1)",
+        ),
+        (
+            {"annotations": {"serving.kserve.io/enable-tag-routing": "true"}},
+            "annotations must not set serving.kserve.io/enable-tag-routing",
         ),
         (
             {"model.env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
@@ -302,7 +382,7 @@ def test_readme_documents_every_value() -> None:
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     readme = (CHART_DIR / "README.md").read_text()
     table = set(
-        re.findall(r"^\| `([A-Za-z.]+)` \| (?:string|integer|object|list) \|", readme, re.M)
+        re.findall(r"^\| `([A-Za-z.]+)` \| (?:string|integer|boolean|object|list) \|", readme, re.M)
     )
     assert table == set(_schema_leaves(schema))
 

@@ -99,8 +99,34 @@ involved, so `helm template`/`helm install` stops with a message saying what to 
 {{- fail "predictor.minReplicas 0 (scale to zero) needs deploymentMode knative: in standard mode KServe's HPA keeps at least 1 replica" }}
 {{- end }}
 {{- if not (kindIs "invalid" $p.canaryTrafficPercent) }}
-{{- fail "predictor.canaryTrafficPercent needs deploymentMode knative: canary traffic splits between Knative revisions, standard mode has none" }}
+{{- fail "predictor.canaryTrafficPercent needs deploymentMode knative: it splits traffic between Knative revisions; in standard mode set canary (KServe v0.20 spec.canary)" }}
 {{- end }}
+{{- if .Values.tagRouting }}
+{{- fail "tagRouting needs deploymentMode knative: tags name Knative revisions; in standard mode call the canary's own <name>-<canary.name>-predictor service" }}
+{{- end }}
+{{- with .Values.canary }}
+{{- if .storageUri }}
+{{- if not .name }}
+{{- fail "canary.name is required with canary.storageUri: KServe names the canary Deployment <name>-<canary.name>-predictor" }}
+{{- end }}
+{{- if eq .name $p.name }}
+{{- fail (printf "canary.name %q must differ from predictor.name" .name) }}
+{{- end }}
+{{- if and (not (kindIs "invalid" .minReplicas)) (gt (int .minReplicas) (int $p.minReplicas)) }}
+{{- fail (printf "canary.minReplicas (%d) must be <= predictor.minReplicas (%d): KServe takes the canary's replicas from the stable's" (int .minReplicas) (int $p.minReplicas)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- else }}
+{{- if .Values.canary.storageUri }}
+{{- fail "canary needs deploymentMode standard (KServe v0.20 spec.canary); in knative mode set predictor.canaryTrafficPercent together with a new model.storageUri" }}
+{{- end }}
+{{- if $p.name }}
+{{- fail "predictor.name needs deploymentMode standard: it names the stable Deployment for canary promotion" }}
+{{- end }}
+{{- end }}
+{{- if hasKey .Values.annotations "serving.kserve.io/enable-tag-routing" }}
+{{- fail "annotations must not set serving.kserve.io/enable-tag-routing: use the tagRouting value" }}
 {{- end }}
 {{- if hasKey .Values.annotations "serving.kserve.io/deploymentMode" }}
 {{- fail "annotations must not set serving.kserve.io/deploymentMode: use the deploymentMode value (knative or standard)" }}
