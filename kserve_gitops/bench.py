@@ -56,7 +56,7 @@ class Knobs:
     start_rate: float = 100.0
     max_rate: float = 6400.0
     resolution: float = 1.15  # bisect until failing/passing rate is below this ratio
-    max_steps: int = 12
+    max_steps: int = 16  # measurements, retries included
 
 
 def _cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -120,15 +120,20 @@ def search_max_rate(
     best: dict[str, Any] | None = None
     low, high, rate = 0.0, math.inf, knobs.start_rate
     while len(steps) < knobs.max_steps:
-        point = measure(local, protocol, rate, knobs.step_s)
-        ok = passes(point, knobs.p99_ms)
-        steps.append({**point, "pass": ok})
-        log(
-            f"    {rate:7.0f} req/s: p99 {point['latency_ms']['p99']:8.2f} ms, achieved "
-            f"{point['achieved_rps']:7.1f}, errors {point['errors']}, generator "
-            f"{point['generator_cpu_pct']:3.0f}% cpu, server {point['server_cpu_pct']:3.0f}% -> "
-            f"{'pass' if ok else 'fail'}"
-        )
+        # A failing step is measured once more: on a shared machine one neighbour's burst
+        # can break a 5 s p99. Both attempts are kept in the results.
+        for attempt in (1, 2):
+            point = measure(local, protocol, rate, knobs.step_s)
+            ok = passes(point, knobs.p99_ms)
+            steps.append({**point, "pass": ok, "attempt": attempt})
+            log(
+                f"    {rate:7.0f} req/s: p99 {point['latency_ms']['p99']:8.2f} ms, achieved "
+                f"{point['achieved_rps']:7.1f}, errors {point['errors']}, generator "
+                f"{point['generator_cpu_pct']:3.0f}% cpu, server {point['server_cpu_pct']:3.0f}%"
+                f" -> {'pass' if ok else 'fail'}"
+            )
+            if ok:
+                break
         if ok:
             low, best = rate, point
         else:
@@ -345,7 +350,9 @@ def markdown(results: dict[str, Any], plot_path: Path, out: Path) -> str:
         f"- Max rate: {k['step_s']:g} s steps from {k['start_rate']:g} req/s, doubling until a"
         f" step fails, then geometric bisection to within {100 * (k['resolution'] - 1):.0f}%;",
         f"  a step passes when p99 <= {k['p99_ms']:g} ms, no errors, achieved rate >= 95% of"
-        " offered.",
+        " offered;",
+        "  a failing step is measured once more (shared machine), both attempts are in",
+        "  `benchmarks/results.json`.",
         "- CPU columns: percent of one core over the run (generator: this process; server:"
         " all its processes).",
         "",
@@ -374,7 +381,8 @@ def markdown(results: dict[str, Any], plot_path: Path, out: Path) -> str:
     ]
     for c in results["configs"]:
         best = c["max"]
-        failing = [s["rate"] for s in c["steps"] if not s["pass"]]
+        passing = {s["rate"] for s in c["steps"] if s["pass"]}
+        failing = [s["rate"] for s in c["steps"] if s["rate"] not in passing]
         first_fail = f"{min(failing):.0f}" if failing else "none"
         if best:
             lines.append(
