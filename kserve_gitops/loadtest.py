@@ -177,7 +177,8 @@ def run_load(
     if not finished:
         plan.stop()
         plan.finished.wait(timeout=1)
-    unfinished = plan.outstanding if not plan.finished.is_set() else 0
+    # Requests still in flight, plus slots never sent because every user was stuck.
+    unfinished = (plan.outstanding if not plan.finished.is_set() else 0) + planned - plan.claimed
     cpu_after = psutil.Process().cpu_times()
     wall = time.time() - started_at
     runner.quit()
@@ -247,7 +248,7 @@ def _summary(
         "requests": {
             "completed": rec.requests,
             "failures": rec.failures,
-            "unfinished": unfinished,
+            "unfinished": unfinished,  # in flight at the deadline or never sent
             "error_ratio": error_ratio,
         },
         "throughput_rps": measured.throughput_rps,
@@ -267,7 +268,9 @@ def _summary(
             "p50_ms": total.get_response_time_percentile(0.5),
             "p99_ms": total.get_response_time_percentile(0.99),
             "rps": total.total_rps,
-            "errors": {str(e.error): e.occurrences for e in env.stats.errors.values()},
+            "errors": {
+                f"{e.method} {e.name}: {e.error}": e.occurrences for e in env.stats.errors.values()
+            },
         },
         "generator": {"cpu_percent_of_one_core": generator_cpu, "cores": psutil.cpu_count()},
         "started_at": _iso(started_at),
