@@ -17,7 +17,7 @@ from typing import Any
 
 import yamale
 
-from kserve_gitops import crds, paths, render, schemas
+from kserve_gitops import argocd, crds, paths, platform, render, schemas
 from kserve_gitops.render import Obj, RenderError
 
 # Repository config files and the yamale schema each must satisfy.
@@ -127,61 +127,22 @@ def check_kustomizations(report: Report, dirs: list[Path]) -> None:
             source = f"kustomize build {paths.rel(d)}"
             objs = [Obj(source, body) for body in built]
             check_objects(report, _group_of(d), objs)
-            # Only an environment's overlay carries the values ConfigMaps its HelmReleases use.
-            check_embedded_values(report, objs, complete=d.is_relative_to(paths.ENVIRONMENTS))
-
-
-def _our_chart(ref: str) -> bool:
-    return ref.strip("./").rstrip("/") == f"charts/{render.MODEL_CHART.name}"
-
-
-def _carried_values(obj: Obj, config_maps: dict[str, dict[str, str]]) -> dict[str, Any]:
-    """The values a HelmRelease gives its chart: valuesFrom ConfigMaps, then spec.values."""
-    spec = obj.body.get("spec") or {}
-    values: dict[str, Any] = {}
-    for ref in spec.get("valuesFrom") or []:
-        name, key = ref.get("name"), ref.get("valuesKey", "values.yaml")
-        data = config_maps.get(name, {}).get(key) if ref.get("kind") == "ConfigMap" else None
-        if data is None:
-            raise RenderError(
-                f"{obj.source}: {obj.ref}: spec.valuesFrom: {ref.get('kind')} {name!r} key "
-                f"{key!r} is not in the same build (expected a ConfigMap from configMapGenerator)"
-            )
-        origin = f"{obj.source}: {obj.ref}: valuesFrom ConfigMap {name}"
-        values.update(render.load_yaml_documents(data, origin)[0])
-    return values | (spec.get("values") or {})
-
-
-def check_embedded_values(report: Report, objs: list[Obj], complete: bool) -> None:
-    """Our chart's values carried by a Flux HelmRelease must pass its values.schema.json.
-    Only a `complete` build (an environment overlay) has the values ConfigMaps; shared bases
-    leave their releases to the overlays that complete them."""
-    import helm_python as helm
-
-    if not complete:
-        return
-    config_maps = {o.name: o.body.get("data") or {} for o in objs if o.kind == "ConfigMap"}
-    for obj in objs:
-        chart = ((obj.body.get("spec") or {}).get("chart") or {}).get("spec") or {}
-        if obj.kind != "HelmRelease" or not _our_chart(str(chart.get("chart", ""))):
-            continue
-        try:
-            values = _carried_values(obj, config_maps)
-            with helm.Chart.load(render.MODEL_CHART) as loaded:
-                loaded.validate_schema(values)
-        except RenderError as exc:
-            report.errors.append(str(exc))
-        except helm.HelmError as exc:
-            report.errors.append(f"{obj.source}: {obj.ref}: values: {exc}")
 
 
 def check_environment(report: Report, env: str) -> None:
-    try:
-        objs = render.render_models(env)
-    except RenderError as exc:
-        report.errors.append(str(exc))
-        return
-    check_objects(report, env, objs)
+    """The models from their values files, and the Applications Argo CD's ApplicationSet
+    would generate (its CRD does not check the template it embeds)."""
+    for produce in (render.render_models, _argocd_applications):
+        try:
+            objs = produce(env)
+        except RenderError as exc:
+            report.errors.append(str(exc))
+            continue
+        check_objects(report, env, objs)
+
+
+def _argocd_applications(env: str) -> list[Obj]:
+    return [Obj(f"argocd/{env} ApplicationSet", app) for app in argocd.generated(env)]
 
 
 def run(root: Path, progress: Callable[[str], None]) -> Report:
@@ -197,12 +158,14 @@ def run(root: Path, progress: Callable[[str], None]) -> Report:
     if not envs:
         report.errors.append("environments/: no environment (expected <env>/environment.yaml)")
     for env in envs:
-        progress(f"environment {env}: models")
+        progress(f"environment {env}: models and generated Argo CD Applications")
         check_environment(report, env)
     # Deepest first: an object is reported from the smallest kustomization that declares it.
     dirs = sorted(render.kustomization_dirs(root), key=lambda d: (-len(d.parts), d))
     progress(f"kustomizations: {len(dirs)} directories")
     check_kustomizations(report, dirs)
+    progress("consistency: versions.yaml, Flux and Argo CD agree per environment")
+    report.errors += platform.problems(envs)
     return report
 
 
