@@ -22,8 +22,14 @@ INPUT    ?=
 OUTPUT   ?=
 FROM     ?= staging
 TO       ?= prod
+VERSION  ?=
+PERCENT  ?=
+STABLE   ?=
+CANARY   ?=
+HOST_STABLE ?=
+HOST_CANARY ?=
 
-.PHONY: help venv test lint train crds validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan platform clean
+.PHONY: help venv test lint train crds validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan platform canary promote rollback gate canary-analysis registry clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -87,6 +93,25 @@ e2e-plan: $(STAMP) ## Print the ordered kind e2e plan for ENV without touching a
 
 e2e: $(STAMP) ## kind cluster, full platform, model, predictions, SLO load test (needs Docker; KEEP=1 keeps the cluster)
 	$(PY) -m kserve_gitops.e2e --env $(ENV) $(if $(filter 1,$(KEEP)),--keep)
+
+gate: $(STAMP) ## Quality gate: make gate MODEL=sklearn-iris VERSION=v2 ENV=prod (exit 1 with the reason)
+	$(PY) -m kserve_gitops.gate --model $(MODEL) --version $(VERSION) --env $(ENV)
+
+canary: $(STAMP) ## Start or ramp a canary in ENV's values file: make canary VERSION=v2 ENV=staging PERCENT=10
+	$(PY) -m kserve_gitops.rollout canary --model $(MODEL) --env $(ENV) $(if $(VERSION),--version $(VERSION)) $(if $(PERCENT),--percent $(PERCENT))
+
+promote: $(STAMP) ## Promote ENV's canary to 100% and record it as stable: make promote ENV=staging
+	$(PY) -m kserve_gitops.rollout promote --model $(MODEL) --env $(ENV)
+
+rollback: $(STAMP) ## Roll ENV's canary back (run twice: pin 0% + restore, then finish): make rollback ENV=staging
+	$(PY) -m kserve_gitops.rollout rollback --model $(MODEL) --env $(ENV)
+
+registry: $(STAMP) ## Model versions and what each environment serves, then check they agree
+	@$(PY) -m kserve_gitops.registry --model $(MODEL)
+	@$(PY) -m kserve_gitops.registry --model $(MODEL) --check
+
+canary-analysis: $(STAMP) ## Load-test STABLE and CANARY side by side, decide promote/hold/rollback [HOST_STABLE HOST_CANARY RATE DURATION ENV]
+	$(PY) -m kserve_gitops.canary_analysis --stable $(STABLE) --canary $(CANARY) --env $(ENV) --model $(MODEL) --protocol $(PROTOCOL) $(if $(HOST_STABLE),--host-header-stable $(HOST_STABLE)) $(if $(HOST_CANARY),--host-header-canary $(HOST_CANARY)) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 
 clean: ## Remove the virtualenv, caches and reports
 	rm -rf $(VENV) .cache reports .pytest_cache .ruff_cache

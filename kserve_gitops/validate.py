@@ -26,6 +26,8 @@ CONFIG_SCHEMAS: tuple[tuple[str, str], ...] = (
     ("environments/*/environment.yaml", "environment.yaml"),
     ("config/slo.yaml", "slo.yaml"),
     ("models/*/train.yaml", "train.yaml"),
+    ("models/*/registry.yaml", "registry.yaml"),
+    ("config/canary.yaml", "canary.yaml"),
 )
 KUBE_VERSION = f"v{schemas.KUBE_VERSION}.0"
 
