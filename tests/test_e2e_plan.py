@@ -693,3 +693,24 @@ def test_ci_runs_make_e2e_for_dev_on_pull_requests_and_uploads_the_reports() -> 
     assert "make e2e ENV=${{ matrix.env }}" in runs
     upload = steps["actions/upload-artifact"]
     assert upload["if"] == "always()" and upload["with"]["path"] == "reports/"
+
+
+def test_plan_refuses_a_storage_uri_the_e2e_cannot_deliver(repo_copy: Path) -> None:
+    values = repo_copy / "environments/dev/models/sklearn-iris.yaml"
+    values.write_text(
+        values.read_text().replace("pvc://sklearn-iris-models/v1", "gs://kfserving-examples/iris")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "kserve_gitops.e2e", "--env", "dev", "--plan"],
+        capture_output=True,
+        text=True,
+        cwd=repo_copy,
+        env={**os.environ, "KGOPS_ROOT": str(repo_copy)},
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == e2e.EXIT_FAILED and proc.stdout == ""
+    assert (
+        "environments/dev/models/sklearn-iris.yaml: model.storageUri: the e2e delivers the model "
+        "on a PVC and expects pvc://<claim>/<path>, got 'gs://kfserving-examples/iris'"
+    ) in proc.stderr
