@@ -35,6 +35,7 @@ from kserve_gitops import openloop, paths, report, slo
 
 LOCUSTFILE = paths.ROOT / "loadtests" / "locustfile.py"
 GRACE_S = 10.0  # how long in-flight requests may take after the last slot
+GENERATOR_BUSY_PCT = 80.0  # above this share of one core, warn that Locust may be the limit
 
 
 class _QuietSpawnWarning(logging.Filter):
@@ -185,14 +186,19 @@ def run_load(
     gevent.killall(helpers)
     finished_at = time.time()
 
+    cpu_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    generator_cpu = 100 * cpu_s / wall
     summary = _summary(
         opts, targets, plan, env, planned=planned, unfinished=unfinished, env_name=env_name,
         slo_source=slo_source, started_at=started_at, finished_at=finished_at,
-        generator_cpu=100 * (
-            (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-        ) / wall,
+        generator_cpu=generator_cpu,
     )  # fmt: skip
     passed = all(check["passed"] for check in summary["checks"])
+    if generator_cpu > GENERATOR_BUSY_PCT:
+        out(
+            f"warning: the load generator used {generator_cpu:.0f}% of a core: it may be the"
+            " bottleneck (fewer users, or a second machine)"
+        )
     report_dir = None
     if report_root is not None:
         report_dir = report.write(report_root, env, plan, summary)
@@ -272,7 +278,14 @@ def _summary(
                 f"{e.method} {e.name}: {e.error}": e.occurrences for e in env.stats.errors.values()
             },
         },
-        "generator": {"cpu_percent_of_one_core": generator_cpu, "cores": psutil.cpu_count()},
+        "generator": {
+            "cpu_percent_of_one_core": generator_cpu,
+            "cores": psutil.cpu_count(),
+            "send_lag_ms": {
+                f"p{p}": rec.lag.get_value_at_percentile(p) / 1000 if rec.requests else 0.0
+                for p in (50, 99, 100)
+            },
+        },
         "started_at": _iso(started_at),
         "finished_at": _iso(finished_at),
         "versions": _versions(opts),

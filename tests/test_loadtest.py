@@ -205,7 +205,7 @@ def test_stall_is_charged_to_every_request_due_during_it(run_module, tmp_path: P
     assert summary["latency_ms"]["max"] >= 900
     assert summary["latency_ms"]["avg"] >= 100 > 20 >= summary["service_time_ms"]["avg"]
     assert summary["timeline"][1]["p99_ms"] >= 800  # the stall sits in the second it happened
-    assert summary["timeline"][0]["p99_ms"] < 100
+    assert summary["timeline"][0]["p99_ms"] < 500  # before it: no stall (noise allowed)
     failed = {c["target"] for c in summary["checks"] if not c["passed"]}
     assert {"latency avg", "latency max"} <= failed
 
