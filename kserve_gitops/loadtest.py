@@ -169,22 +169,28 @@ def run_load(
         f"load: {opts.protocol} {opts.target}{host}"
         f" at {opts.rate:g} req/s for {opts.duration:g}s ({planned} requests, {opts.users} users)"
     )
+    reports = report.ReportDir(report_root, env) if report_root is not None else None
     helpers = [gevent.spawn(stats_history, runner)]
     if opts.progress_s > 0:
         helpers.append(gevent.spawn(_progress, plan, planned, opts.progress_s, out))
-    runner.start(opts.users, spawn_rate=opts.users, wait=False)
-
-    finished = plan.finished.wait(timeout=plan.t0 - time.perf_counter() + opts.duration + GRACE_S)
-    if not finished:
-        plan.stop()
-        plan.finished.wait(timeout=1)
+    try:
+        runner.start(opts.users, spawn_rate=opts.users, wait=False)
+        deadline = plan.t0 - time.perf_counter() + opts.duration + GRACE_S
+        if not plan.finished.wait(timeout=deadline):
+            plan.stop()
+            plan.finished.wait(timeout=1)
+    except BaseException:  # Ctrl-C included: no half-written report directory
+        if reports is not None:
+            reports.abort()
+        raise
+    finally:
+        cpu_after = psutil.Process().cpu_times()
+        wall = time.time() - started_at
+        runner.quit()
+        gevent.killall(helpers)
+    finished_at = time.time()
     # Requests still in flight, plus slots never sent because every user was stuck.
     unfinished = (plan.outstanding if not plan.finished.is_set() else 0) + planned - plan.claimed
-    cpu_after = psutil.Process().cpu_times()
-    wall = time.time() - started_at
-    runner.quit()
-    gevent.killall(helpers)
-    finished_at = time.time()
 
     cpu_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
     generator_cpu = 100 * cpu_s / wall
@@ -200,8 +206,8 @@ def run_load(
             " bottleneck (fewer users, or a second machine)"
         )
     report_dir = None
-    if report_root is not None:
-        report_dir = report.write(report_root, env, plan, summary)
+    if reports is not None:
+        report_dir = reports.finish(env, summary)
     return RunResult(summary=summary, passed=passed, report_dir=report_dir, plan=plan)
 
 

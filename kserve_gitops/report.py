@@ -15,39 +15,63 @@ from locust.html import get_html_report
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from matplotlib.figure import Figure  # no pyplot: renders with Agg, no display needed
 
-from kserve_gitops.openloop import Plan
 
+class ReportDir:
+    """A run's report, built in a hidden temporary directory and moved into place when done.
 
-def write(root: Path, env: Environment, plan: Plan, summary: dict[str, Any]) -> Path:
-    """Write everything into a temporary directory, then move it to root/<UTC timestamp>."""
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    tmp = root / f".tmp-{stamp}-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        _locust_csv(env, tmp / "locust")
-        (tmp / "locust.html").write_text(get_html_report(env, show_download_link=False))
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        plot(summary, tmp / "plot.png")
-        final, n = root / stamp, 1
-        while final.exists():  # two runs in the same second
-            n += 1
-            final = root / f"{stamp}-{n}"
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    Locust's CSV writer runs during the load (its history file gets a row a second, as with
+    `locust --csv`); finish() writes the final rows, the HTML, summary.json and plot.png.
+    """
 
+    def __init__(self, root: Path, env: Environment) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.tmp = root / f".tmp-{self.stamp}-{os.getpid()}"
+        self.tmp.mkdir()
+        self.csv = StatsCSVFileWriter(env, PERCENTILES_TO_REPORT, str(self.tmp / "locust"))
+        self.writer = gevent.spawn(self.csv.stats_writer)
 
-def _locust_csv(env: Environment, base: Path) -> None:
-    """Locust's own --csv files (stats, failures, exceptions, history) with the final numbers."""
-    writer = StatsCSVFileWriter(env, PERCENTILES_TO_REPORT, str(base))
-    # One pass of Locust's periodic writer loop writes every file; then stop it.
-    greenlet = gevent.spawn(writer.stats_writer)
-    gevent.sleep(0)
-    greenlet.kill()
-    writer.close_files()
+    def finish(self, env: Environment, summary: dict[str, Any]) -> Path:
+        try:
+            self.writer.kill()
+            self._final_csv_rows()
+            (self.tmp / "locust.html").write_text(get_html_report(env, show_download_link=False))
+            (self.tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            plot(summary, self.tmp / "plot.png")
+            final, n = self.root / self.stamp, 1
+            while final.exists():  # two runs in the same second
+                n += 1
+                final = self.root / f"{self.stamp}-{n}"
+            os.replace(self.tmp, final)
+        except BaseException:
+            self.abort()
+            raise
+        return final
+
+    def abort(self) -> None:
+        self.writer.kill()
+        self.csv.close_files()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _final_csv_rows(self) -> None:
+        # The periodic writer may be up to a second stale: rewrite the snapshot files with the
+        # final numbers (Locust's own row writers) and add a last history row.
+        c = self.csv
+        for handle, writer, columns, rows in (
+            (c.requests_csv_filehandle, c.requests_csv_writer, c.requests_csv_columns,
+             c._requests_data_rows),
+            (c.failures_csv_filehandle, c.failures_csv_writer, c.failures_columns,
+             c._failures_data_rows),
+            (c.exceptions_csv_filehandle, c.exceptions_csv_writer, c.exceptions_columns,
+             c._exceptions_data_rows),
+        ):  # fmt: skip
+            handle.seek(0)
+            handle.truncate()
+            writer.writerow(columns)
+            rows(writer)
+        c._stats_history_data_rows(c.stats_history_csv_writer, time.time())
+        c.close_files()
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
