@@ -142,12 +142,8 @@ def run_load(
     out=print,
 ) -> RunResult:
     """One open-loop run; writes reports under report_root/<timestamp>/ unless it is None."""
-    os.environ["KGOPS_MODEL"] = opts.model  # the locustfile reads these at import
-    if opts.host_header:
-        os.environ["KGOPS_HOST_HEADER"] = opts.host_header
-    else:
-        os.environ.pop("KGOPS_HOST_HEADER", None)
     module = _load_locustfile()
+    # The locustfile reads these from the environment under `locust`; here we set them.
     module.MODEL, module.HOST_HEADER = opts.model, opts.host_header
     user_class = module.V1User if opts.protocol == "v1" else module.V2User
 
