@@ -18,7 +18,7 @@ import httpx
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from kserve_gitops import paths, payloads, server
+from kserve_gitops import openloop, paths, payloads, server
 
 # A stand-in server for what KServe's cannot do on demand: stall every request for a while
 # (one global lock, like a stop-the-world pause), answer wrong, or route on the Host header.
@@ -119,6 +119,44 @@ def test_payloads_carry_the_reference_predictions():
     v2_two = v2["iris-two"]
     v2_ok = '{"outputs": [{"name": "output-0", "datatype": "INT64", "shape": [2], "data": [1, 1]}]}'
     assert payloads.check_response(v2_two, 200, v2_ok) is None
+
+
+def test_plan_slots_are_due_at_fixed_intervals_and_end_with_the_plan():
+    plan = openloop.Plan(rate=50, total=3)
+    assert [plan.claim(), plan.claim(), plan.claim(), plan.claim()] == [0.0, 0.02, 0.04, None]
+    assert plan.outstanding == 3 and not plan.finished.is_set()
+    for due in (0.0, 0.02, 0.04):
+        plan.record(due, due + 0.001, due + 0.005, ok=True)
+    assert plan.finished.is_set() and plan.outstanding == 0
+    rec = plan.recorder
+    # Latency from the scheduled time = lag + service time, request by request.
+    assert rec.scheduled_sum_us == 3 * 5000 and rec.service_sum_us == 3 * 4000
+    assert rec.lag.get_max_value() == pytest.approx(1000, rel=0.001)
+
+
+def test_achieved_rate_counts_successes_over_the_send_window():
+    on_time = openloop.Plan(rate=100, total=100)
+    for _ in range(100):
+        due = on_time.claim()
+        on_time.last_send_s = due + 0.009  # jitter within one interval does not count
+        on_time.record(due, due + 0.009, due + 0.01, ok=True)
+    assert on_time.achieved_rate() == pytest.approx(100)
+
+    behind = openloop.Plan(rate=100, total=100)
+    for i in range(100):
+        due = behind.claim()
+        behind.last_send_s = 2.0  # the last request left a second late
+        behind.record(due, due, due + 0.01, ok=i % 2 == 0)  # half of them failed
+    assert behind.achieved_rate() == pytest.approx(50 / 2.0)
+
+
+def test_stopping_an_unbounded_plan_finishes_once_in_flight_requests_end():
+    plan = openloop.Plan(rate=10, total=None)
+    due = plan.claim()
+    plan.stop()
+    assert plan.claim() is None and not plan.finished.is_set()
+    plan.record(due, due, due + 0.1, ok=True)
+    assert plan.finished.is_set()
 
 
 @pytest.mark.slow
