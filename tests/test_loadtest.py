@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -59,12 +58,6 @@ class Handler(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer(("127.0.0.1", int(port)), Handler).serve_forever()
 """
-
-
-@pytest.fixture(scope="module")
-def kserve_server() -> Iterator[server.LocalServer]:
-    with server.running(extra_args=["--access-log", "false"]) as srv:
-        yield srv
 
 
 def start_stub(
@@ -162,12 +155,12 @@ def test_stopping_an_unbounded_plan_finishes_once_in_flight_requests_end():
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 def test_summary_is_consistent_with_locust_stats(
-    kserve_server, run_module, tmp_path: Path, protocol: str
+    model_server, run_module, tmp_path: Path, protocol: str
 ):
     result, summary = run_cli(
         run_module,
         tmp_path,
-        "--target", kserve_server.url, "--protocol", protocol, "--rate", "80", "--duration", "2s",
+        "--target", model_server, "--protocol", protocol, "--rate", "80", "--duration", "2s",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     report_dir = next(p for p in tmp_path.iterdir() if not p.name.startswith("."))
@@ -284,11 +277,11 @@ def test_host_header_reaches_the_server(run_module, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_locustfile_runs_under_the_locust_command(kserve_server, tmp_path: Path):
+def test_locustfile_runs_under_the_locust_command(model_server, tmp_path: Path):
     locustfile = str(paths.ROOT / "loadtests" / "locustfile.py")
     cmd = [
         sys.executable, "-m", "locust", "-f", locustfile, "--headless", "--users", "8",
-        "--spawn-rate", "100", "--run-time", "2s", "--host", kserve_server.url,
+        "--spawn-rate", "100", "--run-time", "2s", "--host", model_server,
         "--csv", str(tmp_path / "plain"), "V2User",
     ]  # fmt: skip
     result = subprocess.run(
@@ -307,9 +300,9 @@ def test_locustfile_runs_under_the_locust_command(kserve_server, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_dashboard_serves_on_the_web_port(kserve_server):
+def test_dashboard_serves_on_the_web_port(model_server):
     port = server.free_port()
-    ui = ["--ui", "--web-port", str(port), "--target", kserve_server.url]
+    ui = ["--ui", "--web-port", str(port), "--target", model_server]
     proc = subprocess.Popen(
         [sys.executable, "-m", "kserve_gitops.loadtest", *ui],
         stdout=subprocess.PIPE,
