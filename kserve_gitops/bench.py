@@ -234,6 +234,19 @@ def versions() -> dict[str, str]:
     return found
 
 
+def bench_protocol(local: server.LocalServer, protocol: str, knobs: Knobs, log) -> dict[str, Any]:
+    """The fixed-rate point and the max-rate search of one protocol on a running server."""
+    measure(local, protocol, 50, 2)  # warm-up: connections, lazy imports, caches
+    fixed = measure(local, protocol, FIXED_RATE, knobs.fixed_s)
+    lat = fixed["latency_ms"]
+    log(
+        f"  {protocol} at {FIXED_RATE:g} req/s: avg {lat['avg']:.2f} ms, "
+        f"p99 {lat['p99']:.2f} ms, max {lat['max']:.2f} ms"
+    )
+    best, steps = search_max_rate(local, protocol, knobs, log)
+    return {"protocol": protocol, "fixed": fixed, "max": best, "steps": steps}
+
+
 def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
     knobs = Knobs(fixed_s=args.fixed_duration, step_s=args.step_duration, max_rate=args.max_rate)
     results: dict[str, Any] = {
@@ -245,41 +258,37 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
         "configs": [],
         "wrk": None,
     }
-    for setting in args.settings:
-        for workers in args.workers:
-            log(f"server: {setting}, {workers} worker(s) {' '.join(SETTINGS[setting])}")
-            with server.running(workers=workers, extra_args=SETTINGS[setting]) as local:
-                for protocol in args.protocols:
-                    measure(local, protocol, 50, 2)  # warm-up: connections, caches, JIT-free paths
-                    fixed = measure(local, protocol, FIXED_RATE, knobs.fixed_s)
-                    lat = fixed["latency_ms"]
-                    log(
-                        f"  {protocol} at {FIXED_RATE:g} req/s: avg {lat['avg']:.2f} ms, "
-                        f"p99 {lat['p99']:.2f} ms, max {lat['max']:.2f} ms"
-                    )
-                    best, steps = search_max_rate(local, protocol, knobs, log)
-                    results["configs"].append(
-                        {
-                            "setting": setting,
-                            "workers": workers,
-                            "protocol": protocol,
-                            "fixed": fixed,
-                            "max": best,
-                            "steps": steps,
-                        }
-                    )
-                if args.wrk and setting == "tuned" and workers == max(args.workers):
-                    # 1 connection: service time without queueing; 16: capacity at saturation.
-                    results["wrk"] = [wrk_point(local, c, seconds=10) for c in (1, 16)]
-                    for point in results["wrk"]:
-                        log(
-                            f"  wrk -c{point['connections']}: {point['rps']:.0f} req/s, "
-                            f"p50 {point['latency_ms'].get('p50', 0):.2f} ms, "
-                            f"p99 {point['latency_ms'].get('p99', 0):.2f} ms, "
-                            f"non-2xx {point['non_2xx']}"
-                        )
+    logs = Path(tempfile.mkdtemp(prefix="kgops-bench-"))  # server logs: large with access logs
+    try:
+        for setting in args.settings:
+            for workers in args.workers:
+                log(f"server: {setting}, {workers} worker(s) {' '.join(SETTINGS[setting])}")
+                with server.running(
+                    workers=workers,
+                    extra_args=SETTINGS[setting],
+                    log_path=logs / f"{setting}-{workers}.log",
+                ) as local:
+                    for protocol in args.protocols:
+                        point = bench_protocol(local, protocol, knobs, log)
+                        results["configs"].append({"setting": setting, "workers": workers, **point})
+                    if args.wrk and setting == "tuned" and workers == max(args.workers):
+                        results["wrk"] = wrk_cross_check(local, log)
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
     results["load_average_end"] = list(os.getloadavg())
     return results
+
+
+def wrk_cross_check(local: server.LocalServer, log) -> list[dict[str, Any]]:
+    """1 connection: service time without queueing; 16: capacity at saturation."""
+    points = [wrk_point(local, connections, seconds=10) for connections in (1, 16)]
+    for point in points:
+        log(
+            f"  wrk -c{point['connections']}: {point['rps']:.0f} req/s, "
+            f"p50 {point['latency_ms'].get('p50', 0):.2f} ms, "
+            f"p99 {point['latency_ms'].get('p99', 0):.2f} ms, non-2xx {point['non_2xx']}"
+        )
+    return points
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
