@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops import client, paths, platform, render
+from kserve_gitops import client, crds, paths, platform, render
 from kserve_gitops.render import Obj, RenderError
 
 E2E = paths.ROOT / "e2e"
@@ -259,6 +259,7 @@ ISTIO_CRDS = (
     "virtualservices.networking.istio.io",
     "destinationrules.networking.istio.io",
     "peerauthentications.security.istio.io",
+    "authorizationpolicies.security.istio.io",
 )
 KNATIVE_OPERATOR_CRDS = ("knativeservings.operator.knative.dev",)
 KSERVE_CRDS = (
@@ -438,14 +439,35 @@ def kserve_webhook_tls(layer: str, namespace: str) -> list[Step]:
     return steps
 
 
+# Group of the Prometheus Operator's objects (the monitoring layer). A monitored cluster already
+# runs the operator; the e2e installs its pinned CRDs (config/crds.tsv) so the API server admits
+# the monitors and rules, with nothing acting on them.
+MONITORING_GROUP = "monitoring.coreos.com"
+
+
+def monitoring_crds(layer: platform.Layer) -> list[Step]:
+    groups = {str(o.get("apiVersion", "")).split("/")[0] for o in layer.manifests}
+    if MONITORING_GROUP not in groups:
+        return []
+    files = [p for p in crds.ensure() if p.name.startswith(f"{MONITORING_GROUP}_")]
+    names = tuple(f"{p.stem.split('_', 1)[1]}.{MONITORING_GROUP}" for p in files)
+    args = [a for p in files for a in ("-f", paths.rel(p))]
+    return [
+        Run(layer.name, "apply the pinned Prometheus Operator CRDs (config/crds.tsv)",
+            ("kubectl", "apply", "--server-side", *args), 120),
+        wait_crds(layer.name, names),
+    ]  # fmt: skip
+
+
 def apply_layer(layer: platform.Layer) -> list[Step]:
     steps: list[Step] = [
+        *monitoring_crds(layer),
         Apply(
             layer.name,
             f"apply the plain manifests of {layer.path}",
             f"kustomize build {layer.path}",
             tuple(layer.manifests),
-        )
+        ),
     ]
     for obj in layer.manifests:
         if obj.get("kind") == "KnativeServing":

@@ -344,12 +344,13 @@ def describe(env: str) -> str:
     flux, argo = flux_components(env), {c.key: c for c in argocd_components(env)}
     head = f"  {'wave':<5}{'layer':<12}{'component':<38}{'chart':<28}{'version':<10} tools"
     lines = [f"{env}:", head]
-    # Plain-manifest layers: name the custom resources they apply (KnativeServing 1.21.1).
+    # Plain-manifest layers: name the custom resources they apply, a versioned one first
+    # (KnativeServing 1.21.1 rather than the NetworkPolicies beside it).
     crs = {
         lay.path: next(
             (
                 (m["kind"], str(m["spec"].get("version", "git")))
-                for m in lay.manifests
+                for m in sorted(lay.manifests, key=lambda m: "version" not in m.get("spec", {}))
                 if "spec" in m
             ),
             ("(kustomize)", "git"),
@@ -379,6 +380,7 @@ EXPECTED_COMPONENTS = (
     "configs",
     "kserve-resources",
     "kserve-runtime-configs",
+    "monitoring",
     "sklearn-iris",
 )
 MUST_FOLLOW = {
@@ -388,6 +390,8 @@ MUST_FOLLOW = {
     "kserve-resources": ("kserve-crd", "cert-manager", "configs"),
     "kserve-runtime-configs": ("kserve-resources",),
     "sklearn-iris": ("kserve-runtime-configs",),
+    # Its monitors live in the namespaces of the platform components (kserve last).
+    "monitoring": ("kserve-resources", "configs"),
 }
 
 

@@ -83,7 +83,11 @@ def _crd_schemas_from(files: list[Path]) -> dict[str, dict[str, Any]]:
                 if not version.get("served", True) or schema is None:
                     continue
                 strict = _strict(schema)
-                strict.setdefault("properties", {})["metadata"] = _OBJECT_META
+                props = strict.setdefault("properties", {})
+                props["metadata"] = _OBJECT_META
+                # Istio's CRDs describe spec and status only; every object has these two.
+                props.setdefault("apiVersion", {"type": "string"})
+                props.setdefault("kind", {"type": "string"})
                 key = f"{spec['group']}/{version['name']}/{spec['names']['kind']}"
                 schemas[key] = strict
     return schemas
@@ -93,7 +97,9 @@ def _crd_schemas_from(files: list[Path]) -> dict[str, dict[str, Any]]:
 def crd_schemas() -> dict[str, dict[str, Any]]:
     """apiVersion/kind -> strict schema, cached on disk by the CRD pins' checksums."""
     files = crds.ensure()
-    digest = hashlib.sha256("".join(p.sha256 for p in crds.pins()).encode()).hexdigest()[:16]
+    # The prefix versions the conversion above: a change to it must not reuse an old cache.
+    pins = "v2" + "".join(p.sha256 for p in crds.pins())
+    digest = hashlib.sha256(pins.encode()).hexdigest()[:16]
     cached = paths.CACHE / "schemas" / f"crds-{digest}.json"
     if cached.is_file():
         return json.loads(cached.read_text())

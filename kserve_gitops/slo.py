@@ -54,11 +54,20 @@ class Targets:
 
 
 @dataclass(frozen=True)
+class Objectives:
+    """Service level objectives of the running service, which the alert rules are generated from
+    (kserve_gitops/alerts.py); the load test has no use for them."""
+
+    availability: float  # fraction of requests answered without a 5xx over the SLO window
+
+
+@dataclass(frozen=True)
 class Slo:
     env: str | None
     load: LoadSettings
     targets: Targets
     source: str  # the config file, as users see it
+    objectives: Objectives | None = None  # None: the config declares none
 
 
 def load_slo(env: str | None = None, config: Path | None = None, schema: Path | None = None) -> Slo:
@@ -86,9 +95,16 @@ def load_slo(env: str | None = None, config: Path | None = None, schema: Path | 
     override = (doc.get("environments") or {}).get(env) or {} if env else {}
     load = {**doc["defaults"]["load"], **(override.get("load") or {})}
     targets = {**doc["defaults"]["targets"], **(override.get("targets") or {})}
+    objectives = {**(doc["defaults"].get("objectives") or {}), **(override.get("objectives") or {})}
     load["duration"] = parse_duration(load["duration"])
     load["rate"] = float(load["rate"])
-    return Slo(env=env, load=LoadSettings(**load), targets=Targets(**targets), source=where)
+    return Slo(
+        env=env,
+        load=LoadSettings(**load),
+        targets=Targets(**targets),
+        source=where,
+        objectives=Objectives(**objectives) if objectives else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def test_chart_metadata(chart: helm.Chart) -> None:
     assert meta["apiVersion"] == "v2"
     assert (meta["name"], meta["version"], meta["type"]) == (
         "inference-service",
-        "0.2.0",
+        "0.3.0",
         "application",
     )
     assert meta["appVersion"] == "v0.20.0"
@@ -124,7 +124,7 @@ def test_environment_values(chart: helm.Chart, env: str) -> None:
     assert labels["app.kubernetes.io/name"] == "inference-service"
     assert labels["app.kubernetes.io/instance"] == "models-sklearn-iris"
     assert labels["app.kubernetes.io/managed-by"] == "Helm"
-    assert labels["helm.sh/chart"] == "inference-service-0.2.0"
+    assert labels["helm.sh/chart"] == "inference-service-0.3.0"
     assert labels["environment"] == env
     predictor = isvc["spec"]["predictor"]
     assert predictor["labels"]["app.kubernetes.io/instance"] == "models-sklearn-iris"
@@ -169,6 +169,7 @@ def test_unset_optionals_are_not_rendered(chart: helm.Chart) -> None:
         "protocolVersion",
         "storageUri",
         "resources",
+        "securityContext",  # secure by default (tests/test_policy.py)
     }
 
 
@@ -191,6 +192,12 @@ def test_tag_routing_annotation(chart: helm.Chart) -> None:
 def test_standard_mode_canary_is_the_v020_canary_list(chart: helm.Chart) -> None:
     isvc, _ = render(chart, load(CHART_DIR / "ci" / "standard-canary-values.yaml"))
     assert isvc["spec"]["predictor"]["name"] == "v1"
+    stable = isvc["spec"]["predictor"]
+    # The canary runs with the stable's resources and security contexts.
+    canary = isvc["spec"]["canary"][0]["predictor"]
+    for key in ("resources", "securityContext"):
+        assert canary["model"].pop(key) == stable["model"][key]
+    assert canary.pop("securityContext") == stable["securityContext"]
     assert isvc["spec"]["canary"] == [
         {
             "trafficPercent": 20,
@@ -206,6 +213,7 @@ def test_standard_mode_canary_is_the_v020_canary_list(chart: helm.Chart) -> None
             },
         }
     ]
+    isvc, _ = render(chart, load(CHART_DIR / "ci" / "standard-canary-values.yaml"))
     assert schemas.check(isvc) == []
     # The CRD itself refuses a canary the chart would render wrongly.
     broken = copy.deepcopy(isvc)

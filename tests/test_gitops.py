@@ -22,7 +22,8 @@ def test_both_tools_install_the_same_components_in_the_same_order(env: str) -> N
     )
     order = [c.key for c in sorted(flux, key=lambda c: c.wave)]
     assert order[:2] == ["istio-base", "kserve-crd"]
-    assert order[-1] == "sklearn-iris"
+    # Models and monitoring both follow the kserve layer, independently of each other.
+    assert set(order[-2:]) == {"sklearn-iris", f"environments/{env}/platform/monitoring"}
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -40,9 +41,12 @@ def test_flux_layers_chain_by_depends_on(env: str) -> None:
         "platform-configs",
         "platform-kserve",
         "models",
+        "platform-monitoring",
     ]
-    for before, after in itertools.pairwise(layers):
+    for before, after in itertools.pairwise(layers[:-1]):
         assert after.depends_on == (before.name,)
+    # The monitors and alerts exist even while a model fails to become Ready.
+    assert layers[-1].depends_on == ("platform-kserve",)
     cluster = render.kustomize_build(paths.ROOT / "clusters" / env)
     for ks in (o for o in cluster if o["kind"] == "Kustomization"):
         assert ks["spec"]["wait"] is True and ks["spec"]["prune"] is True
