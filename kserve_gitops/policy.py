@@ -1,0 +1,494 @@
+"""Security policies over every object an environment applies (and every chart scenario), plus a
+scan of the repository for anything that looks like a credential.
+
+    python -m kserve_gitops.policy               # every environment, the chart scenarios, the repo
+    python -m kserve_gitops.policy --env prod    # one environment (and the repo scan)
+
+The rules are data: each has an id, what it requires, the kinds it applies to and a check that
+yields (field, problem) pairs. Object rules see one object; environment rules see all objects of
+an environment (mTLS, who may call the predictors, default deny). Exit 1 on any violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kserve_gitops import paths, render
+from kserve_gitops.render import Obj, RenderError
+
+Problems = Iterator[tuple[str, str]]  # (field path, what is wrong)
+
+# Callers allowed into the model namespace (Istio mTLS principals): the ingress gateway and
+# Knative's activator carry requests, the autoscaler reads queue-proxy stats, Prometheus scrapes.
+ALLOWED_PRINCIPALS = frozenset(
+    {
+        "cluster.local/ns/istio-system/sa/istio-ingressgateway",
+        "cluster.local/ns/knative-serving/sa/activator",
+        "cluster.local/ns/knative-serving/sa/controller",
+        "cluster.local/ns/monitoring/sa/prometheus",
+    }
+)
+REQUIRED_PRINCIPALS = frozenset(
+    {
+        "cluster.local/ns/istio-system/sa/istio-ingressgateway",
+        "cluster.local/ns/knative-serving/sa/activator",
+        "cluster.local/ns/monitoring/sa/prometheus",
+    }
+)
+PSS_VERSION = "v1.34"
+WORKLOAD_KINDS = frozenset(
+    {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+)
+POD_KINDS = WORKLOAD_KINDS | {"InferenceService"}
+# Environment variable names that carry a credential: only valueFrom (a Secret) is acceptable.
+SECRET_ENV = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|API_KEY|CREDENTIAL|PRIVATE_KEY)")
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    where: str  # file or rendered source, and object
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.field}: [{self.rule}] {self.message}"
+
+
+# --- where the pods are ------------------------------------------------------------------------
+
+
+def pod_specs(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(path, pod-level spec) of every pod template in the object. For an InferenceService the
+    predictor (and canary, transformer, explainer) is the pod spec KServe renders from."""
+    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    if kind == "Pod":
+        return [("spec", spec)]
+    if kind == "CronJob":
+        job = (spec.get("jobTemplate") or {}).get("spec") or {}
+        return [("spec.jobTemplate.spec.template.spec", (job.get("template") or {}).get("spec"))]
+    if kind in WORKLOAD_KINDS:
+        return [("spec.template.spec", (spec.get("template") or {}).get("spec") or {})]
+    if kind == "InferenceService":
+        found = [
+            (f"spec.{c}", spec[c])
+            for c in ("predictor", "transformer", "explainer")
+            if isinstance(spec.get(c), dict)
+        ]
+        for i, canary in enumerate(spec.get("canary") or []):
+            if isinstance(canary.get("predictor"), dict):
+                found.append((f"spec.canary.{i}.predictor", canary["predictor"]))
+        return found
+    return []
+
+
+def containers(path: str, pod: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every container of a pod spec; KServe's `model` is the model server container."""
+    found = [(f"{path}.model", pod["model"])] if isinstance(pod.get("model"), dict) else []
+    for key in ("initContainers", "containers"):
+        found += [(f"{path}.{key}.{i}", c) for i, c in enumerate(pod.get(key) or [])]
+    return found
+
+
+def _each_container(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    for path, pod in pod_specs(obj):
+        for cpath, container in containers(path, pod or {}):
+            yield cpath, container, pod or {}
+
+
+# --- object rules ------------------------------------------------------------------------------
+
+
+def _sc(d: dict[str, Any]) -> dict[str, Any]:
+    return d.get("securityContext") or {}
+
+
+def check_run_as_non_root(obj: dict[str, Any], _ctx: Context) -> Problems:
+    for path, c, pod in _each_container(obj):
+        value = _sc(c).get("runAsNonRoot", _sc(pod).get("runAsNonRoot"))
+        if value is not True:
+            yield f"{path}.securityContext.runAsNonRoot", "must be true (here or on the pod)"
+        if _sc(c).get("runAsUser", _sc(pod).get("runAsUser")) == 0:
+            yield f"{path}.securityContext.runAsUser", "must not be 0 (root)"
+
+
+def check_no_privilege_escalation(obj: dict[str, Any], _ctx: Context) -> Problems:
+    for path, c, _pod in _each_container(obj):
+        if _sc(c).get("allowPrivilegeEscalation") is not False:
+            yield f"{path}.securityContext.allowPrivilegeEscalation", "must be false"
+        if _sc(c).get("privileged"):
+            yield f"{path}.securityContext.privileged", "must not be true"
+
+
+def check_capabilities(obj: dict[str, Any], _ctx: Context) -> Problems:
+    for path, c, _pod in _each_container(obj):
+        caps = _sc(c).get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            yield f"{path}.securityContext.capabilities.drop", "must contain ALL"
+        extra = sorted(set(caps.get("add") or []) - {"NET_BIND_SERVICE"})
+        if extra:
+            yield f"{path}.securityContext.capabilities.add", f"only NET_BIND_SERVICE, not {extra}"
+
+
+def check_seccomp(obj: dict[str, Any], _ctx: Context) -> Problems:
+    for path, c, pod in _each_container(obj):
+        profile = (_sc(c).get("seccompProfile") or _sc(pod).get("seccompProfile") or {}).get("type")
+        if profile not in ("RuntimeDefault", "Localhost"):
+            yield (
+                f"{path}.securityContext.seccompProfile.type",
+                f"must be RuntimeDefault or Localhost (here or on the pod), got {profile!r}",
+            )
+
+
+def check_read_only_root(obj: dict[str, Any], _ctx: Context) -> Problems:
+    for path, c, _pod in _each_container(obj):
+        if _sc(c).get("readOnlyRootFilesystem") is not True:
+            yield f"{path}.securityContext.readOnlyRootFilesystem", "must be true"
+
+
+def check_host_access(obj: dict[str, Any], _ctx: Context) -> Problems:
+    for path, pod in pod_specs(obj):
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            if (pod or {}).get(key):
+                yield f"{path}.{key}", "must not be true"
+        for i, vol in enumerate((pod or {}).get("volumes") or []):
+            if "hostPath" in vol:
+                yield f"{path}.volumes.{i}.hostPath", "host paths are not allowed"
+
+
+def check_resources(obj: dict[str, Any], _ctx: Context) -> Problems:
+    for path, c, _pod in _each_container(obj):
+        res = c.get("resources") or {}
+        for kind in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                if resource not in (res.get(kind) or {}):
+                    yield f"{path}.resources.{kind}.{resource}", "must be set"
+
+
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def check_image_pinned(obj: dict[str, Any], _ctx: Context) -> Problems:
+    for path, c, _pod in _each_container(obj):
+        image = c.get("image")
+        if image is None:
+            continue  # KServe fills the model server image from the pinned ServingRuntime
+        name = _DIGEST.sub("", str(image))
+        tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else ""
+        if not _DIGEST.search(str(image)) and tag in ("", "latest"):
+            yield f"{path}.image", f"{image!r}: pin a version tag or digest, never latest/untagged"
+
+
+def check_credentials_by_reference(obj: dict[str, Any], _ctx: Context) -> Problems:
+    for path, c, _pod in _each_container(obj):
+        for i, env in enumerate(c.get("env") or []):
+            if SECRET_ENV.search(str(env.get("name", "")).upper()) and "value" in env:
+                yield (
+                    f"{path}.env.{i}.value",
+                    f"{env.get('name')} is a credential: use valueFrom.secretKeyRef "
+                    "(or a service account), never a literal value",
+                )
+
+
+def check_secret_objects(obj: dict[str, Any], _ctx: Context) -> Problems:
+    for key in ("data", "stringData"):
+        for name in obj.get(key) or {}:
+            if SECRET_ENV.search(name.upper()) or name.lower() in ("password", "token", "key"):
+                yield (
+                    f"{key}.{name}",
+                    "credential committed in a Secret: deliver it out of band (sealed or "
+                    "external secret) and reference it",
+                )
+
+
+def check_model_namespace_restricted(obj: dict[str, Any], ctx: Context) -> Problems:
+    name = (obj.get("metadata") or {}).get("name")
+    if name not in ctx.restricted_namespaces:
+        return
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    if labels.get("pod-security.kubernetes.io/enforce") != "restricted":
+        yield "metadata.labels.pod-security.kubernetes.io/enforce", "must be restricted"
+    if labels.get("pod-security.kubernetes.io/enforce-version") != PSS_VERSION:
+        yield "metadata.labels.pod-security.kubernetes.io/enforce-version", f"must be {PSS_VERSION}"
+
+
+# --- environment rules (all objects of one environment) ---------------------------------------
+
+
+def _in(objs: list[Obj], kind: str, namespace: str) -> list[Obj]:
+    return [
+        o
+        for o in objs
+        if o.kind == kind and (o.body.get("metadata") or {}).get("namespace") == namespace
+    ]
+
+
+def check_namespace_declared(objs: list[Obj], ctx: Context) -> Problems:
+    declared = {o.name for o in objs if o.kind == "Namespace"}
+    for ns in sorted(ctx.model_namespaces - declared):
+        yield f"Namespace/{ns}", "the model namespace must be declared (to carry its labels)"
+
+
+def check_mtls_strict(objs: list[Obj], ctx: Context) -> Problems:
+    for ns in sorted(ctx.model_namespaces):
+        strict = [
+            o
+            for o in _in(objs, "PeerAuthentication", ns)
+            if ((o.body.get("spec") or {}).get("mtls") or {}).get("mode") == "STRICT"
+            and not (o.body.get("spec") or {}).get("selector")
+        ]
+        if not strict:
+            yield f"PeerAuthentication in {ns}", "a namespace-wide mtls.mode STRICT is required"
+        for o in _in(objs, "PeerAuthentication", ns):
+            for port, mode in ((o.body.get("spec") or {}).get("portLevelMtls") or {}).items():
+                if (mode or {}).get("mode") != "STRICT":
+                    yield f"{o.ref}.spec.portLevelMtls.{port}", "weakens STRICT mTLS"
+
+
+def check_authorization(objs: list[Obj], ctx: Context) -> Problems:
+    for ns in sorted(ctx.model_namespaces):
+        policies = _in(objs, "AuthorizationPolicy", ns)
+        allowed: set[str] = set()
+        for o in policies:
+            spec = o.body.get("spec") or {}
+            if spec.get("action", "ALLOW") != "ALLOW":
+                continue
+            for i, rule in enumerate(spec.get("rules") or [{}]):
+                sources = [f.get("source") or {} for f in rule.get("from") or []]
+                if not sources:
+                    yield f"{o.ref}.spec.rules.{i}.from", "a rule without sources allows everyone"
+                for j, src in enumerate(sources):
+                    principals = set(src.get("principals") or [])
+                    if not principals or set(src) - {"principals"}:
+                        yield (
+                            f"{o.ref}.spec.rules.{i}.from.{j}.source",
+                            "sources must be service-account principals only",
+                        )
+                    for p in sorted(principals - ALLOWED_PRINCIPALS):
+                        yield f"{o.ref}.spec.rules.{i}.from.{j}.source.principals", f"{p!r}"
+                    allowed |= principals & ALLOWED_PRINCIPALS
+        for p in sorted(REQUIRED_PRINCIPALS - allowed):
+            yield f"AuthorizationPolicy in {ns}", f"must allow {p}"
+
+
+def check_network_policies(objs: list[Obj], ctx: Context) -> Problems:
+    for ns in sorted(ctx.model_namespaces):
+        policies = _in(objs, "NetworkPolicy", ns)
+        deny = [
+            o
+            for o in policies
+            if (o.body.get("spec") or {}).get("podSelector") == {}
+            and "Ingress" in ((o.body.get("spec") or {}).get("policyTypes") or [])
+            and not (o.body.get("spec") or {}).get("ingress")
+        ]
+        if not deny:
+            yield (
+                f"NetworkPolicy in {ns}",
+                "a default-deny ingress policy (podSelector {}) is required",
+            )
+        for o in policies:
+            for i, rule in enumerate((o.body.get("spec") or {}).get("ingress") or []):
+                peers = rule.get("from") or []
+                if not peers or any(not p for p in peers):
+                    yield f"{o.ref}.spec.ingress.{i}.from", "allows every source"
+                if not rule.get("ports"):
+                    yield f"{o.ref}.spec.ingress.{i}.ports", "allows every port"
+
+
+# --- the rule table ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    model_namespaces: frozenset[str]  # where InferenceServices run
+    restricted_namespaces: frozenset[str]  # namespaces that must enforce PSS restricted
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    description: str
+    kinds: frozenset[str]  # object kinds it applies to; empty: an environment rule
+    check: Callable[..., Problems]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("PSS-NONROOT", "containers run as non-root", POD_KINDS, check_run_as_non_root),
+    Rule("PSS-PRIV-ESC", "no privilege escalation, not privileged", POD_KINDS,
+         check_no_privilege_escalation),
+    Rule("PSS-CAPS", "capabilities: drop ALL, add at most NET_BIND_SERVICE", POD_KINDS,
+         check_capabilities),
+    Rule("PSS-SECCOMP", "seccomp profile RuntimeDefault (or Localhost)", POD_KINDS, check_seccomp),
+    Rule("PSS-HOST", "no host network/PID/IPC, no hostPath volumes", POD_KINDS, check_host_access),
+    Rule("RO-ROOTFS", "read-only root filesystem", POD_KINDS, check_read_only_root),
+    Rule("RESOURCES", "cpu and memory requests and limits on every container", POD_KINDS,
+         check_resources),
+    Rule("IMAGE-PINNED", "images carry a version tag or digest, never latest", POD_KINDS,
+         check_image_pinned),
+    Rule("CREDS-BY-REF", "credential env vars come from a Secret, never a literal", POD_KINDS,
+         check_credentials_by_reference),
+    Rule("SECRET-LITERAL", "no credential committed in a Secret object", frozenset({"Secret"}),
+         check_secret_objects),
+    Rule("NS-RESTRICTED", "model namespaces enforce Pod Security restricted",
+         frozenset({"Namespace"}), check_model_namespace_restricted),
+    Rule("NS-DECLARED", "the model namespace is declared", frozenset(), check_namespace_declared),
+    Rule("MTLS-STRICT", "namespace-wide Istio mTLS STRICT in model namespaces", frozenset(),
+         check_mtls_strict),
+    Rule("AUTHZ-CALLERS", "only the gateway, activator, autoscaler and Prometheus may call",
+         frozenset(), check_authorization),
+    Rule("NETPOL", "default-deny ingress; every allow names sources and ports", frozenset(),
+         check_network_policies),
+)  # fmt: skip
+
+
+def check_objects(objs: list[Obj], ctx: Context, environment: bool) -> list[Violation]:
+    """Every object rule on every object; the environment rules too when `environment`."""
+    out: list[Violation] = []
+    for rule in RULES:
+        if rule.kinds:
+            for obj in objs:
+                if obj.kind in rule.kinds:
+                    where = f"{obj.source}: {obj.ref}"
+                    out += [Violation(rule.id, where, f, m) for f, m in rule.check(obj.body, ctx)]
+        elif environment:
+            where = objs[0].source.split(" -> ")[0] if objs else "?"
+            out += [Violation(rule.id, where, f, m) for f, m in rule.check(objs, ctx)]
+    return out
+
+
+def context(env: str) -> Context:
+    namespace = str(render.environment(env).get("namespace", "models"))
+    return Context(frozenset({namespace}), frozenset({namespace, "kserve-monitoring"}))
+
+
+def check_environment(env: str) -> list[Violation]:
+    return check_objects(render.environment_objects(env), context(env), environment=True)
+
+
+def check_chart_scenarios() -> list[Violation]:
+    """Each chart scenario as rendered: object rules only (a scenario is not an environment)."""
+    out: list[Violation] = []
+    ctx = Context(frozenset(), frozenset())
+    for scenario in sorted((render.MODEL_CHART / "ci").glob("*-values.yaml")):
+        objs = render.render_chart(
+            render.MODEL_CHART,
+            render.model_values(scenario),
+            render.MODEL_CHART.name,
+            "default",
+            paths.rel(scenario),
+        )
+        out += check_objects(objs, ctx, environment=False)
+    return out
+
+
+# --- repository scan for credentials ----------------------------------------------------------
+
+SCAN_SKIP_DIRS = {
+    ".git",
+    ".venv",
+    ".cache",
+    "reports",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+}
+SCAN_SKIP_SUFFIXES = {".joblib", ".png", ".pkl", ".whl", ".gz", ".zip"}
+ALLOWLIST = "config/secret-scan-allowlist.yaml"
+SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("AWS-ACCESS-KEY", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("PRIVATE-KEY", re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")),
+    ("GITHUB-TOKEN", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b")),
+    ("SLACK-TOKEN", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b")),
+    ("JWT", re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}")),
+)
+# A credential-named key with a literal value, in configuration files (YAML, JSON, env, ini).
+CONFIG_SUFFIXES = {".yaml", ".yml", ".json", ".env", ".ini", ".cfg", ".toml", ".properties"}
+_KEYED = re.compile(
+    r"""(?ix)["']?(password|passwd|secret|secret[_-]?access[_-]?key|api[_-]?key|token
+    |auth[_-]?token|client[_-]?secret)["']?\s*[:=]\s*["']?([^\s"'#,}]*)"""
+)
+# Values that point at a secret rather than being one.
+_REFERENCE = re.compile(r"^(\$|\{\{|<|secretKeyRef|valueFrom|null$|none$|true$|false$|$)", re.I)
+
+
+def _allowlist(root: Path) -> list[dict[str, str]]:
+    path = root / ALLOWLIST
+    if not path.is_file():
+        return []
+    data = yaml.safe_load(path.read_text()) or {}
+    entries = data.get("allow") or []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not {"path", "rule", "reason"} <= e.keys():
+            raise RenderError(f"{ALLOWLIST}: allow.{i}: expected path, rule and reason")
+    return entries
+
+
+def scan_repository(root: Path | None = None) -> list[Violation]:
+    """Every file of the repository (not the virtualenv, caches or reports) against the credential
+    patterns; a finding is dropped when an allowlist entry names its file (glob) and rule."""
+    root = root or paths.ROOT
+    allow = _allowlist(root)
+    out: list[Violation] = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or SCAN_SKIP_DIRS & set(rel.parts[:-1]):
+            continue
+        if path.suffix in SCAN_SKIP_SUFFIXES:
+            continue
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        for lineno, line in enumerate(text.splitlines(), 1):
+            found = [rule for rule, pattern in SECRET_PATTERNS if pattern.search(line)]
+            if path.suffix in CONFIG_SUFFIXES:
+                for match in _KEYED.finditer(line):
+                    if not _REFERENCE.match(match.group(2)):
+                        found.append("KEYED-LITERAL")
+            for rule in found:
+                if any(e["rule"] == rule and fnmatch.fnmatch(str(rel), e["path"]) for e in allow):
+                    continue
+                out.append(Violation(rule, f"{rel}:{lineno}", "line", "looks like a credential"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", action="append", help="environment (default: all)")
+    parser.add_argument("--rules", action="store_true", help="list the rules and exit")
+    args = parser.parse_args(argv)
+    if args.rules:
+        for rule in RULES:
+            scope = ", ".join(sorted(rule.kinds)) or "environment"
+            print(f"{rule.id:<15} {rule.description} ({scope})")
+        print(f"{'SECRET-SCAN':<15} repository files: {', '.join(r for r, _ in SECRET_PATTERNS)}")
+        return 0
+    envs = args.env or render.environment_names()
+    found: list[Violation] = []
+    try:
+        for env in envs:
+            found += check_environment(env)
+        if not args.env:
+            found += check_chart_scenarios()
+        found += scan_repository()
+    except RenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for v in found:
+        print(v, file=sys.stderr)
+    scope = ", ".join(envs) + ("" if args.env else " + chart scenarios")
+    print(f"{len(found)} policy violation(s) in {scope} and the repository scan")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
