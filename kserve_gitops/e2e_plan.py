@@ -115,10 +115,11 @@ class Apply:
     objects: tuple[Mapping[str, Any], ...]
 
     def argv(self, manifest_file: str) -> list[str]:
-        # Server-side: no last-applied annotation, so object size is never the limit.
+        # Server-side: no last-applied annotation, so object size is never the limit. One field
+        # manager per layer: a later apply can never drop the fields an earlier one set.
         return [
             "kubectl", "apply", "--server-side", "--force-conflicts",
-            "--field-manager", "kgops-e2e", "-f", manifest_file,
+            "--field-manager", f"kgops-e2e-{self.layer}", "-f", manifest_file,
         ]  # fmt: skip
 
     def refs(self) -> list[str]:
@@ -211,7 +212,8 @@ class LoadTest:
         return [
             "python", "-m", "kserve_gitops.loadtest", "--target", target, "--host-header", host,
             "--protocol", self.protocol, "--model", self.model, "--env", self.env,
-            "--reports", reports, *(["--duration", self.duration] if self.duration else []),
+            "--reports", reports,
+            *(["--duration", self.duration] if self.duration else []),
         ]  # fmt: skip
 
 
@@ -497,8 +499,11 @@ def _storage(values: Mapping[str, Any], source: str) -> tuple[str, str]:
     return claim, sub.strip("/")
 
 
-def model_store(env: str, namespace: str, values: Mapping[str, Any], source: str) -> list[Step]:
-    """Put the trained model on the claim the storageUri names, through a short-lived pod."""
+def model_store(
+    env: str, namespace: str, values: Mapping[str, Any], source: str, declared: set[str]
+) -> list[Step]:
+    """Put the trained model on the claim the storageUri names, through a short-lived pod, in
+    the namespace a platform layer declares (`declared`: namespaces applied before)."""
     objs = render.kustomize_build(MODEL_STORE)
     where = f"kustomize build {paths.rel(MODEL_STORE)}"
     claim, sub = _storage(values, source)
@@ -506,14 +511,16 @@ def model_store(env: str, namespace: str, values: Mapping[str, Any], source: str
     pods = [o for o in objs if o.get("kind") == "Pod"]
     if [o["metadata"]["name"] for o in pvcs] != [claim] or len(pods) != 1:
         raise RenderError(f"{where}: expected one PVC named {claim!r} ({source}) and one Pod")
-    wrong = [ref(o) for o in objs if o["metadata"].get("namespace", namespace) != namespace]
-    wrong += [
-        ref(o) for o in objs if o["kind"] == "Namespace" and o["metadata"]["name"] != namespace
-    ]
+    wrong = [ref(o) for o in objs if o["metadata"].get("namespace") != namespace]
     if wrong:
         raise RenderError(
             f"{where}: {', '.join(wrong)}: not in namespace {namespace!r} "
             f"(the namespace of HelmRelease {MODEL} in clusters/{env})"
+        )
+    if namespace not in declared:
+        raise RenderError(
+            f"clusters/{env}: no platform layer declares Namespace {namespace!r} (HelmRelease "
+            f"{MODEL}'s); the e2e creates no namespace of its own"
         )
     pod = pods[0]["metadata"]["name"]
     container = pods[0]["spec"]["containers"][0]
@@ -526,7 +533,7 @@ def model_store(env: str, namespace: str, values: Mapping[str, Any], source: str
     target = f"{mount}/{sub}"
     kexec = ("kubectl", "exec", "-n", namespace, pod, "-c", container["name"], "--")
     return [
-        Apply("model", "apply the e2e model store: namespace, PVC, loader pod", where, tuple(objs)),
+        Apply("model", "apply the e2e model store: PVC and loader pod", where, tuple(objs)),
         Run("model", f"wait: pod {pod} Ready (claim {claim} bound)",
             ("kubectl", "wait", "--for=condition=Ready", f"pod/{pod}", "-n", namespace,
              "--timeout=300s"), 330),
@@ -586,6 +593,7 @@ def build(env: str) -> Plan:
             ("kubectl", "wait", "--for=condition=Ready", "node", "--all", "--timeout=120s"), 150),
     ]  # fmt: skip
     models: list[platform.Release] = []
+    namespaces: set[str] = set()
     for layer in platform.layers(env):
         for rel in layer.releases:
             if rel.local:
@@ -594,12 +602,15 @@ def build(env: str) -> Plan:
                 steps += install_release(layer.name, rel)
         if layer.manifests:
             steps += apply_layer(layer)
+            namespaces |= {
+                o["metadata"]["name"] for o in layer.manifests if o["kind"] == "Namespace"
+            }
     model = next((r for r in models if r.name == MODEL and r.values_file), None)
     if model is None:
         raise RenderError(f"clusters/{env}: no HelmRelease {MODEL} of our chart with a values file")
     values_file = paths.ROOT / str(model.values_file)
     values = render.model_values(values_file)
-    steps += model_store(env, model.namespace, values, paths.rel(values_file))
+    steps += model_store(env, model.namespace, values, paths.rel(values_file), namespaces)
     steps += deploy(model.namespace, values_file)[0]
     steps.append(ResolveHost("verify", MODEL, model.namespace))
     for protocol in ("v1", "v2"):

@@ -282,6 +282,29 @@ def test_model_is_on_the_claim_before_the_inference_service(plan: Plan) -> None:
     assert argv[3].endswith(f":/mnt/models/{sub}/model.joblib")
     store = render.kustomize_build(e2e_plan.MODEL_STORE)
     assert [o["metadata"]["name"] for o in store if o["kind"] == "PersistentVolumeClaim"] == [claim]
+    # The namespace (Pod Security "restricted") comes from a platform layer, never from the e2e.
+    assert not any(o["kind"] == "Namespace" for o in store)
+    declares = index(
+        plan,
+        lambda s: (
+            isinstance(s, Apply)
+            and {"kind": "Namespace", "name": plan.namespace}
+            in [{"kind": o["kind"], "name": o["metadata"]["name"]} for o in s.objects]
+        ),
+    )
+    store_apply = index(plan, lambda s: isinstance(s, Apply) and s.source.endswith("model-store"))
+    assert declares and declares[0] < store_apply[0]
+
+
+def test_each_apply_has_its_own_field_manager(plan: Plan) -> None:
+    """One server-side apply must never strip the fields another one set (e.g. the Pod
+    Security labels of the model namespace)."""
+    managers = [
+        s.argv("x")[s.argv("x").index("--field-manager") + 1]
+        for s in plan.steps
+        if isinstance(s, Apply)
+    ]
+    assert len(managers) == len(set(managers))
 
 
 def test_verification_follows_the_ready_condition(plan: Plan) -> None:
@@ -542,7 +565,7 @@ def expected_commands(plan: Plan, upto: int) -> list[list[str]]:
 
 
 def normalized(recorded: list[list[str]]) -> list[list[str]]:
-    return [["<tmp>" if "kgops-e2e-" in a else a for a in argv] for argv in recorded]
+    return [["<tmp>" if "/kgops-e2e-" in a else a for a in argv] for argv in recorded]
 
 
 def test_executor_runs_the_plan_then_diagnoses_and_deletes_the_cluster(
