@@ -29,7 +29,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv test lint train crds validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan platform canary promote rollback gate canary-analysis registry clean
+.PHONY: help venv test lint train crds validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -83,6 +83,13 @@ bench: $(STAMP) ## Benchmarks into BENCHMARKS.md
 
 predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TARGET= BATCH= PROTOCOL= HOST=]
 	$(PY) -m kserve_gitops.predict --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT)) --target $(TARGET) --batch $(BATCH) --protocol $(PROTOCOL) --model-name $(MODEL) $(if $(HOST),--host-header $(HOST))
+
+monitoring: $(STAMP) ## Regenerate the SLO alert rules and Grafana dashboards from config/slo.yaml
+	$(PY) -m kserve_gitops.alerts
+	$(PY) -m kserve_gitops.dashboard
+
+policy: $(STAMP) ## Security policies over every environment and chart scenario, and the credential scan
+	$(PY) -m kserve_gitops.policy
 
 platform: $(STAMP) ## Components and versions Flux and Argo CD install per environment, then check them
 	@$(PY) -m kserve_gitops.platform
