@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -313,6 +314,7 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
         "steps": [o.__dict__ for o in outcomes],
     }
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(executor.workdir, ignore_errors=True)  # the rendered values and manifests
     if outcomes:  # the cluster step was reached: leave nothing behind unless asked
         if keep:
             echo(f"kept cluster {plan.cluster}: export KUBECONFIG={plan.kubeconfig}")
