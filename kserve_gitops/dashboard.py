@@ -117,11 +117,19 @@ def panels(spec: slo.Slo) -> list[dict[str, Any]]:
                 (
                     "count by (inferenceservice) (count by (inferenceservice, pod) "
                     f'(up{{job="{PREDICTORS_JOB}", {SEL}}} == 1))',
-                    "replicas",
+                    "ready",
+                ),
+                (
+                    "sum by (kn_service_name) (kn_revision_pods_desired"
+                    '{k8s_namespace_name="$namespace"})',
+                    "desired",
                 ),
             ],
             (12, 8),
-            description="Predictor pods answering the scrape (0 while scaled to zero).",
+            description=(
+                "Predictor pods answering the scrape (0 while scaled to zero) and the pods "
+                "Knative's autoscaler wants per predictor."
+            ),
         ),
         _panel(
             5,
