@@ -471,6 +471,15 @@ def _aims(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def wait_for_quiet(timeout_s: float, max_load: float) -> None:
+    """Poll the 1-minute load average: other work on the machine skews every number."""
+    deadline = time.monotonic() + timeout_s
+    while (load := os.getloadavg()[0]) >= max_load and time.monotonic() < deadline:
+        print(f"waiting for a quiet machine: load average {load:.2f} >= {max_load:g}", flush=True)
+        time.sleep(15)
+    print(f"starting at load average {os.getloadavg()[0]:.2f}", flush=True)
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -486,6 +495,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fixed-duration", type=float, default=10.0, help="seconds at 80 req/s")
     p.add_argument("--step-duration", type=float, default=5.0, help="seconds per search step")
     p.add_argument("--max-rate", type=float, default=6400.0, help="search ceiling, req/s")
+    p.add_argument(
+        "--wait-for-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to this long for the 1-minute load average to drop below --quiet-load",
+    )
+    p.add_argument("--quiet-load", type=float, default=1.0)
     p.add_argument("--no-wrk", dest="wrk", action="store_false", help="skip the wrk cross-check")
     p.add_argument("--out", type=Path, default=paths.ROOT / "BENCHMARKS.md")
     p.add_argument("--plot", type=Path, default=paths.ROOT / "benchmarks" / "bench.png")
@@ -497,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {skipped}; the cross-check is skipped")
         args.wrk = False
     started = time.monotonic()
+    if args.wait_for_quiet:
+        wait_for_quiet(args.wait_for_quiet, args.quiet_load)
     try:
         results = run(args)
         results["wrk_skipped"] = skipped
