@@ -15,6 +15,7 @@ import importlib.util
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from kserve_gitops import openloop, paths, server, slo, train
 
@@ -30,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", help="load duration, e.g. 30s (default from the SLO config)")
     p.add_argument("--protocol", choices=("v1", "v2"))
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
+    p.add_argument("--slo-config", type=Path, help="default config/slo.yaml")
     args = p.parse_args(argv)
     started = time.monotonic()
     try:
-        config = slo.load_slo(args.env)
+        config = slo.load_slo(args.env, config=args.slo_config)
         duration = slo.parse_duration(args.duration) if args.duration else None
     except (slo.SloConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -60,6 +60,19 @@ ThreadingHTTPServer(("127.0.0.1", int(port)), Handler).serve_forever()
 """
 
 
+@pytest.fixture
+def lenient_slo(tmp_path: Path) -> str:
+    """SLO targets a busy shared machine always meets: these tests check the flow, not speed."""
+    path = tmp_path / "lenient-slo.yaml"
+    path.write_text(
+        "defaults:\n"
+        "  load: {rate: 80, duration: 2s, protocol: v1}\n"
+        "  targets: {latency_avg_ms: 2000, latency_max_ms: 10000, throughput_min_rps: 40,\n"
+        "            error_ratio_max: 0}\n"
+    )
+    return str(path)
+
+
 def start_stub(
     tmp_path: Path, *, stall_at: int = 0, stall_s: float = 0, wrong: bool = False, host: str = ""
 ) -> tuple[str, subprocess.Popen]:
@@ -155,15 +168,14 @@ def test_stopping_an_unbounded_plan_finishes_once_in_flight_requests_end():
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 def test_summary_is_consistent_with_locust_stats(
-    model_server, run_module, tmp_path: Path, protocol: str
+    model_server, run_module, tmp_path: Path, protocol: str, lenient_slo: str
 ):
     result, summary = run_cli(
-        run_module,
-        tmp_path,
+        run_module, tmp_path / "r", "--slo-config", lenient_slo,
         "--target", model_server, "--protocol", protocol, "--rate", "80", "--duration", "2s",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    report_dir = next(p for p in tmp_path.iterdir() if not p.name.startswith("."))
+    report_dir = next(p for p in (tmp_path / "r").iterdir() if not p.name.startswith("."))
     rows = {r["Name"]: r for r in csv.DictReader((report_dir / "locust_stats.csv").open())}
     total = rows["Aggregated"]
     assert set(rows) == {f"{protocol} iris-one", f"{protocol} iris-two", "Aggregated"}
@@ -171,7 +183,7 @@ def test_summary_is_consistent_with_locust_stats(
     assert summary["requests"]["completed"] == 160 == int(total["Request Count"])
     assert summary["requests"]["failures"] == 0 == int(total["Failure Count"])
     assert summary["locust"]["requests"] == 160
-    assert summary["throughput_rps"] == pytest.approx(80, rel=0.01)
+    assert summary["throughput_rps"] == pytest.approx(80, rel=0.05)
     assert summary["verdict"] == "PASS"
 
     # Our service time wraps Locust's (same request, timed a little further out).
@@ -258,22 +270,25 @@ def test_wrong_predictions_are_failures(run_module, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_host_header_reaches_the_server(run_module, tmp_path: Path):
+def test_host_header_reaches_the_server(run_module, tmp_path: Path, lenient_slo: str):
     host = "sklearn-iris.kserve-test.example.com"
     url, proc = start_stub(tmp_path, host=host)
     try:
         routed, summary = run_cli(
-            run_module, tmp_path / "a", "--target", url, "--host-header", host,
+            run_module, tmp_path / "a", "--slo-config", lenient_slo,
+            "--target", url, "--host-header", host,
             "--rate", "80", "--duration", "1s",
         )  # fmt: skip
-        unrouted, _ = run_cli(
-            run_module, tmp_path / "b", "--target", url, "--rate", "80", "--duration", "1s"
-        )
+        unrouted, unrouted_summary = run_cli(
+            run_module, tmp_path / "b", "--slo-config", lenient_slo,
+            "--target", url, "--rate", "80", "--duration", "1s",
+        )  # fmt: skip
     finally:
         proc.kill()
     assert routed.returncode == 0, routed.stdout + routed.stderr
     assert summary["host_header"] == host and summary["requests"]["failures"] == 0
     assert unrouted.returncode == 1 and "FAIL" in unrouted.stdout
+    assert unrouted_summary["requests"]["failures"] == 80
 
 
 @pytest.mark.slow
@@ -326,11 +341,13 @@ def test_dashboard_serves_on_the_web_port(model_server):
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_on_a_fresh_copy(repo_copy: Path, run_module):
+def test_demo_end_to_end_on_a_fresh_copy(repo_copy: Path, run_module, lenient_slo: str):
     # No model artifact: the demo must train it, validate, serve, load-test and clean up.
     for artifact in (repo_copy / "models" / "sklearn-iris" / "v1").glob("*"):
         artifact.unlink()
-    result = run_module("demo", "--duration", "2s", root=repo_copy, timeout=240)
+    result = run_module(
+        "demo", "--duration", "2s", "--slo-config", lenient_slo, root=repo_copy, timeout=240
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (repo_copy / "models" / "sklearn-iris" / "v1" / "model.joblib").is_file()
     assert "validation passed" in result.stdout
