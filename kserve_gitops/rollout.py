@@ -175,6 +175,13 @@ def validate(change: Change, model: str, env: str) -> None:
         raise RolloutError(f"{source}: the change fails the KServe CRD: " + "; ".join(problems))
 
 
+def tag_hosts(model: str, env: str) -> tuple[str, str]:
+    """Host headers of the stable (prev-) and canary (latest-) revisions through the ingress."""
+    meta = render.environment(env)
+    route = f"{model}-predictor.{meta.get('namespace', 'models')}.{meta.get('ingressDomain')}"
+    return f"prev-{route}", f"latest-{route}"
+
+
 def run(action: str, model: str, env: str, version: str | None, percent: int | None) -> Change:
     change = plan(action, model, env, version, percent)
     validate(change, model, env)
@@ -198,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     for path, (before, after) in change.texts.items():
         sys.stdout.write(yaml_rt.diff(path, before, after))
     print(change.summary)
+    if args.action == "canary":
+        stable, canary = tag_hosts(args.model, args.env)
+        print(
+            f"once synced, compare them: make canary-analysis ENV={args.env} STABLE=<ingress URL> "
+            f"CANARY=<ingress URL> HOST_STABLE={stable} HOST_CANARY={canary}"
+        )
     print("validated: chart schema, render, KServe CRD; commit the diff above to roll it out")
     return 0
 

@@ -120,6 +120,10 @@ def test_canary_diff_keeps_comments_and_layout(repo_copy: Path, rollout) -> None
         ]
     )
     assert "staging: canary v2 at 10% beside v1" in proc.stdout
+    assert (
+        "HOST_STABLE=prev-sklearn-iris-predictor.models.staging.kserve.example.com "
+        "HOST_CANARY=latest-sklearn-iris-predictor.models.staging.kserve.example.com"
+    ) in proc.stdout
     kept = [line for line in before.splitlines() if "storageUri" not in line]
     assert [line for line in after.splitlines() if line in kept] == kept  # order and comments
     assert after.startswith("---\n")
