@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 import gevent
@@ -82,7 +82,8 @@ class Plan:
         self.wall_t0 = time.time() + lead_s
         self.claimed = 0
         self.sent = 0
-        self.last_send_s = 0.0
+        # Send lag (actual - due) of the last second of sends: how far behind the end was.
+        self.recent_lags: deque[float] = deque(maxlen=max(1, math.ceil(rate)))
         self.last_end_s = 0.0
         self.recorder = Recorder()
         self.finished = Event()
@@ -109,7 +110,7 @@ class Plan:
             gevent.sleep(0)
         sent = self.now()
         self.sent += 1
-        self.last_send_s = max(self.last_send_s, sent)
+        self.recent_lags.append(sent - due_s)
         return sent
 
     def record(self, due_s: float, sent_s: float, end_s: float, ok: bool) -> None:
@@ -136,12 +137,15 @@ class Plan:
     def achieved_rate(self) -> float:
         """Successful responses per second of the send window.
 
-        The window is the planned one (claimed slots / rate) unless the last request went out
-        after it ended: a generator or server that falls behind stretches the window and lowers
-        the rate, while timer jitter within one interval does not.
+        The window is the planned one (claimed slots / rate), stretched by how far behind
+        schedule the sends were at the end (median lag of the last second of sends, when over
+        one arrival interval). A generator or a server that falls behind lowers the rate; one
+        late request or timer jitter does not.
         """
         successes = self.recorder.requests - self.recorder.failures
-        window = max(self.claimed / self.rate, self.last_send_s)
+        lags = sorted(self.recent_lags)
+        behind = lags[len(lags) // 2] if lags else 0.0
+        window = self.claimed / self.rate + (behind if behind > 1 / self.rate else 0.0)
         return successes / window if successes else 0.0
 
 

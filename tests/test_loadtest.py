@@ -141,19 +141,18 @@ def test_plan_slots_are_due_at_fixed_intervals_and_end_with_the_plan():
 
 
 def test_achieved_rate_counts_successes_over_the_send_window():
-    on_time = openloop.Plan(rate=100, total=100)
-    for _ in range(100):
-        due = on_time.claim()
-        on_time.last_send_s = due + 0.009  # jitter within one interval does not count
-        on_time.record(due, due + 0.009, due + 0.01, ok=True)
-    assert on_time.achieved_rate() == pytest.approx(100)
+    def run(lag_of, ok_of=lambda i: True) -> float:  # 3 s at 100/s
+        plan = openloop.Plan(rate=100, total=300)
+        for i in range(300):
+            due = plan.claim()
+            plan.recent_lags.append(lag_of(i))  # what wait_until records on each send
+            plan.record(due, due + lag_of(i), due + lag_of(i) + 0.01, ok=ok_of(i))
+        return plan.achieved_rate()
 
-    behind = openloop.Plan(rate=100, total=100)
-    for i in range(100):
-        due = behind.claim()
-        behind.last_send_s = 2.0  # the last request left a second late
-        behind.record(due, due, due + 0.01, ok=i % 2 == 0)  # half of them failed
-    assert behind.achieved_rate() == pytest.approx(50 / 2.0)
+    assert run(lambda i: 0.009) == pytest.approx(100)  # late by less than an interval
+    assert run(lambda i: 0.5 if i == 299 else 0) == pytest.approx(100)  # one late request
+    assert run(lambda i: 2.0 if i >= 200 else 0) == pytest.approx(300 / 5)  # 2 s behind at the end
+    assert run(lambda i: 0, ok_of=lambda i: i % 2 == 0) == pytest.approx(50)  # half failed
 
 
 def test_stopping_an_unbounded_plan_finishes_once_in_flight_requests_end():
