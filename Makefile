@@ -78,8 +78,8 @@ loadtest-ui: $(STAMP) ## Locust web dashboard on :8089 against TARGET
 demo: $(STAMP) ## Train if needed, validate, serve locally, load-test, print the SLO verdict
 	$(PY) -m kserve_gitops.demo --env $(ENV) --protocol $(PROTOCOL) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 
-bench: $(STAMP) ## Benchmarks into BENCHMARKS.md
-	$(PY) -m kserve_gitops.bench
+bench: $(STAMP) ## Benchmarks into BENCHMARKS.md [BENCH_ARGS="--wait-for-quiet 600 --nice -10"]
+	$(PY) -m kserve_gitops.bench $(BENCH_ARGS)
 
 predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TARGET= BATCH= PROTOCOL= HOST=]
 	$(PY) -m kserve_gitops.predict --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT)) --target $(TARGET) --batch $(BATCH) --protocol $(PROTOCOL) --model-name $(MODEL) $(if $(HOST),--host-header $(HOST))
