@@ -196,13 +196,14 @@ class Predict:
 @dataclass(frozen=True)
 class LoadTest:
     """`python -m kserve_gitops.loadtest`; rate, duration and targets come from
-    config/slo.yaml for the environment unless `duration` is given."""
+    config/slo.yaml (or `slo_config`) for the environment unless `duration` is given."""
 
     layer: str
     env: str
     model: str
     protocol: str
     duration: str | None = None
+    slo_config: Path | None = None
 
     @property
     def title(self) -> str:
@@ -214,6 +215,7 @@ class LoadTest:
             "--protocol", self.protocol, "--model", self.model, "--env", self.env,
             "--reports", reports,
             *(["--duration", self.duration] if self.duration else []),
+            *(["--slo-config", str(self.slo_config)] if self.slo_config else []),
         ]  # fmt: skip
 
 
