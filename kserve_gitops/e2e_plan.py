@@ -531,20 +531,28 @@ def model_store(
         for m in container["volumeMounts"]
         if m["name"] == _claim_volume(pods[0], claim)
     )
-    artifact = paths.MODELS / MODEL / sub / "model.joblib"
-    target = f"{mount}/{sub}"
+    # Every trained version goes on the claim beside the served one, so a canary
+    # (`make canary VERSION=v2`, storageUri .../v2) can run in a kept cluster.
+    served = paths.MODELS / MODEL / sub / "model.joblib"
+    artifacts = sorted({served, *(paths.MODELS / MODEL).glob("v*/model.joblib")})
     kexec = ("kubectl", "exec", "-n", namespace, pod, "-c", container["name"], "--")
+    copies: list[Step] = []
+    for artifact in artifacts:
+        target = f"{mount}/{Path(sub).parent / artifact.parent.name}".replace("/./", "/")
+        copies += [
+            Run("model", f"create {target} on the claim", (*kexec, "mkdir", "-p", target)),
+            Run("model", f"copy {paths.rel(artifact)} onto the claim",
+                ("kubectl", "cp", paths.rel(artifact),
+                 f"{namespace}/{pod}:{target}/model.joblib", "-c", container["name"])),
+            Run("model", f"check: {target}/model.joblib is on the claim",
+                (*kexec, "ls", "-l", f"{target}/model.joblib")),
+        ]  # fmt: skip
     return [
         Apply("model", "apply the e2e model store: PVC and loader pod", where, tuple(objs)),
         Run("model", f"wait: pod {pod} Ready (claim {claim} bound)",
             ("kubectl", "wait", "--for=condition=Ready", f"pod/{pod}", "-n", namespace,
              "--timeout=300s"), 330),
-        Run("model", f"create {target} on the claim", (*kexec, "mkdir", "-p", target)),
-        Run("model", f"copy {paths.rel(artifact)} onto the claim",
-            ("kubectl", "cp", paths.rel(artifact),
-             f"{namespace}/{pod}:{target}/model.joblib", "-c", container["name"])),
-        Run("model", "check: the model file is on the claim",
-            (*kexec, "ls", "-l", f"{target}/model.joblib")),
+        *copies,
         Run("model", f"delete pod {pod} (the claim keeps the model)",
             ("kubectl", "delete", "pod", pod, "-n", namespace, "--wait=true", "--timeout=120s")),
     ]  # fmt: skip
