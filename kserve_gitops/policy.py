@@ -295,6 +295,9 @@ def check_network_policies(objs: list[Obj], ctx: Context) -> Problems:
                 f"NetworkPolicy in {ns}",
                 "a default-deny ingress policy (podSelector {}) is required",
             )
+        # The network layer admits the namespaces of the mTLS identities the AuthorizationPolicy
+        # allows, and no other: each peer names one of them and the pods within it.
+        namespaces = {p.split("/ns/", 1)[1].split("/", 1)[0] for p in ALLOWED_PRINCIPALS}
         for o in policies:
             for i, rule in enumerate((o.body.get("spec") or {}).get("ingress") or []):
                 peers = rule.get("from") or []
@@ -302,6 +305,15 @@ def check_network_policies(objs: list[Obj], ctx: Context) -> Problems:
                     yield f"{o.ref}.spec.ingress.{i}.from", "allows every source"
                 if not rule.get("ports"):
                     yield f"{o.ref}.spec.ingress.{i}.ports", "allows every port"
+                for j, peer in enumerate(peers):
+                    labels = (peer.get("namespaceSelector") or {}).get("matchLabels") or {}
+                    ns_name = labels.get("kubernetes.io/metadata.name")
+                    if ns_name not in namespaces or not peer.get("podSelector"):
+                        yield (
+                            f"{o.ref}.spec.ingress.{i}.from.{j}",
+                            "peers must name a caller's namespace by kubernetes.io/metadata.name "
+                            f"({', '.join(sorted(namespaces))}) and its pods",
+                        )
 
 
 # --- the rule table ----------------------------------------------------------------------------

@@ -207,6 +207,12 @@ def _no_default_deny(b: dict[str, Any]) -> None:
         b["spec"]["podSelector"] = {"matchLabels": {"a": "b"}}
 
 
+def _foreign_namespace(b: dict[str, Any]) -> None:
+    if b["metadata"]["name"] == "predictors-allow-callers":
+        peer = b["spec"]["ingress"][0]["from"][0]
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] = "default"
+
+
 def _open_port(b: dict[str, Any]) -> None:
     if b["metadata"]["name"] == "predictors-allow-callers":
         b["spec"]["ingress"][0].pop("ports")
@@ -222,6 +228,8 @@ ENV_BREAKS = [
      "AuthorizationPolicy/predictors-allow-callers.spec.rules.0.from.0.source.principals"),
     ("AUTHZ-CALLERS", "AuthorizationPolicy", _no_activator, "AuthorizationPolicy in models"),
     ("NETPOL", "NetworkPolicy", _no_default_deny, "NetworkPolicy in models"),
+    ("NETPOL", "NetworkPolicy", _foreign_namespace,
+     "NetworkPolicy/predictors-allow-callers.spec.ingress.0.from.0"),
     ("NETPOL", "NetworkPolicy", _open_port,
      "NetworkPolicy/predictors-allow-callers.spec.ingress.0.ports"),
 ]  # fmt: skip
