@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -471,6 +472,19 @@ def scan_repository(root: Path | None = None) -> list[Violation]:
                     continue
                 out.append(Violation(rule, f"{rel}:{lineno}", "line", "looks like a credential"))
     return out
+
+
+def problems(envs: list[str]) -> list[str]:
+    """Every violation as a message, for `make validate`; what fails to render is left to the
+    checks that already report it there."""
+    found: list[Violation] = []
+    checks = [functools.partial(check_environment, env) for env in envs]
+    for check in [*checks, check_chart_scenarios]:
+        try:
+            found += check()
+        except RenderError:
+            continue
+    return [str(v) for v in found + scan_repository()]
 
 
 def main(argv: list[str] | None = None) -> int:

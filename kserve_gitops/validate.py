@@ -17,7 +17,7 @@ from typing import Any
 
 import yamale
 
-from kserve_gitops import argocd, crds, paths, platform, render, schemas
+from kserve_gitops import argocd, crds, paths, platform, policy, render, schemas
 from kserve_gitops.render import Obj, RenderError
 
 # Repository config files and the yamale schema each must satisfy.
@@ -168,6 +168,8 @@ def run(root: Path, progress: Callable[[str], None]) -> Report:
     check_kustomizations(report, dirs)
     progress("consistency: versions.yaml, Flux and Argo CD agree per environment")
     report.errors += platform.problems(envs)
+    progress("security policies (kserve_gitops/policy.py) and the credential scan")
+    report.errors += policy.problems(envs)
     return report
 
 

@@ -326,3 +326,13 @@ def test_rules_are_listed(run_module: RunModule) -> None:
     assert proc.returncode == 0
     for rule in policy.RULES:
         assert rule.id in proc.stdout
+
+
+def test_make_validate_reports_policy_violations(repo_copy: Path, run_module: RunModule) -> None:
+    netpol = repo_copy / "platform/security/networkpolicies.yaml"
+    netpol.write_text(netpol.read_text().replace("        - {protocol: TCP, port: 9090}\n", ""))
+    proc = run_module("validate", root=repo_copy)
+    assert proc.returncode == 1
+    assert (
+        "NetworkPolicy/predictors-allow-callers.spec.ingress.1.ports: [NETPOL] allows every port"
+    ) in proc.stderr
