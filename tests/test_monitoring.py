@@ -312,3 +312,12 @@ def test_missing_promtool_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_generated_files_live_in_the_environment_overlays() -> None:
     for path in [*alerts.files(), *dashboard.files()]:
         assert paths.rel(path).startswith("environments/")
+
+
+def test_objectives_are_schema_checked(tmp_path: Path) -> None:
+    config = tmp_path / "slo.yaml"
+    config.write_text(
+        slo.SLO_CONFIG.read_text().replace("availability: 0.999", "availability: 1.5")
+    )
+    with pytest.raises(slo.SloConfigError, match=r"environments.prod.objectives.availability"):
+        slo.load_slo("prod", config=config)
