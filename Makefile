@@ -29,7 +29,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv test lint train crds validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv test lint promtool train crds validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,15 @@ venv: $(STAMP) ## Create .venv with the pinned dependencies
 
 test: $(STAMP) lint ## The whole offline suite: lint, then pytest
 	$(PY) -m pytest
+
+# promtool only, from Debian's prometheus package, unpacked (no daemon, no service started).
+promtool: ## Put promtool in .cache/bin unless one is on PATH (Debian/Ubuntu)
+	@if command -v promtool >/dev/null || test -x .cache/bin/promtool; then exit 0; fi; \
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cd "$$tmp" && \
+	{ apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; } && \
+	dpkg -x prometheus_*.deb x && \
+	install -D -m 0755 x/usr/bin/promtool "$(CURDIR)/.cache/bin/promtool" && \
+	"$(CURDIR)/.cache/bin/promtool" --version | head -1
 
 lint: $(STAMP) ## ruff and yamllint
 	$(VENV)/bin/ruff check .

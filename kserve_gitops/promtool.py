@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
-INSTALL_HINT = "install it with `apt-get install -y prometheus` or set PROMTOOL to its path"
+from kserve_gitops import paths
+
+INSTALL_HINT = "run `make promtool` (Debian's prometheus package) or set PROMTOOL to its path"
 
 
 class PromtoolError(RuntimeError):
@@ -23,11 +25,12 @@ class PromtoolError(RuntimeError):
 
 
 def find() -> str | None:
-    """$PROMTOOL, else promtool on PATH, else None."""
+    """$PROMTOOL, else promtool on PATH, else the one `make promtool` extracts, else None."""
     explicit = os.environ.get("PROMTOOL")
     if explicit:
         return explicit if Path(explicit).is_file() else None
-    return shutil.which("promtool")
+    local = paths.CACHE / "bin" / "promtool"
+    return shutil.which("promtool") or (str(local) if local.is_file() else None)
 
 
 def require() -> str:
