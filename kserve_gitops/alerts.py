@@ -13,7 +13,6 @@ the errors stop. Latency: the p99 of KServe's predict histogram against the late
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,15 +241,9 @@ def files() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if a file is out of date")
-    args = parser.parse_args(argv)
-    try:
-        found = files()
-    except (AlertConfigError, slo.SloConfigError, render.RenderError) as exc:
-        print(f"error: {exc}")
-        return 1
-    return generated.sync(found, args.check, "python -m kserve_gitops.alerts")
+    errors = (AlertConfigError, slo.SloConfigError, render.RenderError)
+    command = "python -m kserve_gitops.alerts"
+    return generated.main(argv, __doc__.splitlines()[0], files, errors, command)
 
 
 if __name__ == "__main__":

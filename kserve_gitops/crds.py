@@ -7,12 +7,11 @@ import csv
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from kserve_gitops import paths
+from kserve_gitops import files, paths
 
 PINS = paths.CONFIG / "crds.tsv"
 CACHE_DIR = paths.CACHE / "crds"
@@ -60,14 +59,6 @@ def _check(pin: Pin, data: bytes, origin: str) -> bytes:
     return data
 
 
-def _write_atomic(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, dest)
-
-
 def _fetch(pin: Pin) -> tuple[bytes, str]:
     """The pinned bytes from CRD_DIR when set, else from the pinned URL."""
     crd_dir = os.environ.get("CRD_DIR")
@@ -89,18 +80,18 @@ def _fetch(pin: Pin) -> tuple[bytes, str]:
 
 def ensure(cache_dir: Path = CACHE_DIR, pin_file: Path = PINS, quiet: bool = True) -> list[Path]:
     """Every pinned CRD in the cache, fetched when absent; each one's sha256 checked."""
-    files: list[Path] = []
+    cached: list[Path] = []
     for pin in pins(pin_file):
         dest = cache_dir / pin.file
         if dest.is_file():
             _check(pin, dest.read_bytes(), paths.rel(dest))
         else:
             data, origin = _fetch(pin)
-            _write_atomic(dest, _check(pin, data, origin))
+            files.write_bytes(dest, _check(pin, data, origin))
             if not quiet:
                 print(f"fetched {pin.file} ({pin.upstream} {pin.tag}) from {origin}")
-        files.append(dest)
-    return files
+        cached.append(dest)
+    return cached
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,6 @@ sidecar loads (label grafana_dashboard: "1").
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -237,15 +236,9 @@ def files() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if a file is out of date")
-    args = parser.parse_args(argv)
-    try:
-        found = files()
-    except (slo.SloConfigError, render.RenderError) as exc:
-        print(f"error: {exc}")
-        return 1
-    return generated.sync(found, args.check, "python -m kserve_gitops.dashboard")
+    errors = (slo.SloConfigError, render.RenderError)
+    command = "python -m kserve_gitops.dashboard"
+    return generated.main(argv, __doc__.splitlines()[0], files, errors, command)
 
 
 if __name__ == "__main__":

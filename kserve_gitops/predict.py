@@ -16,9 +16,7 @@ import asyncio
 import csv
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from kserve_gitops import client
+from kserve_gitops import client, files
 
 MAX_SHOWN_ERRORS = 20
 
@@ -181,19 +179,12 @@ async def predict_rows(rows: list[Row], args: argparse.Namespace, progress: Prog
 def write_output(path: Path, names: list[str] | None, width: int, rows: list[Row]) -> None:
     """All rows in input order; temp file then rename, so a crash leaves no half-written file."""
     columns = names or [f"feature_{i + 1}" for i in range(width)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(["line", *columns, "prediction", "error"])
-            for row in rows:
-                fields = row.fields if len(row.fields) == width else [""] * width
-                writer.writerow([row.line, *fields, _cell(row.prediction), row.error or ""])
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with files.replacing(path) as tmp, tmp.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["line", *columns, "prediction", "error"])
+        for row in rows:
+            fields = row.fields if len(row.fields) == width else [""] * width
+            writer.writerow([row.line, *fields, _cell(row.prediction), row.error or ""])
 
 
 def _cell(prediction: Any) -> str:

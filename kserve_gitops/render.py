@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops import paths
+from kserve_gitops import files, paths
 
 # Directories whose kustomizations are delivery or platform declarations (never charts or caches).
 KUSTOMIZE_TOPS = ("environments", "platform", "clusters", "argocd", "e2e")
@@ -204,16 +204,6 @@ def to_yaml(objs: list[Obj]) -> str:
     )
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (embedded values files) as literal blocks, so they diff line by line."""
-
-
-_BlockDumper.add_representer(
-    str,
-    lambda dumper, s: dumper.represent_scalar(
-        "tag:yaml.org,2002:str", s, style="|" if "\n" in s else None
-    ),
-)
 # kustomize's generators append a content hash to names (values-6gb2k26hg5); promotion
 # changes the content, so compare by the name without it.
 _GENERATED_HASH = re.compile(r"-[a-z0-9]{10}$")
@@ -227,7 +217,7 @@ def _comparable(objs: list[Obj]) -> dict[str, str]:
     }
     out: dict[str, str] = {}
     for obj in objs:
-        text = yaml.dump(obj.body, Dumper=_BlockDumper, sort_keys=True)
+        text = files.dump_yaml(obj.body, sort_keys=True)
         for name, stable in hashed.items():
             text = text.replace(name, stable)
         out[f"{obj.kind}/{hashed.get(obj.name, obj.name)}"] = text

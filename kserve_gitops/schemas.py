@@ -21,7 +21,7 @@ import jsonschema
 import yaml
 from referencing import Registry, Resource
 
-from kserve_gitops import crds, paths
+from kserve_gitops import crds, files, paths
 
 KUBE_VERSION = "1.34"
 _DEFS_URI = "https://kubernetes.io/api/_definitions.json"
@@ -71,9 +71,9 @@ def _strict(node: Any) -> Any:
     return out
 
 
-def _crd_schemas_from(files: list[Path]) -> dict[str, dict[str, Any]]:
+def _crd_schemas_from(crd_files: list[Path]) -> dict[str, dict[str, Any]]:
     schemas: dict[str, dict[str, Any]] = {}
-    for path in files:
+    for path in crd_files:
         for doc in yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
@@ -96,18 +96,15 @@ def _crd_schemas_from(files: list[Path]) -> dict[str, dict[str, Any]]:
 @cache
 def crd_schemas() -> dict[str, dict[str, Any]]:
     """apiVersion/kind -> strict schema, cached on disk by the CRD pins' checksums."""
-    files = crds.ensure()
+    crd_files = crds.ensure()
     # The prefix versions the conversion above: a change to it must not reuse an old cache.
     pins = "v2" + "".join(p.sha256 for p in crds.pins())
     digest = hashlib.sha256(pins.encode()).hexdigest()[:16]
     cached = paths.CACHE / "schemas" / f"crds-{digest}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    schemas = _crd_schemas_from(files)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps(schemas))
-    tmp.replace(cached)
+    schemas = _crd_schemas_from(crd_files)
+    files.write_text(cached, json.dumps(schemas))
     return schemas
 
 

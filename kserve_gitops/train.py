@@ -10,17 +10,15 @@ import argparse
 import hashlib
 import importlib
 import json
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kserve_gitops import paths
+from kserve_gitops import files, paths
 
 MODEL_NAME = "sklearn-iris"
 ARTIFACT = "model.joblib"
@@ -108,18 +106,6 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    # The temp name must not end in .joblib: the runtime refuses a directory with two models.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are committed and mounted
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def train_version(
     version: str, recipe: dict[str, Any], out_dir: Path, runtime: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -155,7 +141,9 @@ def train_version(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     artifact = out_dir / ARTIFACT
-    _atomic_write(artifact, lambda tmp: joblib.dump(estimator, tmp))
+    # files.replacing's temp name ends in .tmp, never .joblib: the runtime refuses two models.
+    with files.replacing(artifact) as tmp:
+        joblib.dump(estimator, tmp)
     metadata = {
         "name": MODEL_NAME,
         "version": version,
@@ -178,7 +166,7 @@ def train_version(
         "recipe": recipe,
     }
     text = json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n"
-    _atomic_write(out_dir / METADATA, lambda tmp: tmp.write_text(text))
+    files.write_text(out_dir / METADATA, text)
     return metadata
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import difflib
 import io
-import os
-import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from kserve_gitops import paths
+from kserve_gitops import files, paths
 
 
 class YamlEditError(ValueError):
@@ -58,16 +57,7 @@ def diff(path: Path, before: str, after: str) -> str:
 
 def write_all(texts: dict[Path, str]) -> None:
     """Write every file to a temp file first, then move them into place one after another."""
-    staged: list[tuple[str, Path]] = []
-    try:
+    with ExitStack() as stack:  # nothing is moved into place unless every file was written
         for path, text in texts.items():
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-            staged.append((tmp, path))
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+            stack.enter_context(files.replacing(path, mode)).write_text(text)
