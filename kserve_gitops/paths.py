@@ -14,6 +14,7 @@ SCHEMAS = ROOT / "schemas"
 VERSIONS = ROOT / "versions.yaml"
 REPORTS = ROOT / "reports"
 CACHE = ROOT / ".cache"
+# In promotion order; `make validate` checks it against environments/*/environment.yaml.
 ENVIRONMENT_NAMES = ("dev", "staging", "prod")
 
 

@@ -67,6 +67,28 @@ def check_config_files(report: Report, root: Path) -> None:
                 report.errors.append(f"{paths.rel(path)}: {exc}")
 
 
+def check_promotion_order(report: Report, envs: list[str]) -> None:
+    """The environments on disk are the ones the harness knows, each promoting to the next."""
+    if sorted(envs) != sorted(paths.ENVIRONMENT_NAMES):
+        report.errors.append(
+            f"environments/: found {', '.join(envs) or 'none'}; expected "
+            f"{', '.join(paths.ENVIRONMENT_NAMES)} (kserve_gitops/paths.py ENVIRONMENT_NAMES)"
+        )
+        return
+    order = paths.ENVIRONMENT_NAMES
+    for env, after in zip(order, [*order[1:], None], strict=True):
+        try:
+            got = render.environment(env).get("promotesTo")
+        except RenderError as exc:
+            report.errors.append(str(exc))
+            continue
+        if got != after:
+            report.errors.append(
+                f"environments/{env}/environment.yaml: promotesTo: expected "
+                f"{after or 'no value (last in promotion order)'}, got {got}"
+            )
+
+
 def check_objects(report: Report, group: str, objs: list[Obj]) -> None:
     for obj in objs:
         if not report.first_sight(group, obj):
@@ -157,8 +179,7 @@ def run(root: Path, progress: Callable[[str], None]) -> Report:
         progress(f"chart {chart_dir.name}: helm lint, values schema, render")
         check_chart(report, chart_dir)
     envs = render.environment_names()
-    if not envs:
-        report.errors.append("environments/: no environment (expected <env>/environment.yaml)")
+    check_promotion_order(report, envs)
     for env in envs:
         progress(f"environment {env}: models and generated Argo CD Applications")
         check_environment(report, env)

@@ -13,6 +13,7 @@ from tests.conftest import RunModule
 
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
 TEMPLATE = "charts/inference-service/templates/inferenceservice.yaml"
+STAGING_ENV = "environments/staging/environment.yaml"
 ISVC_CRD = ".cache/crds/kserve/serving.kserve.io_inferenceservices.yaml"
 
 
@@ -101,6 +102,10 @@ BROKEN: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "environment metadata field": (
         lambda r: _edit_yaml(r / "environments/dev/environment.yaml", _set("sync", "sometimes")),
         ["environments/dev/environment.yaml", "sync", "sometimes"],
+    ),
+    "promotion order": (
+        lambda r: _edit_yaml(r / STAGING_ENV, _set("promotesTo", "dev")),
+        [STAGING_ENV, "promotesTo", "expected prod, got dev"],
     ),
     "pin file version format": (
         lambda r: _edit_yaml(r / "versions.yaml", _set("kserve", "version", "0.20")),
