@@ -44,11 +44,12 @@ venv: $(STAMP) ## Create .venv with the pinned dependencies
 test: $(STAMP) lint ## The whole offline suite: lint, then pytest
 	$(PY) -m pytest
 
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # promtool only, from Debian's prometheus package, unpacked (no daemon, no service started).
 promtool: ## Put promtool in .cache/bin unless one is on PATH (Debian/Ubuntu)
 	@if command -v promtool >/dev/null || test -x .cache/bin/promtool; then exit 0; fi; \
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cd "$$tmp" && \
-	{ apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; } && \
+	{ apt-get download prometheus >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && apt-get download prometheus; }; } && \
 	dpkg -x prometheus_*.deb x && \
 	install -D -m 0755 x/usr/bin/promtool "$(CURDIR)/.cache/bin/promtool" && \
 	"$(CURDIR)/.cache/bin/promtool" --version | head -1
