@@ -342,7 +342,8 @@ def differences(env: str) -> list[str]:
 def describe(env: str) -> str:
     """Both tools' install plan for `env`, one line per component, in order."""
     flux, argo = flux_components(env), {c.key: c for c in argocd_components(env)}
-    head = f"  {'wave':<5}{'layer':<12}{'component':<38}{'chart':<28}{'version':<10} tools"
+    width = max(len(c.key) for c in flux) + 2
+    head = f"  {'wave':<5}{'layer':<12}{'component':<{width}}{'chart':<28}{'version':<10} tools"
     lines = [f"{env}:", head]
     # Plain-manifest layers: name the custom resources they apply, a versioned one first
     # (KnativeServing 1.21.1 rather than the NetworkPolicies beside it).
@@ -360,7 +361,7 @@ def describe(env: str) -> str:
     for c in sorted(flux, key=lambda c: c.wave):
         same = "Flux + Argo CD" if argo.get(c.key) == c else "Flux only, or DIFFERENT"
         chart, version = (c.chart, c.version or "git") if c.chart else crs[c.key]
-        lines.append(f"  {c.wave:<5}{c.layer:<12}{c.key:<38}{chart:<28}{version:<10} {same}")
+        lines.append(f"  {c.wave:<5}{c.layer:<12}{c.key:<{width}}{chart:<28}{version:<10} {same}")
     apps = argocd.applications(env)
     sync = "automated, wave by wave" if all(a.automated for a in apps) else "manual (gated)"
     lines.append(f"  Flux: Kustomizations in dependsOn order; Argo CD sync: {sync}")
