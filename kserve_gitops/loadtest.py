@@ -9,7 +9,7 @@ and HTML, summary.json, plot.png), prints the verdict table and exits 1 when a t
 from __future__ import annotations
 
 # Locust monkey-patches the standard library with gevent on import: import it first.
-import locust  # isort: skip
+import locust  # noqa: F401  # isort: skip
 
 import argparse
 import importlib.util
@@ -147,12 +147,9 @@ def run_load(
     module.MODEL, module.HOST_HEADER = opts.model, opts.host_header
     user_class = module.V1User if opts.protocol == "v1" else module.V2User
 
-    env = Environment(
-        user_classes=[user_class],
-        host=opts.target,
-        events=locust.events,
-        locustfile=str(LOCUSTFILE),
-    )
+    # A fresh Events per run (the default): every runner adds its stats listener to the
+    # environment's hooks, and on the shared locust.events they would pile up run after run.
+    env = Environment(user_classes=[user_class], host=opts.target, locustfile=str(LOCUSTFILE))
     runner = env.create_local_runner()
     planned = max(1, round(opts.rate * opts.duration))
     # All users spawn at once; slot 0 is due once they are up.
