@@ -47,3 +47,13 @@ def test_quick_bench_writes_results_markdown_and_plot(run_module, tmp_path: Path
     assert "| tuned | v2 | 1 |" in text
     assert "![benchmark](img/b.png)" in text
     assert "wrk cross-check skipped: --no-wrk" in text
+
+    # The markdown and the plot can be rebuilt from the saved results without measuring.
+    out.unlink()
+    plot.unlink()
+    rebuilt = run_module(
+        "bench", "--from-results", "--out", str(out), "--plot", str(plot),
+        "--results", str(results), timeout=60,
+    )  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert out.read_text() == text and plot.is_file()
