@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     started = time.monotonic()
     try:
-        config = slo.load_slo(args.env, config=args.slo_config)
-        duration = slo.parse_duration(args.duration) if args.duration else None
-    except (slo.SloConfigError, ValueError) as exc:
+        config = slo.for_run(
+            args.env, args.slo_config, args.rate, args.duration, protocol=args.protocol
+        )
+    except slo.SloConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = slo.with_overrides(config, rate=args.rate, duration=duration, protocol=args.protocol)
 
     _step(1, "model: train sklearn-iris v1 if missing or stale")
     try:

@@ -355,20 +355,20 @@ def _ui(opts: LoadOptions, web_port: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = slo.load_slo(args.env, config=args.slo_config)
-        duration = slo.parse_duration(args.duration) if args.duration else None
-    except (slo.SloConfigError, ValueError) as exc:
+        config = slo.for_run(
+            args.env,
+            args.slo_config,
+            args.rate,
+            args.duration,
+            protocol=args.protocol,
+            users=args.users,
+        )
+    except slo.SloConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.rate is not None and args.rate <= 0:
-        print("error: --rate: expected a positive number of requests/s", file=sys.stderr)
         return 2
     if urlparse(args.target).scheme not in ("http", "https"):
         print(f"error: --target {args.target!r}: expected an http(s):// URL", file=sys.stderr)
         return 2
-    config = slo.with_overrides(
-        config, rate=args.rate, duration=duration, protocol=args.protocol, users=args.users
-    )
     load = config.load
     opts = LoadOptions(
         target=args.target,

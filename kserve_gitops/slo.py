@@ -185,3 +185,22 @@ def with_overrides(slo: Slo, **load: Any) -> Slo:
     """The SLO with command-line load settings (None means keep the config value)."""
     changes = {k: v for k, v in load.items() if v is not None}
     return replace(slo, load=replace(slo.load, **changes))
+
+
+def for_run(
+    env: str | None,
+    config: Path | None,
+    rate: float | None,
+    duration: str | None,
+    **load: Any,
+) -> Slo:
+    """The SLO of `env` with a run's command-line load settings; SloConfigError names the bad
+    setting, so every command that runs load reports config and flag mistakes alike."""
+    slo = load_slo(env, config=config)
+    if rate is not None and rate <= 0:
+        raise SloConfigError("--rate: expected a positive number of requests/s")
+    try:
+        seconds = parse_duration(duration) if duration else None
+    except ValueError as exc:
+        raise SloConfigError(f"--duration: {exc}") from None
+    return with_overrides(slo, rate=rate, duration=seconds, **load)

@@ -146,3 +146,19 @@ def test_verdict_table_lists_every_target_with_its_result():
         "throughput": "PASS",
         "error ratio": "PASS",
     }
+
+
+def test_run_settings_override_the_environment_and_bad_flags_are_named(tmp_path: Path):
+    config = write(tmp_path, VALID)
+    run = slo.for_run("staging", config, 120.0, "2m", protocol="v2")
+    assert (run.load.rate, run.load.duration, run.load.protocol, run.load.users) == (
+        120.0,
+        120.0,
+        "v2",
+        64,
+    )
+    assert run.targets.latency_avg_ms == 50
+    with pytest.raises(slo.SloConfigError, match="--duration: duration 'soon'"):
+        slo.for_run(None, config, None, "soon")
+    with pytest.raises(slo.SloConfigError, match="--rate: expected a positive"):
+        slo.for_run(None, config, 0.0, None)
