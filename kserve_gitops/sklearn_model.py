@@ -7,6 +7,7 @@ so bad input is a 400 that says what was wrong (upstream answers 500 for most of
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import joblib
 import numpy as np
 import orjson
+import sklearn
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelMissingError
 from kserve.protocol.infer_type import InferRequest, InferResponse
@@ -23,6 +25,8 @@ MODEL_EXTENSIONS = (".joblib", ".pkl", ".pickle")
 ENV_PREDICT_PROBA = "PREDICT_PROBA"
 V2_NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64"}
 V2_NUMERIC |= {"UINT8", "UINT16", "UINT32", "UINT64"}
+# Written beside the artifact by kserve_gitops.train (the runtime ignores it).
+METADATA = "metadata.json"
 
 
 def find_model_file(model_dir: Path) -> Path:
@@ -36,6 +40,23 @@ def find_model_file(model_dir: Path) -> Path:
         names = ", ".join(p.name for p in files)
         raise RuntimeError(f"more than one model file in {model_dir} ({names}); only one allowed")
     return files[0]
+
+
+def check_pickled_by_this_sklearn(model_file: Path) -> None:
+    """Refuse an artifact whose metadata says another scikit-learn pickled it: scikit-learn does
+    not support unpickling across versions, and the runtime in the cluster runs one version."""
+    meta = model_file.parent / METADATA
+    if not meta.is_file():
+        return  # an artifact from elsewhere: nothing recorded to compare
+    try:
+        built = (json.loads(meta.read_text()).get("versions") or {}).get("scikit_learn")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise RuntimeError(f"{meta} is not a metadata object: {exc}") from exc
+    if built and built != sklearn.__version__:
+        raise RuntimeError(
+            f"{model_file.name} was pickled by scikit-learn {built} ({meta.name}); this server "
+            f"runs {sklearn.__version__}: retrain with `make train` under the pinned version"
+        )
 
 
 def predict_proba_enabled() -> bool:
@@ -55,6 +76,7 @@ class SKLearnModel(Model):
 
     def load(self) -> bool:
         self.model_file = find_model_file(self.model_dir)
+        check_pickled_by_this_sklearn(self.model_file)
         self._model = joblib.load(self.model_file)
         self.n_features = getattr(self._model, "n_features_in_", None)
         self.ready = True

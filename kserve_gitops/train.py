@@ -35,6 +35,42 @@ class RecipeError(ValueError):
     """A train.yaml entry is missing a field or has the wrong type."""
 
 
+class RuntimeMismatch(RecipeError):
+    """The scikit-learn at hand is not the one the in-cluster runtime runs."""
+
+
+def runtime_pin(versions_path: Path | None = None) -> dict[str, str]:
+    """The runtime the artifacts are for: kserve-sklearnserver at the pinned KServe version and
+    the scikit-learn inside it, both from versions.yaml (the one pin file)."""
+    path = versions_path or paths.VERSIONS
+    try:
+        kserve = (yaml.safe_load(path.read_text()) or {})["kserve"]
+        version, pin = str(kserve["version"]), str(kserve["sklearnServer"]["scikitLearn"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise RecipeError(
+            f"{paths.rel(path)}: kserve.version and kserve.sklearnServer.scikitLearn: "
+            f"cannot read them ({exc!r})"
+        ) from exc
+    return {
+        "image": f"kserve/sklearnserver:{version}",
+        "scikit_learn": pin,
+        "source": f"https://github.com/kserve/kserve/blob/{version}/python/sklearnserver/uv.lock",
+    }
+
+
+def check_runtime_match(runtime: dict[str, str]) -> None:
+    """Refuse to pickle with another scikit-learn than the runtime's: it does not support
+    unpickling across versions (estimators may load and then fail, or not load at all)."""
+    import sklearn
+
+    if sklearn.__version__ != runtime["scikit_learn"]:
+        raise RuntimeMismatch(
+            f"scikit-learn {sklearn.__version__} is installed, but {runtime['image']} runs "
+            f"{runtime['scikit_learn']} (versions.yaml kserve.sklearnServer.scikitLearn): "
+            "install the pinned one (`make venv`) before training"
+        )
+
+
 def model_dir(root: Path | None = None) -> Path:
     return (root or paths.MODELS) / MODEL_NAME
 
@@ -107,9 +143,11 @@ def library_versions() -> dict[str, str]:
 
 
 def train_version(
-    version: str, recipe: dict[str, Any], out_dir: Path, runtime: dict[str, Any] | None = None
+    version: str, recipe: dict[str, Any], out_dir: Path, runtime: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Fit on a stratified split, check accuracy and probes, write artifact and metadata."""
+    runtime = runtime or runtime_pin()
+    check_runtime_match(runtime)
     import joblib
     from sklearn.datasets import load_iris
     from sklearn.model_selection import train_test_split
@@ -162,7 +200,7 @@ def train_version(
         "classes": estimator.classes_.tolist(),
         "target_names": list(iris.target_names),
         "versions": library_versions(),
-        "runtime": runtime or {},
+        "runtime": runtime,
         "recipe": recipe,
     }
     text = json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n"
@@ -170,8 +208,11 @@ def train_version(
     return metadata
 
 
-def stale_reason(version_dir: Path, recipe: dict[str, Any]) -> str | None:
-    """Why the artifact in version_dir must be rebuilt, or None when it matches its metadata."""
+def stale_reason(
+    version_dir: Path, recipe: dict[str, Any], runtime: dict[str, str] | None = None
+) -> str | None:
+    """Why the artifact in version_dir must be rebuilt, or None when it matches its metadata
+    and was pickled by the runtime's scikit-learn."""
     artifact, meta_path = version_dir / ARTIFACT, version_dir / METADATA
     if not artifact.is_file():
         return f"{paths.rel(artifact)} is missing"
@@ -185,6 +226,14 @@ def stale_reason(version_dir: Path, recipe: dict[str, Any]) -> str | None:
         return f"{paths.rel(artifact)} does not match the sha256 in {paths.rel(meta_path)}"
     if metadata.get("recipe") != recipe:
         return f"the {version_dir.name} recipe in {RECIPES} changed since the last build"
+    built_with = (metadata.get("versions") or {}).get("scikit_learn")
+    runtime = runtime or runtime_pin()
+    if built_with != runtime["scikit_learn"] or metadata.get("runtime") != runtime:
+        return (
+            f"{paths.rel(artifact)} was pickled by scikit-learn {built_with} for "
+            f"{(metadata.get('runtime') or {}).get('image')}; {runtime['image']} runs "
+            f"scikit-learn {runtime['scikit_learn']}"
+        )
     others = [p.name for p in version_dir.iterdir() if p.suffix in (".joblib", ".pkl", ".pickle")]
     if others != [ARTIFACT]:
         return f"{paths.rel(version_dir)} must hold exactly one model file, found {sorted(others)}"
@@ -200,7 +249,7 @@ def ensure_trained(version: str = "v1", root: Path | None = None) -> Path:
     reason = stale_reason(version_dir, doc["versions"][version])
     if reason:
         print(f"training {MODEL_NAME} {version}: {reason}", file=sys.stderr)
-        train_version(version, doc["versions"][version], version_dir, doc.get("runtime"))
+        train_version(version, doc["versions"][version], version_dir)
     return version_dir
 
 
@@ -274,9 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.if_needed and reason is None:
                 print(f"{MODEL_NAME} {version}: up to date ({paths.rel(version_dir)})")
             else:
-                meta = train_version(
-                    version, doc["versions"][version], version_dir, doc.get("runtime")
-                )
+                meta = train_version(version, doc["versions"][version], version_dir)
                 print(
                     f"{MODEL_NAME} {version}: accuracy {meta['accuracy']:.4f} on "
                     f"{meta['test_rows']} held-out rows, sha256 {meta['sha256'][:12]}, "

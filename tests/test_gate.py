@@ -83,7 +83,7 @@ def test_tampered_artifact_fails_without_loading_it(repo_copy: Path, run_module)
     artifact.write_bytes(b"not a pickle")
     proc = run_module("gate", "--version", "v2", "--env", "prod", root=repo_copy)
     assert proc.returncode == 1
-    assert "FAIL  artifact: sha256 " in proc.stdout and "registered 9aaffa488d61" in proc.stdout
+    assert "FAIL  artifact: sha256 " in proc.stdout and "registered 03082e5324c7" in proc.stdout
     assert "golden set" not in proc.stdout  # never unpickled
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import joblib
 import joblib.numpy_pickle
 import pytest
+import sklearn
 import yaml
 
 from kserve_gitops import paths, train
-from kserve_gitops.sklearn_model import find_model_file
+from kserve_gitops.sklearn_model import SKLearnModel, find_model_file
 
 V1 = paths.MODELS / "sklearn-iris" / "v1"
 
@@ -47,8 +49,73 @@ def test_metadata_matches_the_artifact_and_recipe(metadata):
     assert metadata["recipe"] == train.load_recipes()["versions"]["v1"]
     for key in ("python", "scikit_learn", "joblib", "numpy"):
         assert metadata["versions"][key]
-    assert metadata["runtime"]["scikit_learn"] == "1.5.2"
+    assert metadata["runtime"] == train.runtime_pin()
     assert train.stale_reason(V1, metadata["recipe"]) is None
+
+
+def _pinned_requirement(text: str, name: str) -> str:
+    found = re.findall(rf"^\s*\"?{re.escape(name)}==([^\s\",]+)", text, re.M)
+    assert len(found) == 1, f"{name} pinned {len(found)} times"
+    return found[0]
+
+
+def test_training_serving_and_the_runtime_pin_agree():
+    """One scikit-learn everywhere: the runtime's (versions.yaml), the one pyproject.toml and
+    constraints.txt install for training and local serving, and the one every artifact was
+    pickled by. Any disagreement is a model that may not load in the cluster."""
+    pin = train.runtime_pin()["scikit_learn"]
+    declared = {
+        "versions.yaml kserve.sklearnServer.scikitLearn": pin,
+        "pyproject.toml": _pinned_requirement(
+            (paths.ROOT / "pyproject.toml").read_text(), "scikit-learn"
+        ),
+        "constraints.txt": _pinned_requirement(
+            (paths.ROOT / "constraints.txt").read_text(), "scikit-learn"
+        ),
+        "installed (training and kserve_gitops.server)": sklearn.__version__,
+    }
+    for version_dir in sorted(p.parent for p in (V1.parent).glob(f"v*/{train.METADATA}")):
+        meta = json.loads((version_dir / train.METADATA).read_text())
+        declared[f"{version_dir.name}/{train.METADATA} versions"] = meta["versions"]["scikit_learn"]
+        declared[f"{version_dir.name}/{train.METADATA} runtime"] = meta["runtime"]["scikit_learn"]
+    assert len(declared) >= 8  # v1 and v2 at least
+    assert set(declared.values()) == {pin}, declared
+
+
+def test_training_refuses_another_scikit_learn(tmp_path: Path, monkeypatch):
+    doc = train.load_recipes()
+    monkeypatch.setattr(sklearn, "__version__", "1.9.1")
+    with pytest.raises(
+        train.RuntimeMismatch, match=r"scikit-learn 1\.9\.1 is installed.*runs 1\.5\.2"
+    ):
+        train.train_version("v1", doc["versions"]["v1"], tmp_path)
+    assert not (tmp_path / train.ARTIFACT).exists()
+
+
+def test_an_artifact_pickled_by_another_scikit_learn_is_stale(tmp_path: Path):
+    shutil.copytree(V1, tmp_path / "v1")
+    meta_path = tmp_path / "v1" / train.METADATA
+    meta = json.loads(meta_path.read_text())
+    meta["versions"]["scikit_learn"] = "1.9.1"
+    meta_path.write_text(json.dumps(meta))
+    reason = train.stale_reason(tmp_path / "v1", meta["recipe"])
+    assert (
+        reason
+        and "pickled by scikit-learn 1.9.1" in reason
+        and "runs scikit-learn 1.5.2" in (reason)
+    )
+
+
+def test_the_local_server_refuses_an_artifact_of_another_scikit_learn(tmp_path: Path):
+    shutil.copytree(V1, tmp_path / "v1")
+    meta_path = tmp_path / "v1" / train.METADATA
+    meta = json.loads(meta_path.read_text())
+    meta["versions"]["scikit_learn"] = "1.9.1"
+    meta_path.write_text(json.dumps(meta))
+    model = SKLearnModel("sklearn-iris", tmp_path / "v1")
+    with pytest.raises(RuntimeError, match=r"pickled by scikit-learn 1\.9\.1.*runs 1\.5\.2"):
+        model.load()
+    assert SKLearnModel("sklearn-iris", V1).load()
 
 
 def test_the_runtime_loads_only_model_joblib_from_the_version_dir():
@@ -73,7 +140,7 @@ def test_artifact_references_only_scientific_stack_globals(monkeypatch):
 
 def test_retraining_reproduces_the_artifact(tmp_path: Path, metadata):
     doc = train.load_recipes()
-    rebuilt = train.train_version("v1", doc["versions"]["v1"], tmp_path, doc["runtime"])
+    rebuilt = train.train_version("v1", doc["versions"]["v1"], tmp_path)
     model = joblib.load(tmp_path / train.ARTIFACT)
     for rows, expected in train.PROBES:
         assert model.predict(rows).tolist() == expected

@@ -45,7 +45,7 @@ def test_serving_state_is_derived_from_the_values_files() -> None:
 def test_table_lists_versions_and_environments(run_module) -> None:
     proc = run_module("registry")
     assert proc.returncode == 0
-    assert "v2         1.0000  9aaffa488d61  sklearn.neighbors.KNeighborsClassifier" in proc.stdout
+    assert "v2         1.0000  03082e5324c7  sklearn.neighbors.KNeighborsClassifier" in proc.stdout
     assert "  prod     v1      v1 100%" in proc.stdout
 
 
@@ -57,7 +57,7 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 def test_check_reports_each_disagreement(repo_copy: Path, run_module) -> None:
     reg = repo_copy / MODEL_DIR / "registry.yaml"
-    _edit(reg, "sha256: 9aaffa48", "sha256: 0aaffa48")
+    _edit(reg, "sha256: 03082e53", "sha256: 0aaffa48")
     _edit(reg, "accuracy: 0.966667", "accuracy: 0.99")
     staging = repo_copy / "environments" / "staging" / "models" / "sklearn-iris.yaml"
     _edit(staging, "sklearn-iris-models/v1", "sklearn-iris-models/v2")  # no canary, no promote
