@@ -1,0 +1,300 @@
+"""The binaries of the local (kwok) cluster, built from Go modules at the versions in
+versions.yaml and cached by component, version and Go version, so that a second run (or CI in a
+fresh clone on the same machine) builds nothing.
+
+    python -m kserve_gitops.localcluster.binaries          # build what is missing (make binaries)
+    python -m kserve_gitops.localcluster.binaries --list   # where each binary is, built or not
+
+Two ways to build, by what the upstream go.mod allows:
+- `go install module/cmd@version` where the upstream module has no replace directives (kwok, helm);
+- a build module of ours, generated from versions.yaml, where it has them: k8s.io/kubernetes
+  replaces its staging modules with local folders (we require each staging module at its
+  release instead) and etcd's server module replaces its siblings (build/etcd/main.go calls
+  etcdmain.Main from a module that requires the released siblings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kserve_gitops import paths, platform
+
+BUILD = paths.ROOT / "build"
+ENV_CACHE = "KGOPS_BIN_CACHE"
+
+
+class BuildError(Exception):
+    """A binary that could not be built or found; the message says which and why."""
+
+
+def cache_root() -> Path:
+    """Outside the checkout, so that a fresh clone on the same machine finds the binaries:
+    $KGOPS_BIN_CACHE, else the user's cache directory."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kserve-gitops" / "bin"
+
+
+def go_version() -> str:
+    """`go1.26.8`; BuildError when there is no Go toolchain."""
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError(
+            "go: no Go toolchain on PATH; the kwok cluster's binaries are built from Go modules "
+            "(install Go >= 1.24: https://go.dev/doc/install, or `apt-get install golang`)"
+        )
+    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@dataclass(frozen=True)
+class Binary:
+    """One binary: where it comes from (`package`) and how it is built (`module` None: go
+    install; else the generated build module's kind)."""
+
+    name: str
+    version: str
+    package: str
+    module: str | None = None  # "kubernetes" | "etcd"
+    ldflags: tuple[str, ...] = ()
+
+    def path(self, gover: str) -> Path:
+        return cache_root() / self.name / self.version / gover / self.name
+
+
+def _kube_ldflags(version: str) -> tuple[str, ...]:
+    """What Kubernetes' hack/lib/version.sh stamps: the server must report its release, or
+    version checks in charts (kubeVersion) and controllers fail."""
+    major, minor, _ = version.split(".")
+    pkgs = ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+    return tuple(
+        f"-X {pkg}.{key}={value}"
+        for pkg in pkgs
+        for key, value in (
+            ("gitVersion", f"v{version}"),
+            ("gitMajor", major),
+            ("gitMinor", minor),
+            ("gitTreeState", "clean"),
+        )
+    )
+
+
+def pinned(versions: dict | None = None) -> list[Binary]:
+    """The binaries at the versions of versions.yaml (the one pin file)."""
+    versions = versions or platform.load_versions()
+    kube = str(versions["kubernetes"]["version"])
+    local = versions.get("localCluster") or {}
+    missing = [k for k in ("etcd", "kwok", "helm") if not local.get(k)]
+    if missing:
+        raise BuildError(f"{paths.rel(paths.VERSIONS)}: localCluster.{missing[0]}: no version")
+    helm = str(local["helm"])
+    helm_kube_minor = kube.split(".")[1]
+    return [
+        Binary("etcd", str(local["etcd"]), "kserve-gitops/build/etcd", "etcd"),
+        *(
+            Binary(
+                cmd, f"v{kube}", f"k8s.io/kubernetes/cmd/{cmd}", "kubernetes", _kube_ldflags(kube)
+            )
+            for cmd in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+        ),
+        Binary(
+            "kwok",
+            str(local["kwok"]),
+            "sigs.k8s.io/kwok/cmd/kwok",
+            ldflags=(f"-X sigs.k8s.io/kwok/pkg/consts.Version={str(local['kwok']).lstrip('v')}",),
+        ),
+        Binary(
+            "helm",
+            helm,
+            "helm.sh/helm/v3/cmd/helm",
+            ldflags=(
+                f"-X helm.sh/helm/v3/internal/version.version={helm}",
+                "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+                "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1",
+                f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={helm_kube_minor}",
+                "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1",
+                f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={helm_kube_minor}",
+            ),
+        ),
+    ]
+
+
+def _go(args: list[str], cwd: Path, env: dict[str, str], what: str) -> str:
+    proc = subprocess.run(
+        ["go", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-20:])
+        raise BuildError(f"{what}: `go {' '.join(args)}` exited {proc.returncode}\n{tail}")
+    return proc.stdout
+
+
+def _module_dir(name: str) -> Path:
+    return cache_root() / "_modules" / name
+
+
+def _new_module(name: str) -> tuple[Path, Path]:
+    """(final dir, temporary dir beside it): a module dir appears complete or not at all."""
+    mod = _module_dir(name)
+    mod.parent.mkdir(parents=True, exist_ok=True)
+    return mod, Path(tempfile.mkdtemp(prefix=f".{name}-", dir=mod.parent))
+
+
+def _finish_module(tmp: Path, mod: Path, env: dict[str, str], what: str) -> Path:
+    try:
+        _go(["mod", "tidy"], tmp, env, what)
+    except BuildError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(mod, ignore_errors=True)
+    tmp.rename(mod)
+    return mod
+
+
+def kubernetes_module(version: str, env: dict[str, str]) -> Path:
+    """A build module requiring k8s.io/kubernetes <version> (v1.34.0) with each staging module
+    it replaces by a local folder pointed at that module's release (v0.34.0)."""
+    if (_module_dir(f"kubernetes-{version}") / "go.sum").is_file():
+        return _module_dir(f"kubernetes-{version}")
+    info = json.loads(
+        _go(["mod", "download", "-json", f"k8s.io/kubernetes@{version}"], BUILD, env, "download")
+    )
+    gomod = Path(info["GoMod"]).read_text()
+    staging = re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/", gomod, re.M)
+    if not staging:
+        raise BuildError(f"k8s.io/kubernetes@{version}: no staging replace directives in go.mod")
+    release = "v0." + version.split(".", 1)[1]
+    mod, tmp = _new_module(f"kubernetes-{version}")
+    lines = [
+        "// Generated by kserve_gitops.localcluster.binaries from versions.yaml.",
+        "module kserve-gitops/build/kubernetes",
+        "",
+        "go 1.24.0",
+        "",
+        f"require k8s.io/kubernetes {version}",
+        "",
+        "replace (",
+        *(f"\t{m} => {m} {release}" for m in staging),
+        ")",
+    ]
+    (tmp / "go.mod").write_text("\n".join(lines) + "\n")
+    imports = "\n".join(
+        f'\t_ "k8s.io/kubernetes/cmd/{c}"'
+        for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    )
+    (tmp / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
+    return _finish_module(tmp, mod, env, f"k8s.io/kubernetes {version} build module")
+
+
+def etcd_module(version: str, env: dict[str, str]) -> Path:
+    if (_module_dir(f"etcd-{version}") / "go.sum").is_file():
+        return _module_dir(f"etcd-{version}")
+    mod, tmp = _new_module(f"etcd-{version}")
+    shutil.copy2(BUILD / "etcd" / "main.go", tmp / "main.go")
+    (tmp / "go.mod").write_text(
+        "// Generated by kserve_gitops.localcluster.binaries from versions.yaml.\n"
+        "module kserve-gitops/build/etcd\n\ngo 1.24.0\n\n"
+        f"require go.etcd.io/etcd/server/v3 {version}\n"
+    )
+    return _finish_module(tmp, mod, env, f"etcd {version} build module")
+
+
+def build(binary: Binary, gover: str) -> Path:
+    """Build one binary into the cache (atomically: a half-built file is never left there)."""
+    dest = binary.path(gover)
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
+    ldflags = " ".join(("-s", "-w", *binary.ldflags))
+    tmp_out = dest.parent / f".{binary.name}.tmp"
+    what = f"{binary.name} {binary.version}"
+    if binary.module is None:
+        gobin = Path(tempfile.mkdtemp(prefix="gobin-", dir=dest.parent))
+        try:
+            _go(
+                ["install", "-trimpath", "-ldflags", ldflags, f"{binary.package}@{binary.version}"],
+                BUILD,
+                {**env, "GOBIN": str(gobin)},
+                what,
+            )
+            (gobin / binary.name).rename(dest)
+        finally:
+            shutil.rmtree(gobin, ignore_errors=True)
+        return dest
+    make_module = kubernetes_module if binary.module == "kubernetes" else etcd_module
+    mod = make_module(binary.version, env)
+    target = binary.package if binary.module == "kubernetes" else "."
+    _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp_out), target], mod, env, what)
+    tmp_out.rename(dest)
+    return dest
+
+
+def ensure(echo: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Every pinned binary, built where missing, with a progress line per binary."""
+    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    gover = go_version()
+    found: dict[str, Path] = {}
+    todo = pinned()
+    for number, binary in enumerate(todo, start=1):
+        dest = binary.path(gover)
+        if dest.is_file():
+            found[binary.name] = dest
+            continue
+        echo(f"[{number}/{len(todo)}] building {binary.name} {binary.version} ({gover}) ...")
+        started = time.monotonic()
+        found[binary.name] = build(binary, gover)
+        size = found[binary.name].stat().st_size / 2**20
+        echo(f"    {binary.name}: {time.monotonic() - started:.0f}s, {size:.0f} MiB")
+    return found
+
+
+def locate() -> dict[str, Path]:
+    """The pinned binaries, already built; BuildError naming what is missing and how to build."""
+    gover = go_version()
+    missing = [b for b in pinned() if not b.path(gover).is_file()]
+    if missing:
+        names = ", ".join(f"{b.name} {b.version}" for b in missing)
+        raise BuildError(f"not built yet: {names} (for {gover}); `make binaries` builds them")
+    return {b.name: b.path(gover) for b in pinned()}
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="show the cache, build nothing")
+    args = parser.parse_args(argv)
+    try:
+        gover = go_version()
+        if not args.list:
+            started = time.monotonic()
+            ensure()
+            print(f"binaries ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+        for binary in pinned():
+            path = binary.path(gover)
+            state = "built" if path.is_file() else "missing"
+            print(f"{binary.name:<24} {binary.version:<9} {state:<8} {path}")
+        print(f"cache {cache_root()}: {_size(cache_root()) / 2**20:.0f} MiB")
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

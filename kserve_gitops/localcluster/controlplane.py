@@ -1,0 +1,397 @@
+"""A real Kubernetes control plane as processes of this user on loopback: etcd, kube-apiserver
+(Pod Security admission on, webhook Services resolved to their endpoints), kube-controller-manager,
+kube-scheduler, and kwok standing in for the kubelet on fake nodes (e2e/kwok/cluster.yaml).
+
+Everything lives under .cache/e2e/<env>/ (certificates, etcd data, logs, kubeconfig). A port in
+use, a missing binary or a component that does not become ready raises ControlPlaneError within
+seconds, naming the component, the port and the tail of its log.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kserve_gitops import paths
+from kserve_gitops.localcluster import pki
+
+CLUSTER_CONFIG = paths.ROOT / "e2e" / "kwok" / "cluster.yaml"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# Component -> offset from the environment's first port.
+PORTS = {
+    "etcd": 0,
+    "etcd-peer": 1,
+    "kube-apiserver": 2,
+    "kube-controller-manager": 3,
+    "kube-scheduler": 4,
+    "kwok": 5,
+}
+
+
+class ControlPlaneError(Exception):
+    """A component that could not start or become ready; says which, where and why."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    nodes: int
+    cpu: str
+    memory: str
+    pods: int
+    zones: tuple[str, ...]
+    pod_cidr: str
+    service_cidr: str
+    port_base: int
+
+    @classmethod
+    def load(cls, path: Path = CLUSTER_CONFIG) -> ClusterConfig:
+        data = yaml.safe_load(path.read_text()) or {}
+        nodes = data.get("nodes") or {}
+        try:
+            return cls(
+                int(nodes["count"]),
+                str(nodes["cpu"]),
+                str(nodes["memory"]),
+                int(nodes["pods"]),
+                tuple(nodes.get("zones") or ()),
+                str(data["podCIDR"]),
+                str(data["serviceCIDR"]),
+                int(data["portBase"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ControlPlaneError(
+                f"{paths.rel(path)}: field {exc}: expected nodes.count/cpu/memory/pods, podCIDR, "
+                "serviceCIDR and portBase"
+            ) from exc
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    if not path.is_file():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass
+class ControlPlane:
+    """One environment's cluster. `start()` brings every component up and registers the nodes;
+    `stop()` ends them (and removes the folder unless `keep`)."""
+
+    env: str
+    binaries: dict[str, Path]
+    config: ClusterConfig
+    echo: Callable[[str], None] = print
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.dir = paths.CACHE / "e2e" / self.env
+        names = paths.ENVIRONMENT_NAMES
+        index = names.index(self.env) if self.env in names else 0
+        first = self.config.port_base + 10 * index
+        self.ports = {name: first + offset for name, offset in PORTS.items()}
+        self.kubeconfig = self.dir / "kubeconfig"
+        self.logs = self.dir / "logs"
+        self.pki = self.dir / "pki"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['kube-apiserver']}"
+
+    # -- certificates and kubeconfig -------------------------------------------------------------
+
+    def _write_pki(self) -> None:
+        ca = pki.CA.create("kgops-kwok-ca")
+        pki.write(self.pki / "ca.crt", ca.cert_pem)
+        pki.write(self.pki / "ca.key", ca.key_pem)
+        cert, key = ca.issue(
+            "kube-apiserver",
+            dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                 "kubernetes.default.svc.cluster.local"),
+            ips=("127.0.0.1", self._service_ip()),
+        )  # fmt: skip
+        pki.write(self.pki / "apiserver.crt", cert)
+        pki.write(self.pki / "apiserver.key", key)
+        cert, key = ca.issue("kgops-admin", org="system:masters", client=True)
+        pki.write(self.pki / "admin.crt", cert)
+        pki.write(self.pki / "admin.key", key)
+        private, public = pki.service_account_keys()
+        pki.write(self.pki / "sa.key", private)
+        pki.write(self.pki / "sa.pub", public)
+        b64 = lambda name: base64.b64encode((self.pki / name).read_bytes()).decode()  # noqa: E731
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": f"kgops-{self.env}", "cluster": {
+                    "server": self.server, "certificate-authority-data": b64("ca.crt")}},
+            ],
+            "users": [
+                {"name": "kgops-admin", "user": {
+                    "client-certificate-data": b64("admin.crt"),
+                    "client-key-data": b64("admin.key")}},
+            ],
+            "contexts": [
+                {"name": f"kgops-{self.env}",
+                 "context": {"cluster": f"kgops-{self.env}", "user": "kgops-admin"}},
+            ],
+            "current-context": f"kgops-{self.env}",
+        }  # fmt: skip
+        pki.write(self.kubeconfig, yaml.safe_dump(kubeconfig).encode())
+
+    def _service_ip(self) -> str:
+        import ipaddress
+
+        return str(next(ipaddress.ip_network(self.config.service_cidr).hosts()))
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def _argv(self, name: str) -> list[str]:
+        p, d = self.ports, self.pki
+        match name:
+            case "etcd":
+                return [
+                    "--name", "kgops", "--data-dir", str(self.dir / "etcd"),
+                    "--listen-client-urls", f"http://127.0.0.1:{p['etcd']}",
+                    "--advertise-client-urls", f"http://127.0.0.1:{p['etcd']}",
+                    "--listen-peer-urls", f"http://127.0.0.1:{p['etcd-peer']}",
+                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{p['etcd-peer']}",
+                    "--initial-cluster", f"kgops=http://127.0.0.1:{p['etcd-peer']}",
+                    "--listen-metrics-urls", "",
+                    # A throwaway cluster: durability is not worth the fsyncs on a shared disk.
+                    "--unsafe-no-fsync", "--quota-backend-bytes", str(2 * 2**30),
+                ]  # fmt: skip
+            case "kube-apiserver":
+                return [
+                    "--etcd-servers", f"http://127.0.0.1:{p['etcd']}",
+                    "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+                    "--secure-port", str(p["kube-apiserver"]),
+                    "--tls-cert-file", str(d / "apiserver.crt"),
+                    "--tls-private-key-file", str(d / "apiserver.key"),
+                    "--client-ca-file", str(d / "ca.crt"),
+                    "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+                    "--service-account-key-file", str(d / "sa.pub"),
+                    "--service-account-signing-key-file", str(d / "sa.key"),
+                    "--service-cluster-ip-range", self.config.service_cidr,
+                    "--authorization-mode", "Node,RBAC",
+                    # PodSecurity, ServiceAccount, NamespaceLifecycle, ... are on by default;
+                    # named here so that the run says what admits a pod.
+                    "--enable-admission-plugins",
+                    "NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,ResourceQuota,"
+                    "DefaultStorageClass,MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+                    # Webhook and aggregated API Services are called at their endpoints (the
+                    # loopback pod IPs), since no kube-proxy routes ClusterIPs here.
+                    "--enable-aggregator-routing=true",
+                    "--allow-privileged=true",
+                    "--profiling=false",
+                ]  # fmt: skip
+            case "kube-controller-manager":
+                return [
+                    "--kubeconfig", str(self.kubeconfig),
+                    "--authentication-kubeconfig", str(self.kubeconfig),
+                    "--authorization-kubeconfig", str(self.kubeconfig),
+                    "--bind-address", "127.0.0.1", "--secure-port", str(p[name]),
+                    "--leader-elect=false",
+                    "--service-account-private-key-file", str(d / "sa.key"),
+                    "--root-ca-file", str(d / "ca.crt"),
+                    "--cluster-signing-cert-file", str(d / "ca.crt"),
+                    "--cluster-signing-key-file", str(d / "ca.key"),
+                    "--service-cluster-ip-range", self.config.service_cidr,
+                    "--controllers", "*",
+                ]  # fmt: skip
+            case "kube-scheduler":
+                return [
+                    "--kubeconfig", str(self.kubeconfig),
+                    "--authentication-kubeconfig", str(self.kubeconfig),
+                    "--authorization-kubeconfig", str(self.kubeconfig),
+                    "--bind-address", "127.0.0.1", "--secure-port", str(p[name]),
+                    "--leader-elect=false",
+                ]  # fmt: skip
+            case "kwok":
+                return [
+                    "--kubeconfig", str(self.kubeconfig),
+                    "--manage-all-nodes=false",
+                    "--manage-nodes-with-annotation-selector", f"{KWOK_NODE_ANNOTATION}=fake",
+                    "--cidr", self.config.pod_cidr, "--node-ip", "127.0.0.1",
+                    "--node-lease-duration-seconds", "40",
+                    "--server-address", f"127.0.0.1:{p['kwok']}",
+                ]  # fmt: skip
+        raise ControlPlaneError(f"unknown component {name}")
+
+    def _spawn(self, name: str) -> None:
+        binary = self.binaries.get(name)
+        if binary is None or not binary.is_file():
+            raise ControlPlaneError(f"{name}: binary missing ({binary}); `make binaries` builds it")
+        port = self.ports[name]
+        if port_in_use(port):
+            raise ControlPlaneError(
+                f"{name}: port 127.0.0.1:{port} is in use (another cluster of env {self.env}? "
+                f"stop it, or set portBase in {paths.rel(CLUSTER_CONFIG)})"
+            )
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = (self.logs / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [str(binary), *self._argv(name)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a kept cluster (KEEP=1) outlives the harness
+        )
+        log.close()
+        (self.dir / "pids").mkdir(exist_ok=True)
+        (self.dir / "pids" / name).write_text(str(self.procs[name].pid))
+
+    def _ssl(self, verify: bool) -> ssl.SSLContext:
+        if not verify:
+            return ssl._create_unverified_context()  # self-signed serving certs of kcm/scheduler
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        return ctx
+
+    def _wait_http(self, name: str, url: str, timeout_s: float, verify: bool = True) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise ControlPlaneError(
+                    f"{name} exited with {proc.returncode} before it was ready (port "
+                    f"{self.ports[name]}); log {paths.rel(self.logs / f'{name}.log')}:\n"
+                    f"{_tail(self.logs / f'{name}.log')}"
+                )
+            try:
+                ctx = self._ssl(verify) if url.startswith("https") else None
+                with urllib.request.urlopen(url, timeout=3, context=ctx) as resp:
+                    if resp.status == 200:
+                        return
+                    last = f"HTTP {resp.status}"
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.3)
+        raise ControlPlaneError(
+            f"{name} not ready after {timeout_s:g}s at {url} ({last}); log "
+            f"{paths.rel(self.logs / f'{name}.log')}:\n{_tail(self.logs / f'{name}.log')}"
+        )
+
+    def start(self) -> None:
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        self._write_pki()
+        p = self.ports
+        steps: list[tuple[str, str | None, bool]] = [
+            ("etcd", f"http://127.0.0.1:{p['etcd']}/health", True),
+            ("kube-apiserver", f"{self.server}/readyz", True),
+            ("kube-controller-manager", f"https://127.0.0.1:{p['kube-controller-manager']}/healthz",
+             False),
+            ("kube-scheduler", f"https://127.0.0.1:{p['kube-scheduler']}/healthz", False),
+            ("kwok", f"http://127.0.0.1:{p['kwok']}/healthz", True),
+        ]  # fmt: skip
+        for name, url, verify in steps:
+            t0 = time.monotonic()
+            self._spawn(name)
+            if url:
+                self._wait_http(name, url, 60, verify)
+            self.echo(f"    {name} ready on 127.0.0.1:{p[name]} ({time.monotonic() - t0:.1f}s)")
+
+    def node_manifests(self) -> list[dict[str, Any]]:
+        """The fake nodes kwok manages (its annotation), labelled like a kind node."""
+        cfg = self.config
+        nodes = []
+        for i in range(cfg.nodes):
+            name = f"kwok-{self.env}-{i}"
+            labels = {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            }
+            if cfg.zones:
+                labels["topology.kubernetes.io/zone"] = cfg.zones[i % len(cfg.zones)]
+            resources = {"cpu": cfg.cpu, "memory": cfg.memory, "pods": str(cfg.pods)}
+            nodes.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": name,
+                        "annotations": {KWOK_NODE_ANNOTATION: "fake"},
+                        "labels": labels,
+                    },
+                    "status": {"allocatable": resources, "capacity": resources},
+                }
+            )
+        return nodes
+
+    def stop(self, keep: bool = False) -> None:
+        """End every component, newest first, and remove the folder; `keep` leaves both."""
+        if keep:
+            return
+        for name in reversed(list(self.procs)):
+            _terminate(self.procs[name])
+        self.procs.clear()
+        stop_kept(self.env)
+
+    def save_logs(self, dest: Path) -> None:
+        """Copy every component's log into a report folder."""
+        if self.logs.is_dir():
+            shutil.copytree(self.logs, dest, dirs_exist_ok=True)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def stop_kept(env: str) -> list[str]:
+    """Stop a cluster left running (KEEP=1) from its pid files and remove its folder; the
+    names of the components that were still running."""
+    folder = paths.CACHE / "e2e" / env
+    running: dict[str, int] = {}
+    for pidfile in sorted((folder / "pids").glob("*")) if (folder / "pids").is_dir() else []:
+        try:
+            pid = int(pidfile.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if str(folder).encode() in cmdline:  # still ours, not a reused pid
+            os.kill(pid, signal.SIGTERM)
+            running[pidfile.name] = pid
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in running.values()):
+        if time.monotonic() > deadline:
+            for pid in running.values():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    shutil.rmtree(folder, ignore_errors=True)
+    return sorted(running)
