@@ -29,7 +29,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv test lint promtool train crds validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv test lint promtool train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ train: $(STAMP) ## Retrain models/sklearn-iris (deterministic)
 
 crds: $(STAMP) ## Fill the CRD cache (CRD_DIR, or download with sha256 check)
 	$(PY) -m kserve_gitops.crds
+
+charts: $(STAMP) ## Fill the upstream chart cache .cache/charts (CHART_DIR, or pull from the repositories the manifests name)
+	$(PY) -m kserve_gitops.upstream.charts
 
 validate: $(STAMP) ## Render and validate every chart scenario and environment
 	$(PY) -m kserve_gitops.validate

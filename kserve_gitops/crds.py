@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import sys
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kserve_gitops import files, paths
+from kserve_gitops.upstream import tables
 
 PINS = paths.CONFIG / "crds.tsv"
 CACHE_DIR = paths.CACHE / "crds"
@@ -31,18 +31,9 @@ class Pin:
 
 
 def pins(pin_file: Path = PINS) -> list[Pin]:
-    try:
-        with pin_file.open(newline="") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t"))
-    except FileNotFoundError as exc:
-        raise CRDError(f"{paths.rel(pin_file)}: CRD pin list not found") from exc
-    out: list[Pin] = []
-    for line, row in enumerate(rows, start=2):
-        missing = [k for k in ("file", "upstream", "tag", "sha256", "url") if not row.get(k)]
-        if missing:
-            raise CRDError(f"{paths.rel(pin_file)}:{line}: missing column(s) {', '.join(missing)}")
-        out.append(Pin(row["file"], row["upstream"], row["tag"], row["sha256"].lower(), row["url"]))
-    return out
+    columns = ("file", "upstream", "tag", "sha256", "url")
+    rows = tables.read_tsv(pin_file, columns, CRDError, "CRD pin list")
+    return [Pin(r["file"], r["upstream"], r["tag"], r["sha256"].lower(), r["url"]) for r in rows]
 
 
 def _sha256(data: bytes) -> str:

@@ -23,6 +23,19 @@ def crd_cache() -> list[Path]:
     return crds.ensure()
 
 
+@pytest.fixture(scope="session")
+def shared_charts() -> Path:
+    """An offline chart folder (CHART_DIR, else ../shared/charts beside the checkout) for the
+    tests that render upstream charts; skipped without one, except in CI where it must exist."""
+    folder = Path(os.environ.get("CHART_DIR") or paths.ROOT.parent / "shared" / "charts")
+    if not folder.is_dir():
+        message = f"no upstream chart folder at {folder} (set CHART_DIR)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     """A copy of the repository (CRD cache included, so no network) that a test may break."""
