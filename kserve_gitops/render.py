@@ -8,7 +8,6 @@ themselves, so the harness does the same with the Helm SDK.
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import shutil
 import subprocess
@@ -20,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops import files, paths
+from kserve_gitops import paths
+from kserve_gitops.review import diff as objdiff
 
 # Directories whose kustomizations are delivery or platform declarations (never charts or caches).
 KUSTOMIZE_TOPS = ("environments", "platform", "clusters", "argocd", "e2e")
@@ -53,9 +53,16 @@ class Obj:
         return f"{self.kind}/{self.name}"
 
 
+# libyaml when PyYAML has it: upstream charts render megabytes of CRDs.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Helm splits a rendered template into manifests on this (releaseutil.SplitManifests), so a
+# template may write `---# comment`, which is no YAML document marker.
+_HELM_SEPARATOR = re.compile(r"(?:^|\s*\n)---\s*")
+
+
 def load_yaml_documents(text: str, source: str) -> list[dict[str, Any]]:
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
     except yaml.YAMLError as exc:
         raise RenderError(f"{source}: malformed YAML: {exc}") from exc
     for doc in docs:
@@ -124,7 +131,10 @@ def render_chart(
     for template, text in sorted(rendered.items()):
         if template.endswith("NOTES.txt") or not text.strip():
             continue
-        objs += [Obj(f"{source} -> {template}", d) for d in load_yaml_documents(text, template)]
+        for manifest in _HELM_SEPARATOR.split(text):
+            objs += [
+                Obj(f"{source} -> {template}", d) for d in load_yaml_documents(manifest, template)
+            ]
     return objs
 
 
@@ -204,41 +214,16 @@ def to_yaml(objs: list[Obj]) -> str:
     )
 
 
-# kustomize's generators append a content hash to names (values-6gb2k26hg5); promotion
-# changes the content, so compare by the name without it.
-_GENERATED_HASH = re.compile(r"-[a-z0-9]{10}$")
-
-
-def _comparable(objs: list[Obj]) -> dict[str, str]:
-    hashed = {
-        o.name: _GENERATED_HASH.sub("", o.name)
-        for o in objs
-        if o.kind in ("ConfigMap", "Secret") and _GENERATED_HASH.search(o.name)
-    }
-    out: dict[str, str] = {}
-    for obj in objs:
-        text = files.dump_yaml(obj.body, sort_keys=True)
-        for name, stable in hashed.items():
-            text = text.replace(name, stable)
-        out[f"{obj.kind}/{hashed.get(obj.name, obj.name)}"] = text
-    return out
-
-
 def diff(env_from: str, env_to: str) -> str:
-    """Unified diff of two environments' rendered manifests, object by object."""
-    before = _comparable(environment_objects(env_from))
-    after = _comparable(environment_objects(env_to))
-    out: list[str] = []
-    for ref in sorted(before.keys() | after.keys()):
-        a, b = before.get(ref, ""), after.get(ref, "")
-        if a != b:
-            out += difflib.unified_diff(
-                a.splitlines(keepends=True),
-                b.splitlines(keepends=True),
-                fromfile=f"{env_from}/{ref}",
-                tofile=f"{env_to}/{ref}",
-            )
-    return "".join(out)
+    """What promoting `env_from` to `env_to` changes, object by object, field by field."""
+    changes = objdiff.compare(
+        (o.body for o in environment_objects(env_from)),
+        (o.body for o in environment_objects(env_to)),
+    )
+    if not changes:
+        return ""
+    head = f"{env_from} -> {env_to}: {objdiff.counts(changes)}\n"
+    return head + objdiff.format_changes(changes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
 from tests.conftest import RunModule
@@ -22,12 +24,14 @@ def test_render_prod_prints_valid_yaml_with_the_model(run_module: RunModule) -> 
 def test_diff_shows_what_promotion_to_prod_changes(run_module: RunModule) -> None:
     proc = run_module("render", "--diff", "staging", "prod")
     assert proc.returncode == 0, proc.stderr
-    assert "--- staging/InferenceService/sklearn-iris" in proc.stdout
-    assert "+++ prod/InferenceService/sklearn-iris" in proc.stdout
-    assert "-    minReplicas: 1" in proc.stdout and "+    minReplicas: 2" in proc.stdout
-    # Generated values ConfigMaps compare by name without kustomize's hash, values line by line.
-    assert "--- staging/ConfigMap/sklearn-iris-values\n" in proc.stdout
-    assert "-      minReplicas: 1\n" in proc.stdout
+    assert re.match(r"staging -> prod: \d+ changed, \d+ added, \d+ removed\n", proc.stdout)
+    assert "~ InferenceService models/sklearn-iris\n" in proc.stdout
+    assert "-    spec.predictor.minReplicas: 1\n+    spec.predictor.minReplicas: 2\n" in proc.stdout
+    # Generated values ConfigMaps compare by name without kustomize's hash, values field by field.
+    assert "~ ConfigMap flux-system/sklearn-iris-values\n" in proc.stdout
+    assert '-    data["values.yaml"].predictor.minReplicas: 1\n' in proc.stdout
+    # The HelmReleases differ only in the hashed name of their values ConfigMap: no change.
+    assert "HelmRelease" not in proc.stdout
 
 
 def test_diff_of_an_environment_with_itself_is_empty(run_module: RunModule) -> None:

@@ -1,0 +1,191 @@
+"""`make diff BASE=<git ref>`: what a change does to each environment. Every environment is
+rendered at the base revision and at the working tree (kserve_gitops.review.snapshot) and
+compared object by object (kserve_gitops.review.diff).
+
+The base is unpacked with `git archive` into a temporary directory and rendered there by a
+subprocess of this code (KGOPS_ROOT pointing at it), so the working tree is never touched and
+both sides are rendered by the same code. Without --base, the base is the merge base of HEAD
+with the default branch (origin/HEAD's target, else origin/main, else main).
+
+Exit status: 0 nothing rendered changes, 1 something does, 2 the diff could not be made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from kserve_gitops import paths
+from kserve_gitops.render import RenderError
+from kserve_gitops.review import diff, snapshot
+
+# GitHub refuses a job summary over 1 MiB; stay well below it.
+MARKDOWN_LIMIT = 900_000
+
+
+class ReviewError(Exception):
+    """The base could not be resolved or rendered; the message says which and why."""
+
+
+def _git(*args: str) -> str:
+    proc = subprocess.run(
+        ["git", *args], cwd=paths.ROOT, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise ReviewError(f"git {' '.join(args)}: {proc.stderr.strip() or 'failed'}")
+    return proc.stdout.strip()
+
+
+def _exists(ref: str) -> bool:
+    try:
+        _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except ReviewError:
+        return False
+    return True
+
+
+def default_branch() -> str:
+    try:
+        head = _git("symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD")
+    except ReviewError:
+        head = ""
+    for ref in (head, "origin/main", "main"):
+        if ref and _exists(ref):
+            return ref
+    raise ReviewError(
+        "no default branch: neither origin/HEAD, origin/main nor main exists; pass --base <git ref>"
+    )
+
+
+def resolve_base(base: str | None) -> tuple[str, str]:
+    """(commit, how to name it): the given ref, or the merge base with the default branch."""
+    if base:
+        if not _exists(base):
+            raise ReviewError(f"--base {base}: not a commit in {paths.ROOT}")
+        return _git("rev-parse", f"{base}^{{commit}}"), base
+    branch = default_branch()
+    commit = _git("merge-base", "HEAD", branch)
+    return commit, f"merge base with {branch}"
+
+
+def unpack(commit: str, dest: Path) -> None:
+    """The tree of `commit` into `dest` (git archive: no checkout, no index, no worktree)."""
+    proc = subprocess.run(
+        ["git", "archive", "--format=tar", commit], cwd=paths.ROOT, capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        raise ReviewError(f"git archive {commit}: {proc.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def render_tree(root: Path, chart_cache: Path) -> dict[str, snapshot.Environment]:
+    """Every environment of the tree at `root`, rendered by this code in a subprocess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "kserve_gitops.review.snapshot", "--chart-cache", str(chart_cache)],
+        cwd=paths.ROOT,  # imports this tree's harness, whatever the base tree holds
+        env={**os.environ, "KGOPS_ROOT": str(root)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ReviewError(f"rendering {root}: {proc.stderr.strip()}")
+    return snapshot.from_json(proc.stdout)
+
+
+def compare(
+    base: dict[str, snapshot.Environment], head: dict[str, snapshot.Environment]
+) -> dict[str, tuple[list[diff.ObjectChange], list[str]]]:
+    """Per environment (at either revision): the object changes and the rendering notes."""
+    out = {}
+    for env in sorted(base.keys() | head.keys()):
+        old, new = base.get(env, snapshot.Environment()), head.get(env, snapshot.Environment())
+        notes = sorted(set(old.notes) | set(new.notes))
+        out[env] = (diff.compare(old.objects, new.objects), notes)
+    return out
+
+
+def _summary(result: dict[str, tuple[list[diff.ObjectChange], list[str]]]) -> str:
+    changed = [env for env, (changes, _) in result.items() if changes]
+    everything = [c for changes, _ in result.values() for c in changes]
+    if not changed:
+        return f"no rendered object changes in any environment ({', '.join(result)})"
+    return (
+        f"{len(changed)} of {len(result)} environments change ({', '.join(changed)}): "
+        f"{diff.counts(everything)}"
+    )
+
+
+def format_text(result: dict[str, tuple[list[diff.ObjectChange], list[str]]], base: str) -> str:
+    lines = [f"rendered difference: {base} -> working tree"]
+    for env, (changes, notes) in result.items():
+        lines.append(f"== {env}: {diff.counts(changes) if changes else 'no change'}")
+        lines += [f"   note: {n}" for n in notes]
+        lines += [line for c in changes for line in diff.change_lines(c)]
+    lines.append(_summary(result))
+    return "\n".join(lines) + "\n"
+
+
+def format_markdown(result: dict[str, tuple[list[diff.ObjectChange], list[str]]], base: str) -> str:
+    """For a GitHub job summary: the count line on top, one collapsible section per
+    environment with a ```diff block."""
+    parts = [f"**{_summary(result)}**\n\nBase: {base}, compared with this revision.\n"]
+    for env, (changes, notes) in result.items():
+        title = f"{env}: {diff.counts(changes) if changes else 'no change'}"
+        body = [f"- note: {n}" for n in notes]
+        if changes:
+            block = "\n".join(line for c in changes for line in diff.change_lines(c))
+            body += ["", "```diff", block.replace("```", "`\u200b``"), "```"]
+        section = "\n".join([f"<details><summary>{title}</summary>", "", *body, "", "</details>"])
+        parts.append(section + "\n")
+    text = "\n".join(parts)
+    if len(text.encode()) > MARKDOWN_LIMIT:
+        cut = text.encode()[:MARKDOWN_LIMIT].decode(errors="ignore")
+        text = cut + "\n```\n\n</details>\n\n(cut at the job summary size limit; run `make diff`)\n"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Rendered difference per environment between a Git revision and the "
+        "working tree. Exit 0: no change, 1: changes, 2: error."
+    )
+    parser.add_argument("--base", help="Git ref (default: merge base with the default branch)")
+    parser.add_argument("--format", choices=("text", "markdown"), default="text")
+    parser.add_argument(
+        "--chart-cache",
+        type=Path,
+        default=snapshot.DEFAULT_CHART_CACHE,
+        help="upstream charts as <chart>/<version>/ (default: .cache/charts)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        commit, how = resolve_base(args.base)
+        label = f"{how} ({commit[:12]})"
+        with (
+            tempfile.TemporaryDirectory(prefix="kgops-base-") as tmp,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            unpack(commit, Path(tmp))
+            base_future = pool.submit(render_tree, Path(tmp), args.chart_cache)
+            head = snapshot.environments(args.chart_cache)
+            base = base_future.result()
+    except (ReviewError, RenderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = compare(base, head)
+    fmt = format_markdown if args.format == "markdown" else format_text
+    sys.stdout.write(fmt(result, label))
+    return 1 if any(changes for changes, _ in result.values()) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Everything an environment applies at the tree `paths.ROOT` points at, rendered the way Flux
+and Argo CD render it, for comparing two revisions.
+
+Per environment: the Flux entry point `clusters/<env>`, every layer Flux applies from it (each
+kustomization as built), each HelmRelease's chart rendered with the values it carries (our chart
+from this tree; upstream charts from the chart cache), the Argo CD entry point `argocd/<env>` and
+the Applications its ApplicationSet generates. Argo CD deploys the same charts with the same
+values files (`make platform` checks that), so their objects are rendered once.
+
+    KGOPS_ROOT=<tree> python -m kserve_gitops.review.snapshot --chart-cache DIR   # JSON on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kserve_gitops import argocd, paths, platform, render
+from kserve_gitops.render import RenderError
+
+DEFAULT_CHART_CACHE = paths.CACHE / "charts"
+
+
+@dataclass
+class Environment:
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    # What could not be rendered and why (an upstream chart missing from the cache).
+    notes: list[str] = field(default_factory=list)
+    uncached: list[str] = field(default_factory=list)  # "<chart> <version>" not in the cache
+
+
+def _release_objects(
+    release: platform.Release, layer: str, chart_cache: Path, env: Environment
+) -> None:
+    source = f"{layer}: HelmRelease {release.name}"
+    if release.local:
+        chart_dir = paths.ROOT / release.chart
+    else:
+        chart_dir = chart_cache / release.chart / release.version
+        if not (chart_dir / "Chart.yaml").is_file():
+            env.uncached.append(f"{release.chart} {release.version}")
+            return
+    objs = render.render_chart(chart_dir, release.values, release.name, release.namespace, source)
+    env.objects += [o.body for o in objs]
+
+
+def environment(env: str, chart_cache: Path) -> Environment:
+    """What `env` applies at this tree: Flux's layers and charts, then Argo CD's Applications."""
+    out = Environment()
+    out.objects += render.kustomize_build(paths.ROOT / "clusters" / env)
+    for layer in platform.layers(env):
+        out.objects += render.kustomize_build(paths.ROOT / layer.path)
+        for release in layer.releases:
+            _release_objects(release, layer.path, chart_cache, out)
+    argocd_dir = paths.ROOT / "argocd" / env
+    if (argocd_dir / "kustomization.yaml").is_file():
+        out.objects += render.kustomize_build(argocd_dir)
+        out.objects += argocd.generated(env)
+    if out.uncached:
+        out.notes.append(
+            f"upstream charts not in the chart cache {paths.rel(chart_cache)}, their objects not "
+            f"compared (their HelmReleases and values are): {', '.join(sorted(out.uncached))}"
+        )
+    return out
+
+
+def environments(chart_cache: Path) -> dict[str, Environment]:
+    return {env: environment(env, chart_cache) for env in render.environment_names()}
+
+
+def to_json(envs: dict[str, Environment]) -> str:
+    return json.dumps({name: {"objects": e.objects, "notes": e.notes} for name, e in envs.items()})
+
+
+def from_json(text: str) -> dict[str, Environment]:
+    data = json.loads(text)
+    return {name: Environment(e["objects"], e["notes"]) for name, e in data.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Every environment's rendered objects as JSON.")
+    parser.add_argument("--chart-cache", type=Path, default=DEFAULT_CHART_CACHE)
+    args = parser.parse_args(argv)
+    try:
+        text = to_json(environments(args.chart_cache))
+    except RenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
