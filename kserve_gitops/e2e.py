@@ -6,6 +6,8 @@ steps without touching anything.
     python -m kserve_gitops.e2e --env dev           # run it (needs Docker, kind, kubectl, helm)
     python -m kserve_gitops.e2e --env dev --keep    # ... and keep the cluster (or KEEP=1)
 
+    python -m kserve_gitops.e2e --env dev --cluster kwok   # no Docker (kserve_gitops.localcluster)
+
 Exit codes: 0 passed, 1 a step failed (diagnostics in reports/e2e-<timestamp>/), 3 preflight:
 a tool is missing and nothing was started.
 """
@@ -30,20 +32,29 @@ import yaml
 from kserve_gitops import client, cluster, paths, platform
 from kserve_gitops.cluster import CommandError, Runner
 from kserve_gitops.e2e_plan import (
+    PROVIDERS,
     Apply,
+    CheckCluster,
     CreateCluster,
     HelmInstall,
     LoadTest,
+    NotRun,
     Plan,
     Poll,
     Predict,
+    Reapply,
     ResolveHost,
     Run,
+    StartLocalCluster,
     Step,
     build,
     describe,
 )
+from kserve_gitops.localcluster import binaries
+from kserve_gitops.localcluster.controlplane import ControlPlaneError
+from kserve_gitops.localcluster.provider import KwokCluster, changed_fields, run_env, summary_table
 from kserve_gitops.render import RenderError
+from kserve_gitops.upstream import charts as upstream_charts
 
 EXIT_FAILED = 1
 EXIT_PREFLIGHT = 3
@@ -51,6 +62,10 @@ EXIT_PREFLIGHT = 3
 
 class StepFailed(Exception):
     """A step whose command succeeded but whose outcome is wrong (or never became right)."""
+
+
+class StepNotRun(Exception):
+    """A step this provider cannot perform: reported as not run, never as passed."""
 
 
 def _yaml_docs(objects: Any) -> str:
@@ -67,7 +82,8 @@ class Outcome:
     title: str
     layer: str
     seconds: float
-    status: str  # passed | failed
+    status: str  # passed | failed | not run
+    reason: str = ""
 
 
 @dataclass
@@ -79,6 +95,7 @@ class Executor:
     report_dir: Path
     echo: Any = field(default=lambda line: print(line, file=sys.stderr, flush=True))
     host: str | None = None
+    kwok: KwokCluster | None = None
 
     def __post_init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="kgops-e2e-"))
@@ -92,6 +109,18 @@ class Executor:
         match step:
             case CreateCluster():
                 self._create_cluster(step)
+            case StartLocalCluster():
+                self._kwok().start(self.runner)
+            case NotRun():
+                raise StepNotRun(step.reason)
+            case CheckCluster():
+                findings = self._kwok().check(self.runner)
+                if findings:
+                    raise StepFailed(
+                        f"{len(findings)} finding(s):\n" + "\n".join(f"  {f}" for f in findings)
+                    )
+            case Reapply():
+                self._reapply(step)
             case HelmInstall():
                 self._helm(step)
             case Apply():
@@ -113,6 +142,41 @@ class Executor:
                 reports = self.report_dir / "loadtest"
                 argv = step.argv(self.plan.ingress, self._host(), str(reports))
                 self.runner.run([sys.executable, *argv[1:]], timeout=900, stream=True)
+
+    def _kwok(self) -> KwokCluster:
+        if self.kwok is None:
+            raise StepFailed("this step needs the kwok provider (CLUSTER=kwok)")
+        return self.kwok
+
+    def _apply_argv(self, step: HelmInstall | Apply) -> tuple[list[str], str]:
+        """(the command that applies it, a manifest naming the objects it owns)."""
+        if isinstance(step, Apply):
+            manifest = self._file(f"{step.layer}.yaml", _yaml_docs(step.objects))
+            return step.argv(manifest), manifest
+        values = self._file(f"values-{step.release}.yaml", yaml.safe_dump(dict(step.values)))
+        owned = self.runner.run(
+            ["helm", "get", "manifest", step.release, "-n", step.namespace], timeout=60, quiet=True
+        )
+        return step.argv(values if step.values else None), self._file(
+            f"owned-{step.release}.yaml", owned
+        )
+
+    def _reapply(self, step: Reapply) -> None:
+        """Apply every release and layer again; any object that changes is a finding (what
+        Flux or Argo CD would then report as drift on every sync)."""
+        drift: list[str] = []
+        for again in step.steps:
+            argv, owned = self._apply_argv(again)
+            before = self._kwok().live(self.runner, owned)
+            self.runner.run(argv, timeout=900, quiet=True)
+            after = self._kwok().live(self.runner, owned)
+            for ref, obj in after.items():
+                fields = changed_fields(before.get(ref), obj)
+                if fields:
+                    drift.append(f"  {ref}: {', '.join(fields[:5])} (after {again.title})")
+        if drift:
+            raise StepFailed(f"{len(drift)} object(s) changed on a second apply:\n" +
+                             "\n".join(drift))  # fmt: skip
 
     def _create_cluster(self, step: CreateCluster) -> None:
         step.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
@@ -271,15 +335,28 @@ def collect_diagnostics(plan: Plan, runner: Runner, dest: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+def layer_table(outcomes: list[Outcome]) -> str:
+    rows: dict[str, list[float]] = {}
+    for o in outcomes:
+        row = rows.setdefault(o.layer, [0, 0, 0, 0.0])
+        row[("passed", "not run", "failed").index(o.status)] += 1
+        row[3] += o.seconds
+    return summary_table([(k, int(r[0]), int(r[1]), int(r[2]), r[3]) for k, r in rows.items()])
+
+
 def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_dir = reports / f"e2e-{stamp}"
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "plan.txt").write_text(describe(plan))
+    kwok = None
     env = {**os.environ, "KUBECONFIG": str(plan.kubeconfig)}
+    if plan.provider == "kwok":
+        kwok = KwokCluster(plan.env, echo)
+        env = run_env(plan.kubeconfig, kwok.prepare())
     runner = Runner(log=report_dir / "commands.log", echo=echo, env=env, cwd=paths.ROOT)
-    executor = Executor(plan, runner, report_dir, echo)
+    executor = Executor(plan, runner, report_dir, echo, kwok=kwok)
     outcomes: list[Outcome] = []
     failure: str | None = None
     started = time.monotonic()
@@ -290,7 +367,13 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
             t0 = time.monotonic()
             try:
                 executor.execute(step)
-            except (CommandError, StepFailed, client.PredictionError, OSError) as exc:
+            except StepNotRun as exc:
+                outcomes.append(Outcome(step.title, step.layer, 0.0, "not run", str(exc)))
+                echo(f"    NOT RUN: {exc}")
+                continue
+            except (
+                CommandError, StepFailed, ControlPlaneError, client.PredictionError, OSError
+            ) as exc:  # fmt: skip
                 outcomes.append(Outcome(step.title, step.layer, time.monotonic() - t0, "failed"))
                 failure = f"step {number} ({step.layer}: {step.title}): {exc}"
                 break
@@ -304,18 +387,30 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
         echo(f"FAILED {failure}")
         echo(f"collecting diagnostics into {paths.rel(report_dir)} ...")
         collect_diagnostics(plan, runner, report_dir / "diagnostics")
+    if kwok is not None and kwok.plane is not None:
+        kwok.report(runner, report_dir / "cluster", layer_namespaces(plan))
     summary = {
         "env": plan.env,
+        "provider": plan.provider,
         "cluster": plan.cluster,
         "result": "failed" if failure else "passed",
         "failure": failure,
         "seconds": round(time.monotonic() - started, 1),
         "host": executor.host,
+        "stand_ins": kwok.stand_ins.actions if kwok and kwok.stand_ins else [],
+        "webhooks_ignored": kwok.stand_ins.ignored if kwok and kwok.stand_ins else [],
         "steps": [o.__dict__ for o in outcomes],
     }
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(executor.workdir, ignore_errors=True)  # the rendered values and manifests
-    if outcomes:  # the cluster step was reached: leave nothing behind unless asked
+    if kwok is not None:
+        kwok.stop(keep)
+        if keep and kwok.plane is not None:
+            echo(f"kept the kwok cluster: export KUBECONFIG={kwok.plane.kubeconfig}")
+            echo(
+                f"  stop it with: python -m kserve_gitops.localcluster.controlplane stop {plan.env}"
+            )
+    elif outcomes:  # the cluster step was reached: leave nothing behind unless asked
         if keep:
             echo(f"kept cluster {plan.cluster}: export KUBECONFIG={plan.kubeconfig}")
             echo(f"  delete it with: kind delete cluster --name {plan.cluster}")
@@ -329,9 +424,36 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
                 )  # fmt: skip
             except CommandError as exc:
                 echo(f"warning: could not delete cluster {plan.cluster}: {exc}")
+    echo("")
+    echo(layer_table(outcomes))
+    if kwok is not None and kwok.stand_ins is not None:
+        echo(f"stand-ins (not the real components): {len(kwok.stand_ins.actions)} actions, "
+             f"{len(kwok.stand_ins.ignored)} webhooks set to failurePolicy Ignore:")  # fmt: skip
+        for hook in kwok.stand_ins.ignored:
+            echo(f"  {hook}")
+    not_run = sum(o.status == "not run" for o in outcomes)
     verdict = "FAILED" if failure else "PASSED"
-    echo(f"e2e {plan.env}: {verdict} in {summary['seconds']}s, report {paths.rel(report_dir)}")
+    extra = f" ({not_run} step(s) not run on {plan.provider})" if not_run else ""
+    echo(f"e2e {plan.env}: {verdict}{extra} in {summary['seconds']}s, report "
+         f"{paths.rel(report_dir)}")  # fmt: skip
     return EXIT_FAILED if failure else 0
+
+
+def layer_namespaces(plan: Plan) -> dict[str, list[str]]:
+    """Layer -> the namespaces its releases install into and its manifests declare."""
+    found: dict[str, list[str]] = {}
+    for step in plan.steps:
+        names: list[str | None] = []
+        if isinstance(step, HelmInstall):
+            names.append(step.namespace)
+        elif isinstance(step, Apply):
+            for obj in step.objects:
+                meta = obj.get("metadata") or {}
+                names.append(meta.get("name") if obj.get("kind") == "Namespace" else None)
+                names.append(meta.get("namespace"))
+        layer = found.setdefault(step.layer, [])
+        layer += [n for n in names if n and n not in layer]
+    return {k: v for k, v in found.items() if v}
 
 
 def preflight_message(problems: list[cluster.Problem], env: str) -> str:
@@ -355,8 +477,21 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the cluster afterwards (default: KEEP=1 in the environment)",
     )
     parser.add_argument("--reports", type=Path, default=None, help="default reports/")
+    parser.add_argument(
+        "--cluster",
+        choices=PROVIDERS,
+        default=os.environ.get("CLUSTER") or "kind",
+        help="kind (Docker) or kwok (a control plane built from source, no Docker)",
+    )
     args = parser.parse_args(argv)
-    if not args.plan:
+    if args.cluster == "kwok" and not args.plan:
+        try:
+            binaries.go_version()
+        except binaries.BuildError as exc:
+            # Under CI a missing toolchain is a failure, elsewhere a skip that says so.
+            print(f"e2e: cannot start on kwok: {exc}; nothing was created", file=sys.stderr)
+            return EXIT_FAILED if os.environ.get("CI") else EXIT_PREFLIGHT
+    elif not args.plan:
         pins = platform.load_versions().get("kubernetes") or {}
         problems, warnings = cluster.preflight(str(pins.get("kind", "")), str(pins.get("version")))
         if problems:
@@ -365,8 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
     try:
-        plan = build(args.env)
-    except RenderError as exc:
+        plan = build(args.env, args.cluster)
+    except (RenderError, upstream_charts.ChartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.plan:

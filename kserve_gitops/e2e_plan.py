@@ -18,6 +18,7 @@ import yaml
 
 from kserve_gitops import client, crds, paths, platform, render
 from kserve_gitops.render import Obj, RenderError
+from kserve_gitops.upstream import charts as upstream_charts
 
 E2E = paths.ROOT / "e2e"
 KIND_CONFIG = E2E / "kind-config.yaml"
@@ -219,7 +220,67 @@ class LoadTest:
         ]  # fmt: skip
 
 
-Step = CreateCluster | HelmInstall | Apply | Run | Poll | ResolveHost | Predict | LoadTest
+@dataclass(frozen=True)
+class StartLocalCluster:
+    """The kwok provider's cluster: real etcd, kube-apiserver, kube-controller-manager and
+    kube-scheduler processes, kwok for the kubelet, fake nodes, and the harness's stand-ins."""
+
+    layer: str
+    env: str
+    nodes: int
+
+    @property
+    def title(self) -> str:
+        return (
+            "start the control plane (etcd, kube-apiserver, kube-controller-manager, "
+            f"kube-scheduler) with kwok and {self.nodes} fake nodes"
+        )
+
+
+@dataclass(frozen=True)
+class NotRun:
+    """A step this provider cannot perform; the run reports it as not run, never as passed."""
+
+    layer: str
+    title: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CheckCluster:
+    """Every workload Available, every pod admitted and scheduled, every claim a pod uses
+    bound, every ServiceAccount/ConfigMap/Secret a pod references present."""
+
+    layer: str
+
+    @property
+    def title(self) -> str:
+        return (
+            "check: workloads Available, pods admitted and scheduled, claims bound, "
+            "references present"
+        )
+
+
+@dataclass(frozen=True)
+class Reapply:
+    """The GitOps steady state: applying every layer again changes no object."""
+
+    layer: str
+    steps: tuple[HelmInstall | Apply, ...]
+
+    @property
+    def title(self) -> str:
+        n = len(self.steps)
+        return f"steady state: a second apply of {n} releases and layers changes nothing"
+
+
+Step = (
+    CreateCluster | StartLocalCluster | HelmInstall | Apply | Run | Poll | ResolveHost | Predict
+    | LoadTest | NotRun | CheckCluster | Reapply
+)  # fmt: skip
+PROVIDERS = ("kind", "kwok")
+# Why the kwok provider cannot run a step (kwok pods run no containers).
+NO_CONTAINERS = "kwok pods run no containers"
 
 
 @dataclass(frozen=True)
@@ -230,6 +291,7 @@ class Plan:
     namespace: str
     ingress: str
     steps: tuple[Step, ...]
+    provider: str = "kind"
 
     def layers(self) -> list[str]:
         return list(dict.fromkeys(s.layer for s in self.steps))
@@ -379,19 +441,27 @@ def e2e_values_file(release: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def install_release(layer: str, rel: platform.Release) -> list[Step]:
+def install_release(layer: str, rel: platform.Release, provider: str = "kind") -> list[Step]:
+    """kind installs from the chart's repository, as a user does; kwok from the chart cache
+    (`make charts`), since this machine reaches no chart repository."""
     ready = readiness(rel.chart, rel.name)
     override = e2e_values_file(rel.name)
-    repository = rel.repository
-    if repository.startswith("oci://") and repository.rstrip("/").endswith(f"/{rel.chart}"):
-        repository = repository.rstrip("/").removesuffix(f"/{rel.chart}")
+    repository: str | None = rel.repository
+    chart, version = rel.chart, rel.version
+    if provider == "kwok":
+        chart = paths.rel(upstream_charts.chart_dir(rel.chart, rel.version))
+        repository, version = None, None
+    elif rel.repository.startswith("oci://") and rel.repository.rstrip("/").endswith(
+        f"/{rel.chart}"
+    ):
+        repository = rel.repository.rstrip("/").removesuffix(f"/{rel.chart}")
     steps: list[Step] = [
         HelmInstall(
             layer,
             rel.name,
-            rel.chart,
+            chart,
             repository,
-            rel.version,
+            version,
             rel.namespace,
             values=rel.values,
             values_source=rel.values_file or f"HelmRelease {rel.name} spec.values",
@@ -591,14 +661,46 @@ def deploy(namespace: str, values_file: Path) -> tuple[list[Step], list[Obj]]:
     return steps, objs
 
 
-def build(env: str) -> Plan:
-    """Every step of `make e2e ENV=env`, in order, from the repository alone."""
+def without_containers(steps: list[Step]) -> list[Step]:
+    """The kwok provider's version of a step list: what needs a container (exec/cp into a
+    pod, the InferenceService becoming Ready, traffic through the ingress) is not run."""
+    out: list[Step] = []
+    for step in steps:
+        match step:
+            case Run() if step.command[:2] in (("kubectl", "exec"), ("kubectl", "cp")):
+                out.append(NotRun(step.layer, step.title, f"{NO_CONTAINERS} (exec/cp)"))
+            case Run() if "inferenceservice/" in " ".join(step.command):
+                out.append(NotRun(step.layer, step.title, (
+                    "no KServe or Knative controller runs on this provider, so nothing "
+                    "reconciles the admitted InferenceService"
+                )))  # fmt: skip
+            case ResolveHost() | Predict() | LoadTest():
+                out.append(NotRun(step.layer, step.title, f"{NO_CONTAINERS}: no model server, "
+                                  "no Istio ingress data plane"))  # fmt: skip
+            case _:
+                out.append(step)
+    return out
+
+
+def build(env: str, provider: str = "kind") -> Plan:
+    """Every step of `make e2e ENV=env [CLUSTER=kwok]`, in order, from the repository alone."""
+    if provider not in PROVIDERS:
+        raise RenderError(f"e2e: unknown cluster provider {provider!r} (one of {PROVIDERS})")
     versions = platform.load_versions()
     kube = versions.get("kubernetes") or {}
     cluster = f"kgops-{env}"
-    kubeconfig = paths.CACHE / "e2e" / f"{cluster}.kubeconfig"
+    if provider == "kwok":
+        from kserve_gitops.localcluster.controlplane import ClusterConfig
+
+        kubeconfig = paths.CACHE / "e2e" / env / "kubeconfig"
+        first: Step = StartLocalCluster("cluster", env, ClusterConfig.load().nodes)
+    else:
+        kubeconfig = paths.CACHE / "e2e" / f"{cluster}.kubeconfig"
+        first = CreateCluster(
+            "cluster", cluster, KIND_CONFIG, str(kube.get("nodeImage", "")), kubeconfig
+        )
     steps: list[Step] = [
-        CreateCluster("cluster", cluster, KIND_CONFIG, str(kube.get("nodeImage", "")), kubeconfig),
+        first,
         Run("cluster", "wait: node Ready",
             ("kubectl", "wait", "--for=condition=Ready", "node", "--all", "--timeout=120s"), 150),
     ]  # fmt: skip
@@ -609,7 +711,7 @@ def build(env: str) -> Plan:
             if rel.local:
                 models.append(rel)  # our chart: installed after the model is on its claim
             else:
-                steps += install_release(layer.name, rel)
+                steps += install_release(layer.name, rel, provider)
         if layer.manifests:
             steps += apply_layer(layer)
             namespaces |= {
@@ -626,8 +728,15 @@ def build(env: str) -> Plan:
     for protocol in ("v1", "v2"):
         steps += [Predict("verify", MODEL, protocol, rows, want) for rows, want in PREDICTIONS]
     steps.append(LoadTest("verify", env, MODEL, "v1"))
+    if provider == "kwok":
+        steps = without_containers(steps)
+        applied = tuple(
+            s for s in steps
+            if isinstance(s, HelmInstall) or (isinstance(s, Apply) and s.layer != "model")
+        )  # fmt: skip
+        steps += [CheckCluster("check"), Reapply("check", applied)]
     ingress = f"http://127.0.0.1:{INGRESS_NODE_PORT}"
-    return Plan(env, cluster, kubeconfig, model.namespace, ingress, tuple(steps))
+    return Plan(env, cluster, kubeconfig, model.namespace, ingress, tuple(steps), provider)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -655,6 +764,18 @@ def describe_step(step: Step, plan: Plan) -> list[str]:
     match step:
         case CreateCluster():
             out.append(f"      $ {' '.join(step.argv())}")
+        case StartLocalCluster():
+            out.append(f"      processes under {paths.rel(paths.CACHE / 'e2e' / step.env)}/, "
+                       "logs in logs/, kubeconfig in kubeconfig")  # fmt: skip
+            out += [f"      stand-in: {line}" for line in STAND_INS]
+        case NotRun():
+            out.append(f"      NOT RUN on this provider: {step.reason}")
+        case CheckCluster():
+            out.append("      reads every Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, "
+                       "Pod, PVC, ServiceAccount, ConfigMap, Secret, CRD and event")  # fmt: skip
+        case Reapply():
+            out += [f"      again: {s.title}" for s in step.steps]
+            out.append("      every object keeps its resourceVersion (helm release records aside)")
         case HelmInstall():
             out.append(f"      $ {' '.join(step.argv(values_placeholder(step)))}")
             if step.attempts > 1:
@@ -710,7 +831,41 @@ def _merged(step: HelmInstall) -> dict[str, Any]:
     return values
 
 
+# What the harness does in place of components that cannot run on the kwok provider
+# (kserve_gitops.localcluster.standins), printed by the plan and the summary.
+STAND_INS = (
+    "kwok stands in for the kubelet: pods are scheduled and marked Running, no container runs",
+    "webhooks with failurePolicy Fail get Ignore (no webhook server runs); each one is listed",
+    "cert-manager: Certificates get Secrets from the harness CA, and CA bundles are injected",
+    "volumes: each PersistentVolumeClaim gets a PersistentVolume made for it",
+)
+
+
+def describe_kwok(plan: Plan) -> list[str]:
+    from kserve_gitops.localcluster import controlplane
+
+    cfg = controlplane.ClusterConfig.load()
+    kube = platform.load_versions().get("kubernetes") or {}
+    not_run = sum(isinstance(s, NotRun) for s in plan.steps)
+    return [
+        f"e2e plan for {plan.env} on kwok: nothing below has run; `make e2e CLUSTER=kwok "
+        f"ENV={plan.env}` runs these {len(plan.steps)} steps ({not_run} of them are not run on "
+        "this provider and are reported so), then stops the cluster (KEEP=1 keeps it).",
+        f"  cluster  {plan.cluster}: Kubernetes {kube.get('version')} built from source, "
+        f"{cfg.nodes} kwok nodes of {cfg.cpu} CPU / {cfg.memory}, pod IPs {cfg.pod_cidr}, "
+        f"{paths.rel(controlplane.CLUSTER_CONFIG)}",
+        f"  pins     {paths.rel(paths.VERSIONS)}, through the Flux declarations of "
+        f"clusters/{plan.env}; upstream charts from the chart cache (`make charts`)",
+        f"  access   every command runs with KUBECONFIG={paths.rel(plan.kubeconfig)}",
+        "  report   reports/e2e-<timestamp>/: plan, commands, final state per layer, events, "
+        "component logs",
+    ]
+
+
 def describe(plan: Plan) -> str:
+    if plan.provider == "kwok":
+        lines = describe_kwok(plan)
+        return _describe_steps(plan, lines)
     versions = platform.load_versions()
     kube = versions.get("kubernetes") or {}
     lines = [
@@ -730,6 +885,10 @@ def describe(plan: Plan) -> str:
         f"kind cluster config ({paths.rel(KIND_CONFIG)}):",
         *_block(KIND_CONFIG.read_text(), "    | "),
     ]
+    return _describe_steps(plan, lines)
+
+
+def _describe_steps(plan: Plan, lines: list[str]) -> str:
     layer = None
     for number, step in enumerate(plan.steps, start=1):
         if step.layer != layer:

@@ -1,0 +1,152 @@
+"""The kwok provider as the e2e executor uses it: bring the cluster up (control plane, nodes,
+stand-ins), check it, prove the steady state, leave a report, tear it down."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kserve_gitops.cluster import CommandError, Runner
+from kserve_gitops.localcluster import binaries, checks, pki
+from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlane
+from kserve_gitops.localcluster.standins import StandIns
+
+Obj = Mapping[str, Any]
+
+
+class ClusterCheckFailed(Exception):
+    """Findings on the cluster's objects; the message lists each with object and field."""
+
+
+def tool_path(bins: Mapping[str, Path]) -> str:
+    """PATH for the run: the pinned helm first, then kubectl next to this Python."""
+    dirs = [str(bins["helm"].parent), str(Path(sys.executable).parent)]
+    return os.pathsep.join([*dirs, os.environ.get("PATH", "")])
+
+
+def _normal(obj: Obj) -> dict[str, Any]:
+    """What a second apply must leave alone: the object minus status and server bookkeeping."""
+    out = {k: v for k, v in obj.items() if k != "status"}
+    meta = {
+        k: v
+        for k, v in (obj.get("metadata") or {}).items()
+        if k not in ("resourceVersion", "managedFields", "generation")
+    }
+    return {**out, "metadata": meta}
+
+
+def changed_fields(before: Any, after: Any, path: str = "") -> list[str]:
+    """Dotted paths where two JSON values differ (the first difference on each branch)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        found: list[str] = []
+        for key in sorted(set(before) | set(after), key=str):
+            found += changed_fields(before.get(key), after.get(key), f"{path}.{key}")
+        return found
+    return [] if before == after else [path.lstrip(".") or "(whole object)"]
+
+
+@dataclass
+class KwokCluster:
+    env: str
+    echo: Callable[[str], None]
+    plane: ControlPlane | None = None
+    stand_ins: StandIns | None = None
+    bins: dict[str, Path] = field(default_factory=dict)
+
+    def prepare(self) -> dict[str, Path]:
+        """The binaries, built when missing (a cold build shows progress per binary)."""
+        self.bins = binaries.ensure(self.echo)
+        return self.bins
+
+    def start(self, runner: Runner) -> None:
+        self.plane = ControlPlane(self.env, self.bins, ClusterConfig.load(), self.echo)
+        self.plane.start()
+        nodes = self.plane.dir / "nodes.yaml"
+        nodes.write_text(yaml.safe_dump_all(self.plane.node_manifests()))
+        runner.run(["kubectl", "apply", "-f", str(nodes)], timeout=60)
+        ca = pki.CA.load(
+            (self.plane.pki / "ca.crt").read_bytes(), (self.plane.pki / "ca.key").read_bytes()
+        )
+        self.stand_ins = StandIns(self.plane.kubeconfig, ca, echo=self.echo)
+        self.stand_ins.start()
+
+    def stop(self, keep: bool) -> None:
+        if self.stand_ins is not None:
+            self.stand_ins.stop()
+        if self.plane is not None:
+            self.plane.stop(keep)
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    def objects(self, runner: Runner) -> tuple[list[Obj], list[Obj]]:
+        def get(kinds: str) -> list[Obj]:
+            argv = ["kubectl", "get", kinds, "-A", "-o", "json"]
+            return json.loads(runner.run(argv, timeout=120, quiet=True))["items"]
+
+        return get(",".join(checks.KINDS)), get("events")
+
+    def check(self, runner: Runner) -> list[checks.Finding]:
+        objects, events = self.objects(runner)
+        return checks.check(objects, events)
+
+    def live(self, runner: Runner, manifest: str) -> dict[str, dict[str, Any]]:
+        """The live state of the objects a manifest names, by ref."""
+        out = runner.run(["kubectl", "get", "-f", manifest, "-o", "json"], timeout=120, quiet=True)
+        data = json.loads(out)
+        items = data.get("items", [data]) if data.get("kind", "").endswith("List") else [data]
+        return {checks.ref(o): _normal(o) for o in items}
+
+    # -- report ----------------------------------------------------------------------------------
+
+    def report(self, runner: Runner, dest: Path, layers: Mapping[str, Iterable[str]]) -> None:
+        """Final state per layer (objects by kind, Deployments, Pods with node and phase),
+        events, the stand-ins' actions and every component's log."""
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            objects, events = self.objects(runner)
+        except (CommandError, ValueError) as exc:
+            (dest / "state-error.txt").write_text(f"{exc}\n")
+            return
+        for layer, namespaces in layers.items():
+            ns = set(namespaces)
+            mine = [o for o in objects if (o.get("metadata") or {}).get("namespace") in ns]
+            lines = [f"# layer {layer}: namespaces {', '.join(sorted(ns)) or '-'}", ""]
+            lines += [f"{kind:<24} {n}" for kind, n in sorted(checks.counts(mine).items())]
+            lines += ["", "deployments:"]
+            for dep in (o for o in mine if o["kind"] == "Deployment"):
+                st = dep.get("status") or {}
+                lines.append(f"  {checks.ref(dep)}  available {st.get('availableReplicas', 0)}/"
+                             f"{(dep.get('spec') or {}).get('replicas', 1)}")  # fmt: skip
+            lines += ["", "pods:"]
+            for pod in (o for o in mine if o["kind"] == "Pod"):
+                lines.append(f"  {checks.ref(pod)}  node {(pod.get('spec') or {}).get('nodeName')}"
+                             f"  phase {(pod.get('status') or {}).get('phase')}")  # fmt: skip
+            (dest / f"state-{layer}.txt").write_text("\n".join(lines) + "\n")
+        (dest / "events.json").write_text(json.dumps(events, indent=1))
+        if self.stand_ins is not None:
+            done = [*self.stand_ins.actions, *(f"error: {e}" for e in self.stand_ins.errors)]
+            (dest / "stand-ins.txt").write_text("\n".join(done) + "\n")
+        if self.plane is not None:
+            self.plane.save_logs(dest / "logs")
+
+
+def summary_table(rows: list[tuple[str, int, int, int, float]]) -> str:
+    """layer | passed | not run | failed | seconds, as the terminal's closing table."""
+    head = ("layer", "passed", "not run", "failed", "seconds")
+    body = [(r[0], str(r[1]), str(r[2]), str(r[3]), f"{r[4]:.1f}") for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*row) for row in body]
+    return "\n".join(lines)
+
+
+def run_env(kubeconfig: Path, bins: Mapping[str, Path]) -> dict[str, str]:
+    return {**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": tool_path(bins)}
