@@ -8,6 +8,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 
 ENV      ?= dev
+# e2e cluster provider: kind where Docker runs, else kwok (control plane built from source).
+CLUSTER  ?= $(if $(shell docker info >/dev/null 2>&1 && echo y),kind,kwok)
 MODEL    ?= sklearn-iris
 PORT     ?= 8080
 WORKERS  ?= 1
@@ -20,8 +22,10 @@ HOST     ?=
 BATCH    ?= 32
 INPUT    ?=
 OUTPUT   ?=
-FROM     ?= staging
-TO       ?= prod
+FROM     ?=
+TO       ?=
+BASE     ?=
+FORMAT   ?= text
 VERSION  ?=
 PERCENT  ?=
 STABLE   ?=
@@ -29,7 +33,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv test lint promtool train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv test lint promtool train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -74,8 +78,9 @@ validate: $(STAMP) ## Render and validate every chart scenario and environment
 render: $(STAMP) ## Print the rendered manifests of ENV
 	@$(PY) -m kserve_gitops.render $(ENV)
 
-diff: $(STAMP) ## Show what changes between two environments: make diff FROM=staging TO=prod
-	@$(PY) -m kserve_gitops.render --diff $(FROM) $(TO)
+# Exit status of the module: 0 no rendered change, 1 changes (make then reports Error 1), 2 error.
+diff: $(STAMP) ## Rendered change per environment vs BASE (default: merge base with main) [FORMAT=markdown]; two environments: FROM=staging TO=prod
+	@$(if $(FROM)$(TO),$(PY) -m kserve_gitops.render --diff $(FROM) $(TO),$(PY) -m kserve_gitops.review.revision $(if $(BASE),--base $(BASE)) --format $(FORMAT))
 
 serve: $(STAMP) ## Serve the model locally with KServe's runtime on PORT [WORKERS= SERVE_ARGS=]
 	$(PY) -m kserve_gitops.server --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS)
@@ -108,11 +113,14 @@ platform: $(STAMP) ## Components and versions Flux and Argo CD install per envir
 	@$(PY) -m kserve_gitops.platform
 	@$(PY) -m kserve_gitops.platform --check
 
-e2e-plan: $(STAMP) ## Print the ordered kind e2e plan for ENV without touching a cluster
-	@$(PY) -m kserve_gitops.e2e --env $(ENV) --plan
+e2e-plan: $(STAMP) ## Print the ordered e2e plan for ENV [CLUSTER=kind|kwok] without touching a cluster
+	@$(PY) -m kserve_gitops.e2e --env $(ENV) --cluster $(CLUSTER) --plan
 
-e2e: $(STAMP) ## kind cluster, full platform, model, predictions, SLO load test (needs Docker; KEEP=1 keeps the cluster)
-	$(PY) -m kserve_gitops.e2e --env $(ENV) $(if $(filter 1,$(KEEP)),--keep)
+e2e: $(STAMP) ## Full platform and model on a cluster: CLUSTER=kind (Docker) or kwok (built from source); KEEP=1 keeps it
+	$(PY) -m kserve_gitops.e2e --env $(ENV) --cluster $(CLUSTER) $(if $(filter 1,$(KEEP)),--keep)
+
+binaries: $(STAMP) ## Build the kwok cluster's pinned binaries from Go modules (cached by version)
+	$(PY) -m kserve_gitops.localcluster.binaries
 
 gate: $(STAMP) ## Quality gate: make gate MODEL=sklearn-iris VERSION=v2 ENV=prod (exit 1 with the reason)
 	$(PY) -m kserve_gitops.gate --model $(MODEL) --version $(VERSION) --env $(ENV)

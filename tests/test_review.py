@@ -9,7 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from kserve_gitops import paths
 from kserve_gitops.review import diff
 from tests.conftest import RunModule
 
@@ -140,15 +142,17 @@ def test_an_unknown_base_is_an_error(git_repo: Path, run_module: RunModule) -> N
     assert "--base no-such-ref: not a commit" in proc.stderr
 
 
-@pytest.mark.skipif(not os.environ.get("CHART_DIR"), reason="CHART_DIR (upstream charts) unset")
+@pytest.mark.skipif(
+    not (os.environ.get("CHART_DIR") or (paths.CACHE / "charts" / "istiod").is_dir()),
+    reason="no upstream charts: set CHART_DIR or run `make charts`",
+)
 def test_upstream_charts_render_with_our_values(git_repo: Path, run_module: RunModule) -> None:
     _edit(
         git_repo / "environments/staging/platform/controllers/values/istiod.yaml",
         "replicaCount: 1",
         "replicaCount: 3",
     )
-    cache = os.environ["CHART_DIR"]
-    proc = run_module("review.revision", "--base", "HEAD", "--chart-cache", cache, root=git_repo)
+    proc = run_module("review.revision", "--base", "HEAD", root=git_repo)
     assert proc.returncode == 1, proc.stderr
     staging = _sections(proc.stdout)["staging"]
     assert "~ Deployment istio-system/istiod\n" in staging
@@ -184,4 +188,19 @@ def test_generated_name_hashes_and_embedded_yaml_layout_are_noise() -> None:
     # A name that merely looks like a suffix is kept: "controller" is not a kustomize hash.
     assert "ConfigMap kserve-controller" in diff.normalise(
         [{"kind": "ConfigMap", "metadata": {"name": "kserve-controller"}}]
+    )
+
+
+def test_pull_requests_get_the_diff_as_job_summary() -> None:
+    workflow = yaml.safe_load((paths.ROOT / ".github/workflows/ci.yml").read_text())
+    job = workflow["jobs"]["rendered-diff"]
+    assert job["if"] == "github.event_name == 'pull_request'"
+    checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0
+    run = next(s["run"] for s in job["steps"] if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+    assert "-m kserve_gitops.review.revision --base" in run and "--format markdown" in run
+    # The same module and flags as `make diff BASE= FORMAT=markdown`.
+    makefile = (paths.ROOT / "Makefile").read_text()
+    assert "-m kserve_gitops.review.revision $(if $(BASE),--base $(BASE)) --format $(FORMAT)" in (
+        makefile
     )

@@ -25,6 +25,7 @@ from pathlib import Path
 from kserve_gitops import paths
 from kserve_gitops.render import RenderError
 from kserve_gitops.review import diff, snapshot
+from kserve_gitops.upstream import charts
 
 # GitHub refuses a job summary over 1 MiB; stay well below it.
 MARKDOWN_LIMIT = 900_000
@@ -163,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--chart-cache",
         type=Path,
-        default=snapshot.DEFAULT_CHART_CACHE,
-        help="upstream charts as <chart>/<version>/ (default: .cache/charts)",
+        default=charts.CACHE_DIR,
+        help="the upstream chart cache (default: .cache/charts; `make charts` fills it)",
     )
     args = parser.parse_args(argv)
     try:
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             ThreadPoolExecutor(1) as pool,
         ):
             unpack(commit, Path(tmp))
+            snapshot.prepare_charts(args.chart_cache)
             base_future = pool.submit(render_tree, Path(tmp), args.chart_cache)
             head = snapshot.environments(args.chart_cache)
             base = base_future.result()

@@ -3,9 +3,10 @@ and Argo CD render it, for comparing two revisions.
 
 Per environment: the Flux entry point `clusters/<env>`, every layer Flux applies from it (each
 kustomization as built), each HelmRelease's chart rendered with the values it carries (our chart
-from this tree; upstream charts from the chart cache), the Argo CD entry point `argocd/<env>` and
-the Applications its ApplicationSet generates. Argo CD deploys the same charts with the same
-values files (`make platform` checks that), so their objects are rendered once.
+from this tree; upstream charts from the chart cache of kserve_gitops.upstream.charts), the
+Argo CD entry point `argocd/<env>` and the Applications its ApplicationSet generates. Argo CD
+deploys the same charts with the same values files (`make platform` checks that), so their
+objects are rendered once.
 
     KGOPS_ROOT=<tree> python -m kserve_gitops.review.snapshot --chart-cache DIR   # JSON on stdout
 """
@@ -21,8 +22,7 @@ from typing import Any
 
 from kserve_gitops import argocd, paths, platform, render
 from kserve_gitops.render import RenderError
-
-DEFAULT_CHART_CACHE = paths.CACHE / "charts"
+from kserve_gitops.upstream import charts
 
 
 @dataclass
@@ -30,20 +30,22 @@ class Environment:
     objects: list[dict[str, Any]] = field(default_factory=list)
     # What could not be rendered and why (an upstream chart missing from the cache).
     notes: list[str] = field(default_factory=list)
-    uncached: list[str] = field(default_factory=list)  # "<chart> <version>" not in the cache
+    unrendered: dict[str, str] = field(default_factory=dict)  # chart and version -> reason
 
 
 def _release_objects(
     release: platform.Release, layer: str, chart_cache: Path, env: Environment
 ) -> None:
-    source = f"{layer}: HelmRelease {release.name}"
     if release.local:
         chart_dir = paths.ROOT / release.chart
     else:
-        chart_dir = chart_cache / release.chart / release.version
-        if not (chart_dir / "Chart.yaml").is_file():
-            env.uncached.append(f"{release.chart} {release.version}")
+        ref = charts.ChartRef(release.chart, release.version, release.repository)
+        try:
+            chart_dir = charts.ensure(ref, cache_dir=chart_cache)
+        except charts.ChartError as exc:
+            env.unrendered[str(ref)] = str(exc)
             return
+    source = f"{layer}: HelmRelease {release.name}"
     objs = render.render_chart(chart_dir, release.values, release.name, release.namespace, source)
     env.objects += [o.body for o in objs]
 
@@ -60,12 +62,28 @@ def environment(env: str, chart_cache: Path) -> Environment:
     if (argocd_dir / "kustomization.yaml").is_file():
         out.objects += render.kustomize_build(argocd_dir)
         out.objects += argocd.generated(env)
-    if out.uncached:
+    if out.unrendered:
+        first = next(iter(out.unrendered.values()))
         out.notes.append(
-            f"upstream charts not in the chart cache {paths.rel(chart_cache)}, their objects not "
-            f"compared (their HelmReleases and values are): {', '.join(sorted(out.uncached))}"
+            f"upstream charts not rendered, only their HelmReleases and values compared: "
+            f"{', '.join(sorted(out.unrendered))} ({first})"
         )
     return out
+
+
+def prepare_charts(chart_cache: Path) -> None:
+    """Fill the cache with this tree's charts up front, so the base's renderer, running at the
+    same time, only ever adds other versions (two writers of one chart would collide)."""
+    for env in render.environment_names():
+        for layer in platform.layers(env):
+            for r in layer.releases:
+                if not r.local:
+                    try:
+                        charts.ensure(
+                            charts.ChartRef(r.chart, r.version, r.repository), chart_cache
+                        )
+                    except charts.ChartError:
+                        continue  # reported as a note when the environment is rendered
 
 
 def environments(chart_cache: Path) -> dict[str, Environment]:
@@ -83,7 +101,7 @@ def from_json(text: str) -> dict[str, Environment]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Every environment's rendered objects as JSON.")
-    parser.add_argument("--chart-cache", type=Path, default=DEFAULT_CHART_CACHE)
+    parser.add_argument("--chart-cache", type=Path, default=charts.CACHE_DIR)
     args = parser.parse_args(argv)
     try:
         text = to_json(environments(args.chart_cache))
