@@ -11,7 +11,7 @@ import hashlib
 import importlib.resources
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -36,6 +36,10 @@ class Violation:
 
     def __str__(self) -> str:
         return f"{self.path or '(root)'}: {self.message}"
+
+
+# apiVersion/kind -> validator, for custom resources beyond the pinned CRDs (crd_validators).
+Validators = Mapping[str, jsonschema.protocols.Validator]
 
 
 class SchemaNotFound(Exception):
@@ -72,24 +76,32 @@ def _strict(node: Any) -> Any:
 
 
 def _crd_schemas_from(crd_files: list[Path]) -> dict[str, dict[str, Any]]:
+    return _crd_schemas_of(
+        doc
+        for path in crd_files
+        for doc in yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader)
+    )
+
+
+def _crd_schemas_of(docs: Iterable[Any]) -> dict[str, dict[str, Any]]:
+    """apiVersion/kind -> strict schema of every served version of the CRDs among `docs`."""
     schemas: dict[str, dict[str, Any]] = {}
-    for path in crd_files:
-        for doc in yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader):
-            if not doc or doc.get("kind") != "CustomResourceDefinition":
+    for doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = doc["spec"]
+        for version in spec["versions"]:
+            schema = (version.get("schema") or {}).get("openAPIV3Schema")
+            if not version.get("served", True) or schema is None:
                 continue
-            spec = doc["spec"]
-            for version in spec["versions"]:
-                schema = (version.get("schema") or {}).get("openAPIV3Schema")
-                if not version.get("served", True) or schema is None:
-                    continue
-                strict = _strict(schema)
-                props = strict.setdefault("properties", {})
-                props["metadata"] = _OBJECT_META
-                # Istio's CRDs describe spec and status only; every object has these two.
-                props.setdefault("apiVersion", {"type": "string"})
-                props.setdefault("kind", {"type": "string"})
-                key = f"{spec['group']}/{version['name']}/{spec['names']['kind']}"
-                schemas[key] = strict
+            strict = _strict(schema)
+            props = strict.setdefault("properties", {})
+            props["metadata"] = _OBJECT_META
+            # Istio's CRDs describe spec and status only; every object has these two.
+            props.setdefault("apiVersion", {"type": "string"})
+            props.setdefault("kind", {"type": "string"})
+            key = f"{spec['group']}/{version['name']}/{spec['names']['kind']}"
+            schemas[key] = strict
     return schemas
 
 
@@ -126,6 +138,15 @@ def validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
     return jsonschema.Draft202012Validator(schema, registry=_registry())
 
 
+def crd_validators(docs: Iterable[Any]) -> Validators:
+    """apiVersion/kind -> validator for the CRDs among `docs` (those the upstream charts render,
+    such as cert-manager's Certificate, which no pin in config/crds.tsv covers)."""
+    return {
+        key: jsonschema.Draft202012Validator(schema, registry=_registry())
+        for key, schema in _crd_schemas_of(docs).items()
+    }
+
+
 def _leaf_errors(error: jsonschema.ValidationError) -> Iterator[jsonschema.ValidationError]:
     """For anyOf/oneOf failures, the deepest alternative's errors say more than the summary."""
     if error.context:
@@ -136,13 +157,19 @@ def _leaf_errors(error: jsonschema.ValidationError) -> Iterator[jsonschema.Valid
     yield error
 
 
-def check(body: dict[str, Any]) -> list[Violation]:
-    """Every schema violation of one object (not just the first)."""
+def check(body: dict[str, Any], extra: Validators | None = None) -> list[Violation]:
+    """Every schema violation of one object (not just the first). `extra` (crd_validators)
+    covers custom resources whose CRD is not pinned; a pinned CRD takes precedence."""
     api_version, kind = body.get("apiVersion"), body.get("kind")
     if not isinstance(api_version, str) or not isinstance(kind, str):
         return [Violation("", "apiVersion and kind must both be strings")]
+    key = f"{api_version}/{kind}"
+    if extra and key in extra and key not in crd_schemas():
+        checker = extra[key]
+    else:
+        checker = validator(api_version, kind)
     found: list[Violation] = []
-    for error in validator(api_version, kind).iter_errors(body):
+    for error in checker.iter_errors(body):
         for leaf in _leaf_errors(error):
             message = leaf.message
             if len(message) > _MAX_MESSAGE:

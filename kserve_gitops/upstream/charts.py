@@ -109,6 +109,11 @@ def _stamp(dest: Path) -> Path:
     return dest.with_name(f"{dest.name}.source.json")
 
 
+def files_sha256(dest: Path) -> str:
+    """The content digest recorded when `dest`, a directory ensure() returned, was cached."""
+    return str(json.loads(_stamp(dest).read_text())["files_sha256"])
+
+
 def _cached_digest(ref: ChartRef, dest: Path) -> str:
     """The digest recorded when `dest` was cached, after checking the files still match it."""
     try:

@@ -1,0 +1,329 @@
+"""The values files this repository passes to upstream charts, checked against the charts
+themselves (from the chart cache, charts.py), the way Helm installs them:
+
+- against the chart's `values.schema.json` when it ships one (Helm refuses the install);
+- rendered with the Helm SDK under the release name, namespace and Kubernetes version they are
+  installed with, so that every object they produce is validated strictly (validate.py);
+- for values with no effect: a key whose value is not the chart's default, yet the chart
+  renders exactly the same without it (a typo, a wrong nesting, a key the chart ignores).
+
+Renders are memoised per run: the same chart, release and values render once, whichever
+environment or check asks.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from kserve_gitops import files, paths, platform, schemas
+from kserve_gitops.render import Obj, RenderError
+from kserve_gitops.upstream import charts
+from kserve_gitops.upstream.charts import ChartRef
+
+# Helm's releaseutil.SplitManifests: a document separator may be followed by text on its line
+# (cert-manager's rbac.yaml has `---# comment`), which a YAML parser refuses.
+_SEPARATOR = re.compile(r"(?:^|\s*\n)---\s*")
+# One finding in a Helm values-schema error: `- at '/json/pointer': message`.
+_SCHEMA_FINDING = re.compile(r"^\s*- at '([^']*)': (.*)$")
+_UNKNOWN_KEYS = re.compile(r"additional propert(?:y|ies) (.+) not allowed")
+_MISSING = object()
+# Istio's charts keep their defaults under this key and merge them into .Values in their
+# templates (zzz_profile.yaml): for those charts, these are the defaults a user restates.
+_ISTIO_DEFAULTS = "_internal_defaults_do_not_set"
+RESULTS_DIR = paths.CACHE / "upstream-values"
+
+
+@dataclass(frozen=True)
+class Install:
+    """One upstream release of an environment, with the values Flux and Argo CD pass to it."""
+
+    name: str
+    namespace: str
+    ref: ChartRef
+    values: dict[str, Any]
+    source: str  # the values file (repository path), or the HelmRelease for inline values
+
+
+@dataclass
+class Outcome:
+    """What the upstream releases render, and what is wrong with their values."""
+
+    objects: list[Obj] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # charts absent from the cache: not checked
+    crd_validators: dict[str, jsonschema.protocols.Validator] = field(default_factory=dict)
+
+
+def installs(env: str) -> list[Install]:
+    """The upstream chart releases Flux installs in `env` (Argo CD passes the same files:
+    platform.differences checks it), in install order."""
+    return [
+        Install(
+            r.name,
+            r.namespace,
+            ChartRef(r.chart, r.version, r.repository),
+            r.values,
+            r.values_file or f"HelmRelease/{r.name} ({layer.path})",
+        )
+        for layer in platform.layers(env)
+        for r in layer.releases
+        if not r.local
+    ]
+
+
+@cache
+def kube_version() -> str:
+    """The Kubernetes version the charts render for: the cluster's, from versions.yaml."""
+    return f"v{platform.load_versions()['kubernetes']['version']}"
+
+
+@cache
+def _render(
+    chart_dir: Path, values_json: str, name: str, namespace: str, kube: str
+) -> dict[str, str] | str:
+    """template -> rendered text, or Helm's error message (memoised for the run)."""
+    import helm_python as helm
+    from helm_python import _native
+
+    options = {"name": name, "namespace": namespace, "is_install": True, "kube_version": kube}
+    try:
+        with helm.Chart.load(chart_dir) as chart:
+            # Chart.render has no kube_version; the SDK's render call takes one (helm-python-sdk
+            # is pinned). Without it charts see the SDK's own Kubernetes version, not the cluster's.
+            raw = _native.call_string("helm_render", chart._raw(), values_json, json.dumps(options))
+    except helm.HelmError as exc:
+        return str(exc).strip()
+    rendered: dict[str, str] = json.loads(raw)
+    # NOTES.txt is printed to the user, never applied: it is not part of what the chart renders.
+    return {k: v for k, v in rendered.items() if not k.endswith("NOTES.txt")}
+
+
+def _render_with(install: Install, chart_dir: Path, values: dict[str, Any]) -> dict[str, str] | str:
+    return _render(
+        chart_dir,
+        json.dumps(values, sort_keys=True),
+        install.name,
+        install.namespace,
+        kube_version(),
+    )
+
+
+@cache
+def _chart_info(chart_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any], tuple[str, ...]]:
+    """The chart's values schema (None without one), default values and crds/ files."""
+    import helm_python as helm
+
+    with helm.Chart.load(chart_dir) as chart:
+        schema, defaults, crds = chart.schema, chart.values, tuple(c["data"] for c in chart.crds)
+    internal = defaults.pop(_ISTIO_DEFAULTS, None)
+    if isinstance(internal, dict):
+        defaults = _merged(internal, defaults)
+    return schema, defaults, crds
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(out.get(key), dict) and isinstance(value, dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    """Whether `value` restates the default: a mapping does when each of its keys does."""
+    if isinstance(value, dict) and isinstance(default, dict):
+        return all(_is_default(v, default.get(k, _MISSING)) for k, v in value.items())
+    return value == default
+
+
+def _dotted(path: tuple[str, ...] | list[str]) -> str:
+    """A key path as users write it: a.b.c, keys with dots quoted (podAnnotations."a.b/c")."""
+    return ".".join(f'"{k}"' if "." in k else k for k in path) or "(root)"
+
+
+def _schema_findings(message: str) -> list[tuple[str, str]]:
+    """(key path, reason) per finding of a Helm values-schema error."""
+    found: list[tuple[str, str]] = []
+    for line in message.splitlines():
+        match = _SCHEMA_FINDING.match(line)
+        if not match or match.group(2) == "validation failed":
+            continue
+        pointer, reason = match.groups()
+        path = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+        unknown = _UNKNOWN_KEYS.fullmatch(reason)
+        if unknown:
+            keys = re.findall(r"'([^']*)'", unknown.group(1))
+            found += [(_dotted([*path, k]), "unknown key, refused") for k in keys]
+        else:
+            found.append((_dotted(path), reason))
+    return found or [("(root)", message.strip())]
+
+
+@cache
+def _parsed(text: str) -> tuple[Any, ...]:
+    """The documents of one rendered template, split as Helm splits them (parsed once per run:
+    environments share most renders, and the CRD charts are megabytes of YAML)."""
+    docs = (yaml.load(d, Loader=yaml.CSafeLoader) for d in _SEPARATOR.split(text) if d.strip())
+    return tuple(d for d in docs if d is not None)
+
+
+def _objects(rendered: dict[str, str], crds: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """(template, body) of every object Helm would apply: crds/ files first, then templates."""
+    sources = [("crds/", text) for text in crds] + sorted(rendered.items())
+    return [(template, body) for template, text in sources for body in _parsed(text)]
+
+
+def _lookup(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return _MISSING
+        tree = tree[key]
+    return tree
+
+
+def _without(values: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    out = copy.deepcopy(values)
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    return out
+
+
+def no_effect(
+    install: Install, chart_dir: Path, defaults: dict[str, Any], baseline: dict[str, str]
+) -> list[tuple[str, Any]]:
+    """(key path, value) of every value that is not the chart's default and yet changes
+    nothing the chart renders. A mapping the chart has no default for (a typo'd or misplaced
+    key) is reported whole; within a known one, the keys are named one by one."""
+    found: list[tuple[str, Any]] = []
+
+    def walk(prefix: tuple[str, ...]) -> None:
+        for key, value in _lookup(install.values, prefix).items():
+            path = (*prefix, key)
+            default = _lookup(defaults, path)
+            if _is_default(value, default):
+                continue  # restating the default is harmless
+            unused = _render_with(install, chart_dir, _without(install.values, path)) == baseline
+            if isinstance(value, dict) and (isinstance(default, dict) or not unused):
+                walk(path)
+            elif unused:
+                found.append((_dotted(path), value))
+
+    walk(())
+    return found
+
+
+def _check(install: Install, chart_dir: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+    """(template, body) of what the release renders, and the problems of its values."""
+    import helm_python as helm
+
+    schema, defaults, crds = _chart_info(chart_dir)
+    where = f"{install.source} (values of {install.ref}, release {install.name})"
+    if schema is not None:
+        with helm.Chart.load(chart_dir) as chart:
+            try:
+                chart.validate_schema(install.values)
+            except helm.HelmValuesError as exc:
+                # Helm refuses the install: nothing is rendered, so nothing more to check.
+                return [], [
+                    f"{where}: {path}: {reason} (the chart's values.schema.json)"
+                    for path, reason in _schema_findings(str(exc))
+                ]
+    rendered = _render_with(install, chart_dir, install.values)
+    if isinstance(rendered, str):
+        return [], [f"{where}: the chart does not render: {rendered}"]
+    try:
+        objects = _objects(rendered, crds)
+    except yaml.YAMLError as exc:
+        return [], [f"{where}: the chart renders malformed YAML: {exc}"]
+    return objects, [
+        f"{where}: {path}: {json.dumps(value)} has no effect: the chart renders the same "
+        "without it and it is not the chart's default (a typo, a wrong nesting, or a key "
+        "the chart ignores)"
+        for path, value in no_effect(install, chart_dir, defaults, rendered)
+    ]
+
+
+@cache
+def _code_version() -> str:
+    import helm_python as helm
+
+    return (
+        f"{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()} helm-python {helm.__version__}"
+    )
+
+
+def check_install(install: Install, chart_dir: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+    """(template, body) of every object the release renders, and the problems of its values.
+    The result is kept in .cache/upstream-values/ under a digest of all it depends on (this
+    code, the chart's files, the release and its values): an unchanged release renders once."""
+    inputs = [
+        _code_version(),
+        charts.files_sha256(chart_dir),
+        kube_version(),
+        install.name,
+        install.namespace,
+        install.source,
+        str(install.ref),
+        install.values,
+    ]
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    stored = RESULTS_DIR / f"{key}.json"
+    try:
+        result = json.loads(stored.read_text())
+        return result["objects"], result["problems"]
+    except (OSError, ValueError, KeyError):
+        objects, problems = _check(install, chart_dir)
+        files.write_text(stored, json.dumps({"objects": objects, "problems": problems}))
+        return objects, problems
+
+
+def check_environments(envs: list[str]) -> Outcome:
+    """Every upstream release of `envs`, from the chart cache (never pulled here: a chart not
+    cached is listed in `missing`, its checks not run). An object that several releases render
+    identically (most, across environments) is listed once, naming every values file behind it."""
+    outcome = Outcome()
+    rendered: dict[str, tuple[list[str], str, Any]] = {}
+
+    def problem(message: str, found: list[str]) -> None:
+        if message not in found:
+            found.append(message)
+
+    for env in envs:
+        try:
+            releases = installs(env)
+        except RenderError as exc:
+            problem(str(exc), outcome.problems)
+            continue
+        for install in releases:
+            try:
+                chart_dir = charts.ensure(install.ref, online=False)
+            except charts.ChartMissing as exc:
+                problem(str(exc), outcome.missing)
+                continue
+            except charts.ChartError as exc:
+                problem(str(exc), outcome.problems)
+                continue
+            objects, problems = check_install(install, chart_dir)
+            outcome.problems += problems
+            for template, body in objects:
+                key = json.dumps(body, sort_keys=True)
+                sources = rendered.setdefault(key, ([], template, body))[0]
+                if install.source not in sources:
+                    sources.append(install.source)
+    outcome.objects = [Obj(f"{', '.join(s)} -> {t}", body) for s, t, body in rendered.values()]
+    # Custom resources a chart renders may have their CRD from another chart (cert-manager's
+    # Certificate in kserve-resources): the CRDs these releases install define their schemas.
+    outcome.crd_validators = schemas.crd_validators(o.body for o in outcome.objects)
+    return outcome
