@@ -3,7 +3,9 @@
 `python -m kserve_gitops.loadtest --target URL --rate 80 --duration 30s --protocol v1 --env dev`
 sends requests at a fixed arrival rate, prints progress, writes reports/<timestamp>/ (Locust CSV
 and HTML, summary.json, plot.png), prints the verdict table and exits 1 when a target is missed.
-`--ui` runs the Locust dashboard on :8089 against the same locustfile instead.
+`--ui` runs the Locust dashboard on :8089 against the same locustfile instead, with an SLO tab.
+`--workers N` makes this process a Locust master with N worker processes sharing the plan;
+`--worker --master-host HOST` runs a worker of a master on another machine.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from locust.env import Environment
 from locust.stats import stats_history
 
 from kserve_gitops import openloop, paths, report, slo
+from kserve_gitops.load import coordinator, tally, workers
 
 LOCUSTFILE = paths.ROOT / "loadtests" / "locustfile.py"
 GRACE_S = 10.0  # how long in-flight requests may take after the last slot
@@ -58,6 +61,10 @@ class LoadOptions:
     host_header: str | None = None
     model: str = "sklearn-iris"
     progress_s: float = 5.0  # 0: no progress lines
+    workers: int = 0  # Locust worker processes started here (0: one process, no master)
+    remote_workers: int = 0  # workers started elsewhere with --worker --master-host
+    master_bind_host: str = "127.0.0.1"
+    master_port: int = 5557
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class RunResult:
     summary: dict[str, Any]
     passed: bool
     report_dir: Path | None
-    plan: openloop.Plan  # the raw histograms and timeline behind the summary
+    totals: tally.Totals  # the merged histograms and timeline behind the summary
 
 
 def _load_locustfile() -> ModuleType:
@@ -80,19 +87,21 @@ def _load_locustfile() -> ModuleType:
     return _locustfile
 
 
-def _progress(plan: openloop.Plan, planned: int, every_s: float, out) -> None:
-    """A line every few seconds: elapsed, sent, rate over the interval, p99 so far, errors."""
-    last_done, last_t = 0, max(plan.now(), 0.0)
+def _progress(run: coordinator.Coordinator, planned: int, every_s: float, out) -> None:
+    """A line every few seconds: elapsed, completed, rate over the interval, p99 so far, errors."""
+    last_done, last_t = 0, 0.0
     while True:
         gevent.sleep(every_s)
-        rec, now = plan.recorder, plan.now()
+        now = run.elapsed_s()
         if now <= 0:
             continue
+        totals = run.totals(final=False)
+        rec = totals.recorder
         rate = (rec.requests - last_done) / (now - last_t) if now > last_t else 0.0
         p99 = rec.scheduled.get_value_at_percentile(99) / 1000 if rec.requests else 0.0
         out(
-            f"  {now:6.1f}s  sent {plan.sent:>6}/{planned}"
-            f"  rate {rate:7.1f}/s  p99 {p99:8.2f} ms  errors {rec.failures}"
+            f"  {now:6.1f}s  done {rec.requests:>6}/{planned}"
+            f"  rate {rate:7.1f}/s  p99 {p99:8.2f} ms  errors {totals.errors}"
         )
         last_done, last_t = rec.requests, now
 
@@ -132,6 +141,12 @@ def _versions(opts: LoadOptions) -> dict[str, str | None]:
     }
 
 
+def cpu_s() -> float:
+    """CPU seconds this process has used."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 def run_load(
     opts: LoadOptions,
     targets: slo.Targets,
@@ -141,97 +156,133 @@ def run_load(
     report_root: Path | None = None,
     out=print,
 ) -> RunResult:
-    """One open-loop run; writes reports under report_root/<timestamp>/ unless it is None."""
+    """One open-loop run; writes reports under report_root/<timestamp>/ unless it is None.
+
+    With opts.workers or opts.remote_workers, this process is the Locust master and the plan
+    is shared among the workers (kserve_gitops.load.coordinator)."""
     module = _load_locustfile()
-    # The locustfile reads these from the environment under `locust`; here we set them.
-    module.MODEL, module.HOST_HEADER = opts.model, opts.host_header
     user_class = module.V1User if opts.protocol == "v1" else module.V2User
+    expected = opts.workers + opts.remote_workers
+    planned = max(1, round(opts.rate * opts.duration))
+    # All users spawn at once; slot 0 is due once they are up (and, distributed, once every
+    # worker has its share of the plan).
+    lead_s = (1.5 if expected else 0.3) + opts.users / 1000
+    spec = coordinator.RunSpec(opts.rate, planned, lead_s, opts.model, opts.host_header)
 
     # A fresh Events per run (the default): every runner adds its stats listener to the
     # environment's hooks, and on the shared locust.events they would pile up run after run.
     env = Environment(user_classes=[user_class], host=opts.target, locustfile=str(LOCUSTFILE))
-    runner = env.create_local_runner()
-    planned = max(1, round(opts.rate * opts.duration))
-    # All users spawn at once; slot 0 is due once they are up.
-    plan = openloop.Plan(rate=opts.rate, total=planned, lead_s=0.3 + opts.users / 1000)
-    env.kgops_managed, env.kgops_plan = True, plan
-    started_at = time.time()
-    cpu_before = psutil.Process().cpu_times()
     host = f" (Host: {opts.host_header})" if opts.host_header else ""
+    spread = f", {expected} worker processes" if expected else ""
     out(
-        f"load: {opts.protocol} {opts.target}{host}"
-        f" at {opts.rate:g} req/s for {opts.duration:g}s ({planned} requests, {opts.users} users)"
+        f"load: {opts.protocol} {opts.target}{host} at {opts.rate:g} req/s for"
+        f" {opts.duration:g}s ({planned} requests, {opts.users} users{spread})"
     )
-    reports = report.ReportDir(report_root, env) if report_root is not None else None
-    helpers = [gevent.spawn(stats_history, runner)]
-    if opts.progress_s > 0:
-        helpers.append(gevent.spawn(_progress, plan, planned, opts.progress_s, out))
+    pool: workers.LocalWorkers | None = None
+    if expected:
+        runner = env.create_master_runner(opts.master_bind_host, opts.master_port)
+        pool = workers.LocalWorkers(LOCUSTFILE, opts.master_port, opts.workers)
+    else:
+        runner = env.create_local_runner()
+    run = coordinator.install(env, lambda: spec)
+    assert run is not None
+    started_at, cpu_before = time.time(), cpu_s()
+    reports: report.ReportDir | None = None
+    helpers: list[gevent.Greenlet] = []
     try:
+        if pool is not None:
+            pool.start()
+            pool.wait_for(runner, expected, out=out)
+        reports = report.ReportDir(report_root, env) if report_root is not None else None
+        helpers.append(gevent.spawn(stats_history, runner))
+        if opts.progress_s > 0:
+            helpers.append(gevent.spawn(_progress, run, planned, opts.progress_s, out))
         runner.start(opts.users, spawn_rate=opts.users, wait=False)
-        deadline = plan.t0 - time.perf_counter() + opts.duration + GRACE_S
-        if not plan.finished.wait(timeout=deadline):
-            plan.stop()
-            plan.finished.wait(timeout=1)
+        if not run.done.wait(timeout=lead_s + opts.duration + GRACE_S):
+            out(f"deadline: the plan did not finish within {GRACE_S:g}s after its last slot")
+        # Stopping drains what is left (a bounded plan gets 1 s more); workers get the quit.
+        runner.quit()
+        totals = run.totals(final=True)
     except BaseException:  # Ctrl-C included: no half-written report directory
         if reports is not None:
             reports.abort()
+        runner.quit()
         raise
     finally:
-        cpu_after = psutil.Process().cpu_times()
-        wall = time.time() - started_at
-        runner.quit()
+        used, wall = cpu_s() - cpu_before, time.time() - started_at
         gevent.killall(helpers)
+        if pool is not None:
+            pool.stop()
     finished_at = time.time()
-    # Requests still in flight, plus slots never sent because every user was stuck.
-    unfinished = (plan.outstanding if not plan.finished.is_set() else 0) + planned - plan.claimed
-
-    cpu_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-    generator_cpu = 100 * cpu_s / wall
-    summary = _summary(
-        opts, targets, plan, env, planned=planned, unfinished=unfinished, env_name=env_name,
-        slo_source=slo_source, started_at=started_at, finished_at=finished_at,
-        generator_cpu=generator_cpu,
-    )  # fmt: skip
-    passed = all(check["passed"] for check in summary["checks"])
-    if generator_cpu > GENERATOR_BUSY_PCT:
+    for lost in totals.lost:
         out(
-            f"warning: the load generator used {generator_cpu:.0f}% of a core: it may be the"
-            " bottleneck (fewer users, or a second machine)"
+            f"warning: worker {lost['source']} (share {lost['index'] + 1} of {lost['of']}) was"
+            f" lost: {lost['unsent']} of its slots were never answered and count as errors"
+        )
+    generator = generator_figures(totals, used, wall, distributed=bool(expected))
+    summary = build_summary(
+        opts, targets, totals, env, env_name=env_name, slo_source=slo_source,
+        started_at=started_at, finished_at=finished_at, generator=generator,
+    )  # fmt: skip
+    passed = summary["verdict"] == "PASS"
+    if generator["cpu_percent_of_one_core"] > GENERATOR_BUSY_PCT:
+        out(
+            f"warning: a load generator process used {generator['cpu_percent_of_one_core']:.0f}%"
+            " of a core: it may be the bottleneck (more --workers, or workers on other machines)"
         )
     report_dir = None
     if reports is not None:
         report_dir = reports.finish(env, summary)
-    return RunResult(summary=summary, passed=passed, report_dir=report_dir, plan=plan)
+    return RunResult(summary=summary, passed=passed, report_dir=report_dir, totals=totals)
 
 
-def _summary(
+def generator_figures(
+    totals: tally.Totals, cpu_s: float, wall_s: float, *, distributed: bool
+) -> dict[str, Any]:
+    """CPU of the generator processes: this one (the master, when distributed) and each worker."""
+    here = {"source": "master" if distributed else "local", "cpu_s": cpu_s,
+            "cpu_percent_of_one_core": 100 * cpu_s / wall_s if wall_s else 0.0}  # fmt: skip
+    processes = [here] + (
+        [
+            {k: g[k] for k in ("source", "cpu_s", "cpu_percent_of_one_core")}
+            for g in totals.generators
+        ]
+        if distributed
+        else []
+    )
+    completed = totals.recorder.requests
+    rec = totals.recorder
+    return {
+        # The busiest process: the one that bounds the rate.
+        "cpu_percent_of_one_core": max(p["cpu_percent_of_one_core"] for p in processes),
+        "cpu_ms_per_request": 1000 * sum(p["cpu_s"] for p in processes) / completed
+        if completed
+        else 0.0,
+        "processes": processes,
+        "cores": psutil.cpu_count(),
+        "send_lag_ms": {
+            f"p{p}": rec.lag.get_value_at_percentile(p) / 1000 if rec.requests else 0.0
+            for p in (50, 99, 100)
+        },
+    }
+
+
+def build_summary(
     opts: LoadOptions,
     targets: slo.Targets,
-    plan: openloop.Plan,
+    totals: tally.Totals,
     env: Environment,
     *,
-    planned: int,
-    unfinished: int,
     env_name: str | None,
     slo_source: str,
     started_at: float,
     finished_at: float,
-    generator_cpu: float,
+    generator: dict[str, Any],
 ) -> dict[str, Any]:
-    rec = plan.recorder
-    latency = openloop.summarize(rec.scheduled, rec.scheduled_sum_us, rec.requests)
-    service = openloop.summarize(rec.service, rec.service_sum_us, rec.requests)
-    attempted = rec.requests + unfinished
-    errors = rec.failures + unfinished
-    error_ratio = errors / attempted if attempted else 1.0
-    measured = slo.Measured(
-        latency_avg_ms=latency["avg"],
-        latency_max_ms=latency["max"] if not unfinished else float("inf"),
-        latency_p99_ms=latency["p99"],
-        throughput_rps=plan.achieved_rate(),
-        error_ratio=error_ratio,
-    )
-    checks = slo.evaluate(targets, measured)
+    """summary.json of a run (headless, or stopped in the dashboard)."""
+    rec = totals.recorder
+    latency, service = totals.latency(), totals.service()
+    checks = totals.checks(targets)
     total = env.stats.total
     return {
         "verdict": "PASS" if all(c.passed for c in checks) else "FAIL",
@@ -247,16 +298,17 @@ def _summary(
             "mode": "open loop, fixed arrival rate",
             "rate_rps": opts.rate,
             "duration_s": opts.duration,
-            "planned_requests": planned,
+            "planned_requests": totals.offered,
             "users": opts.users,
+            "worker_processes": len(generator["processes"]) - 1,
         },
         "requests": {
             "completed": rec.requests,
             "failures": rec.failures,
-            "unfinished": unfinished,  # in flight at the deadline or never sent
-            "error_ratio": error_ratio,
+            "unfinished": totals.unfinished,  # in flight at the end, never sent, or lost
+            "error_ratio": totals.error_ratio,
         },
-        "throughput_rps": measured.throughput_rps,
+        "throughput_rps": totals.throughput_rps,
         "latency_ms": {"basis": "from scheduled send time", **latency},
         "service_time_ms": {"basis": "from actual send", **service},
         # Full distributions (microseconds, HdrHistogram.decode) for merging or re-analysis.
@@ -264,6 +316,8 @@ def _summary(
             "scheduled": rec.scheduled.encode().decode(),
             "service": rec.service.encode().decode(),
         },
+        "generators": totals.generators,
+        "lost_workers": [g["source"] for g in totals.lost],
         "locust": {
             "requests": total.num_requests,
             "failures": total.num_failures,
@@ -277,18 +331,11 @@ def _summary(
                 f"{e.method} {e.name}: {e.error}": e.occurrences for e in env.stats.errors.values()
             },
         },
-        "generator": {
-            "cpu_percent_of_one_core": generator_cpu,
-            "cores": psutil.cpu_count(),
-            "send_lag_ms": {
-                f"p{p}": rec.lag.get_value_at_percentile(p) / 1000 if rec.requests else 0.0
-                for p in (50, 99, 100)
-            },
-        },
+        "generator": generator,
         "started_at": _iso(started_at),
         "finished_at": _iso(finished_at),
         "versions": _versions(opts),
-        "timeline": _timeline(plan),
+        "timeline": _timeline(rec),
     }
 
 
@@ -296,9 +343,8 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def _timeline(plan: openloop.Plan) -> list[dict[str, float]]:
+def _timeline(rec: openloop.Recorder) -> list[dict[str, float]]:
     """Per second: scheduled-time latency percentiles of the requests due in it, completions."""
-    rec = plan.recorder
     seconds = set(rec.latency_by_second) | set(rec.done_by_second)
     rows = []
     for second in range(0, max(seconds, default=-1) + 1):
@@ -333,27 +379,72 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines")
     p.add_argument("--ui", action="store_true", help="Locust web dashboard instead of a run")
     p.add_argument("--web-port", type=int, default=8089)
+    dist = p.add_argument_group("distributed load (this process is the Locust master)")
+    dist.add_argument("--workers", type=int, default=0, help="worker processes on this machine")
+    dist.add_argument(
+        "--remote-workers",
+        type=int,
+        default=0,
+        help="also wait for this many workers from other machines (--worker --master-host)",
+    )
+    dist.add_argument(
+        "--master-bind-host",
+        help="interface workers connect to (default 127.0.0.1; * with --remote-workers)",
+    )
+    dist.add_argument("--master-port", type=int, default=5557)
+    dist.add_argument(
+        "--worker", action="store_true", help="be a worker of the master at --master-host"
+    )
+    dist.add_argument("--master-host", default="127.0.0.1", help="the master, for --worker")
     return p
 
 
-def _ui(opts: LoadOptions, web_port: int) -> int:
+def _ui(opts: LoadOptions, web_port: int, env_name: str | None, args: argparse.Namespace) -> int:
     """Replace this process with the Locust dashboard, load settings as its defaults."""
     env = {**os.environ, "KGOPS_RATE": str(opts.rate), "KGOPS_MODEL": opts.model}
-    if opts.host_header:
-        env["KGOPS_HOST_HEADER"] = opts.host_header
+    for key, value in (
+        ("KGOPS_HOST_HEADER", opts.host_header),
+        ("KGOPS_ENV", env_name),
+        ("KGOPS_SLO_CONFIG", args.slo_config and str(args.slo_config.resolve())),
+        ("KGOPS_REPORTS", args.reports and str(args.reports.resolve())),
+    ):
+        if value:
+            env[key] = value
     user_class = "V1User" if opts.protocol == "v1" else "V2User"
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", opts.target,
         "--web-host", "127.0.0.1", "--web-port", str(web_port),
-        "--users", str(opts.users), "--spawn-rate", str(opts.users), user_class,
+        "--users", str(opts.users), "--spawn-rate", str(opts.users),
     ]  # fmt: skip
-    print(f"Locust dashboard: http://127.0.0.1:{web_port}  ({opts.rate:g} req/s open loop)")
+    if opts.workers or opts.remote_workers:
+        cmd += ["--master-bind-host", opts.master_bind_host]
+        cmd += ["--master-bind-port", str(opts.master_port)]
+        # --processes forks the local workers; a master alone waits for remote ones.
+        cmd += ["--processes", str(opts.workers)] if opts.workers else ["--master"]
+    spread = f", {opts.workers} local worker processes" if opts.workers else ""
+    print(
+        f"Locust dashboard: http://127.0.0.1:{web_port}  ({opts.rate:g} req/s open loop{spread};"
+        " SLO tab)"
+    )
     sys.stdout.flush()
-    os.execve(sys.executable, cmd, env)
+    os.execve(sys.executable, [*cmd, user_class], env)
+
+
+def _worker(master_host: str, master_port: int) -> int:
+    """Replace this process with a Locust worker; the master sends it its share of the plan."""
+    print(f"Locust worker of {master_host}:{master_port}")
+    sys.stdout.flush()
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+        "--master-host", master_host, "--master-port", str(master_port),
+    ]  # fmt: skip
+    os.execv(sys.executable, cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.worker:
+        return _worker(args.master_host, args.master_port)
     try:
         config = slo.for_run(
             args.env,
@@ -369,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     if urlparse(args.target).scheme not in ("http", "https"):
         print(f"error: --target {args.target!r}: expected an http(s):// URL", file=sys.stderr)
         return 2
+    if args.workers < 0 or args.remote_workers < 0:
+        print("error: --workers, --remote-workers: expected 0 or more", file=sys.stderr)
+        return 2
     load = config.load
     opts = LoadOptions(
         target=args.target,
@@ -379,16 +473,24 @@ def main(argv: list[str] | None = None) -> int:
         host_header=args.host_header,
         model=args.model,
         progress_s=args.progress,
+        workers=args.workers,
+        remote_workers=args.remote_workers,
+        master_bind_host=args.master_bind_host or ("*" if args.remote_workers else "127.0.0.1"),
+        master_port=args.master_port,
     )
     if args.ui:
-        return _ui(opts, args.web_port)
-    result = run_load(
-        opts,
-        config.targets,
-        env_name=args.env,
-        slo_source=config.source,
-        report_root=args.reports or paths.REPORTS,
-    )
+        return _ui(opts, args.web_port, args.env, args)
+    try:
+        result = run_load(
+            opts,
+            config.targets,
+            env_name=args.env,
+            slo_source=config.source,
+            report_root=args.reports or paths.REPORTS,
+        )
+    except workers.WorkerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print()
     print(f"SLO verdict ({config.source}{', env ' + args.env if args.env else ''}):")
     print(slo.verdict_table([slo.Check(**c) for c in result.summary["checks"]]))

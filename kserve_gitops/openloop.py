@@ -13,6 +13,7 @@ import math
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import gevent
 from gevent.event import Event
@@ -54,6 +55,8 @@ class Recorder:
     )
     done_by_second: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     failed_by_second: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    # Timeline seconds changed since the last wire() call: a worker sends only those.
+    dirty: set[int] = field(default_factory=set)
 
     def record(self, due_s: float, sent_s: float, end_s: float, ok: bool) -> None:
         """Times are seconds since the plan's start (monotonic)."""
@@ -68,25 +71,125 @@ class Recorder:
         self.requests += 1
         self.latency_by_second[int(due_s)].record_value(min(scheduled_us, _HIGHEST_US))
         self.done_by_second[int(end_s)] += 1
+        self.dirty.update((int(due_s), int(end_s)))
         if not ok:
             self.failures += 1
             self.failed_by_second[int(end_s)] += 1
 
+    def add(self, other: Recorder) -> None:
+        """Merge another generator's recording into this one (same plan start, so same seconds)."""
+        for mine, theirs in (
+            (self.scheduled, other.scheduled),
+            (self.service, other.service),
+            (self.lag, other.lag),
+        ):
+            mine.add(theirs)
+        self.requests += other.requests
+        self.failures += other.failures
+        self.scheduled_sum_us += other.scheduled_sum_us
+        self.service_sum_us += other.service_sum_us
+        for second, hist in other.latency_by_second.items():
+            self.latency_by_second[second].add(hist)
+        for second, n in other.done_by_second.items():
+            self.done_by_second[second] += n
+        for second, n in other.failed_by_second.items():
+            self.failed_by_second[second] += n
+
+    def wire(self, all_seconds: bool = False) -> dict[str, Any]:
+        """JSON-able state (histograms HdrHistogram-encoded) with the timeline seconds changed
+        since the last call, or all of them; from_wire() on the receiving side."""
+        seconds = self.dirty
+        if all_seconds:
+            seconds = set(self.latency_by_second) | set(self.done_by_second)
+        doc = {
+            "requests": self.requests,
+            "failures": self.failures,
+            "scheduled_sum_us": self.scheduled_sum_us,
+            "service_sum_us": self.service_sum_us,
+            "scheduled": self.scheduled.encode().decode(),
+            "service": self.service.encode().decode(),
+            "lag": self.lag.encode().decode(),
+            "seconds": {
+                str(s): [
+                    _encode(self.latency_by_second.get(s)),
+                    self.done_by_second.get(s, 0),
+                    self.failed_by_second.get(s, 0),
+                ]
+                for s in sorted(seconds)
+            },
+        }
+        self.dirty = set()
+        return doc
+
+    @classmethod
+    def from_wire(cls, doc: dict[str, Any], seconds: dict[str, list[Any]]) -> Recorder:
+        """The recorder a wire() document describes; `seconds` holds every timeline second
+        received so far (later documents replace a second's row)."""
+        rec = cls(
+            scheduled=HdrHistogram.decode(doc["scheduled"]),
+            service=HdrHistogram.decode(doc["service"]),
+            lag=HdrHistogram.decode(doc["lag"]),
+            requests=doc["requests"],
+            failures=doc["failures"],
+            scheduled_sum_us=doc["scheduled_sum_us"],
+            service_sum_us=doc["service_sum_us"],
+        )
+        for key, (hist, done, failed) in seconds.items():
+            second = int(key)
+            if hist:
+                rec.latency_by_second[second] = HdrHistogram.decode(hist)
+            if done:
+                rec.done_by_second[second] = done
+            if failed:
+                rec.failed_by_second[second] = failed
+        return rec
+
+
+def _encode(hist: HdrHistogram | None) -> str:
+    return hist.encode().decode() if hist is not None and hist.get_total_count() else ""
+
+
+@dataclass(frozen=True)
+class Share:
+    """Generator `index` of `count` sends global slots index, index + count, ...: the shares of
+    the workers of a distributed run interleave, so their total is exactly the plan's rate."""
+
+    index: int = 0
+    count: int = 1
+
+    def slots(self, total: int) -> int:
+        """How many of the first `total` global slots are this share's."""
+        return len(range(self.index, total, self.count))
+
 
 class Plan:
-    """The arrival schedule of one run: `total` requests at `rate`/s (total None: until stopped)."""
+    """The arrival schedule of one run: `total` requests at `rate`/s (total None: until stopped),
+    or this generator's `share` of it (claimed and sent count this share's slots only)."""
 
-    def __init__(self, rate: float, total: int | None, lead_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        rate: float,
+        total: int | None,
+        lead_s: float = 0.0,
+        *,
+        share: Share = Share(),
+        wall_t0: float | None = None,
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
         self.total = total
-        self.t0 = time.perf_counter() + lead_s  # lead time lets every user spawn before slot 0
-        self.wall_t0 = time.time() + lead_s
+        self.share = share
+        # Slot 0 is due lead_s from now (every user spawns first), or at the wall-clock time a
+        # distributed run's master chose for every worker.
+        if wall_t0 is None:
+            wall_t0 = time.time() + lead_s
+        self.wall_t0 = wall_t0
+        self.t0 = time.perf_counter() + (wall_t0 - time.time())
         self.claimed = 0
         self.sent = 0
         # Send lag (actual - due) of the last second of sends: how far behind the end was.
-        self.recent_lags: deque[float] = deque(maxlen=max(1, math.ceil(rate)))
+        self.recent_lags: deque[float] = deque(maxlen=max(1, math.ceil(rate / share.count)))
         self.last_end_s = 0.0
         self.recorder = Recorder()
         self.finished = Event()
@@ -96,13 +199,18 @@ class Plan:
         """Seconds since t0 (negative before the first slot)."""
         return time.perf_counter() - self.t0
 
+    @property
+    def planned(self) -> int | None:
+        """This share's slots (None: unbounded)."""
+        return None if self.total is None else self.share.slots(self.total)
+
     def claim(self) -> float | None:
         """The due time (seconds since t0) of the next unclaimed slot; None once the plan ends."""
-        if self._stopped or (self.total is not None and self.claimed >= self.total):
+        slot = self.share.index + self.claimed * self.share.count
+        if self._stopped or (self.total is not None and slot >= self.total):
             return None
-        due = self.claimed / self.rate
         self.claimed += 1
-        return due
+        return slot / self.rate
 
     def wait_until(self, due_s: float) -> float:
         """Sleep until the slot is due; returns the actual send time (seconds since t0)."""
@@ -133,21 +241,30 @@ class Plan:
             self.finished.set()
 
     def _exhausted(self) -> bool:
-        return self._stopped or (self.total is not None and self.claimed >= self.total)
+        return self._stopped or (self.planned is not None and self.claimed >= self.planned)
 
-    def achieved_rate(self) -> float:
-        """Successful responses per second of the send window.
-
-        The window is the planned one (claimed slots / rate), stretched by how far behind
-        schedule the sends were at the end (median lag of the last second of sends, when over
-        one arrival interval). A generator or a server that falls behind lowers the rate; one
-        late request or timer jitter does not.
-        """
-        successes = self.recorder.requests - self.recorder.failures
+    def behind_s(self) -> float:
+        """How far behind schedule the sends are: the median lag of the last second of sends,
+        when over one of this share's arrival intervals (timer jitter is not being behind)."""
         lags = sorted(self.recent_lags)
         behind = lags[len(lags) // 2] if lags else 0.0
-        window = self.claimed / self.rate + (behind if behind > 1 / self.rate else 0.0)
-        return successes / window if successes else 0.0
+        return behind if behind > self.share.count / self.rate else 0.0
+
+    def achieved_rate(self) -> float:
+        """Successful responses per second of the send window (see achieved_rate())."""
+        successes = self.recorder.requests - self.recorder.failures
+        return achieved_rate(successes, self.claimed * self.share.count, self.rate, self.behind_s())
+
+
+def achieved_rate(successes: int, offered: int, rate: float, behind_s: float) -> float:
+    """Successful responses per second of the send window.
+
+    The window is the planned one (offered slots / rate), stretched by how far behind schedule
+    the sends were at the end. A generator or a server that falls behind lowers the rate; one
+    late request or timer jitter does not.
+    """
+    window = offered / rate + behind_s
+    return successes / window if successes and window > 0 else 0.0
 
 
 def summarize(histogram: HdrHistogram, total_us: int, count: int) -> dict[str, float]:

@@ -197,7 +197,7 @@ def test_summary_is_consistent_with_locust_stats(
     assert sum(r["completed"] for r in summary["timeline"]) == 160
     assert (report_dir / "plot.png").read_bytes().startswith(b"\x89PNG")
     assert "<html" in (report_dir / "locust.html").read_text().lower()
-    assert "sent" in result.stdout and "p99" in result.stdout  # progress lines
+    assert "done" in result.stdout and "p99" in result.stdout  # progress lines
     assert "| PASS" in result.stdout and str(report_dir.name) in result.stdout
 
 

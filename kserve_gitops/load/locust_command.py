@@ -1,0 +1,86 @@
+"""The open-loop run under the locust command (dashboard, --headless, master or worker).
+
+Settings come from the environment (KGOPS_*; `make loadtest-ui` sets them): the plan runs
+until Locust stops the test. With the web UI the dashboard gets its SLO view (load.dashboard);
+without it, the stop prints the latency from the scheduled send time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from locust.env import Environment
+from locust.runners import MasterRunner
+
+from kserve_gitops import paths, slo
+from kserve_gitops.load import coordinator
+
+
+@dataclass(frozen=True)
+class Settings:
+    rate: float
+    model: str
+    host_header: str | None
+    env: str | None
+    slo_config: Path | None
+    reports: Path
+
+    @classmethod
+    def from_environ(cls) -> Settings:
+        raw = os.environ.get("KGOPS_RATE", "80")
+        try:
+            rate = float(raw)
+        except ValueError:
+            rate = 0.0
+        if not rate > 0:
+            raise SystemExit(f"error: KGOPS_RATE={raw!r}: expected a positive number of requests/s")
+        config = os.environ.get("KGOPS_SLO_CONFIG")
+        return cls(
+            rate=rate,
+            model=os.environ.get("KGOPS_MODEL", "sklearn-iris"),
+            host_header=os.environ.get("KGOPS_HOST_HEADER") or None,
+            env=os.environ.get("KGOPS_ENV") or None,
+            slo_config=Path(config) if config else None,
+            reports=Path(os.environ.get("KGOPS_REPORTS") or paths.REPORTS),
+        )
+
+    def slo(self) -> slo.Slo:
+        try:
+            return slo.load_slo(self.env, config=self.slo_config)
+        except slo.SloConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
+
+
+def install(environment: Environment) -> None:
+    settings = Settings.from_environ()
+    environment.kgops_target = coordinator.RequestTarget(settings.model, settings.host_header)
+
+    def spec() -> coordinator.RunSpec:
+        # Users spawn at once; workers also need the plan message first.
+        lead = 1.5 if isinstance(environment.runner, MasterRunner) else 0.5
+        return coordinator.RunSpec(settings.rate, None, lead, settings.model, settings.host_header)
+
+    run = coordinator.install(environment, spec)
+    if run is None:  # a worker: the master reports
+        return
+    if environment.web_ui is not None:
+        from kserve_gitops.load import dashboard  # Flask and the report code: only with the UI
+
+        dashboard.install(environment, run, settings, settings.slo())
+    else:
+        environment.events.test_stopping.add_listener(lambda **_kw: _print_latency(run))
+
+
+def _print_latency(run: coordinator.Coordinator) -> None:
+    if run.spec is None:  # stopped before any test started
+        return
+    totals = run.totals(final=True)
+    lat = totals.latency()
+    print(
+        f"latency from scheduled send time: avg {lat['avg']:.2f} ms, p99 {lat['p99']:.2f} ms, "
+        f"max {lat['max']:.2f} ms over {totals.recorder.requests} requests, "
+        f"{totals.errors} errors",
+        flush=True,
+    )

@@ -1,0 +1,84 @@
+"""Locust worker processes on this machine for a distributed run, and waiting for them all."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gevent
+from locust.runners import MasterRunner
+
+CONNECT_TIMEOUT_S = 60.0
+
+
+class WorkerError(RuntimeError):
+    """Workers did not start or did not connect."""
+
+
+class LocalWorkers:
+    """`count` `locust --worker` processes connecting to the master on 127.0.0.1:port."""
+
+    def __init__(self, locustfile: Path, master_port: int, count: int) -> None:
+        self.locustfile = locustfile
+        self.master_port = master_port
+        self.count = count
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs = Path(tempfile.mkdtemp(prefix="kgops-workers-"))
+
+    def start(self) -> None:
+        for i in range(self.count):
+            with (self.logs / f"worker-{i}.log").open("wb") as log:
+                self.procs.append(
+                    subprocess.Popen(
+                        self.command(),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                    )
+                )
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "locust", "-f", str(self.locustfile), "--worker",
+            "--master-host", "127.0.0.1", "--master-port", str(self.master_port),
+        ]  # fmt: skip
+
+    def wait_for(self, runner: MasterRunner, expected: int, out=print) -> None:
+        """Until `expected` workers (these and any from other machines) are connected."""
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        remote = expected - self.count
+        if remote:
+            out(f"waiting for {remote} more worker(s) on port {self.master_port} (--worker)")
+        while (connected := runner.worker_count) < expected:
+            for i, proc in enumerate(self.procs):
+                if proc.poll() is not None:
+                    raise WorkerError(
+                        f"worker process {i} exited with {proc.returncode} before the run:\n"
+                        + self.tail(i)
+                    )
+            if time.monotonic() > deadline:
+                raise WorkerError(
+                    f"only {connected} of {expected} workers connected to the master on port"
+                    f" {self.master_port} within {CONNECT_TIMEOUT_S:g}s"
+                )
+            gevent.sleep(0.2)
+
+    def tail(self, i: int, lines: int = 20) -> str:
+        text = (self.logs / f"worker-{i}.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Workers exit on the master's quit; any that does not within 10 s is killed."""
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self.logs.glob("*.log"):
+            log.unlink()
+        self.logs.rmdir()
