@@ -7,8 +7,8 @@ themselves (from the chart cache, charts.py), the way Helm installs them:
 - for values with no effect: a key whose value is not the chart's default, yet the chart
   renders exactly the same without it (a typo, a wrong nesting, a key the chart ignores).
 
-Renders are memoised per run: the same chart, release and values render once, whichever
-environment or check asks.
+Renders are memoised per run, and each release's result is kept in .cache/upstream-values/
+under a digest of everything it depends on: an unchanged release costs no render next run.
 """
 
 from __future__ import annotations
