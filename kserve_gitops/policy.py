@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from kserve_gitops import paths, render
+from kserve_gitops.knative import admission, revision
 from kserve_gitops.render import Obj, RenderError
 
 Problems = Iterator[tuple[str, str]]  # (field path, what is wrong)
@@ -317,6 +318,136 @@ def check_network_policies(objs: list[Obj], ctx: Context) -> Problems:
                         )
 
 
+# --- what Knative and KServe make of the InferenceServices ------------------------------------
+
+
+def _one(objs: list[Obj], kind: str) -> Obj | None:
+    found = [o for o in objs if o.kind == kind]
+    return found[0] if len(found) == 1 else None
+
+
+def _knative_isvcs(objs: list[Obj]) -> list[Obj]:
+    return [o for o in objs if o.kind == "InferenceService" and revision.is_knative(o.body)]
+
+
+def _values_file(obj: Obj) -> str:
+    """The chart values file an InferenceService was rendered from."""
+    return obj.source.split(" -> ")[0]
+
+
+def _env_file(ctx: Context, layer_file: str, base: str) -> str:
+    """The environment's file when it has one (its overlay), else the shared base."""
+    own = f"environments/{ctx.env}/{layer_file}"
+    return own if ctx.env and (paths.ROOT / own).is_file() else base
+
+
+def _kserve_values(objs: list[Obj]) -> dict[str, Any]:
+    """The kserve-resources chart values the environment's Flux layer carries (generated
+    ConfigMap kserve-resources-values-<hash>, the file Argo CD reads too)."""
+    for o in objs:
+        if o.kind == "ConfigMap" and o.name.startswith("kserve-resources-values"):
+            return yaml.safe_load((o.body.get("data") or {}).get("values.yaml") or "") or {}
+    return {}
+
+
+def check_knative_features(objs: list[Obj], ctx: Context) -> Problems:
+    isvcs = _knative_isvcs(objs)
+    if not isvcs:
+        return
+    serving = _one(objs, "KnativeServing")
+    where = _env_file(
+        ctx, "platform/configs/knative-serving.yaml", "platform/configs/knative-serving.yaml"
+    )
+    if serving is None:
+        yield "KnativeServing", "exactly one is needed to tell which pod fields Knative admits"
+        return
+    flags = admission.features(serving.body)
+    used: set[str] = set()
+    for isvc in isvcs:
+        predictor = (isvc.body.get("spec") or {}).get("predictor") or {}
+        used |= admission.needed(predictor)
+        for r in admission.refusals(predictor, flags):
+            key = r.path if r.path.startswith("model.") else f"predictor.{r.path}"
+            field = f"{_values_file(isvc)}: {key} ({isvc.ref} spec.predictor.{r.path})"
+            if r.feature:
+                why = (
+                    f"Knative Serving refuses the revision unless feature {r.feature} is enabled "
+                    f"in KnativeServing spec.config.features ({where})"
+                )
+                yield field, why + (f"; {r.detail}" if r.detail else "")
+            else:
+                yield field, r.detail
+    for feature in sorted(set(admission.POD_FIELD_FEATURES.values()) - used):
+        if admission.enabled(flags, feature):
+            yield (
+                f"{where}: KnativeServing spec.config.features.{feature}",
+                "enabled, but no InferenceService of the environment sets its pod field: Knative "
+                "admits it for every Service; enable exactly the features the models use",
+            )
+
+
+def _revision_pods(objs: list[Obj]) -> Iterator[tuple[Obj, dict[str, Any]]]:
+    serving = _one(objs, "KnativeServing")
+    kserve_values = _kserve_values(objs)
+    for isvc in _knative_isvcs(objs):
+        yield isvc, revision.pod(isvc.body, serving.body if serving else {}, kserve_values)
+
+
+def _named(path: str, pod: dict[str, Any]) -> str:
+    """spec.containers.1... -> spec.containers[queue-proxy]..., for readable messages."""
+    parts = path.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("containers", "initContainers") and parts[i + 1].isdigit():
+            name = pod["spec"][part][int(parts[i + 1])]["name"]
+            return ".".join([*parts[:i], f"{part}[{name}]", *parts[i + 2 :]])
+    return path
+
+
+REVISION_POD_CHECKS = (
+    "check_run_as_non_root",
+    "check_no_privilege_escalation",
+    "check_capabilities",
+    "check_seccomp",
+    "check_host_access",
+)
+
+
+def check_revision_pod_security(objs: list[Obj], ctx: Context) -> Problems:
+    for isvc, pod in _revision_pods(objs):
+        prefix = f"{_values_file(isvc)}: revision pod of {isvc.ref}"
+        for name in REVISION_POD_CHECKS:
+            for path, problem in globals()[name](pod, ctx):
+                yield f"{prefix}: {_named(path, pod)}", problem
+
+
+def check_qos(objs: list[Obj], ctx: Context) -> Problems:
+    """Requests == limits on the model promise the Guaranteed QoS class; the pod only gets it
+    when every container, Knative's queue-proxy and KServe's init container included, does."""
+    knative = _env_file(
+        ctx, "platform/configs/knative-serving.yaml", "platform/configs/knative-serving.yaml"
+    )
+    kserve = f"environments/{ctx.env}/platform/kserve/values/kserve-resources.yaml"
+    fixes = {
+        revision.QUEUE_PROXY: f"set KnativeServing spec.config.deployment queue-sidecar-"
+        f"{{cpu,memory}}-request equal to queue-sidecar-{{cpu,memory}}-limit ({knative})",
+        revision.STORAGE_INITIALIZER: f"set kserve.storage.resources requests equal to limits "
+        f"({kserve})",
+        revision.MODEL_CONTAINER: "set model.resources requests equal to limits",
+    }
+    for isvc, pod in _revision_pods(objs):
+        model = ((isvc.body.get("spec") or {}).get("predictor") or {}).get("model") or {}
+        if revision.guaranteed_gaps(model.get("resources") or {}):
+            continue  # no promise made
+        for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
+            gaps = revision.guaranteed_gaps(c.get("resources") or {})
+            if gaps:
+                yield (
+                    f"{_values_file(isvc)}: model.resources ({isvc.ref})",
+                    f"requests == limits promise the Guaranteed QoS class, but {c['name']} has "
+                    f"{', '.join(gaps)}, so the pod is Burstable: {fixes[c['name']]}",
+                )
+
+
 # --- the rule table ----------------------------------------------------------------------------
 
 
@@ -324,6 +455,7 @@ def check_network_policies(objs: list[Obj], ctx: Context) -> Problems:
 class Context:
     model_namespaces: frozenset[str]  # where InferenceServices run
     restricted_namespaces: frozenset[str]  # namespaces that must enforce PSS restricted
+    env: str = ""  # the environment, to name its files in messages
 
 
 @dataclass(frozen=True)
@@ -360,6 +492,12 @@ RULES: tuple[Rule, ...] = (
          frozenset(), check_authorization),
     Rule("NETPOL", "default-deny ingress; every allow names sources and ports", frozenset(),
          check_network_policies),
+    Rule("KNATIVE-FEATURES", "Knative admits the predictors' pod fields (spec.config.features); "
+         "no pod-spec feature enabled that no model uses", frozenset(), check_knative_features),
+    Rule("REVISION-PSS", "the revision pod (model, queue-proxy, storage-initializer) meets Pod "
+         "Security restricted", frozenset(), check_revision_pod_security),
+    Rule("QOS-GUARANTEED", "a model with requests == limits gets the Guaranteed QoS class for "
+         "its whole revision pod", frozenset(), check_qos),
 )  # fmt: skip
 
 
@@ -380,7 +518,7 @@ def check_objects(objs: list[Obj], ctx: Context, environment: bool) -> list[Viol
 
 def context(env: str) -> Context:
     namespace = str(render.environment(env).get("namespace", "models"))
-    return Context(frozenset({namespace}), frozenset({namespace, "kserve-monitoring"}))
+    return Context(frozenset({namespace}), frozenset({namespace, "kserve-monitoring"}), env)
 
 
 def check_environment(env: str) -> list[Violation]:

@@ -257,6 +257,8 @@ def test_undeclared_model_namespace_is_caught(env_objects: dict[str, list[Obj]])
 def test_every_rule_has_a_violation_test() -> None:
     tested = {r for r, *_ in OBJECT_BREAKS} | {r for r, *_ in ENV_BREAKS}
     tested |= {"SECRET-LITERAL", "NS-DECLARED"}
+    # tests/test_knative_admission.py breaks each of these (objects and repository copies).
+    tested |= {"KNATIVE-FEATURES", "REVISION-PSS", "QOS-GUARANTEED"}
     assert tested == {rule.id for rule in policy.RULES}
 
 

@@ -71,6 +71,32 @@ Labels of the predictor pods: selector labels, predictor.labels, commonLabels.
 {{- end }}
 
 {{/*
+Pod scheduling fields of a predictor (KServe inlines the PodSpec into spec.predictor), only
+those set: an unset field stays out of the pod spec Knative validates.
+*/}}
+{{- define "inference-service.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
 The serving.kserve.io/deploymentMode value KServe v0.20 expects for our friendly
 deploymentMode (v0.16 renamed Serverless to Knative and RawDeployment to Standard).
 */}}
