@@ -418,7 +418,8 @@ def _ui(opts: LoadOptions, web_port: int, env_name: str | None, args: argparse.N
     ]  # fmt: skip
     if opts.workers or opts.remote_workers:
         cmd += ["--master-bind-host", opts.master_bind_host]
-        cmd += ["--master-bind-port", str(opts.master_port)]
+        # The forked workers connect to --master-port, the master listens on --master-bind-port.
+        cmd += ["--master-bind-port", str(opts.master_port), "--master-port", str(opts.master_port)]
         # --processes forks the local workers; a master alone waits for remote ones.
         cmd += ["--processes", str(opts.workers)] if opts.workers else ["--master"]
     spread = f", {opts.workers} local worker processes" if opts.workers else ""

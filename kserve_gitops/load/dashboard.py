@@ -36,6 +36,15 @@ class Final:
     error: str | None = None  # the report could not be written
 
 
+# Figure rows in order, and the SLO check each is judged by (None: shown, not judged).
+FIGURES = [
+    ("latency avg", "latency avg"), ("latency p50", None), ("latency p95", None),
+    ("latency p99", "latency p99"), ("latency max", "latency max"), ("offered rate", None),
+    ("achieved rate", "throughput"), ("completed requests", None), ("errors", None),
+    ("error ratio", "error ratio"), ("generators", None),
+]  # fmt: skip
+
+
 def rows(
     totals: tally.Totals | None,
     targets: slo.Targets,
@@ -44,54 +53,54 @@ def rows(
     state: str,
     final: Final | None = None,
 ) -> list[dict[str, str]]:
-    """The SLO table: one row per figure, with its target and verdict where it has one."""
-    checks = {c.target: c for c in totals.checks(targets)} if totals is not None else {}
-
-    def row(figure: str, value: str, check: str | None = None) -> dict[str, str]:
-        c = checks.get(check) if check else None
-        return {
-            "figure": figure,
-            "value": c.measured if c else value,
-            "target": c.threshold if c else "",
-            "verdict": ("PASS" if c.passed else "FAIL") if c else "",
+    """The SLO table: one row per figure, with its target and verdict where it has one.
+    Before the first start (totals None) the figures are empty and the targets shown."""
+    measured = totals.measured() if totals is not None else slo.Measured(0, 0, 0, 0, 0)
+    checks = {c.target: c for c in slo.evaluate(targets, measured)}
+    values: dict[str, str] = {}
+    if totals is not None:
+        lat = totals.latency()
+        values = {f"latency {k}": f"{lat[k]:.2f} ms" for k in ("p50", "p95", "p99")}
+        values |= {
+            "offered rate": f"{rate:g} req/s",
+            "completed requests": str(totals.recorder.requests),
+            "errors": f"{totals.errors} ({totals.recorder.failures} failed,"
+            f" {totals.unfinished} unsent or unanswered)",
+            "generators": _generators(totals),
         }
-
-    if totals is None:  # before the first start: the targets alone
-        out = [{"figure": "state", "value": state, "target": "", "verdict": ""}]
-        for c in slo.evaluate(targets, slo.Measured(0, 0, 0, 0, 0)):
-            out.append({"figure": c.target, "value": "", "target": c.threshold, "verdict": ""})
-        return out
-    verdict = "PASS" if all(c.passed for c in checks.values()) else "FAIL"
-    lat = totals.latency()
-    out = [
-        {"figure": "state", "value": state, "target": "", "verdict": ""},
-        {"figure": "verdict", "value": "final" if final else "so far", "target": "",
-         "verdict": verdict},
-    ]  # fmt: skip
-    for key in ("avg", "p50", "p95", "p99", "max"):
-        out.append(row(f"latency {key}", f"{lat[key]:.2f} ms", f"latency {key}"))
-    out += [
-        row("offered rate", f"{rate:g} req/s"),
-        row("achieved rate", f"{totals.throughput_rps:.2f} req/s", "throughput"),
-        row("completed requests", str(totals.recorder.requests)),
-        row(
-            "errors",
-            f"{totals.errors} ({totals.recorder.failures} failed, {totals.unfinished} unsent"
-            " or unanswered)",
-        ),
-        row("error ratio", f"{totals.error_ratio:.4f}", "error ratio"),
-        row("generators", _generators(totals)),
-    ]
-    for lost in totals.lost:
+    out = [{"figure": "state", "value": state, "target": "", "verdict": ""}]
+    if totals is not None:
+        verdict = "PASS" if all(c.passed for c in checks.values()) else "FAIL"
+        out.append({"figure": "verdict", "value": "final" if final else "so far", "target": "",
+                    "verdict": verdict})  # fmt: skip
+    for figure, check_name in FIGURES:
+        check = checks.get(check_name) if check_name else None
+        if totals is None and check is None:
+            continue
+        value = values.get(figure, "")
+        if check is not None and totals is not None:
+            value = check.measured  # the exact string of the verdict table and summary.json
         out.append(
-            row(
-                "lost worker",
-                f"{lost['source']} (share {lost['index'] + 1} of {lost['of']}):"
+            {
+                "figure": figure,
+                "value": value,
+                "target": check.threshold if check else "",
+                "verdict": ("PASS" if check.passed else "FAIL") if check and totals else "",
+            }
+        )
+    for lost in totals.lost if totals is not None else []:
+        out.append(
+            {
+                "figure": "lost worker",
+                "value": f"{lost['source']} (share {lost['index'] + 1} of {lost['of']}):"
                 f" {lost['unsent']} slots counted as errors",
-            )
+                "target": "",
+                "verdict": "",
+            }
         )
     if final is not None:
-        out.append(row("report", final.report_dir or f"not written: {final.error}"))
+        report_value = final.report_dir or f"not written: {final.error}"
+        out.append({"figure": "report", "value": report_value, "target": "", "verdict": ""})
     return out
 
 
