@@ -99,6 +99,21 @@ def test_environments_differ_where_they_should() -> None:
     assert all(a.automated for a in apps["dev"]) and not any(a.automated for a in apps["prod"])
 
 
+@pytest.mark.parametrize("env", ENVS)
+def test_knative_tag_resolution_skips_a_per_environment_list(env: str) -> None:
+    """Knative's default skip list reaches every environment's KnativeServing, merged with the
+    environment's own deployment settings (prod's queue-proxy resources)."""
+    (ks,) = [
+        m for lay in platform.layers(env) for m in lay.manifests if m["kind"] == "KnativeServing"
+    ]
+    deployment = ks["spec"]["config"]["deployment"]
+    skipped = deployment["registries-skipping-tag-resolving"].split(",")
+    assert {"kind.local", "ko.local", "dev.local"} <= set(skipped), skipped
+    assert all(r and r == r.strip() and "/" not in r for r in skipped), skipped
+    if env == "prod":
+        assert deployment["queue-sidecar-cpu-request"] == "250m"
+
+
 def test_argo_sync_options_where_upstream_needs_them() -> None:
     apps = {a.component: a for a in argocd.applications("dev")}
     assert "ServerSideApply=true" in apps["kserve-crd"].sync_options  # ~2 MB CRD
