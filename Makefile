@@ -13,6 +13,11 @@ CLUSTER  ?= $(if $(shell docker info >/dev/null 2>&1 && echo y),kind,kwok)
 MODEL    ?= sklearn-iris
 PORT     ?= 8080
 WORKERS  ?= 1
+# Load generator processes (Locust workers) of make loadtest / loadtest-ui; 0: one process.
+LOAD_WORKERS ?= 0
+REMOTE_WORKERS ?= 0
+MASTER_HOST ?= 127.0.0.1
+MASTER_PORT ?= 5557
 TARGET   ?= http://127.0.0.1:$(PORT)
 RATE     ?=
 DURATION ?=
@@ -33,7 +38,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv test lint promtool train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv test lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,6 +62,13 @@ promtool: ## Put promtool in .cache/bin unless one is on PATH (Debian/Ubuntu)
 	dpkg -x prometheus_*.deb x && \
 	install -D -m 0755 x/usr/bin/promtool "$(CURDIR)/.cache/bin/promtool" && \
 	"$(CURDIR)/.cache/bin/promtool" --version | head -1
+
+# Chromium for the dashboard's browser test (Playwright drives it; no browser download).
+chromium: ## Install Debian's chromium unless one is on PATH (Debian/Ubuntu)
+	@if command -v chromium >/dev/null; then exit 0; fi; \
+	$(SUDO) apt-get update -qq && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium && \
+	chromium --version
 
 lint: $(STAMP) ## ruff and yamllint
 	$(VENV)/bin/ruff check .
@@ -85,13 +97,16 @@ diff: $(STAMP) ## Rendered change per environment vs BASE (default: merge base w
 serve: $(STAMP) ## Serve the model locally with KServe's runtime on PORT [WORKERS= SERVE_ARGS=]
 	$(PY) -m kserve_gitops.server --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS)
 
-LOAD_ARGS = --target $(TARGET) --model $(MODEL) --protocol $(PROTOCOL) --env $(ENV) $(if $(RATE),--rate $(RATE)) $(if $(USERS),--users $(USERS)) $(if $(HOST),--host-header $(HOST))
+LOAD_ARGS = --target $(TARGET) --model $(MODEL) --protocol $(PROTOCOL) --env $(ENV) $(if $(RATE),--rate $(RATE)) $(if $(USERS),--users $(USERS)) $(if $(HOST),--host-header $(HOST)) --workers $(LOAD_WORKERS) --remote-workers $(REMOTE_WORKERS) --master-port $(MASTER_PORT)
 
-loadtest: $(STAMP) ## Open-loop load test, SLO verdict, reports/: TARGET RATE DURATION PROTOCOL HOST ENV (defaults: config/slo.yaml)
+loadtest: $(STAMP) ## Open-loop load test, SLO verdict, reports/: TARGET RATE DURATION PROTOCOL HOST ENV LOAD_WORKERS REMOTE_WORKERS (defaults: config/slo.yaml)
 	$(PY) -m kserve_gitops.loadtest $(LOAD_ARGS) $(if $(DURATION),--duration $(DURATION))
 
-loadtest-ui: $(STAMP) ## Locust web dashboard on :8089 against TARGET
+loadtest-ui: $(STAMP) ## Locust web dashboard on :8089 against TARGET, with an SLO tab [LOAD_WORKERS=]
 	$(PY) -m kserve_gitops.loadtest $(LOAD_ARGS) --ui
+
+loadtest-worker: $(STAMP) ## A load worker for a master on another machine: make loadtest-worker MASTER_HOST=10.0.0.5
+	$(PY) -m kserve_gitops.loadtest --worker --master-host $(MASTER_HOST) --master-port $(MASTER_PORT)
 
 demo: $(STAMP) ## Train if needed, validate, serve locally, load-test, print the SLO verdict
 	$(PY) -m kserve_gitops.demo --env $(ENV) --protocol $(PROTOCOL) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
