@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kserve_gitops import crds, paths, server
+from kserve_gitops.upstream import charts
 
 RunModule = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -25,11 +26,15 @@ def crd_cache() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def shared_charts() -> Path:
-    """An offline chart folder (CHART_DIR, else ../shared/charts beside the checkout) for the
-    tests that render upstream charts; skipped without one, except in CI where it must exist."""
-    folder = Path(os.environ.get("CHART_DIR") or paths.ROOT.parent / "shared" / "charts")
-    if not folder.is_dir():
-        message = f"no upstream chart folder at {folder} (set CHART_DIR)"
+    """A folder of upstream charts laid out <chart>/<version>/ for the tests that render them:
+    CHART_DIR, else ../shared/charts beside the checkout, else the cache `make charts` filled.
+    Skipped without one, except in CI where it must exist."""
+    candidates = [paths.ROOT.parent / "shared" / "charts", charts.CACHE_DIR]
+    if os.environ.get("CHART_DIR"):
+        candidates = [Path(os.environ["CHART_DIR"])]
+    folder = next((c for c in candidates if any(c.glob("*/*/Chart.yaml"))), None)
+    if folder is None:
+        message = f"no upstream charts in {' or '.join(map(str, candidates))}: run `make charts`"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -50,6 +50,8 @@ def test_required_names_every_chart_versions_yaml_pins() -> None:
 
 
 def test_tree_digest_is_the_one_sources_tsv_records(shared_charts: Path) -> None:
+    if not (shared_charts / "sources.tsv").is_file():
+        pytest.skip(f"{shared_charts} has no sources.tsv")
     rows = (shared_charts / "sources.tsv").read_text().splitlines()[1:]
     chart, version, *_, digest = rows[0].split("\t")
     assert charts.tree_sha256(shared_charts / chart / version) == digest

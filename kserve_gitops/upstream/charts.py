@@ -215,7 +215,9 @@ def _pull(ref: ChartRef, dest: Path) -> Path:
                 f"chart {ref}: pull from {ref.repository} failed ({str(exc).strip()}); offline, "
                 f"set CHART_DIR to a folder holding {ref.chart}/{ref.version}/"
             ) from exc
-        pulled = Path(tmp) / "chart" / ref.chart
+        # Helm unpacks into a folder named by the archive's Chart.yaml: one folder, whatever
+        # its name, so that a chart of another name fails the identity check below.
+        [pulled] = (Path(tmp) / "chart").iterdir()
         _check_identity(ref, pulled)
         _install(pulled, dest, f"{ref.repository} ({ref.chart} {ref.version})")
     return dest
