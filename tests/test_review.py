@@ -3,7 +3,6 @@ the working tree, on a throwaway Git repository copied from this one."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -136,17 +135,25 @@ def test_uncommitted_changes_are_compared_and_the_tree_is_left_alone(
     assert _git(git_repo, "worktree", "list").count("\n") == 1
 
 
-def test_an_unknown_base_is_an_error(git_repo: Path, run_module: RunModule) -> None:
+def test_an_unknown_or_broken_base_is_an_error(git_repo: Path, run_module: RunModule) -> None:
     proc = run_module("review.revision", "--base", "no-such-ref", root=git_repo)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "--base no-such-ref: not a commit" in proc.stderr
+    # A base whose manifests do not render is named, with the file, and nothing is printed.
+    kustomization = git_repo / "platform/configs/kustomization.yaml"
+    good = kustomization.read_text()
+    kustomization.write_text(good.replace("  - namespace.yaml\n", "  - missing.yaml\n"))
+    _git(git_repo, "commit", "-q", "-am", "broken")
+    kustomization.write_text(good)
+    proc = run_module("review.revision", "--base", "HEAD", root=git_repo)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert "base revision HEAD (" in proc.stderr and "platform/configs" in proc.stderr
 
 
-@pytest.mark.skipif(
-    not (os.environ.get("CHART_DIR") or (paths.CACHE / "charts" / "istiod").is_dir()),
-    reason="no upstream charts: set CHART_DIR or run `make charts`",
-)
-def test_upstream_charts_render_with_our_values(git_repo: Path, run_module: RunModule) -> None:
+def test_upstream_charts_render_with_our_values(
+    git_repo: Path, run_module: RunModule, shared_charts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHART_DIR", str(shared_charts))
     _edit(
         git_repo / "environments/staging/platform/controllers/values/istiod.yaml",
         "replicaCount: 1",

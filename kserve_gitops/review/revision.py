@@ -87,8 +87,9 @@ def unpack(commit: str, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
-def render_tree(root: Path, chart_cache: Path) -> dict[str, snapshot.Environment]:
-    """Every environment of the tree at `root`, rendered by this code in a subprocess."""
+def render_tree(root: Path, chart_cache: Path, label: str) -> dict[str, snapshot.Environment]:
+    """Every environment of the tree at `root` (the revision `label`), rendered by this code in
+    a subprocess."""
     proc = subprocess.run(
         [sys.executable, "-m", "kserve_gitops.review.snapshot", "--chart-cache", str(chart_cache)],
         cwd=paths.ROOT,  # imports this tree's harness, whatever the base tree holds
@@ -98,7 +99,8 @@ def render_tree(root: Path, chart_cache: Path) -> dict[str, snapshot.Environment
         check=False,
     )
     if proc.returncode != 0:
-        raise ReviewError(f"rendering {root}: {proc.stderr.strip()}")
+        error = proc.stderr.strip().removeprefix("error: ")
+        raise ReviewError(f"base revision {label}: {error}")
     return snapshot.from_json(proc.stdout)
 
 
@@ -144,7 +146,8 @@ def format_markdown(result: dict[str, tuple[list[diff.ObjectChange], list[str]]]
         body = [f"- note: {n}" for n in notes]
         if changes:
             block = "\n".join(line for c in changes for line in diff.change_lines(c))
-            body += ["", "```diff", block.replace("```", "`\u200b``"), "```"]
+            body += [""] if body else []  # a blank line ends the notes' list
+            body += ["```diff", block.replace("```", "`\u200b``"), "```"]
         section = "\n".join([f"<details><summary>{title}</summary>", "", *body, "", "</details>"])
         parts.append(section + "\n")
     text = "\n".join(parts)
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             unpack(commit, Path(tmp))
             snapshot.prepare_charts(args.chart_cache)
-            base_future = pool.submit(render_tree, Path(tmp), args.chart_cache)
+            base_future = pool.submit(render_tree, Path(tmp), args.chart_cache, label)
             head = snapshot.environments(args.chart_cache)
             base = base_future.result()
     except (ReviewError, RenderError) as exc:
