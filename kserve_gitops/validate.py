@@ -177,13 +177,12 @@ def check_upstream_values(report: Report, envs: list[str]) -> None:
     report.errors += outcome.problems
     check_objects(report, "upstream charts", outcome.objects, outcome.crd_validators)
     if outcome.missing and os.environ.get("CI"):
-        report.errors += outcome.missing
+        report.errors += outcome.missing.values()
     elif outcome.missing:
         report.not_run.append(
-            f"upstream chart values of {len(outcome.missing)} chart(s) not in the chart cache "
-            "(values schema, strict render, no-effect keys): run `make charts` online, or set "
-            "CHART_DIR to a folder of charts (CI uses ../shared/charts); first: "
-            + outcome.missing[0]
+            "values files of upstream charts (values schema, strict render, no-effect keys): "
+            f"{', '.join(outcome.missing)} not in .cache/charts; run `make charts` online, or "
+            "set CHART_DIR to a folder of charts (CI uses ../shared/charts)"
         )
 
 

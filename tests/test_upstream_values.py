@@ -98,7 +98,7 @@ def test_without_the_chart_cache_the_checks_are_not_run_and_ci_fails(
     monkeypatch.delenv("CI", raising=False)
     proc = run_module("validate", root=repo_copy)
     assert proc.returncode == 0, proc.stderr
-    assert "NOT RUN (not passed): upstream chart values" in proc.stdout
+    assert "NOT RUN (not passed): values files of upstream charts" in proc.stdout
     assert "make charts" in proc.stdout and "CHART_DIR" in proc.stdout
     assert "validation passed (with checks NOT RUN, see above)" in proc.stdout
     monkeypatch.setenv("CI", "true")

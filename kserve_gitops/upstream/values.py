@@ -60,7 +60,8 @@ class Outcome:
 
     objects: list[Obj] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # charts absent from the cache: not checked
+    # Charts absent from the cache, their checks not run: "chart version" -> how to get it.
+    missing: dict[str, str] = field(default_factory=dict)
     crd_validators: dict[str, jsonschema.protocols.Validator] = field(default_factory=dict)
 
 
@@ -310,7 +311,7 @@ def check_environments(envs: list[str]) -> Outcome:
             try:
                 chart_dir = charts.ensure(install.ref, online=False)
             except charts.ChartMissing as exc:
-                problem(str(exc), outcome.missing)
+                outcome.missing[str(install.ref)] = str(exc)
                 continue
             except charts.ChartError as exc:
                 problem(str(exc), outcome.problems)
