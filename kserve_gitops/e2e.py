@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -123,9 +124,11 @@ class Executor:
                 self._reapply(step)
             case HelmInstall():
                 self._helm(step)
+                self._settle()
             case Apply():
                 manifest = self._file(f"{step.layer}.yaml", _yaml_docs(step.objects))
                 self.runner.run(step.argv(manifest), timeout=120)
+                self._settle()
             case Run():
                 self.runner.run(step.argv(), timeout=step.timeout_s)
             case Poll():
@@ -142,6 +145,10 @@ class Executor:
                 reports = self.report_dir / "loadtest"
                 argv = step.argv(self.plan.ingress, self._host(), str(reports))
                 self.runner.run([sys.executable, *argv[1:]], timeout=900, stream=True)
+
+    def _settle(self) -> None:
+        if self.kwok is not None:
+            self.kwok.settle()
 
     def _kwok(self) -> KwokCluster:
         if self.kwok is None:
@@ -169,6 +176,7 @@ class Executor:
             argv, owned = self._apply_argv(again)
             before = self._kwok().live(self.runner, owned)
             self.runner.run(argv, timeout=900, quiet=True)
+            self._settle()
             after = self._kwok().live(self.runner, owned)
             for ref, obj in after.items():
                 fields = changed_fields(before.get(ref), obj)
@@ -302,7 +310,7 @@ def collect_diagnostics(plan: Plan, runner: Runner, dest: Path) -> list[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             out = runner.run(list(argv), timeout=120, quiet=True)
-        except CommandError as exc:
+        except (CommandError, OSError) as exc:
             out = f"# {exc}\n"
         path.write_text(out)
         written.append(name)
@@ -323,10 +331,11 @@ def collect_diagnostics(plan: Plan, runner: Runner, dest: Path) -> list[str]:
                 f"{ns}/logs/{pod}.log",
                 ("kubectl", "logs", pod, "-n", ns, "--all-containers", "--prefix", "--tail=2000"),
             )
-    save(
-        "kind-export-logs.txt",
-        ("kind", "export", "logs", str(dest / "kind"), "--name", plan.cluster),
-    )
+    if plan.provider == "kind":
+        save(
+            "kind-export-logs.txt",
+            ("kind", "export", "logs", str(dest / "kind"), "--name", plan.cluster),
+        )
     return written
 
 
@@ -344,8 +353,15 @@ def layer_table(outcomes: list[Outcome]) -> str:
     return summary_table([(k, int(r[0]), int(r[1]), int(r[2]), r[3]) for k, r in rows.items()])
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    # A CI timeout or `kill` tears the cluster down like Ctrl-C does (local processes survive
+    # their parent otherwise).
+    signal.signal(signal.SIGTERM, _interrupt)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_dir = reports / f"e2e-{stamp}"
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -483,6 +499,12 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("CLUSTER") or "kind",
         help="kind (Docker) or kwok (a control plane built from source, no Docker)",
     )
+    parser.add_argument(
+        "--layers",
+        default=os.environ.get("LAYERS", ""),
+        help="comma-separated layers to run (with the cluster's steps and the checks); "
+        "default: all",
+    )
     args = parser.parse_args(argv)
     if args.cluster == "kwok" and not args.plan:
         try:
@@ -500,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
     try:
-        plan = build(args.env, args.cluster)
+        layers = {x.strip() for x in args.layers.split(",") if x.strip()} or None
+        plan = build(args.env, args.cluster, layers)
     except (RenderError, upstream_charts.ChartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -533,6 +533,18 @@ def monitoring_crds(layer: platform.Layer) -> list[Step]:
     ]  # fmt: skip
 
 
+def on_one_node(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as the one-node e2e cluster (e2e/kind-config.yaml) takes it: a claim the
+    environment shares across nodes (ReadWriteMany) is ReadWriteOnce here, where every replica
+    runs on the same node and kind's local-path provisioner offers nothing else."""
+    if obj.get("kind") != "PersistentVolumeClaim":
+        return obj
+    spec = obj.get("spec") or {}
+    if set(spec.get("accessModes") or []) <= {"ReadWriteOnce", "ReadWriteOncePod"}:
+        return obj
+    return {**obj, "spec": {**spec, "accessModes": ["ReadWriteOnce"]}}
+
+
 def apply_layer(layer: platform.Layer) -> list[Step]:
     steps: list[Step] = [
         *monitoring_crds(layer),
@@ -540,7 +552,7 @@ def apply_layer(layer: platform.Layer) -> list[Step]:
             layer.name,
             f"apply the plain manifests of {layer.path}",
             f"kustomize build {layer.path}",
-            tuple(layer.manifests),
+            tuple(on_one_node(o) for o in layer.manifests),
         ),
     ]
     for obj in layer.manifests:
@@ -572,17 +584,27 @@ def _storage(values: Mapping[str, Any], source: str) -> tuple[str, str]:
 
 
 def model_store(
-    env: str, namespace: str, values: Mapping[str, Any], source: str, declared: set[str]
+    env: str,
+    namespace: str,
+    values: Mapping[str, Any],
+    source: str,
+    declared: set[str],
+    claims: set[str],
 ) -> list[Step]:
     """Put the trained model on the claim the storageUri names, through a short-lived pod, in
-    the namespace a platform layer declares (`declared`: namespaces applied before)."""
+    the namespace a platform layer declares (`declared`: namespaces applied before). The claim
+    is the environment's own (`claims`: the ones its layers applied), never the e2e's."""
     objs = render.kustomize_build(MODEL_STORE)
     where = f"kustomize build {paths.rel(MODEL_STORE)}"
     claim, sub = _storage(values, source)
-    pvcs = [o for o in objs if o.get("kind") == "PersistentVolumeClaim"]
     pods = [o for o in objs if o.get("kind") == "Pod"]
-    if [o["metadata"]["name"] for o in pvcs] != [claim] or len(pods) != 1:
-        raise RenderError(f"{where}: expected one PVC named {claim!r} ({source}) and one Pod")
+    if [o["kind"] for o in objs] != ["Pod"]:
+        raise RenderError(f"{where}: expected only the loader Pod (the claim is the environment's)")
+    if claim not in claims:
+        raise RenderError(
+            f"{source}: model.storageUri: no layer of clusters/{env} declares "
+            f"PersistentVolumeClaim {claim!r}; the e2e creates no claim of its own"
+        )
     wrong = [ref(o) for o in objs if o["metadata"].get("namespace") != namespace]
     if wrong:
         raise RenderError(
@@ -618,7 +640,7 @@ def model_store(
                 (*kexec, "ls", "-l", f"{target}/model.joblib")),
         ]  # fmt: skip
     return [
-        Apply("model", "apply the e2e model store: PVC and loader pod", where, tuple(objs)),
+        Apply("model", f"apply the e2e model loader (mounts claim {claim})", where, tuple(objs)),
         Run("model", f"wait: pod {pod} Ready (claim {claim} bound)",
             ("kubectl", "wait", "--for=condition=Ready", f"pod/{pod}", "-n", namespace,
              "--timeout=300s"), 330),
@@ -674,6 +696,11 @@ def without_containers(steps: list[Step]) -> list[Step]:
                     "no KServe or Knative controller runs on this provider, so nothing "
                     "reconciles the admitted InferenceService"
                 )))  # fmt: skip
+            case Run() if "knativeserving/" in " ".join(step.command):
+                out.append(NotRun(step.layer, step.title, (
+                    f"{NO_CONTAINERS}: the Knative operator does not run, so nothing reconciles "
+                    "the admitted KnativeServing"
+                )))  # fmt: skip
             case ResolveHost() | Predict() | LoadTest():
                 out.append(NotRun(step.layer, step.title, f"{NO_CONTAINERS}: no model server, "
                                   "no Istio ingress data plane"))  # fmt: skip
@@ -682,8 +709,20 @@ def without_containers(steps: list[Step]) -> list[Step]:
     return out
 
 
-def build(env: str, provider: str = "kind") -> Plan:
-    """Every step of `make e2e ENV=env [CLUSTER=kwok]`, in order, from the repository alone."""
+def only_layers(steps: list[Step], keep: set[str]) -> list[Step]:
+    """The cluster's own steps, the steps of the `keep` layers, and the checks over them."""
+    out: list[Step] = []
+    for step in steps:
+        if isinstance(step, Reapply):
+            out.append(Reapply(step.layer, tuple(s for s in step.steps if s.layer in keep)))
+        elif step.layer in ("cluster", "check") or step.layer in keep:
+            out.append(step)
+    return out
+
+
+def build(env: str, provider: str = "kind", layers: set[str] | None = None) -> Plan:
+    """Every step of `make e2e ENV=env [CLUSTER=kwok]`, in order, from the repository alone;
+    with `layers`, only the cluster, those layers and the checks."""
     if provider not in PROVIDERS:
         raise RenderError(f"e2e: unknown cluster provider {provider!r} (one of {PROVIDERS})")
     versions = platform.load_versions()
@@ -706,6 +745,7 @@ def build(env: str, provider: str = "kind") -> Plan:
     ]  # fmt: skip
     models: list[platform.Release] = []
     namespaces: set[str] = set()
+    claims: set[str] = set()
     for layer in platform.layers(env):
         for rel in layer.releases:
             if rel.local:
@@ -717,12 +757,19 @@ def build(env: str, provider: str = "kind") -> Plan:
             namespaces |= {
                 o["metadata"]["name"] for o in layer.manifests if o["kind"] == "Namespace"
             }
+            claims |= {
+                o["metadata"]["name"]
+                for o in layer.manifests
+                if o["kind"] == "PersistentVolumeClaim"
+            }
     model = next((r for r in models if r.name == MODEL and r.values_file), None)
     if model is None:
         raise RenderError(f"clusters/{env}: no HelmRelease {MODEL} of our chart with a values file")
     values_file = paths.ROOT / str(model.values_file)
     values = render.model_values(values_file)
-    steps += model_store(env, model.namespace, values, paths.rel(values_file), namespaces)
+    steps += model_store(
+        env, model.namespace, values, paths.rel(values_file), namespaces, claims
+    )
     steps += deploy(model.namespace, values_file)[0]
     steps.append(ResolveHost("verify", MODEL, model.namespace))
     for protocol in ("v1", "v2"):
@@ -735,6 +782,12 @@ def build(env: str, provider: str = "kind") -> Plan:
             if isinstance(s, HelmInstall) or (isinstance(s, Apply) and s.layer != "model")
         )  # fmt: skip
         steps += [CheckCluster("check"), Reapply("check", applied)]
+    if layers:
+        unknown = layers - {s.layer for s in steps}
+        if unknown:
+            known = ", ".join(dict.fromkeys(s.layer for s in steps))
+            raise RenderError(f"e2e: no layer {', '.join(sorted(unknown))} (layers: {known})")
+        steps = only_layers(steps, layers)
     ingress = f"http://127.0.0.1:{INGRESS_NODE_PORT}"
     return Plan(env, cluster, kubeconfig, model.namespace, ingress, tuple(steps), provider)
 
@@ -775,7 +828,7 @@ def describe_step(step: Step, plan: Plan) -> list[str]:
                        "Pod, PVC, ServiceAccount, ConfigMap, Secret, CRD and event")  # fmt: skip
         case Reapply():
             out += [f"      again: {s.title}" for s in step.steps]
-            out.append("      every object keeps its resourceVersion (helm release records aside)")
+            out.append("      no applied object changes outside its status")
         case HelmInstall():
             out.append(f"      $ {' '.join(step.argv(values_placeholder(step)))}")
             if step.attempts > 1:

@@ -281,9 +281,23 @@ def test_model_is_on_the_claim_before_the_inference_service(plan: Plan) -> None:
     claim, sub = e2e_plan._storage(values, plan.env)
     assert argv[3].endswith(f":/mnt/models/{sub}/model.joblib")
     store = render.kustomize_build(e2e_plan.MODEL_STORE)
-    assert [o["metadata"]["name"] for o in store if o["kind"] == "PersistentVolumeClaim"] == [claim]
-    # The namespace (Pod Security "restricted") comes from a platform layer, never from the e2e.
-    assert not any(o["kind"] == "Namespace" for o in store)
+    # The namespace (Pod Security "restricted") and the claim come from the environment's
+    # layers, never from the e2e: only the loader pod is the e2e's.
+    assert [o["kind"] for o in store] == ["Pod"]
+    declares_claim = index(
+        plan,
+        lambda s: (
+            isinstance(s, Apply)
+            and {"kind": "PersistentVolumeClaim", "name": claim}
+            in [{"kind": o["kind"], "name": o["metadata"]["name"]} for o in s.objects]
+        ),
+    )
+    loader = index(plan, lambda s: isinstance(s, Apply) and s.source.endswith("model-store"))
+    assert declares_claim and declares_claim[0] < loader[0]
+    (pvc,) = [
+        o for o in plan.steps[declares_claim[0]].objects if o["kind"] == "PersistentVolumeClaim"
+    ]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]  # one node: what local-path offers
     declares = index(
         plan,
         lambda s: (
@@ -332,7 +346,9 @@ def test_applied_manifests_are_builds_make_validate_checks(plan: Plan) -> None:
         directory = step.source.removeprefix("kustomize build ")
         assert directory in validated_dirs, step.source
         built = render.kustomize_build(paths.ROOT / directory)
-        assert [dict(o) for o in step.objects] == built, step.source
+        # The one adaptation: claims shared across nodes are ReadWriteOnce on the one-node cluster.
+        expected = [e2e_plan.on_one_node(o) for o in built]
+        assert [dict(o) for o in step.objects] == expected, step.source
 
 
 def test_model_objects_are_the_environment_render_make_validate_checks(plan: Plan) -> None:
@@ -528,7 +544,11 @@ def test_make_e2e_here_fails_fast_with_the_preflight_message() -> None:
         pytest.skip("docker, kind, kubectl and helm are all usable here")
     started = time.monotonic()
     proc = subprocess.run(
-        ["make", "e2e", "ENV=dev"], capture_output=True, text=True, cwd=paths.ROOT, check=False
+        ["make", "e2e", "ENV=dev", "CLUSTER=kind"],
+        capture_output=True,
+        text=True,
+        cwd=paths.ROOT,
+        check=False,
     )
     assert time.monotonic() - started < 60
     assert proc.returncode != 0

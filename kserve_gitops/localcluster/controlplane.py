@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import os
 import shutil
 import signal
@@ -57,13 +58,14 @@ class ClusterConfig:
     pod_cidr: str
     service_cidr: str
     port_base: int
+    local_route: str
 
     @classmethod
     def load(cls, path: Path = CLUSTER_CONFIG) -> ClusterConfig:
         data = yaml.safe_load(path.read_text()) or {}
         nodes = data.get("nodes") or {}
         try:
-            return cls(
+            cfg = cls(
                 int(nodes["count"]),
                 str(nodes["cpu"]),
                 str(nodes["memory"]),
@@ -72,18 +74,46 @@ class ClusterConfig:
                 str(data["podCIDR"]),
                 str(data["serviceCIDR"]),
                 int(data["portBase"]),
+                str(data["localRoute"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ControlPlaneError(
                 f"{paths.rel(path)}: field {exc}: expected nodes.count/cpu/memory/pods, podCIDR, "
-                "serviceCIDR and portBase"
+                "serviceCIDR, portBase and localRoute"
             ) from exc
+        route = ipaddress.ip_network(cfg.local_route)
+        for name, cidr in (("podCIDR", cfg.pod_cidr), ("serviceCIDR", cfg.service_cidr)):
+            if not ipaddress.ip_network(cidr).subnet_of(route):  # type: ignore[arg-type]
+                raise ControlPlaneError(
+                    f"{paths.rel(path)}: {name} {cidr} is outside localRoute {route}: its "
+                    "addresses would not stay on this machine"
+                )
+        return cfg
 
 
 def _tail(path: Path, lines: int = 15) -> str:
     if not path.is_file():
         return "(no log)"
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def ensure_local_route(cidr: str) -> None:
+    """Route `cidr` to this machine (as 127.0.0.0/8 is): connections to any address in it
+    reach sockets listening here, and nothing sent there leaves the machine."""
+    shown = subprocess.run(
+        ["ip", "route", "show", "table", "local", cidr], capture_output=True, text=True, check=False
+    )
+    if shown.returncode == 0 and shown.stdout.strip():
+        return
+    added = subprocess.run(
+        ["ip", "route", "add", "local", cidr, "dev", "lo"], capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    if added.returncode != 0:
+        raise ControlPlaneError(
+            f"kwok: cannot route {cidr} to this machine (`ip route add local {cidr} dev lo`: "
+            f"{added.stderr.strip()}); run as root, or run that command once with sudo"
+        )
 
 
 def port_in_use(port: int) -> bool:
@@ -106,11 +136,13 @@ class ControlPlane:
     config: ClusterConfig
     echo: Callable[[str], None] = print
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    started: bool = False
 
     def __post_init__(self) -> None:
         self.dir = paths.CACHE / "e2e" / self.env
         names = paths.ENVIRONMENT_NAMES
-        index = names.index(self.env) if self.env in names else 0
+        # Environments side by side; any other name (a test's cluster) after them.
+        index = names.index(self.env) if self.env in names else len(names)
         first = self.config.port_base + 10 * index
         self.ports = {name: first + offset for name, offset in PORTS.items()}
         self.kubeconfig = self.dir / "kubeconfig"
@@ -163,8 +195,6 @@ class ControlPlane:
         pki.write(self.kubeconfig, yaml.safe_dump(kubeconfig).encode())
 
     def _service_ip(self) -> str:
-        import ipaddress
-
         return str(next(ipaddress.ip_network(self.config.service_cidr).hosts()))
 
     # -- processes -------------------------------------------------------------------------------
@@ -245,12 +275,6 @@ class ControlPlane:
         binary = self.binaries.get(name)
         if binary is None or not binary.is_file():
             raise ControlPlaneError(f"{name}: binary missing ({binary}); `make binaries` builds it")
-        port = self.ports[name]
-        if port_in_use(port):
-            raise ControlPlaneError(
-                f"{name}: port 127.0.0.1:{port} is in use (another cluster of env {self.env}? "
-                f"stop it, or set portBase in {paths.rel(CLUSTER_CONFIG)})"
-            )
         self.logs.mkdir(parents=True, exist_ok=True)
         log = (self.logs / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
@@ -297,9 +321,19 @@ class ControlPlane:
         )
 
     def start(self) -> None:
+        # Every port first: a cluster already running here (KEEP=1) keeps its folder.
+        for name, port in self.ports.items():
+            if port_in_use(port):
+                raise ControlPlaneError(
+                    f"{name}: port 127.0.0.1:{port} is in use (a kept cluster of {self.env}? "
+                    f"`python -m kserve_gitops.localcluster.controlplane stop {self.env}`; or "
+                    f"another portBase in {paths.rel(CLUSTER_CONFIG)})"
+                )
+        ensure_local_route(self.config.local_route)
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
+        self.started = True
         self._write_pki()
         p = self.ports
         steps: list[tuple[str, str | None, bool]] = [
@@ -347,13 +381,14 @@ class ControlPlane:
         return nodes
 
     def stop(self, keep: bool = False) -> None:
-        """End every component, newest first, and remove the folder; `keep` leaves both."""
-        if keep:
+        """End every component this object started, newest first, and remove its folder;
+        `keep` leaves both."""
+        if keep or not self.started:
             return
         for name in reversed(list(self.procs)):
             _terminate(self.procs[name])
         self.procs.clear()
-        stop_kept(self.env)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def save_logs(self, dest: Path) -> None:
         """Copy every component's log into a report folder."""

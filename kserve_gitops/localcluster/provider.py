@@ -16,7 +16,7 @@ import yaml
 from kserve_gitops.cluster import CommandError, Runner
 from kserve_gitops.localcluster import binaries, checks, pki
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlane
-from kserve_gitops.localcluster.standins import StandIns
+from kserve_gitops.localcluster.standins import STAND_IN, StandIns
 
 Obj = Mapping[str, Any]
 
@@ -31,14 +31,28 @@ def tool_path(bins: Mapping[str, Path]) -> str:
     return os.pathsep.join([*dirs, os.environ.get("PATH", "")])
 
 
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+
+
 def _normal(obj: Obj) -> dict[str, Any]:
-    """What a second apply must leave alone: the object minus status and server bookkeeping."""
+    """What a second apply must leave alone: the object minus status, server bookkeeping and
+    the fields the stand-ins own (a webhook's failurePolicy and caBundle), which the harness
+    sets again after every apply."""
     out = {k: v for k, v in obj.items() if k != "status"}
     meta = {
         k: v
         for k, v in (obj.get("metadata") or {}).items()
         if k not in ("resourceVersion", "managedFields", "generation")
     }
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != STAND_IN}
+    meta["annotations"] = annotations
+    if obj.get("kind") in WEBHOOK_KINDS:
+        out["webhooks"] = [
+            {**{k: v for k, v in hook.items() if k != "failurePolicy"},
+             "clientConfig": {k: v for k, v in (hook.get("clientConfig") or {}).items()
+                              if k != "caBundle"}}
+            for hook in obj.get("webhooks") or []
+        ]  # fmt: skip
     return {**out, "metadata": meta}
 
 
@@ -76,6 +90,12 @@ class KwokCluster:
         )
         self.stand_ins = StandIns(self.plane.kubeconfig, ca, echo=self.echo)
         self.stand_ins.start()
+
+    def settle(self) -> None:
+        """The stand-ins' pass right after an apply: a `helm upgrade` restores the chart's
+        failurePolicy Fail, which would block the next write until the loop's next pass."""
+        if self.stand_ins is not None:
+            self.stand_ins.reconcile()
 
     def stop(self, keep: bool) -> None:
         if self.stand_ins is not None:

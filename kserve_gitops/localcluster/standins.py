@@ -50,6 +50,7 @@ class StandIns:
         self.ext = client.ApiextensionsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the loop and the executor (after each apply) both call
         self._thread: threading.Thread | None = None
         self._done: set[str] = set()
         self.ignored: list[str] = []
@@ -274,6 +275,10 @@ class StandIns:
     # -- the loop ---------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
+        with self._lock:
+            self._reconcile()
+
+    def _reconcile(self) -> None:
         for job in (self.webhooks, self.certificates, self.inject_ca, self.volumes):
             try:
                 job()
