@@ -259,6 +259,7 @@ def test_every_rule_has_a_violation_test() -> None:
     tested |= {"SECRET-LITERAL", "NS-DECLARED"}
     # tests/test_knative_admission.py breaks each of these (objects and repository copies).
     tested |= {"KNATIVE-FEATURES", "REVISION-PSS", "QOS-GUARANTEED"}
+    tested |= {"STORAGE-PROVIDED"}  # tests/test_model_storage.py
     assert tested == {rule.id for rule in policy.RULES}
 
 
