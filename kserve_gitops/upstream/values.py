@@ -267,8 +267,9 @@ def _code_version() -> str:
 
 def check_install(install: Install, chart_dir: Path) -> tuple[list[tuple[str, Any]], list[str]]:
     """(template, body) of every object the release renders, and the problems of its values.
-    The result is kept in .cache/upstream-values/ under a digest of all it depends on (this
-    code, the chart's files, the release and its values): an unchanged release renders once."""
+    The result is kept in .cache/upstream-values/, one file per release and values file, with
+    a digest of all it depends on (this code, the chart's files, the release and its values):
+    while that digest holds, the release does not render again."""
     inputs = [
         _code_version(),
         charts.files_sha256(chart_dir),
@@ -279,15 +280,19 @@ def check_install(install: Install, chart_dir: Path) -> tuple[list[tuple[str, An
         str(install.ref),
         install.values,
     ]
-    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-    stored = RESULTS_DIR / f"{key}.json"
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    slot = hashlib.sha256(f"{install.source}\0{install.name}".encode()).hexdigest()[:24]
+    stored = RESULTS_DIR / f"{slot}.json"
     try:
         result = json.loads(stored.read_text())
-        return result["objects"], result["problems"]
+        if result["inputs"] == digest:
+            return result["objects"], result["problems"]
     except (OSError, ValueError, KeyError):
-        objects, problems = _check(install, chart_dir)
-        files.write_text(stored, json.dumps({"objects": objects, "problems": problems}))
-        return objects, problems
+        pass  # not kept yet, or unreadable: render
+    objects, problems = _check(install, chart_dir)
+    result = {"inputs": digest, "objects": objects, "problems": problems}
+    files.write_text(stored, json.dumps(result))
+    return objects, problems
 
 
 def check_environments(envs: list[str]) -> Outcome:
@@ -296,6 +301,7 @@ def check_environments(envs: list[str]) -> Outcome:
     identically (most, across environments) is listed once, naming every values file behind it."""
     outcome = Outcome()
     rendered: dict[str, tuple[list[str], str, Any]] = {}
+    located: dict[ChartRef, Path | charts.ChartError] = {}
 
     def problem(message: str, found: list[str]) -> None:
         if message not in found:
@@ -308,13 +314,17 @@ def check_environments(envs: list[str]) -> Outcome:
             problem(str(exc), outcome.problems)
             continue
         for install in releases:
-            try:
-                chart_dir = charts.ensure(install.ref, online=False)
-            except charts.ChartMissing as exc:
-                outcome.missing[str(install.ref)] = str(exc)
+            if install.ref not in located:  # each chart verified once per run
+                try:
+                    located[install.ref] = charts.ensure(install.ref, online=False)
+                except charts.ChartError as exc:
+                    located[install.ref] = exc
+            chart_dir = located[install.ref]
+            if isinstance(chart_dir, charts.ChartMissing):
+                outcome.missing[str(install.ref)] = str(chart_dir)
                 continue
-            except charts.ChartError as exc:
-                problem(str(exc), outcome.problems)
+            if isinstance(chart_dir, charts.ChartError):
+                problem(str(chart_dir), outcome.problems)
                 continue
             objects, problems = check_install(install, chart_dir)
             outcome.problems += problems
