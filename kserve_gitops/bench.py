@@ -5,6 +5,9 @@ a fixed 80 req/s, then the highest arrival rate whose p99 (from the scheduled se
 under 50 ms, found by doubling then bisecting. The load generator is the same open-loop Locust
 harness as `make loadtest`, in this process; its CPU share and the server's are recorded for
 every point, and one point is cross-checked with wrk (closed loop, fixed connections).
+The generator itself is measured too: the highest rate it sustains with 1, 2 and 4 Locust
+worker processes against a server that is never the bottleneck (kserve_gitops.load.fastserver),
+and its CPU per request (`--generator-only` measures just that, keeping the other results).
 """
 
 from __future__ import annotations
@@ -13,16 +16,19 @@ from __future__ import annotations
 from kserve_gitops import loadtest  # isort: skip
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +38,7 @@ import psutil
 from matplotlib.figure import Figure
 
 from kserve_gitops import paths, server, slo
+from kserve_gitops.load.workers import WorkerError
 
 SETTINGS: dict[str, list[str]] = {
     # What `kserve.ModelServer` does out of the box: per-request latency log and access log.
@@ -76,9 +83,16 @@ def _server_procs(local: server.LocalServer) -> list[psutil.Process]:
 
 
 def measure(
-    local: server.LocalServer, protocol: str, rate: float, duration: float
+    local: server.LocalServer,
+    protocol: str,
+    rate: float,
+    duration: float,
+    *,
+    workers: int = 0,
+    master_port: int = 5557,
 ) -> dict[str, Any]:
-    """One open-loop run; the summary's key numbers plus the server's CPU share."""
+    """One open-loop run (workers: Locust worker processes sharing the plan); the summary's key
+    numbers plus the server's CPU share."""
     users = max(16, math.ceil(rate * 0.1))  # covers 100 ms in flight; slower fails anyway
     procs = _server_procs(local)
     before, wall = _cpu_seconds(procs), time.monotonic()
@@ -89,6 +103,8 @@ def measure(
         duration=duration,
         users=users,
         progress_s=0,
+        workers=workers,
+        master_port=master_port,
     )
     summary = loadtest.run_load(opts, NO_TARGETS, out=lambda _line: None).summary
     server_cpu = 100 * (_cpu_seconds(procs) - before) / (time.monotonic() - wall)
@@ -100,6 +116,8 @@ def measure(
         "errors": summary["requests"]["failures"] + summary["requests"]["unfinished"],
         "requests": summary["requests"]["completed"],
         "generator_cpu_pct": summary["generator"]["cpu_percent_of_one_core"],
+        "generator_cpu_ms_per_request": summary["generator"]["cpu_ms_per_request"],
+        "send_lag_p99_ms": summary["generator"]["send_lag_ms"]["p99"],
         "server_cpu_pct": server_cpu,
     }
 
@@ -113,7 +131,7 @@ def passes(point: dict[str, Any], p99_ms: float) -> bool:
 
 
 def search_max_rate(
-    local: server.LocalServer, protocol: str, knobs: Knobs, log
+    local: server.LocalServer, protocol: str, knobs: Knobs, log, **load: int
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Double the rate until p99 breaks, then bisect (geometrically) between pass and fail."""
     steps: list[dict[str, Any]] = []
@@ -123,7 +141,7 @@ def search_max_rate(
         # A failing step is measured once more: on a shared machine one neighbour's burst
         # can break a 5 s p99. Both attempts are kept in the results.
         for attempt in (1, 2):
-            point = measure(local, protocol, rate, knobs.step_s)
+            point = measure(local, protocol, rate, knobs.step_s, **load)
             ok = passes(point, knobs.p99_ms)
             steps.append({**point, "pass": ok, "attempt": attempt})
             log(
@@ -194,6 +212,58 @@ def wrk_point(local: server.LocalServer, connections: int, seconds: int) -> dict
             [wrk, "--version"], capture_output=True, text=True, check=False
         ).stdout.splitlines()[0],
     }
+
+
+@contextlib.contextmanager
+def fast_server(port: int) -> Iterator[server.LocalServer]:
+    """kserve_gitops.load.fastserver on `port` (0: a free one), as a LocalServer."""
+    port = port or server.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kserve_gitops.load.fastserver", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the fast predict server did not start on port {port}")
+            time.sleep(0.1)
+        yield server.LocalServer(f"http://127.0.0.1:{port}", "sklearn-iris", proc, Path(os.devnull))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def generator_limits(args: argparse.Namespace, log=print) -> dict[str, Any]:
+    """For each worker count: the highest open-loop rate the generator sustains (the same pass
+    rule as the server search) against the fast server, and its CPU per request there."""
+    knobs = Knobs(
+        step_s=args.step_duration,
+        start_rate=min(250.0, args.generator_max_rate),
+        max_rate=args.generator_max_rate,
+    )
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "server": "kserve_gitops.load.fastserver (one asyncio process, predictions memoized)",
+        "knobs": asdict(knobs),
+        "load_average_start": list(os.getloadavg()),
+        "limits": [],
+    }
+    with fast_server(args.fast_port) as fast:
+        measure(fast, "v1", 200, 2, workers=1, master_port=args.master_port)  # warm-up
+        for workers in args.generator_workers:
+            log(f"generator: {workers} Locust worker process(es) against the fast server")
+            best, steps = search_max_rate(
+                fast, "v1", knobs, log, workers=workers, master_port=args.master_port
+            )
+            results["limits"].append({"workers": workers, "max": best, "steps": steps})
+    results["load_average_end"] = list(os.getloadavg())
+    return results
 
 
 def machine() -> dict[str, Any]:
@@ -456,11 +526,51 @@ def markdown(results: dict[str, Any], plot_path: Path, out: Path) -> str:
         ]
     else:
         lines.append(f"wrk cross-check skipped: {results['wrk_skipped']}.")
+    lines += _generator_section(results.get("generator"))
     lines += ["", "## Findings", ""]
     lines += _findings(results)
     lines += ["", "## Against the aims", ""]
     lines += _aims(results)
     return "\n".join(lines) + "\n"
+
+
+def _generator_section(gen: dict[str, Any] | None) -> list[str]:
+    lines = ["", "## Load generator limits", ""]
+    if not gen:
+        return [*lines, "Not measured (`make bench` measures them unless --no-generator)."]
+    k = gen["knobs"]
+    load = " / ".join(f"{x:.2f}" for x in gen["load_average_start"])
+    load_end = " / ".join(f"{x:.2f}" for x in gen["load_average_end"])
+    lines += [
+        f"Measured {gen['date']}, load average {load} at the start, {load_end} at the end.",
+        f"The open-loop generator of `make loadtest LOAD_WORKERS=N` against {gen['server']},",
+        "which is not the bottleneck, on the same cores. Same search and pass rule as above",
+        f"({k['step_s']:g} s steps from {k['start_rate']:g} req/s, p99 <= {k['p99_ms']:g} ms"
+        " from the scheduled send time, no errors, >= 95% of the offered rate achieved).",
+        "CPU per request: all generator processes (master and workers) over the completed",
+        "requests at the highest passing rate.",
+        "",
+        "| worker processes | max rate (req/s) | p99 there (ms) | send lag p99 (ms) "
+        "| generator CPU per request (ms) | busiest generator process | server CPU "
+        "| first failing rate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for limit in gen["limits"]:
+        best = limit["max"]
+        passing = {s["rate"] for s in limit["steps"] if s["pass"]}
+        failing = [s["rate"] for s in limit["steps"] if s["rate"] not in passing]
+        first_fail = f"{min(failing):.0f}" if failing else "none"
+        if best:
+            lines.append(
+                f"| {limit['workers']} | {best['rate']:.0f} | {best['latency_ms']['p99']:.2f} | "
+                f"{best['send_lag_p99_ms']:.2f} | {best['generator_cpu_ms_per_request']:.3f} | "
+                f"{best['generator_cpu_pct']:.0f}% | {best['server_cpu_pct']:.0f}% | {first_fail} |"
+            )
+        else:
+            lines.append(
+                f"| {limit['workers']} | below {k['start_rate']:g} | | | | | | {first_fail} |"
+            )
+    return lines
 
 
 def _findings(results: dict[str, Any]) -> list[str]:
@@ -562,6 +672,21 @@ def main(argv: list[str] | None = None) -> int:
         " on a shared machine, -10 keeps other jobs from stealing the measured cores",
     )
     p.add_argument("--no-wrk", dest="wrk", action="store_false", help="skip the wrk cross-check")
+    p.add_argument(
+        "--generator-workers", nargs="+", type=int, default=[1, 2, 4],
+        help="worker process counts for the generator limits",
+    )  # fmt: skip
+    p.add_argument("--generator-max-rate", type=float, default=25600.0, help="its search ceiling")
+    p.add_argument(
+        "--no-generator", dest="generator", action="store_false", help="skip the generator limits"
+    )
+    p.add_argument(
+        "--generator-only",
+        action="store_true",
+        help="measure only the generator limits; the other results come from --results",
+    )
+    p.add_argument("--fast-port", type=int, default=0, help="fast server port (0: any free one)")
+    p.add_argument("--master-port", type=int, default=5557, help="Locust master port")
     p.add_argument("--out", type=Path, default=paths.ROOT / "BENCHMARKS.md")
     p.add_argument("--plot", type=Path, default=paths.ROOT / "benchmarks" / "bench.png")
     p.add_argument("--results", type=Path, default=paths.ROOT / "benchmarks" / "results.json")
@@ -580,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         _publish(results, args)
         return 0
     skipped = None if args.wrk else "--no-wrk"
-    if args.wrk and not shutil.which("wrk"):
+    if args.wrk and not args.generator_only and not shutil.which("wrk"):
         skipped = "wrk is not installed (Debian: `apt-get install -y wrk`)"
         print(f"note: {skipped}; the cross-check is skipped")
         args.wrk = False
@@ -594,10 +719,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.wait_for_quiet:
         wait_for_quiet(args.wait_for_quiet, args.quiet_load)
     try:
-        results = run(args)
-        results["wrk_skipped"] = skipped
-        results["nice"] = os.nice(0)
-    except (RuntimeError, TimeoutError) as exc:
+        if args.generator_only:
+            try:
+                results = json.loads(args.results.read_text())
+            except (OSError, ValueError) as exc:
+                hint = "--generator-only keeps the other results from it: run `make bench` first"
+                print(f"error: {paths.rel(args.results)}: {exc} ({hint})", file=sys.stderr)
+                return 2
+        else:
+            results = run(args)
+            results["wrk_skipped"] = skipped
+            results["nice"] = os.nice(0)
+        if args.generator or args.generator_only:
+            results["generator"] = generator_limits(args)
+    except (RuntimeError, TimeoutError, WorkerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     _write(args.results, json.dumps(results, indent=2) + "\n")

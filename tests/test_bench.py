@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.load_helpers import free_port
+
 
 @pytest.mark.slow
 def test_quick_bench_writes_results_markdown_and_plot(run_module, tmp_path: Path):
@@ -14,8 +16,10 @@ def test_quick_bench_writes_results_markdown_and_plot(run_module, tmp_path: Path
     result = run_module(
         "bench", "--settings", "tuned", "--workers", "1", "--protocols", "v2",
         "--fixed-duration", "1", "--step-duration", "1", "--max-rate", "200", "--no-wrk",
+        "--generator-workers", "2", "--generator-max-rate", "600",
+        "--fast-port", str(free_port()), "--master-port", str(free_port()),
         "--out", str(out), "--plot", str(plot), "--results", str(results),
-        timeout=180,
+        timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads(results.read_text())
@@ -47,6 +51,13 @@ def test_quick_bench_writes_results_markdown_and_plot(run_module, tmp_path: Path
     assert "| tuned | v2 | 1 |" in text
     assert "![benchmark](img/b.png)" in text
     assert "wrk cross-check skipped: --no-wrk" in text
+    # The generator's own limit: 2 workers against the fast server, from 250 req/s up to 600.
+    [limit] = data["generator"]["limits"]
+    assert limit["workers"] == 2 and limit["steps"][0]["rate"] == 250
+    for step in limit["steps"]:
+        assert step["requests"] == step["rate"] or not step["pass"]  # 1 s steps
+        assert step["generator_cpu_ms_per_request"] > 0
+    assert "## Load generator limits" in text and "\n| 2 | " in text
 
     # The markdown and the plot can be rebuilt from the saved results without measuring.
     out.unlink()
