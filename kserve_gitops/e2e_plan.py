@@ -317,6 +317,7 @@ class Readiness:
     services: tuple[str, ...] = ()  # webhook/ingress Services that must have a ready endpoint
     needs_crds: tuple[str, ...] = ()  # CRDs whose objects the chart itself creates
     deployments: bool = True  # the chart runs Deployments in its namespace
+    daemonsets: tuple[str, ...] = ()  # DaemonSets that must be ready on every node
 
 
 CERT_MANAGER_CRDS = ("certificates.cert-manager.io", "issuers.cert-manager.io")
@@ -357,6 +358,11 @@ def readiness(chart: str, release: str) -> Readiness:
             return Readiness(600, services=("istiod",), needs_crds=ISTIO_CRDS)
         case "gateway":
             return Readiness(600, services=(release,))
+        case "cni":
+            # Istio CNI's node agent (the chart's DaemonSet name is fixed in its templates).
+            return Readiness(300, deployments=False, daemonsets=("istio-cni-node",))
+        case "ztunnel":
+            return Readiness(300, deployments=False, daemonsets=("ztunnel",))
         case "knative-operator":
             return Readiness(300, KNATIVE_OPERATOR_CRDS, ("operator-webhook",))
         case "kserve-crd":
@@ -475,6 +481,12 @@ def install_release(layer: str, rel: platform.Release, provider: str = "kind") -
         steps.append(wait_crds(layer, ready.crds, ready.timeout_s))
     if ready.deployments:
         steps.append(wait_deployments(layer, rel.namespace, ready.timeout_s))
+    steps += [
+        Run(layer, f"wait: DaemonSet {rel.namespace}/{ds} ready on every node",
+            ("kubectl", "rollout", "status", f"daemonset/{ds}", "-n", rel.namespace,
+             f"--timeout={ready.timeout_s}s"), ready.timeout_s + 30)
+        for ds in ready.daemonsets
+    ]  # fmt: skip
     steps += [wait_endpoint(layer, rel.namespace, svc, ready.timeout_s) for svc in ready.services]
     if rel.chart == "kserve-resources":
         steps += kserve_webhook_tls(layer, rel.namespace)
@@ -767,9 +779,7 @@ def build(env: str, provider: str = "kind", layers: set[str] | None = None) -> P
         raise RenderError(f"clusters/{env}: no HelmRelease {MODEL} of our chart with a values file")
     values_file = paths.ROOT / str(model.values_file)
     values = render.model_values(values_file)
-    steps += model_store(
-        env, model.namespace, values, paths.rel(values_file), namespaces, claims
-    )
+    steps += model_store(env, model.namespace, values, paths.rel(values_file), namespaces, claims)
     steps += deploy(model.namespace, values_file)[0]
     steps.append(ResolveHost("verify", MODEL, model.namespace))
     for protocol in ("v1", "v2"):

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -488,6 +489,7 @@ def test_preflight_names_what_is_missing_and_how_to_get_it(tmp_path: Path, repo_
         "exit 1\n"
     )
     docker.chmod(0o755)
+    shutil.rmtree(repo_copy / ".cache" / "e2e", ignore_errors=True)  # a cluster running here
     started = time.monotonic()
     proc = run_e2e({"PATH": str(bin_dir)}, repo_copy)
     assert time.monotonic() - started < 30
@@ -743,11 +745,24 @@ def test_ci_runs_make_e2e_for_dev_on_pull_requests_and_uploads_the_reports() -> 
     # The versions are read from versions.yaml, not repeated.
     assert '["kubernetes"]["kind"]' in pins_step["run"]
     assert '["kubernetes"]["version"]' in pins_step["run"]
-    assert re.fullmatch(r"v3\.\d+\.\d+", steps["azure/setup-helm"]["with"]["version"])
+    assert '["localCluster"]["helm"]' in pins_step["run"]
+    assert steps["azure/setup-helm"]["with"]["version"] == "${{ steps.pins.outputs.helm }}"
     runs = [s.get("run", "") for s in job["steps"]]
-    assert "make e2e ENV=${{ matrix.env }}" in runs
+    assert "make e2e CLUSTER=kind ENV=${{ matrix.env }}" in runs
     upload = steps["actions/upload-artifact"]
     assert upload["if"] == "always()" and upload["with"]["path"] == "reports/"
+
+
+def test_ci_runs_the_kwok_e2e_for_every_environment() -> None:
+    workflow = yaml.safe_load((paths.ROOT / ".github/workflows/e2e.yml").read_text())
+    job = workflow["jobs"]["kwok"]
+    assert job["strategy"]["matrix"]["env"] == list(ENVS)
+    runs = [s.get("run", "") for s in job["steps"]]
+    assert runs.index("make binaries") < runs.index("make e2e CLUSTER=kwok ENV=${{ matrix.env }}")
+    assert "sudo ip route add local 198.18.0.0/15 dev lo" in runs
+    cache = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/cache"))
+    assert "~/.cache/kserve-gitops/bin" in cache["with"]["path"]
+    assert "hashFiles('versions.yaml'" in cache["with"]["key"]
 
 
 def test_plan_refuses_a_storage_uri_the_e2e_cannot_deliver(repo_copy: Path) -> None:
