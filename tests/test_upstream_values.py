@@ -105,3 +105,17 @@ def test_without_the_chart_cache_the_checks_are_not_run_and_ci_fails(
     proc = run_module("validate", root=repo_copy)
     assert proc.returncode == 1
     assert "is not in .cache/charts: run `make charts` online" in proc.stderr
+
+
+def test_an_edited_chart_in_the_cache_fails_validate(
+    repo_copy: Path, run_module: RunModule, shared_charts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHART_DIR", str(shared_charts))
+    assert run_module("upstream.charts", root=repo_copy).returncode == 0
+    ref = next(r for r in charts.required() if r.chart == "gateway")
+    values_yaml = repo_copy / ".cache" / "charts" / ref.chart / ref.version / "values.yaml"
+    values_yaml.write_text(values_yaml.read_text() + "# edited\n")
+    monkeypatch.delenv("CHART_DIR")
+    proc = run_module("validate", root=repo_copy)
+    assert proc.returncode == 1
+    assert f"files of {ref} changed since they were cached" in proc.stderr

@@ -302,16 +302,11 @@ def check_environments(envs: list[str]) -> Outcome:
     outcome = Outcome()
     rendered: dict[str, tuple[list[str], str, Any]] = {}
     located: dict[ChartRef, Path | charts.ChartError] = {}
-
-    def problem(message: str, found: list[str]) -> None:
-        if message not in found:
-            found.append(message)
-
     for env in envs:
         try:
             releases = installs(env)
         except RenderError as exc:
-            problem(str(exc), outcome.problems)
+            outcome.problems.append(str(exc))
             continue
         for install in releases:
             if install.ref not in located:  # each chart verified once per run
@@ -324,7 +319,8 @@ def check_environments(envs: list[str]) -> Outcome:
                 outcome.missing[str(install.ref)] = str(chart_dir)
                 continue
             if isinstance(chart_dir, charts.ChartError):
-                problem(str(chart_dir), outcome.problems)
+                if str(chart_dir) not in outcome.problems:
+                    outcome.problems.append(str(chart_dir))
                 continue
             objects, problems = check_install(install, chart_dir)
             outcome.problems += problems
