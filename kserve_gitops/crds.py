@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import sys
@@ -86,7 +87,9 @@ def ensure(cache_dir: Path = CACHE_DIR, pin_file: Path = PINS, quiet: bool = Tru
 
 
 def main(argv: list[str] | None = None) -> int:
-    del argv
+    argparse.ArgumentParser(
+        description="Fill the CRD cache from CRD_DIR or the pinned URLs, sha256-checked."
+    ).parse_args(argv)
     try:
         files = ensure(quiet=False)
     except CRDError as exc:

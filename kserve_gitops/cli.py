@@ -1,0 +1,61 @@
+"""`kgops <command> [args]`: the one command line of the harness. Each command is a module's
+`main(argv)`, imported only when it runs (some pull in the Helm SDK or KServe's server), so
+`kgops --help` answers at once."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module under kserve_gitops, what it does); the order of `kgops --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train", "train the models (deterministic), write artifacts and metadata"),
+    "validate": ("validate", "render and validate every chart scenario and environment"),
+    "render": ("render", "print an environment's manifests, or diff two environments"),
+    "diff": ("review.revision", "rendered difference per environment between revisions"),
+    "policy": ("policy", "security policies and the credential scan"),
+    "platform": ("platform", "what Flux and Argo CD install per environment, and checks"),
+    "crds": ("crds", "fill the CRD cache (CRD_DIR or the pinned URLs)"),
+    "charts": ("upstream.charts", "fill the upstream chart cache (CHART_DIR or the repos)"),
+    "binaries": ("localcluster.binaries", "build the kwok cluster's binaries from Go modules"),
+    "controllers": ("controllers.binaries", "build the controllers that run on kwok"),
+    "cluster": ("localcluster.controlplane", "stop a kwok cluster kept with KEEP=1"),
+    "serve": ("server", "serve a model locally with KServe's runtime"),
+    "predict": ("predict", "batch predictions from a CSV against a server"),
+    "loadtest": ("loadtest", "open-loop Locust load test with an SLO verdict"),
+    "demo": ("demo", "train if needed, validate, serve, load-test, SLO verdict"),
+    "bench": ("bench", "benchmarks into BENCHMARKS.md"),
+    "e2e": ("e2e", "the platform and model on a kind or kwok cluster, or the plan"),
+    "gate": ("gate", "quality gate of a model version for an environment"),
+    "rollout": ("rollout", "canary, promote or roll back in an environment's values"),
+    "canary-analysis": ("canary_analysis", "load-test stable and canary, decide"),
+    "registry": ("registry", "model versions and what each environment serves"),
+    "alerts": ("alerts", "regenerate the SLO alert rules from config/slo.yaml"),
+    "dashboard": ("dashboard", "regenerate the Grafana dashboards from config/slo.yaml"),
+    "chart-version": ("chart_version", "fail when a changed chart keeps its version"),
+}
+
+
+def usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = ["usage: kgops <command> [args]   (kgops <command> --help for its options)", ""]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(usage())
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        sys.stderr.write(f"kgops: unknown command {command!r}\n\n{usage()}")
+        return 2
+    module = importlib.import_module(f"kserve_gitops.{COMMANDS[command][0]}")
+    sys.argv = [f"kgops {command}", *rest]  # argparse names the command in its messages
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
