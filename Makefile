@@ -32,13 +32,14 @@ TO       ?=
 BASE     ?=
 FORMAT   ?= text
 VERSION  ?=
+DELIVERY ?=
 PERCENT  ?=
 STABLE   ?=
 CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv test lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv test lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -131,11 +132,14 @@ platform: $(STAMP) ## Components and versions Flux and Argo CD install per envir
 e2e-plan: $(STAMP) ## Print the ordered e2e plan for ENV [CLUSTER=kind|kwok] without touching a cluster
 	@$(PY) -m kserve_gitops.e2e --env $(ENV) --cluster $(CLUSTER) --plan
 
-e2e: $(STAMP) ## Full platform and model on a cluster: CLUSTER=kind (Docker) or kwok (built from source); KEEP=1 keeps it
-	$(PY) -m kserve_gitops.e2e --env $(ENV) --cluster $(CLUSTER) $(if $(filter 1,$(KEEP)),--keep)
+e2e: $(STAMP) ## Full platform and model on a cluster: CLUSTER=kind (Docker) or kwok (built from source); KEEP=1 keeps it; DELIVERY=flux: Flux's controllers reconcile clusters/ENV (kwok)
+	$(PY) -m kserve_gitops.e2e --env $(ENV) --cluster $(CLUSTER) $(if $(filter 1,$(KEEP)),--keep) $(if $(DELIVERY),--delivery $(DELIVERY))
 
-binaries: $(STAMP) ## Build the kwok cluster's pinned binaries from Go modules (cached by version)
-	$(PY) -m kserve_gitops.localcluster.binaries
+bench-e2e: $(STAMP) ## Warm kwok e2e of every environment, timed per layer, into benchmarks/kwok-e2e.md
+	$(PY) -m kserve_gitops.localcluster.bench
+
+binaries: $(STAMP) ## Build the kwok cluster's pinned binaries from Go modules (cached by version); DELIVERY=flux: Flux's too
+	$(PY) -m kserve_gitops.localcluster.binaries $(if $(filter flux,$(DELIVERY)),--flux)
 
 gate: $(STAMP) ## Quality gate: make gate MODEL=sklearn-iris VERSION=v2 ENV=prod (exit 1 with the reason)
 	$(PY) -m kserve_gitops.gate --model $(MODEL) --version $(VERSION) --env $(ENV)

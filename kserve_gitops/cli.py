@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "loadtest": ("loadtest", "open-loop Locust load test with an SLO verdict"),
     "demo": ("demo", "train if needed, validate, serve, load-test, SLO verdict"),
     "bench": ("bench", "benchmarks into BENCHMARKS.md"),
+    "bench-e2e": ("localcluster.bench", "warm kwok e2e per environment into benchmarks/"),
     "e2e": ("e2e", "the platform and model on a kind or kwok cluster, or the plan"),
     "gate": ("gate", "quality gate of a model version for an environment"),
     "rollout": ("rollout", "canary, promote or roll back in an environment's values"),
