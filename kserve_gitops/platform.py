@@ -376,6 +376,8 @@ EXPECTED_COMPONENTS = (
     "kserve-crd",
     "cert-manager",
     "istiod",
+    "istio-cni",
+    "ztunnel",
     "istio-ingressgateway",
     "knative-operator",
     "configs",
@@ -387,7 +389,10 @@ EXPECTED_COMPONENTS = (
 MUST_FOLLOW = {
     "istiod": ("istio-base",),
     "istio-ingressgateway": ("istiod",),
-    "configs": ("knative-operator", "istio-ingressgateway"),
+    "ztunnel": ("istiod",),  # its workload certificates come from istiod
+    # The configs layer puts the model and Knative namespaces in ambient mode: the node agents
+    # must run first, or pods start outside the mesh and STRICT mTLS refuses their callers.
+    "configs": ("knative-operator", "istio-ingressgateway", "istio-cni", "ztunnel"),
     "kserve-resources": ("kserve-crd", "cert-manager", "configs"),
     "kserve-runtime-configs": ("kserve-resources",),
     "sklearn-iris": ("kserve-runtime-configs",),
@@ -404,6 +409,8 @@ def pinned(versions: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
         ("istio-base", "base"),
         ("istiod", "istiod"),
         ("istio-ingressgateway", "gateway"),
+        ("istio-cni", "cni"),
+        ("ztunnel", "ztunnel"),
     ):
         out[release] = (chart, istio["repository"], str(istio["version"]))
     out["knative-operator"] = (kn["chart"], kn["repository"], f"v{kn['operator']}")

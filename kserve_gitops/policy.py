@@ -300,6 +300,7 @@ def check_network_policies(objs: list[Obj], ctx: Context) -> Problems:
         # The network layer admits the namespaces of the mTLS identities the AuthorizationPolicy
         # allows, and no other: each peer names one of them and the pods within it.
         namespaces = {p.split("/ns/", 1)[1].split("/", 1)[0] for p in ALLOWED_PRINCIPALS}
+        ambient = (_namespace_labels(objs, ns) or {}).get(AMBIENT_LABEL) == "ambient"
         for o in policies:
             for i, rule in enumerate((o.body.get("spec") or {}).get("ingress") or []):
                 peers = rule.get("from") or []
@@ -308,6 +309,8 @@ def check_network_policies(objs: list[Obj], ctx: Context) -> Problems:
                 if not rule.get("ports"):
                     yield f"{o.ref}.spec.ingress.{i}.ports", "allows every port"
                 for j, peer in enumerate(peers):
+                    if ambient and peer == AMBIENT_PROBE_PEER:
+                        continue  # kubelet probes, source-NATed by istio-cni (no identity)
                     labels = (peer.get("namespaceSelector") or {}).get("matchLabels") or {}
                     ns_name = labels.get("kubernetes.io/metadata.name")
                     if ns_name not in namespaces or not peer.get("podSelector"):
@@ -315,6 +318,194 @@ def check_network_policies(objs: list[Obj], ctx: Context) -> Problems:
                             f"{o.ref}.spec.ingress.{i}.from.{j}",
                             "peers must name a caller's namespace by kubernetes.io/metadata.name "
                             f"({', '.join(sorted(namespaces))}) and its pods",
+                        )
+
+
+# --- who enforces the mesh policies -------------------------------------------------------------
+
+AMBIENT_LABEL = "istio.io/dataplane-mode"
+WAYPOINT_LABEL = "istio.io/use-waypoint"
+# istio-cni source-NATs kubelet probes of ambient pods to this address (Istio docs, "Ambient and
+# Kubernetes NetworkPolicy"); it carries no identity, so only probe ports may admit it.
+AMBIENT_PROBE_PEER = {"ipBlock": {"cidr": "169.254.7.127/32"}}
+# AuthorizationPolicy fields only an L7 proxy (sidecar or waypoint) can evaluate; ztunnel fails
+# closed on them (Istio docs, "ztunnel ... L7 policy": such a rule becomes a DENY).
+L7_OPERATION = frozenset({"methods", "notMethods", "paths", "notPaths", "hosts", "notHosts"})
+L7_SOURCE = frozenset({"requestPrincipals", "notRequestPrincipals"})
+MESH_POLICY_KINDS = ("PeerAuthentication", "AuthorizationPolicy")
+ISTIO_ROOT_NAMESPACE = "istio-system"  # its policies are mesh-wide, not a namespace's
+
+
+def _namespace_labels(objs: list[Obj], ns: str) -> dict[str, str] | None:
+    """The labels of the declared Namespace `ns`, None when the environment does not declare it."""
+    for o in objs:
+        if o.kind == "Namespace" and o.name == ns:
+            return dict((o.body.get("metadata") or {}).get("labels") or {})
+    return None
+
+
+def _release_values(objs: list[Obj], chart: str) -> dict[str, Any] | None:
+    """Values of the Flux HelmRelease installing upstream `chart`, None when none installs it."""
+    for o in objs:
+        spec = o.body.get("spec") or {}
+        if (
+            o.kind != "HelmRelease"
+            or ((spec.get("chart") or {}).get("spec") or {}).get("chart") != chart
+        ):
+            continue
+        values: dict[str, Any] = {}
+        for ref in spec.get("valuesFrom") or []:
+            cm = next(
+                (c for c in objs if c.kind == "ConfigMap" and c.name.startswith(ref["name"])),
+                None,
+            )
+            if cm is not None:
+                values |= yaml.safe_load((cm.body.get("data") or {}).get("values.yaml") or "") or {}
+        return values | (spec.get("values") or {})
+    return None
+
+
+def ambient_gaps(objs: list[Obj]) -> list[str]:
+    """What the environment lacks for Istio's ambient mode (empty: ztunnel enforces policies)."""
+    gaps = []
+    istiod, cni, ztunnel = (_release_values(objs, c) for c in ("istiod", "cni", "ztunnel"))
+    if ztunnel is None:
+        gaps.append("no HelmRelease installs ztunnel (the proxy that enforces them)")
+    if cni is None:
+        gaps.append("no HelmRelease installs istio-cni (which redirects pod traffic to ztunnel)")
+    elif cni.get("profile") != "ambient" and not (cni.get("ambient") or {}).get("enabled"):
+        gaps.append("istio-cni runs without profile: ambient")
+    env = ((istiod or {}).get("pilot") or {}).get("env") or {}
+    if (istiod or {}).get("profile") != "ambient" and str(
+        env.get("PILOT_ENABLE_AMBIENT")
+    ) != "true":
+        gaps.append("istiod runs without profile: ambient")
+    return gaps
+
+
+@functools.cache
+def _declaring_files(root: str, env: str) -> dict[tuple[str, str, str], str]:
+    """(kind, name, namespace) -> the repository file declaring it, under platform/ and the
+    environment's directory (for messages that name the file to change)."""
+    found: dict[tuple[str, str, str], str] = {}
+    base = Path(root)
+    for top in ("platform", f"environments/{env}" if env else ""):
+        for path in sorted((base / top).rglob("*.yaml")) if top else []:
+            try:
+                docs = list(yaml.safe_load_all(path.read_text()))
+            except yaml.YAMLError:
+                continue
+            for d in docs:
+                if isinstance(d, dict) and isinstance(d.get("metadata"), dict):
+                    meta = d["metadata"]
+                    key = (str(d.get("kind")), str(meta.get("name")), str(meta.get("namespace")))
+                    found.setdefault(key, str(path.relative_to(base)))
+    return found
+
+
+def _where(o: Obj, ctx: Context) -> str:
+    ns = str((o.body.get("metadata") or {}).get("namespace"))
+    file = _declaring_files(str(paths.ROOT), ctx.env).get((o.kind, o.name, ns))
+    return f"{file or o.source}: {o.ref} (namespace {ns})"
+
+
+def _l7_fields(policy: dict[str, Any]) -> Iterator[str]:
+    for i, rule in enumerate((policy.get("spec") or {}).get("rules") or []):
+        for j, to in enumerate(rule.get("to") or []):
+            for key in sorted(set(to.get("operation") or {}) & L7_OPERATION):
+                yield f"spec.rules.{i}.to.{j}.operation.{key}"
+        for j, src in enumerate(rule.get("from") or []):
+            for key in sorted(set(src.get("source") or {}) & L7_SOURCE):
+                yield f"spec.rules.{i}.from.{j}.source.{key}"
+        for j, cond in enumerate(rule.get("when") or []):
+            if str(cond.get("key", "")).startswith("request."):
+                yield f"spec.rules.{i}.when.{j}.key"
+
+
+def _in_mesh(labels: dict[str, str]) -> bool:
+    return (
+        labels.get(AMBIENT_LABEL) == "ambient"
+        or labels.get("istio-injection") == "enabled"
+        or "istio.io/rev" in labels
+    )
+
+
+def check_mesh_enforced(objs: list[Obj], ctx: Context) -> Problems:
+    """An mTLS or authorization policy must sit where a proxy enforces it: an ambient namespace
+    with ztunnel and istio-cni installed (L4 rules only, unless a waypoint serves it), or a
+    sidecar-injected one (with istio-cni where Pod Security restricted forbids istio-init)."""
+    mesh_policies = [
+        o
+        for o in objs
+        if o.kind in MESH_POLICY_KINDS
+        and (o.body.get("metadata") or {}).get("namespace") != ISTIO_ROOT_NAMESPACE
+    ]
+    for o in mesh_policies:
+        ns = str((o.body.get("metadata") or {}).get("namespace"))
+        labels = _namespace_labels(objs, ns)
+        where = _where(o, ctx)
+        if labels is None:
+            yield (
+                where,
+                (
+                    f"namespace {ns} is not declared in the environment, so nothing puts its "
+                    "pods in the mesh: no proxy enforces this policy"
+                ),
+            )
+        elif labels.get(AMBIENT_LABEL) == "ambient":
+            gaps = ambient_gaps(objs)
+            if gaps:
+                yield (
+                    where,
+                    (
+                        f"namespace {ns} is in ambient mode, but {'; '.join(gaps)}: no proxy "
+                        "enforces this policy"
+                    ),
+                )
+            elif o.kind == "AuthorizationPolicy" and WAYPOINT_LABEL not in labels:
+                for field in _l7_fields(o.body):
+                    yield (
+                        f"{where}.{field}",
+                        (
+                            f"an L7 condition in ambient namespace {ns} without a waypoint: "
+                            "ztunnel enforces L4 only and fails closed on it (the rule becomes a "
+                            "DENY); "
+                            f"drop it or add a waypoint ({WAYPOINT_LABEL})"
+                        ),
+                    )
+        elif _in_mesh(labels):
+            restricted = labels.get("pod-security.kubernetes.io/enforce") == "restricted"
+            if restricted and _release_values(objs, "cni") is None:
+                yield (
+                    where,
+                    (
+                        f"namespace {ns} injects sidecars under Pod Security restricted, which "
+                        "refuses their istio-init container (NET_ADMIN): install istio-cni"
+                    ),
+                )
+        else:
+            yield (
+                where,
+                (
+                    f"no proxy enforces it: namespace {ns} has neither {AMBIENT_LABEL}: ambient "
+                    "nor sidecar injection (istio-injection: enabled or istio.io/rev)"
+                ),
+            )
+    # STRICT mTLS refuses plaintext: every caller the policies admit must be in the mesh too.
+    for o in (p for p in mesh_policies if p.kind == "AuthorizationPolicy"):
+        for i, rule in enumerate((o.body.get("spec") or {}).get("rules") or []):
+            for j, src in enumerate(rule.get("from") or []):
+                for principal in (src.get("source") or {}).get("principals") or []:
+                    caller = principal.split("/ns/", 1)[-1].split("/", 1)[0]
+                    caller_labels = _namespace_labels(objs, caller)
+                    if caller_labels is not None and not _in_mesh(caller_labels):
+                        yield (
+                            f"{_where(o, ctx)}.spec.rules.{i}.from.{j}.source.principals",
+                            (
+                                f"{principal}: namespace {caller} is outside the mesh, so its "
+                                "requests carry no mTLS identity and STRICT mTLS refuses them; "
+                                f"label it {AMBIENT_LABEL}: ambient"
+                            ),
                         )
 
 
@@ -578,6 +769,9 @@ RULES: tuple[Rule, ...] = (
          frozenset(), check_authorization),
     Rule("NETPOL", "default-deny ingress; every allow names sources and ports", frozenset(),
          check_network_policies),
+    Rule("MESH-ENFORCED", "mTLS and authorization policies sit where a proxy enforces them "
+         "(ambient ztunnel: L4 only; or sidecars), their callers in the mesh", frozenset(),
+         check_mesh_enforced),
     Rule("KNATIVE-FEATURES", "Knative admits the predictors' pod fields (spec.config.features); "
          "no pod-spec feature enabled that no model uses", frozenset(), check_knative_features),
     Rule("REVISION-PSS", "the revision pod (model, queue-proxy, storage-initializer) meets Pod "

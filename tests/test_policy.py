@@ -260,6 +260,7 @@ def test_every_rule_has_a_violation_test() -> None:
     # tests/test_knative_admission.py breaks each of these (objects and repository copies).
     tested |= {"KNATIVE-FEATURES", "REVISION-PSS", "QOS-GUARANTEED"}
     tested |= {"STORAGE-PROVIDED"}  # tests/test_model_storage.py
+    tested |= {"MESH-ENFORCED"}  # tests/test_mesh.py
     assert tested == {rule.id for rule in policy.RULES}
 
 
@@ -333,7 +334,11 @@ def test_rules_are_listed(run_module: RunModule) -> None:
 
 def test_make_validate_reports_policy_violations(repo_copy: Path, run_module: RunModule) -> None:
     netpol = repo_copy / "platform/security/networkpolicies.yaml"
-    netpol.write_text(netpol.read_text().replace("        - {protocol: TCP, port: 9090}\n", ""))
+    autoscaler_ports = "".join(
+        f"        - {{protocol: TCP, port: {port}}}\n" for port in (9090, 15008)
+    )
+    assert autoscaler_ports in netpol.read_text()
+    netpol.write_text(netpol.read_text().replace(autoscaler_ports, ""))
     proc = run_module("validate", root=repo_copy)
     assert proc.returncode == 1
     assert (
