@@ -199,6 +199,16 @@ class ControlPlane:
 
     # -- processes -------------------------------------------------------------------------------
 
+    def _client_args(self, name: str) -> list[str]:
+        """A control-plane client's connection and serving flags (admin kubeconfig, its own
+        loopback port, no leader election: one replica)."""
+        k = str(self.kubeconfig)
+        return [
+            "--kubeconfig", k, "--authentication-kubeconfig", k, "--authorization-kubeconfig", k,
+            "--bind-address", "127.0.0.1", "--secure-port", str(self.ports[name]),
+            "--leader-elect=false",
+        ]  # fmt: skip
+
     def _argv(self, name: str) -> list[str]:
         p, d = self.ports, self.pki
         match name:
@@ -232,19 +242,15 @@ class ControlPlane:
                     "--enable-admission-plugins",
                     "NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,ResourceQuota,"
                     "DefaultStorageClass,MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
-                    # Webhook and aggregated API Services are called at their endpoints (the
-                    # loopback pod IPs), since no kube-proxy routes ClusterIPs here.
+                    # Webhook and aggregated API Services are called at their endpoints (pod
+                    # IPs routed to this machine), since no kube-proxy routes ClusterIPs here.
                     "--enable-aggregator-routing=true",
                     "--allow-privileged=true",
                     "--profiling=false",
                 ]  # fmt: skip
             case "kube-controller-manager":
                 return [
-                    "--kubeconfig", str(self.kubeconfig),
-                    "--authentication-kubeconfig", str(self.kubeconfig),
-                    "--authorization-kubeconfig", str(self.kubeconfig),
-                    "--bind-address", "127.0.0.1", "--secure-port", str(p[name]),
-                    "--leader-elect=false",
+                    *self._client_args(name),
                     "--service-account-private-key-file", str(d / "sa.key"),
                     "--root-ca-file", str(d / "ca.crt"),
                     "--cluster-signing-cert-file", str(d / "ca.crt"),
@@ -253,13 +259,7 @@ class ControlPlane:
                     "--controllers", "*",
                 ]  # fmt: skip
             case "kube-scheduler":
-                return [
-                    "--kubeconfig", str(self.kubeconfig),
-                    "--authentication-kubeconfig", str(self.kubeconfig),
-                    "--authorization-kubeconfig", str(self.kubeconfig),
-                    "--bind-address", "127.0.0.1", "--secure-port", str(p[name]),
-                    "--leader-elect=false",
-                ]  # fmt: skip
+                return self._client_args(name)
             case "kwok":
                 return [
                     "--kubeconfig", str(self.kubeconfig),

@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 from kserve_gitops.cluster import CommandError, Runner
+from kserve_gitops.controllers import binaries as controller_binaries
+from kserve_gitops.controllers.processes import Controllers
 from kserve_gitops.localcluster import binaries, checks, pki
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlane
 from kserve_gitops.localcluster.standins import STAND_IN, StandIns
@@ -26,8 +28,8 @@ class ClusterCheckFailed(Exception):
 
 
 def tool_path(bins: Mapping[str, Path]) -> str:
-    """PATH for the run: the pinned helm first, then kubectl next to this Python."""
-    dirs = [str(bins["helm"].parent), str(Path(sys.executable).parent)]
+    """PATH for the run: the pinned helm and kubectl (the cluster's minor) first."""
+    dirs = [str(bins["helm"].parent), str(bins["kubectl"].parent), str(Path(sys.executable).parent)]
     return os.pathsep.join([*dirs, os.environ.get("PATH", "")])
 
 
@@ -73,14 +75,36 @@ class KwokCluster:
     plane: ControlPlane | None = None
     stand_ins: StandIns | None = None
     bins: dict[str, Path] = field(default_factory=dict)
+    controllers: Controllers | None = None
+    config: ClusterConfig | None = None  # default: e2e/kwok/cluster.yaml
 
     def prepare(self) -> dict[str, Path]:
-        """The binaries, built when missing (a cold build shows progress per binary)."""
+        """The binaries, built when missing (a cold build shows progress per binary), and the
+        controllers that run in place of their kwok pods."""
         self.bins = binaries.ensure(self.echo)
+        controller_binaries.ensure(self.echo)
         return self.bins
 
+    def start_controllers(self, group: str) -> list[str]:
+        """Run a group of controllers as processes (kserve_gitops.controllers.processes)."""
+        if self.plane is None:
+            raise RuntimeError("start the cluster before its controllers")
+        if self.controllers is None:
+            ca = pki.CA.load(
+                (self.plane.pki / "ca.crt").read_bytes(), (self.plane.pki / "ca.key").read_bytes()
+            )
+            self.controllers = Controllers(
+                self.env, self.plane.dir, self.plane.kubeconfig,
+                self.plane.ports["kube-apiserver"], ca, self.stand_ins, self.echo,
+            )  # fmt: skip
+            self.controllers.prepare()
+            self.controllers.start_loop()
+        return self.controllers.start(group)
+
     def start(self, runner: Runner) -> None:
-        self.plane = ControlPlane(self.env, self.bins, ClusterConfig.load(), self.echo)
+        self.plane = ControlPlane(
+            self.env, self.bins, self.config or ClusterConfig.load(), self.echo
+        )
         self.plane.start()
         nodes = self.plane.dir / "nodes.yaml"
         nodes.write_text(yaml.safe_dump_all(self.plane.node_manifests()))
@@ -98,6 +122,8 @@ class KwokCluster:
             self.stand_ins.reconcile()
 
     def stop(self, keep: bool) -> None:
+        if self.controllers is not None:
+            self.controllers.stop(keep)
         if self.stand_ins is not None:
             self.stand_ins.stop()
         if self.plane is not None:
@@ -153,6 +179,10 @@ class KwokCluster:
         if self.stand_ins is not None:
             done = [*self.stand_ins.actions, *(f"error: {e}" for e in self.stand_ins.errors)]
             (dest / "stand-ins.txt").write_text("\n".join(done) + "\n")
+        if self.controllers is not None:
+            (dest / "controllers.json").write_text(
+                json.dumps(self.controllers.summary(), indent=1) + "\n"
+            )
         if self.plane is not None:
             self.plane.save_logs(dest / "logs")
 

@@ -63,19 +63,17 @@ class StandIns:
 
     # -- webhooks ----------------------------------------------------------------------------------
 
+    def _webhook_apis(self) -> list[tuple[str, Callable[[], Any], Callable[..., Any]]]:
+        a = self.admission
+        return [
+            ("ValidatingWebhookConfiguration", a.list_validating_webhook_configuration,
+             a.patch_validating_webhook_configuration),
+            ("MutatingWebhookConfiguration", a.list_mutating_webhook_configuration,
+             a.patch_mutating_webhook_configuration),
+        ]  # fmt: skip
+
     def webhooks(self) -> None:
-        for kind, lister, patcher in (
-            (
-                "ValidatingWebhookConfiguration",
-                self.admission.list_validating_webhook_configuration,
-                self.admission.patch_validating_webhook_configuration,
-            ),
-            (
-                "MutatingWebhookConfiguration",
-                self.admission.list_mutating_webhook_configuration,
-                self.admission.patch_mutating_webhook_configuration,
-            ),
-        ):
+        for kind, lister, patcher in self._webhook_apis():
             for cfg in lister().items:
                 patch: list[dict[str, Any]] = []
                 names = []
@@ -104,6 +102,33 @@ class StandIns:
                         f"{kind} {cfg.metadata.name}: webhook {name} failurePolicy Fail -> "
                         "Ignore (no server runs it on kwok)",
                     )
+
+    def serve(self, keys: list[str]) -> None:
+        """Webhooks whose server now runs (kserve_gitops.controllers): left alone from now on,
+        and those set to Ignore get back Fail, the only value `webhooks` replaces."""
+        with self._lock:
+            self.served = self.served | frozenset(keys)
+            for key in [k for k in self.ignored if k in self.served]:
+                kind, name, hook = key.split("/", 2)
+                reader, patcher = (
+                    (self.admission.read_validating_webhook_configuration,
+                     self.admission.patch_validating_webhook_configuration)
+                    if kind == "ValidatingWebhookConfiguration" else
+                    (self.admission.read_mutating_webhook_configuration,
+                     self.admission.patch_mutating_webhook_configuration)
+                )  # fmt: skip
+                self.ignored.remove(key)
+                try:
+                    cfg = reader(name)
+                except ApiException as exc:
+                    if exc.status == 404:
+                        continue
+                    raise
+                index = [h.name for h in cfg.webhooks or []].index(hook)
+                patcher(name, [{"op": "replace", "path": f"/webhooks/{index}/failurePolicy",
+                                "value": "Fail"}])  # fmt: skip
+                self._record(f"serve {key}", f"{kind} {name}: webhook {hook} failurePolicy "
+                             "Ignore -> Fail (its server runs)")  # fmt: skip
 
     # -- cert-manager -----------------------------------------------------------------------------
 
@@ -181,18 +206,7 @@ class StandIns:
 
     def inject_ca(self) -> None:
         bundle = base64.b64encode(self.ca.cert_pem).decode()
-        for kind, lister, patcher in (
-            (
-                "ValidatingWebhookConfiguration",
-                self.admission.list_validating_webhook_configuration,
-                self.admission.patch_validating_webhook_configuration,
-            ),
-            (
-                "MutatingWebhookConfiguration",
-                self.admission.list_mutating_webhook_configuration,
-                self.admission.patch_mutating_webhook_configuration,
-            ),
-        ):
+        for kind, lister, patcher in self._webhook_apis():
             for cfg in lister().items:
                 source = (cfg.metadata.annotations or {}).get(INJECT_CA_FROM)
                 if not source or not self._issued(source):
