@@ -32,6 +32,8 @@ import yaml
 
 from kserve_gitops import client, cluster, paths, platform
 from kserve_gitops.cluster import CommandError, Runner
+from kserve_gitops.controllers import chain
+from kserve_gitops.controllers.processes import ControllerError
 from kserve_gitops.e2e_plan import (
     PROVIDERS,
     Apply,
@@ -40,18 +42,21 @@ from kserve_gitops.e2e_plan import (
     HelmInstall,
     LoadTest,
     NotRun,
+    ObserveChain,
     Plan,
     Poll,
     Predict,
     Reapply,
     ResolveHost,
     Run,
+    StartControllers,
     StartLocalCluster,
     Step,
     build,
     describe,
 )
 from kserve_gitops.localcluster import binaries
+from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.controlplane import ControlPlaneError
 from kserve_gitops.localcluster.provider import KwokCluster, changed_fields, run_env, summary_table
 from kserve_gitops.render import RenderError
@@ -97,6 +102,8 @@ class Executor:
     echo: Any = field(default=lambda line: print(line, file=sys.stderr, flush=True))
     host: str | None = None
     kwok: KwokCluster | None = None
+    unchecked: list[Finding] = field(default_factory=list)  # what kwok could not check
+    chain: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="kgops-e2e-"))
@@ -112,10 +119,18 @@ class Executor:
                 self._create_cluster(step)
             case StartLocalCluster():
                 self._kwok().start(self.runner)
+            case StartControllers():
+                for line in self._kwok().start_controllers(step.group):
+                    self.echo(f"    {line}")
+            case ObserveChain():
+                self._observe(step)
             case NotRun():
                 raise StepNotRun(step.reason)
             case CheckCluster():
-                findings = self._kwok().check(self.runner)
+                unchecked = self.unchecked
+                findings = self._kwok().check(self.runner, unchecked)
+                for note in unchecked:
+                    self.echo(f"    not checked on kwok: {note}")
                 if findings:
                     raise StepFailed(
                         f"{len(findings)} finding(s):\n" + "\n".join(f"  {f}" for f in findings)
@@ -145,6 +160,26 @@ class Executor:
                 reports = self.report_dir / "loadtest"
                 argv = step.argv(self.plan.ingress, self._host(), str(reports))
                 self.runner.run([sys.executable, *argv[1:]], timeout=900, stream=True)
+
+    def _observe(self, step: ObserveChain) -> None:
+        """The chain's conditions into the report (chain.txt, summary.json) and the terminal;
+        the step's outcome is the verdict."""
+        verdict, links = chain.wait(
+            str(self.plan.kubeconfig), step.namespace, step.name, step.timeout_s, self.echo
+        )
+        text = chain.render(links)
+        (self.report_dir / "chain.txt").write_text(f"{verdict.status}: {verdict.reason}\n\n{text}")
+        self.chain = {
+            "verdict": verdict.status,
+            "reason": verdict.reason,
+            "links": [link.__dict__ for link in links],
+        }
+        for line in text.splitlines():
+            self.echo(f"    {line}")
+        if verdict.status == "held":
+            raise StepNotRun(verdict.reason)
+        if verdict.status != "ready":
+            raise StepFailed(f"{verdict.status}: {verdict.reason}")
 
     def _settle(self) -> None:
         if self.kwok is not None:
@@ -388,7 +423,8 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
                 echo(f"    NOT RUN: {exc}")
                 continue
             except (
-                CommandError, StepFailed, ControlPlaneError, client.PredictionError, OSError
+                CommandError, StepFailed, ControlPlaneError, ControllerError,
+                client.PredictionError, OSError,
             ) as exc:  # fmt: skip
                 outcomes.append(Outcome(step.title, step.layer, time.monotonic() - t0, "failed"))
                 failure = f"step {number} ({step.layer}: {step.title}): {exc}"
@@ -415,6 +451,9 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
         "host": executor.host,
         "stand_ins": kwok.stand_ins.actions if kwok and kwok.stand_ins else [],
         "webhooks_ignored": kwok.stand_ins.ignored if kwok and kwok.stand_ins else [],
+        "not_checked": [str(f) for f in executor.unchecked],
+        "controllers": kwok.controllers.summary() if kwok and kwok.controllers else {},
+        "chain": executor.chain,
         "steps": [o.__dict__ for o in outcomes],
     }
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -505,7 +544,22 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated layers to run (with the cluster's steps and the checks); "
         "default: all",
     )
+    parser.add_argument(
+        "--delivery",
+        choices=("direct", "flux"),
+        default=os.environ.get("DELIVERY") or "direct",
+        help="direct: the harness applies each layer; flux: Flux's controllers reconcile "
+        "clusters/<env> (kwok only; kserve_gitops.delivery.e2e)",
+    )
     args = parser.parse_args(argv)
+    if args.delivery == "flux":
+        if args.cluster != "kwok" or args.plan or args.layers:
+            print("error: --delivery flux runs on --cluster kwok, without --plan or --layers",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_FAILED
+        from kserve_gitops.delivery import e2e as flux_e2e
+
+        return flux_e2e.run(args.env, args.keep, args.reports or paths.REPORTS)
     if args.cluster == "kwok" and not args.plan:
         try:
             binaries.go_version()

@@ -138,9 +138,11 @@ class KwokCluster:
 
         return get(",".join(checks.KINDS)), get("events")
 
-    def check(self, runner: Runner) -> list[checks.Finding]:
+    def check(
+        self, runner: Runner, unchecked: list[checks.Finding] | None = None
+    ) -> list[checks.Finding]:
         objects, events = self.objects(runner)
-        return checks.check(objects, events)
+        return checks.check(objects, events, unchecked)
 
     def live(self, runner: Runner, manifest: str) -> dict[str, dict[str, Any]]:
         """The live state of the objects a manifest names, by ref."""

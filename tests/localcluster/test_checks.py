@@ -102,3 +102,16 @@ def test_unscheduled_pods_and_unestablished_crds_are_findings() -> None:
         "Pod/models/big: status.conditions[PodScheduled]: 0/3 nodes are available: 3 "
         "Insufficient cpu.",
     ]
+
+
+def test_a_reference_only_a_missing_controller_creates_is_not_checked_not_passed() -> None:
+    pod = ready_pod("ztunnel-1", volumes=[
+        {"name": "ca", "configMap": {"name": "istio-ca-root-cert"}}])  # fmt: skip
+    unchecked: list[checks.Finding] = []
+    assert checks.check([pod], [], unchecked) == []
+    assert [str(f) for f in unchecked] == [
+        "Pod/models/ztunnel-1: spec.volumes[ca]: ConfigMap models/istio-ca-root-cert: istiod "
+        "publishes it into every namespace at runtime"
+    ]
+    # Without a place for them, such references are findings like any other.
+    assert len(checks.check([pod], [])) == 1
