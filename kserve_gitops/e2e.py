@@ -405,7 +405,11 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
     env = {**os.environ, "KUBECONFIG": str(plan.kubeconfig)}
     if plan.provider == "kwok":
         kwok = KwokCluster(plan.env, echo)
-        env = run_env(plan.kubeconfig, kwok.prepare())
+        try:
+            env = run_env(plan.kubeconfig, kwok.prepare())
+        except binaries.BuildError as exc:
+            echo(f"e2e {plan.env}: FAILED before any step: {exc}")
+            return EXIT_FAILED
     runner = Runner(log=report_dir / "commands.log", echo=echo, env=env, cwd=paths.ROOT)
     executor = Executor(plan, runner, report_dir, echo, kwok=kwok)
     outcomes: list[Outcome] = []

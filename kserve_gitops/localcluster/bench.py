@@ -35,6 +35,9 @@ def one_run(env: str, reports: Path) -> dict[str, Any]:
     )  # fmt: skip
     wall = time.monotonic() - started
     (new,) = set(reports.glob("e2e-*")) - before
+    if not (new / "summary.json").is_file():
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"kwok e2e {env} left no summary (exit {proc.returncode}):\n{tail}")
     summary = json.loads((new / "summary.json").read_text())
     layers: dict[str, float] = {}
     for step in summary["steps"]:
@@ -106,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.runs):
         for env in [e for e in args.envs.split(",") if e]:
             print(f"kwok e2e {env} ...", file=sys.stderr, flush=True)
-            run = one_run(env, reports)
+            try:
+                run = one_run(env, reports)
+            except RuntimeError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             print(f"  {run['result']} in {run['wall_s']}s", file=sys.stderr, flush=True)
             results["runs"].append(run)
     files.write_text(OUT.with_suffix(".json"), json.dumps(results, indent=2) + "\n")
