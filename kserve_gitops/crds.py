@@ -1,11 +1,17 @@
 """The CRD cache: upstream CRDs at pinned versions, sha256-checked, from a local folder
-(CRD_DIR) or downloaded from the pinned URLs. `make crds` fills it; validation reads it."""
+(CRD_DIR) or downloaded from the pinned URLs. `make crds` fills it; validation reads it.
+
+A pin with a `gomodule` column (Flux's controllers) that CRD_DIR does not hold is read from
+that Go module at the pinned tag (`go mod download`, the module proxy): the controllers the
+Flux e2e builds come from the same modules."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import subprocess
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -29,12 +35,43 @@ class Pin:
     tag: str
     sha256: str
     url: str
+    path: str = ""  # in the upstream repository (and Go module)
+    gomodule: str = ""  # the Go module holding `path` at `tag`, if any
 
 
 def pins(pin_file: Path = PINS) -> list[Pin]:
     columns = ("file", "upstream", "tag", "sha256", "url")
     rows = tables.read_tsv(pin_file, columns, CRDError, "CRD pin list")
-    return [Pin(r["file"], r["upstream"], r["tag"], r["sha256"].lower(), r["url"]) for r in rows]
+    return [
+        Pin(
+            r["file"],
+            r["upstream"],
+            r["tag"],
+            r["sha256"].lower(),
+            r["url"],
+            r.get("path") or "",
+            r.get("gomodule") or "",
+        )
+        for r in rows
+    ]
+
+
+def _from_module(pin: Pin) -> tuple[bytes, str]:
+    proc = subprocess.run(
+        ["go", "mod", "download", "-json", f"{pin.gomodule}@{pin.tag}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        info = json.loads(proc.stdout)
+    except ValueError:
+        info = {"Error": proc.stderr.strip()}
+    if "Dir" not in info:
+        raise CRDError(f"{pin.gomodule}@{pin.tag}: {pin.file} not in CRD_DIR, nor from the Go "
+                       f"module proxy: {info.get('Error') or proc.stderr.strip()}")  # fmt: skip
+    src = Path(info["Dir"]) / pin.path
+    return src.read_bytes(), f"{pin.gomodule}@{pin.tag}/{pin.path}"
 
 
 def _sha256(data: bytes) -> str:
@@ -56,6 +93,8 @@ def _fetch(pin: Pin) -> tuple[bytes, str]:
     crd_dir = os.environ.get("CRD_DIR")
     if crd_dir:
         src = Path(crd_dir) / pin.file
+        if pin.gomodule and not src.is_file():
+            return _from_module(pin)
         try:
             return src.read_bytes(), str(src)
         except OSError as exc:

@@ -73,3 +73,20 @@ def test_pin_row_missing_sha256_names_line(tmp_path: Path) -> None:
     path.write_text("file\tupstream\ttag\tpath\tcommit\tsha256\turl\na.yaml\tx/y\tv1\tp\tc\t\tu\n")
     with pytest.raises(crds.CRDError, match=r"crds.tsv:2: missing column\(s\) sha256"):
         crds.pins(path)
+
+
+def test_pin_of_a_go_module_missing_from_crd_dir_comes_from_the_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("go") is None:
+        pytest.skip("no Go toolchain: the module proxy is read with `go mod download`")
+    monkeypatch.setenv("CRD_DIR", str(tmp_path / "empty"))
+    pin = next(p for p in crds.pins() if p.gomodule)
+    cols = (pin.file, pin.upstream, pin.tag, pin.path, "c", pin.sha256, pin.url, pin.gomodule)
+    pin_file = tmp_path / "crds.tsv"
+    pin_file.write_text(
+        "file\tupstream\ttag\tpath\tcommit\tsha256\turl\tgomodule\n" + "\t".join(cols) + "\n"
+    )
+    [got] = crds.ensure(tmp_path / "cache", pin_file)
+    assert got == tmp_path / "cache" / pin.file
+    assert b"kind: CustomResourceDefinition" in got.read_bytes()
