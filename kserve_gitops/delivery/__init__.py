@@ -1,0 +1,1 @@
+"""Delivery of this repository by GitOps controllers (Flux) to a local cluster."""

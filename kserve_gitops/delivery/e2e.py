@@ -1,0 +1,252 @@
+"""`make e2e CLUSTER=kwok DELIVERY=flux ENV=<env>`: a kwok cluster, Flux's controllers, the
+local sources, then only the Flux entry point clusters/<env> (through the local-source overlay)
+is applied; Flux does the rest. Progress shows each Kustomization and HelmRelease with Ready and
+its message as it changes; the run checks they became Ready in dependsOn order, then the same
+cluster checks as the kwok e2e.
+
+Exit codes: 0 passed, 1 failed (report in reports/e2e-flux-<env>-<timestamp>/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kserve_gitops import paths
+from kserve_gitops.cluster import CommandError, Runner
+from kserve_gitops.delivery import flux, sources
+from kserve_gitops.localcluster import binaries
+from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlaneError
+from kserve_gitops.localcluster.provider import KwokCluster, run_env
+from kserve_gitops.upstream.charts import ChartError
+
+EXIT_FAILED = 1
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@dataclass
+class FluxCluster:
+    """A kwok cluster named `name` with Flux's CRDs and controllers and the local sources
+    serving the repository snapshot at `work` (a git work tree; the server serves its bare
+    clone). Used by the e2e and the GitOps behaviour tests."""
+
+    name: str
+    workdir: Path
+    echo: Callable[[str], None]
+    log: Path
+    kwok: KwokCluster = field(init=False)
+    runner: Runner = field(init=False)
+    controllers: flux.Controllers | None = None
+    servers: list[sources.HTTPServer] = field(default_factory=list)
+    registry: sources.Registry | None = None
+
+    def __post_init__(self) -> None:
+        config = replace(ClusterConfig.load(), port_base=flux.cluster_port_base(self.name))
+        self.kwok = KwokCluster(self.name, self.echo, config=config)
+        self.ports = flux.Ports.of(self.name)
+
+    @property
+    def git_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.git}/{flux.GIT_REPO}.git"
+
+    @property
+    def charts_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.charts}"
+
+    @property
+    def work(self) -> Path:
+        return self.workdir / "git" / flux.GIT_REPO
+
+    def start(self) -> None:
+        bins = self.kwok.prepare()
+        bins |= binaries.ensure(self.echo, [*binaries.flux_pinned(), binaries.oci_registry()])
+        self.kwok.bins = bins
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
+        assert self.kwok.config is not None
+        kubeconfig = paths.CACHE / "e2e" / self.name / "kubeconfig"
+        self.runner = Runner(self.log, self.echo, run_env(kubeconfig, bins), paths.ROOT)
+        self.kwok.start(self.runner)
+        crds = flux.crd_files()
+        self.runner.run(
+            ["kubectl", "apply", "--server-side", *(a for p in crds for a in ("-f", str(p)))],
+            timeout=120,
+        )
+        self.runner.run(["kubectl", "create", "namespace", flux.NAMESPACE], timeout=60)
+        self.controllers = flux.Controllers(bins, kubeconfig, self.ports, self.workdir / "flux")
+        self.controllers.start()
+        self.echo(f"    Flux controllers ready: {', '.join(binaries.FLUX_CONTROLLERS)}")
+
+    def serve_git(self) -> str:
+        commit = sources.snapshot(self.work)
+        server = sources.git_server(self.work.parent, self.ports.git)
+        server.start()
+        self.servers.append(server)
+        self.echo(
+            f"    Git: {self.git_url} branch main at {commit[:12]} (snapshot of the work tree)"
+        )
+        return commit
+
+    def serve_charts(self, env: str, chart_srcs: list[flux.Source]) -> list[str]:
+        self.registry = sources.Registry(
+            self.kwok.bins["registry"], self.workdir / "registry", self.ports.registry
+        )
+        self.registry.start()
+        served = flux.serve_charts(
+            env, chart_srcs, self.kwok.bins["helm"], self.registry, self.workdir, self.charts_url
+        )
+        server = sources.static_server(self.workdir / "helm", self.ports.charts)
+        server.start()
+        self.servers.append(server)
+        for line in served:
+            self.echo(f"    chart {line}")
+        return served
+
+    def tick(self) -> None:
+        """Between polls: the stand-ins' pass (a Helm install restores failurePolicy Fail)
+        and a check that no controller died."""
+        self.kwok.settle()
+        if self.controllers is not None:
+            self.controllers.check_alive()
+
+    def report(self, dest: Path, namespaces: dict[str, list[str]]) -> None:
+        self.kwok.report(self.runner, dest / "cluster", namespaces)
+        if self.controllers is not None:
+            shutil.copytree(self.controllers.workdir / "logs", dest / "flux", dirs_exist_ok=True)
+        if self.registry is not None and self.registry.log.is_file():
+            shutil.copy2(self.registry.log, dest / "flux" / "registry.log")
+
+    def stop(self, keep: bool = False) -> None:
+        if self.controllers is not None:
+            self.controllers.stop()
+        for server in self.servers:
+            server.stop()
+        if self.registry is not None:
+            self.registry.stop()
+        self.kwok.stop(keep)
+        if not keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def run(env: str, keep: bool, reports: Path, timeout_s: float = 1200, echo: Any = None) -> int:
+    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    signal.signal(signal.SIGTERM, _interrupt)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report_dir = reports / f"e2e-flux-{env}-{stamp}"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    fc = FluxCluster(f"flux-{env}", paths.CACHE / "flux" / env, echo, report_dir / "commands.log")
+    timeline = flux.Timeline(echo)
+    failure: str | None = None
+    notes: list[str] = []
+    phases: list[tuple[str, float]] = []
+    served: list[str] = []
+    expected: list[str] = []
+
+    def phase(title: str) -> None:
+        phases.append((title, time.monotonic() - started))
+        echo(f"[{len(phases)}] {title}")
+
+    try:
+        phase("kwok cluster, Flux CRDs and controllers")
+        fc.start()
+        phase("local sources: Git, Helm repository, OCI registry")
+        fc.serve_git()
+        chart_srcs = flux.chart_sources(env)
+        served = fc.serve_charts(env, chart_srcs)
+        overlay = flux.overlay(
+            env, fc.workdir / "overlay", fc.git_url, chart_srcs, fc.charts_url,
+            fc.registry.address if fc.registry else "",
+        )  # fmt: skip
+        phase(f"apply the Flux entry point clusters/{env} (overlay {paths.rel(overlay)})")
+        fc.runner.run(["kubectl", "apply", "-k", str(overlay)], timeout=120)
+        top = flux.entry_point(env)
+        expected = [flux.key(o) for o in top if o.get("kind") in flux.READY_KINDS]
+        phase(f"Flux reconciles: {len(expected)} Kustomizations, HelmReleases as they appear")
+        timeline.started = time.monotonic()
+        waiting = flux.wait_ready(fc.runner, timeline, expected, timeout_s, fc.tick)
+        if waiting:
+            failure = f"not Ready after {timeout_s:.0f}s:\n" + "\n".join(f"  {w}" for w in waiting)
+        else:
+            violations = flux.order_violations(timeline.objects, timeline.ready_at)
+            if violations:
+                failure = "dependsOn order violated:\n" + "\n".join(f"  {v}" for v in violations)
+        for name, obj in sorted(timeline.objects.items()):
+            if name.startswith("Kustomization/"):
+                notes += [f"{name}: {u}" for u in flux.unreconciled(fc.runner, obj)]
+        if not failure:
+            phase("cluster checks")
+            findings = fc.kwok.check(fc.runner)
+            if findings:
+                failure = f"{len(findings)} finding(s):\n" + "\n".join(f"  {f}" for f in findings)
+    except (
+        CommandError, flux.FluxError, sources.SourceError, binaries.BuildError,
+        ControlPlaneError, ChartError, OSError,
+    ) as exc:  # fmt: skip
+        failure = str(exc)
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    if failure:
+        echo(f"FAILED: {failure}")
+    try:
+        if fc.kwok.plane is not None:
+            fc.report(report_dir, {"flux-system": [flux.NAMESPACE]})
+    except (CommandError, OSError) as exc:
+        echo(f"warning: report incomplete: {exc}")
+    finally:
+        fc.stop(keep)
+    order = timeline.order()
+    summary = {
+        "env": env,
+        "delivery": "flux",
+        "flux": {b.name: b.version for b in binaries.flux_pinned()},
+        "result": "failed" if failure else "passed",
+        "failure": failure,
+        "seconds": round(time.monotonic() - started, 1),
+        "phases": [{"title": t, "at": round(s, 1)} for t, s in phases],
+        "served": served,
+        "ready_order": [{"object": n, "seconds": round(t, 1)} for n, t in order],
+        "ready_by_absence_of_status": notes,
+        "timeline": timeline.lines,
+    }
+    (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (report_dir / "timeline.txt").write_text("\n".join(timeline.lines) + "\n")
+    echo("")
+    echo(f"Ready order ({env}, seconds after the apply):")
+    for n, t in order:
+        echo(f"  {t:6.1f}s  {n}")
+    if notes:
+        echo("Ready although nothing reconciles them on kwok (no status, kstatus: Current):")
+        for note in notes:
+            echo(f"  {note}")
+    verdict = "FAILED" if failure else "PASSED"
+    echo(f"e2e flux {env}: {verdict} in {summary['seconds']}s, report {paths.rel(report_dir)}")
+    return EXIT_FAILED if failure else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", required=True, choices=paths.ENVIRONMENT_NAMES)
+    parser.add_argument("--keep", action="store_true", default=os.environ.get("KEEP") == "1")
+    parser.add_argument("--reports", type=Path, default=paths.REPORTS)
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds for Flux to settle")
+    args = parser.parse_args(argv)
+    return run(args.env, args.keep, args.reports, args.timeout)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""The Flux e2e's offline parts: the local-source overlay (checked by doing what kustomize and
+kustomize-controller do with it), the Ready timeline and the dependsOn order check, the build
+module of a Flux controller and the pinned Flux distribution."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kserve_gitops import crds, paths, platform, render
+from kserve_gitops.delivery import flux
+from kserve_gitops.localcluster import binaries
+from kserve_gitops.localcluster.controlplane import PORTS
+
+GIT = "http://127.0.0.1:37490/kserve-gitops.git"
+CHARTS = "http://127.0.0.1:37491"
+REGISTRY = "127.0.0.1:37492"
+
+
+def _build(dest: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [str(Path(shutil.which("kubectl") or "kubectl")), "kustomize", str(dest)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return list(yaml.safe_load_all(out.stdout))
+
+
+@pytest.fixture(scope="module")
+def dev_overlay(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[flux.Source]]:
+    srcs = flux.chart_sources("dev")
+    dest = tmp_path_factory.mktemp("overlay")
+    return flux.overlay("dev", dest, GIT, srcs, CHARTS, REGISTRY, interval="15s"), srcs
+
+
+def test_chart_sources_are_every_helm_and_oci_repository_of_the_layers() -> None:
+    srcs = flux.chart_sources("dev")
+    kinds = {(s.kind, s.name) for s in srcs}
+    assert ("OCIRepository", "kserve-crd") in kinds
+    assert ("HelmRepository", "istio") in kinds
+    layers = {lay.name for lay in platform.layers("dev")}
+    assert {s.layer for s in srcs} <= layers
+
+
+def test_overlay_points_the_git_repository_at_the_local_server(
+    dev_overlay: tuple[Path, list[flux.Source]],
+) -> None:
+    dest, _ = dev_overlay
+    objs = _build(dest)
+    original = flux.entry_point("dev")
+    assert sorted(flux.key(o) for o in objs) == sorted(flux.key(o) for o in original)
+    repo = next(o for o in objs if o["kind"] == "GitRepository")
+    assert repo["spec"]["url"] == GIT
+    assert repo["spec"]["interval"] == "15s"
+    assert repo["spec"]["ref"] == {"branch": "main"}
+    for ks in (o for o in objs if o["kind"] == "Kustomization"):
+        assert ks["spec"]["interval"] == "15s"
+        before = next(o for o in original if flux.key(o) == flux.key(ks))
+        # Everything else is the manifests' own: dependsOn, wait, prune, path.
+        for field in ("dependsOn", "wait", "prune", "path", "sourceRef"):
+            assert ks["spec"].get(field) == before["spec"].get(field), (flux.key(ks), field)
+
+
+def test_flux_patches_rewrite_every_chart_source_of_the_layer(
+    dev_overlay: tuple[Path, list[flux.Source]], tmp_path: Path
+) -> None:
+    """What kustomize-controller does with spec.patches, done with kustomize: every chart
+    source the layer applies ends up at a local server, nothing else changes."""
+    dest, srcs = dev_overlay
+    patched = 0
+    for ks in (o for o in _build(dest) if o["kind"] == "Kustomization"):
+        layer_dir = paths.ROOT / ks["spec"]["path"].removeprefix("./")
+        work = tmp_path / ks["metadata"]["name"]
+        work.mkdir()
+        (work / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "resources": [os.path.relpath(layer_dir, work)],
+                    "patches": ks["spec"].get("patches", []),
+                }
+            )
+        )
+        got = _build(work)
+        want = render.kustomize_build(layer_dir)
+        assert len(got) == len(want)
+        for obj in got:
+            if obj["kind"] == "OCIRepository":
+                assert obj["spec"]["url"].startswith(f"oci://{REGISTRY}/"), flux.key(obj)
+                assert obj["spec"]["insecure"] is True
+                patched += 1
+            elif obj["kind"] == "HelmRepository":
+                assert obj["spec"]["url"] == f"{CHARTS}/{obj['metadata']['name']}"
+                patched += 1
+    assert patched == len(srcs)
+
+
+def test_local_url_keeps_the_oci_path() -> None:
+    src = flux.Source(
+        "platform-crds", "OCIRepository", "x", "oci://ghcr.io/kserve/charts/kserve-crd"
+    )
+    assert flux.local_url(src, CHARTS, REGISTRY) == f"oci://{REGISTRY}/kserve/charts/kserve-crd"
+
+
+def _obj(kind: str, name: str, status: str, deps: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": {"dependsOn": [{"name": d} for d in deps]},
+        "status": {"conditions": [{"type": "Ready", "status": status, "message": f"{name} m"}]},
+    }
+
+
+def test_timeline_records_changes_and_the_first_ready_time() -> None:
+    lines: list[str] = []
+    tl = flux.Timeline(lines.append)
+    tl.observe([_obj("Kustomization", "a", "False")])
+    tl.observe([_obj("Kustomization", "a", "False")])  # no change, no line
+    tl.observe([_obj("Kustomization", "a", "True"), _obj("HelmRelease", "h", "Unknown")])
+    tl.observe([_obj("Kustomization", "a", "False")])
+    tl.observe([_obj("Kustomization", "a", "True")])
+    assert len(lines) == 5
+    assert [n for n, _ in tl.order()] == ["Kustomization/a"]
+    assert tl.pending() == ["HelmRelease/h"]
+    first = tl.ready_at["Kustomization/a"]
+    assert first <= tl.ready_at["Kustomization/a"]  # kept: the first time, not the last
+
+
+def test_order_violations_name_the_object_and_its_dependency() -> None:
+    objects = {
+        "Kustomization/crds": _obj("Kustomization", "crds", "True"),
+        "Kustomization/ctrl": _obj("Kustomization", "ctrl", "True", ("crds",)),
+        "Kustomization/cfg": _obj("Kustomization", "cfg", "True", ("ctrl",)),
+    }
+    ok = {"Kustomization/crds": 1.0, "Kustomization/ctrl": 2.0, "Kustomization/cfg": 3.0}
+    assert flux.order_violations(objects, ok) == []
+    bad = {**ok, "Kustomization/ctrl": 4.0}
+    assert flux.order_violations(objects, bad) == [
+        "Kustomization/cfg Ready at 3.0s, before its dependency Kustomization/ctrl (4.0s)"
+    ]
+    missing = {"Kustomization/ctrl": 2.0}
+    assert "its dependency Kustomization/crds never" in flux.order_violations(objects, missing)[0]
+
+
+def test_ports_stay_in_range_and_do_not_overlap() -> None:
+    used: list[int] = []
+    for name in (*(f"flux-{e}" for e in paths.ENVIRONMENT_NAMES), "flux-behaviour"):
+        p = flux.Ports.of(name)
+        used += [p.git, p.charts, p.registry, p.storage]
+        used += [port for c in binaries.FLUX_CONTROLLERS for port in p.controller(c)]
+        # The control plane puts a cluster that is not named like an environment after them.
+        first = flux.cluster_port_base(name) + 10 * len(paths.ENVIRONMENT_NAMES)
+        used += [first + offset for offset in PORTS.values()]
+    assert len(used) == len(set(used))
+    assert all(37000 <= port < 37500 for port in used)
+
+
+def test_flux_pins_are_one_distribution_and_match_the_crd_pins() -> None:
+    versions = platform.load_versions()
+    pinned = {b.name: b.version for b in binaries.flux_pinned(versions)}
+    assert set(pinned) == set(binaries.FLUX_CONTROLLERS)
+    tags = {
+        p.upstream.split("/")[1]: p.tag for p in crds.pins() if p.upstream.startswith("fluxcd/")
+    }
+    assert tags == {c: pinned[c] for c in tags}, "config/crds.tsv pins other Flux versions"
+
+
+def test_flux_pins_missing_version_is_named() -> None:
+    versions = platform.load_versions()
+    broken = {
+        **versions,
+        "flux": {k: v for k, v in versions["flux"].items() if k != "helmController"},
+    }
+    with pytest.raises(
+        binaries.BuildError, match=r"versions.yaml: flux.helmController: no version"
+    ):
+        binaries.flux_pinned(broken)
