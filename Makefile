@@ -6,6 +6,13 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+# MLServer's own virtualenv (its fastapi/pydantic pins conflict with kserve's): constraints-mlserver.txt.
+MLVENV  ?= .venv-mlserver
+MLSTAMP := $(MLVENV)/.installed-$(shell cat constraints-mlserver.txt | sha256sum | cut -c1-12)
+# Model server runtime of serve, demo and bench: sklearnserver (KServe's) or mlserver (V2 only).
+RUNTIME ?= sklearnserver
+RUNTIME_STAMPS = $(STAMP) $(if $(filter mlserver,$(RUNTIME)),$(MLSTAMP))
+$(if $(filter-out sklearnserver mlserver,$(RUNTIME)),$(error RUNTIME=$(RUNTIME): expected sklearnserver or mlserver))
 
 ENV      ?= dev
 # e2e cluster provider: kind where Docker runs, else kwok (control plane built from source).
@@ -39,7 +46,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv test lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv mlserver-venv test lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,6 +57,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP) ## Create .venv with the pinned dependencies
+
+$(MLSTAMP): constraints-mlserver.txt
+	@test -x $(MLVENV)/bin/python || $(PYTHON) -m venv $(MLVENV)
+	$(MLVENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints-mlserver.txt mlserver mlserver-sklearn scikit-learn
+	@rm -f $(MLVENV)/.installed-* && touch $@
+
+mlserver-venv: $(MLSTAMP) ## Create .venv-mlserver: MLServer at the version of the cluster's kserve-mlserver image
 
 test: $(STAMP) lint ## The whole offline suite: lint, then pytest
 	$(PY) -m pytest
@@ -95,8 +109,8 @@ render: $(STAMP) ## Print the rendered manifests of ENV
 diff: $(STAMP) ## Rendered change per environment vs BASE (default: merge base with main) [FORMAT=markdown]; two environments: FROM=staging TO=prod
 	@$(if $(FROM)$(TO),$(PY) -m kserve_gitops.render --diff $(FROM) $(TO),$(PY) -m kserve_gitops.review.revision $(if $(BASE),--base $(BASE)) --format $(FORMAT))
 
-serve: $(STAMP) ## Serve the model locally with KServe's runtime on PORT [WORKERS= SERVE_ARGS=]
-	$(PY) -m kserve_gitops.server --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS)
+serve: $(RUNTIME_STAMPS) ## Serve the model locally on PORT [RUNTIME=sklearnserver|mlserver WORKERS= SERVE_ARGS=]
+	$(if $(filter mlserver,$(RUNTIME)),$(PY) -m kserve_gitops.serving.mlserver --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS),$(PY) -m kserve_gitops.server --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS))
 
 LOAD_ARGS = --target $(TARGET) --model $(MODEL) --protocol $(PROTOCOL) --env $(ENV) $(if $(RATE),--rate $(RATE)) $(if $(USERS),--users $(USERS)) $(if $(HOST),--host-header $(HOST)) --workers $(LOAD_WORKERS) --remote-workers $(REMOTE_WORKERS) --master-port $(MASTER_PORT)
 
@@ -161,4 +175,4 @@ canary-analysis: $(STAMP) ## Load-test STABLE and CANARY side by side, decide pr
 	$(PY) -m kserve_gitops.canary_analysis --stable $(STABLE) --canary $(CANARY) --env $(ENV) --model $(MODEL) --protocol $(PROTOCOL) $(if $(HOST_STABLE),--host-header-stable $(HOST_STABLE)) $(if $(HOST_CANARY),--host-header-canary $(HOST_CANARY)) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 
 clean: ## Remove the virtualenv, caches and reports
-	rm -rf $(VENV) .cache reports .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MLVENV) .cache reports .pytest_cache .ruff_cache

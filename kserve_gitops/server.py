@@ -260,13 +260,15 @@ def free_port() -> int:
 
 @dataclass
 class LocalServer:
-    """A server subprocess; `url` is its base URL, `log_path` holds its output."""
+    """A server subprocess; `url` is its base URL, `log_path` holds its output; `ready_path`
+    answers 200 once the model is loaded (default: KServe's V1 model endpoint)."""
 
     url: str
     model_name: str
     process: subprocess.Popen[bytes]
     log_path: Path
     args: list[str] = field(default_factory=list)
+    ready_path: str = ""
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -280,9 +282,8 @@ class LocalServer:
                     f"{self.log_text()[-3000:]}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                response = httpx.get(
-                    f"{self.url}/v1/models/{self.model_name}", timeout=2, trust_env=False
-                )
+                path = self.ready_path or f"/v1/models/{self.model_name}"
+                response = httpx.get(f"{self.url}{path}", timeout=2, trust_env=False)
                 if response.status_code == 200:
                     return
             time.sleep(0.1)
@@ -314,11 +315,14 @@ def start_background(
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
     timeout: float = 60,
+    module: str = "kserve_gitops.server",
+    ready_path: str = "",
 ) -> LocalServer:
-    """Start `python -m kserve_gitops.server` on a free port and wait until the model is ready."""
+    """Start `python -m <module>` (this server, or another runtime's launcher taking the same
+    arguments) on a free port and wait until the model is ready."""
     port = port or free_port()
     args = [
-        sys.executable, "-m", "kserve_gitops.server",
+        sys.executable, "-m", module,
         "--model-name", model_name,
         "--http-port", str(port),
         "--workers", str(workers),
@@ -338,7 +342,8 @@ def start_background(
             cwd=paths.ROOT,
             start_new_session=True,  # its own process group: stop() can reap spawned workers
         )
-    server = LocalServer(f"http://127.0.0.1:{port}", model_name, process, log_path, args)
+    url = f"http://127.0.0.1:{port}"
+    server = LocalServer(url, model_name, process, log_path, args, ready_path)
     server.wait_ready(timeout)
     return server
 

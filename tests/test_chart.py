@@ -68,7 +68,7 @@ def test_chart_metadata(chart: helm.Chart) -> None:
     assert meta["apiVersion"] == "v2"
     assert (meta["name"], meta["version"], meta["type"]) == (
         "inference-service",
-        "0.4.0",
+        "0.5.0",
         "application",
     )
     assert meta["appVersion"] == "v0.20.0"
@@ -124,7 +124,7 @@ def test_environment_values(chart: helm.Chart, env: str) -> None:
     assert labels["app.kubernetes.io/name"] == "inference-service"
     assert labels["app.kubernetes.io/instance"] == "models-sklearn-iris"
     assert labels["app.kubernetes.io/managed-by"] == "Helm"
-    assert labels["helm.sh/chart"] == "inference-service-0.4.0"
+    assert labels["helm.sh/chart"] == "inference-service-0.5.0"
     assert labels["environment"] == env
     predictor = isvc["spec"]["predictor"]
     assert predictor["labels"]["app.kubernetes.io/instance"] == "models-sklearn-iris"
