@@ -1,0 +1,221 @@
+"""The controllers that run in place of their kwok pods, built from Go modules at the versions
+in versions.yaml and cached beside the control plane's binaries (kserve_gitops.localcluster.
+binaries: same cache, same layout <name>/<version>/<go version>/<name>).
+
+    python -m kserve_gitops.controllers.binaries          # build what is missing
+    python -m kserve_gitops.controllers.binaries --list   # where each binary is
+
+- Knative Serving's controller, webhook, autoscaler: `go install <module>/cmd/<cmd>@<version>`
+  (no replace directives in its go.mod).
+- built inside a writable copy of the downloaded module, as the main module (`go build
+  ./cmd/<cmd>`): KServe's manager, whose go.mod carries replace and exclude directives (they only
+  apply to a main module), and the Knative operator and its webhook, which require
+  knative.dev/eventing v0.48.0, a version the checksum database does not know (404): as the main
+  module, its go.sum verifies it. The operator applies the Serving manifests it ships in its
+  module (cmd/operator/kodata), found through `go mod download -json`.
+- not buildable, and why (reported by `unavailable()`): net-istio and Istio's istiod, whose
+  modules the Go module proxy does not serve at the pinned versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kserve_gitops import paths, platform
+from kserve_gitops.localcluster.binaries import BUILD, BuildError, _go, cache_root, go_version
+
+KNATIVE_OPERATOR = "knative.dev/operator"
+KNATIVE_SERVING = "knative.dev/serving"
+KSERVE = "github.com/kserve/kserve"
+
+
+@dataclass(frozen=True)
+class Controller:
+    """One controller binary: `module`@`version`, command folder `cmd`; `main_module` builds a
+    copy of the downloaded module as the main module (its replace directives and go.sum)."""
+
+    name: str
+    module: str
+    version: str
+    cmd: str
+    main_module: bool = False
+
+    def path(self, gover: str) -> Path:
+        return cache_root() / self.name / self.version / gover / self.name
+
+    @property
+    def package(self) -> str:
+        return f"{self.module}/{self.cmd}"
+
+
+def _pin(section: dict, key: str, where: str) -> str:
+    value = section.get(key)
+    if not value:
+        raise BuildError(f"{paths.rel(paths.VERSIONS)}: {where}.{key}: no version")
+    return str(value)
+
+
+def pinned(versions: dict | None = None) -> list[Controller]:
+    """The controllers at the versions of versions.yaml (the one pin file)."""
+    versions = versions or platform.load_versions()
+    local = versions.get("localCluster") or {}
+    operator = _pin(local, "knativeOperator", "localCluster")
+    serving = _pin(local, "knativeServing", "localCluster")
+    kserve = _pin(versions.get("kserve") or {}, "version", "kserve")
+    return [
+        Controller("knative-operator", KNATIVE_OPERATOR, operator, "cmd/operator", True),
+        Controller("knative-operator-webhook", KNATIVE_OPERATOR, operator, "cmd/webhook", True),
+        *(
+            Controller(f"knative-serving-{cmd}", KNATIVE_SERVING, serving, f"cmd/{cmd}")
+            for cmd in ("controller", "webhook", "autoscaler")
+        ),
+        Controller("kserve-manager", KSERVE, kserve, "cmd/manager", main_module=True),
+    ]
+
+
+def unavailable(versions: dict | None = None) -> dict[str, str]:
+    """Components of the chain that cannot be built here, with the reason (checked against the
+    module proxy by `go mod download`, answered 403 'not available' on 2026-11-30)."""
+    versions = versions or platform.load_versions()
+    istio = (versions.get("istio") or {}).get("version")
+    serving = (versions.get("localCluster") or {}).get("knativeServing")
+    return {
+        "net-istio-controller": (
+            f"knative.dev/net-istio@{serving}: the Go module proxy does not serve this module "
+            "(403 'not available'), so net-istio's controller (KIngress -> Istio "
+            "VirtualServices) cannot be built"
+        ),
+        "istiod": (
+            f"istio.io/istio@{istio}: Istio's release tags are not Go module versions (the proxy "
+            "answers 403 for 1.27.1; only pseudo-versions of commits exist), and without "
+            "Envoy no data plane would follow its configuration"
+        ),
+    }
+
+
+def module_dir(module: str, version: str, env: dict[str, str] | None = None) -> Path:
+    """The read-only module folder `go mod download` fills (GOMODCACHE)."""
+    env = env or dict(os.environ)
+    info = json.loads(_go(["mod", "download", "-json", f"{module}@{version}"], BUILD, env, module))
+    if info.get("Error") or not info.get("Dir"):
+        raise BuildError(f"{module}@{version}: {info.get('Error') or 'no module folder'}")
+    return Path(info["Dir"])
+
+
+def kodata(version: str, serving: str) -> Path:
+    """The operator's data folder (KO_DATA_PATH), which must ship the Serving release our
+    KnativeServing asks for (spec.version = knative.serving of versions.yaml)."""
+    folder = module_dir(KNATIVE_OPERATOR, version) / "cmd" / "operator" / "kodata"
+    if not (folder / "knative-serving" / serving).is_dir():
+        shipped = sorted(p.name for p in (folder / "knative-serving").glob("*"))
+        raise BuildError(
+            f"{paths.rel(paths.VERSIONS)}: localCluster.knativeOperator {version} ships no "
+            f"Knative Serving {serving} (knative.serving); it ships {', '.join(shipped[-4:])}"
+        )
+    return folder
+
+
+def _writable_copy(src: Path, name: str) -> Path:
+    """A writable copy of a module folder (the module cache's files are read-only)."""
+    dest = cache_root() / "_modules" / name
+    if (dest / "go.mod").is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest.parent))
+    shutil.copytree(src, tmp, dirs_exist_ok=True)
+    for path in [tmp, *tmp.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def build(ctl: Controller, gover: str) -> Path:
+    """Build one controller into the cache (atomically)."""
+    dest = ctl.path(gover)
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
+    what = f"{ctl.name} {ctl.version}"
+    tmp_out = dest.parent / f".{ctl.name}.tmp"
+    if ctl.main_module:
+        copy = f"{ctl.module.rsplit('/', 1)[-1]}-{ctl.version}"
+        src = _writable_copy(module_dir(ctl.module, ctl.version, env), copy)
+        _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp_out), f"./{ctl.cmd}"],
+            src, env, what)  # fmt: skip
+        tmp_out.rename(dest)
+        return dest
+    gobin = Path(tempfile.mkdtemp(prefix="gobin-", dir=dest.parent))
+    try:
+        _go(["install", "-trimpath", "-ldflags", "-s -w", f"{ctl.package}@{ctl.version}"], BUILD,
+            {**env, "GOBIN": str(gobin)}, what)  # fmt: skip
+        (gobin / ctl.cmd.rsplit("/", 1)[-1]).rename(dest)
+    finally:
+        shutil.rmtree(gobin, ignore_errors=True)
+    return dest
+
+
+def ensure(echo: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Every pinned controller, built where missing (a progress line per binary)."""
+    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    gover = go_version()
+    found: dict[str, Path] = {}
+    todo = pinned()
+    for number, ctl in enumerate(todo, start=1):
+        if not ctl.path(gover).is_file():
+            echo(f"[{number}/{len(todo)}] building {ctl.name} {ctl.version} ({gover}) ...")
+            started = time.monotonic()
+            build(ctl, gover)
+            size = ctl.path(gover).stat().st_size / 2**20
+            echo(f"    {ctl.name}: {time.monotonic() - started:.0f}s, {size:.0f} MiB")
+        found[ctl.name] = ctl.path(gover)
+    return found
+
+
+def locate() -> dict[str, Path]:
+    """The pinned controllers, already built; BuildError naming what is missing."""
+    gover = go_version()
+    missing = [c for c in pinned() if not c.path(gover).is_file()]
+    if missing:
+        names = ", ".join(f"{c.name} {c.version}" for c in missing)
+        raise BuildError(
+            f"not built yet: {names} (for {gover}); "
+            "`python -m kserve_gitops.controllers.binaries` builds them"
+        )
+    return {c.name: c.path(gover) for c in pinned()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="show the cache, build nothing")
+    args = parser.parse_args(argv)
+    try:
+        gover = go_version()
+        if not args.list:
+            started = time.monotonic()
+            ensure()
+            print(f"controllers ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+        for ctl in pinned():
+            state = "built" if ctl.path(gover).is_file() else "missing"
+            print(f"{ctl.name:<26} {ctl.version:<9} {state:<8} {ctl.path(gover)}")
+        for name, why in unavailable().items():
+            print(f"{name:<26} {'-':<9} {'no':<8} {why}")
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
