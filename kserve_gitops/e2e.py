@@ -301,16 +301,7 @@ class Executor:
 
 
 def platform_namespaces(plan: Plan) -> list[str]:
-    found: list[str] = []
-    for step in plan.steps:
-        if isinstance(step, HelmInstall):
-            found.append(step.namespace)
-        elif isinstance(step, Apply):
-            for obj in step.objects:
-                meta = obj.get("metadata") or {}
-                found.append(meta.get("name") if obj.get("kind") == "Namespace" else None)
-                found.append(meta.get("namespace"))
-    return [ns for ns in dict.fromkeys(found) if ns]
+    return list(dict.fromkeys(ns for names in layer_namespaces(plan).values() for ns in names))
 
 
 KNATIVE_OBJECTS = ",".join(
