@@ -8,6 +8,8 @@ every point, and one point is cross-checked with wrk (closed loop, fixed connect
 The generator itself is measured too: the highest rate it sustains with 1, 2 and 4 Locust
 worker processes against a server that is never the bottleneck (kserve_gitops.load.fastserver),
 and its CPU per request (`--generator-only` measures just that, keeping the other results).
+Then the two runtimes side by side, KServe's sklearn server and MLServer, in interleaved rounds
+(kserve_gitops.serving.sidebyside; `--runtimes-only` measures just that).
 """
 
 from __future__ import annotations
@@ -527,6 +529,10 @@ def markdown(results: dict[str, Any], plot_path: Path, out: Path) -> str:
     else:
         lines.append(f"wrk cross-check skipped: {results['wrk_skipped']}.")
     lines += _generator_section(results.get("generator"))
+    # Imported here: sidebyside builds on this module.
+    from kserve_gitops.serving import sidebyside
+
+    lines += sidebyside.markdown(results.get("runtimes"))
     lines += ["", "## Findings", ""]
     lines += _findings(results)
     lines += ["", "## Against the aims", ""]
@@ -595,6 +601,24 @@ def _findings(results: dict[str, Any]) -> list[str]:
             " point, so it was not the bottleneck; but on 2 cores it takes that CPU from the"
             " server, which is why the open-loop max rate sits below wrk's closed-loop capacity"
             " (wrk is C and uses far less CPU per request)."
+        )
+    limits = [g["max"] for g in (results.get("generator") or {}).get("limits", []) if g["max"]]
+    if limits:
+        per_request = [p["generator_cpu_ms_per_request"] for p in limits]
+        busiest = max(p["generator_cpu_pct"] for p in limits)
+        out.append(
+            f"- The load generator costs {min(per_request):.3f}-{max(per_request):.3f} ms of CPU"
+            f" per request (all its processes), {1000 / max(per_request):.0f}-"
+            f"{1000 / min(per_request):.0f} req/s per fully used core. At its highest passing"
+            " rates its busiest process used at most"
+            f" {busiest:.0f}% of a core"
+            + (
+                ": the limit there was waiting for a CPU on a loaded machine (see the load"
+                " average), not the generator's own work, and more worker processes get more"
+                " CPU time only while the machine has some to give."
+                if busiest < 50
+                else "."
+            )
         )
     wrk = results.get("wrk")
     if wrk:
@@ -685,6 +709,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure only the generator limits; the other results come from --results",
     )
+    p.add_argument(
+        "--no-runtimes",
+        dest="runtimes",
+        action="store_false",
+        help="skip the side by side of KServe's sklearn server and MLServer",
+    )
+    p.add_argument(
+        "--runtimes-only",
+        action="store_true",
+        help="measure only the runtimes side by side; the other results come from --results",
+    )
+    p.add_argument(
+        "--runtime-rounds", type=int, default=2, help="rounds of the side by side (default 2)"
+    )
+    p.add_argument(
+        "--runtime-configs",
+        nargs="+",
+        help="configurations of the side by side (default: all of "
+        "kserve_gitops.serving.sidebyside.CONFIGS)",
+    )
     p.add_argument("--fast-port", type=int, default=0, help="fast server port (0: any free one)")
     p.add_argument("--master-port", type=int, default=5557, help="Locust master port")
     p.add_argument("--out", type=Path, default=paths.ROOT / "BENCHMARKS.md")
@@ -705,7 +749,22 @@ def main(argv: list[str] | None = None) -> int:
         _publish(results, args)
         return 0
     skipped = None if args.wrk else "--no-wrk"
-    if args.wrk and not args.generator_only and not shutil.which("wrk"):
+    kept = args.generator_only or args.runtimes_only  # the other results come from --results
+    if args.generator_only and args.runtimes_only:
+        print("error: --generator-only and --runtimes-only exclude each other", file=sys.stderr)
+        return 2
+    if args.runtime_rounds < 1:
+        print("error: --runtime-rounds: expected 1 or more", file=sys.stderr)
+        return 2
+    # Imported here: sidebyside builds on this module.
+    from kserve_gitops.serving import sidebyside
+
+    try:
+        runtime_configs = sidebyside.select(args.runtime_configs)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.wrk and not kept and not shutil.which("wrk"):
         skipped = "wrk is not installed (Debian: `apt-get install -y wrk`)"
         print(f"note: {skipped}; the cross-check is skipped")
         args.wrk = False
@@ -719,20 +778,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.wait_for_quiet:
         wait_for_quiet(args.wait_for_quiet, args.quiet_load)
     try:
-        if args.generator_only:
+        if kept:
             try:
                 results = json.loads(args.results.read_text())
             except (OSError, ValueError) as exc:
-                hint = "--generator-only keeps the other results from it: run `make bench` first"
+                only = "--generator-only" if args.generator_only else "--runtimes-only"
+                hint = f"{only} keeps the other results from it: run `make bench` first"
                 print(f"error: {paths.rel(args.results)}: {exc} ({hint})", file=sys.stderr)
                 return 2
         else:
             results = run(args)
             results["wrk_skipped"] = skipped
             results["nice"] = os.nice(0)
-        if args.generator or args.generator_only:
+        if (args.generator and not args.runtimes_only) or args.generator_only:
             results["generator"] = generator_limits(args)
-    except (RuntimeError, TimeoutError, WorkerError) as exc:
+        if (args.runtimes and not args.generator_only) or args.runtimes_only:
+            knobs = sidebyside.bench.Knobs(
+                fixed_s=args.fixed_duration,
+                step_s=args.step_duration,
+                start_rate=50.0,  # MLServer's defaults may not reach 100 req/s on a busy machine
+                max_rate=args.max_rate,
+            )
+            results["runtimes"] = sidebyside.run(knobs, args.runtime_rounds, runtime_configs)
+    except (RuntimeError, TimeoutError, WorkerError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     _write(args.results, json.dumps(results, indent=2) + "\n")

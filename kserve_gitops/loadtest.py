@@ -141,12 +141,6 @@ def _versions(opts: LoadOptions) -> dict[str, str | None]:
     }
 
 
-def cpu_s() -> float:
-    """CPU seconds this process has used."""
-    times = psutil.Process().cpu_times()
-    return times.user + times.system
-
-
 def run_load(
     opts: LoadOptions,
     targets: slo.Targets,
@@ -186,7 +180,7 @@ def run_load(
         runner = env.create_local_runner()
     run = coordinator.install(env, lambda: spec)
     assert run is not None
-    started_at, cpu_before = time.time(), cpu_s()
+    started_at, cpu_before = time.time(), coordinator.cpu_s()
     reports: report.ReportDir | None = None
     helpers: list[gevent.Greenlet] = []
     try:
@@ -209,10 +203,11 @@ def run_load(
         runner.quit()
         raise
     finally:
-        used, wall = cpu_s() - cpu_before, time.time() - started_at
+        used, wall = coordinator.cpu_s() - cpu_before, time.time() - started_at
         gevent.killall(helpers)
         if pool is not None:
             pool.stop()
+            runner.server.close(linger=0)  # free the port for the next run in this process
     finished_at = time.time()
     for lost in totals.lost:
         out(

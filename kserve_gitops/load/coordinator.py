@@ -53,7 +53,8 @@ class RequestTarget:
     host_header: str | None
 
 
-def _cpu_s() -> float:
+def cpu_s() -> float:
+    """CPU seconds this process has used."""
     times = psutil.Process().cpu_times()
     return times.user + times.system
 
@@ -107,7 +108,7 @@ class LocalCoordinator(Coordinator):
     def _start(self, spec: RunSpec) -> None:
         self.plan = openloop.Plan(spec.rate, spec.total, wall_t0=self.wall_t0)
         self.environment.kgops_plan = self.plan
-        self.cpu0, self.started = _cpu_s(), time.monotonic()
+        self.cpu0, self.started = cpu_s(), time.monotonic()
         gevent.spawn(self._watch, self.plan)
 
     def _watch(self, plan: openloop.Plan) -> None:
@@ -125,7 +126,7 @@ class LocalCoordinator(Coordinator):
         assert self.plan is not None and self.spec is not None
         tallies = [
             tally.Tally.of_plan(
-                "local", self.plan, _cpu_s() - self.cpu0, time.monotonic() - self.started
+                "local", self.plan, cpu_s() - self.cpu0, time.monotonic() - self.started
             )
         ]
         return tally.totals(
@@ -287,13 +288,13 @@ class WorkerAgent:
         )
         environment.kgops_plan = self.plan
         environment.kgops_target = RequestTarget(doc["model"], doc["host_header"])
-        self.cpu0, self.started = _cpu_s(), time.monotonic()
+        self.cpu0, self.started = cpu_s(), time.monotonic()
         gevent.spawn(self._final_when_done, self.plan)
 
     def _tally(self, all_seconds: bool = False) -> dict:
         assert self.plan is not None
         doc = tally.Tally.of_plan(
-            self.runner.client_id, self.plan, _cpu_s() - self.cpu0, time.monotonic() - self.started
+            self.runner.client_id, self.plan, cpu_s() - self.cpu0, time.monotonic() - self.started
         ).wire(all_seconds)
         return {"run": self.run_id, **doc}
 

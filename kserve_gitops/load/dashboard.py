@@ -15,7 +15,6 @@ import io
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Response, make_response, request
 from locust.env import Environment
@@ -31,7 +30,8 @@ COLUMNS = [("figure", "Figure"), ("value", "Value"), ("target", "Target"), ("ver
 
 @dataclass
 class Final:
-    summary: dict[str, Any]
+    """What a stopped run adds to its rows."""
+
     report_dir: str | None
     error: str | None = None  # the report could not be written
 
@@ -161,7 +161,7 @@ class Dashboard:
 
     def _on_test_start(self, **_kwargs) -> None:
         self.final = None
-        self.started_at, self.cpu0 = time.time(), loadtest.cpu_s()
+        self.started_at, self.cpu0 = time.time(), coordinator.cpu_s()
         self.reports = report.ReportDir(self.settings.reports, self.environment)
 
     def _on_test_stopping(self, **_kwargs) -> None:
@@ -173,7 +173,7 @@ class Dashboard:
             env_name=self.settings.env, slo_source=self.config.source,
             started_at=self.started_at, finished_at=time.time(),
             generator=loadtest.generator_figures(
-                totals, loadtest.cpu_s() - self.cpu0, time.time() - self.started_at,
+                totals, coordinator.cpu_s() - self.cpu0, time.time() - self.started_at,
                 distributed=isinstance(self.environment.runner, MasterRunner),
             ),
         )  # fmt: skip
@@ -183,7 +183,7 @@ class Dashboard:
             error = None
         except OSError as exc:
             report_dir, error = None, str(exc)
-        self.final = Final(summary, report_dir, error)
+        self.final = Final(report_dir, error)
         checks = [slo.Check(**c) for c in summary["checks"]]
         print(f"\nSLO verdict ({self.config.source}, env {self.settings.env or '-'}):")
         print(slo.verdict_table(checks))
