@@ -30,6 +30,9 @@ RATE     ?=
 DURATION ?=
 USERS    ?=
 PROTOCOL ?= v1
+# The protocol serve/demo/load/canary targets use: MLServer's V2 unless PROTOCOL is given.
+PROTO = $(if $(and $(filter mlserver,$(RUNTIME)),$(filter file,$(origin PROTOCOL))),v2,$(PROTOCOL))
+$(if $(and $(filter mlserver,$(RUNTIME)),$(filter v1,$(PROTO))),$(error RUNTIME=mlserver serves PROTOCOL=v2 only: MLServer has no V1 :predict endpoint))
 HOST     ?=
 BATCH    ?= 32
 INPUT    ?=
@@ -112,7 +115,7 @@ diff: $(STAMP) ## Rendered change per environment vs BASE (default: merge base w
 serve: $(RUNTIME_STAMPS) ## Serve the model locally on PORT [RUNTIME=sklearnserver|mlserver WORKERS= SERVE_ARGS=]
 	$(if $(filter mlserver,$(RUNTIME)),$(PY) -m kserve_gitops.serving.mlserver --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS),$(PY) -m kserve_gitops.server --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS))
 
-LOAD_ARGS = --target $(TARGET) --model $(MODEL) --protocol $(PROTOCOL) --env $(ENV) $(if $(RATE),--rate $(RATE)) $(if $(USERS),--users $(USERS)) $(if $(HOST),--host-header $(HOST)) --workers $(LOAD_WORKERS) --remote-workers $(REMOTE_WORKERS) --master-port $(MASTER_PORT)
+LOAD_ARGS = --target $(TARGET) --model $(MODEL) --protocol $(PROTO) --env $(ENV) $(if $(RATE),--rate $(RATE)) $(if $(USERS),--users $(USERS)) $(if $(HOST),--host-header $(HOST)) --workers $(LOAD_WORKERS) --remote-workers $(REMOTE_WORKERS) --master-port $(MASTER_PORT)
 
 loadtest: $(STAMP) ## Open-loop load test, SLO verdict, reports/: TARGET RATE DURATION PROTOCOL HOST ENV LOAD_WORKERS REMOTE_WORKERS (defaults: config/slo.yaml)
 	$(PY) -m kserve_gitops.loadtest $(LOAD_ARGS) $(if $(DURATION),--duration $(DURATION))
@@ -123,14 +126,14 @@ loadtest-ui: $(STAMP) ## Locust web dashboard on :8089 against TARGET, with an S
 loadtest-worker: $(STAMP) ## A load worker for a master on another machine: make loadtest-worker MASTER_HOST=10.0.0.5
 	$(PY) -m kserve_gitops.loadtest --worker --master-host $(MASTER_HOST) --master-port $(MASTER_PORT)
 
-demo: $(STAMP) ## Train if needed, validate, serve locally, load-test, print the SLO verdict
-	$(PY) -m kserve_gitops.demo --env $(ENV) --protocol $(PROTOCOL) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
+demo: $(RUNTIME_STAMPS) ## Train if needed, validate, serve locally, load-test, print the SLO verdict [RUNTIME=mlserver: V2]
+	$(PY) -m kserve_gitops.demo --env $(ENV) --runtime $(RUNTIME) --protocol $(PROTO) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 
-bench: $(STAMP) ## Benchmarks into BENCHMARKS.md [BENCH_ARGS="--wait-for-quiet 600 --nice -10"]
+bench: $(STAMP) $(MLSTAMP) ## Benchmarks into BENCHMARKS.md, both runtimes side by side [BENCH_ARGS="--wait-for-quiet 600 --nice -10"]
 	$(PY) -m kserve_gitops.bench $(BENCH_ARGS)
 
 predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TARGET= BATCH= PROTOCOL= HOST=]
-	$(PY) -m kserve_gitops.predict --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT)) --target $(TARGET) --batch $(BATCH) --protocol $(PROTOCOL) --model-name $(MODEL) $(if $(HOST),--host-header $(HOST))
+	$(PY) -m kserve_gitops.predict --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT)) --target $(TARGET) --batch $(BATCH) --protocol $(PROTO) --model-name $(MODEL) $(if $(HOST),--host-header $(HOST))
 
 monitoring: $(STAMP) ## Regenerate the SLO alert rules and Grafana dashboards from config/slo.yaml
 	$(PY) -m kserve_gitops.alerts
@@ -152,8 +155,9 @@ e2e: $(STAMP) ## Full platform and model on a cluster: CLUSTER=kind (Docker) or 
 bench-e2e: $(STAMP) ## Warm kwok e2e of every environment, timed per layer, into benchmarks/kwok-e2e.md
 	$(PY) -m kserve_gitops.localcluster.bench
 
-binaries: $(STAMP) ## Build the kwok cluster's pinned binaries from Go modules (cached by version); DELIVERY=flux: Flux's too
+binaries: $(STAMP) ## Build the kwok cluster's pinned binaries and controllers from Go modules (cached by version); DELIVERY=flux: Flux's too
 	$(PY) -m kserve_gitops.localcluster.binaries $(if $(filter flux,$(DELIVERY)),--flux)
+	$(PY) -m kserve_gitops.controllers.binaries
 
 gate: $(STAMP) ## Quality gate: make gate MODEL=sklearn-iris VERSION=v2 ENV=prod (exit 1 with the reason)
 	$(PY) -m kserve_gitops.gate --model $(MODEL) --version $(VERSION) --env $(ENV)
@@ -172,7 +176,7 @@ registry: $(STAMP) ## Model versions and what each environment serves, then chec
 	@$(PY) -m kserve_gitops.registry --model $(MODEL) --check
 
 canary-analysis: $(STAMP) ## Load-test STABLE and CANARY side by side, decide promote/hold/rollback [HOST_STABLE HOST_CANARY RATE DURATION ENV]
-	$(PY) -m kserve_gitops.canary_analysis --stable $(STABLE) --canary $(CANARY) --env $(ENV) --model $(MODEL) --protocol $(PROTOCOL) $(if $(HOST_STABLE),--host-header-stable $(HOST_STABLE)) $(if $(HOST_CANARY),--host-header-canary $(HOST_CANARY)) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
+	$(PY) -m kserve_gitops.canary_analysis --stable $(STABLE) --canary $(CANARY) --env $(ENV) --model $(MODEL) --protocol $(PROTO) $(if $(HOST_STABLE),--host-header-stable $(HOST_STABLE)) $(if $(HOST_CANARY),--host-header-canary $(HOST_CANARY)) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 
 clean: ## Remove the virtualenv, caches and reports
 	rm -rf $(VENV) $(MLVENV) .cache reports .pytest_cache .ruff_cache

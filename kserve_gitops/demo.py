@@ -1,8 +1,9 @@
 """The whole local story in one command, no cluster needed (`make demo`).
 
 Train the model if needed, validate every chart and environment, serve the model in the
-background with KServe's runtime, load-test it open loop at the configured rate, print the SLO
-verdict and the report path, stop the server. Exit 0 only if every step and every target passed.
+background with KServe's runtime (or MLServer, V2 only: --runtime mlserver), load-test it open
+loop at the configured rate, print the SLO verdict and the report path, stop the server. Exit 0
+only if every step and every target passed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from kserve_gitops import openloop, paths, server, slo, train
+from kserve_gitops import openloop, paths, slo, train
+from kserve_gitops.serving import runtimes
 
 
 def _step(number: int, text: str) -> None:
@@ -29,16 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", default="dev", choices=paths.ENVIRONMENT_NAMES, help="SLO overrides")
     p.add_argument("--rate", type=float, help="arrival rate, req/s (default from the SLO config)")
     p.add_argument("--duration", help="load duration, e.g. 30s (default from the SLO config)")
-    p.add_argument("--protocol", choices=("v1", "v2"))
+    p.add_argument(
+        "--protocol", choices=("v1", "v2"), help="default: the SLO config's (v2 for mlserver)"
+    )
+    p.add_argument("--runtime", choices=runtimes.RUNTIMES, default="sklearnserver")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--slo-config", type=Path, help="default config/slo.yaml")
     args = p.parse_args(argv)
     started = time.monotonic()
+    protocol = args.protocol or ("v2" if args.runtime == "mlserver" else None)
     try:
-        config = slo.for_run(
-            args.env, args.slo_config, args.rate, args.duration, protocol=args.protocol
-        )
-    except slo.SloConfigError as exc:
+        config = slo.for_run(args.env, args.slo_config, args.rate, args.duration, protocol=protocol)
+        runtimes.check(args.runtime, config.load.protocol)
+    except (slo.SloConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -59,13 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: validation failed (exit {validation.returncode})", file=sys.stderr)
         return 1
 
-    _step(3, f"serve: KServe model server, {args.workers} worker(s), in the background")
+    _step(3, f"serve: {args.runtime}, {args.workers} worker(s), in the background")
     try:
-        local = server.start_background(workers=args.workers)
+        local = runtimes.start_background(args.runtime, workers=args.workers, timeout=120)
     except (RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"serving {server.endpoints(local.url, local.model_name)}; log: {local.log_path}")
+    print(f"serving {local.url} ({args.runtime}); log: {local.log_path}")
 
     try:
         load = config.load

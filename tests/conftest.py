@@ -48,7 +48,9 @@ def repo_copy(tmp_path: Path) -> Path:
     shutil.copytree(
         paths.ROOT,
         dest,
-        ignore=shutil.ignore_patterns(".venv", ".git", "reports", "__pycache__", ".*_cache"),
+        ignore=shutil.ignore_patterns(
+            ".venv", ".venv-mlserver", ".git", "reports", "__pycache__", ".*_cache"
+        ),
     )
     return dest
 

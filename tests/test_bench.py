@@ -16,7 +16,7 @@ def test_quick_bench_writes_results_markdown_and_plot(run_module, tmp_path: Path
     result = run_module(
         "bench", "--settings", "tuned", "--workers", "1", "--protocols", "v2",
         "--fixed-duration", "1", "--step-duration", "1", "--max-rate", "200", "--no-wrk",
-        "--generator-workers", "2", "--generator-max-rate", "600",
+        "--generator-workers", "2", "--generator-max-rate", "600", "--no-runtimes",
         "--fast-port", str(free_port()), "--master-port", str(free_port()),
         "--out", str(out), "--plot", str(plot), "--results", str(results),
         timeout=240,
@@ -58,6 +58,7 @@ def test_quick_bench_writes_results_markdown_and_plot(run_module, tmp_path: Path
         assert step["requests"] == step["rate"] or not step["pass"]  # 1 s steps
         assert step["generator_cpu_ms_per_request"] > 0
     assert "## Load generator limits" in text and "\n| 2 | " in text
+    assert "unless --no-runtimes" in text and "runtimes" not in data
 
     # The markdown and the plot can be rebuilt from the saved results without measuring.
     out.unlink()

@@ -326,3 +326,74 @@ def test_launcher_refuses_bad_setup(args: list[str], env: dict[str, str], messag
     )
     assert done.returncode != 0
     assert message in done.stderr
+
+
+@pytest.mark.slow
+def test_bench_runtimes_side_by_side_in_rotating_rounds(run_module, tmp_path: Path) -> None:
+    """`make bench` part: two configurations, two rounds, tiny steps; the other results of the
+    results file are kept (--runtimes-only)."""
+    _need_mlserver()
+    earlier = subprocess.run(
+        ["git", "show", "HEAD:benchmarks/results.json"], cwd=paths.ROOT,
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    results, out = tmp_path / "r.json", tmp_path / "BENCH.md"
+    results.write_text(earlier)
+    done = run_module(
+        "bench", "--runtimes-only", "--runtime-rounds", "2",
+        "--runtime-configs", "sklearnserver-tuned", "mlserver-inprocess",
+        "--fixed-duration", "1", "--step-duration", "1", "--max-rate", "100",
+        "--results", str(results), "--out", str(out), "--plot", str(tmp_path / "b.png"),
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads(results.read_text())
+    assert data["configs"] == json.loads(earlier)["configs"]  # kept, not re-measured
+    side = data["runtimes"]
+    assert side["order"] == [
+        ["sklearnserver-tuned", "mlserver-inprocess"],
+        ["mlserver-inprocess", "sklearnserver-tuned"],
+    ]
+    seen = sorted((p["round"], p["config"], p["protocol"]) for p in side["points"])
+    assert seen == sorted(
+        (r, c, proto)
+        for r in (1, 2)
+        for c, protos in (("sklearnserver-tuned", ("v1", "v2")), ("mlserver-inprocess", ("v2",)))
+        for proto in protos
+    )
+    for point in side["points"]:
+        assert point["cold_start_s"] > 0 and all(rss > 50 for rss in point["rss_mib"])
+        assert point["fixed"]["requests"] == 80 and point["fixed"]["errors"] == 0
+        assert point["fixed"]["server_cpu_ms_per_request"] > 0
+        assert point["steps"][0]["rate"] == 50
+    assert side["versions"]["mlserver"] == str(PINS["mlServer"]["version"])
+    text = out.read_text()
+    assert "### V1 (mlserver-inprocess: no V1 endpoint)" in text
+    assert "\n| sklearnserver-tuned | " in text and "\n| mlserver-inprocess | " in text
+    assert "- Throughput, V2: **" in text and "- Memory: **" in text
+
+
+def test_bench_refuses_an_unknown_runtime_config(run_module) -> None:
+    done = run_module("bench", "--runtimes-only", "--runtime-configs", "triton", timeout=60)
+    assert done.returncode == 2
+    assert "--runtime-configs: unknown triton; expected some of sklearnserver-upstream" in (
+        done.stderr
+    )
+
+
+def test_demo_and_make_refuse_v1_on_mlserver(run_module) -> None:
+    done = run_module("demo", "--runtime", "mlserver", "--protocol", "v1", timeout=60)
+    assert done.returncode == 2
+    assert "runtime mlserver serves protocol v2 only, not v1" in done.stderr
+    made = subprocess.run(
+        ["make", "-n", "loadtest", "RUNTIME=mlserver", "PROTOCOL=v1"],
+        cwd=paths.ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert made.returncode != 0 and "MLServer has no V1 :predict endpoint" in made.stderr
+    # Without PROTOCOL, RUNTIME=mlserver means V2 for the load test and the canary analysis.
+    for target in ("loadtest", "canary-analysis"):
+        made = subprocess.run(
+            ["make", "-n", target, "RUNTIME=mlserver", "STABLE=http://a", "CANARY=http://b"],
+            cwd=paths.ROOT, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert "--protocol v2" in made.stdout, target
