@@ -602,6 +602,24 @@ def _findings(results: dict[str, Any]) -> list[str]:
             " server, which is why the open-loop max rate sits below wrk's closed-loop capacity"
             " (wrk is C and uses far less CPU per request)."
         )
+    limits = [g["max"] for g in (results.get("generator") or {}).get("limits", []) if g["max"]]
+    if limits:
+        per_request = [p["generator_cpu_ms_per_request"] for p in limits]
+        busiest = max(p["generator_cpu_pct"] for p in limits)
+        out.append(
+            f"- The load generator costs {min(per_request):.3f}-{max(per_request):.3f} ms of CPU"
+            f" per request (all its processes), {1000 / max(per_request):.0f}-"
+            f"{1000 / min(per_request):.0f} req/s per fully used core. At its highest passing"
+            " rates its busiest process used at most"
+            f" {busiest:.0f}% of a core"
+            + (
+                ": the limit there was waiting for a CPU on a loaded machine (see the load"
+                " average), not the generator's own work, and more worker processes get more"
+                " CPU time only while the machine has some to give."
+                if busiest < 50
+                else "."
+            )
+        )
     wrk = results.get("wrk")
     if wrk:
         one = wrk[0]["latency_ms"].get("p50", 0)
