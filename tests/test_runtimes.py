@@ -196,6 +196,19 @@ def test_mlserver_predicts_the_reference_rows_over_v2(ml: server.LocalServer) ->
 
 
 @pytest.mark.slow
+def test_v2_answers_side_by_side(model_server: str, ml: server.LocalServer) -> None:
+    body = v2([2, 4], [6.8, 2.8, 4.8, 1.4, 6.0, 3.4, 4.5, 1.6])
+    kserve = httpx.post(model_server + V2, json=body).json()["outputs"][0]
+    theirs = httpx.post(ml.url + V2, json=body).json()["outputs"][0]
+    assert (kserve["name"], kserve["shape"]) == ("output-0", [2])
+    assert (theirs["name"], theirs["shape"]) == ("predict", [2, 1])
+    assert kserve["data"] == theirs["data"] == [1, 1]
+    ready = httpx.get(f"{model_server}/v2/models/{MODEL}/ready")
+    assert ready.json() == {"name": MODEL, "ready": True}
+    assert httpx.get(ml.url + f"/v2/models/{MODEL}/ready").content == b""
+
+
+@pytest.mark.slow
 def test_mlserver_health_and_metadata(ml: server.LocalServer) -> None:
     for path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{MODEL}/ready"):
         response = httpx.get(ml.url + path)
