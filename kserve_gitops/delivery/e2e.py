@@ -70,12 +70,13 @@ class FluxCluster:
         return self.workdir / "git" / flux.GIT_REPO
 
     def start(self) -> None:
-        bins = self.kwok.prepare()
+        # The control plane's binaries and Flux's; not the KServe/Knative controllers the direct
+        # e2e runs in place of their pods (here their charts' pods are kwok's, as Flux sees them).
+        bins = binaries.ensure(self.echo)
         bins |= binaries.ensure(self.echo, [*binaries.flux_pinned(), binaries.oci_registry()])
         self.kwok.bins = bins
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
-        assert self.kwok.config is not None
         kubeconfig = paths.CACHE / "e2e" / self.name / "kubeconfig"
         self.runner = Runner(self.log, self.echo, run_env(kubeconfig, bins), paths.ROOT)
         self.kwok.start(self.runner)

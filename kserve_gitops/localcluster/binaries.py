@@ -240,6 +240,13 @@ def etcd_module(version: str, env: dict[str, str]) -> Path:
     return _finish_module(tmp, mod, env, f"etcd {version} build module")
 
 
+# Forks a Flux controller's go.mod replaces in, which the module proxy does not serve, and the
+# upstream release that carries the same fix. helm-controller v1.6.3 pins Helm to Flux's fork
+# v4.2.4-flux.1; Helm v4.2.4 includes its change (helm/helm#32327), which is why v1.6.4 went back
+# to upstream Helm (fluxcd/helm-controller#1565).
+FLUX_FORKS = {"github.com/fluxcd/helm/v4 v4.2.4-flux.1": "helm.sh/helm/v4 v4.2.4"}
+
+
 def flux_module(controller: str, version: str, env: dict[str, str]) -> Path:
     """A build module requiring github.com/fluxcd/<controller> at <version> and, in place of
     its `api => ./api` replace (a folder its module zip does not hold), the api module version
@@ -255,7 +262,10 @@ def flux_module(controller: str, version: str, env: dict[str, str]) -> Path:
     if not api:
         raise BuildError(f"{module}@{version}: go.mod requires no {module}/api version")
     replaces = [
-        f"\t{r['Old']['Path']} => {r['New']['Path']} {r['New']['Version']}"
+        f"\t{r['Old']['Path']} => "
+        + FLUX_FORKS.get(
+            f"{r['New']['Path']} {r['New']['Version']}", f"{r['New']['Path']} {r['New']['Version']}"
+        )
         for r in upstream.get("Replace") or []
         if r["New"].get("Version") and not r["Old"].get("Version")
     ]
