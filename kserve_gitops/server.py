@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-loop",
         choices=["auto", "asyncio", "uvloop"],
         default="auto",
-        help="uvicorn event loop; auto picks uvloop when installed (default: %(default)s)",
+        help="event loop: uvloop or asyncio's own; auto is KServe's behaviour, uvloop for --workers"
+        " > 1 and asyncio's loop for one worker (default: %(default)s)",
     )
     tuning.add_argument(
         "--timeout-keep-alive",
@@ -179,6 +180,20 @@ def _log_config_file(access_log: bool, latency_logging: bool) -> str:
     return path
 
 
+def use_uvloop() -> None:
+    """Run the next asyncio.run() on uvloop. KServe hands --event-loop to uvicorn, which applies
+    it only in the worker processes it spawns (--workers > 1); one worker runs in KServe's own
+    asyncio.run() on asyncio's default loop whatever the setting."""
+    import asyncio
+
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    # ModelServer.setup_event_loop() calls asyncio.get_event_loop() first; uvloop's policy
+    # raises instead of creating one.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def endpoints(base_url: str, model_name: str) -> str:
     return f"{base_url} (V1 /v1/models/{model_name}:predict, V2 /v2/models/{model_name}/infer)"
 
@@ -232,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             args.access_log, args.enable_latency_logging
         )
     install_guard()
+    if args.event_loop == "uvloop" and args.workers == 1:
+        use_uvloop()
     server = kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port or 8081,

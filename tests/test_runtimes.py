@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -410,3 +411,68 @@ def test_demo_and_make_refuse_v1_on_mlserver(run_module) -> None:
             cwd=paths.ROOT, capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert "--protocol v2" in made.stdout, target
+
+
+def test_use_uvloop_runs_kserve_single_worker_loop_on_uvloop() -> None:
+    """What ModelServer.start() does with one worker (get_event_loop, then asyncio.run) runs on
+    asyncio's own loop unless server.use_uvloop() was called first."""
+    probe = (
+        "import asyncio, sys; from kserve_gitops import server\n"
+        "if sys.argv[1] == 'uvloop': server.use_uvloop()\n"
+        "asyncio.get_event_loop()\n"
+        "async def kind(): return type(asyncio.get_running_loop()).__module__\n"
+        "print(asyncio.run(kind()))\n"
+    )
+    kinds = {
+        choice: subprocess.run(
+            [sys.executable, "-c", probe, choice], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for choice in ("uvloop", "auto")
+    }
+    assert kinds == {"uvloop": "uvloop", "auto": "asyncio.unix_events"}
+
+
+def test_profile_groups_samples_by_the_innermost_library() -> None:
+    from kserve_gitops.serving import profile
+
+    site = "/v/lib/python3.11/site-packages"
+    std = "/usr/lib/python3.11"
+    collapsed = "\n".join(
+        [
+            f'process 1:"srv";run ({std}/asyncio/runners.py:118);predict ({site}/sklearn/'
+            f"naive_bayes.py:90);_wrapfunc ({site}/numpy/_core/fromnumeric.py:57) 7",
+            f'process 1:"srv";send ({site}/uvicorn/protocols/http/h.py:524) 3',
+            f'process 1:"srv";dispatch ({site}/starlette/routing.py:70);'
+            f"loads ({std}/json/decoder.py:337) 2",
+            f'process 1:"srv";infer ({site}/mlserver/handlers.py:40);'
+            f"__init__ ({std}/collections/__init__.py:378) 5",
+            'process 1:"srv" 1',
+        ]
+    )
+    counts = profile.shares(collapsed)
+    assert counts == {
+        "model: scikit-learn, numpy, scipy, pandas": 7,
+        "HTTP: uvicorn, h11, httptools": 3,
+        "JSON and validation: orjson, json, pydantic": 2,
+        "runtime: mlserver": 5,  # a standard-library helper is charged to its caller
+        "no Python frame (native code)": 1,
+    }
+
+
+@pytest.mark.slow
+def test_profile_samples_a_runtime_under_load(run_module, tmp_path: Path) -> None:
+    _need_mlserver()
+    out = tmp_path / "p.md"
+    done = run_module(
+        "serving.profile", "--config", "mlserver-inprocess", "--rate", "60", "--duration", "3",
+        "--out", str(out), timeout=300,
+    )  # fmt: skip
+    if done.returncode != 0 and "Permission denied" in done.stderr + done.stdout:
+        pytest.skip(f"py-spy may not attach here (ptrace): {done.stderr[-300:]}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    text = out.read_text()
+    assert "mlserver-inprocess (--workers 0 --debug false), v2 at 60 req/s for 3 s" in text
+    shares = dict(re.findall(r"^\| ([^|]+) \| ([\d.]+)% \|$", text, re.M))
+    assert shares and abs(sum(map(float, shares.values())) - 100) < 0.5
+    assert float(shares.get("runtime: mlserver", 0)) > 0
+    assert out.with_suffix(".collapsed").read_text().count("mlserver") > 0

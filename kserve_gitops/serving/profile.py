@@ -1,0 +1,153 @@
+"""Where a runtime's Python time goes under load: py-spy samples the threads of the server's
+processes that hold the GIL (so waiting in the event loop's poll does not count) while the
+open-loop generator offers a fixed rate, after a warm-up; the samples are grouped by the library
+of their innermost Python frame (standard-library frames are charged to their caller). Native
+code that releases the GIL (uvloop's I/O, most of numpy) is not seen.
+
+    python -m kserve_gitops.serving.profile --runtime sklearnserver --server-args "..."
+
+Prints a table of the shares and writes py-spy's collapsed stacks beside it (--out).
+"""
+
+from __future__ import annotations
+
+# Locust (via bench and loadtest) monkey-patches the standard library with gevent: import first.
+from kserve_gitops import bench  # isort: skip
+
+import argparse
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from kserve_gitops import paths
+from kserve_gitops.serving import runtimes, sidebyside
+
+# (group, pattern on the innermost frame's file path); the first match wins.
+GROUPS = (
+    ("model: scikit-learn, numpy, scipy, pandas", r"/(sklearn|numpy|scipy|pandas|joblib)/"),
+    ("logging", r"/logging/"),
+    ("JSON and validation: orjson, json, pydantic", r"/(orjson|json|pydantic|pydantic_core)/"),
+    ("HTTP: uvicorn, h11, httptools", r"/(uvicorn|h11|httptools)/"),
+    ("web framework: fastapi, starlette", r"/(fastapi|starlette|starlette_exporter)/"),
+    ("metrics: prometheus_client", r"/prometheus_client/"),
+    ("runtime: kserve", r"/kserve/"),
+    ("runtime: mlserver", r"/(mlserver|mlserver_sklearn)/"),
+    ("this repository's model class and guard", r"/kserve_gitops/"),
+    (
+        "event loop, threads, multiprocessing",
+        r"/(asyncio|uvloop|concurrent|threading|multiprocessing|selectors|queue)",
+    ),
+)
+FRAME = re.compile(r"\((?P<path>[^():]+)(?::\d+)?\)$")
+
+
+def group_of(stack: str) -> str:
+    """The group of a collapsed stack (frames joined by ';', innermost last)."""
+    frames = stack.split(";")
+    if len(frames) == 1 or frames[-1].startswith("thread "):
+        return "no Python frame (native code)"
+    for frame in reversed(frames):
+        match = FRAME.search(frame.strip())
+        if not match:
+            continue
+        path = match.group("path")
+        for name, pattern in GROUPS:
+            if re.search(pattern, path):
+                return name
+        if "site-packages" not in path and "/lib/python" in path:
+            continue  # a standard-library helper: charge it to its caller's library
+        return "other"
+    return "other"
+
+
+def shares(collapsed: str) -> Counter[str]:
+    """Samples per group from py-spy's raw (collapsed) output: `frame;frame;... count`."""
+    counts: Counter[str] = Counter()
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            counts[group_of(stack)] += int(count)
+    return counts
+
+
+def profile(
+    config: sidebyside.Config, protocol: str, rate: float, duration: float, out: Path
+) -> tuple[Counter[str], dict[str, Any]]:
+    """Start the configuration, offer `rate` for `duration` s while py-spy samples the server's
+    processes (MLServer: its inference workers too), return the groups and the load point."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if not spy:
+        raise FileNotFoundError("py-spy not found: it is a dev dependency (`make venv`)")
+    raw = out.with_suffix(".collapsed")
+    with runtimes.running(
+        config.runtime, port=sidebyside.port_block(), extra_args=list(config.args), timeout=180
+    ) as local:
+        bench.measure(local, protocol, 50, 2)  # warm-up: imports and first requests not sampled
+        sampler = subprocess.Popen(
+            [spy, "record", "--pid", str(local.process.pid), "--subprocesses", "--format", "raw",
+             "--full-filenames", "--gil", "--rate", "200", "--duration", f"{duration:g}",
+             "--output", str(raw), "--nonblocking"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        time.sleep(0.5)  # py-spy attaches before the load starts
+        point = bench.measure(local, protocol, rate, duration)
+        output, _ = sampler.communicate(timeout=60)
+    if sampler.returncode != 0 or not raw.is_file():
+        # Attaching needs ptrace rights over the server (root, or kernel.yama.ptrace_scope 0).
+        raise RuntimeError(f"py-spy failed (exit {sampler.returncode}): {output.strip()[-1500:]}")
+    return shares(raw.read_text()), point
+
+
+def table(counts: Counter[str]) -> list[str]:
+    total = sum(counts.values()) or 1
+    lines = ["| where the samples were | share |", "|---|---|"]
+    for name, count in counts.most_common():
+        lines.append(f"| {name} | {100 * count / total:.1f}% |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kserve_gitops.serving.profile", description=__doc__)
+    p.add_argument("--config", choices=[c.name for c in sidebyside.CONFIGS], required=True)
+    p.add_argument("--protocol", choices=("v1", "v2"), default="v2")
+    p.add_argument("--rate", type=float, default=200.0, help="offered req/s (default 200)")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds of load (default 15)")
+    p.add_argument("--out", type=Path, help="markdown table (default reports/profile-<config>.md)")
+    args = p.parse_args(argv)
+    [config] = sidebyside.select([args.config])
+    try:
+        runtimes.check(config.runtime, args.protocol)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or paths.REPORTS / f"profile-{config.name}-{args.protocol}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    try:
+        counts, point = profile(config, args.protocol, args.rate, args.duration, out)
+    except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    lat = point["latency_ms"]
+    lines = [
+        f"{config.name} ({shlex.join(config.args) or 'defaults'}), {args.protocol} at "
+        f"{args.rate:g} req/s for {args.duration:g} s, {started}: avg {lat['avg']:.2f} ms, p99 "
+        f"{lat['p99']:.2f} ms, {sum(counts.values())} py-spy samples (200 Hz, threads holding"
+        " the GIL):",
+        "",
+        *table(counts),
+    ]
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwrote {paths.rel(out)} and {paths.rel(out.with_suffix('.collapsed'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
