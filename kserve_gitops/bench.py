@@ -726,6 +726,13 @@ def main(argv: list[str] | None = None) -> int:
         "--runtime-rounds", type=int, default=2, help="rounds of the side by side (default 2)"
     )
     p.add_argument(
+        "--runtime-profile-rate",
+        type=float,
+        default=200.0,
+        help="after the rounds, profile each configuration with py-spy at this V2 rate"
+        " (0: skip; default %(default)g)",
+    )
+    p.add_argument(
         "--runtime-configs",
         nargs="+",
         help="configurations of the side by side (default: all of "
@@ -801,7 +808,9 @@ def main(argv: list[str] | None = None) -> int:
                 start_rate=50.0,  # MLServer's defaults may not reach 100 req/s on a busy machine
                 max_rate=args.max_rate,
             )
-            results["runtimes"] = sidebyside.run(knobs, args.runtime_rounds, runtime_configs)
+            results["runtimes"] = sidebyside.run(
+                knobs, args.runtime_rounds, runtime_configs, args.runtime_profile_rate
+            )
     except (RuntimeError, TimeoutError, WorkerError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -357,6 +357,7 @@ def test_bench_runtimes_side_by_side_in_rotating_rounds(run_module, tmp_path: Pa
         "bench", "--runtimes-only", "--runtime-rounds", "2",
         "--runtime-configs", "sklearnserver-tuned", "mlserver-inprocess",
         "--fixed-duration", "1", "--step-duration", "1", "--max-rate", "100",
+        "--runtime-profile-rate", "60",
         "--results", str(results), "--out", str(out), "--plot", str(tmp_path / "b.png"),
         timeout=600,
     )  # fmt: skip
@@ -382,6 +383,18 @@ def test_bench_runtimes_side_by_side_in_rotating_rounds(run_module, tmp_path: Pa
         assert point["steps"][0]["rate"] == 50
     assert side["versions"]["mlserver"] == str(PINS["mlServer"]["version"])
     text = out.read_text()
+    if isinstance(side["profiles"], str):  # py-spy may not attach here (ptrace)
+        assert f"Not sampled: {side['profiles']}" in text
+    else:
+        assert [p["config"] for p in side["profiles"]] == [
+            "sklearnserver-tuned",
+            "mlserver-inprocess",
+        ]
+        for found in side["profiles"]:
+            assert found["samples"] > 0 and abs(sum(found["shares"].values()) - 1) < 1e-9
+        assert "### Where the Python time goes (py-spy)" in text
+    assert "- Goal, sklearnserver-tuned against the best MLServer setting" in text
+    assert "mean at least as fast): " in text
     assert "### V1 (mlserver-inprocess: no V1 endpoint)" in text
     assert "\n| sklearnserver-tuned | " in text and "\n| mlserver-inprocess | " in text
     assert "- Throughput, V2: **" in text and "- Memory: **" in text

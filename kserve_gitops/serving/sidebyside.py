@@ -196,8 +196,14 @@ def versions() -> dict[str, str]:
 
 
 def run(
-    knobs: bench.Knobs, rounds: int, configs: tuple[Config, ...] = CONFIGS, log=print
+    knobs: bench.Knobs,
+    rounds: int,
+    configs: tuple[Config, ...] = CONFIGS,
+    profile_rate: float = 0.0,
+    log=print,
 ) -> dict[str, Any]:
+    """The rounds, then (profile_rate > 0) a py-spy profile of each configuration over V2 at
+    that rate for knobs.fixed_s seconds."""
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average_start": list(os.getloadavg()),
@@ -218,8 +224,39 @@ def run(
             results["order"].append([c.name for c in order])
             for config in order:
                 results["points"].extend(run_config(config, knobs, Path(logs), r + 1, log))
+        if profile_rate:
+            results["profiles"] = profiles(configs, profile_rate, knobs.fixed_s, Path(logs), log)
     results["load_average_end"] = list(os.getloadavg())
     return results
+
+
+def profiles(
+    configs: tuple[Config, ...], rate: float, duration: float, logs: Path, log
+) -> list[dict[str, Any]] | str:
+    """Where each configuration's Python time goes (kserve_gitops.serving.profile), or why it
+    could not be sampled."""
+    from kserve_gitops.serving import profile  # it builds on this module
+
+    out = []
+    for config in configs:
+        try:
+            counts, point = profile.profile(config, "v2", rate, duration, logs / config.name)
+        except (FileNotFoundError, RuntimeError) as exc:
+            log(f"  profile skipped: {exc}")
+            return str(exc).splitlines()[0]
+        total = sum(counts.values()) or 1
+        out.append(
+            {
+                "config": config.name,
+                "rate": rate,
+                "duration_s": duration,
+                "latency_ms": point["latency_ms"],
+                "samples": sum(counts.values()),
+                "shares": {name: count / total for name, count in counts.most_common()},
+            }
+        )
+        log(f"  profile {config.name}: {sum(counts.values())} samples")
+    return out
 
 
 # ---- BENCHMARKS.md section -------------------------------------------------------------------
@@ -314,8 +351,45 @@ def markdown(results: dict[str, Any] | None) -> list[str]:
                 f"x{s['rate'] / best_rate:.2f} | {s['cpu_ms_at_80']:.2f} | {at_max} | "
                 f"{s['rss_mib']:.0f} ({s['processes']}) | {colds} |"
             )
+    lines += _profile_section(results.get("profiles"))
     lines += ["", "### Which runtime for which use", ""]
     lines += recommendations(summary)
+    return lines
+
+
+def _profile_section(found: list[dict[str, Any]] | str | None) -> list[str]:
+    if not found:
+        return []
+    lines = ["", "### Where the Python time goes (py-spy)", ""]
+    if isinstance(found, str):
+        return [*lines, f"Not sampled: {found}."]
+    first = found[0]
+    lines += [
+        "`python -m kserve_gitops.serving.profile` for each configuration after the rounds: V2"
+        f" at {first['rate']:g} req/s for {first['duration_s']:g} s after a warm-up, py-spy at"
+        " 200 Hz over the runtime's processes, samples of threads holding the GIL (waiting in"
+        " the event loop's poll and native code that releases the GIL, such as uvloop's I/O, are"
+        " not seen), grouped by the library of the innermost Python frame (standard-library"
+        " frames are charged to their caller). Share of each configuration's samples:",
+        "",
+        "| where | " + " | ".join(p["config"] for p in found) + " |",
+        "|---|" + "---|" * len(found),
+    ]
+    groups = sorted(
+        {g for p in found for g in p["shares"]},
+        key=lambda g: -max(p["shares"].get(g, 0) for p in found),
+    )
+    for group in groups:
+        cells = " | ".join(f"{100 * p['shares'].get(group, 0):.1f}%" for p in found)
+        lines.append(f"| {group} | {cells} |")
+    lines.append(
+        "| samples (latency avg / p99 ms) | "
+        + " | ".join(
+            f"{p['samples']} ({p['latency_ms']['avg']:.1f} / {p['latency_ms']['p99']:.1f})"
+            for p in found
+        )
+        + " |"
+    )
     return lines
 
 
@@ -340,6 +414,7 @@ def recommendations(summary: dict[tuple[str, str], dict[str, Any]]) -> list[str]
             f"- Throughput, {protocol.upper()}: **{top}** ({rows[top]['rate']:.0f} req/s with p99"
             f" <= 50 ms; next {runner} x{ratio:.2f})."
         )
+    out += _goal(summary)
     names = {name for name, _ in summary}
     rss = {n: max(s["rss_mib"] for (m, _), s in summary.items() if m == n) for n in names}
     cold = {
@@ -367,3 +442,29 @@ def select(names: list[str] | None) -> tuple[Config, ...]:
             f"--runtime-configs: unknown {', '.join(unknown)}; expected some of {', '.join(known)}"
         )
     return tuple(known[n] for n in names)
+
+
+def _goal(summary: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """Issue 16's goal: the recommended sklearn server setting at least as fast as the best
+    MLServer setting of the same run, at 80 req/s (avg) and at the max rate, on V1 and V2
+    (MLServer's figures are V2, its only protocol)."""
+    runtime = {c.name: c.runtime for c in CONFIGS}
+    ml = {
+        n: s for (n, proto), s in summary.items() if runtime.get(n) == "mlserver" and proto == "v2"
+    }
+    ours = {proto: s for (n, proto), s in summary.items() if n == "sklearnserver-tuned"}
+    if not ml or not ours:
+        return []
+    best_avg = min(ml, key=lambda n: ml[n]["latency_ms"]["avg"])
+    best_rate = max(ml, key=lambda n: ml[n]["rate"])
+    parts, met = [], True
+    for proto, s in sorted(ours.items()):
+        avg = s["latency_ms"]["avg"] / ml[best_avg]["latency_ms"]["avg"]
+        rate = s["rate"] / ml[best_rate]["rate"] if ml[best_rate]["rate"] else float("inf")
+        met = met and avg <= 1 and rate >= 1
+        parts.append(f"{proto.upper()} avg x{avg:.2f}, max rate x{rate:.2f}")
+    return [
+        f"- Goal, sklearnserver-tuned against the best MLServer setting of this run ({best_avg}"
+        f" for latency, {best_rate} for rate, V2): {'; '.join(parts)} (avg at most x1 and rate at"
+        f" least x1 mean at least as fast): {'met' if met else 'NOT met'}."
+    ]
