@@ -68,7 +68,7 @@ $(MLSTAMP): constraints-mlserver.txt
 
 mlserver-venv: $(MLSTAMP) ## Create .venv-mlserver: MLServer at the version of the cluster's kserve-mlserver image
 
-test: $(STAMP) lint ## The whole offline suite: lint, then pytest
+test: $(STAMP) $(MLSTAMP) lint ## The whole offline suite: lint, then pytest (MLServer's venv too: tests serve with it)
 	$(PY) -m pytest
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
