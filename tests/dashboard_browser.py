@@ -19,7 +19,7 @@ FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-TIMEOUT_MS = 60_000
+TIMEOUT_MS = 120_000  # generous: a loaded shared machine renders slowly
 
 
 def slo_rows(page: Page) -> dict[str, list[str]]:
