@@ -30,14 +30,15 @@ from urllib.parse import urlparse
 
 import yaml
 
-from kserve_gitops import client, cluster, paths, platform
+from kserve_gitops import client, cluster, paths, platform, registry
 from kserve_gitops.cluster import CommandError, Runner
-from kserve_gitops.controllers import chain
+from kserve_gitops.controllers import canary, chain
 from kserve_gitops.controllers.processes import ControllerError
 from kserve_gitops.e2e_plan import (
     PROVIDERS,
     Apply,
     CheckCluster,
+    ClusterCanary,
     CreateCluster,
     HelmInstall,
     LoadTest,
@@ -76,6 +77,25 @@ class StepNotRun(Exception):
 
 def _yaml_docs(objects: Any) -> str:
     return yaml.safe_dump_all([dict(o) for o in objects], sort_keys=False)
+
+
+def _declared(manifest: Path) -> dict[tuple[str, str], Any]:
+    """(kind, name) -> the object a manifest declares (helm's manifests omit namespaces)."""
+    found: dict[tuple[str, str], list[Any]] = {}
+    for doc in yaml.safe_load_all(manifest.read_text()):
+        if isinstance(doc, dict) and doc.get("kind"):
+            key = (str(doc["kind"]), str((doc.get("metadata") or {}).get("name")))
+            found.setdefault(key, []).append(doc)
+    return {key: docs[0] for key, docs in found.items() if len(docs) == 1}
+
+
+def _project(live: Any, declared: Any) -> Any:
+    """The part of a live object a manifest declares: with the controllers running, fields
+    they own (the Knative operator's labels on a namespace we declare) are theirs to change;
+    the steady state is about ours. Without a declared object, the whole object."""
+    if declared is None or not isinstance(live, dict) or not isinstance(declared, dict):
+        return live
+    return {k: _project(live.get(k), v) for k, v in declared.items() if k != "status"}
 
 
 def _seconds(duration: str) -> float:
@@ -124,6 +144,8 @@ class Executor:
                     self.echo(f"    {line}")
             case ObserveChain():
                 self._observe(step)
+            case ClusterCanary():
+                self._canary(step)
             case NotRun():
                 raise StepNotRun(step.reason)
             case CheckCluster():
@@ -181,6 +203,18 @@ class Executor:
         if verdict.status != "ready":
             raise StepFailed(f"{verdict.status}: {verdict.reason}")
 
+    def _canary(self, step: ClusterCanary) -> None:
+        reg = registry.load(step.model)
+        version = canary.expected_version(reg, registry.state(reg, step.env).stable)
+        lines = canary.run(
+            step.env, step.model, step.namespace, version, step.percent, self.plan.kubeconfig,
+            self.runner.env or dict(os.environ), self.workdir, self.echo,
+        )  # fmt: skip
+        (self.report_dir / "canary.txt").write_text("\n".join(lines) + "\n")
+        self.chain["canary"] = lines
+        for line in lines:
+            self.echo(f"    {line}")
+
     def _settle(self) -> None:
         if self.kwok is not None:
             self.kwok.settle()
@@ -209,12 +243,14 @@ class Executor:
         drift: list[str] = []
         for again in step.steps:
             argv, owned = self._apply_argv(again)
+            declared = _declared(Path(owned))
             before = self._kwok().live(self.runner, owned)
             self.runner.run(argv, timeout=900, quiet=True)
             self._settle()
             after = self._kwok().live(self.runner, owned)
             for ref, obj in after.items():
-                fields = changed_fields(before.get(ref), obj)
+                mine = declared.get((ref.split("/")[0], ref.split("/")[-1]))
+                fields = changed_fields(_project(before.get(ref), mine), _project(obj, mine))
                 if fields:
                     drift.append(f"  {ref}: {', '.join(fields[:5])} (after {again.title})")
         if drift:
@@ -419,7 +455,7 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
                 continue
             except (
                 CommandError, StepFailed, ControlPlaneError, ControllerError,
-                client.PredictionError, OSError,
+                canary.CanaryError, client.PredictionError, OSError,
             ) as exc:  # fmt: skip
                 outcomes.append(Outcome(step.title, step.layer, time.monotonic() - t0, "failed"))
                 failure = f"step {number} ({step.layer}: {step.title}): {exc}"

@@ -274,9 +274,62 @@ class Reapply:
         return f"steady state: a second apply of {n} releases and layers changes nothing"
 
 
+@dataclass(frozen=True)
+class StartControllers:
+    """The kwok provider runs a group of controllers (kserve_gitops.controllers) as processes
+    built from source, in place of the kwok pods of their Deployments; their webhooks are
+    served from then on."""
+
+    layer: str
+    group: str
+
+    @property
+    def title(self) -> str:
+        return f"start the {self.group} controllers as processes in place of their kwok pods"
+
+
+@dataclass(frozen=True)
+class ObserveChain:
+    """Wait for the InferenceService to be Ready, reading the chain the controllers derive
+    (KnativeServing, InferenceService, Knative Service, Configuration, Revision, Route,
+    Deployment, pods). Passed when Ready; not run when what holds it back needs a component
+    the provider cannot run (named with the condition); failed on any other condition."""
+
+    layer: str
+    name: str
+    namespace: str
+    timeout_s: float = 240
+
+    @property
+    def title(self) -> str:
+        return f"wait: InferenceService {self.namespace}/{self.name} Ready (the chain observed)"
+
+
+@dataclass(frozen=True)
+class ClusterCanary:
+    """`make canary` (the newest registered version beside the stable one), then `make rollback`
+    twice, each edit installed on the cluster from a repository copy; the traffic split KServe
+    and Knative compute must follow each stage (kserve_gitops.controllers.canary)."""
+
+    layer: str
+    env: str
+    model: str
+    namespace: str
+    percent: int
+
+    @property
+    def title(self) -> str:
+        return (f"canary on the cluster: make canary PERCENT={self.percent}, make rollback twice; "
+                "traffic split per stage")  # fmt: skip
+
+
+# The canary share the kwok e2e rolls out (and back) on the running InferenceService.
+CANARY_PERCENT = 10
+
 Step = (
     CreateCluster | StartLocalCluster | HelmInstall | Apply | Run | Poll | ResolveHost | Predict
-    | LoadTest | NotRun | CheckCluster | Reapply
+    | LoadTest | NotRun | CheckCluster | Reapply | StartControllers | ObserveChain
+    | ClusterCanary
 )  # fmt: skip
 PROVIDERS = ("kind", "kwok")
 # Why the kwok provider cannot run a step (kwok pods run no containers).
@@ -500,7 +553,14 @@ def install_release(layer: str, rel: platform.Release, provider: str = "kind") -
                 ready.timeout_s,
             )
         )
+    if provider == "kwok" and rel.chart in CONTROLLER_CHARTS:
+        steps.append(StartControllers(layer, CONTROLLER_CHARTS[rel.chart]))
     return steps
+
+
+# Charts whose controllers the kwok provider runs as processes once the chart is installed
+# (the Knative Serving controllers start once the operator created their Deployments).
+CONTROLLER_CHARTS = {"knative-operator": "knative-operator", "kserve-resources": "kserve"}
 
 
 def kserve_webhook_tls(layer: str, namespace: str) -> list[Step]:
@@ -557,14 +617,39 @@ def on_one_node(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "spec": {**spec, "accessModes": ["ReadWriteOnce"]}}
 
 
-def apply_layer(layer: platform.Layer) -> list[Step]:
+# The registry of KServe's runtime images (kserve/sklearnserver), where Knative's controller
+# resolves a revision's image tag to a digest. The kwok provider reaches no registry.
+RUNTIME_REGISTRY = "index.docker.io"
+
+
+def without_registry(obj: dict[str, Any]) -> dict[str, Any]:
+    """The KnativeServing as the kwok provider applies it: the runtime images' registry added
+    to registries-skipping-tag-resolving (the remedy platform/configs/knative-serving.yaml
+    gives for a registry the controller cannot reach), so revisions run the tag."""
+    if obj.get("kind") != "KnativeServing":
+        return obj
+    spec = obj.get("spec") or {}
+    cfg = spec.get("config") or {}
+    deployment = cfg.get("deployment") or {}
+    key = "registries-skipping-tag-resolving"
+    skipped = [r for r in str(deployment.get(key, "")).split(",") if r]
+    if RUNTIME_REGISTRY in skipped:
+        return obj
+    deployment = {**deployment, key: ",".join([*skipped, RUNTIME_REGISTRY])}
+    return {**obj, "spec": {**spec, "config": {**cfg, "deployment": deployment}}}
+
+
+def apply_layer(layer: platform.Layer, provider: str = "kind") -> list[Step]:
+    objs = tuple(on_one_node(o) for o in layer.manifests)
+    if provider == "kwok":
+        objs = tuple(without_registry(o) for o in objs)
     steps: list[Step] = [
         *monitoring_crds(layer),
         Apply(
             layer.name,
             f"apply the plain manifests of {layer.path}",
             f"kustomize build {layer.path}",
-            tuple(on_one_node(o) for o in layer.manifests),
+            objs,
         ),
     ]
     for obj in layer.manifests:
@@ -572,6 +657,8 @@ def apply_layer(layer: platform.Layer) -> list[Step]:
             # Ready once every Serving and net-istio deployment is; KServe's installer gives it
             # 300s, twice that here because a fresh runner pulls all the Knative images first.
             meta = obj["metadata"]
+            if provider == "kwok":
+                steps.append(StartControllers(layer.name, "knative-serving"))
             steps.append(
                 Run(
                     layer.name,
@@ -697,22 +784,17 @@ def deploy(namespace: str, values_file: Path) -> tuple[list[Step], list[Obj]]:
 
 def without_containers(steps: list[Step]) -> list[Step]:
     """The kwok provider's version of a step list: what needs a container (exec/cp into a
-    pod, the InferenceService becoming Ready, traffic through the ingress) is not run."""
+    pod, traffic through the ingress) is not run; the InferenceService Ready wait observes the
+    chain the controllers (run as processes) derive, and says what holds it back."""
     out: list[Step] = []
     for step in steps:
         match step:
             case Run() if step.command[:2] in (("kubectl", "exec"), ("kubectl", "cp")):
                 out.append(NotRun(step.layer, step.title, f"{NO_CONTAINERS} (exec/cp)"))
-            case Run() if "inferenceservice/" in " ".join(step.command):
-                out.append(NotRun(step.layer, step.title, (
-                    "no KServe or Knative controller runs on this provider, so nothing "
-                    "reconciles the admitted InferenceService"
-                )))  # fmt: skip
-            case Run() if "knativeserving/" in " ".join(step.command):
-                out.append(NotRun(step.layer, step.title, (
-                    f"{NO_CONTAINERS}: the Knative operator does not run, so nothing reconciles "
-                    "the admitted KnativeServing"
-                )))  # fmt: skip
+            case Run() if any(a.startswith("inferenceservice/") for a in step.command):
+                name = next(a for a in step.command if a.startswith("inferenceservice/"))
+                ns = step.command[step.command.index("-n") + 1]
+                out.append(ObserveChain(step.layer, name.split("/", 1)[1], ns))
             case ResolveHost() | Predict() | LoadTest():
                 out.append(NotRun(step.layer, step.title, f"{NO_CONTAINERS}: no model server, "
                                   "no Istio ingress data plane"))  # fmt: skip
@@ -765,7 +847,7 @@ def build(env: str, provider: str = "kind", layers: set[str] | None = None) -> P
             else:
                 steps += install_release(layer.name, rel, provider)
         if layer.manifests:
-            steps += apply_layer(layer)
+            steps += apply_layer(layer, provider)
             namespaces |= {
                 o["metadata"]["name"] for o in layer.manifests if o["kind"] == "Namespace"
             }
@@ -792,6 +874,8 @@ def build(env: str, provider: str = "kind", layers: set[str] | None = None) -> P
             if isinstance(s, HelmInstall) or (isinstance(s, Apply) and s.layer != "model")
         )  # fmt: skip
         steps += [CheckCluster("check"), Reapply("check", applied)]
+        # Last: the rollout's edits change the InferenceService the steady state is about.
+        steps.append(ClusterCanary("canary", env, MODEL, model.namespace, CANARY_PERCENT))
     if layers:
         unknown = layers - {s.layer for s in steps}
         if unknown:
@@ -833,6 +917,26 @@ def describe_step(step: Step, plan: Plan) -> list[str]:
             out += [f"      stand-in: {line}" for line in STAND_INS]
         case NotRun():
             out.append(f"      NOT RUN on this provider: {step.reason}")
+        case StartControllers():
+            from kserve_gitops.controllers import processes
+
+            for role in (r for r in processes.ROLES if r.group == step.group):
+                out.append(f"      process {role.binary} for Deployment {role.namespace}/"
+                           f"{role.deployment} (container {role.container}), own network "
+                           "namespace, its ServiceAccount's identity")  # fmt: skip
+            out.append("      then its webhooks are served: their failurePolicy stand-in ends")
+        case ClusterCanary():
+            out.append(f"      in a copy of the repository: python -m kserve_gitops.rollout canary "
+                       f"--env {step.env} --version <newest besides stable> --percent "
+                       f"{step.percent}; rollback; rollback")  # fmt: skip
+            out.append(f"      after each: helm upgrade {step.model} with the copy's values file; "
+                       "the Knative Service's status.traffic must match the stage")  # fmt: skip
+        case ObserveChain():
+            out.append(f"      reads KnativeServing, InferenceService {step.name}, its Knative "
+                       "Service, Configuration, Revision, Route, Deployment and pods every 5s "
+                       f"(up to {step.timeout_s:g}s); conditions go to the report")  # fmt: skip
+            out.append("      not run (not passed) when only what needs a container runtime or "
+                       "Istio's data plane holds Ready back; failed on anything else")  # fmt: skip
         case CheckCluster():
             out.append("      reads every Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, "
                        "Pod, PVC, ServiceAccount, ConfigMap, Secret, CRD and event")  # fmt: skip
@@ -898,9 +1002,12 @@ def _merged(step: HelmInstall) -> dict[str, Any]:
 # (kserve_gitops.localcluster.standins), printed by the plan and the summary.
 STAND_INS = (
     "kwok stands in for the kubelet: pods are scheduled and marked Running, no container runs",
-    "webhooks with failurePolicy Fail get Ignore (no webhook server runs); each one is listed",
+    "webhooks with failurePolicy Fail get Ignore until their server runs as a process "
+    "(kserve_gitops.controllers); each one still ignored is listed",
     "cert-manager: Certificates get Secrets from the harness CA, and CA bundles are injected",
     "volumes: each PersistentVolumeClaim gets a PersistentVolume made for it",
+    f"image digests: the KnativeServing's registries-skipping-tag-resolving gets "
+    f"{RUNTIME_REGISTRY} (no registry is reachable; revisions run the image tag)",
 )
 
 
