@@ -45,13 +45,14 @@ def shared_charts() -> Path:
 def repo_copy(tmp_path: Path) -> Path:
     """A copy of the repository (CRD cache included, so no network) that a test may break."""
     dest = tmp_path / "repo"
-    shutil.copytree(
-        paths.ROOT,
-        dest,
-        ignore=shutil.ignore_patterns(
-            ".venv", ".venv-mlserver", ".git", "reports", "__pycache__", ".*_cache"
-        ),
-    )
+    skip = shutil.ignore_patterns(".venv*", ".git", "reports", "__pycache__", ".*_cache")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        # Not the clusters running under .cache/e2e (live etcd data, gigabytes of it).
+        live = {"e2e"} if Path(folder) == paths.ROOT / ".cache" else set()
+        return set(skip(folder, names)) | live
+
+    shutil.copytree(paths.ROOT, dest, ignore=ignore)
     return dest
 
 
