@@ -517,6 +517,9 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
              f"{len(kwok.stand_ins.ignored)} webhooks set to failurePolicy Ignore:")  # fmt: skip
         for hook in kwok.stand_ins.ignored:
             echo(f"  {hook}")
+    if summary["controllers"]:  # as they were before the cluster stopped
+        for line in chain.closing(summary["controllers"], executor.chain):
+            echo(line)
     not_run = sum(o.status == "not run" for o in outcomes)
     verdict = "FAILED" if failure else "PASSED"
     extra = f" ({not_run} step(s) not run on {plan.provider})" if not_run else ""

@@ -276,3 +276,23 @@ def wait(
 
 def render(links: list[Link]) -> str:
     return "\n".join(line for link in links for line in link.lines()) + "\n"
+
+
+def closing(controllers: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
+    """The run's closing lines: which controllers ran as processes, the webhooks they served,
+    what could not be built, and each link of the chain with its conditions on one line."""
+    procs = controllers.get("processes") or {}
+    served = len(controllers.get("webhooks_served") or [])
+    lines = [f"controllers as processes: {len(procs)}, {served} webhooks served by them:"]
+    for name, p in procs.items():
+        state = "ran to the end" if p.get("exit_code") is None else f"exited {p['exit_code']}"
+        lines.append(f"  {name} for {p['deployment']} ({state})")
+    lines += [f"  not built: {name}: {why}"
+              for name, why in (controllers.get("not_buildable") or {}).items()]  # fmt: skip
+    if observed.get("links"):
+        lines.append(f"chain: {observed['verdict']}: {observed['reason']}")
+        for link in observed["links"]:
+            conds = " ".join(f"{c.get('type')}={c.get('status')}" for c in link["conditions"])
+            lines.append(f"  {link['kind']} {link['ref']}: {conds or '(no conditions)'}")
+    lines += [f"  canary: {line}" for line in observed.get("canary") or []]
+    return lines

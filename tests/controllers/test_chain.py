@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kserve_gitops.controllers.chain import Link, render, verdict
+from kserve_gitops.controllers.chain import Link, closing, render, verdict
 
 
 def c(type_: str, status: str = "True", reason: str = "", **kw: Any) -> dict[str, Any]:
@@ -81,3 +81,31 @@ def test_render_lists_every_condition() -> None:
     text = render(chain())
     assert "Revision models/sklearn-iris-predictor-00001\n    ContainerHealthy=True" in text
     assert "KIngress models/sklearn-iris-predictor\n    (no conditions" in text
+
+
+def test_closing_lines_name_processes_links_and_canary() -> None:
+    links = chain()
+    v = verdict(links)
+    lines = closing(
+        {
+            "processes": {
+                "kserve-manager": {"deployment": "kserve/kserve-controller-manager",
+                                   "exit_code": None},
+                "knative-serving-webhook": {"deployment": "knative-serving/webhook",
+                                            "exit_code": 1},
+            },
+            "webhooks_served": ["a", "b"],
+            "not_buildable": {"istiod": "not a Go module version"},
+        },
+        {"verdict": v.status, "reason": v.reason, "links": [x.__dict__ for x in links],
+         "canary": ["canary v2 10%: traffic [r2 10%, r1 90%]"]},
+    )  # fmt: skip
+    assert lines[0] == "controllers as processes: 2, 2 webhooks served by them:"
+    assert "  knative-serving-webhook for knative-serving/webhook (exited 1)" in lines
+    assert "  not built: istiod: not a Go module version" in lines
+    assert (
+        "  Revision models/sklearn-iris-predictor-00001: ContainerHealthy=True "
+        "ResourcesAvailable=True Ready=True Active=False" in lines
+    )
+    assert "  KIngress models/sklearn-iris-predictor: (no conditions)" in lines
+    assert lines[-1] == "  canary: canary v2 10%: traffic [r2 10%, r1 90%]"
