@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "train if needed, validate, serve, load-test, SLO verdict"),
     "bench": ("bench", "benchmarks into BENCHMARKS.md"),
     "bench-e2e": ("localcluster.bench", "warm kwok e2e per environment into benchmarks/"),
+    "profile": ("serving.profile", "where a runtime's Python time goes under load (py-spy)"),
     "e2e": ("e2e", "the platform and model on a kind or kwok cluster, or the plan"),
     "gate": ("gate", "quality gate of a model version for an environment"),
     "rollout": ("rollout", "canary, promote or roll back in an environment's values"),
