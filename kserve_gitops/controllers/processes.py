@@ -501,12 +501,12 @@ class Controllers:
         self._thread = threading.Thread(target=loop, name="kgops-controllers", daemon=True)
         self._thread.start()
 
-    def stop(self, keep: bool = False) -> None:
+    def stop(self) -> None:
+        """End every process and its namespace, also for a kept cluster (KEEP=1): their bridge
+        to the API server and the pod forwarding live in this process."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        if keep:
-            return
         for run in reversed(list(self.running.values())):
             if run.proc.poll() is None:
                 run.proc.terminate()

@@ -123,7 +123,7 @@ class KwokCluster:
 
     def stop(self, keep: bool) -> None:
         if self.controllers is not None:
-            self.controllers.stop(keep)
+            self.controllers.stop()
         if self.stand_ins is not None:
             self.stand_ins.stop()
         if self.plane is not None:
