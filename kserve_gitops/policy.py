@@ -828,6 +828,7 @@ def check_chart_scenarios() -> list[Violation]:
 SCAN_SKIP_DIRS = {
     ".git",
     ".venv",
+    ".venv-mlserver",
     ".cache",
     "reports",
     "__pycache__",

@@ -77,7 +77,11 @@ def test_renovate_proposes_bumps_for_every_pinned_version() -> None:
         versions["kserve"]["version"],
     }
     assert expected <= set(found), f"pins without a renovate comment: {expected - set(found)}"
-    assert set(found.values()) <= {"docker", "helm", "github-releases"}
+    local = versions["localCluster"]
+    expected |= {local["etcd"], local["kwok"], local["helm"]}
+    assert expected <= set(found), f"pins without a renovate comment: {expected - set(found)}"
+    # Go modules (the kwok cluster's binaries) through Renovate's `go` datasource.
+    assert set(found.values()) <= {"docker", "helm", "github-releases", "go"}
 
 
 def test_the_check_passes_on_this_repository(run_module) -> None:
