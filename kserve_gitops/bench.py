@@ -531,14 +531,14 @@ def markdown(results: dict[str, Any], plot_path: Path, out: Path) -> str:
     else:
         lines.append(f"wrk cross-check skipped: {results['wrk_skipped']}.")
     lines += _generator_section(results.get("generator"))
-    # Imported here: sidebyside builds on this module.
-    from kserve_gitops.serving import sidebyside
-
-    lines += sidebyside.markdown(results.get("runtimes"))
     lines += ["", "## Findings", ""]
     lines += _findings(results)
     lines += ["", "## Against the aims", ""]
     lines += _aims(results)
+    # Imported here: sidebyside builds on this module. Last: it closes with the ratios.
+    from kserve_gitops.serving import sidebyside
+
+    lines += sidebyside.markdown(results.get("runtimes"))
     return "\n".join(lines) + "\n"
 
 

@@ -263,7 +263,8 @@ def profiles(
 
 
 def summarize(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Per (configuration, protocol): the rounds' figures and their means."""
+    """Per (configuration, protocol): the rounds' figures and their medians (a neighbour's burst
+    on the shared machine spoils a round; the median of several keeps one such round out)."""
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for point in results["points"]:
         grouped.setdefault((point["config"], point["protocol"]), []).append(point)
@@ -274,15 +275,15 @@ def summarize(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         at_max = [p["max"]["server_cpu_ms_per_request"] for p in points if p["max"]]
         out[key] = {
             "latency_ms": {
-                k: statistics.fmean(f["latency_ms"][k] for f in fixed)
+                k: statistics.median(f["latency_ms"][k] for f in fixed)
                 for k in ("avg", "p50", "p99", "max")
             },
             "errors_at_80": sum(f["errors"] for f in fixed),
             "rates": rates,
-            "rate": statistics.fmean(rates),
-            "cpu_ms_at_80": statistics.fmean(f["server_cpu_ms_per_request"] for f in fixed),
-            "cpu_ms_at_max": statistics.fmean(at_max) if at_max else None,
-            "rss_mib": statistics.fmean(sum(p["rss_mib"]) for p in points),
+            "rate": statistics.median(rates),
+            "cpu_ms_at_80": statistics.median(f["server_cpu_ms_per_request"] for f in fixed),
+            "cpu_ms_at_max": statistics.median(at_max) if at_max else None,
+            "rss_mib": statistics.median(sum(p["rss_mib"]) for p in points),
             "processes": max(len(p["rss_mib"]) for p in points),
             "cold_start_s": [p["cold_start_s"] for p in points],
         }
@@ -303,7 +304,8 @@ def markdown(results: dict[str, Any] | None) -> list[str]:
     load_end = " / ".join(f"{x:.2f}" for x in results["load_average_end"])
     versions = ", ".join(f"{n} {v}" for n, v in results["versions"].items())
     lines += [
-        f"Measured {results['date']} in {results['rounds']} rounds, load average {load} at the"
+        f"Measured {results['date']} in {results['rounds']} round"
+        f"{'s' if results['rounds'] != 1 else ''}, load average {load} at the"
         f" start, {load_end} at the end (a heavily shared 2-core machine: other engineers'"
         " builds and tests ran throughout). Versions: " + versions + ".",
         "",
@@ -311,8 +313,8 @@ def markdown(results: dict[str, Any] | None) -> list[str]:
         " rotates between rounds, and measures it the same way as above: cold start, then per"
         f" protocol a 2 s warm-up, {bench.FIXED_RATE:g} req/s for {k['fixed_s']:g} s, and the"
         f" max-rate search ({k['step_s']:g} s steps, p99 <= {k['p99_ms']:g} ms from the"
-        " scheduled send time). Figures are the means of the rounds; max rate and cold start"
-        " list every round (a round whose first step failed counts as 0 in the mean). Server"
+        " scheduled send time). Figures are the medians of the rounds; max rate and cold start"
+        " list every round (a round whose first step failed counts as 0). Server"
         " CPU per request: CPU seconds of the runtime's processes over"
         " the completed requests (at the max rate: one more step at that rate). RSS: the sum"
         " over the runtime's processes after the run (MLServer: the HTTP process and its"
@@ -353,8 +355,31 @@ def markdown(results: dict[str, Any] | None) -> list[str]:
             )
     lines += _profile_section(results.get("profiles"))
     lines += ["", "### Which runtime for which use", ""]
+    lines += _spread(summary)
     lines += recommendations(summary)
     return lines
+
+
+def _spread(summary: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """How far the rounds of one configuration disagree: the noise floor of the comparison."""
+    spreads = {
+        key: max(s["rates"]) / min(s["rates"])
+        for key, s in summary.items()
+        if len(s["rates"]) > 1 and min(s["rates"]) > 0
+    }
+    failed = sorted(f"{n} {p.upper()}" for (n, p), s in summary.items() if 0 in s["rates"])
+    if not spreads and not failed:
+        return []
+    text = "- Noise: "
+    if spreads:
+        (name, proto), worst = max(spreads.items(), key=lambda item: item[1])
+        text += (
+            f"the rounds of one configuration disagree by up to x{worst:.2f} on the max rate"
+            f" ({name} {proto.upper()})"
+        )
+    if failed:
+        text += ("; " if spreads else "") + f"a round failed its first step in {', '.join(failed)}"
+    return [text + ". Differences smaller than that are within this machine's noise."]
 
 
 def _profile_section(found: list[dict[str, Any]] | str | None) -> list[str]:
@@ -418,7 +443,9 @@ def recommendations(summary: dict[tuple[str, str], dict[str, Any]]) -> list[str]
     names = {name for name, _ in summary}
     rss = {n: max(s["rss_mib"] for (m, _), s in summary.items() if m == n) for n in names}
     cold = {
-        n: statistics.fmean(v for (m, _), s in summary.items() if m == n for v in s["cold_start_s"])
+        n: statistics.median(
+            v for (m, _), s in summary.items() if m == n for v in s["cold_start_s"]
+        )
         for n in names
     }
     small, big = min(rss, key=rss.get), max(rss, key=rss.get)
