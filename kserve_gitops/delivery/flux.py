@@ -27,6 +27,7 @@ from kserve_gitops import paths, render
 from kserve_gitops.cluster import CommandError, Runner
 from kserve_gitops.delivery import sources
 from kserve_gitops.localcluster import binaries
+from kserve_gitops.localcluster.controlplane import PORTS, port_in_use
 
 NAMESPACE = "flux-system"
 GIT_REPO = "kserve-gitops"
@@ -63,38 +64,35 @@ def slot(name: str) -> int:
 
 @dataclass(frozen=True)
 class Ports:
-    base: int
+    """The local servers' and controllers' ports: the first free ones of the cluster's window
+    of 20. This range lies inside Linux's ephemeral range, where a passing outgoing connection
+    may hold any port for a moment, so a port in use is skipped rather than fought over."""
+
+    git: int
+    charts: int
+    registry: int
+    storage: int
+    health: dict[str, int]
 
     @classmethod
-    def of(cls, name: str) -> Ports:
-        return cls(SERVER_PORTS + 20 * slot(name))
-
-    @property
-    def git(self) -> int:
-        return self.base
-
-    @property
-    def charts(self) -> int:
-        return self.base + 1
-
-    @property
-    def registry(self) -> int:
-        return self.base + 2
-
-    @property
-    def storage(self) -> int:
-        return self.base + 3
-
-    def controller(self, name: str) -> tuple[int, int]:
-        """(metrics, health) of one controller."""
-        first = self.base + 4 + 2 * binaries.FLUX_CONTROLLERS.index(name)
-        return first, first + 1
+    def allocate(cls, name: str) -> Ports:
+        first = SERVER_PORTS + 20 * slot(name)
+        free = [p for p in range(first, first + 20) if not port_in_use(p)]
+        need = 4 + len(binaries.FLUX_CONTROLLERS)
+        if len(free) < need:
+            raise FluxError(f"ports {first}-{first + 19}: {len(free)} free, {need} needed")
+        return cls(*free[:4], dict(zip(binaries.FLUX_CONTROLLERS, free[4:need], strict=True)))
 
 
 def cluster_port_base(name: str) -> int:
-    """ClusterConfig.port_base that puts cluster `name` at CLUSTER_PORTS + 10 * slot (the
-    control plane places any name that is not an environment after the environments)."""
-    return CLUSTER_PORTS + 10 * slot(name) - 10 * len(paths.ENVIRONMENT_NAMES)
+    """ClusterConfig.port_base that puts cluster `name`'s control plane at the first start in
+    CLUSTER_PORTS + 10 * slot (+0..4) whose ports are all free (the control plane places any
+    name that is not an environment after the environments)."""
+    first = CLUSTER_PORTS + 10 * slot(name)
+    for start in range(first, first + 10 - max(PORTS.values())):
+        if not any(port_in_use(start + offset) for offset in PORTS.values()):
+            return start - 10 * len(paths.ENVIRONMENT_NAMES)
+    raise FluxError(f"cluster {name}: no free ports for its control plane in {first}-{first + 9}")
 
 
 def crd_files(versions: Mapping[str, Any] | None = None) -> list[Path]:
@@ -120,7 +118,7 @@ def crd_files(versions: Mapping[str, Any] | None = None) -> list[Path]:
 @dataclass
 class Controllers:
     """The three controllers as processes with the admin kubeconfig, leader election off,
-    metrics and health on loopback; source-controller's artifact server on loopback too,
+    health on loopback; source-controller's artifact server on loopback too,
     advertised at that address so the other two fetch from it."""
 
     bins: Mapping[str, Path]
@@ -131,10 +129,9 @@ class Controllers:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def argv(self, name: str) -> list[str]:
-        metrics, health = self.ports.controller(name)
         common = [
-            f"--metrics-addr=127.0.0.1:{metrics}",
-            f"--health-addr=127.0.0.1:{health}",
+            "--metrics-addr=0",  # no metrics server: nothing scrapes it here
+            f"--health-addr=127.0.0.1:{self.ports.health[name]}",
             "--enable-leader-election=false",
             "--watch-all-namespaces=true",
             "--log-encoding=console",
@@ -156,6 +153,7 @@ class Controllers:
 
     def start(self, timeout_s: float = 60) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.workdir / "artifacts").mkdir(exist_ok=True)  # source-controller requires it
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -176,7 +174,7 @@ class Controllers:
             self._wait_ready(name, timeout_s)
 
     def _wait_ready(self, name: str, timeout_s: float) -> None:
-        url = f"http://127.0.0.1:{self.ports.controller(name)[1]}/readyz"
+        url = f"http://127.0.0.1:{self.ports.health[name]}/readyz"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.check_alive()
@@ -380,7 +378,8 @@ class Timeline:
                 continue
             self.state[name] = current
             status, message = current
-            line = f"  +{now:6.1f}s {name:<44} Ready={status:<7} {message[:160]}"
+            first = message.splitlines()[0] if message else ""
+            line = f"  +{now:6.1f}s {name:<44} Ready={status:<7} {first[:160]}"
             self.lines.append(line)
             self.echo(line)
             if status == "True" and name not in self.ready_at:
@@ -428,25 +427,65 @@ def order_violations(
     return found
 
 
-def unreconciled(runner: Runner, kustomization: Mapping[str, Any]) -> list[str]:
-    """The custom resources a Kustomization applied that no controller gave a status: kstatus
-    counts an object without status conditions as Current, so `wait: true` passes on them
-    although nothing on kwok reconciles them."""
+def inventory(kustomization: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(namespace, name, group, kind) of every object a Kustomization applied."""
+    entries = ((kustomization.get("status") or {}).get("inventory") or {}).get("entries") or []
+    split = (str(e["id"]).split("_", 3) for e in entries)
+    return [(ns, name, group, kind) for ns, name, group, kind in split]
+
+
+def layer_namespaces(objects: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Kustomization -> the namespaces of what it applied and of its HelmReleases' releases,
+    for the per-layer state of the report."""
+    found: dict[str, list[str]] = {NAMESPACE: [NAMESPACE]}
+    for name, ks in objects.items():
+        if not name.startswith("Kustomization/"):
+            continue
+        names: list[str] = []
+        for ns, obj_name, _group, kind in inventory(ks):
+            names.append(obj_name if kind == "Namespace" else ns)
+            release = objects.get(f"HelmRelease/{obj_name}") if kind == "HelmRelease" else None
+            if release is not None:
+                names.append(str((release.get("spec") or {}).get("targetNamespace") or ""))
+        found[name.split("/", 1)[1]] = sorted({n for n in names if n and n != NAMESPACE})
+    return {k: v for k, v in found.items() if v}
+
+
+def release_objects(runner: Runner, release: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(namespace, name, group, kind) of every object of a HelmRelease's current release
+    (`helm get manifest`, the pinned helm)."""
+    history = (release.get("status") or {}).get("history") or []
+    if not history:
+        return []
+    name, storage = history[0]["name"], history[0]["namespace"]
+    target = (release.get("spec") or {}).get("targetNamespace") or storage
+    out = runner.run(["helm", "get", "manifest", name, "-n", storage], timeout=60, quiet=True)
+    found = []
+    for doc in yaml.safe_load_all(out):
+        if not isinstance(doc, dict) or "kind" not in doc:
+            continue
+        group = str(doc.get("apiVersion", "")).rpartition("/")[0]
+        meta = doc.get("metadata") or {}
+        found.append((str(meta.get("namespace") or target), str(meta["name"]), group, doc["kind"]))
+    return found
+
+
+def unreconciled(runner: Runner, refs: Iterable[tuple[str, str, str, str]]) -> list[str]:
+    """The custom resources among `refs` that no controller gave a status: kstatus counts an
+    object without status conditions as Current, so `wait: true` and helm-controller's wait
+    pass on them although nothing on kwok reconciles them."""
     found: list[str] = []
-    for entry in ((kustomization.get("status") or {}).get("inventory") or {}).get("entries") or []:
-        ns, name, group, kind = entry["id"].split("_", 3)
+    for ns, name, group, kind in refs:
         if group in BUILTIN_GROUPS or group.endswith("toolkit.fluxcd.io"):
             continue
-        argv = ["kubectl", "get", f"{kind}.{group}", name, "-o", "json"] + (
-            ["-n", ns] if ns else []
-        )
+        argv = ["kubectl", "get", f"{kind}.{group}", name, "-o", "json", "-n", ns or "default"]
         try:
             obj = json.loads(runner.run(argv, timeout=60, quiet=True))
         except (CommandError, ValueError):
             continue
-        status = obj.get("status") or {}
-        if not status.get("conditions"):
-            found.append(f"{kind} {ns + '/' if ns else ''}{name}")
+        if not (obj.get("status") or {}).get("conditions"):
+            scoped = (obj.get("metadata") or {}).get("namespace")
+            found.append(f"{kind} {scoped + '/' if scoped else ''}{name}")
     return found
 
 

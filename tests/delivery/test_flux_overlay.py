@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -151,14 +152,23 @@ def test_order_violations_name_the_object_and_its_dependency() -> None:
 def test_ports_stay_in_range_and_do_not_overlap() -> None:
     used: list[int] = []
     for name in (*(f"flux-{e}" for e in paths.ENVIRONMENT_NAMES), "flux-behaviour"):
-        p = flux.Ports.of(name)
-        used += [p.git, p.charts, p.registry, p.storage]
-        used += [port for c in binaries.FLUX_CONTROLLERS for port in p.controller(c)]
+        p = flux.Ports.allocate(name)
+        used += [p.git, p.charts, p.registry, p.storage, *p.health.values()]
         # The control plane puts a cluster that is not named like an environment after them.
         first = flux.cluster_port_base(name) + 10 * len(paths.ENVIRONMENT_NAMES)
         used += [first + offset for offset in PORTS.values()]
     assert len(used) == len(set(used))
     assert all(37000 <= port < 37500 for port in used)
+
+
+def test_ports_in_use_are_skipped() -> None:
+    with socket.socket() as sock:
+        first = flux.Ports.allocate("flux-behaviour")
+        sock.bind(("127.0.0.1", first.git))
+        sock.listen()
+        again = flux.Ports.allocate("flux-behaviour")
+    assert first.git not in (again.git, again.charts, again.registry, again.storage)
+    assert first.git not in again.health.values()
 
 
 def test_flux_pins_are_one_distribution_and_match_the_crd_pins() -> None:
@@ -181,3 +191,32 @@ def test_flux_pins_missing_version_is_named() -> None:
         binaries.BuildError, match=r"versions.yaml: flux.helmController: no version"
     ):
         binaries.flux_pinned(broken)
+
+
+def test_layer_namespaces_come_from_the_inventory_and_the_releases() -> None:
+    def entry(ns: str, name: str, group: str, kind: str) -> dict[str, str]:
+        return {"id": f"{ns}_{name}_{group}_{kind}", "v": "v1"}
+
+    ks = _obj("Kustomization", "platform-controllers", "True")
+    ks["status"]["inventory"] = {
+        "entries": [
+            entry("", "istio-system", "", "Namespace"),
+            entry("flux-system", "istiod", "helm.toolkit.fluxcd.io", "HelmRelease"),
+            entry("flux-system", "istiod-values", "", "ConfigMap"),
+        ]
+    }
+    hr = _obj("HelmRelease", "istiod", "True")
+    hr["spec"]["targetNamespace"] = "istio-mesh"
+    got = flux.layer_namespaces(
+        {"Kustomization/platform-controllers": ks, "HelmRelease/istiod": hr}
+    )
+    assert got == {
+        "flux-system": ["flux-system"],
+        "platform-controllers": ["istio-mesh", "istio-system"],
+    }
+    assert flux.inventory(ks)[1] == (
+        "flux-system",
+        "istiod",
+        "helm.toolkit.fluxcd.io",
+        "HelmRelease",
+    )
