@@ -41,7 +41,8 @@ class NetworkError(Exception):
 
 
 def _relay(client: socket.socket, dial: Dial) -> None:
-    with client, contextlib.suppress(OSError):
+    # RuntimeError: the namespace's worker is shut down (the run is ending).
+    with client, contextlib.suppress(OSError, RuntimeError):
         upstream = dial()
         with upstream:
             sel = selectors.DefaultSelector()

@@ -507,6 +507,7 @@ class Controllers:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.forwarder.close()  # first: no new connection into a namespace being removed
         for run in reversed(list(self.running.values())):
             if run.proc.poll() is None:
                 run.proc.terminate()
@@ -516,7 +517,6 @@ class Controllers:
                     run.proc.kill()
                     run.proc.wait(timeout=10)
             run.netns.close()
-        self.forwarder.close()
 
     def summary(self) -> dict[str, Any]:
         return {
