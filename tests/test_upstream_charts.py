@@ -3,11 +3,12 @@ sources.tsv) or pulled from an HTTP repository, verified on every use."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
-import threading
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,29 +119,39 @@ def test_missing_chart_names_it_and_both_ways_to_get_it(
 
 @pytest.fixture
 def chart_repository(tmp_path: Path) -> Iterator[str]:
-    """An HTTP Helm repository on 127.0.0.1 serving the demo chart (index.yaml + archive)."""
+    """An HTTP Helm repository on 127.0.0.1 serving the demo chart (index.yaml + archive), in a
+    process of its own: a thread here would stall whenever Locust's gevent has patched this
+    interpreter (another test imported it) while the Helm SDK's Go code holds the caller."""
     import helm_python as helm
 
     served = tmp_path / "served"
     served.mkdir()
     helm.package(_chart(tmp_path / "build" / "demo"), destination=served)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *_args: None  # type: ignore[method-assign]
-    for port in range(21400, 21500):
-        try:
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-            break
-        except OSError:
-            continue
-    else:
+    port = next((p for p in range(21400, 21500) if _free(p)), None)
+    if port is None:
         pytest.fail("no free port in 21400-21499")
-    url = f"http://127.0.0.1:{server.server_port}"
+    url = f"http://127.0.0.1:{port}"
     helm.repo_index_generate(served, base_url=url)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield url
-    server.shutdown()
-    server.server_close()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+         "--directory", str(served)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while _free(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the chart repository on port {port} did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_pulls_from_an_http_repository_when_not_cached(
