@@ -173,7 +173,13 @@ def run(env: str, keep: bool, reports: Path, timeout_s: float = 1200, echo: Any 
     report_dir = reports / f"e2e-flux-{env}-{stamp}"
     report_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    fc = FluxCluster(f"flux-{env}", paths.CACHE / "flux" / env, echo, report_dir / "commands.log")
+    try:
+        fc = FluxCluster(
+            f"flux-{env}", paths.CACHE / "flux" / env, echo, report_dir / "commands.log"
+        )
+    except flux.FluxError as exc:
+        echo(f"e2e flux {env}: FAILED: {exc}; nothing was started")
+        return EXIT_FAILED
     timeline = flux.Timeline(echo)
     failure: str | None = None
     notes: list[str] = []

@@ -85,14 +85,17 @@ class Ports:
 
 
 def cluster_port_base(name: str) -> int:
-    """ClusterConfig.port_base that puts cluster `name`'s control plane at the first start in
-    CLUSTER_PORTS + 10 * slot (+0..4) whose ports are all free (the control plane places any
-    name that is not an environment after the environments)."""
-    first = CLUSTER_PORTS + 10 * slot(name)
-    for start in range(first, first + 10 - max(PORTS.values())):
+    """ClusterConfig.port_base that puts cluster `name`'s control plane at the first start
+    from CLUSTER_PORTS + 10 * slot on (wrapping within the 100 cluster ports) whose ports are
+    all free: a port a client connection just left stays taken for a minute (TIME_WAIT). The
+    control plane places any name that is not an environment after the environments."""
+    first, span = CLUSTER_PORTS + 10 * slot(name), 100 - max(PORTS.values())
+    for step in range(span):
+        start = CLUSTER_PORTS + (first - CLUSTER_PORTS + step) % span
         if not any(port_in_use(start + offset) for offset in PORTS.values()):
             return start - 10 * len(paths.ENVIRONMENT_NAMES)
-    raise FluxError(f"cluster {name}: no free ports for its control plane in {first}-{first + 9}")
+    raise FluxError(f"cluster {name}: no free ports for a control plane in {CLUSTER_PORTS}-"
+                    f"{CLUSTER_PORTS + 99}")  # fmt: skip
 
 
 def crd_files(versions: Mapping[str, Any] | None = None) -> list[Path]:

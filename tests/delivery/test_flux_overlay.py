@@ -149,7 +149,9 @@ def test_order_violations_name_the_object_and_its_dependency() -> None:
     assert "its dependency Kustomization/crds never" in flux.order_violations(objects, missing)[0]
 
 
-def test_ports_stay_in_range_and_do_not_overlap() -> None:
+def test_ports_stay_in_range_and_do_not_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each cluster's own ports, as allocated when nothing else holds them."""
+    monkeypatch.setattr(flux, "port_in_use", lambda port: False)
     used: list[int] = []
     for name in (*(f"flux-{e}" for e in paths.ENVIRONMENT_NAMES), "flux-behaviour"):
         p = flux.Ports.allocate(name)
@@ -169,6 +171,18 @@ def test_ports_in_use_are_skipped() -> None:
         again = flux.Ports.allocate("flux-behaviour")
     assert first.git not in (again.git, again.charts, again.registry, again.storage)
     assert first.git not in again.health.values()
+
+
+def test_cluster_ports_move_past_a_port_in_use() -> None:
+    base = flux.cluster_port_base("flux-behaviour")
+    first = base + 10 * len(paths.ENVIRONMENT_NAMES)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", first + PORTS["kube-apiserver"]))
+        sock.listen()
+        moved = flux.cluster_port_base("flux-behaviour") + 10 * len(paths.ENVIRONMENT_NAMES)
+    taken = first + PORTS["kube-apiserver"]
+    assert taken not in [moved + offset for offset in PORTS.values()]
+    assert moved >= 37000 and moved + max(PORTS.values()) < 37100
 
 
 def test_flux_pins_are_one_distribution_and_match_the_crd_pins() -> None:
