@@ -306,8 +306,8 @@ def markdown(results: dict[str, Any] | None) -> list[str]:
     lines += [
         f"Measured {results['date']} in {results['rounds']} round"
         f"{'s' if results['rounds'] != 1 else ''}, load average {load} at the"
-        f" start, {load_end} at the end (a heavily shared 2-core machine: other engineers'"
-        " builds and tests ran throughout). Versions: " + versions + ".",
+        f" start, {load_end} at the end (a shared 2-core machine: other engineers' builds"
+        " and tests ran during the run, as the load average shows). Versions: " + versions + ".",
         "",
         "Each round starts every configuration afresh (1 HTTP process each), in an order that"
         " rotates between rounds, and measures it the same way as above: cold start, then per"
