@@ -3,10 +3,6 @@ against this checkout or a throwaway copy of it that a test may break."""
 
 from __future__ import annotations
 
-# Modules under test import Locust, which patches the standard library with gevent on import
-# and must do so before ssl is first imported (else ssl recurses): patch first, as the CLIs do.
-import locust  # noqa: F401  # isort: skip
-
 import os
 import shutil
 import subprocess
