@@ -1022,7 +1022,7 @@ def describe_kwok(plan: Plan) -> list[str]:
         f"ENV={plan.env}` runs these {len(plan.steps)} steps ({not_run} of them are not run on "
         "this provider and are reported so), then stops the cluster (KEEP=1 keeps it).",
         f"  cluster  {plan.cluster}: Kubernetes {kube.get('version')} built from source, "
-        f"{cfg.nodes} kwok nodes of {cfg.cpu} CPU / {cfg.memory}, pod IPs {cfg.pod_cidr}, "
+        f"{cfg.nodes} kwok nodes of {cfg.cpu} CPU / {cfg.memory}, pod IPs from {cfg.pod_cidr}, "
         f"{paths.rel(controlplane.CLUSTER_CONFIG)}",
         f"  pins     {paths.rel(paths.VERSIONS)}, through the Flux declarations of "
         f"clusters/{plan.env}; upstream charts from the chart cache (`make charts`)",

@@ -21,6 +21,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,18 @@ PORTS = {
     "kube-scheduler": 4,
     "kwok": 5,
 }
+
+
+SLOTS = 16  # clusters that can run side by side: ports and pod addresses are split this way
+
+
+def slot(name: str) -> int:
+    """The environments first, in promotion order; any other cluster (a test's) by a stable
+    hash of its name into the slots after them."""
+    names = paths.ENVIRONMENT_NAMES
+    if name in names:
+        return names.index(name)
+    return len(names) + zlib.crc32(name.encode()) % (SLOTS - len(names))
 
 
 class ControlPlaneError(Exception):
@@ -140,14 +153,20 @@ class ControlPlane:
 
     def __post_init__(self) -> None:
         self.dir = paths.CACHE / "e2e" / self.env
-        names = paths.ENVIRONMENT_NAMES
-        # Environments side by side; any other name (a test's cluster) after them.
-        index = names.index(self.env) if self.env in names else len(names)
-        first = self.config.port_base + 10 * index
+        self.slot = slot(self.env)
+        first = self.config.port_base + 10 * self.slot
         self.ports = {name: first + offset for name, offset in PORTS.items()}
         self.kubeconfig = self.dir / "kubeconfig"
         self.logs = self.dir / "logs"
         self.pki = self.dir / "pki"
+
+    @property
+    def pod_cidr(self) -> str:
+        """This cluster's share of podCIDR (one of SLOTS), so that clusters side by side never
+        give two pods one address."""
+        return str(
+            list(ipaddress.ip_network(self.config.pod_cidr).subnets(prefixlen_diff=4))[self.slot]
+        )
 
     @property
     def server(self) -> str:
@@ -265,7 +284,7 @@ class ControlPlane:
                     "--kubeconfig", str(self.kubeconfig),
                     "--manage-all-nodes=false",
                     "--manage-nodes-with-annotation-selector", f"{KWOK_NODE_ANNOTATION}=fake",
-                    "--cidr", self.config.pod_cidr, "--node-ip", "127.0.0.1",
+                    "--cidr", self.pod_cidr, "--node-ip", "127.0.0.1",
                     "--node-lease-duration-seconds", "40",
                     "--server-address", f"127.0.0.1:{p['kwok']}",
                 ]  # fmt: skip
