@@ -758,7 +758,8 @@ def test_ci_runs_the_kwok_e2e_for_every_environment() -> None:
     job = workflow["jobs"]["kwok"]
     assert job["strategy"]["matrix"]["env"] == list(ENVS)
     runs = [s.get("run", "") for s in job["steps"]]
-    assert runs.index("make binaries") < runs.index("make e2e CLUSTER=kwok ENV=${{ matrix.env }}")
+    e2e = 'sudo -E env "PATH=$PATH" make e2e CLUSTER=kwok ENV=${{ matrix.env }}'
+    assert runs.index("make binaries DELIVERY=flux") < runs.index(e2e)
     assert "sudo ip route add local 198.18.0.0/15 dev lo" in runs
     cache = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/cache"))
     assert "~/.cache/kserve-gitops/bin" in cache["with"]["path"]
