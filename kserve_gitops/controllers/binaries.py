@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kserve_gitops import paths, platform
+from kserve_gitops.localcluster import binaries as kwok_binaries
 from kserve_gitops.localcluster.binaries import BUILD, BuildError, _go, cache_root, go_version
 
 KNATIVE_OPERATOR = "knative.dev/operator"
@@ -168,32 +169,14 @@ def build(ctl: Controller, gover: str) -> Path:
 
 def ensure(echo: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Every pinned controller, built where missing (a progress line per binary)."""
-    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
-    gover = go_version()
-    found: dict[str, Path] = {}
-    todo = pinned()
-    for number, ctl in enumerate(todo, start=1):
-        if not ctl.path(gover).is_file():
-            echo(f"[{number}/{len(todo)}] building {ctl.name} {ctl.version} ({gover}) ...")
-            started = time.monotonic()
-            build(ctl, gover)
-            size = ctl.path(gover).stat().st_size / 2**20
-            echo(f"    {ctl.name}: {time.monotonic() - started:.0f}s, {size:.0f} MiB")
-        found[ctl.name] = ctl.path(gover)
-    return found
+    return kwok_binaries.ensure(echo, pinned(), build)
 
 
 def locate() -> dict[str, Path]:
     """The pinned controllers, already built; BuildError naming what is missing."""
-    gover = go_version()
-    missing = [c for c in pinned() if not c.path(gover).is_file()]
-    if missing:
-        names = ", ".join(f"{c.name} {c.version}" for c in missing)
-        raise BuildError(
-            f"not built yet: {names} (for {gover}); "
-            "`python -m kserve_gitops.controllers.binaries` builds them"
-        )
-    return {c.name: c.path(gover) for c in pinned()}
+    return kwok_binaries.locate(
+        pinned(), "`python -m kserve_gitops.controllers.binaries` builds them"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kserve_gitops import paths, platform
 
@@ -326,35 +327,38 @@ def build(binary: Binary, gover: str) -> Path:
 
 
 def ensure(
-    echo: Callable[[str], None] | None = None, todo: list[Binary] | None = None
+    echo: Callable[[str], None] | None = None,
+    todo: list[Any] | None = None,
+    build_one: Callable[[Any, str], Path] | None = None,
 ) -> dict[str, Path]:
-    """Every binary of `todo` (default: the kwok cluster's), built where missing, with a
-    progress line per binary."""
+    """Every binary of `todo` (default: the kwok cluster's), built by `build_one` where missing,
+    with a progress line per binary; the controllers' module passes its own list and builder."""
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     gover = go_version()
-    found: dict[str, Path] = {}
     todo = pinned() if todo is None else todo
+    build_one = build_one or build
     for number, binary in enumerate(todo, start=1):
-        dest = binary.path(gover)
-        if dest.is_file():
-            found[binary.name] = dest
+        if binary.path(gover).is_file():
             continue
         echo(f"[{number}/{len(todo)}] building {binary.name} {binary.version} ({gover}) ...")
         started = time.monotonic()
-        found[binary.name] = build(binary, gover)
-        size = found[binary.name].stat().st_size / 2**20
+        size = build_one(binary, gover).stat().st_size / 2**20
         echo(f"    {binary.name}: {time.monotonic() - started:.0f}s, {size:.0f} MiB")
-    return found
+    return {b.name: b.path(gover) for b in todo}
 
 
-def locate() -> dict[str, Path]:
-    """The pinned binaries, already built; BuildError naming what is missing and how to build."""
+def locate(
+    todo: list[Any] | None = None, how: str = "`make binaries` builds them"
+) -> dict[str, Path]:
+    """The binaries of `todo` (default: the kwok cluster's), already built; BuildError naming
+    what is missing and how to build it."""
     gover = go_version()
-    missing = [b for b in pinned() if not b.path(gover).is_file()]
+    todo = pinned() if todo is None else todo
+    missing = [b for b in todo if not b.path(gover).is_file()]
     if missing:
         names = ", ".join(f"{b.name} {b.version}" for b in missing)
-        raise BuildError(f"not built yet: {names} (for {gover}); `make binaries` builds them")
-    return {b.name: b.path(gover) for b in pinned()}
+        raise BuildError(f"not built yet: {names} (for {gover}); {how}")
+    return {b.name: b.path(gover) for b in todo}
 
 
 def _size(path: Path) -> int:
