@@ -454,7 +454,7 @@ def test_use_uvloop_runs_kserve_single_worker_loop_on_uvloop() -> None:
 
 
 def test_profile_groups_samples_by_the_innermost_library() -> None:
-    from kserve_gitops.serving import profile
+    from kserve_gitops.serving import stacks
 
     site = "/v/lib/python3.11/site-packages"
     std = "/usr/lib/python3.11"
@@ -470,7 +470,7 @@ def test_profile_groups_samples_by_the_innermost_library() -> None:
             'process 1:"srv" 1',
         ]
     )
-    counts = profile.shares(collapsed)
+    counts = stacks.shares(collapsed)
     assert counts == {
         "model: scikit-learn, numpy, scipy, pandas": 7,
         "HTTP: uvicorn, h11, httptools": 3,
