@@ -26,7 +26,7 @@ import yaml
 from kserve_gitops import paths, render
 from kserve_gitops.cluster import CommandError, Runner
 from kserve_gitops.delivery import sources
-from kserve_gitops.localcluster import binaries
+from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS, port_in_use
 
 NAMESPACE = "flux-system"
@@ -88,12 +88,12 @@ def cluster_port_base(name: str) -> int:
     """ClusterConfig.port_base that puts cluster `name`'s control plane at the first start
     from CLUSTER_PORTS + 10 * slot on (wrapping within the 100 cluster ports) whose ports are
     all free: a port a client connection just left stays taken for a minute (TIME_WAIT). The
-    control plane places any name that is not an environment after the environments."""
+    control plane adds 10 * its own slot of the name to the base."""
     first, span = CLUSTER_PORTS + 10 * slot(name), 100 - max(PORTS.values())
     for step in range(span):
         start = CLUSTER_PORTS + (first - CLUSTER_PORTS + step) % span
         if not any(port_in_use(start + offset) for offset in PORTS.values()):
-            return start - 10 * len(paths.ENVIRONMENT_NAMES)
+            return start - 10 * controlplane.slot(name)  # the control plane adds its slot
     raise FluxError(f"cluster {name}: no free ports for a control plane in {CLUSTER_PORTS}-"
                     f"{CLUSTER_PORTS + 99}")  # fmt: skip
 

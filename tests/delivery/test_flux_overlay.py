@@ -16,7 +16,7 @@ import yaml
 
 from kserve_gitops import crds, paths, platform, render
 from kserve_gitops.delivery import flux
-from kserve_gitops.localcluster import binaries
+from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS
 
 GIT = "http://127.0.0.1:37490/kserve-gitops.git"
@@ -156,8 +156,8 @@ def test_ports_stay_in_range_and_do_not_overlap(monkeypatch: pytest.MonkeyPatch)
     for name in (*(f"flux-{e}" for e in paths.ENVIRONMENT_NAMES), "flux-behaviour"):
         p = flux.Ports.allocate(name)
         used += [p.git, p.charts, p.registry, p.storage, *p.health.values()]
-        # The control plane puts a cluster that is not named like an environment after them.
-        first = flux.cluster_port_base(name) + 10 * len(paths.ENVIRONMENT_NAMES)
+        # The control plane adds 10 * its slot of the name to the base.
+        first = flux.cluster_port_base(name) + 10 * controlplane.slot(name)
         used += [first + offset for offset in PORTS.values()]
     assert len(used) == len(set(used))
     assert all(37000 <= port < 37500 for port in used)
@@ -175,11 +175,11 @@ def test_ports_in_use_are_skipped() -> None:
 
 def test_cluster_ports_move_past_a_port_in_use() -> None:
     base = flux.cluster_port_base("flux-behaviour")
-    first = base + 10 * len(paths.ENVIRONMENT_NAMES)
+    first = base + 10 * controlplane.slot("flux-behaviour")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", first + PORTS["kube-apiserver"]))
         sock.listen()
-        moved = flux.cluster_port_base("flux-behaviour") + 10 * len(paths.ENVIRONMENT_NAMES)
+        moved = flux.cluster_port_base("flux-behaviour") + 10 * controlplane.slot("flux-behaviour")
     taken = first + PORTS["kube-apiserver"]
     assert taken not in [moved + offset for offset in PORTS.values()]
     assert moved >= 37000 and moved + max(PORTS.values()) < 37100
