@@ -8,6 +8,7 @@ themselves, so the harness does the same with the Helm SDK.
 from __future__ import annotations
 
 import argparse
+import copy
 import re
 import shutil
 import subprocess
@@ -100,8 +101,9 @@ def _kustomize(path: str) -> tuple[dict[str, Any], ...]:
 
 
 def kustomize_build(path: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize path` as a list of objects (cached per process)."""
-    return [dict(d) for d in _kustomize(str(Path(path).resolve()))]
+    """`kubectl kustomize path` as a list of objects (cached per process; each caller gets its
+    own deep copy, so one that edits what it got cannot change what the next one gets)."""
+    return copy.deepcopy([dict(d) for d in _kustomize(str(Path(path).resolve()))])
 
 
 def kustomization_dirs(root: Path | None = None) -> list[Path]:

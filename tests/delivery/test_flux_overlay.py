@@ -166,6 +166,8 @@ def test_ports_stay_in_range_and_do_not_overlap(monkeypatch: pytest.MonkeyPatch)
 def test_ports_in_use_are_skipped() -> None:
     with socket.socket() as sock:
         first = flux.Ports.allocate("flux-behaviour")
+        # A port an earlier test's server left in TIME_WAIT is free to listen on again.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", first.git))
         sock.listen()
         again = flux.Ports.allocate("flux-behaviour")
