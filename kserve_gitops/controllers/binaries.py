@@ -26,14 +26,13 @@ import shutil
 import stat
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kserve_gitops import paths, platform
 from kserve_gitops.localcluster import binaries as kwok_binaries
-from kserve_gitops.localcluster.binaries import BUILD, BuildError, _go, cache_root, go_version
+from kserve_gitops.localcluster.binaries import BUILD, BuildError, _go, cache_root
 
 KNATIVE_OPERATOR = "knative.dev/operator"
 KNATIVE_SERVING = "knative.dev/serving"
@@ -184,14 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="show the cache, build nothing")
     args = parser.parse_args(argv)
     try:
-        gover = go_version()
-        if not args.list:
-            started = time.monotonic()
-            ensure()
-            print(f"controllers ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
-        for ctl in pinned():
-            state = "built" if ctl.path(gover).is_file() else "missing"
-            print(f"{ctl.name:<26} {ctl.version:<9} {state:<8} {ctl.path(gover)}")
+        kwok_binaries.build_and_list(pinned(), build, args.list, "controllers")
         for name, why in unavailable().items():
             print(f"{name:<26} {'-':<9} {'no':<8} {why}")
     except BuildError as exc:

@@ -361,6 +361,22 @@ def locate(
     return {b.name: b.path(gover) for b in todo}
 
 
+def build_and_list(
+    todo: list[Any], build_one: Callable[[Any, str], Path], list_only: bool, what: str
+) -> None:
+    """The binaries commands' body: build what is missing (unless `list_only`), then a line
+    per binary with its state and path."""
+    gover = go_version()
+    if not list_only:
+        started = time.monotonic()
+        ensure(todo=todo, build_one=build_one)
+        print(f"{what} ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    for binary in todo:
+        path = binary.path(gover)
+        state = "built" if path.is_file() else "missing"
+        print(f"{binary.name:<26} {binary.version:<9} {state:<8} {path}")
+
+
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -375,16 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        gover = go_version()
         todo = pinned() + ([*flux_pinned(), oci_registry()] if args.flux else [])
-        if not args.list:
-            started = time.monotonic()
-            ensure(todo=todo)
-            print(f"binaries ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
-        for binary in todo:
-            path = binary.path(gover)
-            state = "built" if path.is_file() else "missing"
-            print(f"{binary.name:<24} {binary.version:<9} {state:<8} {path}")
+        build_and_list(todo, build, args.list, "binaries")
         print(f"cache {cache_root()}: {_size(cache_root()) / 2**20:.0f} MiB")
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
