@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,26 +21,15 @@ from kserve_gitops.e2e import Executor
 from kserve_gitops.e2e_plan import MODEL, NotRun, ObserveChain, build
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
+from tests.kwok_helpers import need_binaries
 
 pytestmark = pytest.mark.kwok
 NS = "models"
 
 
-def _binaries_or_skip() -> None:
-    try:
-        binaries.locate()
-        controller_binaries.locate()
-    except binaries.BuildError as exc:
-        if os.environ.get("CI"):
-            raise  # CI builds them first (`make binaries`): missing is a failure there
-        pytest.skip(f"kwok binaries: {exc}")
-    if os.geteuid() != 0:
-        pytest.skip("the controllers' network namespaces need root")
-
-
 @pytest.fixture(scope="module")
 def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
-    _binaries_or_skip()
+    need_binaries(binaries.locate, controller_binaries.locate, root=True)
     report = tmp_path_factory.mktemp("chain-breakage")
     lines: list[str] = []
     cluster = KwokCluster("chainbreak", lines.append)

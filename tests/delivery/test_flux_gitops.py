@@ -15,7 +15,6 @@ Marked kwok: skipped without the binaries (`make binaries DELIVERY=flux`), excep
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from kserve_gitops.cluster import CommandError
 from kserve_gitops.delivery import flux, sources
 from kserve_gitops.delivery.e2e import FluxCluster
 from kserve_gitops.localcluster import binaries
+from tests.kwok_helpers import need_binaries
 
 pytestmark = pytest.mark.kwok
 
@@ -37,31 +37,14 @@ MODELS = Path("environments/dev/models")
 VALUES = MODELS / "sklearn-iris.yaml"
 
 
-def _binaries_or_skip() -> None:
-    try:
-        binaries.locate()
-        gover = binaries.go_version()
-        missing = [
-            b.name
-            for b in [*binaries.flux_pinned(), binaries.oci_registry()]
-            if not b.path(gover).is_file()
-        ]
-        if missing:
-            raise binaries.BuildError(
-                f"not built: {', '.join(missing)}; `make binaries DELIVERY=flux`"
-            )
-    except binaries.BuildError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"Flux binaries: {exc}")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxCluster]:
     """dev's GitRepository and models Kustomization as clusters/dev declares them, minus the
     dependsOn on layers this cluster does not have, at a short interval; the InferenceService
     CRD from the CRD cache."""
-    _binaries_or_skip()
+    need_binaries(
+        binaries.locate, lambda: binaries.locate([*binaries.flux_pinned(), binaries.oci_registry()])
+    )
     report = tmp_path_factory.mktemp("flux-gitops")
     lines: list[str] = []
     fc = FluxCluster("flux-behaviour", paths.CACHE / "flux" / "behaviour", lines.append,

@@ -4,7 +4,6 @@ this module. Each must fail naming the object, the field or policy, and the serv
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,22 +19,14 @@ from kserve_gitops.e2e_plan import Apply, HelmInstall, Plan
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
 from kserve_gitops.upstream import charts as upstream_charts
+from tests.kwok_helpers import need_binaries
 
 pytestmark = pytest.mark.kwok
 
 
-def _binaries_or_skip() -> None:
-    try:
-        binaries.locate()
-    except binaries.BuildError as exc:
-        if os.environ.get("CI"):
-            raise  # CI builds them first (`make binaries`): missing is a failure there
-        pytest.skip(f"kwok binaries: {exc}")
-
-
 @pytest.fixture(scope="module")
 def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
-    _binaries_or_skip()
+    need_binaries(binaries.locate)
     report = tmp_path_factory.mktemp("kwok-breakage")
     lines: list[str] = []
     cluster = KwokCluster("breakage", lines.append)
