@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+KGOPS  := $(VENV)/bin/kgops
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 # MLServer's own virtualenv (its fastapi/pydantic pins conflict with kserve's): constraints-mlserver.txt.
 MLVENV  ?= .venv-mlserver
@@ -94,89 +95,89 @@ lint: $(STAMP) ## ruff and yamllint
 	$(VENV)/bin/yamllint -s .
 
 train: $(STAMP) ## Retrain models/sklearn-iris (deterministic)
-	$(PY) -m kserve_gitops.train
+	$(KGOPS) train
 
 crds: $(STAMP) ## Fill the CRD cache (CRD_DIR, or download with sha256 check)
-	$(PY) -m kserve_gitops.crds
+	$(KGOPS) crds
 
 charts: $(STAMP) ## Fill the upstream chart cache .cache/charts (CHART_DIR, or pull from the repositories the manifests name)
-	$(PY) -m kserve_gitops.upstream.charts
+	$(KGOPS) charts
 
 validate: $(STAMP) ## Render and validate every chart scenario and environment
-	$(PY) -m kserve_gitops.validate
+	$(KGOPS) validate
 
 render: $(STAMP) ## Print the rendered manifests of ENV
-	@$(PY) -m kserve_gitops.render $(ENV)
+	@$(KGOPS) render $(ENV)
 
 # Exit status of the module: 0 no rendered change, 1 changes (make then reports Error 1), 2 error.
 diff: $(STAMP) ## Rendered change per environment vs BASE (default: merge base with main) [FORMAT=markdown]; two environments: FROM=staging TO=prod
-	@$(if $(FROM)$(TO),$(PY) -m kserve_gitops.render --diff $(FROM) $(TO),$(PY) -m kserve_gitops.review.revision $(if $(BASE),--base $(BASE)) --format $(FORMAT))
+	@$(if $(FROM)$(TO),$(KGOPS) render --diff $(FROM) $(TO),$(KGOPS) diff $(if $(BASE),--base $(BASE)) --format $(FORMAT))
 
 serve: $(RUNTIME_STAMPS) ## Serve the model locally on PORT [RUNTIME=sklearnserver|mlserver WORKERS= SERVE_ARGS=]
-	$(if $(filter mlserver,$(RUNTIME)),$(PY) -m kserve_gitops.serving.mlserver --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS),$(PY) -m kserve_gitops.server --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS))
+	$(if $(filter mlserver,$(RUNTIME)),$(KGOPS) serve-mlserver --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS),$(KGOPS) serve --model-name $(MODEL) --http-port $(PORT) --workers $(WORKERS) $(SERVE_ARGS))
 
 LOAD_ARGS = --target $(TARGET) --model $(MODEL) --protocol $(PROTO) --env $(ENV) $(if $(RATE),--rate $(RATE)) $(if $(USERS),--users $(USERS)) $(if $(HOST),--host-header $(HOST)) --workers $(LOAD_WORKERS) --remote-workers $(REMOTE_WORKERS) --master-port $(MASTER_PORT)
 
 loadtest: $(STAMP) ## Open-loop load test, SLO verdict, reports/: TARGET RATE DURATION PROTOCOL HOST ENV LOAD_WORKERS REMOTE_WORKERS (defaults: config/slo.yaml)
-	$(PY) -m kserve_gitops.loadtest $(LOAD_ARGS) $(if $(DURATION),--duration $(DURATION))
+	$(KGOPS) loadtest $(LOAD_ARGS) $(if $(DURATION),--duration $(DURATION))
 
 loadtest-ui: $(STAMP) ## Locust web dashboard on :8089 against TARGET, with an SLO tab [LOAD_WORKERS=]
-	$(PY) -m kserve_gitops.loadtest $(LOAD_ARGS) --ui
+	$(KGOPS) loadtest $(LOAD_ARGS) --ui
 
 loadtest-worker: $(STAMP) ## A load worker for a master on another machine: make loadtest-worker MASTER_HOST=10.0.0.5
-	$(PY) -m kserve_gitops.loadtest --worker --master-host $(MASTER_HOST) --master-port $(MASTER_PORT)
+	$(KGOPS) loadtest --worker --master-host $(MASTER_HOST) --master-port $(MASTER_PORT)
 
 demo: $(RUNTIME_STAMPS) ## Train if needed, validate, serve locally, load-test, print the SLO verdict [RUNTIME=mlserver: V2]
-	$(PY) -m kserve_gitops.demo --env $(ENV) --runtime $(RUNTIME) --protocol $(PROTO) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
+	$(KGOPS) demo --env $(ENV) --runtime $(RUNTIME) --protocol $(PROTO) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 
 bench: $(STAMP) $(MLSTAMP) ## Benchmarks into BENCHMARKS.md, both runtimes side by side [BENCH_ARGS="--wait-for-quiet 600 --nice -10"]
-	$(PY) -m kserve_gitops.bench $(BENCH_ARGS)
+	$(KGOPS) bench $(BENCH_ARGS)
 
 predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TARGET= BATCH= PROTOCOL= HOST=]
-	$(PY) -m kserve_gitops.predict --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT)) --target $(TARGET) --batch $(BATCH) --protocol $(PROTO) --model-name $(MODEL) $(if $(HOST),--host-header $(HOST))
+	$(KGOPS) predict --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT)) --target $(TARGET) --batch $(BATCH) --protocol $(PROTO) --model-name $(MODEL) $(if $(HOST),--host-header $(HOST))
 
 monitoring: $(STAMP) ## Regenerate the SLO alert rules and Grafana dashboards from config/slo.yaml
-	$(PY) -m kserve_gitops.alerts
-	$(PY) -m kserve_gitops.dashboard
+	$(KGOPS) alerts
+	$(KGOPS) dashboard
 
 policy: $(STAMP) ## Security policies over every environment and chart scenario, and the credential scan
-	$(PY) -m kserve_gitops.policy
+	$(KGOPS) policy
 
 platform: $(STAMP) ## Components and versions Flux and Argo CD install per environment, then check them
-	@$(PY) -m kserve_gitops.platform
-	@$(PY) -m kserve_gitops.platform --check
+	@$(KGOPS) platform
+	@$(KGOPS) platform --check
 
 e2e-plan: $(STAMP) ## Print the ordered e2e plan for ENV [CLUSTER=kind|kwok] without touching a cluster
-	@$(PY) -m kserve_gitops.e2e --env $(ENV) --cluster $(CLUSTER) --plan
+	@$(KGOPS) e2e --env $(ENV) --cluster $(CLUSTER) --plan
 
 e2e: $(STAMP) ## Full platform and model on a cluster: CLUSTER=kind (Docker) or kwok (built from source); KEEP=1 keeps it; DELIVERY=flux: Flux's controllers reconcile clusters/ENV (kwok)
-	$(PY) -m kserve_gitops.e2e --env $(ENV) --cluster $(CLUSTER) $(if $(filter 1,$(KEEP)),--keep) $(if $(DELIVERY),--delivery $(DELIVERY))
+	$(KGOPS) e2e --env $(ENV) --cluster $(CLUSTER) $(if $(filter 1,$(KEEP)),--keep) $(if $(DELIVERY),--delivery $(DELIVERY))
 
 bench-e2e: $(STAMP) ## Warm kwok e2e of every environment, timed per layer, into benchmarks/kwok-e2e.md
-	$(PY) -m kserve_gitops.localcluster.bench
+	$(KGOPS) bench-e2e
 
 binaries: $(STAMP) ## Build the kwok cluster's pinned binaries and controllers from Go modules (cached by version); DELIVERY=flux: Flux's too
-	$(PY) -m kserve_gitops.localcluster.binaries $(if $(filter flux,$(DELIVERY)),--flux)
-	$(PY) -m kserve_gitops.controllers.binaries
+	$(KGOPS) binaries $(if $(filter flux,$(DELIVERY)),--flux)
+	$(KGOPS) controllers
 
 gate: $(STAMP) ## Quality gate: make gate MODEL=sklearn-iris VERSION=v2 ENV=prod (exit 1 with the reason)
-	$(PY) -m kserve_gitops.gate --model $(MODEL) --version $(VERSION) --env $(ENV)
+	$(KGOPS) gate --model $(MODEL) --version $(VERSION) --env $(ENV)
 
 canary: $(STAMP) ## Start or ramp a canary in ENV's values file: make canary VERSION=v2 ENV=staging PERCENT=10
-	$(PY) -m kserve_gitops.rollout canary --model $(MODEL) --env $(ENV) $(if $(VERSION),--version $(VERSION)) $(if $(PERCENT),--percent $(PERCENT))
+	$(KGOPS) rollout canary --model $(MODEL) --env $(ENV) $(if $(VERSION),--version $(VERSION)) $(if $(PERCENT),--percent $(PERCENT))
 
 promote: $(STAMP) ## Promote ENV's canary to 100% and record it as stable: make promote ENV=staging
-	$(PY) -m kserve_gitops.rollout promote --model $(MODEL) --env $(ENV)
+	$(KGOPS) rollout promote --model $(MODEL) --env $(ENV)
 
 rollback: $(STAMP) ## Roll ENV's canary back (run twice: pin 0% + restore, then finish): make rollback ENV=staging
-	$(PY) -m kserve_gitops.rollout rollback --model $(MODEL) --env $(ENV)
+	$(KGOPS) rollout rollback --model $(MODEL) --env $(ENV)
 
 registry: $(STAMP) ## Model versions and what each environment serves, then check they agree
-	@$(PY) -m kserve_gitops.registry --model $(MODEL)
-	@$(PY) -m kserve_gitops.registry --model $(MODEL) --check
+	@$(KGOPS) registry --model $(MODEL)
+	@$(KGOPS) registry --model $(MODEL) --check
 
 canary-analysis: $(STAMP) ## Load-test STABLE and CANARY side by side, decide promote/hold/rollback [HOST_STABLE HOST_CANARY RATE DURATION ENV]
-	$(PY) -m kserve_gitops.canary_analysis --stable $(STABLE) --canary $(CANARY) --env $(ENV) --model $(MODEL) --protocol $(PROTO) $(if $(HOST_STABLE),--host-header-stable $(HOST_STABLE)) $(if $(HOST_CANARY),--host-header-canary $(HOST_CANARY)) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
+	$(KGOPS) canary-analysis --stable $(STABLE) --canary $(CANARY) --env $(ENV) --model $(MODEL) --protocol $(PROTO) $(if $(HOST_STABLE),--host-header-stable $(HOST_STABLE)) $(if $(HOST_CANARY),--host-header-canary $(HOST_CANARY)) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 
 clean: ## Remove the virtualenv, caches and reports
 	rm -rf $(VENV) $(MLVENV) .cache reports .pytest_cache .ruff_cache

@@ -9,8 +9,7 @@ only if every step and every target passed.
 from __future__ import annotations
 
 # Locust (via loadtest) monkey-patches the standard library with gevent: import it first.
-from kserve_gitops import loadtest  # isort: skip
-
+from kserve_gitops.load import loadtest  # isort: skip
 import argparse
 import importlib.util
 import subprocess
@@ -18,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from kserve_gitops import openloop, paths, slo, train
+from kserve_gitops.lifecycle import train
+from kserve_gitops.load import openloop, slo
+from kserve_gitops.repo import paths
 from kserve_gitops.serving import runtimes
 
 
@@ -27,7 +28,7 @@ def _step(number: int, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kserve_gitops.demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="kgops demo", description=__doc__)
     p.add_argument("--env", default="dev", choices=paths.ENVIRONMENT_NAMES, help="SLO overrides")
     p.add_argument("--rate", type=float, help="arrival rate, req/s (default from the SLO config)")
     p.add_argument("--duration", help="load duration, e.g. 30s (default from the SLO config)")
@@ -56,10 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model ready: {paths.rel(model_dir)}")
 
     _step(2, "validate: render and check every chart scenario and environment")
-    if importlib.util.find_spec("kserve_gitops.validate") is None:
-        print("error: kserve_gitops.validate is missing from this checkout", file=sys.stderr)
+    if importlib.util.find_spec("kserve_gitops.checks.validate") is None:
+        print("error: kserve_gitops.checks.validate is missing from this checkout", file=sys.stderr)
         return 1
-    validation = subprocess.run([sys.executable, "-m", "kserve_gitops.validate"], check=False)
+    validation = subprocess.run(
+        [sys.executable, "-m", "kserve_gitops.checks.validate"], check=False
+    )
     if validation.returncode != 0:
         print(f"error: validation failed (exit {validation.returncode})", file=sys.stderr)
         return 1

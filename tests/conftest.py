@@ -1,4 +1,4 @@
-"""Shared fixtures. Commands are run as users run them (`python -m kserve_gitops.<module>`),
+"""Shared fixtures. Commands are run as users run them (`kgops <command>`),
 against this checkout or a throwaway copy of it that a test may break."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from kserve_gitops import crds, paths, server
-from kserve_gitops.upstream import charts
+from kserve_gitops.repo import paths
+from kserve_gitops.serving import server
+from kserve_gitops.upstream import charts, crds
 
-RunModule = Callable[..., subprocess.CompletedProcess[str]]
+Kgops = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,13 +58,13 @@ def repo_copy(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def run_module() -> RunModule:
-    """Run `python -m kserve_gitops.<module> args...` with KGOPS_ROOT pointing at `root`."""
+def kgops() -> Kgops:
+    """Run `kgops <command> args...` as users do, with KGOPS_ROOT pointing at `root`."""
 
-    def run(module: str, *args: str, root: Path = paths.ROOT, timeout: float = 300):
+    def run(command: str, *args: str, root: Path = paths.ROOT, timeout: float = 300):
         env = {**os.environ, "KGOPS_ROOT": str(root)}
         return subprocess.run(
-            [sys.executable, "-m", f"kserve_gitops.{module}", *args],
+            [sys.executable, "-m", "kserve_gitops.cli", command, *args],
             cwd=root,
             env=env,
             capture_output=True,
@@ -77,7 +78,7 @@ def run_module() -> RunModule:
 
 @pytest.fixture(scope="session")
 def local_model_server() -> Iterator[server.LocalServer]:
-    """One `python -m kserve_gitops.server` for the session, on a free port, access log off."""
+    """One `kgops serve` for the session, on a free port, access log off."""
     with server.running(extra_args=["--access-log", "false"]) as srv:
         yield srv
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from kserve_gitops import paths
+from kserve_gitops.repo import paths
 
 PORTS = range(19000, 20000)  # this suite's servers stay in one range, on 127.0.0.1
 

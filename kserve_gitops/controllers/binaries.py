@@ -2,8 +2,8 @@
 in versions.yaml and cached beside the control plane's binaries (kserve_gitops.localcluster.
 binaries: same cache, same layout <name>/<version>/<go version>/<name>).
 
-    python -m kserve_gitops.controllers.binaries          # build what is missing
-    python -m kserve_gitops.controllers.binaries --list   # where each binary is
+    kgops controllers          # build what is missing
+    kgops controllers --list   # where each binary is
 
 - Knative Serving's controller, webhook, autoscaler: `go install <module>/cmd/<cmd>@<version>`
   (no replace directives in its go.mod).
@@ -30,9 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kserve_gitops import paths, platform
+from kserve_gitops.checks import components
 from kserve_gitops.localcluster import binaries as kwok_binaries
 from kserve_gitops.localcluster.binaries import BUILD, BuildError, _go, cache_root
+from kserve_gitops.repo import paths
 
 KNATIVE_OPERATOR = "knative.dev/operator"
 KNATIVE_SERVING = "knative.dev/serving"
@@ -67,7 +68,7 @@ def _pin(section: dict, key: str, where: str) -> str:
 
 def pinned(versions: dict | None = None) -> list[Controller]:
     """The controllers at the versions of versions.yaml (the one pin file)."""
-    versions = versions or platform.load_versions()
+    versions = versions or components.load_versions()
     local = versions.get("localCluster") or {}
     operator = _pin(local, "knativeOperator", "localCluster")
     serving = _pin(local, "knativeServing", "localCluster")
@@ -86,7 +87,7 @@ def pinned(versions: dict | None = None) -> list[Controller]:
 def unavailable(versions: dict | None = None) -> dict[str, str]:
     """Components of the chain that cannot be built here, with the reason (checked against the
     module proxy by `go mod download`, answered 403 'not available' on 2026-11-30)."""
-    versions = versions or platform.load_versions()
+    versions = versions or components.load_versions()
     istio = (versions.get("istio") or {}).get("version")
     serving = (versions.get("localCluster") or {}).get("knativeServing")
     return {
@@ -173,9 +174,7 @@ def ensure(echo: Callable[[str], None] | None = None) -> dict[str, Path]:
 
 def locate() -> dict[str, Path]:
     """The pinned controllers, already built; BuildError naming what is missing."""
-    return kwok_binaries.locate(
-        pinned(), "`python -m kserve_gitops.controllers.binaries` builds them"
-    )
+    return kwok_binaries.locate(pinned(), "`kgops controllers` builds them")
 
 
 def main(argv: list[str] | None = None) -> int:

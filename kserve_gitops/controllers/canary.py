@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops import paths, render
 from kserve_gitops.controllers.chain import Reader
+from kserve_gitops.repo import paths, render
 
 IGNORE = shutil.ignore_patterns(
     ".venv*", ".git", "reports", ".cache", "__pycache__", ".*_cache", "node_modules"
@@ -96,7 +96,8 @@ def run(
 
     def stage(args: list[str]) -> None:
         for argv in (
-            [sys.executable, "-m", "kserve_gitops.rollout", *args, "--env", env, "--model", model],
+            [sys.executable, "-m", "kserve_gitops.lifecycle.rollout", *args, "--env", env,
+             "--model", model],
             ["helm", "upgrade", "--install", model, paths.rel(render.MODEL_CHART), "--namespace",
              namespace, "--values", str(values), "--timeout", "5m"],
         ):  # fmt: skip

@@ -21,14 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops import crds, paths
-from kserve_gitops.cluster import CommandError, Runner
 from kserve_gitops.delivery import flux, sources
-from kserve_gitops.e2e_plan import MONITORING_GROUP
+from kserve_gitops.e2e.plan import MONITORING_GROUP
+from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlaneError
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
+from kserve_gitops.repo import paths
+from kserve_gitops.upstream import crds
 from kserve_gitops.upstream.charts import ChartError
 
 EXIT_FAILED = 1

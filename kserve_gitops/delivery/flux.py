@@ -23,11 +23,11 @@ from urllib.parse import urlparse
 
 import yaml
 
-from kserve_gitops import paths, render
-from kserve_gitops.cluster import CommandError, Runner
 from kserve_gitops.delivery import sources
+from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS, port_in_use
+from kserve_gitops.repo import paths, render
 
 NAMESPACE = "flux-system"
 GIT_REPO = "kserve-gitops"

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from kserve_gitops import paths
+from kserve_gitops.repo import paths
 
 # What Flux's GitRepository reads (clusters/<env>/gitrepository.yaml packs only these).
 SERVED_DIRS = ("charts", "clusters", "environments", "platform")

@@ -4,7 +4,7 @@ The tables are knative.dev/serving v0.48.1 (Knative Serving 1.21.1, the version 
 pins), pkg/apis/serving/fieldmask.go: PodSpecMask (pod fields), PodSecurityContextMask,
 CapabilitiesMask and EnvVarSourceMask; flag names and defaults from pkg/apis/config/features.go.
 A field outside the mask makes the webhook refuse the Knative Service KServe creates, so the
-InferenceService never becomes Ready. `tests/test_knative_admission.py` re-derives the tables
+InferenceService never becomes Ready. `tests/knative/test_admission.py` re-derives the tables
 from that source when the Go module is in the module cache.
 
 KServe inlines the PodSpec into `spec.predictor` (pkg/apis/serving/v1beta1/predictor.go) and
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from kserve_gitops import schemas
+from kserve_gitops.checks import kube_schemas
 
 # PodSpecMask: fields Knative always keeps (automountServiceAccountToken only when false).
 ALWAYS_ALLOWED = frozenset(
@@ -70,7 +70,7 @@ class Refusal:
 @cache
 def pod_spec_fields() -> frozenset[str]:
     """Every PodSpec field of Kubernetes 1.34 (the schema validate.py checks objects with)."""
-    defs = json.loads((schemas._builtin_dir() / "_definitions.json").read_text())["$defs"]
+    defs = json.loads((kube_schemas._builtin_dir() / "_definitions.json").read_text())["$defs"]
     return frozenset(defs["io.k8s.api.core.v1.PodSpec"]["properties"])
 
 

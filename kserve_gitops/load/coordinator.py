@@ -22,8 +22,7 @@ from locust.env import Environment
 from locust.rpc import Message
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
 
-from kserve_gitops import openloop
-from kserve_gitops.load import tally
+from kserve_gitops.load import openloop, tally
 
 log = logging.getLogger("kserve_gitops.load")
 

@@ -20,8 +20,8 @@ from flask import Response, make_response, request
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from kserve_gitops import loadtest, paths, report, slo
-from kserve_gitops.load import coordinator, locust_command, tally
+from kserve_gitops.load import coordinator, loadtest, locust_command, report, slo, tally
+from kserve_gitops.repo import paths
 
 TAB = "slo"
 CSV_PATH = "/kgops/slo.csv"

@@ -19,7 +19,7 @@ import joblib
 import numpy
 import uvloop
 
-from kserve_gitops import paths
+from kserve_gitops.repo import paths
 
 MODEL = paths.MODELS / "sklearn-iris" / "v1" / "model.joblib"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from kserve_gitops import paths, slo
-from kserve_gitops.load import coordinator
+from kserve_gitops.load import coordinator, slo
+from kserve_gitops.repo import paths
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from kserve_gitops import openloop, slo
+from kserve_gitops.load import openloop, slo
 
 
 @dataclass

@@ -2,8 +2,8 @@
 versions.yaml and cached by component, version and Go version, so that a second run (or CI in a
 fresh clone on the same machine) builds nothing.
 
-    python -m kserve_gitops.localcluster.binaries          # build what is missing (make binaries)
-    python -m kserve_gitops.localcluster.binaries --list   # where each binary is, built or not
+    kgops binaries          # build what is missing (make binaries)
+    kgops binaries --list   # where each binary is, built or not
 
 Two ways to build, by what the upstream go.mod allows:
 - `go install module/cmd@version` where the upstream module has no replace directives (kwok, helm);
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops import paths, platform
+from kserve_gitops.checks import components
+from kserve_gitops.repo import paths
 
 BUILD = paths.ROOT / "build"
 # From k8s.io/kubernetes at the cluster's version; kubectl too, so that the client is of the
@@ -97,7 +98,7 @@ def _kube_ldflags(version: str) -> tuple[str, ...]:
 
 def pinned(versions: dict | None = None) -> list[Binary]:
     """The binaries at the versions of versions.yaml (the one pin file)."""
-    versions = versions or platform.load_versions()
+    versions = versions or components.load_versions()
     kube = str(versions["kubernetes"]["version"])
     local = versions.get("localCluster") or {}
     missing = [k for k in ("etcd", "kwok", "helm") if not local.get(k)]
@@ -141,7 +142,7 @@ FLUX_CONTROLLERS = ("source-controller", "kustomize-controller", "helm-controlle
 def flux_pinned(versions: dict | None = None) -> list[Binary]:
     """Flux's controllers of the one distribution versions.yaml pins (`flux:`), for
     `make e2e DELIVERY=flux`."""
-    versions = versions or platform.load_versions()
+    versions = versions or components.load_versions()
     flux = versions.get("flux") or {}
     keys = {c: c.split("-")[0] + "Controller" for c in FLUX_CONTROLLERS}
     missing = [k for k in ("version", *keys.values()) if not flux.get(k)]
@@ -152,7 +153,7 @@ def flux_pinned(versions: dict | None = None) -> list[Binary]:
 
 def oci_registry(versions: dict | None = None) -> Binary:
     """The OCI registry (distribution's `registry`) the Flux e2e serves OCI charts from."""
-    versions = versions or platform.load_versions()
+    versions = versions or components.load_versions()
     version = (versions.get("localCluster") or {}).get("registry")
     if not version:
         raise BuildError(f"{paths.rel(paths.VERSIONS)}: localCluster.registry: no version")

@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops import paths
 from kserve_gitops.localcluster import pki
+from kserve_gitops.repo import paths
 
 CLUSTER_CONFIG = paths.ROOT / "e2e" / "kwok" / "cluster.yaml"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -345,7 +345,7 @@ class ControlPlane:
             if port_in_use(port):
                 raise ControlPlaneError(
                     f"{name}: port 127.0.0.1:{port} is in use (a kept cluster of {self.env}? "
-                    f"`python -m kserve_gitops.localcluster.controlplane stop {self.env}`; or "
+                    f"`kgops cluster stop {self.env}`; or "
                     f"another portBase in {paths.rel(CLUSTER_CONFIG)})"
                 )
         ensure_local_route(self.config.local_route)

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.cluster import CommandError, Runner
 from kserve_gitops.controllers import binaries as controller_binaries
 from kserve_gitops.controllers.processes import Controllers
+from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries, checks, pki
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlane
 from kserve_gitops.localcluster.standins import STAND_IN, StandIns

@@ -22,8 +22,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kserve_gitops import paths
-from kserve_gitops.render import RenderError
+from kserve_gitops.repo import paths
+from kserve_gitops.repo.render import RenderError
 from kserve_gitops.review import diff, snapshot
 from kserve_gitops.upstream import charts
 

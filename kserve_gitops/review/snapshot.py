@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops import argocd, paths, platform, render
-from kserve_gitops.render import RenderError
+from kserve_gitops.checks import argocd, components
+from kserve_gitops.repo import paths, render
+from kserve_gitops.repo.render import RenderError
 from kserve_gitops.upstream import charts
 
 
@@ -34,7 +35,7 @@ class Environment:
 
 
 def _release_objects(
-    release: platform.Release, layer: str, chart_cache: Path, env: Environment
+    release: components.Release, layer: str, chart_cache: Path, env: Environment
 ) -> None:
     if release.local:
         chart_dir = paths.ROOT / release.chart
@@ -54,7 +55,7 @@ def environment(env: str, chart_cache: Path) -> Environment:
     """What `env` applies at this tree: Flux's layers and charts, then Argo CD's Applications."""
     out = Environment()
     out.objects += render.kustomize_build(paths.ROOT / "clusters" / env)
-    for layer in platform.layers(env):
+    for layer in components.layers(env):
         out.objects += render.kustomize_build(paths.ROOT / layer.path)
         for release in layer.releases:
             _release_objects(release, layer.path, chart_cache, out)
@@ -75,7 +76,7 @@ def prepare_charts(chart_cache: Path) -> None:
     """Fill the cache with this tree's charts up front, so the base's renderer, running at the
     same time, only ever adds other versions (two writers of one chart would collide)."""
     for env in render.environment_names():
-        for layer in platform.layers(env):
+        for layer in components.layers(env):
             for r in layer.releases:
                 if not r.local:
                     try:

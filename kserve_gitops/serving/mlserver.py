@@ -1,7 +1,7 @@
 """Serve a scikit-learn model locally with Seldon's MLServer, as KServe's kserve-mlserver
 runtime runs it in the cluster (`make serve RUNTIME=mlserver`).
 
-    python -m kserve_gitops.serving.mlserver --model-name sklearn-iris --http-port 8080
+    kgops serve-mlserver --model-name sklearn-iris --http-port 8080
 
 MLServer runs from its own virtualenv (.venv-mlserver, `make mlserver-venv`): its fastapi and
 pydantic pins conflict with kserve's. The environment is the one KServe's controller and the
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from kserve_gitops import paths
+from kserve_gitops.repo import paths
 
 DEFAULT_MODEL = "sklearn-iris"
 # KServe v0.20.0 sets this model class (label modelClass) for modelFormat sklearn.
@@ -90,7 +90,7 @@ def _bool(text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m kserve_gitops.serving.mlserver",
+        prog="kgops serve-mlserver",
         description="Serve a scikit-learn model with MLServer (V2 REST and gRPC), as the "
         "cluster's kserve-mlserver runtime does.",
     )
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = (args.model_dir or paths.MODELS / args.model_name / "v1").resolve()
     # The same checks as KServe's server: one artifact, pickled by the pinned scikit-learn
     # (the MLServer virtualenv pins the same version; tests/test_mlserver.py checks it).
-    from kserve_gitops.sklearn_model import check_pickled_by_this_sklearn, find_model_file
+    from kserve_gitops.serving.sklearn_model import check_pickled_by_this_sklearn, find_model_file
 
     try:
         check_pickled_by_this_sklearn(find_model_file(model_dir))

@@ -4,7 +4,7 @@ open-loop generator offers a fixed rate, after a warm-up; the samples are groupe
 of their innermost Python frame (standard-library frames are charged to their caller). Native
 code that releases the GIL (uvloop's I/O, most of numpy) is not seen.
 
-    python -m kserve_gitops.serving.profile --runtime sklearnserver --server-args "..."
+    kgops profile --runtime sklearnserver --server-args "..."
 
 Prints a table of the shares and writes py-spy's collapsed stacks beside it (--out).
 """
@@ -12,8 +12,7 @@ Prints a table of the shares and writes py-spy's collapsed stacks beside it (--o
 from __future__ import annotations
 
 # Locust (via bench and loadtest) monkey-patches the standard library with gevent: import first.
-from kserve_gitops import bench  # isort: skip
-
+from kserve_gitops.bench import local as bench  # isort: skip
 import argparse
 import shlex
 import shutil
@@ -24,8 +23,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops import paths
-from kserve_gitops.serving import runtimes, sidebyside
+from kserve_gitops.bench import sidebyside
+from kserve_gitops.repo import paths
+from kserve_gitops.serving import runtimes
 from kserve_gitops.serving.stacks import shares
 
 
@@ -66,7 +66,7 @@ def table(counts: Counter[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kserve_gitops.serving.profile", description=__doc__)
+    p = argparse.ArgumentParser(prog="kgops profile", description=__doc__)
     p.add_argument("--config", choices=[c.name for c in sidebyside.CONFIGS], required=True)
     p.add_argument("--protocol", choices=("v1", "v2"), default="v2")
     p.add_argument("--rate", type=float, default=200.0, help="offered req/s (default 200)")

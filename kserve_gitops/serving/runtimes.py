@@ -7,8 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from kserve_gitops import server
-from kserve_gitops.serving import mlserver
+from kserve_gitops.serving import mlserver, server
 
 RUNTIMES = ("sklearnserver", "mlserver")
 PROTOCOLS = {"sklearnserver": ("v1", "v2"), "mlserver": ("v2",)}

@@ -7,7 +7,7 @@ optional `sources.tsv` whose `files_sha256` each copy must match); online, from 
 repository the manifests name, pulled with the Helm SDK. Every use checks that Chart.yaml
 names the chart and version asked for and that the files are the ones cached.
 
-    python -m kserve_gitops.upstream.charts      # fill the cache for every environment
+    kgops charts      # fill the cache for every environment
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from kserve_gitops import files, paths, platform, render
-from kserve_gitops.render import RenderError
+from kserve_gitops.checks import components
+from kserve_gitops.repo import files, paths, render
+from kserve_gitops.repo.render import RenderError
 from kserve_gitops.upstream import tables
 
 CACHE_DIR = paths.CACHE / "charts"
@@ -58,13 +59,13 @@ def required(envs: list[str] | None = None) -> list[ChartRef]:
     for env in envs or render.environment_names():
         found |= {
             ChartRef(r.chart, r.version, r.repository)
-            for layer in platform.layers(env)
+            for layer in components.layers(env)
             for r in layer.releases
             if not r.local
         }
         found |= {
             ChartRef(c.chart, c.version, c.repository)
-            for c in platform.argocd_components(env)
+            for c in components.argocd_components(env)
             if c.chart and not c.chart.startswith("./")
         }
     return sorted(found)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from kserve_gitops import paths
+from kserve_gitops.repo import paths
 
 
 def read_tsv(

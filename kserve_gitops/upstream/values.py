@@ -25,8 +25,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from kserve_gitops import files, paths, platform, schemas
-from kserve_gitops.render import Obj, RenderError
+from kserve_gitops.checks import components, kube_schemas
+from kserve_gitops.repo import files, paths
+from kserve_gitops.repo.render import Obj, RenderError
 from kserve_gitops.upstream import charts
 from kserve_gitops.upstream.charts import ChartRef
 
@@ -67,7 +68,7 @@ class Outcome:
 
 def installs(env: str) -> list[Install]:
     """The upstream chart releases Flux installs in `env` (Argo CD passes the same files:
-    platform.differences checks it), in install order."""
+    components.differences checks it), in install order."""
     return [
         Install(
             r.name,
@@ -76,7 +77,7 @@ def installs(env: str) -> list[Install]:
             r.values,
             r.values_file or f"HelmRelease/{r.name} ({layer.path})",
         )
-        for layer in platform.layers(env)
+        for layer in components.layers(env)
         for r in layer.releases
         if not r.local
     ]
@@ -85,7 +86,7 @@ def installs(env: str) -> list[Install]:
 @cache
 def kube_version() -> str:
     """The Kubernetes version the charts render for: the cluster's, from versions.yaml."""
-    return f"v{platform.load_versions()['kubernetes']['version']}"
+    return f"v{components.load_versions()['kubernetes']['version']}"
 
 
 @cache
@@ -332,5 +333,5 @@ def check_environments(envs: list[str]) -> Outcome:
     outcome.objects = [Obj(f"{', '.join(s)} -> {t}", body) for s, t, body in rendered.values()]
     # Custom resources a chart renders may have their CRD from another chart (cert-manager's
     # Certificate in kserve-resources): the CRDs these releases install define their schemas.
-    outcome.crd_validators = schemas.crd_validators(o.body for o in outcome.objects)
+    outcome.crd_validators = kube_schemas.crd_validators(o.body for o in outcome.objects)
     return outcome

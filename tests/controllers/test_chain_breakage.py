@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from kserve_gitops import paths
-from kserve_gitops.cluster import CommandError, Runner
 from kserve_gitops.controllers import binaries as controller_binaries
-from kserve_gitops.e2e import Executor
-from kserve_gitops.e2e_plan import MODEL, NotRun, ObserveChain, build
+from kserve_gitops.e2e.plan import MODEL, NotRun, ObserveChain, build
+from kserve_gitops.e2e.run import Executor
+from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
+from kserve_gitops.repo import paths
 from tests.kwok_helpers import need_binaries
 
 pytestmark = pytest.mark.kwok

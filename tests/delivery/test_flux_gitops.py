@@ -23,11 +23,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kserve_gitops import crds, paths
-from kserve_gitops.cluster import CommandError
 from kserve_gitops.delivery import flux, sources
 from kserve_gitops.delivery.e2e import FluxCluster
+from kserve_gitops.e2e.tools import CommandError
 from kserve_gitops.localcluster import binaries
+from kserve_gitops.repo import paths
+from kserve_gitops.upstream import crds
 from tests.kwok_helpers import need_binaries
 
 pytestmark = pytest.mark.kwok

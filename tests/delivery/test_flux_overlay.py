@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kserve_gitops import crds, paths, platform, render
+from kserve_gitops.checks import components
 from kserve_gitops.delivery import flux
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS
+from kserve_gitops.repo import paths, render
+from kserve_gitops.upstream import crds
 
 GIT = "http://127.0.0.1:37490/kserve-gitops.git"
 CHARTS = "http://127.0.0.1:37491"
@@ -46,7 +48,7 @@ def test_chart_sources_are_every_helm_and_oci_repository_of_the_layers() -> None
     kinds = {(s.kind, s.name) for s in srcs}
     assert ("OCIRepository", "kserve-crd") in kinds
     assert ("HelmRepository", "istio") in kinds
-    layers = {lay.name for lay in platform.layers("dev")}
+    layers = {lay.name for lay in components.layers("dev")}
     assert {s.layer for s in srcs} <= layers
 
 
@@ -188,7 +190,7 @@ def test_cluster_ports_move_past_a_port_in_use() -> None:
 
 
 def test_flux_pins_are_one_distribution_and_match_the_crd_pins() -> None:
-    versions = platform.load_versions()
+    versions = components.load_versions()
     pinned = {b.name: b.version for b in binaries.flux_pinned(versions)}
     assert set(pinned) == set(binaries.FLUX_CONTROLLERS)
     tags = {
@@ -198,7 +200,7 @@ def test_flux_pins_are_one_distribution_and_match_the_crd_pins() -> None:
 
 
 def test_flux_pins_missing_version_is_named() -> None:
-    versions = platform.load_versions()
+    versions = components.load_versions()
     broken = {
         **versions,
         "flux": {k: v for k, v in versions["flux"].items() if k != "helmController"},

@@ -1,0 +1,1 @@
+"""The checks behind `make validate`: schemas, policies, pins, platform consistency."""

@@ -1,0 +1,255 @@
+"""`make validate`: render every chart scenario, every environment and every kustomization,
+and check it all strictly. Every problem is reported (file, field, what was expected) before
+the non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yamale
+
+from kserve_gitops.checks import argocd, components, kube_schemas, policy
+from kserve_gitops.repo import paths, render
+from kserve_gitops.repo.render import Obj, RenderError
+from kserve_gitops.upstream import crds
+from kserve_gitops.upstream import values as upstream_values
+
+# Repository config files and the yamale schema each must satisfy.
+CONFIG_SCHEMAS: tuple[tuple[str, str], ...] = (
+    ("versions.yaml", "versions.yaml"),
+    ("environments/*/environment.yaml", "environment.yaml"),
+    ("config/slo.yaml", "slo.yaml"),
+    ("models/*/train.yaml", "train.yaml"),
+    ("models/*/registry.yaml", "registry.yaml"),
+    ("config/canary.yaml", "canary.yaml"),
+)
+KUBE_VERSION = f"v{kube_schemas.KUBE_VERSION}.0"
+
+
+@dataclass
+class Report:
+    errors: list[str] = field(default_factory=list)
+    checked: dict[str, Counter[str]] = field(default_factory=dict)
+    files: int = 0
+    seen: set[tuple[str, str]] = field(default_factory=set)
+    not_run: list[str] = field(default_factory=list)  # checks skipped: never reported as passed
+
+    def first_sight(self, group: str, obj: Obj) -> bool:
+        """An overlay's build repeats its layers' objects: check and count each one once."""
+        key = (group, json.dumps(obj.body, sort_keys=True))
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        self.checked.setdefault(group, Counter())[obj.kind] += 1
+        return True
+
+
+def check_config_files(report: Report, root: Path) -> None:
+    for pattern, schema_name in CONFIG_SCHEMAS:
+        schema_path = root / "schemas" / schema_name
+        for path in sorted(root.glob(pattern)):
+            report.files += 1
+            if not schema_path.is_file():
+                report.errors.append(f"{paths.rel(path)}: no yamale schema schemas/{schema_name}")
+                continue
+            try:
+                schema = yamale.make_schema(str(schema_path))
+                yamale.validate(schema, yamale.make_data(str(path)))
+            except yamale.YamaleError as exc:
+                for result in exc.results:
+                    report.errors += [f"{paths.rel(path)}: {e}" for e in result.errors]
+            except Exception as exc:  # yamale raises plain parser errors for malformed YAML
+                report.errors.append(f"{paths.rel(path)}: {exc}")
+
+
+def check_promotion_order(report: Report, envs: list[str]) -> None:
+    """The environments on disk are the ones the harness knows, each promoting to the next."""
+    if sorted(envs) != sorted(paths.ENVIRONMENT_NAMES):
+        report.errors.append(
+            f"environments/: found {', '.join(envs) or 'none'}; expected "
+            f"{', '.join(paths.ENVIRONMENT_NAMES)} (kserve_gitops/repo/paths.py ENVIRONMENT_NAMES)"
+        )
+        return
+    order = paths.ENVIRONMENT_NAMES
+    for env, after in zip(order, [*order[1:], None], strict=True):
+        try:
+            got = render.environment(env).get("promotesTo")
+        except RenderError as exc:
+            report.errors.append(str(exc))
+            continue
+        if got != after:
+            report.errors.append(
+                f"environments/{env}/environment.yaml: promotesTo: expected "
+                f"{after or 'no value (last in promotion order)'}, got {got}"
+            )
+
+
+def check_objects(
+    report: Report, group: str, objs: list[Obj], extra: kube_schemas.Validators | None = None
+) -> None:
+    for obj in objs:
+        if not report.first_sight(group, obj):
+            continue
+        try:
+            violations = kube_schemas.check(obj.body, extra)
+        except kube_schemas.SchemaNotFound as exc:
+            report.errors.append(f"{obj.source}: {obj.ref}: {exc}")
+            continue
+        report.errors += [f"{obj.source}: {obj.ref}: {v}" for v in violations]
+
+
+def check_chart(report: Report, chart_dir: Path) -> None:
+    """helm lint and a strict render of every ci/*-values.yaml scenario (as chart-testing does:
+    a chart may require values, such as a model's storageUri, that have no sane default)."""
+    import helm_python as helm
+
+    scenarios = sorted((chart_dir / "ci").glob("*-values.yaml"))
+    if not scenarios:
+        report.errors.append(f"{paths.rel(chart_dir)}/ci/: no *-values.yaml scenario")
+    group = f"chart {chart_dir.name}"
+    for scenario in scenarios:
+        source = paths.rel(scenario)
+        try:
+            values = render.model_values(scenario)
+        except RenderError as exc:
+            report.errors.append(str(exc))
+            continue
+        lint = helm.lint(chart_dir, values, strict=True, kube_version=KUBE_VERSION)
+        for msg in lint.get("messages") or []:
+            if msg.get("severity", 0) >= 2:
+                report.errors.append(f"{source}: helm lint: {msg.get('path')}: {msg.get('error')}")
+        try:
+            objs = render.render_chart(chart_dir, values, chart_dir.name, "default", source)
+        except RenderError as exc:
+            report.errors.append(str(exc))
+            continue
+        check_objects(report, group, objs)
+
+
+def _group_of(path: Path) -> str:
+    """The environment a kustomization belongs to, else its top-level directory (shared bases)."""
+    parts = Path(paths.rel(path)).parts
+    envs = set(render.environment_names())
+    return next((p for p in parts if p in envs), f"{parts[0]} (shared)")
+
+
+def check_kustomizations(report: Report, dirs: list[Path]) -> None:
+    def build(d: Path) -> tuple[Path, list[dict[str, Any]] | str]:
+        try:
+            return d, render.kustomize_build(d)
+        except RenderError as exc:
+            return d, str(exc)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for d, built in pool.map(build, dirs):
+            if isinstance(built, str):
+                report.errors.append(built)
+                continue
+            source = f"kustomize build {paths.rel(d)}"
+            objs = [Obj(source, body) for body in built]
+            check_objects(report, _group_of(d), objs)
+
+
+def check_environment(report: Report, env: str) -> None:
+    """The models from their values files, and the Applications Argo CD's ApplicationSet
+    would generate (its CRD does not check the template it embeds)."""
+    for produce in (render.render_models, _argocd_applications):
+        try:
+            objs = produce(env)
+        except RenderError as exc:
+            report.errors.append(str(exc))
+            continue
+        check_objects(report, env, objs)
+
+
+def check_upstream_values(report: Report, envs: list[str]) -> None:
+    """The values files passed to upstream charts (kserve_gitops/upstream/values.py), from the
+    chart cache. A chart not cached leaves its checks not run: said so, and an error in CI."""
+    outcome = upstream_values.check_environments(envs)
+    report.errors += outcome.problems
+    check_objects(report, "upstream charts", outcome.objects, outcome.crd_validators)
+    if outcome.missing and os.environ.get("CI"):
+        report.errors += outcome.missing.values()
+    elif outcome.missing:
+        report.not_run.append(
+            "values files of upstream charts (values schema, strict render, no-effect keys): "
+            f"{', '.join(outcome.missing)} not in .cache/charts; run `make charts` online, or "
+            "set CHART_DIR to a folder of charts (CI uses ../shared/charts)"
+        )
+
+
+def _argocd_applications(env: str) -> list[Obj]:
+    return [Obj(f"argocd/{env} ApplicationSet", app) for app in argocd.generated(env)]
+
+
+def run(root: Path, progress: Callable[[str], None]) -> Report:
+    report = Report()
+    progress("CRDs: checking the pinned cache")
+    crds.ensure()
+    progress("config files: yamale schemas")
+    check_config_files(report, root)
+    for chart_dir in sorted(p.parent for p in (root / "charts").glob("*/Chart.yaml")):
+        progress(f"chart {chart_dir.name}: helm lint, values schema, render")
+        check_chart(report, chart_dir)
+    envs = render.environment_names()
+    check_promotion_order(report, envs)
+    for env in envs:
+        progress(f"environment {env}: models and generated Argo CD Applications")
+        check_environment(report, env)
+    # Deepest first: an object is reported from the smallest kustomization that declares it.
+    dirs = sorted(render.kustomization_dirs(root), key=lambda d: (-len(d.parts), d))
+    progress(f"kustomizations: {len(dirs)} directories")
+    check_kustomizations(report, dirs)
+    progress("upstream charts: values schema, strict render, values with no effect")
+    check_upstream_values(report, envs)
+    progress("consistency: versions.yaml, Flux and Argo CD agree per environment")
+    report.errors += components.problems(envs)
+    progress("security policies (kserve_gitops/checks/policy.py) and the credential scan")
+    report.errors += policy.problems(envs)
+    return report
+
+
+def print_summary(report: Report, seconds: float) -> None:
+    total = sum(sum(c.values()) for c in report.checked.values())
+    print(f"\nchecked {total} objects and {report.files} config files in {seconds:.1f}s")
+    for group in sorted(report.checked):
+        counts = report.checked[group]
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
+        print(f"  {group:<24} {sum(counts.values()):>4}  {kinds}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    progress = (lambda _m: None) if args.quiet else (lambda m: print(f"> {m}", flush=True))
+    try:
+        report = run(paths.ROOT, progress)
+    except (crds.CRDError, RenderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print_summary(report, time.monotonic() - started)
+    for skipped in report.not_run:
+        print(f"\nNOT RUN (not passed): {skipped}")
+    if report.errors:
+        print(f"\n{len(report.errors)} error(s):", file=sys.stderr)
+        for err in report.errors:
+            print(f"  - {err}", file=sys.stderr)
+        return 1
+    print("validation passed" + (" (with checks NOT RUN, see above)" if report.not_run else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The e2e: the ordered plan, its executor, and the tools it drives."""

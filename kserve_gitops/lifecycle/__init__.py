@@ -1,0 +1,1 @@
+"""The model lifecycle: training, the registry, the quality gate and rollouts as Git changes."""

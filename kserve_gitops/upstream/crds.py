@@ -1,0 +1,142 @@
+"""The CRD cache: upstream CRDs at pinned versions, sha256-checked, from a local folder
+(CRD_DIR) or downloaded from the pinned URLs. `make crds` fills it; validation reads it.
+
+A pin with a `gomodule` column (Flux's controllers) that CRD_DIR does not hold is read from
+that Go module at the pinned tag (`go mod download`, the module proxy): the controllers the
+Flux e2e builds come from the same modules."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from kserve_gitops.repo import files, paths
+from kserve_gitops.upstream import tables
+
+PINS = paths.CONFIG / "crds.tsv"
+CACHE_DIR = paths.CACHE / "crds"
+
+
+class CRDError(Exception):
+    """A CRD that is missing, unreadable or not the pinned bytes."""
+
+
+@dataclass(frozen=True)
+class Pin:
+    file: str
+    upstream: str
+    tag: str
+    sha256: str
+    url: str
+    path: str = ""  # in the upstream repository (and Go module)
+    gomodule: str = ""  # the Go module holding `path` at `tag`, if any
+
+
+def pins(pin_file: Path = PINS) -> list[Pin]:
+    columns = ("file", "upstream", "tag", "sha256", "url")
+    rows = tables.read_tsv(pin_file, columns, CRDError, "CRD pin list")
+    return [
+        Pin(
+            r["file"],
+            r["upstream"],
+            r["tag"],
+            r["sha256"].lower(),
+            r["url"],
+            r.get("path") or "",
+            r.get("gomodule") or "",
+        )
+        for r in rows
+    ]
+
+
+def _from_module(pin: Pin) -> tuple[bytes, str]:
+    proc = subprocess.run(
+        ["go", "mod", "download", "-json", f"{pin.gomodule}@{pin.tag}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        info = json.loads(proc.stdout)
+    except ValueError:
+        info = {"Error": proc.stderr.strip()}
+    if "Dir" not in info:
+        raise CRDError(f"{pin.gomodule}@{pin.tag}: {pin.file} not in CRD_DIR, nor from the Go "
+                       f"module proxy: {info.get('Error') or proc.stderr.strip()}")  # fmt: skip
+    src = Path(info["Dir"]) / pin.path
+    return src.read_bytes(), f"{pin.gomodule}@{pin.tag}/{pin.path}"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check(pin: Pin, data: bytes, origin: str) -> bytes:
+    got = _sha256(data)
+    if got != pin.sha256:
+        raise CRDError(
+            f"{origin}: sha256 mismatch for {pin.file} ({pin.upstream} {pin.tag}): "
+            f"expected {pin.sha256}, got {got}"
+        )
+    return data
+
+
+def _fetch(pin: Pin) -> tuple[bytes, str]:
+    """The pinned bytes from CRD_DIR when set, else from the pinned URL."""
+    crd_dir = os.environ.get("CRD_DIR")
+    if crd_dir:
+        src = Path(crd_dir) / pin.file
+        if pin.gomodule and not src.is_file():
+            return _from_module(pin)
+        try:
+            return src.read_bytes(), str(src)
+        except OSError as exc:
+            raise CRDError(f"{src}: cannot read {pin.file} from CRD_DIR ({exc.strerror})") from exc
+    try:
+        with urllib.request.urlopen(pin.url, timeout=60) as resp:
+            return resp.read(), pin.url
+    except OSError as exc:
+        raise CRDError(
+            f"{pin.url}: download of {pin.file} failed ({exc}); offline, set CRD_DIR to a folder "
+            "holding the pinned CRDs"
+        ) from exc
+
+
+def ensure(cache_dir: Path = CACHE_DIR, pin_file: Path = PINS, quiet: bool = True) -> list[Path]:
+    """Every pinned CRD in the cache, fetched when absent; each one's sha256 checked."""
+    cached: list[Path] = []
+    for pin in pins(pin_file):
+        dest = cache_dir / pin.file
+        if dest.is_file():
+            _check(pin, dest.read_bytes(), paths.rel(dest))
+        else:
+            data, origin = _fetch(pin)
+            files.write_bytes(dest, _check(pin, data, origin))
+            if not quiet:
+                print(f"fetched {pin.file} ({pin.upstream} {pin.tag}) from {origin}")
+        cached.append(dest)
+    return cached
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        description="Fill the CRD cache from CRD_DIR or the pinned URLs, sha256-checked."
+    ).parse_args(argv)
+    try:
+        files = ensure(quiet=False)
+    except CRDError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(files)} CRD files pinned and verified in {paths.rel(CACHE_DIR)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

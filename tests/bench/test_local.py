@@ -1,0 +1,71 @@
+"""make bench: a tiny run of the real benchmark (one config, short steps) into a temp dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.load_helpers import free_port
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_results_markdown_and_plot(kgops, tmp_path: Path):
+    out, plot, results = tmp_path / "BENCH.md", tmp_path / "img" / "b.png", tmp_path / "r.json"
+    result = kgops(
+        "bench", "--settings", "tuned", "--workers", "1", "--protocols", "v2",
+        "--fixed-duration", "1", "--step-duration", "1", "--max-rate", "200", "--no-wrk",
+        "--generator-workers", "2", "--generator-max-rate", "600", "--no-runtimes",
+        "--fast-port", str(free_port()), "--master-port", str(free_port()),
+        "--out", str(out), "--plot", str(plot), "--results", str(results),
+        timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads(results.read_text())
+    [config] = data["configs"]
+    assert (config["setting"], config["workers"], config["protocol"]) == ("tuned", 1, "v2")
+    assert config["fixed"]["requests"] == 80 and config["fixed"]["errors"] == 0
+    assert config["fixed"]["latency_ms"]["p99"] >= config["fixed"]["latency_ms"]["p50"] > 0
+    # Doubling from 100 until a step fails (200 is the ceiling), then each step lies between
+    # the best passing and the lowest failing rate so far.
+    steps = config["steps"]
+    assert steps[0]["rate"] == 100
+    low, high = 0.0, float("inf")
+    for i, step in enumerate(steps):
+        if step["attempt"] == 2:  # a failing step is measured once more at the same rate
+            assert not steps[i - 1]["pass"] and steps[i - 1]["rate"] == step["rate"]
+        else:
+            assert low < step["rate"] < high and step["rate"] <= 200
+        if step["pass"]:
+            low = step["rate"]
+        elif step["attempt"] == 2:
+            high = step["rate"]
+        within = step["latency_ms"]["p99"] <= 50 and step["achieved_rps"] >= 0.95 * step["rate"]
+        assert step["pass"] == (step["errors"] == 0 and within)
+    assert config["max"] is None if low == 0 else config["max"]["rate"] == low
+    assert data["machine"]["cores"] >= 1 and data["machine"]["cpu"]
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    text = out.read_text()
+    assert "## Machine" in text and data["machine"]["cpu"] in text
+    assert "| tuned | v2 | 1 |" in text
+    assert "![benchmark](img/b.png)" in text
+    assert "wrk cross-check skipped: --no-wrk" in text
+    # The generator's own limit: 2 workers against the fast server, from 250 req/s up to 600.
+    [limit] = data["generator"]["limits"]
+    assert limit["workers"] == 2 and limit["steps"][0]["rate"] == 250
+    for step in limit["steps"]:
+        assert step["requests"] == step["rate"] or not step["pass"]  # 1 s steps
+        assert step["generator_cpu_ms_per_request"] > 0
+    assert "## Load generator limits" in text and "\n| 2 | " in text
+    assert "unless --no-runtimes" in text and "runtimes" not in data
+
+    # The markdown and the plot can be rebuilt from the saved results without measuring.
+    out.unlink()
+    plot.unlink()
+    rebuilt = kgops(
+        "bench", "--from-results", "--out", str(out), "--plot", str(plot),
+        "--results", str(results), timeout=60,
+    )  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert out.read_text() == text and plot.is_file()

@@ -1,0 +1,233 @@
+"""Flux and Argo CD deliver the same platform in the same order per environment, every
+reference resolves, and a broken input (in a throwaway copy of the repository) fails."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from kserve_gitops.checks import argocd, components
+from kserve_gitops.repo import paths, render
+
+ENVS = paths.ENVIRONMENT_NAMES
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_both_tools_install_the_same_components_in_the_same_order(env: str) -> None:
+    flux, argo = components.flux_components(env), components.argocd_components(env)
+    assert components.differences(env) == []
+    assert sorted(flux, key=lambda c: (c.wave, c.key)) == sorted(
+        argo, key=lambda c: (c.wave, c.key)
+    )
+    order = [c.key for c in sorted(flux, key=lambda c: c.wave)]
+    assert order[:2] == ["istio-base", "kserve-crd"]
+    # Models and monitoring both follow the kserve layer, independently of each other.
+    assert set(order[-2:]) == {"sklearn-iris", f"environments/{env}/platform/monitoring"}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_each_environment_has_exactly_its_components(env: str) -> None:
+    names = sorted(c.key if c.chart else c.layer for c in components.flux_components(env))
+    assert names == sorted(components.EXPECTED_COMPONENTS)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_flux_layers_chain_by_depends_on(env: str) -> None:
+    layers = components.layers(env)
+    assert [lay.name for lay in layers] == [
+        "platform-crds",
+        "platform-controllers",
+        "platform-configs",
+        "platform-kserve",
+        "models",
+        "platform-monitoring",
+    ]
+    for before, after in itertools.pairwise(layers[:-1]):
+        assert after.depends_on == (before.name,)
+    # The monitors and alerts exist even while a model fails to become Ready.
+    assert layers[-1].depends_on == ("platform-kserve",)
+    cluster = render.kustomize_build(paths.ROOT / "clusters" / env)
+    for ks in (o for o in cluster if o["kind"] == "Kustomization"):
+        assert ks["spec"]["wait"] is True and ks["spec"]["prune"] is True
+        assert ks["spec"]["sourceRef"] == {"kind": "GitRepository", "name": "kserve-gitops"}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_referenced_path_and_values_file_exists(env: str) -> None:
+    for layer in components.layers(env):
+        assert (paths.ROOT / layer.path / "kustomization.yaml").is_file()
+        for r in layer.releases:
+            assert r.values_file and (paths.ROOT / r.values_file).is_file(), r.name
+    for app in argocd.applications(env):
+        for f in app.value_files:
+            assert (paths.ROOT / f).is_file(), (app.name, f)
+        if app.path:
+            assert (paths.ROOT / app.path).is_dir(), app.path
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_flux_and_argo_read_the_same_values_files(env: str) -> None:
+    flux = {r.name: r for lay in components.layers(env) for r in lay.releases}
+    for app in argocd.applications(env):
+        if app.chart:
+            assert app.value_files == (flux[app.component].values_file,), app.name
+            values = render.load_yaml_file(paths.ROOT / app.value_files[0]) or {}
+            assert values == flux[app.component].values
+
+
+def test_environments_differ_where_they_should() -> None:
+    def release(env: str, name: str) -> components.Release:
+        return next(r for lay in components.layers(env) for r in lay.releases if r.name == name)
+
+    def autoscaler(env: str) -> dict[str, str]:
+        (ks,) = [
+            m
+            for lay in components.layers(env)
+            for m in lay.manifests
+            if m["kind"] == "KnativeServing"
+        ]
+        return ks["spec"]["config"]["autoscaler"], ks["spec"]["high-availability"]["replicas"]
+
+    assert autoscaler("dev")[0]["enable-scale-to-zero"] == "true"
+    assert autoscaler("prod")[0]["enable-scale-to-zero"] == "false"
+    assert autoscaler("dev")[1] == 1 and autoscaler("prod")[1] >= 2
+    assert release("dev", "istiod").values["pilot"]["replicaCount"] == 1
+    assert release("prod", "istiod").values["pilot"]["autoscaleMin"] >= 2
+    assert release("prod", "cert-manager").values["webhook"]["replicaCount"] >= 2
+    apps = {env: argocd.applications(env) for env in ENVS}
+    assert all(a.automated for a in apps["dev"]) and not any(a.automated for a in apps["prod"])
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_knative_tag_resolution_skips_a_per_environment_list(env: str) -> None:
+    """Knative's default skip list reaches every environment's KnativeServing, merged with the
+    environment's own deployment settings (prod's queue-proxy resources)."""
+    (ks,) = [
+        m for lay in components.layers(env) for m in lay.manifests if m["kind"] == "KnativeServing"
+    ]
+    deployment = ks["spec"]["config"]["deployment"]
+    skipped = deployment["registries-skipping-tag-resolving"].split(",")
+    assert {"kind.local", "ko.local", "dev.local"} <= set(skipped), skipped
+    assert all(r and r == r.strip() and "/" not in r for r in skipped), skipped
+    if env == "prod":
+        assert deployment["queue-sidecar-cpu-request"] == "250m"
+
+
+def test_argo_sync_options_where_upstream_needs_them() -> None:
+    apps = {a.component: a for a in argocd.applications("dev")}
+    assert "ServerSideApply=true" in apps["kserve-crd"].sync_options  # ~2 MB CRD
+    for late in ("knative-serving", "kserve-runtime-configs", "sklearn-iris"):
+        assert "SkipDryRunOnMissingResource=true" in apps[late].sync_options
+    # Which fields are ignored, and that no other is, is tests/checks/test_drift.py's subject.
+    ignored = {
+        (d["kind"], p) for d in apps["istiod"].spec["ignoreDifferences"] for p in d["jsonPointers"]
+    }
+    assert ("ValidatingWebhookConfiguration", "/webhooks/0/failurePolicy") in ignored
+
+
+def test_go_template_subset_renders_like_argo() -> None:
+    text = '{{- if eq .kind "a" }}A {{ .x.y }}{{- else if eq .kind "b" }}B{{- else }}C{{- end }}'
+    assert argocd.render_template(text, {"kind": "a", "x": {"y": 1}}, "t") == "A 1"
+    assert argocd.render_template(text, {"kind": "b"}, "t") == "B"
+    assert argocd.render_template(text, {"kind": "z"}, "t") == "C"
+    assert argocd.render_template('{{ trimPrefix "./" .p }}', {"p": "./c"}, "t") == "c"
+    with pytest.raises(render.RenderError, match="lacks"):
+        argocd.render_template("{{ .missing }}", {}, "t")
+    with pytest.raises(render.RenderError, match="unsupported"):
+        argocd.render_template("{{ printf .x }}", {"x": 1}, "t")
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path}: {old!r} not found"
+    path.write_text(text.replace(old, new, 1))
+
+
+BREAKAGES = {
+    "flux dependsOn removed": (
+        "clusters/staging/platform-kserve.yaml",
+        "  dependsOn:\n    - name: platform-configs\n",
+        "",
+        "staging: Flux: kserve-resources (step 0) must come after",
+    ),
+    "argo sync wave collapsed": (
+        "argocd/base/applicationset.yaml",
+        "wave: '5'",  # kserve-runtime-configs, one step after kserve-resources
+        "wave: '4'",
+        "Argo CD: kserve-runtime-configs (step 4) must come after kserve-resources (step 4)",
+    ),
+    "argo values file path wrong": (
+        "argocd/base/applicationset.yaml",
+        "/values/{{ .name }}.yaml",
+        "/values/{{ .name }}.yml",
+        "values file environments/dev/platform/crds/values/istio-base.yml does not exist",
+    ),
+    "flux path missing": (
+        "clusters/prod/models.yaml",
+        "path: ./environments/prod/models",
+        "path: ./environments/prod/model",
+        "spec.path environments/prod/model has no kustomization.yaml",
+    ),
+    "domain out of step": (
+        "environments/staging/platform/configs/knative-serving.yaml",
+        "staging.kserve.example.com",
+        "stage.kserve.example.com",
+        "staging: KnativeServing spec.config.domain ['stage.kserve.example.com']",
+    ),
+    "model values break the chart schema": (
+        "environments/dev/models/sklearn-iris.yaml",
+        "model:\n",
+        "model:\n  notAChartValue: 1\n",
+        "dev: Flux HelmRelease/sklearn-iris: values:",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKAGES))
+def test_the_check_fails_on_broken_input(case: str, repo_copy: Path, kgops) -> None:
+    file, old, new, expected = BREAKAGES[case]
+    _edit(repo_copy / file, old, new)
+    proc = kgops("platform", "--check", root=repo_copy)
+    assert proc.returncode == 1, proc.stdout
+    assert expected in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "field"),
+    [
+        (
+            "clusters/dev/platform-crds.yaml",
+            "  prune: true\n",
+            "  prune: true\n  pruning: all\n",
+            "pruning",
+        ),
+        (
+            "platform/kserve/kserve-resources.yaml",
+            "  interval: 30m\n",
+            "  interval: 30m\n  chartVersion: v0.20.0\n",
+            "chartVersion",
+        ),
+        (
+            "argocd/base/appproject.yaml",
+            "  sourceRepos:\n",
+            "  sourceRepo: []\n  sourceRepos:\n",
+            "sourceRepo",
+        ),
+        (  # inside the ApplicationSet's template: caught on the generated Applications
+            "argocd/base/applicationset.yaml",
+            "      project: kserve-platform\n",
+            "      project: kserve-platform\n      syncWindow: nightly\n",
+            "syncWindow",
+        ),
+    ],
+)
+def test_validate_names_file_and_unknown_field(
+    file: str, old: str, new: str, field: str, repo_copy: Path, kgops
+) -> None:
+    _edit(repo_copy / file, old, new)
+    proc = kgops("validate", "-q", root=repo_copy)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert any(field in line and Path(file).parent.name in line for line in out.splitlines()), out

@@ -1,0 +1,347 @@
+"""Security policies: every environment and chart scenario passes them, and each rule catches a
+violation (a broken object, or a broken copy of the repository run through the CLI)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kserve_gitops.checks import policy
+from kserve_gitops.repo import render
+from kserve_gitops.repo.render import Obj
+from tests.conftest import Kgops
+
+ENVS = ("dev", "staging", "prod")
+
+
+@pytest.fixture(scope="module")
+def env_objects() -> dict[str, list[Obj]]:
+    return {env: render.environment_objects(env) for env in ENVS}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_environment_passes(env_objects: dict[str, list[Obj]], env: str) -> None:
+    objs = env_objects[env]
+    assert {"InferenceService", "Namespace", "PeerAuthentication", "NetworkPolicy"} <= {
+        o.kind for o in objs
+    }
+    assert policy.check_objects(objs, policy.context(env), environment=True) == []
+
+
+def test_every_chart_scenario_passes() -> None:
+    assert policy.check_chart_scenarios() == []
+
+
+def test_the_repository_has_no_credential() -> None:
+    assert policy.scan_repository() == []
+
+
+def _isvc(objs: list[Obj]) -> dict[str, Any]:
+    return copy.deepcopy(next(o.body for o in objs if o.kind == "InferenceService"))
+
+
+def _with(objs: list[Obj], kind: str, change: Callable[[dict[str, Any]], None]) -> list[Obj]:
+    """The environment's objects with every object of `kind` changed in place (a copy)."""
+    out = []
+    for o in objs:
+        body = copy.deepcopy(o.body)
+        if o.kind == kind:
+            change(body)
+        out.append(Obj(o.source, body))
+    return out
+
+
+def _model(body: dict[str, Any]) -> dict[str, Any]:
+    return body["spec"]["predictor"]["model"]
+
+
+def _pod() -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x", "namespace": "models"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "example.com/app:1.2.3",
+                            "resources": {
+                                "requests": {"cpu": "10m", "memory": "16Mi"},
+                                "limits": {"cpu": "10m", "memory": "16Mi"},
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                }
+            }
+        },
+    }
+
+
+def _container(body: dict[str, Any]) -> dict[str, Any]:
+    return body["spec"]["template"]["spec"]["containers"][0]
+
+
+# Object rules: (rule, how to break the InferenceService or a Deployment, field reported).
+OBJECT_BREAKS: list[tuple[str, str, Callable[[dict[str, Any]], None], str]] = [
+    ("PSS-NONROOT", "isvc", lambda b: _model(b)["securityContext"].pop("runAsNonRoot"),
+     "spec.predictor.model.securityContext.runAsNonRoot"),
+    ("PSS-NONROOT", "pod", lambda b: _container(b).setdefault("securityContext", {}).update(
+        runAsUser=0), "spec.template.spec.containers.0.securityContext.runAsUser"),
+    ("PSS-PRIV-ESC", "isvc",
+     lambda b: _model(b)["securityContext"].update(allowPrivilegeEscalation=True),
+     "spec.predictor.model.securityContext.allowPrivilegeEscalation"),
+    ("PSS-PRIV-ESC", "pod", lambda b: _container(b)["securityContext"].update(privileged=True),
+     "spec.template.spec.containers.0.securityContext.privileged"),
+    ("PSS-CAPS", "isvc", lambda b: _model(b)["securityContext"].pop("capabilities"),
+     "spec.predictor.model.securityContext.capabilities.drop"),
+    ("PSS-CAPS", "pod",
+     lambda b: _container(b)["securityContext"]["capabilities"].update(add=["NET_ADMIN"]),
+     "spec.template.spec.containers.0.securityContext.capabilities.add"),
+    ("PSS-SECCOMP", "isvc", lambda b: (
+        _model(b)["securityContext"].pop("seccompProfile"),
+        b["spec"]["predictor"].pop("securityContext")),
+     "spec.predictor.model.securityContext.seccompProfile.type"),
+    ("PSS-HOST", "pod", lambda b: b["spec"]["template"]["spec"].update(hostNetwork=True),
+     "spec.template.spec.hostNetwork"),
+    ("PSS-HOST", "pod", lambda b: b["spec"]["template"]["spec"].update(
+        volumes=[{"name": "h", "hostPath": {"path": "/"}}]),
+     "spec.template.spec.volumes.0.hostPath"),
+    ("RO-ROOTFS", "isvc",
+     lambda b: _model(b)["securityContext"].update(readOnlyRootFilesystem=False),
+     "spec.predictor.model.securityContext.readOnlyRootFilesystem"),
+    ("RESOURCES", "isvc", lambda b: _model(b)["resources"]["limits"].pop("memory"),
+     "spec.predictor.model.resources.limits.memory"),
+    ("RESOURCES", "pod", lambda b: _container(b).pop("resources"),
+     "spec.template.spec.containers.0.resources.requests.cpu"),
+    ("IMAGE-PINNED", "pod", lambda b: _container(b).update(image="example.com/app:latest"),
+     "spec.template.spec.containers.0.image"),
+    ("IMAGE-PINNED", "pod", lambda b: _container(b).update(image="example.com/app"),
+     "spec.template.spec.containers.0.image"),
+    ("CREDS-BY-REF", "isvc", lambda b: _model(b).update(
+        env=[{"name": "AWS_SECRET_ACCESS_KEY", "value": "literal"}]),
+     "spec.predictor.model.env.0.value"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rule", "target", "breaks", "field"),
+    OBJECT_BREAKS,
+    ids=[f"{r}-{t}-{i}" for i, (r, t, _b, _f) in enumerate(OBJECT_BREAKS)],
+)
+def test_object_rule_catches_a_violation(
+    env_objects: dict[str, list[Obj]],
+    rule: str,
+    target: str,
+    breaks: Callable[[dict[str, Any]], None],
+    field: str,
+) -> None:
+    body = _isvc(env_objects["prod"]) if target == "isvc" else _pod()
+    ctx = policy.context("prod")
+    intact = policy.check_objects([Obj("test", copy.deepcopy(body))], ctx, environment=False)
+    assert intact == []
+    breaks(body)
+    found = policy.check_objects([Obj("test", body)], ctx, environment=False)
+    assert (rule, field) in {(v.rule, v.field) for v in found}, found
+
+
+def test_digest_pinned_image_passes() -> None:
+    body = _pod()
+    _container(body)["image"] = "example.com/app@sha256:" + "a" * 64
+    assert policy.check_objects([Obj("t", body)], policy.context("dev"), environment=False) == []
+
+
+def test_secret_with_a_credential_is_caught() -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s", "namespace": "models"},
+        "stringData": {"AWS_SECRET_ACCESS_KEY": "x"},
+    }
+    found = policy.check_objects([Obj("t", secret)], policy.context("dev"), environment=False)
+    assert [(v.rule, v.field) for v in found] == [
+        ("SECRET-LITERAL", "stringData.AWS_SECRET_ACCESS_KEY")
+    ]
+
+
+def _drop_labels(b: dict[str, Any]) -> None:
+    if b["metadata"]["name"] == "models":
+        b["metadata"]["labels"].pop("pod-security.kubernetes.io/enforce")
+
+
+def _no_strict(b: dict[str, Any]) -> None:
+    b["spec"]["mtls"]["mode"] = "PERMISSIVE"
+
+
+def _open_authz(b: dict[str, Any]) -> None:
+    b["spec"]["rules"].append({"to": [{"operation": {"ports": ["8080"]}}]})
+
+
+def _foreign_principal(b: dict[str, Any]) -> None:
+    b["spec"]["rules"][0]["from"][0]["source"]["principals"].append(
+        "cluster.local/ns/default/sa/default"
+    )
+
+
+def _no_activator(b: dict[str, Any]) -> None:
+    b["spec"]["rules"][0]["from"][0]["source"]["principals"].remove(
+        "cluster.local/ns/knative-serving/sa/activator"
+    )
+
+
+def _no_default_deny(b: dict[str, Any]) -> None:
+    if b["metadata"]["name"] == "default-deny-ingress":
+        b["spec"]["podSelector"] = {"matchLabels": {"a": "b"}}
+
+
+def _foreign_namespace(b: dict[str, Any]) -> None:
+    if b["metadata"]["name"] == "predictors-allow-callers":
+        peer = b["spec"]["ingress"][0]["from"][0]
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] = "default"
+
+
+def _open_port(b: dict[str, Any]) -> None:
+    if b["metadata"]["name"] == "predictors-allow-callers":
+        b["spec"]["ingress"][0].pop("ports")
+
+
+ENV_BREAKS = [
+    ("NS-RESTRICTED", "Namespace", _drop_labels,
+     "metadata.labels.pod-security.kubernetes.io/enforce"),
+    ("MTLS-STRICT", "PeerAuthentication", _no_strict, "PeerAuthentication in models"),
+    ("AUTHZ-CALLERS", "AuthorizationPolicy", _open_authz,
+     "AuthorizationPolicy/predictors-allow-callers.spec.rules.3.from"),
+    ("AUTHZ-CALLERS", "AuthorizationPolicy", _foreign_principal,
+     "AuthorizationPolicy/predictors-allow-callers.spec.rules.0.from.0.source.principals"),
+    ("AUTHZ-CALLERS", "AuthorizationPolicy", _no_activator, "AuthorizationPolicy in models"),
+    ("NETPOL", "NetworkPolicy", _no_default_deny, "NetworkPolicy in models"),
+    ("NETPOL", "NetworkPolicy", _foreign_namespace,
+     "NetworkPolicy/predictors-allow-callers.spec.ingress.0.from.0"),
+    ("NETPOL", "NetworkPolicy", _open_port,
+     "NetworkPolicy/predictors-allow-callers.spec.ingress.0.ports"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rule", "kind", "breaks", "field"), ENV_BREAKS)
+def test_environment_rule_catches_a_violation(
+    env_objects: dict[str, list[Obj]],
+    rule: str,
+    kind: str,
+    breaks: Callable[[dict[str, Any]], None],
+    field: str,
+) -> None:
+    objs = _with(env_objects["staging"], kind, breaks)
+    found = policy.check_objects(objs, policy.context("staging"), environment=True)
+    assert (rule, field) in {(v.rule, v.field) for v in found}, found
+
+
+def test_undeclared_model_namespace_is_caught(env_objects: dict[str, list[Obj]]) -> None:
+    objs = [o for o in env_objects["dev"] if not (o.kind == "Namespace" and o.name == "models")]
+    found = policy.check_objects(objs, policy.context("dev"), environment=True)
+    assert ("NS-DECLARED", "Namespace/models") in {(v.rule, v.field) for v in found}
+
+
+def test_every_rule_has_a_violation_test() -> None:
+    tested = {r for r, *_ in OBJECT_BREAKS} | {r for r, *_ in ENV_BREAKS}
+    tested |= {"SECRET-LITERAL", "NS-DECLARED"}
+    # tests/knative/test_admission.py breaks each of these (objects and repository copies).
+    tested |= {"KNATIVE-FEATURES", "REVISION-PSS", "QOS-GUARANTEED"}
+    tested |= {"STORAGE-PROVIDED"}  # tests/checks/test_model_storage.py
+    tested |= {"MESH-ENFORCED"}  # tests/checks/test_mesh.py
+    assert tested == {rule.id for rule in policy.RULES}
+
+
+# --- the CLI on broken repository copies ------------------------------------------------------
+
+
+def test_cli_passes_on_the_repository(kgops: Kgops) -> None:
+    proc = kgops("policy")
+    assert proc.returncode == 0, proc.stderr
+    assert "0 policy violation(s) in dev, prod, staging + chart scenarios" in proc.stdout
+
+
+def test_cli_names_file_object_and_field(repo_copy: Path, kgops: Kgops) -> None:
+    values = repo_copy / "environments/prod/models/sklearn-iris.yaml"
+    values.write_text(
+        values.read_text().replace(
+            "model:\n", "model:\n  env:\n    - name: API_TOKEN\n      value: literal-token\n", 1
+        )
+    )
+    proc = kgops("policy", "--env", "prod", root=repo_copy)
+    assert proc.returncode == 1
+    assert (
+        "environments/prod/models/sklearn-iris.yaml -> inference-service/templates/"
+        "inferenceservice.yaml: InferenceService/sklearn-iris: spec.predictor.model.env.0.value: "
+        "[CREDS-BY-REF]"
+    ) in proc.stderr
+
+
+def _fake_aws_key() -> str:
+    return "AKIA" + "Q" * 16  # built at run time, so this file never holds one
+
+
+def test_secret_scan_finds_credentials_and_honours_the_allowlist(
+    repo_copy: Path, kgops: Kgops
+) -> None:
+    leak = repo_copy / "environments/dev/notes.yaml"
+    leak.write_text(f"aws: {_fake_aws_key()}\npassword: hunter2\nref: ${{SECRET}}\n")
+    key_file = repo_copy / "tests/fixtures/key.pem"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text("-----BEGIN RSA " + "PRIVATE KEY-----\nMIIB\n")
+    found = {(v.rule, v.where) for v in policy.scan_repository(repo_copy)}
+    assert found == {
+        ("AWS-ACCESS-KEY", "environments/dev/notes.yaml:1"),
+        ("KEYED-LITERAL", "environments/dev/notes.yaml:2"),
+        ("PRIVATE-KEY", "tests/fixtures/key.pem:1"),
+    }
+    proc = kgops("policy", "--env", "dev", root=repo_copy)
+    assert proc.returncode == 1 and "environments/dev/notes.yaml:1: line: [AWS-ACCESS-KEY]" in (
+        proc.stderr
+    )
+    (repo_copy / policy.ALLOWLIST).write_text(
+        "allow:\n"
+        "  - path: tests/fixtures/*\n"
+        "    rule: PRIVATE-KEY\n"
+        "    reason: a throwaway key for a parser test\n"
+    )
+    found = {(v.rule, v.where) for v in policy.scan_repository(repo_copy)}
+    assert ("PRIVATE-KEY", "tests/fixtures/key.pem:1") not in found
+    assert ("AWS-ACCESS-KEY", "environments/dev/notes.yaml:1") in found
+    (repo_copy / policy.ALLOWLIST).write_text("allow:\n  - path: x\n")
+    with pytest.raises(render.RenderError, match="path, rule and reason"):
+        policy.scan_repository(repo_copy)
+
+
+def test_rules_are_listed(kgops: Kgops) -> None:
+    proc = kgops("policy", "--rules")
+    assert proc.returncode == 0
+    for rule in policy.RULES:
+        assert rule.id in proc.stdout
+
+
+def test_make_validate_reports_policy_violations(repo_copy: Path, kgops: Kgops) -> None:
+    netpol = repo_copy / "platform/security/networkpolicies.yaml"
+    autoscaler_ports = "".join(
+        f"        - {{protocol: TCP, port: {port}}}\n" for port in (9090, 15008)
+    )
+    assert autoscaler_ports in netpol.read_text()
+    netpol.write_text(netpol.read_text().replace(autoscaler_ports, ""))
+    proc = kgops("validate", root=repo_copy)
+    assert proc.returncode == 1
+    assert (
+        "NetworkPolicy/predictors-allow-callers.spec.ingress.1.ports: [NETPOL] allows every port"
+    ) in proc.stderr

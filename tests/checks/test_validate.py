@@ -1,0 +1,153 @@
+"""`make validate` on the real repository, and on copies broken one way each: every broken
+input exits non-zero with the file and the field in the message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import Kgops
+
+PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
+TEMPLATE = "charts/inference-service/templates/inferenceservice.yaml"
+STAGING_ENV = "environments/staging/environment.yaml"
+ISVC_CRD = ".cache/crds/kserve/serving.kserve.io_inferenceservices.yaml"
+
+
+def test_repository_validates_with_a_summary_per_environment(kgops: Kgops) -> None:
+    proc = kgops("validate")
+    assert proc.returncode == 0, proc.stderr
+    assert "validation passed" in proc.stdout
+    for env in ("dev", "staging", "prod"):
+        line = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith(env + " "))
+        assert "InferenceService 1" in line and "HelmRelease" in line and "Kustomization" in line
+
+
+def _edit_yaml(path: Path, change: Callable[[dict], None]) -> None:
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _set(*keys_and_value: object) -> Callable[[dict], None]:
+    *keys, value = keys_and_value
+
+    def change(data: dict) -> None:
+        for key in keys[:-1]:
+            data = data.setdefault(key, {})
+        data[keys[-1]] = value
+
+    return change
+
+
+def _drop(*keys: str) -> Callable[[dict], None]:
+    def change(data: dict) -> None:
+        for key in keys[:-1]:
+            data = data[key]
+        del data[keys[-1]]
+
+    return change
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+BROKEN: dict[str, tuple[Callable[[Path], None], list[str]]] = {
+    "unknown values key": (
+        lambda r: _edit_yaml(r / PROD_VALUES, _set("predictor", "replicas", 3)),
+        [PROD_VALUES, "replicas"],
+    ),
+    "wrong type": (
+        lambda r: _edit_yaml(r / PROD_VALUES, _set("predictor", "minReplicas", "two")),
+        [PROD_VALUES, "minReplicas"],
+    ),
+    "canary 150": (
+        lambda r: _edit_yaml(r / PROD_VALUES, _set("predictor", "canaryTrafficPercent", 150)),
+        [PROD_VALUES, "canaryTrafficPercent", "100"],
+    ),
+    "negative replicas": (
+        lambda r: _edit_yaml(r / PROD_VALUES, _set("predictor", "minReplicas", -1)),
+        [PROD_VALUES, "minReplicas"],
+    ),
+    "min above max": (
+        lambda r: _edit_yaml(r / PROD_VALUES, _set("predictor", "minReplicas", 12)),
+        [PROD_VALUES, "minReplicas (12)", "maxReplicas (10)"],
+    ),
+    "missing storageUri": (
+        lambda r: _edit_yaml(r / PROD_VALUES, _drop("model", "storageUri")),
+        [PROD_VALUES, "storageUri"],
+    ),
+    "malformed values YAML": (
+        lambda r: _append(r / PROD_VALUES, "predictor: [unclosed\n"),
+        [PROD_VALUES, "YAML"],
+    ),
+    "template renders an unknown InferenceService field": (
+        lambda r: (r / TEMPLATE).write_text(
+            (r / TEMPLATE).read_text().replace("predictor:\n", "predictor:\n    replicaz: 2\n", 1)
+        ),
+        [TEMPLATE.split("/", 2)[2], "InferenceService/sklearn-iris", "spec.predictor", "replicaz"],
+    ),
+    "CRD checksum mismatch": (
+        lambda r: _append(r / ISVC_CRD, "# tampered\n"),
+        [ISVC_CRD, "sha256 mismatch", "serving.kserve.io_inferenceservices.yaml"],
+    ),
+    "environment missing its values": (
+        lambda r: (r / PROD_VALUES).unlink(),
+        ["environments/prod/models", "sklearn-iris.yaml"],
+    ),
+    "environment metadata field": (
+        lambda r: _edit_yaml(r / "environments/dev/environment.yaml", _set("sync", "sometimes")),
+        ["environments/dev/environment.yaml", "sync", "sometimes"],
+    ),
+    "promotion order": (
+        lambda r: _edit_yaml(r / STAGING_ENV, _set("promotesTo", "dev")),
+        [STAGING_ENV, "promotesTo", "expected prod, got dev"],
+    ),
+    "pin file version format": (
+        lambda r: _edit_yaml(r / "versions.yaml", _set("kserve", "version", "0.20")),
+        ["versions.yaml", "kserve.version", "v0.20.0"],
+    ),
+    "kind with no schema": (
+        lambda r: (
+            (r / "environments/dev/models/widget.yaml").write_text(
+                "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n"
+            ),
+            _edit_yaml(
+                r / "environments/dev/models/kustomization.yaml",
+                lambda d: d["resources"].append("widget.yaml"),
+            ),
+        ),
+        ["environments/dev/models", "Widget/w", "no schema"],
+    ),
+    "Flux object with an unknown field": (
+        lambda r: _edit_yaml(
+            r / "environments/staging/models/helmrelease-sklearn-iris.yaml",
+            _set("spec", "intervall", "5m"),
+        ),
+        ["environments/staging", "HelmRelease/sklearn-iris", "spec", "intervall"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_input_is_reported_with_file_and_field(
+    case: str, repo_copy: Path, kgops: Kgops
+) -> None:
+    breaker, expected = BROKEN[case]
+    breaker(repo_copy)
+    proc = kgops("validate", "--quiet", root=repo_copy)
+    assert proc.returncode == 1, proc.stdout
+    for fragment in expected:
+        assert fragment in proc.stderr, f"{fragment!r} not in:\n{proc.stderr}"
+
+
+def test_all_errors_are_reported_before_exit(repo_copy: Path, kgops: Kgops) -> None:
+    _edit_yaml(repo_copy / PROD_VALUES, _set("predictor", "canaryTrafficPercent", 150))
+    _edit_yaml(repo_copy / "environments/dev/environment.yaml", _set("sync", "sometimes"))
+    proc = kgops("validate", "--quiet", root=repo_copy)
+    assert proc.returncode == 1
+    assert PROD_VALUES in proc.stderr and "environments/dev/environment.yaml" in proc.stderr
