@@ -100,9 +100,7 @@ def test_a_version_that_disagrees_with_the_pin_file_fails(repo_copy: Path, kgops
     assert "versions.yaml pins istiod 1.27.1" in proc.stderr
 
 
-def test_bumping_only_the_pin_file_fails_until_the_manifests_follow(
-    repo_copy: Path, kgops
-) -> None:
+def test_bumping_only_the_pin_file_fails_until_the_manifests_follow(repo_copy: Path, kgops) -> None:
     pin_file = repo_copy / "versions.yaml"
     pin_file.write_text(pin_file.read_text().replace("version: v0.20.0", "version: v0.20.1"))
     proc = kgops("platform", "--check", root=repo_copy)

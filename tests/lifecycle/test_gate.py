@@ -34,9 +34,7 @@ def test_v2_passes_against_the_stable_v1(env: str) -> None:
 
 
 def test_make_gate_command_passes(kgops) -> None:
-    proc = kgops(
-        "gate", "--model", "sklearn-iris", "--version", "v2", "--env", "prod"
-    )
+    proc = kgops("gate", "--model", "sklearn-iris", "--version", "v2", "--env", "prod")
     assert proc.returncode == 0, proc.stderr
     assert "PASS  accuracy: 1.0000" in proc.stdout and proc.stdout.strip().endswith("PASS")
 
@@ -77,10 +75,7 @@ def test_tolerance_is_read_from_the_registry(repo_copy: Path, kgops) -> None:
     assert proc.returncode == 1
     assert "needs >= 0.9800 (v2 1.0000 - tolerance 0.02)" in proc.stdout
     reg.write_text(reg.read_text().replace("accuracy_tolerance: 0.02", "accuracy_tolerance: 0.05"))
-    assert (
-        kgops("gate", "--version", "v1", "--env", "prod", root=repo_copy).returncode
-        == 0
-    )
+    assert kgops("gate", "--version", "v1", "--env", "prod", root=repo_copy).returncode == 0
 
 
 def test_tampered_artifact_fails_without_loading_it(repo_copy: Path, kgops) -> None:

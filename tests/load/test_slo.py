@@ -82,9 +82,7 @@ def test_unknown_environment_name_is_an_error():
 def test_loadtest_cli_rejects_bad_config_before_any_load(tmp_path: Path, kgops):
     config = write(tmp_path, VALID.replace("rate: 80", "rate: -3"))
     # Nothing listens on this port: the run must stop at the config, not at the connection.
-    result = kgops(
-        "loadtest", "--target", "http://127.0.0.1:9", "--slo-config", str(config)
-    )
+    result = kgops("loadtest", "--target", "http://127.0.0.1:9", "--slo-config", str(config))
     assert result.returncode == 2
     assert str(config) in result.stderr
     assert "defaults.load.rate" in result.stderr

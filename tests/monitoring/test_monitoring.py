@@ -37,9 +37,7 @@ def test_committed_files_are_the_generated_ones(kgops: Kgops, module: str) -> No
     assert "3/3 generated files up to date" in proc.stdout
 
 
-def test_a_hand_edit_is_caught_and_regeneration_repairs_it(
-    repo_copy: Path, kgops: Kgops
-) -> None:
+def test_a_hand_edit_is_caught_and_regeneration_repairs_it(repo_copy: Path, kgops: Kgops) -> None:
     rules = repo_copy / "environments/prod/platform/monitoring/slo-rules.yaml"
     rules.write_text(rules.read_text().replace("> 0.0144", "> 0.5"))
     proc = kgops("alerts", "--check", root=repo_copy)

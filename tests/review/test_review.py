@@ -105,9 +105,7 @@ def test_a_committed_change_is_named_per_environment(git_repo: Path, kgops: Kgop
     assert "```diff\n" in md.stdout
 
 
-def test_a_change_that_renders_the_same_reports_no_difference(
-    git_repo: Path, kgops: Kgops
-) -> None:
+def test_a_change_that_renders_the_same_reports_no_difference(git_repo: Path, kgops: Kgops) -> None:
     # A comment and a reordered key in a values file: Flux gets a new ConfigMap name, but no
     # rendered object changes.
     values = git_repo / "environments/staging/models/sklearn-iris.yaml"

@@ -85,9 +85,7 @@ def test_malformed_rows_are_reported_by_line_and_the_rest_predicted(
     rows[7] = rows[7][:3]  # line 9
     rows[12][0] = ""  # line 14
     source = write_csv(tmp_path / "rows.csv", rows)
-    result = kgops(
-        "predict", "--input", str(source), "--target", model_server, "--batch", "4"
-    )
+    result = kgops("predict", "--input", str(source), "--target", model_server, "--batch", "4")
     assert result.returncode == 1
     assert f"{source}:5: column 2: expected a number, got 'abc'" in result.stderr
     assert f"{source}:9: expected 4 values, got 3" in result.stderr
@@ -142,9 +140,7 @@ def test_exhausted_retries_fail_the_rows_but_write_the_output(kgops, tmp_path, i
 def test_rows_the_server_refuses_are_isolated_one_by_one(model_server: str, kgops, tmp_path):
     # Three values per row pass the local check (--features 3) but not the model's.
     source = write_csv(tmp_path / "three.csv", [[5.1, 3.5, 1.4], [6.8, 2.8, 4.8]], None)
-    result = kgops(
-        "predict", "--input", str(source), "--target", model_server, "--features", "3"
-    )
+    result = kgops("predict", "--input", str(source), "--target", model_server, "--features", "3")
     assert result.returncode == 1
     out = read_output(tmp_path / "three.predictions.csv")
     assert [r["error"] for r in out] == [
