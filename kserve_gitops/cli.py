@@ -1,11 +1,14 @@
 """`kgops <command> [args]`: the one command line of the harness. Each command is a module's
-`main(argv)`, imported only when it runs (some pull in the Helm SDK or KServe's server), so
-`kgops --help` answers at once."""
+`main(argv, repo)`, imported only when it runs (some pull in the Helm SDK or KServe's server), so
+`kgops --help` answers at once. The checkout is KGOPS_ROOT, else the one this package came from;
+tests pass a `Repo` of their own."""
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from kserve_gitops.repo import Repo, RepoError
 
 # command -> (module under kserve_gitops, what it does); the order of `kgops --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -46,7 +49,7 @@ def usage() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
         sys.stdout.write(usage())
@@ -57,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(f"kserve_gitops.{COMMANDS[command][0]}")
     sys.argv = [f"kgops {command}", *rest]  # argparse names the command in its messages
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest, repo or Repo.discover()) or 0)
+    except RepoError as exc:
+        sys.stderr.write(f"kgops {command}: {exc}\n")
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kserve_gitops.lifecycle import train
 from kserve_gitops.load import openloop, slo
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 from kserve_gitops.serving import runtimes
 
 
@@ -27,7 +27,7 @@ def _step(number: int, text: str) -> None:
     print(f"\n[{number}/5] {text}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     p = argparse.ArgumentParser(prog="kgops demo", description=__doc__)
     p.add_argument("--env", default="dev", choices=paths.ENVIRONMENT_NAMES, help="SLO overrides")
     p.add_argument("--rate", type=float, help="arrival rate, req/s (default from the SLO config)")

@@ -37,10 +37,19 @@ def test_every_module_with_a_main_is_a_command() -> None:
     assert mains - internal == {module for module, _ in cli.COMMANDS.values()}
 
 
+def test_every_main_takes_the_repo_it_runs_against() -> None:
+    for module, _ in cli.COMMANDS.values():
+        source = (paths.ROOT / "kserve_gitops" / f"{module.replace('.', '/')}.py").read_text()
+        assert "\ndef main(argv: list[str] | None = None, repo: Repo | None = None)" in source, (
+            module
+        )
+
+
 # In a child process: some commands import Locust, whose gevent patches the whole interpreter.
 HELP_ALL = """
 import contextlib, io, json, sys
 from kserve_gitops import cli
+from kserve_gitops.repo import Repo
 answers = {}
 for command in cli.COMMANDS:
     out = io.StringIO()

@@ -19,7 +19,7 @@ from typing import Any
 
 from kserve_gitops.bench import local as bench
 from kserve_gitops.localcluster import binaries
-from kserve_gitops.repo import files, paths
+from kserve_gitops.repo import Repo, files, paths
 
 OUT = paths.ROOT / "benchmarks" / "kwok-e2e.md"
 GOAL_S = 180  # the aim for a warm run per environment on 2 cores
@@ -89,7 +89,7 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", default=",".join(paths.ENVIRONMENT_NAMES))
     parser.add_argument("--runs", type=int, default=1, help="runs per environment")

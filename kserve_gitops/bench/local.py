@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 
 from kserve_gitops.load import slo
 from kserve_gitops.load.workers import WorkerError
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 from kserve_gitops.serving import server
 
 SETTINGS: dict[str, list[str]] = {
@@ -675,7 +675,7 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     p = argparse.ArgumentParser(prog="kgops bench", description=__doc__)
     p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     p.add_argument("--workers", nargs="+", type=int, default=[1, 2])

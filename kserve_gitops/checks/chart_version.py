@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 
 
 def _git(*args: str, root: Path) -> str:
@@ -46,7 +46,7 @@ def unbumped(base: str, root: Path) -> list[str]:
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base", default="origin/main", help="revision to compare against")
     args = parser.parse_args(argv)

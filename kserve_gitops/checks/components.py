@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve_gitops.checks import argocd
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import Repo, paths, render
 from kserve_gitops.repo.render import RenderError
 
 FLUX_SOURCE_KINDS = ("GitRepository", "HelmRepository", "OCIRepository")
@@ -540,7 +540,7 @@ def problems(envs: list[str]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description="Platform layers and components per environment.")
     parser.add_argument("--env", action="append", help="environment (default: all)")
     parser.add_argument(

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from kserve_gitops.knative import admission, revision
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import Repo, paths, render
 from kserve_gitops.repo.render import Obj, RenderError
 
 Problems = Iterator[tuple[str, str]]  # (field path, what is wrong)
@@ -908,7 +908,7 @@ def problems(envs: list[str]) -> list[str]:
     return [str(v) for v in found + scan_repository()]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", action="append", help="environment (default: all)")
     parser.add_argument("--rules", action="store_true", help="list the rules and exit")

@@ -19,7 +19,7 @@ from typing import Any
 import yamale
 
 from kserve_gitops.checks import argocd, components, kube_schemas, policy
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import Repo, paths, render
 from kserve_gitops.repo.render import Obj, RenderError
 from kserve_gitops.upstream import crds
 from kserve_gitops.upstream import values as upstream_values
@@ -228,7 +228,7 @@ def print_summary(report: Report, seconds: float) -> None:
         print(f"  {group:<24} {sum(counts.values()):>4}  {kinds}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)

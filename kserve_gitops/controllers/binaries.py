@@ -33,7 +33,7 @@ from pathlib import Path
 from kserve_gitops.checks import components
 from kserve_gitops.localcluster import binaries as kwok_binaries
 from kserve_gitops.localcluster.binaries import BUILD, BuildError, _go, cache_root
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 
 KNATIVE_OPERATOR = "knative.dev/operator"
 KNATIVE_SERVING = "knative.dev/serving"
@@ -177,7 +177,7 @@ def locate() -> dict[str, Path]:
     return kwok_binaries.locate(pinned(), "`kgops controllers` builds them")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="show the cache, build nothing")
     args = parser.parse_args(argv)

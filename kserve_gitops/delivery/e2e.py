@@ -28,7 +28,7 @@ from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlaneError
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 from kserve_gitops.upstream import crds
 from kserve_gitops.upstream.charts import ChartError
 
@@ -286,7 +286,7 @@ def run(env: str, keep: bool, reports: Path, timeout_s: float = 1200, echo: Any 
     return EXIT_FAILED if failure else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

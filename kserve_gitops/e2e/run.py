@@ -62,7 +62,7 @@ from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.controlplane import ControlPlaneError
 from kserve_gitops.localcluster.provider import KwokCluster, changed_fields, run_env, summary_table
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.serving import client
 from kserve_gitops.upstream import charts as upstream_charts
@@ -557,7 +557,7 @@ def preflight_message(problems: list[cluster.Problem], env: str) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", required=True, choices=paths.ENVIRONMENT_NAMES)
     parser.add_argument("--plan", action="store_true", help="print the plan, touch nothing")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kserve_gitops.lifecycle import registry, train
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 
 FEATURES = ("sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm")
 
@@ -124,7 +124,7 @@ def evaluate(model: str, version: str, env: str) -> GateResult:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kgops gate", description=__doc__)
     parser.add_argument("--model", default=registry.DEFAULT_MODEL)
     parser.add_argument("--version", required=True, help="candidate version, e.g. v2")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve_gitops.lifecycle import train
-from kserve_gitops.repo import paths, render, yaml_rt
+from kserve_gitops.repo import Repo, paths, render, yaml_rt
 
 REGISTRY = "registry.yaml"
 DEFAULT_MODEL = "sklearn-iris"
@@ -301,7 +301,7 @@ def table(reg: Registry) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kgops registry", description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     action = parser.add_mutually_exclusive_group()

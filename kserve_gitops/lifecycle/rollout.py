@@ -31,7 +31,7 @@ import yaml
 
 from kserve_gitops.checks import kube_schemas
 from kserve_gitops.lifecycle import gate, registry
-from kserve_gitops.repo import paths, render, yaml_rt
+from kserve_gitops.repo import Repo, paths, render, yaml_rt
 
 MAX_CANARY_PERCENT = 99  # 100% would make the canary the rolled-out revision: that is promote
 
@@ -189,7 +189,7 @@ def run(action: str, model: str, env: str, version: str | None, percent: int | N
     return change
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kgops rollout", description=__doc__)
     parser.add_argument("action", choices=("canary", "promote", "rollback"))
     parser.add_argument("--model", default=registry.DEFAULT_MODEL)

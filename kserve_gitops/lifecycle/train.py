@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.repo import files, paths
+from kserve_gitops.repo import Repo, files, paths
 
 MODEL_NAME = "sklearn-iris"
 ARTIFACT = "model.joblib"
@@ -296,7 +296,7 @@ def verify_with(python: str, version_dir: Path) -> list[str]:
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kgops train",
         description="Train the sklearn-iris model versions.",

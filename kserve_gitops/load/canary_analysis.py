@@ -38,7 +38,7 @@ import yamale
 import yaml
 
 from kserve_gitops.load import slo
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 
 CANARY_CONFIG = paths.CONFIG / "canary.yaml"
 CANARY_SCHEMA = paths.SCHEMAS / "canary.yaml"
@@ -261,7 +261,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         rules = load_rules(args.config)

@@ -19,7 +19,7 @@ import joblib
 import numpy
 import uvloop
 
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 
 MODEL = paths.MODELS / "sklearn-iris" / "v1" / "model.joblib"
 
@@ -88,7 +88,7 @@ async def serve(host: str, port: int) -> None:
         await server.serve_forever()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kserve_gitops.load.fastserver", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)

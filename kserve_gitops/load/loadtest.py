@@ -34,7 +34,7 @@ from locust.env import Environment
 from locust.stats import stats_history
 
 from kserve_gitops.load import coordinator, openloop, report, slo, tally, workers
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 
 LOCUSTFILE = paths.ROOT / "loadtests" / "locustfile.py"
 GRACE_S = 10.0  # how long in-flight requests may take after the last slot
@@ -437,7 +437,7 @@ def _worker(master_host: str, master_port: int) -> int:
     os.execv(sys.executable, cmd)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.worker:
         return _worker(args.master_host, args.master_port)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve_gitops.checks import components
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 
 BUILD = paths.ROOT / "build"
 # From k8s.io/kubernetes at the cluster's version; kubectl too, so that the client is of the
@@ -382,7 +382,7 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="show the cache, build nothing")
     parser.add_argument(

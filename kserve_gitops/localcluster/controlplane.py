@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from kserve_gitops.localcluster import pki
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 
 CLUSTER_CONFIG = paths.ROOT / "e2e" / "kwok" / "cluster.yaml"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -451,7 +451,7 @@ def stop_kept(env: str) -> list[str]:
     return sorted(running)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="Stop a kwok cluster kept with KEEP=1.")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve_gitops.load import slo
-from kserve_gitops.repo import generated, paths, render
+from kserve_gitops.repo import Repo, generated, paths, render
 
 MONITORING_NAMESPACE = "kserve-monitoring"
 RULE_FILE = "slo-rules.yaml"
@@ -241,7 +241,7 @@ def files() -> dict[Path, str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     errors = (AlertConfigError, slo.SloConfigError, render.RenderError)
     command = "kgops alerts"
     return generated.main(argv, __doc__.splitlines()[0], files, errors, command)

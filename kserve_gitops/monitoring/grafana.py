@@ -14,7 +14,7 @@ from typing import Any
 
 from kserve_gitops.load import slo
 from kserve_gitops.monitoring import alerts
-from kserve_gitops.repo import generated, paths, render
+from kserve_gitops.repo import Repo, generated, paths, render
 
 DASHBOARD_FILE = "dashboard.yaml"
 UID = "kserve-slo"
@@ -237,7 +237,7 @@ def files() -> dict[Path, str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     errors = (slo.SloConfigError, render.RenderError)
     command = "kgops dashboard"
     return generated.main(argv, __doc__.splitlines()[0], files, errors, command)

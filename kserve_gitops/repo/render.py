@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 from kserve_gitops.review import diff as objdiff
 
 # Directories whose kustomizations are delivery or platform declarations (never charts or caches).
@@ -228,7 +228,7 @@ def diff(env_from: str, env_to: str) -> str:
     return head + objdiff.format_changes(changes)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description="Render an environment, or diff two.")
     parser.add_argument("env", nargs="?", help="environment to render")
     parser.add_argument("--diff", nargs=2, metavar=("FROM", "TO"), help="diff two environments")

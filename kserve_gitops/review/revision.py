@@ -22,7 +22,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.review import diff, snapshot
 from kserve_gitops.upstream import charts
@@ -157,7 +157,7 @@ def format_markdown(result: dict[str, tuple[list[diff.ObjectChange], list[str]]]
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Rendered difference per environment between a Git revision and the "
         "working tree. Exit 0: no change, 1: changes, 2: error."

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve_gitops.checks import argocd, components
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import Repo, paths, render
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.upstream import charts
 
@@ -100,7 +100,7 @@ def from_json(text: str) -> dict[str, Environment]:
     return {name: Environment(e["objects"], e["notes"]) for name, e in data.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description="Every environment's rendered objects as JSON.")
     parser.add_argument("--chart-cache", type=Path, default=charts.CACHE_DIR)
     args = parser.parse_args(argv)

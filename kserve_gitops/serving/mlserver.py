@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 
 DEFAULT_MODEL = "sklearn-iris"
 # KServe v0.20.0 sets this model class (label modelClass) for modelFormat sklearn.
@@ -150,7 +150,7 @@ def _announce_when_ready(url: str, model_name: str, metrics_port: int) -> None:
         time.sleep(0.1)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     args = build_parser().parse_args(argv)
     for name in ("http_port", "grpc_port", "metrics_port", "workers"):
         if getattr(args, name) < 0:

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from kserve_gitops.repo import files
+from kserve_gitops.repo import Repo, files
 from kserve_gitops.serving import client
 
 MAX_SHOWN_ERRORS = 20
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("batch", "concurrency", "features"):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve_gitops.bench import sidebyside
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 from kserve_gitops.serving import runtimes
 from kserve_gitops.serving.stacks import shares
 
@@ -65,7 +65,7 @@ def table(counts: Counter[str]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     p = argparse.ArgumentParser(prog="kgops profile", description=__doc__)
     p.add_argument("--config", choices=[c.name for c in sidebyside.CONFIGS], required=True)
     p.add_argument("--protocol", choices=("v1", "v2"), default="v2")

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 from kserve_gitops.serving.asgi_guard import DEFAULT_MAX_BODY, GuardSettings
 
 DEFAULT_MODEL = "sklearn-iris"
@@ -212,7 +212,7 @@ def _announce_when_ready(port: int, model_name: str, timeout: float = 120) -> No
         time.sleep(0.1)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     args = build_parser().parse_args(argv)
     model_dir = args.model_dir or default_model_dir(args.model_name)
     settings = GuardSettings(

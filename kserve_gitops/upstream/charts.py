@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from kserve_gitops.checks import components
-from kserve_gitops.repo import files, paths, render
+from kserve_gitops.repo import Repo, files, paths, render
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.upstream import tables
 
@@ -266,7 +266,7 @@ def ensure_all(envs: list[str] | None = None, online: bool = True) -> tuple[list
     return cached, errors
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fill the upstream chart cache (.cache/charts).")
     parser.add_argument("--env", action="append", help="environment (default: all)")
     args = parser.parse_args(argv)

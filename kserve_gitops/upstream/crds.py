@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from kserve_gitops.repo import files, paths
+from kserve_gitops.repo import Repo, files, paths
 from kserve_gitops.upstream import tables
 
 PINS = paths.CONFIG / "crds.tsv"
@@ -125,7 +125,7 @@ def ensure(cache_dir: Path = CACHE_DIR, pin_file: Path = PINS, quiet: bool = Tru
     return cached
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     argparse.ArgumentParser(
         description="Fill the CRD cache from CRD_DIR or the pinned URLs, sha256-checked."
     ).parse_args(argv)
