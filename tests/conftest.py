@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 from kserve_gitops.serving import server
 from kserve_gitops.upstream import charts, crds
 
@@ -40,6 +40,12 @@ def shared_charts() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return folder
+
+
+@pytest.fixture(scope="session")
+def repo() -> Repo:
+    """The checkout under test."""
+    return REPO
 
 
 @pytest.fixture
