@@ -15,6 +15,7 @@ import pytest
 from kserve_gitops.repo import Repo, paths
 from kserve_gitops.serving import server
 from kserve_gitops.upstream import charts, crds
+from tests import REPO
 
 Kgops = Callable[..., subprocess.CompletedProcess[str]]
 
