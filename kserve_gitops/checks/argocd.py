@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import Repo, paths, render
 from kserve_gitops.repo.render import RenderError
 
 WAVE_ANNOTATION = "argocd.argoproj.io/sync-wave"
@@ -209,11 +209,14 @@ def _application(app: dict[str, Any], where: str) -> Application:
 def generated(env: str) -> list[dict[str, Any]]:
     """The Application manifests the ApplicationSets of `argocd/<env>` generate (for strict
     validation: the ApplicationSet CRD does not check its embedded template)."""
+    repo = Repo.discover()  # until the caller passes its Repo
     env_dir = paths.ROOT / "argocd" / env
     if not (env_dir / "kustomization.yaml").is_file():
         raise RenderError(f"argocd/{env}/kustomization.yaml: no Argo CD entry point for {env}")
     where = f"argocd/{env}"
-    appsets = [o for o in render.kustomize_build(env_dir) if o.get("kind") == "ApplicationSet"]
+    appsets = [
+        o for o in render.kustomize_build(repo, env_dir) if o.get("kind") == "ApplicationSet"
+    ]
     if not appsets:
         raise RenderError(f"{where}: no ApplicationSet")
     return [a for s in appsets for a in expand(s, where)]

@@ -82,8 +82,9 @@ class Layer:
 
 def load_versions(path: Path | None = None) -> dict[str, Any]:
     """versions.yaml, the one pin file."""
+    repo = Repo.discover()  # until the caller passes its Repo
     path = path or paths.VERSIONS
-    data = render.load_yaml_file(path)
+    data = render.load_yaml_file(repo, path)
     if not isinstance(data, dict):
         raise RenderError(f"{paths.rel(path)}: expected a mapping of components")
     return data
@@ -115,8 +116,9 @@ def _ordered(items: dict[str, tuple[str, ...]], where: str) -> list[str]:
 
 def _generated_files(kustomization_dir: Path) -> dict[str, str]:
     """configMapGenerator name -> the file it reads (relative to ROOT)."""
+    repo = Repo.discover()  # until the caller passes its Repo
     kfile = kustomization_dir / "kustomization.yaml"
-    data = render.load_yaml_file(kfile) if kfile.is_file() else None
+    data = render.load_yaml_file(repo, kfile) if kfile.is_file() else None
     found: dict[str, str] = {}
     for gen in (data or {}).get("configMapGenerator") or []:
         for entry in gen.get("files") or []:
@@ -194,11 +196,12 @@ def _release(
 
 def layers(env: str) -> list[Layer]:
     """The layers Flux applies for `env`, in dependsOn order."""
+    repo = Repo.discover()  # until the caller passes its Repo
     cluster_dir = paths.ROOT / "clusters" / env
     if not (cluster_dir / "kustomization.yaml").is_file():
         raise RenderError(f"clusters/{env}/kustomization.yaml: no Flux entry point for {env}")
     where = f"clusters/{env}"
-    top = render.kustomize_build(cluster_dir)
+    top = render.kustomize_build(repo, cluster_dir)
     kustomizations = {o["metadata"]["name"]: o for o in top if o.get("kind") == "Kustomization"}
     if not kustomizations:
         raise RenderError(f"{where}: no Flux Kustomization")
@@ -218,7 +221,7 @@ def layers(env: str) -> list[Layer]:
             raise RenderError(
                 f"{where}: Kustomization/{name}: spec.path {rel_path} has no kustomization.yaml"
             )
-        objs = render.kustomize_build(layer_dir)
+        objs = render.kustomize_build(repo, layer_dir)
         built[name] = (rel_path, objs)
         sources |= {
             (o["kind"], o["metadata"]["name"]): o
@@ -457,7 +460,8 @@ def _check_plan(env: str, tool: str, plan: list[Component], pins: dict) -> list[
 
 def _check_environment(env: str, versions: dict[str, Any]) -> list[str]:
     """The environment's metadata, Knative and KServe agree (domain, namespace, sync mode)."""
-    meta = render.environment(env)
+    repo = Repo.discover()  # until the caller passes its Repo
+    meta = render.environment(repo, env)
     out = []
     flux = layers(env)
     serving = [m for lay in flux for m in lay.manifests if m.get("kind") == "KnativeServing"]
@@ -498,6 +502,7 @@ def _check_environment(env: str, versions: dict[str, Any]) -> list[str]:
 
 def _check_model_values(env: str) -> list[str]:
     """Our chart's values, as each tool passes them, pass the chart's values.schema.json."""
+    repo = Repo.discover()  # until the caller passes its Repo
     import helm_python as helm
 
     out = []
@@ -512,7 +517,7 @@ def _check_model_values(env: str) -> list[str]:
             merged: dict[str, Any] = {}
             for f in app.value_files:
                 if (paths.ROOT / f).is_file():
-                    merged.update(render.load_yaml_file(paths.ROOT / f) or {})
+                    merged.update(render.load_yaml_file(repo, paths.ROOT / f) or {})
             sets.append((f"Argo CD Application/{app.name}", merged))
     with helm.Chart.load(paths.ROOT / OUR_CHART) as chart:
         for where, values in sets:
@@ -547,7 +552,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         "--check", action="store_true", help="check pins, order, paths and values; exit 1 if wrong"
     )
     args = parser.parse_args(argv)
-    envs = args.env or render.environment_names()
+    envs = args.env or repo.environment_names
     if args.check:
         found = problems(envs)
         for p in found:

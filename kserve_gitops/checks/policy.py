@@ -799,23 +799,27 @@ def check_objects(objs: list[Obj], ctx: Context, environment: bool) -> list[Viol
 
 
 def context(env: str) -> Context:
-    namespace = str(render.environment(env).get("namespace", "models"))
+    repo = Repo.discover()  # until the caller passes its Repo
+    namespace = str(render.environment(repo, env).get("namespace", "models"))
     return Context(frozenset({namespace}), frozenset({namespace, "kserve-monitoring"}), env)
 
 
 def check_environment(env: str) -> list[Violation]:
-    return check_objects(render.environment_objects(env), context(env), environment=True)
+    repo = Repo.discover()  # until the caller passes its Repo
+    return check_objects(render.environment_objects(repo, env), context(env), environment=True)
 
 
 def check_chart_scenarios() -> list[Violation]:
     """Each chart scenario as rendered: object rules only (a scenario is not an environment)."""
+    repo = Repo.discover()  # until the caller passes its Repo
     out: list[Violation] = []
     ctx = Context(frozenset(), frozenset())
-    for scenario in sorted((render.MODEL_CHART / "ci").glob("*-values.yaml")):
+    for scenario in sorted((repo.model_chart / "ci").glob("*-values.yaml")):
         objs = render.render_chart(
-            render.MODEL_CHART,
-            render.model_values(scenario),
-            render.MODEL_CHART.name,
+            repo,
+            repo.model_chart,
+            render.model_values(repo, scenario),
+            repo.model_chart.name,
             "default",
             paths.rel(scenario),
         )
@@ -919,7 +923,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             print(f"{rule.id:<15} {rule.description} ({scope})")
         print(f"{'SECRET-SCAN':<15} repository files: {', '.join(r for r, _ in SECRET_PATTERNS)}")
         return 0
-    envs = args.env or render.environment_names()
+    envs = args.env or repo.environment_names
     found: list[Violation] = []
     try:
         for env in envs:

@@ -19,7 +19,7 @@ from typing import Any
 import yamale
 
 from kserve_gitops.checks import argocd, components, kube_schemas, policy
-from kserve_gitops.repo import Repo, paths, render
+from kserve_gitops.repo import Repo, RepoError, paths, render
 from kserve_gitops.repo.render import Obj, RenderError
 from kserve_gitops.upstream import crds
 from kserve_gitops.upstream import values as upstream_values
@@ -72,26 +72,14 @@ def check_config_files(report: Report, root: Path) -> None:
                 report.errors.append(f"{paths.rel(path)}: {exc}")
 
 
-def check_promotion_order(report: Report, envs: list[str]) -> None:
-    """The environments on disk are the ones the harness knows, each promoting to the next."""
-    if sorted(envs) != sorted(paths.ENVIRONMENT_NAMES):
-        report.errors.append(
-            f"environments/: found {', '.join(envs) or 'none'}; expected "
-            f"{', '.join(paths.ENVIRONMENT_NAMES)} (kserve_gitops/repo/paths.py ENVIRONMENT_NAMES)"
-        )
-        return
-    order = paths.ENVIRONMENT_NAMES
-    for env, after in zip(order, [*order[1:], None], strict=True):
-        try:
-            got = render.environment(env).get("promotesTo")
-        except RenderError as exc:
-            report.errors.append(str(exc))
-            continue
-        if got != after:
-            report.errors.append(
-                f"environments/{env}/environment.yaml: promotesTo: expected "
-                f"{after or 'no value (last in promotion order)'}, got {got}"
-            )
+def check_promotion_order(repo: Repo, report: Report) -> list[str]:
+    """The environments in promotion order (environments/*/environment.yaml promotesTo); a
+    broken chain is an error, and the checks go on over the environments found."""
+    try:
+        return list(repo.environment_names)
+    except RepoError as exc:
+        report.errors.append(str(exc))
+        return sorted(p.parent.name for p in repo.environments.glob("*/environment.yaml"))
 
 
 def check_objects(
@@ -111,6 +99,7 @@ def check_objects(
 def check_chart(report: Report, chart_dir: Path) -> None:
     """helm lint and a strict render of every ci/*-values.yaml scenario (as chart-testing does:
     a chart may require values, such as a model's storageUri, that have no sane default)."""
+    repo = Repo.discover()  # until the caller passes its Repo
     import helm_python as helm
 
     scenarios = sorted((chart_dir / "ci").glob("*-values.yaml"))
@@ -120,7 +109,7 @@ def check_chart(report: Report, chart_dir: Path) -> None:
     for scenario in scenarios:
         source = paths.rel(scenario)
         try:
-            values = render.model_values(scenario)
+            values = render.model_values(repo, scenario)
         except RenderError as exc:
             report.errors.append(str(exc))
             continue
@@ -129,7 +118,7 @@ def check_chart(report: Report, chart_dir: Path) -> None:
             if msg.get("severity", 0) >= 2:
                 report.errors.append(f"{source}: helm lint: {msg.get('path')}: {msg.get('error')}")
         try:
-            objs = render.render_chart(chart_dir, values, chart_dir.name, "default", source)
+            objs = render.render_chart(repo, chart_dir, values, chart_dir.name, "default", source)
         except RenderError as exc:
             report.errors.append(str(exc))
             continue
@@ -138,15 +127,17 @@ def check_chart(report: Report, chart_dir: Path) -> None:
 
 def _group_of(path: Path) -> str:
     """The environment a kustomization belongs to, else its top-level directory (shared bases)."""
+    repo = Repo.discover()  # until the caller passes its Repo
     parts = Path(paths.rel(path)).parts
-    envs = set(render.environment_names())
+    envs = set(repo.environment_names)
     return next((p for p in parts if p in envs), f"{parts[0]} (shared)")
 
 
 def check_kustomizations(report: Report, dirs: list[Path]) -> None:
     def build(d: Path) -> tuple[Path, list[dict[str, Any]] | str]:
+        repo = Repo.discover()  # until the caller passes its Repo
         try:
-            return d, render.kustomize_build(d)
+            return d, render.kustomize_build(repo, d)
         except RenderError as exc:
             return d, str(exc)
 
@@ -160,12 +151,12 @@ def check_kustomizations(report: Report, dirs: list[Path]) -> None:
             check_objects(report, _group_of(d), objs)
 
 
-def check_environment(report: Report, env: str) -> None:
+def check_environment(repo: Repo, report: Report, env: str) -> None:
     """The models from their values files, and the Applications Argo CD's ApplicationSet
     would generate (its CRD does not check the template it embeds)."""
     for produce in (render.render_models, _argocd_applications):
         try:
-            objs = produce(env)
+            objs = produce(repo, env)
         except RenderError as exc:
             report.errors.append(str(exc))
             continue
@@ -188,11 +179,12 @@ def check_upstream_values(report: Report, envs: list[str]) -> None:
         )
 
 
-def _argocd_applications(env: str) -> list[Obj]:
+def _argocd_applications(repo: Repo, env: str) -> list[Obj]:
     return [Obj(f"argocd/{env} ApplicationSet", app) for app in argocd.generated(env)]
 
 
 def run(root: Path, progress: Callable[[str], None]) -> Report:
+    repo = Repo.discover()  # until the caller passes its Repo
     report = Report()
     progress("CRDs: checking the pinned cache")
     crds.ensure()
@@ -201,13 +193,12 @@ def run(root: Path, progress: Callable[[str], None]) -> Report:
     for chart_dir in sorted(p.parent for p in (root / "charts").glob("*/Chart.yaml")):
         progress(f"chart {chart_dir.name}: helm lint, values schema, render")
         check_chart(report, chart_dir)
-    envs = render.environment_names()
-    check_promotion_order(report, envs)
+    envs = check_promotion_order(repo, report)
     for env in envs:
         progress(f"environment {env}: models and generated Argo CD Applications")
-        check_environment(report, env)
+        check_environment(repo, report, env)
     # Deepest first: an object is reported from the smallest kustomization that declares it.
-    dirs = sorted(render.kustomization_dirs(root), key=lambda d: (-len(d.parts), d))
+    dirs = sorted(render.kustomization_dirs(repo), key=lambda d: (-len(d.parts), d))
     progress(f"kustomizations: {len(dirs)} directories")
     check_kustomizations(report, dirs)
     progress("upstream charts: values schema, strict render, values with no effect")
@@ -236,7 +227,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     progress = (lambda _m: None) if args.quiet else (lambda m: print(f"> {m}", flush=True))
     try:
         report = run(paths.ROOT, progress)
-    except (crds.CRDError, RenderError) as exc:
+    except (crds.CRDError, RenderError, RepoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print_summary(report, time.monotonic() - started)

@@ -91,14 +91,14 @@ def run(
 ) -> list[str]:
     """Canary, then roll back in two runs; the split after each stage, as lines."""
     repo = repo_copy(workdir / "repo")
-    values = repo / paths.rel(render.model_values_file(env, model))
+    values = repo / paths.rel(render.model_values_file(repo, env, model))
     reader = Reader(str(kubeconfig))
 
     def stage(args: list[str]) -> None:
         for argv in (
             [sys.executable, "-m", "kserve_gitops.lifecycle.rollout", *args, "--env", env,
              "--model", model],
-            ["helm", "upgrade", "--install", model, paths.rel(render.MODEL_CHART), "--namespace",
+            ["helm", "upgrade", "--install", model, paths.rel(repo.model_chart), "--namespace",
              namespace, "--values", str(values), "--timeout", "5m"],
         ):  # fmt: skip
             cwd = repo if argv[0] == sys.executable else paths.ROOT

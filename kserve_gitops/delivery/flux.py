@@ -27,7 +27,7 @@ from kserve_gitops.delivery import sources
 from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS, port_in_use
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import Repo, paths, render
 
 NAMESPACE = "flux-system"
 GIT_REPO = "kserve-gitops"
@@ -225,21 +225,23 @@ class Source:
 
 
 def entry_point(env: str, root: Path = paths.ROOT) -> list[dict[str, Any]]:
+    repo = Repo.discover()  # until the caller passes its Repo
     cluster_dir = root / "clusters" / env
     if not (cluster_dir / "kustomization.yaml").is_file():
         raise FluxError(f"clusters/{env}/kustomization.yaml: no Flux entry point for {env}")
-    return render.kustomize_build(cluster_dir)
+    return render.kustomize_build(repo, cluster_dir)
 
 
 def chart_sources(env: str, root: Path = paths.ROOT) -> list[Source]:
     """The HelmRepository and OCIRepository objects each Kustomization of clusters/<env>
     applies (and any in the entry point itself)."""
+    repo = Repo.discover()  # until the caller passes its Repo
     found: list[Source] = []
     top = entry_point(env, root)
     layers = [("", top)] + [
         (
             k["metadata"]["name"],
-            render.kustomize_build(root / str(k["spec"]["path"]).removeprefix("./")),
+            render.kustomize_build(repo, root / str(k["spec"]["path"]).removeprefix("./")),
         )
         for k in top
         if k.get("kind") == "Kustomization"

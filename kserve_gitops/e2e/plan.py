@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from kserve_gitops.checks import components
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import Repo, paths, render
 from kserve_gitops.repo.render import Obj, RenderError
 from kserve_gitops.serving import client
 from kserve_gitops.upstream import charts as upstream_charts
@@ -698,7 +698,8 @@ def model_store(
     """Put the trained model on the claim the storageUri names, through a short-lived pod, in
     the namespace a platform layer declares (`declared`: namespaces applied before). The claim
     is the environment's own (`claims`: the ones its layers applied), never the e2e's."""
-    objs = render.kustomize_build(MODEL_STORE)
+    repo = Repo.discover()  # until the caller passes its Repo
+    objs = render.kustomize_build(repo, MODEL_STORE)
     where = f"kustomize build {paths.rel(MODEL_STORE)}"
     claim, sub = _storage(values, source)
     pods = [o for o in objs if o.get("kind") == "Pod"]
@@ -764,9 +765,10 @@ def _claim_volume(pod: Mapping[str, Any], claim: str) -> str:
 def deploy(namespace: str, values_file: Path) -> tuple[list[Step], list[Obj]]:
     """Our chart with the environment's values, as a user installs it; first a server-side dry
     run that only passes once KServe's webhook admits the InferenceService."""
+    repo = Repo.discover()  # until the caller passes its Repo
     source = paths.rel(values_file)
-    values = render.model_values(values_file)
-    objs = render.render_chart(render.MODEL_CHART, values, MODEL, namespace, source)
+    values = render.model_values(repo, values_file)
+    objs = render.render_chart(repo, repo.model_chart, values, MODEL, namespace, source)
     bodies = tuple(o.body for o in objs)
     steps: list[Step] = [
         Poll(
@@ -778,7 +780,7 @@ def deploy(namespace: str, values_file: Path) -> tuple[list[Step], list[Obj]]:
             120,
             stdin_objects=bodies,
         ),
-        HelmInstall("deploy", MODEL, paths.rel(render.MODEL_CHART), None, None, namespace,
+        HelmInstall("deploy", MODEL, paths.rel(repo.model_chart), None, None, namespace,
                     values_source=source, value_files=(values_file,), timeout="5m"),
         Run("deploy", f"wait: InferenceService {namespace}/{MODEL} Ready",
             ("kubectl", "wait", "--for=condition=Ready", f"inferenceservice/{MODEL}",
@@ -822,6 +824,7 @@ def only_layers(steps: list[Step], keep: set[str]) -> list[Step]:
 def build(env: str, provider: str = "kind", layers: set[str] | None = None) -> Plan:
     """Every step of `make e2e ENV=env [CLUSTER=kwok]`, in order, from the repository alone;
     with `layers`, only the cluster, those layers and the checks."""
+    repo = Repo.discover()  # until the caller passes its Repo
     if provider not in PROVIDERS:
         raise RenderError(f"e2e: unknown cluster provider {provider!r} (one of {PROVIDERS})")
     versions = components.load_versions()
@@ -865,7 +868,7 @@ def build(env: str, provider: str = "kind", layers: set[str] | None = None) -> P
     if model is None:
         raise RenderError(f"clusters/{env}: no HelmRelease {MODEL} of our chart with a values file")
     values_file = paths.ROOT / str(model.values_file)
-    values = render.model_values(values_file)
+    values = render.model_values(repo, values_file)
     steps += model_store(env, model.namespace, values, paths.rel(values_file), namespaces, claims)
     steps += deploy(model.namespace, values_file)[0]
     steps.append(ResolveHost("verify", MODEL, model.namespace))
@@ -912,6 +915,7 @@ def values_placeholder(step: HelmInstall) -> str | None:
 
 def describe_step(step: Step, plan: Plan) -> list[str]:
     """The lines `make e2e-plan` prints for one step: the command(s), then what goes in."""
+    repo = Repo.discover()  # until the caller passes its Repo
     out: list[str] = []
     match step:
         case CreateCluster():
@@ -961,7 +965,7 @@ def describe_step(step: Step, plan: Plan) -> list[str]:
                     out += _block(path.read_text())
             if step.repository is None:
                 objs = render.render_chart(
-                    paths.ROOT / step.chart, _merged(step), step.release, step.namespace,
+                    repo, paths.ROOT / step.chart, _merged(step), step.release, step.namespace,
                     step.values_source,
                 )  # fmt: skip
                 out.append("      renders (the objects `make validate` checks for this env):")
@@ -997,9 +1001,10 @@ def describe_step(step: Step, plan: Plan) -> list[str]:
 
 
 def _merged(step: HelmInstall) -> dict[str, Any]:
+    repo = Repo.discover()  # until the caller passes its Repo
     values = dict(step.values)
     for path in step.value_files:
-        values.update(render.model_values(path))
+        values.update(render.model_values(repo, path))
     return values
 
 

@@ -186,8 +186,9 @@ def load(model: str = DEFAULT_MODEL) -> Registry:
 
 def state(reg: Registry, env: str) -> EnvState:
     """The environment's state; RegistryError if its values file does not map to the registry."""
+    repo = Repo.discover()  # until the caller passes its Repo
     try:
-        values_path = render.model_values_file(env, reg.model)
+        values_path = render.model_values_file(repo, env, reg.model)
     except render.RenderError as exc:
         raise RegistryError(str(exc)) from None
     where = paths.rel(values_path)
@@ -196,7 +197,7 @@ def state(reg: Registry, env: str) -> EnvState:
             f"{where}: no values file: model {reg.model!r} is not deployed in {env}"
         )
     try:
-        values = render.model_values(values_path)
+        values = render.model_values(repo, values_path)
     except render.RenderError as exc:
         raise RegistryError(str(exc)) from None
     storage_uri = (values.get("model") or {}).get("storageUri")
@@ -223,6 +224,7 @@ def _metadata(reg: Registry, name: str) -> dict[str, Any]:
 
 def check(reg: Registry) -> list[str]:
     """Every disagreement between registry, metadata, artifacts and environment values files."""
+    repo = Repo.discover()  # until the caller passes its Repo
     problems: list[str] = []
     where = paths.rel(reg.path)
     recipes = set(train.load_recipes(reg.model_dir / train.RECIPES)["versions"])
@@ -251,11 +253,11 @@ def check(reg: Registry) -> list[str]:
                 )
     if not reg.golden.is_file():
         problems.append(f"{where}: gate.golden: {paths.rel(reg.golden)} missing")
-    envs = set(render.environment_names())
+    envs = set(repo.environment_names)
     for env in sorted(set(reg.doc["environments"]) - envs):
         problems.append(f"{where}: environments.{env}: no such environment")
     for env in sorted(envs):
-        if not render.model_values_file(env, reg.model).is_file():
+        if not render.model_values_file(repo, env, reg.model).is_file():
             continue
         try:
             st = state(reg, env)
@@ -289,13 +291,14 @@ def _env_order(env: str) -> tuple[int, str]:
 
 
 def table(reg: Registry) -> str:
+    repo = Repo.discover()  # until the caller passes its Repo
     lines = [f"{reg.model}: {paths.rel(reg.path)}", ""]
     lines.append(f"  {'version':<8} {'accuracy':>8}  {'sha256':<12}  estimator")
     for v in reg.versions().values():
         lines.append(f"  {v.name:<8} {v.accuracy:>8.4f}  {v.sha256[:12]}  {v.estimator}")
     lines += ["", f"  {'env':<8} {'stable':<7} serving"]
-    for env in sorted(render.environment_names(), key=_env_order):
-        if render.model_values_file(env, reg.model).is_file():
+    for env in sorted(repo.environment_names, key=_env_order):
+        if render.model_values_file(repo, env, reg.model).is_file():
             st = state(reg, env)
             lines.append(f"  {env:<8} {st.stable:<7} {st.describe()}")
     return "\n".join(lines)

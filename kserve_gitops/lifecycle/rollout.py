@@ -71,8 +71,9 @@ def _require_gate(model: str, version: str, env: str) -> None:
 
 def plan(action: str, model: str, env: str, version: str | None, percent: int | None) -> Change:
     """The files an action changes, before and after; RolloutError when it must not happen."""
+    repo = Repo.discover()  # until the caller passes its Repo
     try:
-        render.environment_dir(env)
+        render.environment_dir(repo, env)
         reg = registry.load(model)
         st = registry.state(reg, env)
         before, values = yaml_rt.load(st.values_path)
@@ -161,13 +162,14 @@ def _known(reg: registry.Registry, version: str) -> None:
 
 def validate(change: Change, model: str, env: str) -> None:
     """Render the new values with the chart and check the result against the KServe CRD."""
-    values_path = render.model_values_file(env, model)
+    repo = Repo.discover()  # until the caller passes its Repo
+    values_path = render.model_values_file(repo, env, model)
     after = change.texts[values_path][1]
     source = paths.rel(values_path)
     try:
         values = yaml.safe_load(after)
-        namespace = str(render.environment(env).get("namespace", "models"))
-        objs = render.render_chart(render.MODEL_CHART, values, model, namespace, source)
+        namespace = str(render.environment(repo, env).get("namespace", "models"))
+        objs = render.render_chart(repo, repo.model_chart, values, model, namespace, source)
     except (yaml.YAMLError, render.RenderError) as exc:
         raise RolloutError(f"the change would not render: {exc}") from None
     problems = [f"{o.ref}: {v}" for o in objs for v in kube_schemas.check(o.body)]
@@ -177,7 +179,8 @@ def validate(change: Change, model: str, env: str) -> None:
 
 def tag_hosts(model: str, env: str) -> tuple[str, str]:
     """Host headers of the stable (prev-) and canary (latest-) revisions through the ingress."""
-    meta = render.environment(env)
+    repo = Repo.discover()  # until the caller passes its Repo
+    meta = render.environment(repo, env)
     route = f"{model}-predictor.{meta.get('namespace', 'models')}.{meta.get('ingressDomain')}"
     return f"prev-{route}", f"latest-{route}"
 

@@ -131,10 +131,13 @@ class Repo:
                 )
             order.append(nxt)
         if len(order) != len(declared):
-            rest = sorted(set(declared) - set(order))
+            # The rest promote in a circle: name the file whose promotesTo closes it.
+            loop = [min(set(declared) - set(order))]
+            while (nxt := declared[loop[-1]].get("promotesTo")) not in loop:
+                loop.append(nxt)
             raise RepoError(
-                f"{self.rel(self.environments)}: {', '.join(rest)} not on the promotesTo chain "
-                f"{' -> '.join(order)}"
+                f"environments/{loop[-1]}/environment.yaml: promotesTo: {nxt} closes a cycle "
+                f"({' -> '.join([*loop, nxt])}) off the chain {' -> '.join(order)}"
             )
         return tuple(order)
 

@@ -20,13 +20,11 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.repo import Repo
 from kserve_gitops.review import diff as objdiff
 
 # Directories whose kustomizations are delivery or platform declarations (never charts or caches).
 KUSTOMIZE_TOPS = ("environments", "platform", "clusters", "argocd", "e2e")
-# One generic chart serves every model; a model is a values file under environments/<env>/models/.
-MODEL_CHART = paths.CHARTS / "inference-service"
 
 
 class RenderError(Exception):
@@ -73,13 +71,13 @@ def load_yaml_documents(text: str, source: str) -> list[dict[str, Any]]:
     return docs
 
 
-def load_yaml_file(path: Path) -> Any:
+def load_yaml_file(repo: Repo, path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
-        raise RenderError(f"{paths.rel(path)}: file not found") from exc
+        raise RenderError(f"{repo.rel(path)}: file not found") from exc
     except yaml.YAMLError as exc:
-        raise RenderError(f"{paths.rel(path)}: malformed YAML: {exc}") from exc
+        raise RenderError(f"{repo.rel(path)}: malformed YAML: {exc}") from exc
 
 
 def kubectl() -> str:
@@ -91,34 +89,34 @@ def kubectl() -> str:
 
 
 @cache
-def _kustomize(path: str) -> tuple[dict[str, Any], ...]:
+def _kustomize(path: str, shown: str) -> tuple[dict[str, Any], ...]:
     proc = subprocess.run(
         [kubectl(), "kustomize", path], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
-        raise RenderError(f"{paths.rel(Path(path))}: kustomize build failed: {proc.stderr.strip()}")
-    return tuple(load_yaml_documents(proc.stdout, f"kustomize build {paths.rel(Path(path))}"))
+        raise RenderError(f"{shown}: kustomize build failed: {proc.stderr.strip()}")
+    return tuple(load_yaml_documents(proc.stdout, f"kustomize build {shown}"))
 
 
-def kustomize_build(path: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize path` as a list of objects (cached per process; each caller gets its
-    own deep copy, so one that edits what it got cannot change what the next one gets)."""
-    return copy.deepcopy([dict(d) for d in _kustomize(str(Path(path).resolve()))])
+def kustomize_build(repo: Repo, path: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize path` as a list of objects (cached per process and path; each caller
+    gets its own deep copy, so one that edits what it got cannot change what the next gets)."""
+    resolved = Path(path).resolve()
+    return copy.deepcopy([dict(d) for d in _kustomize(str(resolved), repo.rel(resolved))])
 
 
-def kustomization_dirs(root: Path | None = None) -> list[Path]:
+def kustomization_dirs(repo: Repo) -> list[Path]:
     """Every directory holding a kustomization, so no declaration escapes validation."""
-    root = root or paths.ROOT
     found: list[Path] = []
     for top in KUSTOMIZE_TOPS:
-        base = root / top
+        base = repo.root / top
         if base.is_dir():
             found += sorted(p.parent for p in base.rglob("kustomization.yaml"))
     return found
 
 
 def render_chart(
-    chart_dir: Path, values: dict[str, Any], name: str, namespace: str, source: str
+    repo: Repo, chart_dir: Path, values: dict[str, Any], name: str, namespace: str, source: str
 ) -> list[Obj]:
     """Render a chart offline with the Helm SDK; `source` names where the values came from."""
     import helm_python as helm
@@ -128,7 +126,7 @@ def render_chart(
             chart.validate_schema(values)
             rendered = chart.render(values, name=name, namespace=namespace, is_install=True)
     except helm.HelmError as exc:
-        raise RenderError(f"{source}: {paths.rel(chart_dir)}: {exc}") from exc
+        raise RenderError(f"{source}: {repo.rel(chart_dir)}: {exc}") from exc
     objs: list[Obj] = []
     for template, text in sorted(rendered.items()):
         if template.endswith("NOTES.txt") or not text.strip():
@@ -140,74 +138,75 @@ def render_chart(
     return objs
 
 
-def environment_dir(env: str) -> Path:
-    path = paths.ENVIRONMENTS / env
+def environment_dir(repo: Repo, env: str) -> Path:
+    path = repo.environment_dir(env)
     if not (path / "environment.yaml").is_file():
-        known = ", ".join(environment_names()) or "none"
+        known = sorted(p.parent.name for p in repo.environments.glob("*/environment.yaml"))
         raise RenderError(
-            f"environments/{env}/environment.yaml: no such environment (known: {known})"
+            f"environments/{env}/environment.yaml: no such environment "
+            f"(known: {', '.join(known) or 'none'})"
         )
     return path
 
 
-def environment_names() -> list[str]:
-    return sorted(p.parent.name for p in paths.ENVIRONMENTS.glob("*/environment.yaml"))
-
-
-def environment(env: str) -> dict[str, Any]:
-    data = load_yaml_file(environment_dir(env) / "environment.yaml")
+def environment(repo: Repo, env: str) -> dict[str, Any]:
+    data = load_yaml_file(repo, environment_dir(repo, env) / "environment.yaml")
     if not isinstance(data, dict):
         raise RenderError(f"environments/{env}/environment.yaml: expected a mapping")
     return data
 
 
-def model_values_files(env: str) -> list[Path]:
+def model_values_files(repo: Repo, env: str) -> list[Path]:
     """The chart values files under models/: every YAML file there except the kustomization
     and the Kubernetes objects (Flux HelmReleases) that deliver those values."""
     return sorted(
-        p for p in (environment_dir(env) / "models").glob("*.yaml") if not _is_manifest(p)
+        p
+        for p in (environment_dir(repo, env) / "models").glob("*.yaml")
+        if not _is_manifest(repo, p)
     )
 
 
-def _is_manifest(path: Path) -> bool:
+def _is_manifest(repo: Repo, path: Path) -> bool:
     if path.name == "kustomization.yaml":
         return True
-    data = load_yaml_file(path)
+    data = load_yaml_file(repo, path)
     return isinstance(data, dict) and "apiVersion" in data and "kind" in data
 
 
-def model_values_file(env: str, model: str) -> Path:
-    return environment_dir(env) / "models" / f"{model}.yaml"
+def model_values_file(repo: Repo, env: str, model: str) -> Path:
+    return environment_dir(repo, env) / "models" / f"{model}.yaml"
 
 
-def model_values(path: Path) -> dict[str, Any]:
-    data = load_yaml_file(path)
+def model_values(repo: Repo, path: Path) -> dict[str, Any]:
+    data = load_yaml_file(repo, path)
     if not isinstance(data, dict):
-        raise RenderError(f"{paths.rel(path)}: expected a mapping of chart values")
+        raise RenderError(f"{repo.rel(path)}: expected a mapping of chart values")
     return data
 
 
-def render_models(env: str) -> list[Obj]:
-    """Our chart rendered for each model of the environment, from the environment's values files:
-    the same files Flux (valuesFrom) and Argo CD (valueFiles) carry."""
-    namespace = str(environment(env).get("namespace", "models"))
+def render_models(repo: Repo, env: str) -> list[Obj]:
+    """Our chart (one generic chart serves every model) rendered for each model of the
+    environment, from its values files: the same files Flux (valuesFrom) and Argo CD
+    (valueFiles) carry."""
+    namespace = str(environment(repo, env).get("namespace", "models"))
     objs: list[Obj] = []
-    files = model_values_files(env)
+    files = model_values_files(repo, env)
     if not files:
         raise RenderError(f"environments/{env}/models/: no values file (expected <model>.yaml)")
     for path in files:
-        objs += render_chart(MODEL_CHART, model_values(path), path.stem, namespace, paths.rel(path))
+        values = model_values(repo, path)
+        objs += render_chart(repo, repo.model_chart, values, path.stem, namespace, repo.rel(path))
     return objs
 
 
-def environment_objects(env: str) -> list[Obj]:
+def environment_objects(repo: Repo, env: str) -> list[Obj]:
     """Everything the environment applies: its kustomize overlay (when present) plus the models."""
-    env_dir = environment_dir(env)
+    env_dir = environment_dir(repo, env)
     objs: list[Obj] = []
     if (env_dir / "kustomization.yaml").is_file():
-        source = f"kustomize build {paths.rel(env_dir)}"
-        objs += [Obj(source, d) for d in kustomize_build(env_dir)]
-    return objs + render_models(env)
+        source = f"kustomize build {repo.rel(env_dir)}"
+        objs += [Obj(source, d) for d in kustomize_build(repo, env_dir)]
+    return objs + render_models(repo, env)
 
 
 def to_yaml(objs: list[Obj]) -> str:
@@ -216,11 +215,11 @@ def to_yaml(objs: list[Obj]) -> str:
     )
 
 
-def diff(env_from: str, env_to: str) -> str:
+def diff(repo: Repo, env_from: str, env_to: str) -> str:
     """What promoting `env_from` to `env_to` changes, object by object, field by field."""
     changes = objdiff.compare(
-        (o.body for o in environment_objects(env_from)),
-        (o.body for o in environment_objects(env_to)),
+        (o.body for o in environment_objects(repo, env_from)),
+        (o.body for o in environment_objects(repo, env_to)),
     )
     if not changes:
         return ""
@@ -233,12 +232,13 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser.add_argument("env", nargs="?", help="environment to render")
     parser.add_argument("--diff", nargs=2, metavar=("FROM", "TO"), help="diff two environments")
     args = parser.parse_args(argv)
+    repo = repo or Repo.discover()
     try:
         if args.diff:
-            text = diff(*args.diff)
+            text = diff(repo, *args.diff)
             sys.stdout.write(text or f"no differences between {args.diff[0]} and {args.diff[1]}\n")
         elif args.env:
-            sys.stdout.write(to_yaml(environment_objects(args.env)))
+            sys.stdout.write(to_yaml(environment_objects(repo, args.env)))
         else:
             parser.error("name an environment or use --diff FROM TO")
     except RenderError as exc:

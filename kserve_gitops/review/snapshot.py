@@ -37,6 +37,7 @@ class Environment:
 def _release_objects(
     release: components.Release, layer: str, chart_cache: Path, env: Environment
 ) -> None:
+    repo = Repo.discover()  # until the caller passes its Repo
     if release.local:
         chart_dir = paths.ROOT / release.chart
     else:
@@ -47,21 +48,24 @@ def _release_objects(
             env.unrendered[str(ref)] = str(exc)
             return
     source = f"{layer}: HelmRelease {release.name}"
-    objs = render.render_chart(chart_dir, release.values, release.name, release.namespace, source)
+    objs = render.render_chart(
+        repo, chart_dir, release.values, release.name, release.namespace, source
+    )
     env.objects += [o.body for o in objs]
 
 
 def environment(env: str, chart_cache: Path) -> Environment:
     """What `env` applies at this tree: Flux's layers and charts, then Argo CD's Applications."""
+    repo = Repo.discover()  # until the caller passes its Repo
     out = Environment()
-    out.objects += render.kustomize_build(paths.ROOT / "clusters" / env)
+    out.objects += render.kustomize_build(repo, paths.ROOT / "clusters" / env)
     for layer in components.layers(env):
-        out.objects += render.kustomize_build(paths.ROOT / layer.path)
+        out.objects += render.kustomize_build(repo, paths.ROOT / layer.path)
         for release in layer.releases:
             _release_objects(release, layer.path, chart_cache, out)
     argocd_dir = paths.ROOT / "argocd" / env
     if (argocd_dir / "kustomization.yaml").is_file():
-        out.objects += render.kustomize_build(argocd_dir)
+        out.objects += render.kustomize_build(repo, argocd_dir)
         out.objects += argocd.generated(env)
     if out.unrendered:
         first = next(iter(out.unrendered.values()))
@@ -75,7 +79,8 @@ def environment(env: str, chart_cache: Path) -> Environment:
 def prepare_charts(chart_cache: Path) -> None:
     """Fill the cache with this tree's charts up front, so the base's renderer, running at the
     same time, only ever adds other versions (two writers of one chart would collide)."""
-    for env in render.environment_names():
+    repo = Repo.discover()  # until the caller passes its Repo
+    for env in repo.environment_names:
         for layer in components.layers(env):
             for r in layer.releases:
                 if not r.local:
@@ -88,7 +93,8 @@ def prepare_charts(chart_cache: Path) -> None:
 
 
 def environments(chart_cache: Path) -> dict[str, Environment]:
-    return {env: environment(env, chart_cache) for env in render.environment_names()}
+    repo = Repo.discover()  # until the caller passes its Repo
+    return {env: environment(env, chart_cache) for env in repo.environment_names}
 
 
 def to_json(envs: dict[str, Environment]) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from kserve_gitops.checks import components
-from kserve_gitops.repo import Repo, files, paths, render
+from kserve_gitops.repo import Repo, files, paths
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.upstream import tables
 
@@ -55,8 +55,9 @@ class ChartRef:
 
 def required(envs: list[str] | None = None) -> list[ChartRef]:
     """Every upstream chart Flux or Argo CD installs in `envs` (default: all environments)."""
+    repo = Repo.discover()  # until the caller passes its Repo
     found: set[ChartRef] = set()
-    for env in envs or render.environment_names():
+    for env in envs or repo.environment_names:
         found |= {
             ChartRef(r.chart, r.version, r.repository)
             for layer in components.layers(env)

@@ -17,6 +17,7 @@ import pytest
 from kserve_gitops.checks import argocd, components
 from kserve_gitops.repo import paths, render
 from kserve_gitops.upstream import charts
+from tests import REPO
 
 ENVS = paths.ENVIRONMENT_NAMES
 Field = tuple[str, str, str]  # kind, name, JSON pointer
@@ -68,7 +69,7 @@ def _helmreleases(env: str) -> dict[str, dict[str, Any]]:
     return {
         o["metadata"]["name"]: o
         for layer in components.layers(env)
-        for o in render.kustomize_build(paths.ROOT / layer.path)
+        for o in render.kustomize_build(REPO, paths.ROOT / layer.path)
         if o["kind"] == "HelmRelease"
     }
 
@@ -86,7 +87,9 @@ def owned(shared_charts: Path) -> dict[str, tuple[set[Field], set[Field]]]:
                     chart = paths.ROOT / r.chart if r.local else charts.ensure(ref, online=False)
                     objs = [
                         o.body
-                        for o in render.render_chart(chart, r.values, r.name, r.namespace, env)
+                        for o in render.render_chart(
+                            REPO, chart, r.values, r.name, r.namespace, env
+                        )
                     ]
                     fields = _controller_owned(objs)
                     bodies = {(o["kind"], o["metadata"]["name"]): o for o in objs}
@@ -150,7 +153,12 @@ def test_kserve_defaulting_takes_part_in_the_dry_run(shared_charts: Path) -> Non
         )
         ref = charts.ChartRef(release.chart, release.version, release.repository)
         objs = render.render_chart(
-            charts.ensure(ref, online=False), release.values, release.name, release.namespace, "t"
+            REPO,
+            charts.ensure(ref, online=False),
+            release.values,
+            release.name,
+            release.namespace,
+            "t",
         )
     hooks = [
         h

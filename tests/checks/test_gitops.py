@@ -10,6 +10,7 @@ import pytest
 
 from kserve_gitops.checks import argocd, components
 from kserve_gitops.repo import paths, render
+from tests import REPO
 
 ENVS = paths.ENVIRONMENT_NAMES
 
@@ -48,7 +49,7 @@ def test_flux_layers_chain_by_depends_on(env: str) -> None:
         assert after.depends_on == (before.name,)
     # The monitors and alerts exist even while a model fails to become Ready.
     assert layers[-1].depends_on == ("platform-kserve",)
-    cluster = render.kustomize_build(paths.ROOT / "clusters" / env)
+    cluster = render.kustomize_build(REPO, paths.ROOT / "clusters" / env)
     for ks in (o for o in cluster if o["kind"] == "Kustomization"):
         assert ks["spec"]["wait"] is True and ks["spec"]["prune"] is True
         assert ks["spec"]["sourceRef"] == {"kind": "GitRepository", "name": "kserve-gitops"}
@@ -73,7 +74,7 @@ def test_flux_and_argo_read_the_same_values_files(env: str) -> None:
     for app in argocd.applications(env):
         if app.chart:
             assert app.value_files == (flux[app.component].values_file,), app.name
-            values = render.load_yaml_file(paths.ROOT / app.value_files[0]) or {}
+            values = render.load_yaml_file(REPO, paths.ROOT / app.value_files[0]) or {}
             assert values == flux[app.component].values
 
 

@@ -14,6 +14,7 @@ import pytest
 from kserve_gitops.checks import components, policy
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
+from tests import REPO
 from tests.conftest import Kgops
 
 ENVS = ("dev", "staging", "prod")
@@ -28,7 +29,7 @@ AUTHZ = (
 
 @pytest.fixture(scope="module")
 def staging() -> list[Obj]:
-    return render.environment_objects("staging")
+    return render.environment_objects(REPO, "staging")
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -40,7 +41,7 @@ def test_ambient_mode_is_delivered_by_both_tools(env: str) -> None:
         assert (flux[name].chart, flux[name].version) == (chart, "1.27.1")
         assert flux[name].wave < flux["environments/" + env + "/platform/configs"].wave
     assert flux["ztunnel"].wave > flux["istiod"].wave
-    objs = render.environment_objects(env)
+    objs = render.environment_objects(REPO, env)
     assert policy.ambient_gaps(objs) == []
     for ns in ("models", "knative-serving"):
         assert policy._namespace_labels(objs, ns)[policy.AMBIENT_LABEL] == "ambient"

@@ -11,6 +11,7 @@ import pytest
 from kserve_gitops.checks import policy
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
+from tests import REPO
 from tests.conftest import Kgops
 
 DEV_VALUES = "environments/dev/models/sklearn-iris.yaml"
@@ -21,7 +22,7 @@ PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
                                             ("staging", ["ReadWriteMany"]),
                                             ("prod", ["ReadWriteMany"])])  # fmt: skip
 def test_each_environment_declares_the_claim_its_model_names(env: str, modes: list[str]) -> None:
-    objs = render.environment_objects(env)
+    objs = render.environment_objects(REPO, env)
     (isvc,) = [o for o in objs if o.kind == "InferenceService"]
     uri = isvc.body["spec"]["predictor"]["model"]["storageUri"]
     claim = uri.removeprefix("pvc://").split("/")[0]
@@ -46,7 +47,7 @@ def _isvc_with(objs: list[Obj], **predictor: object) -> list[Obj]:
 
 
 def test_a_bucket_needs_a_declared_service_account_with_credentials() -> None:
-    objs = render.environment_objects("prod")
+    objs = render.environment_objects(REPO, "prod")
     broken = _isvc_with(objs, storageUri="s3://models/sklearn-iris/v1")
     (problem,) = policy.check_storage_provided(broken, policy.context("prod"))
     assert problem[0] == f"{PROD_VALUES}: model.storageUri (InferenceService/sklearn-iris)"

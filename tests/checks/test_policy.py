@@ -13,6 +13,7 @@ import pytest
 from kserve_gitops.checks import policy
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
+from tests import REPO
 from tests.conftest import Kgops
 
 ENVS = ("dev", "staging", "prod")
@@ -20,7 +21,7 @@ ENVS = ("dev", "staging", "prod")
 
 @pytest.fixture(scope="module")
 def env_objects() -> dict[str, list[Obj]]:
-    return {env: render.environment_objects(env) for env in ENVS}
+    return {env: render.environment_objects(REPO, env) for env in ENVS}
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -271,7 +272,7 @@ def test_every_rule_has_a_violation_test() -> None:
 def test_cli_passes_on_the_repository(kgops: Kgops) -> None:
     proc = kgops("policy")
     assert proc.returncode == 0, proc.stderr
-    assert "0 policy violation(s) in dev, prod, staging + chart scenarios" in proc.stdout
+    assert "0 policy violation(s) in dev, staging, prod + chart scenarios" in proc.stdout
 
 
 def test_cli_names_file_object_and_field(repo_copy: Path, kgops: Kgops) -> None:

@@ -20,6 +20,7 @@ from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS
 from kserve_gitops.repo import paths, render
 from kserve_gitops.upstream import crds
+from tests import REPO
 
 GIT = "http://127.0.0.1:37490/kserve-gitops.git"
 CHARTS = "http://127.0.0.1:37491"
@@ -91,7 +92,7 @@ def test_flux_patches_rewrite_every_chart_source_of_the_layer(
             )
         )
         got = _build(work)
-        want = render.kustomize_build(layer_dir)
+        want = render.kustomize_build(REPO, layer_dir)
         assert len(got) == len(want)
         for obj in got:
             if obj["kind"] == "OCIRepository":

@@ -34,6 +34,7 @@ from kserve_gitops.e2e.plan import (
     Run,
 )
 from kserve_gitops.repo import paths, render
+from tests import REPO
 
 ENVS = ("dev", "staging", "prod")
 PINS = yaml.safe_load(paths.VERSIONS.read_text())
@@ -207,7 +208,7 @@ def test_crds_are_established_before_objects_of_their_kind(
         elif isinstance(step, Poll):
             objs = custom_objects(step.stdin_objects)
         elif isinstance(step, HelmInstall) and step.repository is None:
-            objs = custom_objects(o.body for o in render.render_models(plan.env))
+            objs = custom_objects(o.body for o in render.render_models(REPO, plan.env))
         elif isinstance(step, HelmInstall):
             needed = set(e2e_plan.readiness(step.chart, step.release).needs_crds)
         for obj in objs:
@@ -282,10 +283,10 @@ def test_model_is_on_the_claim_before_the_inference_service(plan: Plan) -> None:
     argv = plan.steps[copy[0]].argv()
     artifact = paths.ROOT / argv[2]
     assert artifact.is_file() and artifact.name == "model.joblib"
-    values = render.model_values(render.model_values_file(plan.env, e2e_plan.MODEL))
+    values = render.model_values(REPO, render.model_values_file(REPO, plan.env, e2e_plan.MODEL))
     claim, sub = e2e_plan._storage(values, plan.env)
     assert argv[3].endswith(f":/mnt/models/{sub}/model.joblib")
-    store = render.kustomize_build(e2e_plan.MODEL_STORE)
+    store = render.kustomize_build(REPO, e2e_plan.MODEL_STORE)
     # The namespace (Pod Security "restricted") and the claim come from the environment's
     # layers, never from the e2e: only the loader pod is the e2e's.
     assert [o["kind"] for o in store] == ["Pod"]
@@ -344,20 +345,20 @@ def test_verification_follows_the_ready_condition(plan: Plan) -> None:
 
 
 def test_applied_manifests_are_builds_make_validate_checks(plan: Plan) -> None:
-    validated_dirs = {paths.rel(d) for d in render.kustomization_dirs()}
+    validated_dirs = {paths.rel(d) for d in render.kustomization_dirs(REPO)}
     applies = [s for s in plan.steps if isinstance(s, Apply)]
     assert applies
     for step in applies:
         directory = step.source.removeprefix("kustomize build ")
         assert directory in validated_dirs, step.source
-        built = render.kustomize_build(paths.ROOT / directory)
+        built = render.kustomize_build(REPO, paths.ROOT / directory)
         # The one adaptation: claims shared across nodes are ReadWriteOnce on the one-node cluster.
         expected = [e2e_plan.on_one_node(o) for o in built]
         assert [dict(o) for o in step.objects] == expected, step.source
 
 
 def test_model_objects_are_the_environment_render_make_validate_checks(plan: Plan) -> None:
-    validated = [o.body for o in render.render_models(plan.env)]
+    validated = [o.body for o in render.render_models(REPO, plan.env)]
     (install,) = [s for s in plan.steps if isinstance(s, HelmInstall) and s.repository is None]
     assert install.argv(None)[3:5] == ["sklearn-iris", "charts/inference-service"]
     assert [paths.rel(p) for p in install.value_files] == [
@@ -376,7 +377,7 @@ def test_readiness_crd_names_exist_in_the_pinned_crds(
 
 
 def test_loader_pod_uses_the_pinned_kserve_runtime_image() -> None:
-    store = render.kustomize_build(e2e_plan.MODEL_STORE)
+    store = render.kustomize_build(REPO, e2e_plan.MODEL_STORE)
     (pod,) = [o for o in store if o["kind"] == "Pod"]
     image = pod["spec"]["containers"][0]["image"]
     assert image == f"kserve/sklearnserver:{PINS['kserve']['version']}"

@@ -18,6 +18,7 @@ from kserve_gitops.checks import policy
 from kserve_gitops.knative import admission, revision
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
+from tests import REPO
 from tests.conftest import Kgops
 
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
@@ -118,7 +119,7 @@ def test_pod_security_context_needs_secure_defaults_or_the_securitycontext_featu
 
 @pytest.fixture(scope="module")
 def prod_objects() -> list[Obj]:
-    return render.environment_objects("prod")
+    return render.environment_objects(REPO, "prod")
 
 
 def test_the_revision_pod_of_prod_is_restricted_and_guaranteed(prod_objects: list[Obj]) -> None:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from kserve_gitops.repo import render
+from tests import REPO
 
 ENVS = ("dev", "staging", "prod")
 REGISTRY = Path("models") / "sklearn-iris" / "registry.yaml"
@@ -34,7 +35,7 @@ def snapshot(root: Path) -> dict[str, str]:
 def isvc(root: Path, env: str) -> dict:
     """The InferenceService the chart renders from the environment's values file."""
     values = yaml.safe_load(values_path(root, env).read_text())
-    [obj] = render.render_chart(render.MODEL_CHART, values, "sklearn-iris", "models", env)
+    [obj] = render.render_chart(REPO, REPO.model_chart, values, "sklearn-iris", "models", env)
     return obj.body
 
 

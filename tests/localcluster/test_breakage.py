@@ -20,6 +20,7 @@ from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
 from kserve_gitops.repo import paths, render
 from kserve_gitops.upstream import charts as upstream_charts
+from tests import REPO
 from tests.kwok_helpers import need_binaries
 
 pytestmark = pytest.mark.kwok
@@ -53,7 +54,7 @@ def release(chart: str) -> tuple[str, components.Release]:
 
 def configs(root: Path, *kinds: str) -> Apply:
     """The objects of `kinds` of the copy's dev configs layer, as `kustomize build` makes them."""
-    objs = render.kustomize_build(root / "environments" / "dev" / "platform" / "configs")
+    objs = render.kustomize_build(REPO, root / "environments" / "dev" / "platform" / "configs")
     return Apply("platform-configs", "test", "test", tuple(o for o in objs if o["kind"] in kinds))
 
 
@@ -158,5 +159,7 @@ def test_an_upstream_values_file_with_a_wrong_value_fails_the_install(
                              "minReplicas": value}  # fmt: skip
     values_file.write_text(yaml.safe_dump(values))
     with pytest.raises(CommandError) as err:
-        executor.execute(helm_install(layer_name, gateway, render.load_yaml_file(values_file)))
+        executor.execute(
+            helm_install(layer_name, gateway, render.load_yaml_file(REPO, values_file))
+        )
     assert expected in str(err.value)

@@ -13,6 +13,7 @@ import pytest
 from kserve_gitops.load import slo
 from kserve_gitops.monitoring import alerts, grafana, promtool
 from kserve_gitops.repo import paths, render
+from tests import REPO
 from tests.conftest import Kgops
 
 ENVS = ("dev", "staging", "prod")
@@ -49,7 +50,7 @@ def test_a_hand_edit_is_caught_and_regeneration_repairs_it(repo_copy: Path, kgop
 
 def test_the_monitoring_layer_ships_the_generated_objects() -> None:
     for env in ENVS:
-        objs = render.kustomize_build(alerts.monitoring_dir(env))
+        objs = render.kustomize_build(REPO, alerts.monitoring_dir(env))
         kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
         assert ("PrometheusRule", "kserve-slo") in kinds
         assert ("ConfigMap", "kserve-slo-dashboard") in kinds

@@ -29,6 +29,11 @@ def test_environments_come_in_promotion_order_not_alphabetical(tmp_path: Path) -
     ("chain", "message"),
     [
         ({"a": "b", "b": "a"}, "environments no other promotes to: none"),
+        (
+            {"dev": "staging", "staging": "dev", "prod": None},
+            r"environments/staging/environment\.yaml: promotesTo: dev closes a cycle "
+            r"\(dev -> staging -> dev\) off the chain prod",
+        ),
         ({"a": None, "b": None}, "environments no other promotes to: a, b"),
         ({"a": "c", "b": "a"}, "environments/a/environment.yaml: promotesTo"),
     ],

@@ -203,9 +203,9 @@ def test_pull_requests_get_the_diff_as_job_summary() -> None:
     checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0
     run = next(s["run"] for s in job["steps"] if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
-    assert "-m kserve_gitops.review.revision --base" in run and "--format markdown" in run
+    assert "kgops diff --base" in run and "--format markdown" in run
     # The same module and flags as `make diff BASE= FORMAT=markdown`.
     makefile = (paths.ROOT / "Makefile").read_text()
-    assert "-m kserve_gitops.review.revision $(if $(BASE),--base $(BASE)) --format $(FORMAT)" in (
+    assert "$(KGOPS) diff $(if $(BASE),--base $(BASE)) --format $(FORMAT)" in (
         makefile
     )

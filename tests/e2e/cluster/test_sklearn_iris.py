@@ -15,6 +15,7 @@ from kubernetes import config as k8s_config
 from kserve_gitops.e2e import plan as e2e_plan
 from kserve_gitops.e2e.plan import Plan, Poll
 from kserve_gitops.repo import paths, render
+from tests import REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -78,7 +79,7 @@ def test_inference_service_is_ready_on_the_environment_domain(
 ) -> None:
     conditions = {c["type"]: c["status"] for c in isvc["status"]["conditions"]}
     assert conditions["Ready"] == "True"
-    domain = render.environment(plan.env)["ingressDomain"]
+    domain = render.environment(REPO, plan.env)["ingressDomain"]
     assert urlparse(isvc["status"]["url"]).netloc.endswith(f".{domain}")
 
 
