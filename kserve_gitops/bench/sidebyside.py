@@ -411,8 +411,8 @@ def _profile_section(found: list[dict[str, Any]] | str | None) -> list[str]:
         "| where | " + " | ".join(p["config"] for p in found) + " |",
         "|---|" + "---|" * len(found),
     ]
-    groups = sorted(
-        {g for p in found for g in p["shares"]},
+    groups = sorted(  # stable: ties keep the order of the first profile's groups
+        dict.fromkeys(g for p in found for g in p["shares"]),
         key=lambda g: -max(p["shares"].get(g, 0) for p in found),
     )
     for group in groups:
