@@ -12,6 +12,7 @@ from __future__ import annotations
 from kserve_gitops.load import loadtest  # isort: skip
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -19,8 +20,8 @@ from pathlib import Path
 
 from kserve_gitops.lifecycle import train
 from kserve_gitops.load import openloop, slo
-from kserve_gitops.repo import Repo, paths
-from kserve_gitops.serving import runtimes
+from kserve_gitops.repo import Repo
+from kserve_gitops.serving import process, runtimes
 
 
 def _step(number: int, text: str) -> None:
@@ -28,8 +29,13 @@ def _step(number: int, text: str) -> None:
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
+    repo = repo or Repo.discover()
+    envs = repo.environment_names
     p = argparse.ArgumentParser(prog="kgops demo", description=__doc__)
-    p.add_argument("--env", default="dev", choices=paths.ENVIRONMENT_NAMES, help="SLO overrides")
+    p.add_argument(
+        "--env", default=envs[0], choices=envs, help="SLO overrides (default: %(default)s)"
+    )
+    p.add_argument("--model", help="(default: the checkout's only model)")
     p.add_argument("--rate", type=float, help="arrival rate, req/s (default from the SLO config)")
     p.add_argument("--duration", help="load duration, e.g. 30s (default from the SLO config)")
     p.add_argument(
@@ -41,27 +47,32 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     args = p.parse_args(argv)
     started = time.monotonic()
     protocol = args.protocol or ("v2" if args.runtime == "mlserver" else None)
+    model = args.model or repo.default_model()
     try:
-        config = slo.for_run(args.env, args.slo_config, args.rate, args.duration, protocol=protocol)
+        config = slo.for_run(
+            repo, args.env, args.slo_config, args.rate, args.duration, protocol=protocol
+        )
         runtimes.check(args.runtime, config.load.protocol)
     except (slo.SloConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    _step(1, "model: train sklearn-iris v1 if missing or stale")
+    _step(1, f"model: train {model} v1 if missing or stale")
     try:
-        model_dir = train.ensure_trained("v1")
+        model_dir = train.ensure_trained(repo, model, "v1")
     except (train.RecipeError, OSError, ValueError) as exc:
         print(f"error: training failed: {exc}", file=sys.stderr)
         return 1
-    print(f"model ready: {paths.rel(model_dir)}")
+    print(f"model ready: {repo.rel(model_dir)}")
 
     _step(2, "validate: render and check every chart scenario and environment")
     if importlib.util.find_spec("kserve_gitops.checks.validate") is None:
         print("error: kserve_gitops.checks.validate is missing from this checkout", file=sys.stderr)
         return 1
     validation = subprocess.run(
-        [sys.executable, "-m", "kserve_gitops.checks.validate"], check=False
+        [sys.executable, "-m", "kserve_gitops.checks.validate"],
+        env={**os.environ, "KGOPS_ROOT": str(repo.root)},
+        check=False,
     )
     if validation.returncode != 0:
         print(f"error: validation failed (exit {validation.returncode})", file=sys.stderr)
@@ -69,7 +80,9 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
 
     _step(3, f"serve: {args.runtime}, {args.workers} worker(s), in the background")
     try:
-        local = runtimes.start_background(args.runtime, workers=args.workers, timeout=120)
+        local = process.start_background(
+            repo, args.runtime, model_name=model, workers=args.workers, timeout=120
+        )
     except (RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -84,13 +97,15 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             rate=load.rate,
             duration=load.duration,
             users=load.users or openloop.default_users(load.rate),
+            model=model,
         )
         result = loadtest.run_load(
+            repo,
             opts,
             config.targets,
             env_name=args.env,
             slo_source=config.source,
-            report_root=paths.REPORTS,
+            report_root=repo.reports,
         )
     finally:
         _step(5, "stop the server")
@@ -99,7 +114,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
 
     print(f"\nSLO verdict ({config.source}, env {args.env}):")
     print(slo.verdict_table([slo.Check(**c) for c in result.summary["checks"]]))
-    print(f"report: {paths.rel(result.report_dir)}")
+    print(f"report: {repo.rel(result.report_dir)}")
     print(f"demo {'PASSED' if result.passed else 'FAILED'} in {time.monotonic() - started:.0f}s")
     return 0 if result.passed else 1
 

@@ -1,13 +1,14 @@
-"""Locust users for the sklearn-iris model: V1 and V2 predict at a fixed arrival rate (open loop).
+"""Locust users for the model: V1 and V2 predict at a fixed arrival rate (open loop).
 
 Headless runs with an SLO verdict: `make loadtest` (kserve_gitops.load.loadtest drives this file, in
 one process or as the master of Locust workers). Dashboard: `make loadtest-ui`, or
 `locust -f loadtests/locustfile.py --host URL V1User` (add `--processes N`, or `--master` and
 `--worker` processes, for distributed load): its SLO tab shows the targets of config/slo.yaml,
 the latency from the scheduled send time and the verdict, live; the stop writes the report.
-Environment: KGOPS_RATE (arrival rate, req/s, default 80), KGOPS_MODEL (default sklearn-iris),
-KGOPS_HOST_HEADER (Host header for an ingress gateway, default none), KGOPS_ENV and
-KGOPS_SLO_CONFIG (which SLO targets), KGOPS_REPORTS (report root, default reports/).
+Environment: KGOPS_ROOT (the checkout), KGOPS_RATE (arrival rate, req/s, default 80),
+KGOPS_MODEL (default: the checkout's only model), KGOPS_HOST_HEADER (Host header for an ingress
+gateway, default none), KGOPS_ENV and KGOPS_SLO_CONFIG (which SLO targets), KGOPS_REPORTS (report
+root, default reports/).
 
 Each user claims the next due slot of its process's plan (a worker's share of the run's plan),
 sleeps until it, sends and checks the predictions (a wrong prediction is a failure). Locust's
@@ -42,7 +43,9 @@ class _PredictUser(FastHttpUser):
 
     def on_start(self) -> None:
         target = self.environment.kgops_target
-        self.cases = itertools.cycle(payloads.load_cases(self.protocol))
+        self.cases = itertools.cycle(
+            payloads.load_cases(self.environment.kgops_repo, self.protocol)
+        )
         self.path = client.predict_path(self.protocol, target.model)
         self.headers = {"Content-Type": "application/json"}
         if target.host_header:

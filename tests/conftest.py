@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kserve_gitops.repo import Repo, paths
-from kserve_gitops.serving import server
+from kserve_gitops.serving import process
 from kserve_gitops.upstream import charts, crds
 from tests import REPO
 
@@ -84,13 +84,13 @@ def kgops() -> Kgops:
 
 
 @pytest.fixture(scope="session")
-def local_model_server() -> Iterator[server.LocalServer]:
+def local_model_server() -> Iterator[process.LocalServer]:
     """One `kgops serve` for the session, on a free port, access log off."""
-    with server.running(extra_args=["--access-log", "false"]) as srv:
+    with process.running(REPO, extra_args=["--access-log", "false"]) as srv:
         yield srv
 
 
 @pytest.fixture(scope="session")
-def model_server(local_model_server: server.LocalServer) -> str:
+def model_server(local_model_server: process.LocalServer) -> str:
     """Base URL of the session's local sklearn-iris server (ready to answer)."""
     return local_model_server.url

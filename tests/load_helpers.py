@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from kserve_gitops.repo import paths
+from tests import REPO
 
 PORTS = range(19000, 20000)  # this suite's servers stay in one range, on 127.0.0.1
 
@@ -44,7 +44,7 @@ def fast_server() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "kserve_gitops.load.fastserver", "--port", str(port)],
-        cwd=paths.ROOT,
+        cwd=REPO.root,
         stdout=subprocess.DEVNULL,
     )
     try:

@@ -17,22 +17,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.bench import local as bench
+from kserve_gitops.bench import machine
 from kserve_gitops.localcluster import binaries
-from kserve_gitops.repo import Repo, files, paths
+from kserve_gitops.repo import Repo, files
 
-OUT = paths.ROOT / "benchmarks" / "kwok-e2e.md"
 GOAL_S = 180  # the issue's aim for a warm run per environment on 2 cores
 
 
-def one_run(env: str, reports: Path) -> dict[str, Any]:
+def one_run(repo: Repo, env: str, reports: Path) -> dict[str, Any]:
     """One `kgops e2e --cluster kwok`; its summary.json and the wall time."""
     before = set(reports.glob("e2e-*"))
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "kserve_gitops.e2e.run", "--env", env, "--cluster", "kwok",
          "--reports", str(reports)],
-        cwd=paths.ROOT, capture_output=True, text=True, check=False,
+        cwd=repo.root, env={**os.environ, "KGOPS_ROOT": str(repo.root)},
+        capture_output=True, text=True, check=False,
     )  # fmt: skip
     wall = time.monotonic() - started
     (new,) = set(reports.glob("e2e-*")) - before
@@ -90,8 +90,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
+    repo = repo or Repo.discover()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--envs", default=",".join(paths.ENVIRONMENT_NAMES))
+    parser.add_argument("--envs", default=",".join(repo.environment_names))
     parser.add_argument("--runs", type=int, default=1, help="runs per environment")
     args = parser.parse_args(argv)
     try:
@@ -99,11 +100,12 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     except binaries.BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    reports = paths.REPORTS / "bench-e2e"
+    reports = repo.reports / "bench-e2e"
+    out = repo.root / "benchmarks" / "kwok-e2e.md"
     reports.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": bench.machine(),
+        "machine": machine.machine(),
         "load_start": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
         "runs": [],
     }
@@ -111,15 +113,15 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         for env in [e for e in args.envs.split(",") if e]:
             print(f"kwok e2e {env} ...", file=sys.stderr, flush=True)
             try:
-                run = one_run(env, reports)
+                run = one_run(repo, env, reports)
             except RuntimeError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
             print(f"  {run['result']} in {run['wall_s']}s", file=sys.stderr, flush=True)
             results["runs"].append(run)
-    files.write_text(OUT.with_suffix(".json"), json.dumps(results, indent=2) + "\n")
-    files.write_text(OUT, markdown(results))
-    print(f"wrote {paths.rel(OUT)}")
+    files.write_text(out.with_suffix(".json"), json.dumps(results, indent=2) + "\n")
+    files.write_text(out, markdown(results))
+    print(f"wrote {repo.rel(out)}")
     return 0 if all(r["result"] == "passed" for r in results["runs"]) else 1
 
 

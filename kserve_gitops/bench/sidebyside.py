@@ -4,14 +4,14 @@ Every runtime and setting is started afresh in each round, in an order that rota
 rounds, so that a neighbour's burst on the shared machine falls on different configurations
 in different rounds. Per configuration and protocol: cold start (process start to the first
 successful prediction), latency at 80 req/s from the scheduled send time, the highest arrival
-rate with p99 <= 50 ms (kserve_gitops.bench.local's search), server CPU per request and the resident
-memory of the runtime's processes.
+rate with p99 <= 50 ms (kserve_gitops.bench.measure's search), server CPU per request and the
+resident memory of the runtime's processes.
 """
 
 from __future__ import annotations
 
-# Locust (via bench and loadtest) monkey-patches the standard library with gevent: import first.
-from kserve_gitops.bench import local as bench  # isort: skip
+# Locust (via measure) monkey-patches the standard library with gevent: import it first.
+from kserve_gitops.bench import measure  # isort: skip
 import contextlib
 import json
 import os
@@ -22,14 +22,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
-from kserve_gitops.serving import client, mlserver, runtimes, server
+from kserve_gitops.bench import machine
+from kserve_gitops.repo import Repo
+from kserve_gitops.serving import client, mlserver, process, runtimes
+from kserve_gitops.serving.process import LocalServer
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ CONFIGS = (
     Config(
         "sklearnserver-tuned",
         "sklearnserver",
-        tuple(bench.SETTINGS["tuned"]),
-        "this project's recommended settings: " + " ".join(bench.SETTINGS["tuned"]),
+        tuple(measure.SETTINGS["tuned"]),
+        "this project's recommended settings: " + " ".join(measure.SETTINGS["tuned"]),
     ),
     Config(
         "mlserver-upstream",
@@ -82,7 +84,7 @@ def port_block(start: int = 38400, end: int = 38999, size: int = 3) -> int:
     raise RuntimeError(f"no {size} consecutive free ports in {start}-{end}")
 
 
-def runtime_procs(local: server.LocalServer, runtime: str) -> list[psutil.Process]:
+def runtime_procs(local: LocalServer, runtime: str) -> list[psutil.Process]:
     """The processes the runtime runs in the pod: MLServer's launcher here is ours, not MLServer."""
     root = psutil.Process(local.process.pid)
     children = root.children(recursive=True)
@@ -97,15 +99,20 @@ def _rss_mib(procs: list[psutil.Process]) -> list[float]:
     return out
 
 
-def cold_start(config: Config, port: int, log_path: Path) -> tuple[server.LocalServer, float]:
+def cold_start(repo: Repo, config: Config, port: int, log_path: Path) -> tuple[LocalServer, float]:
     """Start the configuration's server; seconds from process start to a successful
     prediction (V2 for MLServer, V1 otherwise; both protocols share the loaded model)."""
     protocol = config.protocols[0]
-    path = client.predict_path(protocol, server.DEFAULT_MODEL)
+    path = client.predict_path(protocol, repo.default_model())
     body = client.request_body(protocol, PREDICT_BODY["instances"])
     started = time.monotonic()
-    local = runtimes.start_background(
-        config.runtime, port=port, extra_args=list(config.args), log_path=log_path, timeout=180
+    local = process.start_background(
+        repo,
+        config.runtime,
+        port=port,
+        extra_args=list(config.args),
+        log_path=log_path,
+        timeout=180,
     )
     while True:
         try:
@@ -121,36 +128,46 @@ def cold_start(config: Config, port: int, log_path: Path) -> tuple[server.LocalS
 
 
 def measure_point(
-    local: server.LocalServer, runtime: str, protocol: str, rate: float, duration: float
+    repo: Repo, local: LocalServer, runtime: str, protocol: str, rate: float, duration: float
 ) -> dict[str, Any]:
-    """bench.measure plus the runtime's CPU time per completed request."""
+    """measure.measure plus the runtime's CPU time per completed request."""
     procs = runtime_procs(local, runtime)
-    before = bench._cpu_seconds(procs)
-    point = bench.measure(local, protocol, rate, duration)
-    cpu = bench._cpu_seconds(procs) - before
+    before = measure.cpu_seconds(procs)
+    point = measure.measure(repo, local, protocol, rate, duration)
+    cpu = measure.cpu_seconds(procs) - before
     point["server_cpu_ms_per_request"] = 1000 * cpu / max(point["requests"], 1)
     return point
 
 
 def run_config(
-    config: Config, knobs: bench.Knobs, logs: Path, round_no: int, log: Callable[[str], None]
+    repo: Repo,
+    config: Config,
+    knobs: measure.Knobs,
+    logs: Path,
+    round_no: int,
+    log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    local, cold = cold_start(config, port_block(), logs / f"{config.name}-{round_no}.log")
+    local, cold = cold_start(repo, config, port_block(), logs / f"{config.name}-{round_no}.log")
     log(f"  {config.name}: cold start {cold:.2f} s")
     out = []
     try:
         for protocol in config.protocols:
-            bench.measure(local, protocol, 50, 2)  # warm-up: connections, lazy imports
-            fixed = measure_point(local, config.runtime, protocol, bench.FIXED_RATE, knobs.fixed_s)
+            measure.measure(repo, local, protocol, 50, 2)  # warm-up: connections, lazy imports
+            fixed = measure_point(
+                repo, local, config.runtime, protocol, measure.FIXED_RATE, knobs.fixed_s
+            )
             lat = fixed["latency_ms"]
             log(
-                f"  {config.name} {protocol} at {bench.FIXED_RATE:g} req/s: avg {lat['avg']:.2f}"
+                f"  {config.name} {protocol} at {measure.FIXED_RATE:g} req/s: avg {lat['avg']:.2f}"
                 f" ms, p99 {lat['p99']:.2f} ms, server {fixed['server_cpu_ms_per_request']:.2f}"
                 " ms CPU/request"
             )
-            best, steps = bench.search_max_rate(local, protocol, knobs, log)
+            best, steps = measure.search_max_rate(repo, local, protocol, knobs, log)
             if best:  # CPU per request at the max-rate point, from the same processes
-                best = {**best, **_cpu_at(local, config.runtime, protocol, best["rate"], knobs)}
+                point = measure_point(
+                    repo, local, config.runtime, protocol, best["rate"], knobs.step_s
+                )
+                best = {**best, "server_cpu_ms_per_request": point["server_cpu_ms_per_request"]}
             rss = _rss_mib(runtime_procs(local, config.runtime))
             out.append(
                 {
@@ -170,31 +187,25 @@ def run_config(
     return out
 
 
-def _cpu_at(
-    local: server.LocalServer, runtime: str, protocol: str, rate: float, knobs: bench.Knobs
-) -> dict[str, float]:
-    point = measure_point(local, runtime, protocol, rate, knobs.step_s)
-    return {"server_cpu_ms_per_request": point["server_cpu_ms_per_request"]}
-
-
-def versions() -> dict[str, str]:
+def versions(repo: Repo) -> dict[str, str | None]:
     """The runtimes' own versions: kserve in this venv, MLServer in its own."""
     names = ["mlserver", "mlserver-sklearn", "scikit-learn", "fastapi", "uvicorn", "uvloop"]
     done = subprocess.run(
-        [str(mlserver.mlserver_command().parent / "python"), "-c",
+        [str(mlserver.mlserver_command(repo).parent / "python"), "-c",
          "import json, sys; from importlib.metadata import version; "
          "print(json.dumps({n: version(n) for n in sys.argv[1:]}))", *names],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     theirs = json.loads(done.stdout)
     return {
-        "kserve": metadata.version("kserve"),
+        **machine.package_versions(["kserve"]),
         **{n if n.startswith("mlserver") else f"{n} (MLServer venv)": theirs[n] for n in names},
     }
 
 
 def run(
-    knobs: bench.Knobs,
+    repo: Repo,
+    knobs: measure.Knobs,
     rounds: int,
     configs: tuple[Config, ...] = CONFIGS,
     profile_rate: float = 0.0,
@@ -211,7 +222,7 @@ def run(
             {"name": c.name, "runtime": c.runtime, "args": list(c.args), "note": c.note}
             for c in configs
         ],
-        "versions": versions(),
+        "versions": versions(repo),
         "order": [],
         "points": [],
     }
@@ -221,15 +232,17 @@ def run(
             log(f"runtimes, round {r + 1}/{rounds}: {', '.join(c.name for c in order)}")
             results["order"].append([c.name for c in order])
             for config in order:
-                results["points"].extend(run_config(config, knobs, Path(logs), r + 1, log))
+                results["points"].extend(run_config(repo, config, knobs, Path(logs), r + 1, log))
         if profile_rate:
-            results["profiles"] = profiles(configs, profile_rate, knobs.fixed_s, Path(logs), log)
+            results["profiles"] = profiles(
+                repo, configs, profile_rate, knobs.fixed_s, Path(logs), log
+            )
     results["load_average_end"] = list(os.getloadavg())
     return results
 
 
 def profiles(
-    configs: tuple[Config, ...], rate: float, duration: float, logs: Path, log
+    repo: Repo, configs: tuple[Config, ...], rate: float, duration: float, logs: Path, log
 ) -> list[dict[str, Any]] | str:
     """Where each configuration's Python time goes (kserve_gitops.serving.profile), or why it
     could not be sampled."""
@@ -238,7 +251,7 @@ def profiles(
     out = []
     for config in configs:
         try:
-            counts, point = profile.profile(config, "v2", rate, duration, logs / config.name)
+            counts, point = profile.profile(repo, config, "v2", rate, duration, logs / config.name)
         except (FileNotFoundError, RuntimeError) as exc:
             log(f"  profile skipped: {exc}")
             return str(exc).splitlines()[0]
@@ -309,7 +322,7 @@ def markdown(results: dict[str, Any] | None) -> list[str]:
         "",
         "Each round starts every configuration afresh (1 HTTP process each), in an order that"
         " rotates between rounds, and measures it the same way as above: cold start, then per"
-        f" protocol a 2 s warm-up, {bench.FIXED_RATE:g} req/s for {k['fixed_s']:g} s, and the"
+        f" protocol a 2 s warm-up, {measure.FIXED_RATE:g} req/s for {k['fixed_s']:g} s, and the"
         f" max-rate search ({k['step_s']:g} s steps, p99 <= {k['p99_ms']:g} ms from the"
         " scheduled send time). Figures are the medians of the rounds; max rate and cold start"
         " list every round (a round whose first step failed counts as 0). Server"
@@ -334,9 +347,9 @@ def markdown(results: dict[str, Any] | None) -> list[str]:
             f"### {protocol.upper()}"
             + (f" ({', '.join(absent)}: no {protocol.upper()} endpoint)" if absent else ""),
             "",
-            f"| configuration | avg | p50 | p99 | max (ms at {bench.FIXED_RATE:g} req/s) "
+            f"| configuration | avg | p50 | p99 | max (ms at {measure.FIXED_RATE:g} req/s) "
             "| avg vs fastest | max rate (req/s, each round) | rate vs fastest "
-            f"| CPU ms/request at {bench.FIXED_RATE:g} | at max rate | RSS MiB (processes) "
+            f"| CPU ms/request at {measure.FIXED_RATE:g} | at max rate | RSS MiB (processes) "
             "| cold start s (each round) |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -398,8 +411,8 @@ def _profile_section(found: list[dict[str, Any]] | str | None) -> list[str]:
         "| where | " + " | ".join(p["config"] for p in found) + " |",
         "|---|" + "---|" * len(found),
     ]
-    groups = sorted(
-        {g for p in found for g in p["shares"]},
+    groups = sorted(  # stable: ties keep the order of the first profile's groups
+        dict.fromkeys(g for p in found for g in p["shares"]),
         key=lambda g: -max(p["shares"].get(g, 0) for p in found),
     )
     for group in groups:
@@ -429,7 +442,7 @@ def recommendations(summary: dict[tuple[str, str], dict[str, Any]]) -> list[str]
         best_avg, next_avg = (rows[n]["latency_ms"]["avg"] for n in (first, second))
         out.append(
             f"- Latency, {protocol.upper()}: **{first}** (avg {best_avg:.2f} ms at"
-            f" {bench.FIXED_RATE:g} req/s; next {second} x{next_avg / best_avg:.2f})."
+            f" {measure.FIXED_RATE:g} req/s; next {second} x{next_avg / best_avg:.2f})."
         )
         top, runner = by_rate[0], by_rate[1]
         ratio = rows[runner]["rate"] / rows[top]["rate"] if rows[top]["rate"] else 0.0

@@ -208,7 +208,7 @@ class Executor:
             raise StepFailed(f"{verdict.status}: {verdict.reason}")
 
     def _canary(self, step: ClusterCanary) -> None:
-        reg = registry.load(step.model)
+        reg = registry.load(Repo.discover(), step.model)
         version = canary.expected_version(reg, registry.state(reg, step.env).stable)
         lines = canary.run(
             step.env, step.model, step.namespace, version, step.percent, self.plan.kubeconfig,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kserve_gitops.lifecycle import registry, train
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.repo import Repo
 
 FEATURES = ("sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm")
 
@@ -47,9 +47,9 @@ class GateResult:
         return "\n".join(lines)
 
 
-def load_golden(path: Path) -> tuple[list[list[float]], list[int]]:
+def load_golden(repo: Repo, path: Path) -> tuple[list[list[float]], list[int]]:
     """Rows and expected labels; errors name the file, the line and the column."""
-    where = paths.rel(path)
+    where = repo.rel(path)
     try:
         with path.open(newline="") as fh:
             reader = csv.DictReader(fh)
@@ -73,17 +73,17 @@ def load_golden(path: Path) -> tuple[list[list[float]], list[int]]:
     return rows, labels
 
 
-def evaluate(model: str, version: str, env: str) -> GateResult:
+def evaluate(repo: Repo, model: str, version: str, env: str) -> GateResult:
     """The gate's checks; RegistryError for a request that names nothing known."""
     import joblib
 
-    reg = registry.load(model)
+    reg = registry.load(repo, model)
     candidate = reg.version(version)
     baseline = reg.version(registry.state(reg, env).stable)
     result = GateResult(model, version, env, baseline.name)
 
     if not candidate.artifact.is_file():
-        result.checks.append(("artifact", False, f"{paths.rel(candidate.artifact)} is missing"))
+        result.checks.append(("artifact", False, f"{repo.rel(candidate.artifact)} is missing"))
         return result
     digest = train.sha256_file(candidate.artifact)
     result.checks.append(
@@ -106,7 +106,7 @@ def evaluate(model: str, version: str, env: str) -> GateResult:
             f"{floor:.4f} ({baseline.name} {baseline.accuracy:.4f} - tolerance {reg.tolerance:g})",
         )
     )
-    rows, labels = load_golden(reg.golden)
+    rows, labels = load_golden(repo, reg.golden)
     predicted = joblib.load(candidate.artifact).predict(rows).tolist()
     wrong = [
         f"line {i + 2} {rows[i]} -> {got}, want {want}"
@@ -117,7 +117,7 @@ def evaluate(model: str, version: str, env: str) -> GateResult:
         (
             "golden set",
             not wrong,
-            f"{len(rows) - len(wrong)}/{len(rows)} rows of {paths.rel(reg.golden)} right"
+            f"{len(rows) - len(wrong)}/{len(rows)} rows of {repo.rel(reg.golden)} right"
             + (f"; wrong: {', '.join(wrong[:5])}" if wrong else ""),
         )
     )
@@ -126,12 +126,13 @@ def evaluate(model: str, version: str, env: str) -> GateResult:
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kgops gate", description=__doc__)
-    parser.add_argument("--model", default=registry.DEFAULT_MODEL)
+    parser.add_argument("--model", help="(default: the checkout's only model)")
     parser.add_argument("--version", required=True, help="candidate version, e.g. v2")
     parser.add_argument("--env", required=True, help="environment whose stable version it faces")
     args = parser.parse_args(argv)
+    repo = repo or Repo.discover()
     try:
-        result = evaluate(args.model, args.version, args.env)
+        result = evaluate(repo, args.model or repo.default_model(), args.version, args.env)
     except registry.RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from kserve_gitops.lifecycle import train
-from kserve_gitops.repo import Repo, paths, render, yaml_rt
+from kserve_gitops.repo import Repo, render, yaml_rt
 
 REGISTRY = "registry.yaml"
-DEFAULT_MODEL = "sklearn-iris"
 
 
 class RegistryError(ValueError):
@@ -80,6 +79,7 @@ class EnvState:
 
 @dataclass
 class Registry:
+    repo: Repo
     model: str
     path: Path
     text: str
@@ -119,7 +119,7 @@ class Registry:
         if name not in versions:
             known = ", ".join(versions) or "none"
             raise RegistryError(
-                f"{paths.rel(self.path)}: versions.{name}: no such version of {self.model} "
+                f"{self.repo.rel(self.path)}: versions.{name}: no such version of {self.model} "
                 f"(registered: {known})"
             )
         return versions[name]
@@ -133,14 +133,14 @@ class Registry:
         if name not in self.versions():
             raise RegistryError(
                 f"{where}: model.storageUri {storage_uri!r} is not a registered version "
-                f"(expected {prefix}<version> with a version in {paths.rel(self.path)})"
+                f"(expected {prefix}<version> with a version in {self.repo.rel(self.path)})"
             )
         return name
 
     def stable(self, env: str) -> str:
         envs = self.doc.get("environments") or {}
         if env not in envs:
-            raise RegistryError(f"{paths.rel(self.path)}: environments.{env}: missing")
+            raise RegistryError(f"{self.repo.rel(self.path)}: environments.{env}: missing")
         name = str(envs[env]["stable"])
         self.version(name)
         return name
@@ -155,18 +155,18 @@ _FIELDS = {
 }
 
 
-def load(model: str = DEFAULT_MODEL) -> Registry:
-    path = paths.MODELS / model / REGISTRY
+def load(repo: Repo, model: str) -> Registry:
+    path = repo.models / model / REGISTRY
     if not path.is_file():
-        known = sorted(p.parent.name for p in paths.MODELS.glob(f"*/{REGISTRY}"))
         raise RegistryError(
-            f"{paths.rel(path)}: no registry for model {model!r} (known: {', '.join(known)})"
+            f"{repo.rel(path)}: no registry for model {model!r} "
+            f"(known: {', '.join(repo.model_names)})"
         )
     try:
         text, doc = yaml_rt.load(path)
     except yaml_rt.YamlEditError as exc:
         raise RegistryError(str(exc)) from None
-    where = paths.rel(path)
+    where = repo.rel(path)
     if not isinstance(doc, dict):
         raise RegistryError(f"{where}: expected a mapping")
     for key, kind in _FIELDS.items():
@@ -181,17 +181,17 @@ def load(model: str = DEFAULT_MODEL) -> Registry:
     for key in ("accuracy_tolerance", "golden"):
         if key not in doc["gate"]:
             raise RegistryError(f"{where}: gate.{key}: missing")
-    return Registry(model=model, path=path, text=text, doc=doc)
+    return Registry(repo=repo, model=model, path=path, text=text, doc=doc)
 
 
 def state(reg: Registry, env: str) -> EnvState:
     """The environment's state; RegistryError if its values file does not map to the registry."""
-    repo = Repo.discover()  # until the caller passes its Repo
+    repo = reg.repo
     try:
         values_path = render.model_values_file(repo, env, reg.model)
     except render.RenderError as exc:
         raise RegistryError(str(exc)) from None
-    where = paths.rel(values_path)
+    where = repo.rel(values_path)
     if not values_path.is_file():
         raise RegistryError(
             f"{where}: no values file: model {reg.model!r} is not deployed in {env}"
@@ -219,15 +219,15 @@ def _metadata(reg: Registry, name: str) -> dict[str, Any]:
     try:
         return json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"{paths.rel(meta_path)}: cannot read metadata: {exc}") from None
+        raise RegistryError(f"{reg.repo.rel(meta_path)}: cannot read metadata: {exc}") from None
 
 
 def check(reg: Registry) -> list[str]:
     """Every disagreement between registry, metadata, artifacts and environment values files."""
-    repo = Repo.discover()  # until the caller passes its Repo
+    repo = reg.repo
     problems: list[str] = []
-    where = paths.rel(reg.path)
-    recipes = set(train.load_recipes(reg.model_dir / train.RECIPES)["versions"])
+    where = repo.rel(reg.path)
+    recipes = set(train.load_recipes(repo, reg.model)["versions"])
     registered = set(reg.versions())
     for name in sorted(recipes - registered):
         problems.append(f"{where}: versions.{name}: in {train.RECIPES} but not registered (--sync)")
@@ -241,7 +241,7 @@ def check(reg: Registry) -> list[str]:
             continue
         if not version.artifact.is_file():
             problems.append(
-                f"{where}: versions.{name}.artifact: {paths.rel(version.artifact)} missing"
+                f"{where}: versions.{name}.artifact: {repo.rel(version.artifact)} missing"
             )
         elif train.sha256_file(version.artifact) != version.sha256:
             problems.append(f"{where}: versions.{name}.sha256 does not match the artifact")
@@ -252,7 +252,7 @@ def check(reg: Registry) -> list[str]:
                     f"metadata.json says {meta.get(key)!r} (--sync)"
                 )
     if not reg.golden.is_file():
-        problems.append(f"{where}: gate.golden: {paths.rel(reg.golden)} missing")
+        problems.append(f"{where}: gate.golden: {repo.rel(reg.golden)} missing")
     envs = set(repo.environment_names)
     for env in sorted(set(reg.doc["environments"]) - envs):
         problems.append(f"{where}: environments.{env}: no such environment")
@@ -266,7 +266,7 @@ def check(reg: Registry) -> list[str]:
             continue
         if st.phase == "inconsistent":
             problems.append(
-                f"{paths.rel(st.values_path)}: model.storageUri serves {st.latest} with no "
+                f"{repo.rel(st.values_path)}: model.storageUri serves {st.latest} with no "
                 f"predictor.canaryTrafficPercent, but {where} environments.{env}.stable is "
                 f"{st.stable}: promote through `make promote` so both agree"
             )
@@ -276,7 +276,7 @@ def check(reg: Registry) -> list[str]:
 def sync(reg: Registry) -> str:
     """The registry text with `versions` refreshed from every trained version's metadata.json."""
     versions = reg.doc["versions"]
-    for name in train.load_recipes(reg.model_dir / train.RECIPES)["versions"]:
+    for name in train.load_recipes(reg.repo, reg.model)["versions"]:
         meta = _metadata(reg, name)
         entry = versions.setdefault(name, {})
         entry["artifact"] = f"{name}/{train.ARTIFACT}"
@@ -285,19 +285,14 @@ def sync(reg: Registry) -> str:
     return yaml_rt.dumps(reg.doc, reg.text)
 
 
-def _env_order(env: str) -> tuple[int, str]:
-    order = paths.ENVIRONMENT_NAMES
-    return (order.index(env) if env in order else len(order), env)
-
-
 def table(reg: Registry) -> str:
-    repo = Repo.discover()  # until the caller passes its Repo
-    lines = [f"{reg.model}: {paths.rel(reg.path)}", ""]
+    repo = reg.repo
+    lines = [f"{reg.model}: {repo.rel(reg.path)}", ""]
     lines.append(f"  {'version':<8} {'accuracy':>8}  {'sha256':<12}  estimator")
     for v in reg.versions().values():
         lines.append(f"  {v.name:<8} {v.accuracy:>8.4f}  {v.sha256[:12]}  {v.estimator}")
     lines += ["", f"  {'env':<8} {'stable':<7} serving"]
-    for env in sorted(repo.environment_names, key=_env_order):
+    for env in repo.environment_names:  # in promotion order
         if render.model_values_file(repo, env, reg.model).is_file():
             st = state(reg, env)
             lines.append(f"  {env:<8} {st.stable:<7} {st.describe()}")
@@ -306,29 +301,28 @@ def table(reg: Registry) -> str:
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kgops registry", description=__doc__)
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--model", help="(default: the checkout's only model)")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--check", action="store_true", help="exit 1 on any disagreement")
     action.add_argument("--sync", action="store_true", help="refresh versions from metadata.json")
     args = parser.parse_args(argv)
+    repo = repo or Repo.discover()
     try:
-        reg = load(args.model)
+        reg = load(repo, args.model or repo.default_model())
         if args.sync:
             text = sync(reg)
             if text != reg.text:
                 yaml_rt.write_all({reg.path: text})
                 sys.stdout.write(yaml_rt.diff(reg.path, reg.text, text))
             else:
-                print(f"{paths.rel(reg.path)}: up to date")
+                print(f"{repo.rel(reg.path)}: up to date")
             return 0
         if args.check:
             problems = check(reg)
             for problem in problems:
                 print(f"error: {problem}", file=sys.stderr)
             if not problems:
-                print(
-                    f"{paths.rel(reg.path)}: consistent with metadata, artifacts and environments"
-                )
+                print(f"{repo.rel(reg.path)}: consistent with metadata, artifacts and environments")
             return 1 if problems else 0
         print(table(reg))
     except (RegistryError, train.RecipeError) as exc:

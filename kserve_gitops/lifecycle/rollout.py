@@ -2,7 +2,7 @@
 environment by editing its values file (and, on promotion, the registry's stable version).
 
     kgops rollout canary --env staging --version v2 --percent 10
-    kgops rollout promote --env staging      (--model: default sklearn-iris)
+    kgops rollout promote --env staging      (--model: default the checkout's only model)
     kgops rollout rollback --env staging
 
 KServe's Knative-mode semantics, written faithfully: a new model.storageUri with
@@ -31,7 +31,7 @@ import yaml
 
 from kserve_gitops.checks import kube_schemas
 from kserve_gitops.lifecycle import gate, registry
-from kserve_gitops.repo import Repo, paths, render, yaml_rt
+from kserve_gitops.repo import Repo, render, yaml_rt
 
 MAX_CANARY_PERCENT = 99  # 100% would make the canary the rolled-out revision: that is promote
 
@@ -58,9 +58,9 @@ def _set_tag_routing(values: Any) -> None:
     values.insert(at, "tagRouting", True)
 
 
-def _require_gate(model: str, version: str, env: str) -> None:
+def _require_gate(repo: Repo, model: str, version: str, env: str) -> None:
     try:
-        result = gate.evaluate(model, version, env)
+        result = gate.evaluate(repo, model, version, env)
     except registry.RegistryError as exc:
         raise RolloutError(str(exc)) from None
     if not result.passed:
@@ -69,17 +69,18 @@ def _require_gate(model: str, version: str, env: str) -> None:
         )
 
 
-def plan(action: str, model: str, env: str, version: str | None, percent: int | None) -> Change:
+def plan(
+    repo: Repo, action: str, model: str, env: str, version: str | None, percent: int | None
+) -> Change:
     """The files an action changes, before and after; RolloutError when it must not happen."""
-    repo = Repo.discover()  # until the caller passes its Repo
     try:
         render.environment_dir(repo, env)
-        reg = registry.load(model)
+        reg = registry.load(repo, model)
         st = registry.state(reg, env)
         before, values = yaml_rt.load(st.values_path)
     except (render.RenderError, registry.RegistryError, yaml_rt.YamlEditError) as exc:
         raise RolloutError(str(exc)) from None
-    where = paths.rel(st.values_path)
+    where = repo.rel(st.values_path)
     if st.mode != "knative":
         raise RolloutError(
             f"{where}: deploymentMode {st.mode}: rollouts are automated for knative mode "
@@ -110,7 +111,7 @@ def plan(action: str, model: str, env: str, version: str | None, percent: int | 
                 f"{env}: a canary of {st.canary} is in progress ({st.describe()}): "
                 "promote or roll it back first"
             )
-        _require_gate(model, version, env)
+        _require_gate(repo, model, version, env)
         if st.canary is None:
             values["model"]["storageUri"] = reg.storage_uri(version)
             _set_tag_routing(values)
@@ -123,7 +124,7 @@ def plan(action: str, model: str, env: str, version: str | None, percent: int | 
             raise RolloutError(
                 f"{env}: no canary in progress ({st.describe()}): nothing to promote"
             )
-        _require_gate(model, st.canary, env)
+        _require_gate(repo, model, st.canary, env)
         del predictor["canaryTrafficPercent"]
         reg.doc["environments"][env]["stable"] = st.canary
         reg_after = yaml_rt.dumps(reg.doc, reg.text)
@@ -160,12 +161,11 @@ def _known(reg: registry.Registry, version: str) -> None:
         raise RolloutError(str(exc)) from None
 
 
-def validate(change: Change, model: str, env: str) -> None:
+def validate(repo: Repo, change: Change, model: str, env: str) -> None:
     """Render the new values with the chart and check the result against the KServe CRD."""
-    repo = Repo.discover()  # until the caller passes its Repo
     values_path = render.model_values_file(repo, env, model)
     after = change.texts[values_path][1]
-    source = paths.rel(values_path)
+    source = repo.rel(values_path)
     try:
         values = yaml.safe_load(after)
         namespace = str(render.environment(repo, env).get("namespace", "models"))
@@ -177,17 +177,18 @@ def validate(change: Change, model: str, env: str) -> None:
         raise RolloutError(f"{source}: the change fails the KServe CRD: " + "; ".join(problems))
 
 
-def tag_hosts(model: str, env: str) -> tuple[str, str]:
+def tag_hosts(repo: Repo, model: str, env: str) -> tuple[str, str]:
     """Host headers of the stable (prev-) and canary (latest-) revisions through the ingress."""
-    repo = Repo.discover()  # until the caller passes its Repo
     meta = render.environment(repo, env)
     route = f"{model}-predictor.{meta.get('namespace', 'models')}.{meta.get('ingressDomain')}"
     return f"prev-{route}", f"latest-{route}"
 
 
-def run(action: str, model: str, env: str, version: str | None, percent: int | None) -> Change:
-    change = plan(action, model, env, version, percent)
-    validate(change, model, env)
+def run(
+    repo: Repo, action: str, model: str, env: str, version: str | None, percent: int | None
+) -> Change:
+    change = plan(repo, action, model, env, version, percent)
+    validate(repo, change, model, env)
     yaml_rt.write_all({path: after for path, (_, after) in change.texts.items()})
     return change
 
@@ -195,13 +196,15 @@ def run(action: str, model: str, env: str, version: str | None, percent: int | N
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kgops rollout", description=__doc__)
     parser.add_argument("action", choices=("canary", "promote", "rollback"))
-    parser.add_argument("--model", default=registry.DEFAULT_MODEL)
+    parser.add_argument("--model", help="(default: the checkout's only model)")
     parser.add_argument("--env", required=True)
     parser.add_argument("--version", help="canary: the version to roll out, e.g. v2")
     parser.add_argument("--percent", type=int, help="canary: percent of traffic, 0-99")
     args = parser.parse_args(argv)
+    repo = repo or Repo.discover()
+    model = args.model or repo.default_model()
     try:
-        change = run(args.action, args.model, args.env, args.version, args.percent)
+        change = run(repo, args.action, model, args.env, args.version, args.percent)
     except RolloutError as exc:
         print(f"error: {exc}; nothing changed", file=sys.stderr)
         return 2
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         sys.stdout.write(yaml_rt.diff(path, before, after))
     print(change.summary)
     if args.action == "canary":
-        stable, canary = tag_hosts(args.model, args.env)
+        stable, canary = tag_hosts(repo, model, args.env)
         print(
             f"once synced, compare them: make canary-analysis ENV={args.env} STABLE=<ingress URL> "
             f"CANARY=<ingress URL> HOST_STABLE={stable} HOST_CANARY={canary}"

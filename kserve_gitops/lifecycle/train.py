@@ -1,7 +1,7 @@
-"""Deterministic training of the sklearn-iris model from models/sklearn-iris/train.yaml.
+"""Deterministic training of an iris classifier from models/<model>/train.yaml.
 
-Each recipe version becomes models/sklearn-iris/<version>/ holding exactly one model.joblib
-(what KServe's sklearn runtime loads) and metadata.json (versions, sha256, held-out accuracy).
+Each recipe version becomes models/<model>/<version>/ holding exactly one model.joblib (what
+KServe's sklearn runtime loads) and metadata.json (versions, sha256, held-out accuracy).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.repo import Repo, files, paths
+from kserve_gitops.bench import machine
+from kserve_gitops.repo import Repo, files
 
-MODEL_NAME = "sklearn-iris"
 ARTIFACT = "model.joblib"
 METADATA = "metadata.json"
 RECIPES = "train.yaml"
@@ -39,16 +39,16 @@ class RuntimeMismatch(RecipeError):
     """The scikit-learn at hand is not the one the in-cluster runtime runs."""
 
 
-def runtime_pin(versions_path: Path | None = None) -> dict[str, str]:
+def runtime_pin(repo: Repo) -> dict[str, str]:
     """The runtime the artifacts are for: kserve-sklearnserver at the pinned KServe version and
     the scikit-learn inside it, both from versions.yaml (the one pin file)."""
-    path = versions_path or paths.VERSIONS
+    path = repo.versions_file
     try:
         kserve = (yaml.safe_load(path.read_text()) or {})["kserve"]
         version, pin = str(kserve["version"]), str(kserve["sklearnServer"]["scikitLearn"])
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise RecipeError(
-            f"{paths.rel(path)}: kserve.version and kserve.sklearnServer.scikitLearn: "
+            f"{repo.rel(path)}: kserve.version and kserve.sklearnServer.scikitLearn: "
             f"cannot read them ({exc!r})"
         ) from exc
     return {
@@ -71,14 +71,15 @@ def check_runtime_match(runtime: dict[str, str]) -> None:
         )
 
 
-def model_dir(root: Path | None = None) -> Path:
-    return (root or paths.MODELS) / MODEL_NAME
+def model_dir(repo: Repo, model: str) -> Path:
+    return repo.models / model
 
 
-def load_recipes(path: Path | None = None) -> dict[str, Any]:
-    """Read and check train.yaml; errors name the file, the field and what was expected."""
-    path = path or model_dir() / RECIPES
-    where = paths.rel(path)
+def load_recipes(repo: Repo, model: str) -> dict[str, Any]:
+    """Read and check the model's train.yaml; errors name the file, the field and what was
+    expected."""
+    path = model_dir(repo, model) / RECIPES
+    where = repo.rel(path)
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -129,24 +130,24 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def library_versions() -> dict[str, str]:
-    import joblib
-    import numpy
-    import sklearn
-
+def library_versions() -> dict[str, str | None]:
+    found = machine.package_versions(["scikit-learn", "joblib", "numpy"])
     return {
         "python": platform.python_version(),
-        "scikit_learn": sklearn.__version__,
-        "joblib": joblib.__version__,
-        "numpy": numpy.__version__,
+        **{k.replace("-", "_"): v for k, v in found.items()},
     }
 
 
 def train_version(
-    version: str, recipe: dict[str, Any], out_dir: Path, runtime: dict[str, str] | None = None
+    repo: Repo,
+    model: str,
+    version: str,
+    recipe: dict[str, Any],
+    out_dir: Path,
+    runtime: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fit on a stratified split, check accuracy and probes, write artifact and metadata."""
-    runtime = runtime or runtime_pin()
+    runtime = runtime or runtime_pin(repo)
     check_runtime_match(runtime)
     import joblib
     from sklearn.datasets import load_iris
@@ -163,19 +164,17 @@ def train_version(
     try:
         estimator = _estimator(recipe).fit(x_train, y_train)
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        raise RecipeError(
-            f"{MODEL_NAME} {version}: cannot build {recipe['estimator']}: {exc}"
-        ) from exc
+        raise RecipeError(f"{model} {version}: cannot build {recipe['estimator']}: {exc}") from exc
     accuracy = float(estimator.score(x_test, y_test))
     if accuracy < recipe["min_accuracy"]:
         raise RecipeError(
-            f"{MODEL_NAME} {version}: held-out accuracy {accuracy:.4f} is below "
+            f"{model} {version}: held-out accuracy {accuracy:.4f} is below "
             f"min_accuracy {recipe['min_accuracy']}; artifact not written"
         )
     for rows, expected in PROBES:
         got = estimator.predict(rows).tolist()
         if got != expected:
-            raise RecipeError(f"{MODEL_NAME} {version}: predicts {got} for {rows}, want {expected}")
+            raise RecipeError(f"{model} {version}: predicts {got} for {rows}, want {expected}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     artifact = out_dir / ARTIFACT
@@ -183,7 +182,7 @@ def train_version(
     with files.replacing(artifact) as tmp:
         joblib.dump(estimator, tmp)
     metadata = {
-        "name": MODEL_NAME,
+        "name": model,
         "version": version,
         "artifact": ARTIFACT,
         "sha256": sha256_file(artifact),
@@ -209,47 +208,47 @@ def train_version(
 
 
 def stale_reason(
-    version_dir: Path, recipe: dict[str, Any], runtime: dict[str, str] | None = None
+    repo: Repo, version_dir: Path, recipe: dict[str, Any], runtime: dict[str, str] | None = None
 ) -> str | None:
     """Why the artifact in version_dir must be rebuilt, or None when it matches its metadata
     and was pickled by the runtime's scikit-learn."""
     artifact, meta_path = version_dir / ARTIFACT, version_dir / METADATA
     if not artifact.is_file():
-        return f"{paths.rel(artifact)} is missing"
+        return f"{repo.rel(artifact)} is missing"
     if not meta_path.is_file():
-        return f"{paths.rel(meta_path)} is missing"
+        return f"{repo.rel(meta_path)} is missing"
     try:
         metadata = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
-        return f"{paths.rel(meta_path)} is not valid JSON: {exc}"
+        return f"{repo.rel(meta_path)} is not valid JSON: {exc}"
     if metadata.get("sha256") != sha256_file(artifact):
-        return f"{paths.rel(artifact)} does not match the sha256 in {paths.rel(meta_path)}"
+        return f"{repo.rel(artifact)} does not match the sha256 in {repo.rel(meta_path)}"
     if metadata.get("recipe") != recipe:
         return f"the {version_dir.name} recipe in {RECIPES} changed since the last build"
     built_with = (metadata.get("versions") or {}).get("scikit_learn")
-    runtime = runtime or runtime_pin()
+    runtime = runtime or runtime_pin(repo)
     if built_with != runtime["scikit_learn"] or metadata.get("runtime") != runtime:
         return (
-            f"{paths.rel(artifact)} was pickled by scikit-learn {built_with} for "
+            f"{repo.rel(artifact)} was pickled by scikit-learn {built_with} for "
             f"{(metadata.get('runtime') or {}).get('image')}; {runtime['image']} runs "
             f"scikit-learn {runtime['scikit_learn']}"
         )
     others = [p.name for p in version_dir.iterdir() if p.suffix in (".joblib", ".pkl", ".pickle")]
     if others != [ARTIFACT]:
-        return f"{paths.rel(version_dir)} must hold exactly one model file, found {sorted(others)}"
+        return f"{repo.rel(version_dir)} must hold exactly one model file, found {sorted(others)}"
     return None
 
 
-def ensure_trained(version: str = "v1", root: Path | None = None) -> Path:
+def ensure_trained(repo: Repo, model: str, version: str = "v1") -> Path:
     """Train `version` only if its artifact is missing or does not match its metadata."""
-    doc = load_recipes(model_dir(root) / RECIPES)
+    doc = load_recipes(repo, model)
     if version not in doc["versions"]:
         raise RecipeError(f"{RECIPES}: versions.{version}: no such version")
-    version_dir = model_dir(root) / version
-    reason = stale_reason(version_dir, doc["versions"][version])
+    version_dir = model_dir(repo, model) / version
+    reason = stale_reason(repo, version_dir, doc["versions"][version])
     if reason:
-        print(f"training {MODEL_NAME} {version}: {reason}", file=sys.stderr)
-        train_version(version, doc["versions"][version], version_dir)
+        print(f"training {model} {version}: {reason}", file=sys.stderr)
+        train_version(repo, model, version, doc["versions"][version], version_dir)
     return version_dir
 
 
@@ -299,8 +298,9 @@ def verify_with(python: str, version_dir: Path) -> list[str]:
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kgops train",
-        description="Train the sklearn-iris model versions.",
+        description="Train a model's versions from its train.yaml.",
     )
+    parser.add_argument("--model", help="(default: the checkout's only model)")
     parser.add_argument("--version", action="append", help="train only this version (repeatable)")
     parser.add_argument(
         "--if-needed", action="store_true", help="skip versions whose artifact matches metadata"
@@ -312,23 +312,25 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         "runtime's scikit-learn) and check predict/predict_proba",
     )
     args = parser.parse_args(argv)
+    repo = repo or Repo.discover()
+    model = args.model or repo.default_model()
     try:
-        doc = load_recipes()
+        doc = load_recipes(repo, model)
         versions = args.version or list(doc["versions"])
         problems: list[str] = []
         for version in versions:
             if version not in doc["versions"]:
                 raise RecipeError(f"{RECIPES}: versions.{version}: no such version")
-            version_dir = model_dir() / version
-            reason = stale_reason(version_dir, doc["versions"][version])
+            version_dir = model_dir(repo, model) / version
+            reason = stale_reason(repo, version_dir, doc["versions"][version])
             if args.if_needed and reason is None:
-                print(f"{MODEL_NAME} {version}: up to date ({paths.rel(version_dir)})")
+                print(f"{model} {version}: up to date ({repo.rel(version_dir)})")
             else:
-                meta = train_version(version, doc["versions"][version], version_dir)
+                meta = train_version(repo, model, version, doc["versions"][version], version_dir)
                 print(
-                    f"{MODEL_NAME} {version}: accuracy {meta['accuracy']:.4f} on "
+                    f"{model} {version}: accuracy {meta['accuracy']:.4f} on "
                     f"{meta['test_rows']} held-out rows, sha256 {meta['sha256'][:12]}, "
-                    f"{paths.rel(version_dir / ARTIFACT)}"
+                    f"{repo.rel(version_dir / ARTIFACT)}"
                 )
             if args.verify_with:
                 problems += [f"{version}: {p}" for p in verify_with(args.verify_with, version_dir)]

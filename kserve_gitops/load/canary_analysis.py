@@ -34,14 +34,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import yamale
-import yaml
-
 from kserve_gitops.load import slo
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.repo import Repo
 
-CANARY_CONFIG = paths.CONFIG / "canary.yaml"
-CANARY_SCHEMA = paths.SCHEMAS / "canary.yaml"
 EXIT = {"promote": 0, "hold": 3, "rollback": 4}
 ARMS = ("stable", "canary")
 THROUGHPUT_SHARE = 0.9  # the throughput target is capped at this share of the offered rate
@@ -84,21 +79,10 @@ class Arm:
         )
 
 
-def load_rules(config: Path | None = None) -> Rules:
-    config = config or CANARY_CONFIG
-    where = paths.rel(config)
-    try:
-        data = yamale.make_data(str(config))
-        yamale.validate(yamale.make_schema(str(CANARY_SCHEMA)), data)
-    except FileNotFoundError:
-        raise ValueError(f"{where}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{where}: not valid YAML: {exc}") from None
-    except yamale.YamaleError as exc:
-        raise ValueError(
-            f"{where}: " + "; ".join(e for r in exc.results for e in r.errors)
-        ) from None
-    doc = data[0][0]
+def load_rules(repo: Repo, config: Path | None = None) -> Rules:
+    """The rules of `config` (default config/canary.yaml); ValueError naming the file."""
+    config = config or repo.config / "canary.yaml"
+    doc = slo.load_validated(repo, config, "canary.yaml")
     rel = doc["relative"]
     return Rules(
         rate=float(doc["load"]["rate"]),
@@ -107,7 +91,7 @@ def load_rules(config: Path | None = None) -> Rules:
         latency_p99_slack_ms=float(rel["latency_p99_slack_ms"]),
         error_ratio_margin=float(rel["error_ratio_margin"]),
         min_requests=int(doc["min_requests"]),
-        source=where,
+        source=repo.rel(config),
     )
 
 
@@ -149,7 +133,7 @@ def decide(
     return "promote", ["canary within the SLO targets and the relative margins"], as_dicts
 
 
-def _arm(name: str, target: str, summary: dict[str, Any], report_dir: Path) -> Arm:
+def _arm(name: str, target: str, summary: dict[str, Any], report_dir: str) -> Arm:
     lat = summary["latency_ms"]
     return Arm(
         name=name,
@@ -162,7 +146,7 @@ def _arm(name: str, target: str, summary: dict[str, Any], report_dir: Path) -> A
         latency_p99_ms=float(lat["p99"]),
         latency_max_ms=float(lat["max"]),
         throughput_rps=float(summary["throughput_rps"]),
-        report_dir=paths.rel(report_dir),
+        report_dir=report_dir,
     )
 
 
@@ -172,6 +156,7 @@ def _pump(name: str, stream: Any, out: Any) -> None:
 
 
 def run_side_by_side(
+    repo: Repo,
     endpoints: dict[str, tuple[str, str | None]],
     args: list[str],
     workdir: Path,
@@ -180,7 +165,7 @@ def run_side_by_side(
     """Start one loadtest process per arm at once; their summaries and report directories."""
     procs: dict[str, subprocess.Popen[str]] = {}
     pumps = []
-    env = {**os.environ, "KGOPS_ROOT": str(paths.ROOT)}
+    env = {**os.environ, "KGOPS_ROOT": str(repo.root)}
     for name, (url, host) in endpoints.items():
         cmd = [
             sys.executable, "-m", "kserve_gitops.load.loadtest", "--target", url,
@@ -242,7 +227,7 @@ def plot(summary: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], pa
     fig.savefig(path, dpi=100)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(repo: Repo) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kgops canary-analysis", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--stable", required=True, help="base URL of the stable version")
@@ -251,8 +236,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host-header-canary", help="Host header for the canary (e.g. latest-... tag)")
     p.add_argument("--rate", type=float, help="req/s to EACH endpoint (default: canary config)")
     p.add_argument("--duration", help="e.g. 30s (default: canary config)")
-    p.add_argument("--env", choices=paths.ENVIRONMENT_NAMES, help="SLO targets of this env")
-    p.add_argument("--model", default="sklearn-iris")
+    p.add_argument("--env", choices=repo.environment_names, help="SLO targets of this env")
+    p.add_argument("--model", help="(default: the checkout's only model)")
     p.add_argument("--protocol", choices=("v1", "v2"), default="v1")
     p.add_argument("--config", type=Path, help="default config/canary.yaml")
     p.add_argument("--slo-config", type=Path, help="default config/slo.yaml")
@@ -262,12 +247,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
-    args = _parser().parse_args(argv)
+    repo = repo or Repo.discover()
+    args = _parser(repo).parse_args(argv)
+    model = args.model or repo.default_model()
     try:
-        rules = load_rules(args.config)
+        rules = load_rules(repo, args.config)
         rate = args.rate if args.rate is not None else rules.rate
         duration = slo.parse_duration(args.duration) if args.duration else rules.duration
-        config = slo.load_slo(args.env, config=args.slo_config)
+        config = slo.load_slo(repo, args.env, config=args.slo_config)
     except (ValueError, slo.SloConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -282,13 +269,13 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         config.targets,
         throughput_min_rps=min(config.targets.throughput_min_rps, rate * THROUGHPUT_SHARE),
     )
-    root = args.reports or paths.REPORTS
+    root = args.reports or repo.reports
     root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     work = root / f".tmp-{stamp}-{os.getpid()}-canary"
     work.mkdir()
     load_args = [
-        "--rate", f"{rate:g}", "--duration", f"{duration:g}s", "--model", args.model,
+        "--rate", f"{rate:g}", "--duration", f"{duration:g}s", "--model", model,
         "--protocol", args.protocol, "--progress", f"{args.progress:g}",
         *(["--env", args.env] if args.env else []),
         *(["--slo-config", str(args.slo_config)] if args.slo_config else []),
@@ -299,14 +286,14 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     }
     print(f"canary analysis: {rate:g} req/s for {duration:g}s to each of stable and canary")
     try:
-        runs = run_side_by_side(endpoints, load_args, work)
+        runs = run_side_by_side(repo, endpoints, load_args, work)
         final = root / f"{stamp}-canary"
         n = 1
         while final.exists():
             n += 1
             final = root / f"{stamp}-{n}-canary"
         arms = {
-            name: _arm(name, endpoints[name][0], s, final / d.relative_to(work))
+            name: _arm(name, endpoints[name][0], s, repo.rel(final / d.relative_to(work)))
             for name, (s, d) in runs.items()
         }
         decision, reasons, checks = decide(arms["stable"], arms["canary"], targets, rules)
@@ -341,7 +328,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         cells = [fmt.format(getattr(arms[n], key)) for n in ARMS]
         print(f"  {label:<{width}}  {cells[0]:>12}  {cells[1]:>12}")
     print(f"\n{decision.upper()} (exit {EXIT[decision]}): " + "; ".join(reasons))
-    print(f"report: {paths.rel(final)}")
+    print(f"report: {repo.rel(final)}")
     return EXIT[decision]
 
 

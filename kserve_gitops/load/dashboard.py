@@ -21,7 +21,6 @@ from locust.env import Environment
 from locust.runners import MasterRunner
 
 from kserve_gitops.load import coordinator, loadtest, locust_command, report, slo, tally
-from kserve_gitops.repo import paths
 
 TAB = "slo"
 CSV_PATH = "/kgops/slo.csv"
@@ -169,7 +168,7 @@ class Dashboard:
             return
         self._final_totals = totals = self.run.totals(final=True)
         summary = loadtest.build_summary(
-            self._options(), self.config.targets, totals, self.environment,
+            self.settings.repo, self._options(), self.config.targets, totals, self.environment,
             env_name=self.settings.env, slo_source=self.config.source,
             started_at=self.started_at, finished_at=time.time(),
             generator=loadtest.generator_figures(
@@ -179,7 +178,9 @@ class Dashboard:
         )  # fmt: skip
         reports, self.reports = self.reports, None
         try:
-            report_dir: str | None = paths.rel(reports.finish(self.environment, summary))
+            report_dir: str | None = self.settings.repo.rel(
+                reports.finish(self.environment, summary)
+            )
             error = None
         except OSError as exc:
             report_dir, error = None, str(exc)

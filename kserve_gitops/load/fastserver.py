@@ -14,19 +14,19 @@ import asyncio
 import contextlib
 import json
 import sys
+from pathlib import Path
 
 import joblib
 import numpy
 import uvloop
 
-from kserve_gitops.repo import Repo, paths
-
-MODEL = paths.MODELS / "sklearn-iris" / "v1" / "model.joblib"
+from kserve_gitops.repo import Repo
+from kserve_gitops.serving.server import default_model_dir
 
 
 class Predictor:
-    def __init__(self) -> None:
-        self.model = joblib.load(MODEL)
+    def __init__(self, artifact: Path) -> None:
+        self.model = joblib.load(artifact)
         self.cache: dict[bytes, bytes] = {}
 
     def answer(self, path: str, body: bytes) -> tuple[int, bytes]:
@@ -79,8 +79,8 @@ class Connection(asyncio.Protocol):
             )
 
 
-async def serve(host: str, port: int) -> None:
-    predictor = Predictor()
+async def serve(artifact: Path, host: str, port: int) -> None:
+    predictor = Predictor(artifact)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Connection(predictor), host, port, backlog=1024)
     print(f"fast predict server on http://{host}:{port}", flush=True)
@@ -92,12 +92,15 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kserve_gitops.load.fastserver", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--model", help="(default: the checkout's only model)")
     args = p.parse_args(argv)
-    if not MODEL.is_file():
-        print(f"error: {paths.rel(MODEL)} is missing: run `make train`", file=sys.stderr)
+    repo = repo or Repo.discover()
+    artifact = default_model_dir(repo, args.model or repo.default_model()) / "model.joblib"
+    if not artifact.is_file():
+        print(f"error: {repo.rel(artifact)} is missing: run `make train`", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it stops
-        uvloop.run(serve(args.host, args.port))
+        uvloop.run(serve(artifact, args.host, args.port))
     return 0
 
 

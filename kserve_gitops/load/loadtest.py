@@ -18,25 +18,22 @@ import importlib.util
 import logging
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlparse
 
 import gevent
-import psutil
 from locust.env import Environment
 from locust.stats import stats_history
 
+from kserve_gitops.bench import machine
 from kserve_gitops.load import coordinator, openloop, report, slo, tally, workers
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.repo import Repo
 
-LOCUSTFILE = paths.ROOT / "loadtests" / "locustfile.py"
 GRACE_S = 10.0  # how long in-flight requests may take after the last slot
 GENERATOR_BUSY_PCT = 80.0  # above this share of one core, warn that Locust may be the limit
 
@@ -58,8 +55,8 @@ class LoadOptions:
     rate: float
     duration: float  # seconds
     users: int
+    model: str
     host_header: str | None = None
-    model: str = "sklearn-iris"
     progress_s: float = 5.0  # 0: no progress lines
     workers: int = 0  # Locust worker processes started here (0: one process, no master)
     remote_workers: int = 0  # workers started elsewhere with --worker --master-host
@@ -75,11 +72,15 @@ class RunResult:
     totals: tally.Totals  # the merged histograms and timeline behind the summary
 
 
-def _load_locustfile() -> ModuleType:
+def locustfile(repo: Repo) -> Path:
+    return repo.loadtests / "locustfile.py"
+
+
+def _load_locustfile(repo: Repo) -> ModuleType:
     """Import loadtests/locustfile.py once (its event listeners must register only once)."""
     global _locustfile
     if _locustfile is None:
-        spec = importlib.util.spec_from_file_location("kgops_locustfile", LOCUSTFILE)
+        spec = importlib.util.spec_from_file_location("kgops_locustfile", locustfile(repo))
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -118,30 +119,17 @@ def _server_version(opts: LoadOptions) -> str | None:
         return None
 
 
-def _versions(opts: LoadOptions) -> dict[str, str | None]:
-    def dist(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    git = subprocess.run(
-        ["git", "-C", str(paths.ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def _versions(repo: Repo, opts: LoadOptions) -> dict[str, str | None]:
     return {
         "python": platform.python_version(),
-        "locust": dist("locust"),
-        "hdrhistogram": dist("hdrhistogram"),
-        "kserve": dist("kserve"),
+        **machine.package_versions(["locust", "hdrhistogram", "kserve"]),
         "server": _server_version(opts),
-        "git": git.stdout.strip() or None,
+        "git": machine.git_revision(repo),
     }
 
 
 def run_load(
+    repo: Repo,
     opts: LoadOptions,
     targets: slo.Targets,
     *,
@@ -154,7 +142,7 @@ def run_load(
 
     With opts.workers or opts.remote_workers, this process is the Locust master and the plan
     is shared among the workers (kserve_gitops.load.coordinator)."""
-    module = _load_locustfile()
+    module = _load_locustfile(repo)
     user_class = module.V1User if opts.protocol == "v1" else module.V2User
     expected = opts.workers + opts.remote_workers
     planned = max(1, round(opts.rate * opts.duration))
@@ -165,7 +153,8 @@ def run_load(
 
     # A fresh Events per run (the default): every runner adds its stats listener to the
     # environment's hooks, and on the shared locust.events they would pile up run after run.
-    env = Environment(user_classes=[user_class], host=opts.target, locustfile=str(LOCUSTFILE))
+    env = Environment(user_classes=[user_class], host=opts.target, locustfile=str(locustfile(repo)))
+    env.kgops_repo = repo  # the locustfile's users read their payloads from it
     host = f" (Host: {opts.host_header})" if opts.host_header else ""
     spread = f", {expected} worker processes" if expected else ""
     out(
@@ -175,7 +164,7 @@ def run_load(
     pool: workers.LocalWorkers | None = None
     if expected:
         runner = env.create_master_runner(opts.master_bind_host, opts.master_port)
-        pool = workers.LocalWorkers(LOCUSTFILE, opts.master_port, opts.workers)
+        pool = workers.LocalWorkers(repo, locustfile(repo), opts.master_port, opts.workers)
     else:
         runner = env.create_local_runner()
     run = coordinator.install(env, lambda: spec)
@@ -216,7 +205,7 @@ def run_load(
         )
     generator = generator_figures(totals, used, wall, distributed=bool(expected))
     summary = build_summary(
-        opts, targets, totals, env, env_name=env_name, slo_source=slo_source,
+        repo, opts, targets, totals, env, env_name=env_name, slo_source=slo_source,
         started_at=started_at, finished_at=finished_at, generator=generator,
     )  # fmt: skip
     passed = summary["verdict"] == "PASS"
@@ -254,7 +243,7 @@ def generator_figures(
         if completed
         else 0.0,
         "processes": processes,
-        "cores": psutil.cpu_count(),
+        "cores": machine.cores(),
         "send_lag_ms": {
             f"p{p}": rec.lag.get_value_at_percentile(p) / 1000 if rec.requests else 0.0
             for p in (50, 99, 100)
@@ -263,6 +252,7 @@ def generator_figures(
 
 
 def build_summary(
+    repo: Repo,
     opts: LoadOptions,
     targets: slo.Targets,
     totals: tally.Totals,
@@ -329,7 +319,7 @@ def build_summary(
         "generator": generator,
         "started_at": _iso(started_at),
         "finished_at": _iso(finished_at),
-        "versions": _versions(opts),
+        "versions": _versions(repo, opts),
         "timeline": _timeline(rec),
     }
 
@@ -359,7 +349,7 @@ def _timeline(rec: openloop.Recorder) -> list[dict[str, float]]:
     return rows
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(repo: Repo) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kgops loadtest", description=__doc__)
     p.add_argument("--target", default="http://127.0.0.1:8080", help="base URL of the server")
     p.add_argument("--host-header", help="Host header, e.g. an InferenceService host via ingress")
@@ -367,8 +357,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, help="arrival rate, req/s (default from the SLO config)")
     p.add_argument("--duration", help="e.g. 30s or 2m (default from the SLO config)")
     p.add_argument("--users", type=int, help="concurrent users (default: max(16, rate/2))")
-    p.add_argument("--model", default="sklearn-iris")
-    p.add_argument("--env", choices=paths.ENVIRONMENT_NAMES, help="apply this env's SLO overrides")
+    p.add_argument("--model", help="(default: the checkout's only model)")
+    p.add_argument("--env", choices=repo.environment_names, help="apply this env's SLO overrides")
     p.add_argument("--slo-config", type=Path, help="default config/slo.yaml")
     p.add_argument("--reports", type=Path, help="report root (default reports/)")
     p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines")
@@ -394,9 +384,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ui(opts: LoadOptions, web_port: int, env_name: str | None, args: argparse.Namespace) -> int:
+def _ui(
+    repo: Repo, opts: LoadOptions, web_port: int, env_name: str | None, args: argparse.Namespace
+) -> int:
     """Replace this process with the Locust dashboard, load settings as its defaults."""
-    env = {**os.environ, "KGOPS_RATE": str(opts.rate), "KGOPS_MODEL": opts.model}
+    env = {
+        **os.environ,
+        "KGOPS_ROOT": str(repo.root),
+        "KGOPS_RATE": str(opts.rate),
+        "KGOPS_MODEL": opts.model,
+    }
     for key, value in (
         ("KGOPS_HOST_HEADER", opts.host_header),
         ("KGOPS_ENV", env_name),
@@ -407,7 +404,7 @@ def _ui(opts: LoadOptions, web_port: int, env_name: str | None, args: argparse.N
             env[key] = value
     user_class = "V1User" if opts.protocol == "v1" else "V2User"
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", opts.target,
+        sys.executable, "-m", "locust", "-f", str(locustfile(repo)), "--host", opts.target,
         "--web-host", "127.0.0.1", "--web-port", str(web_port),
         "--users", str(opts.users), "--spawn-rate", str(opts.users),
     ]  # fmt: skip
@@ -426,23 +423,25 @@ def _ui(opts: LoadOptions, web_port: int, env_name: str | None, args: argparse.N
     os.execve(sys.executable, [*cmd, user_class], env)
 
 
-def _worker(master_host: str, master_port: int) -> int:
+def _worker(repo: Repo, master_host: str, master_port: int) -> int:
     """Replace this process with a Locust worker; the master sends it its share of the plan."""
     print(f"Locust worker of {master_host}:{master_port}")
     sys.stdout.flush()
-    cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
-        "--master-host", master_host, "--master-port", str(master_port),
-    ]  # fmt: skip
-    os.execv(sys.executable, cmd)
+    os.execve(
+        sys.executable,
+        workers.command(locustfile(repo), master_host, master_port),
+        {**os.environ, "KGOPS_ROOT": str(repo.root)},
+    )
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
-    args = _parser().parse_args(argv)
+    repo = repo or Repo.discover()
+    args = _parser(repo).parse_args(argv)
     if args.worker:
-        return _worker(args.master_host, args.master_port)
+        return _worker(repo, args.master_host, args.master_port)
     try:
         config = slo.for_run(
+            repo,
             args.env,
             args.slo_config,
             args.rate,
@@ -467,7 +466,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         duration=load.duration,
         users=load.users or openloop.default_users(load.rate),
         host_header=args.host_header,
-        model=args.model,
+        model=args.model or repo.default_model(),
         progress_s=args.progress,
         workers=args.workers,
         remote_workers=args.remote_workers,
@@ -475,14 +474,15 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         master_port=args.master_port,
     )
     if args.ui:
-        return _ui(opts, args.web_port, args.env, args)
+        return _ui(repo, opts, args.web_port, args.env, args)
     try:
         result = run_load(
+            repo,
             opts,
             config.targets,
             env_name=args.env,
             slo_source=config.source,
-            report_root=args.reports or paths.REPORTS,
+            report_root=args.reports or repo.reports,
         )
     except workers.WorkerError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     print()
     print(f"SLO verdict ({config.source}{', env ' + args.env if args.env else ''}):")
     print(slo.verdict_table([slo.Check(**c) for c in result.summary["checks"]]))
-    print(f"{result.summary['verdict']}  report: {paths.rel(result.report_dir)}")
+    print(f"{result.summary['verdict']}  report: {repo.rel(result.report_dir)}")
     return 0 if result.passed else 1
 
 

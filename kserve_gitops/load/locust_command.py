@@ -15,11 +15,12 @@ from locust.env import Environment
 from locust.runners import MasterRunner
 
 from kserve_gitops.load import coordinator, slo
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo
 
 
 @dataclass(frozen=True)
 class Settings:
+    repo: Repo
     rate: float
     model: str
     host_header: str | None
@@ -37,24 +38,27 @@ class Settings:
         if not rate > 0:
             raise SystemExit(f"error: KGOPS_RATE={raw!r}: expected a positive number of requests/s")
         config = os.environ.get("KGOPS_SLO_CONFIG")
+        repo = Repo.discover()
         return cls(
+            repo=repo,
             rate=rate,
-            model=os.environ.get("KGOPS_MODEL", "sklearn-iris"),
+            model=os.environ.get("KGOPS_MODEL") or repo.default_model(),
             host_header=os.environ.get("KGOPS_HOST_HEADER") or None,
             env=os.environ.get("KGOPS_ENV") or None,
             slo_config=Path(config) if config else None,
-            reports=Path(os.environ.get("KGOPS_REPORTS") or paths.REPORTS),
+            reports=Path(os.environ.get("KGOPS_REPORTS") or repo.reports),
         )
 
     def slo(self) -> slo.Slo:
         try:
-            return slo.load_slo(self.env, config=self.slo_config)
+            return slo.load_slo(self.repo, self.env, config=self.slo_config)
         except slo.SloConfigError as exc:
             raise SystemExit(f"error: {exc}") from None
 
 
 def install(environment: Environment) -> None:
     settings = Settings.from_environ()
+    environment.kgops_repo = settings.repo
     environment.kgops_target = coordinator.RequestTarget(settings.model, settings.host_header)
 
     def spec() -> coordinator.RunSpec:

@@ -10,10 +10,8 @@ from typing import Any
 import yamale
 import yaml
 
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo
 
-SLO_CONFIG = paths.CONFIG / "slo.yaml"
-SLO_SCHEMA = paths.SCHEMAS / "slo.yaml"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -70,27 +68,41 @@ class Slo:
     objectives: Objectives | None = None  # None: the config declares none
 
 
-def load_slo(env: str | None = None, config: Path | None = None, schema: Path | None = None) -> Slo:
-    """The defaults of `config` with the overrides of `env` applied; SloConfigError if invalid."""
-    config = config or SLO_CONFIG
-    schema = schema or SLO_SCHEMA
-    where = paths.rel(config)
+def config_file(repo: Repo) -> Path:
+    return repo.config / "slo.yaml"
+
+
+def load_validated(repo: Repo, config: Path, schema_name: str) -> dict[str, Any]:
+    """`config` checked against repo.schemas/<schema_name>; ValueError naming the file. The
+    SLO and the canary rules are read this way."""
+    where = repo.rel(config)
     try:
         data = yamale.make_data(str(config))
+        yamale.validate(yamale.make_schema(str(repo.schemas / schema_name)), data)
     except FileNotFoundError:
-        raise SloConfigError(f"{where}: file not found") from None
+        raise ValueError(f"{where}: file not found") from None
     except yaml.YAMLError as exc:
-        raise SloConfigError(f"{where}: not valid YAML: {exc}") from None
-    try:
-        yamale.validate(yamale.make_schema(str(schema)), data)
+        raise ValueError(f"{where}: not valid YAML: {exc}") from None
     except yamale.YamaleError as exc:
-        errors = "; ".join(e for result in exc.results for e in result.errors)
-        raise SloConfigError(f"{where}: {errors}") from None
-    doc: dict[str, Any] = data[0][0]
-    if env is not None and env not in paths.ENVIRONMENT_NAMES:
+        raise ValueError(
+            f"{where}: " + "; ".join(e for r in exc.results for e in r.errors)
+        ) from None
+    return data[0][0]
+
+
+def load_slo(repo: Repo, env: str | None = None, config: Path | None = None) -> Slo:
+    """The defaults of `config` (default config/slo.yaml) with the overrides of `env` applied;
+    SloConfigError if invalid."""
+    config = config or config_file(repo)
+    where = repo.rel(config)
+    try:
+        doc = load_validated(repo, config, "slo.yaml")
+    except ValueError as exc:
+        raise SloConfigError(str(exc)) from None
+    if env is not None and env not in repo.environment_names:
         raise SloConfigError(
             f"{where}: unknown environment {env!r} (expected one of "
-            f"{', '.join(paths.ENVIRONMENT_NAMES)})"
+            f"{', '.join(repo.environment_names)})"
         )
     override = (doc.get("environments") or {}).get(env) or {} if env else {}
     load = {**doc["defaults"]["load"], **(override.get("load") or {})}
@@ -188,6 +200,7 @@ def with_overrides(slo: Slo, **load: Any) -> Slo:
 
 
 def for_run(
+    repo: Repo,
     env: str | None,
     config: Path | None,
     rate: float | None,
@@ -196,7 +209,7 @@ def for_run(
 ) -> Slo:
     """The SLO of `env` with a run's command-line load settings; SloConfigError names the bad
     setting, so every command that runs load reports config and flag mistakes alike."""
-    slo = load_slo(env, config=config)
+    slo = load_slo(repo, env, config=config)
     if rate is not None and rate <= 0:
         raise SloConfigError("--rate: expected a positive number of requests/s")
     try:

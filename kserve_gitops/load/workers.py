@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -11,6 +12,8 @@ from pathlib import Path
 import gevent
 from locust.runners import MasterRunner
 
+from kserve_gitops.repo import Repo
+
 CONNECT_TIMEOUT_S = 60.0
 
 
@@ -18,10 +21,19 @@ class WorkerError(RuntimeError):
     """Workers did not start or did not connect."""
 
 
+def command(locustfile: Path, master_host: str, master_port: int) -> list[str]:
+    """A Locust worker of the master at master_host:master_port."""
+    return [
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--worker",
+        "--master-host", master_host, "--master-port", str(master_port),
+    ]  # fmt: skip
+
+
 class LocalWorkers:
     """`count` `locust --worker` processes connecting to the master on 127.0.0.1:port."""
 
-    def __init__(self, locustfile: Path, master_port: int, count: int) -> None:
+    def __init__(self, repo: Repo, locustfile: Path, master_port: int, count: int) -> None:
+        self.repo = repo
         self.locustfile = locustfile
         self.master_port = master_port
         self.count = count
@@ -33,18 +45,13 @@ class LocalWorkers:
             with (self.logs / f"worker-{i}.log").open("wb") as log:
                 self.procs.append(
                     subprocess.Popen(
-                        self.command(),
+                        command(self.locustfile, "127.0.0.1", self.master_port),
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
+                        env={**os.environ, "KGOPS_ROOT": str(self.repo.root)},
                     )
                 )
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "locust", "-f", str(self.locustfile), "--worker",
-            "--master-host", "127.0.0.1", "--master-port", str(self.master_port),
-        ]  # fmt: skip
 
     def wait_for(self, runner: MasterRunner, expected: int, out=print) -> None:
         """Until `expected` workers (these and any from other machines) are connected."""

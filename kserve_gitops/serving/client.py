@@ -4,7 +4,9 @@
     client.predict("http://127.0.0.1:8080", "sklearn-iris", [[5.1, 3.5, 1.4, 0.2]])  # [0]
 
 Transient: connection errors, timeouts and 429/502/503/504 (what a restarting pod or a busy
-Knative activator answers). Everything else fails at once with the server's message.
+Knative activator answers); with RetryPolicy(retry_not_found=True) also 404, what the ingress
+answers for a route it does not have yet. Everything else fails at once with the server's
+message.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import httpx
 PROTOCOLS = ("v1", "v2")
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 Rows = Sequence[Sequence[float]]
+OnRetry = Callable[["PredictionError", int], None]
 
 
 class PredictionError(Exception):
@@ -36,9 +39,23 @@ class RetryPolicy:
     retries: int = 5  # attempts after the first
     backoff: float = 0.2  # seconds before the first retry, doubled each time
     max_backoff: float = 5.0
+    retry_not_found: bool = False  # 404: a fresh route the gateway does not serve yet
 
     def delay(self, attempt: int) -> float:
         return min(self.backoff * 2**attempt, self.max_backoff)
+
+    def next_delay(self, exc: Exception, attempt: int, on_retry: OnRetry | None) -> float:
+        """Seconds to wait before retry `attempt + 1` after `exc`; raises the PredictionError
+        when `exc` is final (not transient, or retries exhausted)."""
+        if isinstance(exc, httpx.TransportError):  # connect/read errors and timeouts
+            exc = PredictionError(f"{type(exc).__name__}: {exc}", transient=True)
+        assert isinstance(exc, PredictionError)
+        again = exc.transient or (self.retry_not_found and exc.status == 404)
+        if not again or attempt >= self.retries:
+            raise exc
+        if on_retry:
+            on_retry(exc, attempt + 1)
+        return self.delay(attempt)
 
 
 def predict_path(protocol: str, model: str) -> str:
@@ -111,16 +128,6 @@ def _outcome(protocol: str, response: httpx.Response, rows: int) -> list[Any]:
     )
 
 
-def _retryable(exc: Exception) -> PredictionError:
-    if isinstance(exc, httpx.TransportError):  # connect/read errors and timeouts
-        return PredictionError(f"{type(exc).__name__}: {exc}", transient=True)
-    assert isinstance(exc, PredictionError)
-    return exc
-
-
-OnRetry = Callable[[PredictionError, int], None]
-
-
 def predict(
     base_url: str,
     model: str,
@@ -144,13 +151,9 @@ def predict(
             try:
                 return _outcome(protocol, client.post(url, json=body, headers=headers), len(rows))
             except (httpx.TransportError, PredictionError) as exc:
-                error = _retryable(exc)
-            if not error.transient or attempt >= policy.retries:
-                raise error
+                delay = policy.next_delay(exc, attempt, on_retry)
             attempt += 1
-            if on_retry:
-                on_retry(error, attempt)
-            time.sleep(policy.delay(attempt - 1))
+            time.sleep(delay)
     finally:
         if owned:
             client.close()
@@ -175,10 +178,6 @@ async def apredict(
         try:
             return _outcome(protocol, await client.post(url, json=body, headers=headers), len(rows))
         except (httpx.TransportError, PredictionError) as exc:
-            error = _retryable(exc)
-        if not error.transient or attempt >= policy.retries:
-            raise error
+            delay = policy.next_delay(exc, attempt, on_retry)
         attempt += 1
-        if on_retry:
-            on_retry(error, attempt)
-        await asyncio.sleep(policy.delay(attempt - 1))
+        await asyncio.sleep(delay)

@@ -14,7 +14,6 @@ on its own port (MLSERVER_METRICS_PORT, 8082 unless set), not on the HTTP port.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import signal
@@ -22,14 +21,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-import httpx
+from kserve_gitops.repo import Repo
+from kserve_gitops.serving import runtimes
+from kserve_gitops.serving.flags import boolean
+from kserve_gitops.serving.process import poll_ready
+from kserve_gitops.serving.server import default_model_dir
 
-from kserve_gitops.repo import Repo, paths
-
-DEFAULT_MODEL = "sklearn-iris"
 # KServe v0.20.0 sets this model class (label modelClass) for modelFormat sklearn.
 IMPLEMENTATION = "mlserver_sklearn.SKLearnModel"
 # The runtime template's ports; the metrics port is MLServer's default (the template sets none).
@@ -37,22 +36,18 @@ CLUSTER_HTTP_PORT, CLUSTER_GRPC_PORT, CLUSTER_METRICS_PORT = 8080, 9000, 8082
 VENV_ENV = "KGOPS_MLSERVER_VENV"
 
 
-def venv_dir() -> Path:
-    return Path(os.environ.get(VENV_ENV) or paths.ROOT / ".venv-mlserver")
+def venv_dir(repo: Repo) -> Path:
+    return Path(os.environ.get(VENV_ENV) or repo.root / ".venv-mlserver")
 
 
-def mlserver_command() -> Path:
+def mlserver_command(repo: Repo) -> Path:
     """The `mlserver` entry point of the MLServer virtualenv, or an error saying how to get it."""
-    command = venv_dir() / "bin" / "mlserver"
+    command = venv_dir(repo) / "bin" / "mlserver"
     if not command.is_file():
         raise FileNotFoundError(
-            f"{paths.rel(command)} not found: run `make mlserver-venv` (or set {VENV_ENV})"
+            f"{repo.rel(command)} not found: run `make mlserver-venv` (or set {VENV_ENV})"
         )
     return command
-
-
-def ready_path(model_name: str) -> str:
-    return f"/v2/models/{model_name}/ready"
 
 
 def mlserver_env(
@@ -80,21 +75,13 @@ def mlserver_env(
     }
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kgops serve-mlserver",
         description="Serve a scikit-learn model with MLServer (V2 REST and gRPC), as the "
         "cluster's kserve-mlserver runtime does.",
     )
-    p.add_argument("--model-name", default=DEFAULT_MODEL)
+    p.add_argument("--model-name", help="(default: the checkout's only model)")
     p.add_argument(
         "--model-dir",
         type=Path,
@@ -126,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--debug",
-        type=_bool,
+        type=boolean,
         default=True,
         metavar="BOOL",
         help="MLServer's debug setting: DEBUG logs and uvicorn's access log (default: true, "
@@ -136,34 +123,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _announce_when_ready(url: str, model_name: str, metrics_port: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + ready_path(model_name), timeout=1, trust_env=False).is_success:
-                print(
-                    f"{model_name} ready (MLServer): {url} (V2 /v2/models/{model_name}/infer; "
-                    f"no V1), metrics on port {metrics_port}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return
-        time.sleep(0.1)
+    if poll_ready(url + runtimes.ready_path("mlserver", model_name), 120):
+        print(
+            f"{model_name} ready (MLServer): {url} (V2 /v2/models/{model_name}/infer; "
+            f"no V1), metrics on port {metrics_port}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     args = build_parser().parse_args(argv)
+    repo = repo or Repo.discover()
+    args.model_name = args.model_name or repo.default_model()
     for name in ("http_port", "grpc_port", "metrics_port", "workers"):
         if getattr(args, name) < 0:
             print(f"error: --{name.replace('_', '-')}: expected 0 or more", file=sys.stderr)
             return 2
-    model_dir = (args.model_dir or paths.MODELS / args.model_name / "v1").resolve()
+    model_dir = (args.model_dir or default_model_dir(repo, args.model_name)).resolve()
     # The same checks as KServe's server: one artifact, pickled by the pinned scikit-learn
     # (the MLServer virtualenv pins the same version; tests/test_mlserver.py checks it).
     from kserve_gitops.serving.sklearn_model import check_pickled_by_this_sklearn, find_model_file
 
     try:
         check_pickled_by_this_sklearn(find_model_file(model_dir))
-        command = mlserver_command()
+        command = mlserver_command(repo)
     except (RuntimeError, OSError) as exc:
         hint = " (run `make train` to build it)" if args.model_dir is None else ""
         print(

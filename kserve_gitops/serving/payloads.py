@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo
 from kserve_gitops.serving import client
 
-PAYLOADS = paths.ROOT / "loadtests" / "payloads"
 PROTOCOLS = client.PROTOCOLS
+
+
+def directory(repo: Repo) -> Path:
+    return repo.loadtests / "payloads"
 
 
 @dataclass(frozen=True)
@@ -26,22 +29,23 @@ class Case:
     expected: list[Any]
 
 
-def load_cases(protocol: str, directory: Path = PAYLOADS) -> list[Case]:
+def load_cases(repo: Repo, protocol: str) -> list[Case]:
     """Every case of `protocol`, sorted by name; ValueError naming the file if one is unusable."""
+    folder = directory(repo)
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
-    expected_file = directory / "expected.json"
+    expected_file = folder / "expected.json"
     expected = json.loads(expected_file.read_text())
     cases = []
-    for file in sorted(directory.glob(f"{protocol}-*.json")):
+    for file in sorted(folder.glob(f"{protocol}-*.json")):
         name = file.stem.removeprefix(f"{protocol}-")
         if name not in expected:
-            raise ValueError(f"{paths.rel(expected_file)}: no expected predictions for {name!r}")
+            raise ValueError(f"{repo.rel(expected_file)}: no expected predictions for {name!r}")
         body = file.read_bytes()
         json.loads(body)  # fail here, not as a server-side 400 during the run
         cases.append(Case(name, protocol, body, expected[name]))
     if not cases:
-        raise ValueError(f"{paths.rel(directory)}: no {protocol}-*.json request bodies")
+        raise ValueError(f"{repo.rel(folder)}: no {protocol}-*.json request bodies")
     return cases
 
 

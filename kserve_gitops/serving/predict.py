@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--host-header", help="Host header for an ingress, e.g. sklearn-iris.ns.example.com"
     )
-    p.add_argument("--model-name", default="sklearn-iris", help="(default: %(default)s)")
+    p.add_argument("--model-name", help="(default: the checkout's only model)")
     p.add_argument(
         "--protocol", choices=client.PROTOCOLS, default="v1", help="(default: %(default)s)"
     )
@@ -250,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.model_name = args.model_name or (repo or Repo.discover()).default_model()
     for name in ("batch", "concurrency", "features"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")

@@ -11,8 +11,8 @@ Prints a table of the shares and writes py-spy's collapsed stacks beside it (--o
 
 from __future__ import annotations
 
-# Locust (via bench and loadtest) monkey-patches the standard library with gevent: import first.
-from kserve_gitops.bench import local as bench  # isort: skip
+# Locust (via measure) monkey-patches the standard library with gevent: import it first.
+from kserve_gitops.bench import measure  # isort: skip
 import argparse
 import shlex
 import shutil
@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from kserve_gitops.bench import sidebyside
-from kserve_gitops.repo import Repo, paths
-from kserve_gitops.serving import runtimes
+from kserve_gitops.repo import Repo
+from kserve_gitops.serving import process, runtimes
 from kserve_gitops.serving.stacks import shares
 
 
 def profile(
-    config: sidebyside.Config, protocol: str, rate: float, duration: float, out: Path
+    repo: Repo, config: sidebyside.Config, protocol: str, rate: float, duration: float, out: Path
 ) -> tuple[Counter[str], dict[str, Any]]:
     """Start the configuration, offer `rate` for `duration` s while py-spy samples the server's
     processes (MLServer: its inference workers too), return the groups and the load point."""
@@ -38,10 +38,16 @@ def profile(
     if not spy:
         raise FileNotFoundError("py-spy not found: it is a dev dependency (`make venv`)")
     raw = out.with_suffix(".collapsed")
-    with runtimes.running(
-        config.runtime, port=sidebyside.port_block(), extra_args=list(config.args), timeout=180
+    with process.running(
+        repo,
+        config.runtime,
+        port=sidebyside.port_block(),
+        extra_args=list(config.args),
+        timeout=180,
     ) as local:
-        bench.measure(local, protocol, 50, 2)  # warm-up: imports and first requests not sampled
+        measure.measure(
+            repo, local, protocol, 50, 2
+        )  # warm-up: imports and first requests not sampled
         sampler = subprocess.Popen(
             [spy, "record", "--pid", str(local.process.pid), "--subprocesses", "--format", "raw",
              "--full-filenames", "--gil", "--rate", "200", "--duration", f"{duration:g}",
@@ -49,7 +55,7 @@ def profile(
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         time.sleep(0.5)  # py-spy attaches before the load starts
-        point = bench.measure(local, protocol, rate, duration)
+        point = measure.measure(repo, local, protocol, rate, duration)
         output, _ = sampler.communicate(timeout=60)
     if sampler.returncode != 0 or not raw.is_file():
         # Attaching needs ptrace rights over the server (root, or kernel.yama.ptrace_scope 0).
@@ -73,17 +79,18 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     p.add_argument("--duration", type=float, default=15.0, help="seconds of load (default 15)")
     p.add_argument("--out", type=Path, help="markdown table (default reports/profile-<config>.md)")
     args = p.parse_args(argv)
+    repo = repo or Repo.discover()
     [config] = sidebyside.select([args.config])
     try:
         runtimes.check(config.runtime, args.protocol)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or paths.REPORTS / f"profile-{config.name}-{args.protocol}.md"
+    out = args.out or repo.reports / f"profile-{config.name}-{args.protocol}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     try:
-        counts, point = profile(config, args.protocol, args.rate, args.duration, out)
+        counts, point = profile(repo, config, args.protocol, args.rate, args.duration, out)
     except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     ]
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"\nwrote {paths.rel(out)} and {paths.rel(out.with_suffix('.collapsed'))}")
+    print(f"\nwrote {repo.rel(out)} and {repo.rel(out.with_suffix('.collapsed'))}")
     return 0
 
 

@@ -1,16 +1,16 @@
-"""The two runtimes that serve the sklearn-iris artifact, by the names the chart and the
-Makefile use (RUNTIME=): KServe's sklearn server (V1 and V2) and MLServer (V2 only)."""
+"""The two runtimes that serve the model's artifact, by the names the chart and the Makefile
+use (RUNTIME=): KServe's sklearn server (V1 and V2) and MLServer (V2 only)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Any
-
-from kserve_gitops.serving import mlserver, server
-
 RUNTIMES = ("sklearnserver", "mlserver")
 PROTOCOLS = {"sklearnserver": ("v1", "v2"), "mlserver": ("v2",)}
+# The module that launches each runtime locally (same arguments), and where it says "loaded".
+LAUNCHERS = {
+    "sklearnserver": "kserve_gitops.serving.server",
+    "mlserver": "kserve_gitops.serving.mlserver",
+}
+READY_PATHS = {"sklearnserver": "/v1/models/{model}", "mlserver": "/v2/models/{model}/ready"}
 
 
 def check(runtime: str, protocol: str | None = None) -> None:
@@ -24,24 +24,5 @@ def check(runtime: str, protocol: str | None = None) -> None:
         )
 
 
-def start_background(runtime: str, **kwargs: Any) -> server.LocalServer:
-    """server.start_background with the runtime's launcher and readiness endpoint."""
-    check(runtime)
-    if runtime == "mlserver":
-        name = kwargs.get("model_name", server.DEFAULT_MODEL)
-        kwargs = {
-            "module": "kserve_gitops.serving.mlserver",
-            "ready_path": mlserver.ready_path(name),
-            **kwargs,
-        }
-    return server.start_background(**kwargs)
-
-
-@contextlib.contextmanager
-def running(runtime: str, **kwargs: Any) -> Iterator[server.LocalServer]:
-    """`with running("mlserver", port=38100) as local: ...`; always stops it."""
-    local = start_background(runtime, **kwargs)
-    try:
-        yield local
-    finally:
-        local.stop()
+def ready_path(runtime: str, model: str) -> str:
+    return READY_PATHS[runtime].format(model=model)

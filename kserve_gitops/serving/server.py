@@ -1,5 +1,5 @@
-"""Serve the sklearn-iris model locally with KServe's own ModelServer (the library inside the
-cluster's kserve-sklearnserver runtime), plus helpers to run it in the background.
+"""Serve a model locally with KServe's own ModelServer (the library inside the cluster's
+kserve-sklearnserver runtime); kserve_gitops.serving.process runs it in the background.
 
     kgops serve --model-name sklearn-iris --http-port 8080 --workers 1
 
@@ -12,41 +12,24 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
 import copy
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httpx
-
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.repo import Repo
 from kserve_gitops.serving.asgi_guard import DEFAULT_MAX_BODY, GuardSettings
-
-DEFAULT_MODEL = "sklearn-iris"
-
-
-def default_model_dir(model_name: str = DEFAULT_MODEL) -> Path:
-    return paths.MODELS / model_name / "v1"
+from kserve_gitops.serving.flags import boolean
+from kserve_gitops.serving.process import poll_ready
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+def default_model_dir(repo: Repo, model_name: str) -> Path:
+    """Where `kgops train` puts a model's first version, the one served when none is named."""
+    return repo.models / model_name / "v1"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a scikit-learn model with KServe's ModelServer (V1 + V2 REST).",
     )
     p.add_argument(
-        "--model-name",
-        default=DEFAULT_MODEL,
-        help="name in the endpoint paths (default: %(default)s)",
+        "--model-name", help="name in the endpoint paths (default: the checkout's only model)"
     )
     p.add_argument(
         "--model-dir",
@@ -87,14 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     tuning = p.add_argument_group("performance knobs (upstream defaults)")
     tuning.add_argument(
         "--enable-latency-logging",
-        type=_bool,
+        type=boolean,
         default=True,
         metavar="BOOL",
         help="KServe's per-request latency and timing log lines, kserve.trace (default: true)",
     )
     tuning.add_argument(
         "--access-log",
-        type=_bool,
+        type=boolean,
         default=True,
         metavar="BOOL",
         help="uvicorn's per-request access log line (default: true)",
@@ -201,20 +182,15 @@ def endpoints(base_url: str, model_name: str) -> str:
 def _announce_when_ready(port: int, model_name: str, timeout: float = 120) -> None:
     # ModelServer.start() blocks; this thread prints one clear line once requests succeed.
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            response = httpx.get(f"{url}/v1/models/{model_name}", timeout=1, trust_env=False)
-            if response.status_code == 200:
-                line = f"{model_name} ready: {endpoints(url, model_name)}"
-                print(line, file=sys.stderr, flush=True)
-                return
-        time.sleep(0.1)
+    if poll_ready(f"{url}/v1/models/{model_name}", timeout):
+        print(f"{model_name} ready: {endpoints(url, model_name)}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     args = build_parser().parse_args(argv)
-    model_dir = args.model_dir or default_model_dir(args.model_name)
+    repo = repo or Repo.discover()
+    args.model_name = args.model_name or repo.default_model()
+    model_dir = args.model_dir or default_model_dir(repo, args.model_name)
     settings = GuardSettings(
         max_body_bytes=args.max_body_bytes,
         fault_first=args.fault_first,
@@ -237,7 +213,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         model.load()
     except (ModelMissingError, RuntimeError, OSError, ValueError) as exc:
         hint = " (run `make train` to build it)" if args.model_dir is None else ""
-        where = paths.rel(model_dir)
+        where = repo.rel(model_dir)
         print(f"error: cannot load model {args.model_name!r} from {where}: {exc}{hint}",
               file=sys.stderr)  # fmt: skip
         return 1
@@ -264,115 +240,6 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     ).start()
     server.start([model])
     return 0
-
-
-# ---- running the server in the background (tests, demo, bench, canary analysis) ----------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class LocalServer:
-    """A server subprocess; `url` is its base URL, `log_path` holds its output; `ready_path`
-    answers 200 once the model is loaded (default: KServe's V1 model endpoint)."""
-
-    url: str
-    model_name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    args: list[str] = field(default_factory=list)
-    ready_path: str = ""
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"model server exited with {self.process.returncode} before it was ready:\n"
-                    f"{self.log_text()[-3000:]}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                path = self.ready_path or f"/v1/models/{self.model_name}"
-                response = httpx.get(f"{self.url}{path}", timeout=2, trust_env=False)
-                if response.status_code == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(
-            f"model server not ready after {timeout:.0f}s:\n{self.log_text()[-3000:]}"
-        )
-
-    def stop(self, timeout: float = 20) -> int:
-        """SIGTERM (graceful, like a pod's shutdown), then SIGKILL the group if it lingers."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        return self.process.returncode
-
-
-def start_background(
-    *,
-    model_name: str = DEFAULT_MODEL,
-    model_dir: Path | None = None,
-    port: int | None = None,
-    workers: int = 1,
-    extra_args: Sequence[str] = (),
-    env: dict[str, str] | None = None,
-    log_path: Path | None = None,
-    timeout: float = 60,
-    module: str = "kserve_gitops.serving.server",
-    ready_path: str = "",
-) -> LocalServer:
-    """Start `python -m <module>` (this server, or another runtime's launcher taking the same
-    arguments) on a free port and wait until the model is ready."""
-    port = port or free_port()
-    args = [
-        sys.executable, "-m", module,
-        "--model-name", model_name,
-        "--http-port", str(port),
-        "--workers", str(workers),
-        *(["--model-dir", str(model_dir)] if model_dir else []),
-        *extra_args,
-    ]  # fmt: skip
-    if log_path is None:
-        fd, name = tempfile.mkstemp(prefix=f"kgops-{model_name}-{port}-", suffix=".log")
-        os.close(fd)
-        log_path = Path(name)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=paths.ROOT,
-            start_new_session=True,  # its own process group: stop() can reap spawned workers
-        )
-    url = f"http://127.0.0.1:{port}"
-    server = LocalServer(url, model_name, process, log_path, args, ready_path)
-    server.wait_ready(timeout)
-    return server
-
-
-@contextlib.contextmanager
-def running(**kwargs: Any) -> Iterator[LocalServer]:
-    """`with running(workers=2) as server: httpx.post(server.url + ...)`; always stops it."""
-    server = start_background(**kwargs)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # KServe starts --workers > 1 as spawned processes that re-import this module under the name

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kserve_gitops.lifecycle import gate
+from tests import REPO
 
 MODEL_DIR = Path("models") / "sklearn-iris"
 # A real, weaker candidate: a depth-1 tree answers the reference rows (train.PROBES) right but
@@ -26,7 +27,7 @@ WEAK_RECIPE = """
 
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
 def test_v2_passes_against_the_stable_v1(env: str) -> None:
-    result = gate.evaluate("sklearn-iris", "v2", env)
+    result = gate.evaluate(REPO, "sklearn-iris", "v2", env)
     assert result.passed, result.report()
     assert result.baseline == "v1"
     assert [name for name, _, _ in result.checks] == ["artifact", "accuracy", "golden set"]

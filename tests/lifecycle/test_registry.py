@@ -9,13 +9,13 @@ from pathlib import Path
 import yaml
 
 from kserve_gitops.lifecycle import registry, train
-from kserve_gitops.repo import paths
+from tests import REPO
 
 MODEL_DIR = Path("models") / "sklearn-iris"
 
 
 def test_committed_registry_is_consistent(kgops) -> None:
-    reg = registry.load("sklearn-iris")
+    reg = registry.load(REPO, "sklearn-iris")
     assert registry.check(reg) == []
     assert registry.sync(reg) == reg.text  # `--sync` would change nothing
     proc = kgops("registry", "--check")
@@ -23,11 +23,11 @@ def test_committed_registry_is_consistent(kgops) -> None:
 
 
 def test_versions_carry_artifact_digest_and_metrics() -> None:
-    reg = registry.load("sklearn-iris")
+    reg = registry.load(REPO, "sklearn-iris")
     versions = reg.versions()
     assert list(versions) == ["v1", "v2"]
     for name, version in versions.items():
-        meta = json.loads((paths.MODELS / "sklearn-iris" / name / train.METADATA).read_text())
+        meta = json.loads((REPO.models / "sklearn-iris" / name / train.METADATA).read_text())
         assert version.sha256 == train.sha256_file(version.artifact) == meta["sha256"]
         assert version.accuracy == meta["accuracy"] and version.test_rows == 30
     assert versions["v2"].accuracy > versions["v1"].accuracy
@@ -35,7 +35,7 @@ def test_versions_carry_artifact_digest_and_metrics() -> None:
 
 
 def test_serving_state_is_derived_from_the_values_files() -> None:
-    reg = registry.load("sklearn-iris")
+    reg = registry.load(REPO, "sklearn-iris")
     for env in ("dev", "staging", "prod"):
         st = registry.state(reg, env)
         values = yaml.safe_load(st.values_path.read_text())

@@ -14,10 +14,12 @@ import sklearn
 import yaml
 
 from kserve_gitops.lifecycle import train
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo
 from kserve_gitops.serving.sklearn_model import SKLearnModel, find_model_file
+from tests import REPO
 
-V1 = paths.MODELS / "sklearn-iris" / "v1"
+MODEL = "sklearn-iris"
+V1 = REPO.models / MODEL / "v1"
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +49,11 @@ def test_metadata_matches_the_artifact_and_recipe(metadata):
     assert metadata["size_bytes"] == (V1 / train.ARTIFACT).stat().st_size
     assert metadata["accuracy"] >= 0.9
     assert metadata["train_rows"] + metadata["test_rows"] == 150
-    assert metadata["recipe"] == train.load_recipes()["versions"]["v1"]
+    assert metadata["recipe"] == train.load_recipes(REPO, MODEL)["versions"]["v1"]
     for key in ("python", "scikit_learn", "joblib", "numpy"):
         assert metadata["versions"][key]
-    assert metadata["runtime"] == train.runtime_pin()
-    assert train.stale_reason(V1, metadata["recipe"]) is None
+    assert metadata["runtime"] == train.runtime_pin(REPO)
+    assert train.stale_reason(REPO, V1, metadata["recipe"]) is None
 
 
 def _pinned_requirement(text: str, name: str) -> str:
@@ -64,14 +66,14 @@ def test_training_serving_and_the_runtime_pin_agree():
     """One scikit-learn everywhere: the runtime's (versions.yaml), the one pyproject.toml and
     constraints.txt install for training and local serving, and the one every artifact was
     pickled by. Any disagreement is a model that may not load in the cluster."""
-    pin = train.runtime_pin()["scikit_learn"]
+    pin = train.runtime_pin(REPO)["scikit_learn"]
     declared = {
         "versions.yaml kserve.sklearnServer.scikitLearn": pin,
         "pyproject.toml": _pinned_requirement(
-            (paths.ROOT / "pyproject.toml").read_text(), "scikit-learn"
+            (REPO.root / "pyproject.toml").read_text(), "scikit-learn"
         ),
         "constraints.txt": _pinned_requirement(
-            (paths.ROOT / "constraints.txt").read_text(), "scikit-learn"
+            (REPO.root / "constraints.txt").read_text(), "scikit-learn"
         ),
         "installed (training and kserve_gitops.serving.server)": sklearn.__version__,
     }
@@ -84,12 +86,12 @@ def test_training_serving_and_the_runtime_pin_agree():
 
 
 def test_training_refuses_another_scikit_learn(tmp_path: Path, monkeypatch):
-    doc = train.load_recipes()
+    doc = train.load_recipes(REPO, MODEL)
     monkeypatch.setattr(sklearn, "__version__", "1.9.1")
     with pytest.raises(
         train.RuntimeMismatch, match=r"scikit-learn 1\.9\.1 is installed.*runs 1\.5\.2"
     ):
-        train.train_version("v1", doc["versions"]["v1"], tmp_path)
+        train.train_version(REPO, MODEL, "v1", doc["versions"]["v1"], tmp_path)
     assert not (tmp_path / train.ARTIFACT).exists()
 
 
@@ -99,7 +101,7 @@ def test_an_artifact_pickled_by_another_scikit_learn_is_stale(tmp_path: Path):
     meta = json.loads(meta_path.read_text())
     meta["versions"]["scikit_learn"] = "1.9.1"
     meta_path.write_text(json.dumps(meta))
-    reason = train.stale_reason(tmp_path / "v1", meta["recipe"])
+    reason = train.stale_reason(REPO, tmp_path / "v1", meta["recipe"])
     assert (
         reason
         and "pickled by scikit-learn 1.9.1" in reason
@@ -140,8 +142,8 @@ def test_artifact_references_only_scientific_stack_globals(monkeypatch):
 
 
 def test_retraining_reproduces_the_artifact(tmp_path: Path, metadata):
-    doc = train.load_recipes()
-    rebuilt = train.train_version("v1", doc["versions"]["v1"], tmp_path)
+    doc = train.load_recipes(REPO, MODEL)
+    rebuilt = train.train_version(REPO, MODEL, "v1", doc["versions"]["v1"], tmp_path)
     model = joblib.load(tmp_path / train.ARTIFACT)
     for rows, expected in train.PROBES:
         assert model.predict(rows).tolist() == expected
@@ -153,35 +155,38 @@ def test_retraining_reproduces_the_artifact(tmp_path: Path, metadata):
 
 
 @pytest.fixture
-def model_root(tmp_path: Path) -> Path:
-    """A models/ tree holding only the recipe file, so training starts from nothing."""
-    (tmp_path / "sklearn-iris").mkdir()
-    shutil.copy(V1.parent / train.RECIPES, tmp_path / "sklearn-iris" / train.RECIPES)
-    return tmp_path
+def model_root(tmp_path: Path) -> Repo:
+    """A checkout holding only versions.yaml and the recipe file, so training starts from
+    nothing."""
+    (tmp_path / "models" / MODEL).mkdir(parents=True)
+    shutil.copy(V1.parent / train.RECIPES, tmp_path / "models" / MODEL / train.RECIPES)
+    shutil.copy(REPO.versions_file, tmp_path / "versions.yaml")
+    return Repo(tmp_path)
 
 
-def test_ensure_trained_trains_only_when_needed(model_root: Path):
-    version_dir = train.ensure_trained("v1", root=model_root)
+def test_ensure_trained_trains_only_when_needed(model_root: Repo):
+    version_dir = train.ensure_trained(model_root, MODEL, "v1")
     artifact = version_dir / train.ARTIFACT
     first = artifact.stat().st_mtime_ns
-    assert train.ensure_trained("v1", root=model_root) == version_dir
+    assert train.ensure_trained(model_root, MODEL, "v1") == version_dir
     assert artifact.stat().st_mtime_ns == first  # up to date: not rebuilt
 
     artifact.write_bytes(artifact.read_bytes() + b"tampered")
     assert "does not match the sha256" in train.stale_reason(
+        model_root,
         version_dir,
-        train.load_recipes(model_root / "sklearn-iris" / train.RECIPES)["versions"]["v1"],
+        train.load_recipes(model_root, MODEL)["versions"]["v1"],
     )
-    train.ensure_trained("v1", root=model_root)
+    train.ensure_trained(model_root, MODEL, "v1")
     meta = json.loads((version_dir / train.METADATA).read_text())
     assert train.sha256_file(artifact) == meta["sha256"]
 
 
-def test_stale_reason_flags_a_second_model_file(model_root: Path):
-    version_dir = train.ensure_trained("v1", root=model_root)
+def test_stale_reason_flags_a_second_model_file(model_root: Repo):
+    version_dir = train.ensure_trained(model_root, MODEL, "v1")
     (version_dir / "extra.pkl").write_bytes(b"x")
-    recipe = train.load_recipes(model_root / "sklearn-iris" / train.RECIPES)["versions"]["v1"]
-    assert "exactly one model file" in train.stale_reason(version_dir, recipe)
+    recipe = train.load_recipes(model_root, MODEL)["versions"]["v1"]
+    assert "exactly one model file" in train.stale_reason(model_root, version_dir, recipe)
 
 
 @pytest.mark.parametrize(
@@ -194,14 +199,14 @@ def test_stale_reason_flags_a_second_model_file(model_root: Path):
         (lambda r: r["params"].update(var_smoothing="x"), "cannot build sklearn.naive_bayes"),
     ],
 )
-def test_bad_recipes_fail_with_file_and_field(model_root: Path, edit, message: str):
-    recipes = model_root / "sklearn-iris" / train.RECIPES
-    doc = train.load_recipes(recipes)
+def test_bad_recipes_fail_with_file_and_field(model_root: Repo, edit, message: str):
+    recipes = model_root.models / MODEL / train.RECIPES
+    doc = train.load_recipes(model_root, MODEL)
     edit(doc["versions"]["v1"])
     recipes.write_text(yaml.safe_dump(doc))
     with pytest.raises(train.RecipeError, match=message.replace(".", r"\.")):
-        train.ensure_trained("v1", root=model_root)
-    assert not (model_root / "sklearn-iris" / "v1" / train.ARTIFACT).exists()
+        train.ensure_trained(model_root, MODEL, "v1")
+    assert not (model_root.models / MODEL / "v1" / train.ARTIFACT).exists()
 
 
 def test_make_train_is_idempotent_in_a_repo_copy(repo_copy: Path, kgops):

@@ -12,8 +12,8 @@ import pytest
 
 from kserve_gitops.load import canary_analysis, slo
 from kserve_gitops.load.canary_analysis import Arm, Rules
-from kserve_gitops.repo import paths
-from kserve_gitops.serving import server
+from kserve_gitops.serving import process
+from tests import REPO
 
 RULES = Rules(
     rate=20,
@@ -75,14 +75,14 @@ def test_decision_rule(stable: Arm, canary: Arm, decision: str, reason: str) -> 
 
 
 def test_committed_config_is_valid() -> None:
-    rules = canary_analysis.load_rules()
+    rules = canary_analysis.load_rules(REPO)
     assert rules.latency_p99_ratio_max >= 1 and 0 <= rules.error_ratio_margin < 1
     assert rules.source == "config/canary.yaml"
 
 
 def test_bad_config_is_named(tmp_path: Path, kgops) -> None:
     bad = tmp_path / "canary.yaml"
-    bad.write_text((paths.CONFIG / "canary.yaml").read_text().replace("min_requests: 100", ""))
+    bad.write_text((REPO.config / "canary.yaml").read_text().replace("min_requests: 100", ""))
     proc = kgops("canary-analysis", "--stable", "http://a", "--canary", "http://b",
                       "--config", str(bad))  # fmt: skip
     assert proc.returncode == 2
@@ -104,7 +104,7 @@ load: {rate: 20, duration: 3s}
 relative: {latency_p99_ratio_max: 2, latency_p99_slack_ms: 50, error_ratio_margin: 0.02}
 min_requests: 40
 """
-V2 = paths.MODELS / "sklearn-iris" / "v2"
+V2 = REPO.models / "sklearn-iris" / "v2"
 CANARIES = {
     "good": [],
     "slow": ["--fault-delay-ms", "400"],
@@ -112,7 +112,7 @@ CANARIES = {
 }
 
 
-def _warm(srv: server.LocalServer) -> server.LocalServer:
+def _warm(srv: process.LocalServer) -> process.LocalServer:
     for _ in range(5):  # first predictions pay imports and allocation: not the canary's fault
         httpx.post(f"{srv.url}/v1/models/sklearn-iris:predict",
                    json={"instances": [[5.1, 3.5, 1.4, 0.2]]}, timeout=10,
@@ -121,13 +121,13 @@ def _warm(srv: server.LocalServer) -> server.LocalServer:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, server.LocalServer]]:
-    started: dict[str, server.LocalServer] = {}
+def servers() -> Iterator[dict[str, process.LocalServer]]:
+    started: dict[str, process.LocalServer] = {}
     try:
-        started["stable"] = server.start_background(extra_args=["--access-log", "false"])
+        started["stable"] = process.start_background(REPO, extra_args=["--access-log", "false"])
         for name, faults in CANARIES.items():
-            started[name] = server.start_background(
-                model_dir=V2, extra_args=["--access-log", "false", *faults]
+            started[name] = process.start_background(
+                REPO, model_dir=V2, extra_args=["--access-log", "false", *faults]
             )
         yield {name: _warm(srv) for name, srv in started.items()}
     finally:

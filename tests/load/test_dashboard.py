@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from kserve_gitops.load import slo
-from kserve_gitops.repo import paths
+from tests import REPO
 from tests.load_helpers import free_port, wait_for_port
 
 # The dashboard's SLO tab and CSV (kserve_gitops.load.dashboard; not imported: Locust would
@@ -49,7 +49,7 @@ def running_dashboard(target: str, reports: Path, *extra: str) -> Iterator[str]:
         [sys.executable, "-m", "kserve_gitops.load.loadtest", "--ui", "--web-port", str(port),
          "--target", target, "--reports", str(reports), "--env", "prod", "--rate", "40",
          "--users", "8", *extra],
-        cwd=paths.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         wait_for_port(port, proc)
@@ -86,7 +86,7 @@ def ms(value: str) -> float:
 
 
 def assert_prod_targets(rows: dict[str, list[str]]) -> None:
-    targets = slo.load_slo("prod").targets  # config/slo.yaml with prod's overrides
+    targets = slo.load_slo(REPO, "prod").targets  # config/slo.yaml with prod's overrides
     assert rows["latency avg"][1] == f"<= {targets.latency_avg_ms:g} ms"
     assert rows["latency max"][1] == f"<= {targets.latency_max_ms:g} ms"
     assert rows["latency p99"][1] == f"<= {targets.latency_p99_ms:g} ms" == "<= 200 ms"
@@ -98,7 +98,7 @@ def assert_final_is_the_summary(rows: dict[str, list[str]]) -> dict:
     """The final rows carry exactly summary.json's numbers; returns the summary."""
     report_dir = Path(rows["report"][0])
     if not report_dir.is_absolute():
-        report_dir = paths.ROOT / report_dir
+        report_dir = REPO.root / report_dir
     summary = json.loads((report_dir / "summary.json").read_text())
     assert rows["state"][0] == "stopped" and rows["verdict"][:1] == ["final"]
     assert rows["verdict"][2] == summary["verdict"]

@@ -16,7 +16,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from kserve_gitops.load import openloop, tally
-from kserve_gitops.repo import paths
+from tests import REPO
 from tests.load_helpers import fast_server, free_port, slo_file
 
 
@@ -159,13 +159,13 @@ def test_a_killed_worker_is_reported_and_its_slots_are_errors(tmp_path: Path):
                 "--workers", "1", "--remote-workers", "1", "--master-bind-host", "127.0.0.1",
                 "--master-port", str(port),
             ],
-            cwd=paths.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=REPO.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         # The "remote" worker, as another machine would start it.
         worker = subprocess.Popen(
             [sys.executable, "-m", "kserve_gitops.load.loadtest", "--worker",
              "--master-host", "127.0.0.1", "--master-port", str(port)],
-            cwd=paths.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=REPO.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         assert master.stdout is not None
         lines = []

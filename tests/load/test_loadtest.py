@@ -18,8 +18,8 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from kserve_gitops.load import openloop
-from kserve_gitops.repo import paths
-from kserve_gitops.serving import payloads, server
+from kserve_gitops.serving import payloads, process
+from tests import REPO
 
 # A stand-in server for what KServe's cannot do on demand: stall every request for a while
 # (one global lock, like a stop-the-world pause), answer wrong, or route on the Host header.
@@ -81,8 +81,8 @@ def start_stub(
     script = tmp_path / "stub" / "server.py"
     script.parent.mkdir(exist_ok=True)
     script.write_text(STUB_SERVER)
-    port = server.free_port()
-    model = paths.MODELS / "sklearn-iris" / "v1" / "model.joblib"
+    port = process.free_port()
+    model = REPO.models / "sklearn-iris" / "v1" / "model.joblib"
     args = [str(port), str(stall_at), str(stall_s), "1" if wrong else "0", host, str(model)]
     proc = subprocess.Popen([sys.executable, str(script), *args])
     deadline = time.monotonic() + 30
@@ -112,10 +112,10 @@ def count_over(histogram, threshold_ms: float) -> int:
 
 def test_payloads_carry_the_reference_predictions():
     for protocol in payloads.PROTOCOLS:
-        cases = {c.name: c for c in payloads.load_cases(protocol)}
+        cases = {c.name: c for c in payloads.load_cases(REPO, protocol)}
         assert {n: c.expected for n, c in cases.items()} == {"iris-one": [0], "iris-two": [1, 1]}
-    v1 = {c.name: c for c in payloads.load_cases("v1")}
-    v2 = {c.name: c for c in payloads.load_cases("v2")}
+    v1 = {c.name: c for c in payloads.load_cases(REPO, "v1")}
+    v2 = {c.name: c for c in payloads.load_cases(REPO, "v2")}
     for name, case in v1.items():
         # Both protocols send the same rows.
         assert json.loads(case.body)["instances"] == json.loads(v2[name].body)["inputs"][0]["data"]
@@ -206,7 +206,9 @@ def test_summary_is_consistent_with_locust_stats(
 @pytest.mark.slow
 def test_injected_server_delay_fails_the_run(kgops, tmp_path: Path):
     # A real delay in KServe's serving path (helper middleware), over the 120 ms average target.
-    with server.running(extra_args=["--fault-delay-ms", "150", "--access-log", "false"]) as slow:
+    with process.running(
+        REPO, extra_args=["--fault-delay-ms", "150", "--access-log", "false"]
+    ) as slow:
         result, summary = run_cli(
             kgops, tmp_path, "--target", slow.url, "--rate", "80", "--duration", "2s"
         )
@@ -294,7 +296,7 @@ def test_host_header_reaches_the_server(kgops, tmp_path: Path, lenient_slo: str)
 
 @pytest.mark.slow
 def test_locustfile_runs_under_the_locust_command(model_server, tmp_path: Path):
-    locustfile = str(paths.ROOT / "loadtests" / "locustfile.py")
+    locustfile = str(REPO.root / "loadtests" / "locustfile.py")
     cmd = [
         sys.executable, "-m", "locust", "-f", locustfile, "--headless", "--users", "8",
         "--spawn-rate", "100", "--run-time", "2s", "--host", model_server,
@@ -317,13 +319,13 @@ def test_locustfile_runs_under_the_locust_command(model_server, tmp_path: Path):
 
 @pytest.mark.slow
 def test_dashboard_serves_on_the_web_port(model_server):
-    port = server.free_port()
+    port = process.free_port()
     ui = ["--ui", "--web-port", str(port), "--target", model_server]
     proc = subprocess.Popen(
         [sys.executable, "-m", "kserve_gitops.load.loadtest", *ui],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        cwd=paths.ROOT,
+        cwd=REPO.root,
     )
     try:
         deadline = time.monotonic() + 30

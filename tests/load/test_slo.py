@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kserve_gitops.load import slo
+from tests import REPO
 
 VALID = """\
 defaults:
@@ -30,24 +31,27 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_repository_config_is_valid_and_defaults_match_the_issue():
-    base = slo.load_slo()
+    base = slo.load_slo(REPO)
     assert base.load == slo.LoadSettings(rate=80.0, duration=30.0, protocol="v1")
     assert base.targets == slo.Targets(
         latency_avg_ms=120, latency_max_ms=250, throughput_min_rps=80, error_ratio_max=0
     )
     for env in ("dev", "staging", "prod"):
-        assert slo.load_slo(env).targets.latency_avg_ms == 120
+        assert slo.load_slo(REPO, env).targets.latency_avg_ms == 120
 
 
 def test_environment_override_replaces_only_its_keys(tmp_path: Path):
     config = write(tmp_path, VALID)
-    staging = slo.load_slo("staging", config=config)
+    staging = slo.load_slo(REPO, "staging", config=config)
     assert staging.load == slo.LoadSettings(rate=200.0, duration=30.0, protocol="v1", users=64)
     assert staging.targets.latency_avg_ms == 50
     assert staging.targets.latency_p99_ms == 90
     assert staging.targets.latency_max_ms == 250  # inherited
     # An environment without an entry gets the defaults untouched.
-    assert slo.load_slo("prod", config=config).targets == slo.load_slo(None, config=config).targets
+    assert (
+        slo.load_slo(REPO, "prod", config=config).targets
+        == slo.load_slo(REPO, None, config=config).targets
+    )
 
 
 @pytest.mark.parametrize(
@@ -69,14 +73,14 @@ def test_environment_override_replaces_only_its_keys(tmp_path: Path):
 def test_bad_config_names_file_and_field(tmp_path: Path, text: str, expected: str):
     config = write(tmp_path, text)
     with pytest.raises(slo.SloConfigError) as err:
-        slo.load_slo("staging", config=config)
+        slo.load_slo(REPO, "staging", config=config)
     assert str(config) in str(err.value)
     assert expected in str(err.value)
 
 
 def test_unknown_environment_name_is_an_error():
     with pytest.raises(slo.SloConfigError, match="unknown environment 'qa'"):
-        slo.load_slo("qa")
+        slo.load_slo(REPO, "qa")
 
 
 def test_loadtest_cli_rejects_bad_config_before_any_load(tmp_path: Path, kgops):
@@ -113,7 +117,7 @@ def measured(**overrides) -> slo.Measured:
 
 
 def test_evaluate_thresholds_are_inclusive_and_each_target_can_fail():
-    targets = slo.load_slo().targets
+    targets = slo.load_slo(REPO).targets
     at_limits = measured(latency_avg_ms=120, latency_max_ms=250, throughput_rps=80)
     assert all(c.passed for c in slo.evaluate(targets, at_limits))
     for field, bad, name in [
@@ -127,14 +131,16 @@ def test_evaluate_thresholds_are_inclusive_and_each_target_can_fail():
 
 
 def test_p99_target_is_checked_only_when_configured():
-    prod = slo.load_slo("prod").targets
+    prod = slo.load_slo(REPO, "prod").targets
     checks = slo.evaluate(prod, measured(latency_p99_ms=201))
     assert [c.target for c in checks if not c.passed] == ["latency p99"]
-    assert "latency p99" not in [c.target for c in slo.evaluate(slo.load_slo().targets, measured())]
+    assert "latency p99" not in [
+        c.target for c in slo.evaluate(slo.load_slo(REPO).targets, measured())
+    ]
 
 
 def test_verdict_table_lists_every_target_with_its_result():
-    checks = slo.evaluate(slo.load_slo().targets, measured(latency_max_ms=400))
+    checks = slo.evaluate(slo.load_slo(REPO).targets, measured(latency_max_ms=400))
     table = slo.verdict_table(checks).splitlines()
     cells = [[cell.strip() for cell in line.split(" | ")] for line in table]
     assert cells[0] == ["target", "threshold", "measured", "result"]
@@ -150,7 +156,7 @@ def test_verdict_table_lists_every_target_with_its_result():
 
 def test_run_settings_override_the_environment_and_bad_flags_are_named(tmp_path: Path):
     config = write(tmp_path, VALID)
-    run = slo.for_run("staging", config, 120.0, "2m", protocol="v2")
+    run = slo.for_run(REPO, "staging", config, 120.0, "2m", protocol="v2")
     assert (run.load.rate, run.load.duration, run.load.protocol, run.load.users) == (
         120.0,
         120.0,
@@ -159,6 +165,6 @@ def test_run_settings_override_the_environment_and_bad_flags_are_named(tmp_path:
     )
     assert run.targets.latency_avg_ms == 50
     with pytest.raises(slo.SloConfigError, match="--duration: duration 'soon'"):
-        slo.for_run(None, config, None, "soon")
+        slo.for_run(REPO, None, config, None, "soon")
     with pytest.raises(slo.SloConfigError, match="--rate: expected a positive"):
-        slo.for_run(None, config, 0.0, None)
+        slo.for_run(REPO, None, config, 0.0, None)

@@ -12,7 +12,7 @@ import pytest
 
 from kserve_gitops.load import slo
 from kserve_gitops.monitoring import alerts, grafana, promtool
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import render
 from tests import REPO
 from tests.conftest import Kgops
 
@@ -23,7 +23,7 @@ ISVC = 'namespace="models", inferenceservice="sklearn-iris"'
 @pytest.fixture(scope="module")
 def have_promtool() -> str:
     """promtool, or a skip with the reason; in CI (CI set) a missing promtool fails."""
-    found = promtool.find()
+    found = promtool.find(REPO)
     if found:
         return found
     if os.environ.get("CI"):
@@ -50,13 +50,13 @@ def test_a_hand_edit_is_caught_and_regeneration_repairs_it(repo_copy: Path, kgop
 
 def test_the_monitoring_layer_ships_the_generated_objects() -> None:
     for env in ENVS:
-        objs = render.kustomize_build(REPO, alerts.monitoring_dir(env))
+        objs = render.kustomize_build(REPO, alerts.monitoring_dir(REPO, env))
         kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
         assert ("PrometheusRule", "kserve-slo") in kinds
         assert ("ConfigMap", "kserve-slo-dashboard") in kinds
         assert ("PodMonitor", "kserve-predictors") in kinds
         rule = next(o for o in objs if o["kind"] == "PrometheusRule")
-        assert rule == alerts.prometheus_rule(env)
+        assert rule == alerts.prometheus_rule(env, slo.load_slo(REPO, env))
         board = next(o for o in objs if o["kind"] == "ConfigMap")
         assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
 
@@ -66,7 +66,7 @@ def _alert(groups: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def test_thresholds_follow_the_slo_config(tmp_path: Path) -> None:
-    base = slo.load_slo("prod")
+    base = slo.load_slo(REPO, "prod")
     groups = alerts.rule_groups("prod", base)
     # 99.9% availability: budget 0.001; 14.4x, 6x, 1x of it.
     assert "> 0.0144" in _alert(groups, "KServeErrorBudgetBurnFast")["expr"]
@@ -75,58 +75,60 @@ def test_thresholds_follow_the_slo_config(tmp_path: Path) -> None:
     assert "> 0.2\n" in _alert(groups, "KServeLatencyP99High")["expr"]  # prod p99 200 ms
     assert (
         "> 0.25\n"
-        in _alert(alerts.rule_groups("dev", slo.load_slo("dev")), "KServeLatencyP99High")["expr"]
+        in _alert(alerts.rule_groups("dev", slo.load_slo(REPO, "dev")), "KServeLatencyP99High")[
+            "expr"
+        ]
     )
 
     config = tmp_path / "slo.yaml"
-    text = slo.SLO_CONFIG.read_text()
+    text = slo.config_file(REPO).read_text()
     config.write_text(
         text.replace("availability: 0.999", "availability: 0.99").replace(
             "latency_p99_ms: 200", "latency_p99_ms: 150"
         )
     )
-    changed = alerts.rule_groups("prod", slo.load_slo("prod", config=config))
+    changed = alerts.rule_groups("prod", slo.load_slo(REPO, "prod", config=config))
     assert changed != groups
     assert "> 0.144" in _alert(changed, "KServeErrorBudgetBurnFast")["expr"]
     assert "> 0.15\n" in _alert(changed, "KServeLatencyP99High")["expr"]
-    board = grafana.dashboard("prod", slo.load_slo("prod", config=config))
+    board = grafana.dashboard("prod", slo.load_slo(REPO, "prod", config=config))
     latency = next(p for p in board["panels"] if p["title"] == "Predict latency percentiles")
     assert latency["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == 0.15
 
 
 def test_missing_objectives_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "slo.yaml"
-    text = slo.SLO_CONFIG.read_text()
+    text = slo.config_file(REPO).read_text()
     start = text.index("  # Objectives of the running service")
     end = text.index("# Per-environment")
     config.write_text(
         text[:start] + text[end:].replace("    objectives:\n      availability: 0.999\n", "")
     )
     with pytest.raises(alerts.AlertConfigError, match=r"defaults.objectives.availability"):
-        alerts.rule_groups("prod", slo.load_slo("prod", config=config))
+        alerts.rule_groups("prod", slo.load_slo(REPO, "prod", config=config))
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_every_rule_parses(have_promtool: str, env: str) -> None:
-    ok, out = promtool.check_rule_groups(alerts.rule_groups(env, slo.load_slo(env)))
+    ok, out = promtool.check_rule_groups(REPO, alerts.rule_groups(env, slo.load_slo(REPO, env)))
     assert ok, out
     assert "SUCCESS: 17 rules found" in out
 
 
 def test_promtool_rejects_a_broken_expression(have_promtool: str) -> None:
-    groups = alerts.rule_groups("dev", slo.load_slo("dev"))
+    groups = alerts.rule_groups("dev", slo.load_slo(REPO, "dev"))
     groups[0]["rules"][0]["expr"] = "sum by (namespace (rate(x[5m]))"
-    ok, out = promtool.check_rule_groups(groups)
+    ok, out = promtool.check_rule_groups(REPO, groups)
     assert not ok and "parse error" in out
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_every_dashboard_query_parses(have_promtool: str, env: str) -> None:
-    queries = grafana.queries(grafana.dashboard(env, slo.load_slo(env)))
+    queries = grafana.queries(grafana.dashboard(env, slo.load_slo(REPO, env)))
     assert len(queries) >= 8
-    ok, out = promtool.check_queries(queries)
+    ok, out = promtool.check_queries(REPO, queries)
     assert ok, out
-    ok, _ = promtool.check_queries({"broken": 'rate(x{a="1"[5m])'})
+    ok, _ = promtool.check_queries(REPO, {"broken": 'rate(x{a="1"[5m])'})
     assert not ok
 
 
@@ -146,7 +148,7 @@ def _requests(ok_per_min: int, errors_per_min: int, minutes: int) -> list[dict[s
 def _evaluated(env: str) -> list[dict[str, Any]]:
     """The env's rule groups without annotations: promtool would compare their rendered text too,
     and the tests here are about which alerts fire when (expressions, windows, `for`, labels)."""
-    groups = alerts.rule_groups(env, slo.load_slo(env))
+    groups = alerts.rule_groups(env, slo.load_slo(REPO, env))
     for group in groups:
         for rule in group["rules"]:
             rule.pop("annotations", None)
@@ -232,7 +234,7 @@ def test_burn_rate_alerts_fire_and_stay_quiet_as_designed(have_promtool: str) ->
             ],
         },
     ]
-    ok, out = promtool.test_rule_groups(groups, tests)
+    ok, out = promtool.test_rule_groups(REPO, groups, tests)
     assert ok, out
 
 
@@ -279,7 +281,7 @@ def test_latency_alert_follows_the_p99_target(have_promtool: str) -> None:
             ],
         },
     ]
-    ok, out = promtool.test_rule_groups(groups, tests)
+    ok, out = promtool.test_rule_groups(REPO, groups, tests)
     assert ok, out
 
 
@@ -299,26 +301,26 @@ def test_promtool_test_detects_a_wrong_expectation(have_promtool: str) -> None:
             ],
         }
     ]
-    ok, out = promtool.test_rule_groups(groups, tests)
+    ok, out = promtool.test_rule_groups(REPO, groups, tests)
     assert not ok and "KServeErrorBudgetBurnFast" in out
 
 
 def test_missing_promtool_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PROMTOOL", str(tmp_path / "nowhere"))
-    assert promtool.find() is None
+    assert promtool.find(REPO) is None
     with pytest.raises(promtool.PromtoolError, match="make promtool"):
-        promtool.require()
+        promtool.require(REPO)
 
 
 def test_generated_files_live_in_the_environment_overlays() -> None:
-    for path in [*alerts.files(), *grafana.files()]:
-        assert paths.rel(path).startswith("environments/")
+    for path in [*alerts.files(REPO), *grafana.files(REPO)]:
+        assert REPO.rel(path).startswith("environments/")
 
 
 def test_objectives_are_schema_checked(tmp_path: Path) -> None:
     config = tmp_path / "slo.yaml"
     config.write_text(
-        slo.SLO_CONFIG.read_text().replace("availability: 0.999", "availability: 1.5")
+        slo.config_file(REPO).read_text().replace("availability: 0.999", "availability: 1.5")
     )
     with pytest.raises(slo.SloConfigError, match=r"environments.prod.objectives.availability"):
-        slo.load_slo("prod", config=config)
+        slo.load_slo(REPO, "prod", config=config)

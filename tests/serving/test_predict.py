@@ -11,8 +11,8 @@ import joblib
 import pytest
 from sklearn.datasets import load_iris
 
-from kserve_gitops.repo import paths
-from kserve_gitops.serving import client, server
+from kserve_gitops.serving import client, process
+from tests import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def iris_rows() -> list[list[float]]:
 
 @pytest.fixture(scope="module")
 def expected(iris_rows) -> list[int]:
-    model = joblib.load(paths.MODELS / "sklearn-iris" / "v1" / "model.joblib")
+    model = joblib.load(REPO.models / "sklearn-iris" / "v1" / "model.joblib")
     return model.predict(iris_rows).tolist()
 
 
@@ -104,7 +104,7 @@ def test_transient_failures_are_retried_without_loss_or_duplication(
 ):
     source = write_csv(tmp_path / "rows.csv", iris_rows)
     args = ["--fault-first", "3", "--fault-status", "503", "--access-log", "false"]
-    with server.running(extra_args=args) as flaky:
+    with process.running(REPO, extra_args=args) as flaky:
         result = kgops(
             "predict", "--input", str(source), "--target", flaky.url, "--batch", "10",
             "--concurrency", "3", "--backoff", "0.01",
@@ -125,7 +125,7 @@ def test_transient_failures_are_retried_without_loss_or_duplication(
 def test_exhausted_retries_fail_the_rows_but_write_the_output(kgops, tmp_path, iris_rows):
     source = write_csv(tmp_path / "rows.csv", iris_rows[:8])
     args = ["--fault-rate", "1.0", "--fault-status", "504", "--access-log", "false"]
-    with server.running(extra_args=args) as down:
+    with process.running(REPO, extra_args=args) as down:
         result = kgops(
             "predict", "--input", str(source), "--target", down.url, "--batch", "4",
             "--retries", "2", "--backoff", "0.01",

@@ -20,18 +20,18 @@ import httpx
 import pytest
 import yaml
 
-from kserve_gitops.repo import paths
-from kserve_gitops.serving import client, mlserver, runtimes, server
+from kserve_gitops.serving import client, mlserver, process, runtimes
+from tests import REPO
 
 MODEL = "sklearn-iris"
 V2 = f"/v2/models/{MODEL}/infer"
-PINS = yaml.safe_load(paths.VERSIONS.read_text())["kserve"]
-CHART_DIR = paths.CHARTS / "inference-service"
+PINS = yaml.safe_load(REPO.versions_file.read_text())["kserve"]
+CHART_DIR = REPO.charts / "inference-service"
 MINIMAL = {"model": {"storageUri": "pvc://sklearn-iris-models/v1"}}
 
 
 def constraint(name: str) -> str | None:
-    for line in (paths.ROOT / "constraints-mlserver.txt").read_text().splitlines():
+    for line in (REPO.root / "constraints-mlserver.txt").read_text().splitlines():
         if line.lower().startswith(f"{name}=="):
             return line.split("==", 1)[1]
     return None
@@ -69,7 +69,7 @@ def test_runtime_check_names_the_problem(runtime: str, protocol: str | None, mes
 
 def test_make_refuses_an_unknown_runtime() -> None:
     done = subprocess.run(
-        ["make", "-n", "serve", "RUNTIME=triton"], cwd=paths.ROOT, capture_output=True, text=True
+        ["make", "-n", "serve", "RUNTIME=triton"], cwd=REPO.root, capture_output=True, text=True
     )
     assert done.returncode != 0
     assert "RUNTIME=triton: expected sklearnserver or mlserver" in done.stderr
@@ -158,7 +158,7 @@ def _port_block(size: int = 3) -> int:
 
 def _need_mlserver() -> None:
     try:
-        mlserver.mlserver_command()
+        mlserver.mlserver_command(REPO)
     except FileNotFoundError as exc:
         if os.environ.get("CI"):
             pytest.fail(str(exc))
@@ -166,14 +166,14 @@ def _need_mlserver() -> None:
 
 
 @pytest.fixture(scope="module")
-def ml() -> Iterator[server.LocalServer]:
+def ml() -> Iterator[process.LocalServer]:
     """MLServer with the image's defaults (one inference worker process, debug on)."""
     _need_mlserver()
-    with runtimes.running("mlserver", port=_port_block(), timeout=120) as local:
+    with process.running(REPO, "mlserver", port=_port_block(), timeout=120) as local:
         yield local
 
 
-def _metrics_url(local: server.LocalServer) -> str:
+def _metrics_url(local: process.LocalServer) -> str:
     port = int(local.url.rsplit(":", 1)[1])
     return f"http://127.0.0.1:{port + 2}/metrics"
 
@@ -183,7 +183,7 @@ def v2(shape: list[int], data: list, datatype: str = "FP32") -> dict:
 
 
 @pytest.mark.slow
-def test_mlserver_predicts_the_reference_rows_over_v2(ml: server.LocalServer) -> None:
+def test_mlserver_predicts_the_reference_rows_over_v2(ml: process.LocalServer) -> None:
     body = httpx.post(ml.url + V2, json=v2([2, 4], [6.8, 2.8, 4.8, 1.4, 6.0, 3.4, 4.5, 1.6]))
     assert body.status_code == 200
     output = body.json()["outputs"][0]
@@ -191,14 +191,14 @@ def test_mlserver_predicts_the_reference_rows_over_v2(ml: server.LocalServer) ->
     assert (output["name"], output["shape"], output["datatype"]) == ("predict", [2, 1], "INT64")
     assert output["data"] == [1, 1]
     # The load test and the batch client read it like KServe's answer.
-    expected = json.loads((paths.ROOT / "loadtests" / "payloads" / "expected.json").read_text())
-    payload = json.loads((paths.ROOT / "loadtests" / "payloads" / "v2-iris-two.json").read_text())
+    expected = json.loads((REPO.root / "loadtests" / "payloads" / "expected.json").read_text())
+    payload = json.loads((REPO.root / "loadtests" / "payloads" / "v2-iris-two.json").read_text())
     answer = httpx.post(ml.url + V2, json=payload).json()
     assert client.parse_predictions("v2", answer, 2) == expected["iris-two"]
 
 
 @pytest.mark.slow
-def test_v2_answers_side_by_side(model_server: str, ml: server.LocalServer) -> None:
+def test_v2_answers_side_by_side(model_server: str, ml: process.LocalServer) -> None:
     body = v2([2, 4], [6.8, 2.8, 4.8, 1.4, 6.0, 3.4, 4.5, 1.6])
     kserve = httpx.post(model_server + V2, json=body).json()["outputs"][0]
     theirs = httpx.post(ml.url + V2, json=body).json()["outputs"][0]
@@ -211,7 +211,7 @@ def test_v2_answers_side_by_side(model_server: str, ml: server.LocalServer) -> N
 
 
 @pytest.mark.slow
-def test_mlserver_health_and_metadata(ml: server.LocalServer) -> None:
+def test_mlserver_health_and_metadata(ml: process.LocalServer) -> None:
     for path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{MODEL}/ready"):
         response = httpx.get(ml.url + path)
         # MLServer answers 200 with an empty body where KServe answers {"ready": true}.
@@ -227,7 +227,7 @@ def test_mlserver_health_and_metadata(ml: server.LocalServer) -> None:
 
 
 @pytest.mark.slow
-def test_mlserver_has_no_v1_and_metrics_on_their_own_port(ml: server.LocalServer) -> None:
+def test_mlserver_has_no_v1_and_metrics_on_their_own_port(ml: process.LocalServer) -> None:
     v1 = httpx.post(f"{ml.url}/v1/models/{MODEL}:predict", json={"instances": [[1, 2, 3, 4]]})
     assert (v1.status_code, v1.json()) == (404, {"detail": "Not Found"})
     assert httpx.get(f"{ml.url}/v1/models/{MODEL}").status_code == 404
@@ -280,7 +280,7 @@ BAD_V2 = [
 )
 def test_bad_input_side_by_side(
     model_server: str,
-    ml: server.LocalServer,
+    ml: process.LocalServer,
     body: bytes,
     sklearnserver: tuple[int, str],
     mlserver_answer: tuple[int, str],
@@ -299,8 +299,13 @@ def test_mlserver_in_process_inference_and_clean_stop() -> None:
     """--workers 0 (inference in the HTTP process) serves too; SIGTERM stops MLServer and
     removes its scratch directory."""
     _need_mlserver()
-    local = runtimes.start_background(
-        "mlserver", port=_port_block(), workers=0, extra_args=["--debug", "false"], timeout=120
+    local = process.start_background(
+        REPO,
+        "mlserver",
+        port=_port_block(),
+        workers=0,
+        extra_args=["--debug", "false"],
+        timeout=120,
     )
     try:
         children = server_children(local)
@@ -319,7 +324,7 @@ def test_mlserver_in_process_inference_and_clean_stop() -> None:
     assert scratch and not any(Path(a).exists() for a in scratch)
 
 
-def server_children(local: server.LocalServer) -> list[str]:
+def server_children(local: process.LocalServer) -> list[str]:
     """The working directories of the launcher's children (MLServer's scratch directory)."""
     import psutil
 
@@ -353,7 +358,7 @@ def test_bench_runtimes_side_by_side_in_rotating_rounds(kgops, tmp_path: Path) -
     results file are kept (--runtimes-only)."""
     _need_mlserver()
     earlier = subprocess.run(
-        ["git", "show", "HEAD:benchmarks/results.json"], cwd=paths.ROOT,
+        ["git", "show", "HEAD:benchmarks/results.json"], cwd=REPO.root,
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     results, out = tmp_path / "r.json", tmp_path / "BENCH.md"
@@ -422,14 +427,14 @@ def test_demo_and_make_refuse_v1_on_mlserver(kgops) -> None:
     assert "runtime mlserver serves protocol v2 only, not v1" in done.stderr
     made = subprocess.run(
         ["make", "-n", "loadtest", "RUNTIME=mlserver", "PROTOCOL=v1"],
-        cwd=paths.ROOT, capture_output=True, text=True,
+        cwd=REPO.root, capture_output=True, text=True,
     )  # fmt: skip
     assert made.returncode != 0 and "MLServer has no V1 :predict endpoint" in made.stderr
     # Without PROTOCOL, RUNTIME=mlserver means V2 for the load test and the canary analysis.
     for target in ("loadtest", "canary-analysis"):
         made = subprocess.run(
             ["make", "-n", target, "RUNTIME=mlserver", "STABLE=http://a", "CANARY=http://b"],
-            cwd=paths.ROOT, capture_output=True, text=True, check=True,
+            cwd=REPO.root, capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert "--protocol v2" in made.stdout, target
 
@@ -438,7 +443,7 @@ def test_use_uvloop_runs_kserve_single_worker_loop_on_uvloop() -> None:
     """What ModelServer.start() does with one worker (get_event_loop, then asyncio.run) runs on
     asyncio's own loop unless server.use_uvloop() was called first."""
     probe = (
-        "import asyncio, sys; from kserve_gitops import server\n"
+        "import asyncio, sys; from kserve_gitops.serving import server\n"
         "if sys.argv[1] == 'uvloop': server.use_uvloop()\n"
         "asyncio.get_event_loop()\n"
         "async def kind(): return type(asyncio.get_running_loop()).__module__\n"

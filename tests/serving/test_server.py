@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kserve_gitops.repo import paths
-from kserve_gitops.serving import client, server
+from kserve_gitops.serving import client, process
+from tests import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -200,7 +200,7 @@ def test_chunked_small_body_is_served(model_server: str):
 
 
 def test_predict_proba_answers_probabilities():
-    with server.running(extra_args=["--predict-proba", "--access-log", "false"]) as srv:
+    with process.running(REPO, extra_args=["--predict-proba", "--access-log", "false"]) as srv:
         v1 = httpx.post(
             srv.url + V1, json={"instances": [[5.1, 3.5, 1.4, 0.2], [6.8, 2.8, 4.8, 1.4]]}
         )
@@ -218,7 +218,7 @@ def test_predict_proba_answers_probabilities():
 
 def test_two_workers_share_the_port_and_apply_the_guard():
     args = ["--max-body-bytes", "2000", "--fault-first", "1", "--access-log", "false"]
-    with server.running(workers=2, extra_args=args) as srv:
+    with process.running(REPO, workers=2, extra_args=args) as srv:
         # A new connection per request (no shared client), so either worker may accept it; an
         # unguarded worker would answer 200 to the oversized body and never inject a fault.
         row = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
@@ -233,7 +233,7 @@ def test_two_workers_share_the_port_and_apply_the_guard():
 
 def test_fault_injection_fails_the_first_requests_then_serves():
     args = ["--fault-first", "2", "--fault-status", "502", "--access-log", "false"]
-    with server.running(extra_args=args) as srv:
+    with process.running(REPO, extra_args=args) as srv:
         codes = [
             httpx.post(srv.url + V1, json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code
             for _ in range(3)
@@ -244,7 +244,7 @@ def test_fault_injection_fails_the_first_requests_then_serves():
 
 
 def test_ready_line_and_clean_shutdown():
-    srv = server.start_background(extra_args=["--access-log", "false"])
+    srv = process.start_background(REPO, extra_args=["--access-log", "false"])
     try:
         assert f"{MODEL} ready: {srv.url} (V1 {V1}, V2 {V2})" in _wait_for_line(srv, "ready:")
     finally:
@@ -254,7 +254,7 @@ def test_ready_line_and_clean_shutdown():
         httpx.get(srv.url + "/v2/health/ready")
 
 
-def _wait_for_line(srv: server.LocalServer, needle: str, timeout: float = 10) -> str:
+def _wait_for_line(srv: process.LocalServer, needle: str, timeout: float = 10) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in srv.log_text().splitlines():
@@ -270,7 +270,7 @@ def _wait_for_line(srv: server.LocalServer, needle: str, timeout: float = 10) ->
 )
 def test_model_dir_must_hold_exactly_one_model(tmp_path: Path, files: list[str], message: str):
     for name in files:
-        shutil.copy(paths.MODELS / MODEL / "v1" / "model.joblib", tmp_path / name)
+        shutil.copy(REPO.models / MODEL / "v1" / "model.joblib", tmp_path / name)
     result = subprocess.run(
         [sys.executable, "-m", "kserve_gitops.serving.server", "--model-dir", str(tmp_path)],
         capture_output=True,
