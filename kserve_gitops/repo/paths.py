@@ -21,6 +21,7 @@ ENVIRONMENT_NAMES = ("dev", "staging", "prod")
 def rel(path: Path) -> str:
     """A path as users see it in messages: relative to the repository when inside it."""
     try:
-        return str(Path(path).resolve().relative_to(ROOT.resolve()))
+        root = Path(os.environ.get("KGOPS_ROOT", ROOT))  # at call time: tests run copies in-process
+        return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
         return str(path)
