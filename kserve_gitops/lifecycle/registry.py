@@ -163,7 +163,7 @@ def load(model: str = DEFAULT_MODEL) -> Registry:
             f"{paths.rel(path)}: no registry for model {model!r} (known: {', '.join(known)})"
         )
     try:
-        text, doc = yaml_rt.load(path)
+        text, doc = yaml_rt.load(Repo.discover(), path)
     except yaml_rt.YamlEditError as exc:
         raise RegistryError(str(exc)) from None
     where = paths.rel(path)
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             text = sync(reg)
             if text != reg.text:
                 yaml_rt.write_all({reg.path: text})
-                sys.stdout.write(yaml_rt.diff(reg.path, reg.text, text))
+                sys.stdout.write(yaml_rt.diff(repo or Repo.discover(), reg.path, reg.text, text))
             else:
                 print(f"{paths.rel(reg.path)}: up to date")
             return 0

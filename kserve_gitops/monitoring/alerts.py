@@ -245,7 +245,9 @@ def files() -> dict[Path, str]:
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     errors = (AlertConfigError, slo.SloConfigError, render.RenderError)
     command = "kgops alerts"
-    return generated.main(argv, __doc__.splitlines()[0], files, errors, command)
+    return generated.main(
+        repo or Repo.discover(), argv, __doc__.splitlines()[0], files, errors, command
+    )
 
 
 if __name__ == "__main__":
