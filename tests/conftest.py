@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kserve_gitops.repo import Repo, paths
-from kserve_gitops.serving import server
+from kserve_gitops import cli
+from kserve_gitops.repo import Repo
+from kserve_gitops.serving import process
 from kserve_gitops.upstream import charts, crds
 from tests import REPO
 
@@ -51,46 +52,84 @@ def repo() -> Repo:
 
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
-    """A copy of the repository (CRD cache included, so no network) that a test may break."""
+    """A copy of the repository (CRD and chart caches included, so no network) that a test may
+    break. Caches no test edits are linked, not copied: tools (promtool is 46 MB), the schema
+    cache and the content-addressed results of the upstream values check."""
     dest = tmp_path / "repo"
     skip = shutil.ignore_patterns(".venv*", ".git", "reports", "__pycache__", ".*_cache")
+    cache = REPO.cache
+    linked = {"bin", "schemas", "upstream-values"}
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         # Not the clusters running under .cache/e2e (live etcd data, gigabytes of it).
-        live = {"e2e"} if Path(folder) == paths.ROOT / ".cache" else set()
-        return set(skip(folder, names)) | live
+        here = {"e2e", *linked} if Path(folder) == cache else set()
+        return set(skip(folder, names)) | here
 
-    shutil.copytree(paths.ROOT, dest, ignore=ignore)
+    shutil.copytree(REPO.root, dest, ignore=ignore)
+    for name in sorted(linked):
+        if (cache / name).is_dir():
+            (dest / ".cache").mkdir(exist_ok=True)
+            (dest / ".cache" / name).symlink_to(cache / name, target_is_directory=True)
     return dest
 
 
-@pytest.fixture
-def kgops() -> Kgops:
-    """Run `kgops <command> args...` as users do, with KGOPS_ROOT pointing at `root`."""
+# Commands that leave nothing behind in the interpreter (no Locust, whose gevent patches it; no
+# servers): the fixture runs these in-process, saving an interpreter start and the Helm SDK load
+# per call. Every other command runs as a child process, as users run it.
+IN_PROCESS = frozenset(
+    {
+        "render",
+        "diff",
+        "platform",
+        "charts",
+        "crds",
+        "registry",
+        "gate",
+        "rollout",
+        "alerts",
+        "dashboard",
+    }
+)
 
-    def run(command: str, *args: str, root: Path = paths.ROOT, timeout: float = 300):
-        env = {**os.environ, "KGOPS_ROOT": str(root)}
-        return subprocess.run(
-            [sys.executable, "-m", "kserve_gitops.cli", command, *args],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+
+@pytest.fixture
+def kgops(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Kgops:
+    """Run `kgops <command> args...` against the checkout at `root` (default: this one), with
+    its exit code and output as a CompletedProcess."""
+
+    def run(command: str, *args: str, root: Path = REPO.root, timeout: float = 300):
+        if command not in IN_PROCESS:
+            return subprocess.run(
+                [sys.executable, "-m", "kserve_gitops.cli", command, *args],
+                cwd=root,
+                env={**os.environ, "KGOPS_ROOT": str(root)},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        capsys.readouterr()
+        with monkeypatch.context() as m:
+            m.chdir(root)  # paths in messages are relative to the checkout, as under make
+            m.setenv("KGOPS_ROOT", str(root))
+            try:
+                code = cli.main([command, *args], Repo(root))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 2
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["kgops", command, *args], code, out, err)
 
     return run
 
 
 @pytest.fixture(scope="session")
-def local_model_server() -> Iterator[server.LocalServer]:
+def local_model_server() -> Iterator[process.LocalServer]:
     """One `kgops serve` for the session, on a free port, access log off."""
-    with server.running(extra_args=["--access-log", "false"]) as srv:
+    with process.running(REPO, extra_args=["--access-log", "false"]) as srv:
         yield srv
 
 
 @pytest.fixture(scope="session")
-def model_server(local_model_server: server.LocalServer) -> str:
+def model_server(local_model_server: process.LocalServer) -> str:
     """Base URL of the session's local sklearn-iris server (ready to answer)."""
     return local_model_server.url
