@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("repo.render", "print an environment's manifests, or diff two environments"),
     "diff": ("review.revision", "rendered difference per environment between revisions"),
     "policy": ("checks.policy", "security policies and the credential scan"),
-    "platform": ("checks.components", "what Flux and Argo CD install per environment, and checks"),
+    "platform": ("checks.platform_consistency", "what Flux and Argo CD install, and --check them"),
     "crds": ("upstream.crds", "fill the CRD cache (CRD_DIR or the pinned URLs)"),
     "charts": ("upstream.charts", "fill the upstream chart cache (CHART_DIR or the repos)"),
     "binaries": ("localcluster.binaries", "build the kwok cluster's binaries from Go modules"),

@@ -23,7 +23,7 @@ Kgops = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture(scope="session", autouse=True)
 def crd_cache() -> list[Path]:
     """The pinned CRDs (from CRD_DIR, or downloaded once): every schema test needs them."""
-    return crds.ensure()
+    return crds.ensure(REPO)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def shared_charts() -> Path:
     """A folder of upstream charts laid out <chart>/<version>/ for the tests that render them:
     CHART_DIR, else ../shared/charts beside the checkout, else the cache `make charts` filled.
     Skipped without one, except in CI where it must exist."""
-    candidates = [paths.ROOT.parent / "shared" / "charts", charts.CACHE_DIR]
+    candidates = [REPO.root.parent / "shared" / "charts", charts.cache_dir(REPO)]
     if os.environ.get("CHART_DIR"):
         candidates = [Path(os.environ["CHART_DIR"])]
     folder = next((c for c in candidates if any(c.glob("*/*/Chart.yaml"))), None)

@@ -21,7 +21,7 @@ import jsonschema
 import yaml
 from referencing import Registry, Resource
 
-from kserve_gitops.repo import files, paths
+from kserve_gitops.repo import Repo, files, paths
 from kserve_gitops.upstream import crds
 
 KUBE_VERSION = "1.34"
@@ -109,9 +109,9 @@ def _crd_schemas_of(docs: Iterable[Any]) -> dict[str, dict[str, Any]]:
 @cache
 def crd_schemas() -> dict[str, dict[str, Any]]:
     """apiVersion/kind -> strict schema, cached on disk by the CRD pins' checksums."""
-    crd_files = crds.ensure()
+    crd_files = crds.ensure(Repo.discover())
     # The prefix versions the conversion above: a change to it must not reuse an old cache.
-    pins = "v2" + "".join(p.sha256 for p in crds.pins())
+    pins = "v2" + "".join(p.sha256 for p in crds.pins(Repo.discover()))
     digest = hashlib.sha256(pins.encode()).hexdigest()[:16]
     cached = paths.CACHE / "schemas" / f"crds-{digest}.json"
     if cached.is_file():

@@ -18,8 +18,8 @@ from typing import Any
 
 import yamale
 
-from kserve_gitops.checks import argocd, components, kube_schemas, policy
-from kserve_gitops.repo import Repo, RepoError, paths, render
+from kserve_gitops.checks import kube_schemas, platform_consistency, policy
+from kserve_gitops.repo import Repo, RepoError, argocd, paths, render
 from kserve_gitops.repo.render import Obj, RenderError
 from kserve_gitops.upstream import crds
 from kserve_gitops.upstream import values as upstream_values
@@ -163,10 +163,10 @@ def check_environment(repo: Repo, report: Report, env: str) -> None:
         check_objects(report, env, objs)
 
 
-def check_upstream_values(report: Report, envs: list[str]) -> None:
+def check_upstream_values(repo: Repo, report: Report, envs: list[str]) -> None:
     """The values files passed to upstream charts (kserve_gitops/upstream/values.py), from the
     chart cache. A chart not cached leaves its checks not run: said so, and an error in CI."""
-    outcome = upstream_values.check_environments(envs)
+    outcome = upstream_values.check_environments(repo, envs)
     report.errors += outcome.problems
     check_objects(report, "upstream charts", outcome.objects, outcome.crd_validators)
     if outcome.missing and os.environ.get("CI"):
@@ -180,14 +180,14 @@ def check_upstream_values(report: Report, envs: list[str]) -> None:
 
 
 def _argocd_applications(repo: Repo, env: str) -> list[Obj]:
-    return [Obj(f"argocd/{env} ApplicationSet", app) for app in argocd.generated(env)]
+    return [Obj(f"argocd/{env} ApplicationSet", app) for app in argocd.generated(repo, env)]
 
 
 def run(root: Path, progress: Callable[[str], None]) -> Report:
     repo = Repo.discover()  # until the caller passes its Repo
     report = Report()
     progress("CRDs: checking the pinned cache")
-    crds.ensure()
+    crds.ensure(repo)
     progress("config files: yamale schemas")
     check_config_files(report, root)
     for chart_dir in sorted(p.parent for p in (root / "charts").glob("*/Chart.yaml")):
@@ -202,9 +202,9 @@ def run(root: Path, progress: Callable[[str], None]) -> Report:
     progress(f"kustomizations: {len(dirs)} directories")
     check_kustomizations(report, dirs)
     progress("upstream charts: values schema, strict render, values with no effect")
-    check_upstream_values(report, envs)
+    check_upstream_values(repo, report, envs)
     progress("consistency: versions.yaml, Flux and Argo CD agree per environment")
-    report.errors += components.problems(envs)
+    report.errors += platform_consistency.problems(repo, envs)
     progress("security policies (kserve_gitops/checks/policy.py) and the credential scan")
     report.errors += policy.problems(envs)
     return report

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kserve_gitops.checks import components
 from kserve_gitops.localcluster import binaries as kwok_binaries
 from kserve_gitops.localcluster.binaries import BUILD, BuildError, _go, cache_root
 from kserve_gitops.repo import Repo, paths
@@ -68,7 +67,7 @@ def _pin(section: dict, key: str, where: str) -> str:
 
 def pinned(versions: dict | None = None) -> list[Controller]:
     """The controllers at the versions of versions.yaml (the one pin file)."""
-    versions = versions or components.load_versions()
+    versions = versions or Repo.discover().versions
     local = versions.get("localCluster") or {}
     operator = _pin(local, "knativeOperator", "localCluster")
     serving = _pin(local, "knativeServing", "localCluster")
@@ -87,7 +86,7 @@ def pinned(versions: dict | None = None) -> list[Controller]:
 def unavailable(versions: dict | None = None) -> dict[str, str]:
     """Components of the chain that cannot be built here, with the reason (checked against the
     module proxy by `go mod download`, answered 403 'not available' on 2026-11-30)."""
-    versions = versions or components.load_versions()
+    versions = versions or Repo.discover().versions
     istio = (versions.get("istio") or {}).get("version")
     serving = (versions.get("localCluster") or {}).get("knativeServing")
     return {

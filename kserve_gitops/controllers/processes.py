@@ -34,12 +34,11 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from kserve_gitops.checks import components
 from kserve_gitops.controllers import binaries
 from kserve_gitops.controllers.network import Netns, NetworkError, PodForwarder
 from kserve_gitops.localcluster import pki
 from kserve_gitops.localcluster.standins import StandIns
-from kserve_gitops.repo import paths
+from kserve_gitops.repo import Repo, paths
 
 
 class ControllerError(Exception):
@@ -246,7 +245,7 @@ class Controllers:
     def prepare(self) -> None:
         """The binaries, built where missing; the operator's data folder (KO_DATA_PATH)."""
         self.bins = binaries.ensure(self.echo)
-        versions = components.load_versions()
+        versions = Repo.discover().versions
         self.kodata = binaries.kodata(
             str(versions["localCluster"]["knativeOperator"]), str(versions["knative"]["serving"])
         )
@@ -406,7 +405,7 @@ class Controllers:
         run = self.running[role.binary]
         spec = container.get("readinessProbe") or {}
         deadline = time.monotonic() + timeout_s
-        kube = str(components.load_versions()["kubernetes"]["version"])
+        kube = str(Repo.discover().versions["kubernetes"]["version"])
         while not probe(run.netns, spec, run.ports, kube):
             if run.proc.poll() is not None:
                 raise ControllerError(

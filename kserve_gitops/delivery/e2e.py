@@ -202,7 +202,9 @@ def run(env: str, keep: bool, reports: Path, timeout_s: float = 1200, echo: Any 
         served = fc.serve_charts(env, chart_srcs)
         # What clusters/<env> expects the cluster to have (as the kwok e2e installs it): the
         # Prometheus Operator CRDs platform-monitoring's objects need, pinned in config/crds.tsv.
-        monitoring = [p for p in crds.ensure() if p.name.startswith(f"{MONITORING_GROUP}_")]
+        monitoring = [
+            p for p in crds.ensure(Repo.discover()) if p.name.startswith(f"{MONITORING_GROUP}_")
+        ]
         fc.runner.run(
             ["kubectl", "apply", "--server-side", *(a for p in monitoring for a in ("-f", str(p)))],
             timeout=120,

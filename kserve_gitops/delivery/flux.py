@@ -531,14 +531,16 @@ def serve_charts(
     from kserve_gitops.upstream import charts as upstream_charts
 
     served: list[str] = []
-    refs = upstream_charts.required([env])
+    refs = upstream_charts.required(Repo.discover(), [env])
     http: list[tuple[str, Path]] = []
     for src in chart_srcs:
         mine = [r for r in refs if r.repository == src.url]
         if not mine:
             raise FluxError(f"{src.kind}/{src.name} ({src.url}): no chart of {env} comes from it")
         for ref in mine:
-            folder = upstream_charts.chart_dir(ref.chart, ref.version, online=False)
+            folder = upstream_charts.chart_dir(
+                Repo.discover(), ref.chart, ref.version, online=False
+            )
             if src.kind == "OCIRepository":
                 parent = urlparse(src.url).path.rsplit("/", 1)[0].lstrip("/")
                 pushed = registry.push(helm, folder, parent, dest / "oci")

@@ -1,7 +1,7 @@
 """The kind e2e as data: an ordered list of typed steps that `make e2e-plan` prints and
 `make e2e` executes, so the plan the tests check is the run CI performs.
 
-Versions and values come from the platform declarations (kserve_gitops.checks.components, which
+Versions and values come from the platform declarations (kserve_gitops.repo.flux, which
 reads the Flux HelmReleases and versions.yaml); this module only adds what a throwaway kind
 cluster needs on top (e2e/values/<release>.yaml) and the waits that tell one layer is ready for
 the next.
@@ -17,8 +17,7 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.checks import components
-from kserve_gitops.repo import Repo, paths, render
+from kserve_gitops.repo import Repo, flux, paths, render
 from kserve_gitops.repo.render import Obj, RenderError
 from kserve_gitops.serving import client
 from kserve_gitops.upstream import charts as upstream_charts
@@ -505,7 +504,7 @@ def e2e_values_file(release: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def install_release(layer: str, rel: components.Release, provider: str = "kind") -> list[Step]:
+def install_release(layer: str, rel: flux.Release, provider: str = "kind") -> list[Step]:
     """kind installs from the chart's repository, as a user does; kwok from the chart cache
     (`make charts`), since this machine reaches no chart repository."""
     ready = readiness(rel.chart, rel.name)
@@ -513,7 +512,7 @@ def install_release(layer: str, rel: components.Release, provider: str = "kind")
     repository: str | None = rel.repository
     chart, version = rel.chart, rel.version
     if provider == "kwok":
-        chart = paths.rel(upstream_charts.chart_dir(rel.chart, rel.version))
+        chart = paths.rel(upstream_charts.chart_dir(Repo.discover(), rel.chart, rel.version))
         repository, version = None, None
     elif rel.repository.startswith("oci://") and rel.repository.rstrip("/").endswith(
         f"/{rel.chart}"
@@ -596,11 +595,11 @@ def kserve_webhook_tls(layer: str, namespace: str) -> list[Step]:
 MONITORING_GROUP = "monitoring.coreos.com"
 
 
-def monitoring_crds(layer: components.Layer) -> list[Step]:
+def monitoring_crds(layer: flux.Layer) -> list[Step]:
     groups = {str(o.get("apiVersion", "")).split("/")[0] for o in layer.manifests}
     if MONITORING_GROUP not in groups:
         return []
-    files = [p for p in crds.ensure() if p.name.startswith(f"{MONITORING_GROUP}_")]
+    files = [p for p in crds.ensure(Repo.discover()) if p.name.startswith(f"{MONITORING_GROUP}_")]
     names = tuple(f"{p.stem.split('_', 1)[1]}.{MONITORING_GROUP}" for p in files)
     args = [a for p in files for a in ("-f", paths.rel(p))]
     return [
@@ -644,7 +643,7 @@ def without_registry(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "spec": {**spec, "config": {**cfg, "deployment": deployment}}}
 
 
-def apply_layer(layer: components.Layer, provider: str = "kind") -> list[Step]:
+def apply_layer(layer: flux.Layer, provider: str = "kind") -> list[Step]:
     objs = tuple(on_one_node(o) for o in layer.manifests)
     if provider == "kwok":
         objs = tuple(without_registry(o) for o in objs)
@@ -827,7 +826,7 @@ def build(env: str, provider: str = "kind", layers: set[str] | None = None) -> P
     repo = Repo.discover()  # until the caller passes its Repo
     if provider not in PROVIDERS:
         raise RenderError(f"e2e: unknown cluster provider {provider!r} (one of {PROVIDERS})")
-    versions = components.load_versions()
+    versions = repo.versions
     kube = versions.get("kubernetes") or {}
     cluster = f"kgops-{env}"
     if provider == "kwok":
@@ -845,10 +844,10 @@ def build(env: str, provider: str = "kind", layers: set[str] | None = None) -> P
         Run("cluster", "wait: node Ready",
             ("kubectl", "wait", "--for=condition=Ready", "node", "--all", "--timeout=120s"), 150),
     ]  # fmt: skip
-    models: list[components.Release] = []
+    models: list[flux.Release] = []
     namespaces: set[str] = set()
     claims: set[str] = set()
-    for layer in components.layers(env):
+    for layer in flux.layers(repo, env):
         for rel in layer.releases:
             if rel.local:
                 models.append(rel)  # our chart: installed after the model is on its claim
@@ -1025,7 +1024,7 @@ def describe_kwok(plan: Plan) -> list[str]:
     from kserve_gitops.localcluster import controlplane
 
     cfg = controlplane.ClusterConfig.load()
-    kube = components.load_versions().get("kubernetes") or {}
+    kube = Repo.discover().versions.get("kubernetes") or {}
     not_run = sum(isinstance(s, NotRun) for s in plan.steps)
     return [
         f"e2e plan for {plan.env} on kwok: nothing below has run; `make e2e CLUSTER=kwok "
@@ -1046,7 +1045,7 @@ def describe(plan: Plan) -> str:
     if plan.provider == "kwok":
         lines = describe_kwok(plan)
         return _describe_steps(plan, lines)
-    versions = components.load_versions()
+    versions = Repo.discover().versions
     kube = versions.get("kubernetes") or {}
     lines = [
         f"e2e plan for {plan.env}: nothing below has run; `make e2e ENV={plan.env}` runs exactly "

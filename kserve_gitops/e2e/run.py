@@ -30,7 +30,6 @@ from urllib.parse import urlparse
 
 import yaml
 
-from kserve_gitops.checks import components
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.controllers.processes import ControllerError
 from kserve_gitops.e2e import tools as cluster
@@ -604,7 +603,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             print(f"e2e: cannot start on kwok: {exc}; nothing was created", file=sys.stderr)
             return EXIT_FAILED if os.environ.get("CI") else EXIT_PREFLIGHT
     elif not args.plan:
-        pins = components.load_versions().get("kubernetes") or {}
+        pins = Repo.discover().versions.get("kubernetes") or {}
         problems, warnings = cluster.preflight(str(pins.get("kind", "")), str(pins.get("version")))
         if problems:
             print(preflight_message(problems, args.env), file=sys.stderr)

@@ -77,7 +77,7 @@ def plan(
         render.environment_dir(repo, env)
         reg = registry.load(repo, model)
         st = registry.state(reg, env)
-        before, values = yaml_rt.load(st.values_path)
+        before, values = yaml_rt.load(repo, st.values_path)
     except (render.RenderError, registry.RegistryError, yaml_rt.YamlEditError) as exc:
         raise RolloutError(str(exc)) from None
     where = repo.rel(st.values_path)
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         print(f"error: {exc}; nothing changed", file=sys.stderr)
         return 2
     for path, (before, after) in change.texts.items():
-        sys.stdout.write(yaml_rt.diff(path, before, after))
+        sys.stdout.write(yaml_rt.diff(repo or Repo.discover(), path, before, after))
     print(change.summary)
     if args.action == "canary":
         stable, canary = tag_hosts(repo, model, args.env)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.checks import components
 from kserve_gitops.repo import Repo, paths
 
 BUILD = paths.ROOT / "build"
@@ -98,7 +97,7 @@ def _kube_ldflags(version: str) -> tuple[str, ...]:
 
 def pinned(versions: dict | None = None) -> list[Binary]:
     """The binaries at the versions of versions.yaml (the one pin file)."""
-    versions = versions or components.load_versions()
+    versions = versions or Repo.discover().versions
     kube = str(versions["kubernetes"]["version"])
     local = versions.get("localCluster") or {}
     missing = [k for k in ("etcd", "kwok", "helm") if not local.get(k)]
@@ -142,7 +141,7 @@ FLUX_CONTROLLERS = ("source-controller", "kustomize-controller", "helm-controlle
 def flux_pinned(versions: dict | None = None) -> list[Binary]:
     """Flux's controllers of the one distribution versions.yaml pins (`flux:`), for
     `make e2e DELIVERY=flux`."""
-    versions = versions or components.load_versions()
+    versions = versions or Repo.discover().versions
     flux = versions.get("flux") or {}
     keys = {c: c.split("-")[0] + "Controller" for c in FLUX_CONTROLLERS}
     missing = [k for k in ("version", *keys.values()) if not flux.get(k)]
@@ -153,7 +152,7 @@ def flux_pinned(versions: dict | None = None) -> list[Binary]:
 
 def oci_registry(versions: dict | None = None) -> Binary:
     """The OCI registry (distribution's `registry`) the Flux e2e serves OCI charts from."""
-    versions = versions or components.load_versions()
+    versions = versions or Repo.discover().versions
     version = (versions.get("localCluster") or {}).get("registry")
     if not version:
         raise BuildError(f"{paths.rel(paths.VERSIONS)}: localCluster.registry: no version")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.repo import files, paths
+from kserve_gitops.repo import Repo, files
 
 
 def manifest_text(obj: dict[str, Any], header: str) -> str:
@@ -18,22 +18,23 @@ def manifest_text(obj: dict[str, Any], header: str) -> str:
     return f"{comment}{files.dump_yaml(obj)}"
 
 
-def sync(texts: dict[Path, str], check: bool, command: str) -> int:
+def sync(repo: Repo, texts: dict[Path, str], check: bool, command: str) -> int:
     """Write `texts` (path -> text), or with `check` report those that differ; exit status."""
     stale = [p for p, text in texts.items() if not p.is_file() or p.read_text() != text]
     if check:
         for p in stale:
-            print(f"{paths.rel(p)}: out of date: run `{command}`", file=sys.stderr)
+            print(f"{repo.rel(p)}: out of date: run `{command}`", file=sys.stderr)
         print(f"{len(texts) - len(stale)}/{len(texts)} generated files up to date")
         return 1 if stale else 0
     for p in stale:
         files.write_text(p, texts[p])
-        print(f"wrote {paths.rel(p)}")
+        print(f"wrote {repo.rel(p)}")
     print(f"{len(texts)} generated files, {len(stale)} rewritten")
     return 0
 
 
 def main(
+    repo: Repo,
     argv: list[str] | None,
     description: str,
     produce: Callable[[], dict[Path, str]],
@@ -49,4 +50,4 @@ def main(
     except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return sync(texts, args.check, command)
+    return sync(repo, texts, args.check, command)

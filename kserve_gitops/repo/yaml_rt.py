@@ -12,7 +12,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from kserve_gitops.repo import files, paths
+from kserve_gitops.repo import Repo, files
 
 
 class YamlEditError(ValueError):
@@ -28,16 +28,16 @@ def _yaml(explicit_start: bool) -> YAML:
     return yaml
 
 
-def load(path: Path) -> tuple[str, Any]:
+def load(repo: Repo, path: Path) -> tuple[str, Any]:
     """The file's text and its round-trip document (a CommentedMap for a mapping)."""
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise YamlEditError(f"{paths.rel(path)}: file not found") from None
+        raise YamlEditError(f"{repo.rel(path)}: file not found") from None
     try:
         return text, _yaml(False).load(text)
     except YAMLError as exc:
-        raise YamlEditError(f"{paths.rel(path)}: malformed YAML: {exc}") from None
+        raise YamlEditError(f"{repo.rel(path)}: malformed YAML: {exc}") from None
 
 
 def dumps(doc: Any, like: str) -> str:
@@ -47,8 +47,8 @@ def dumps(doc: Any, like: str) -> str:
     return out.getvalue()
 
 
-def diff(path: Path, before: str, after: str) -> str:
-    name = paths.rel(path)
+def diff(repo: Repo, path: Path, before: str, after: str) -> str:
+    name = repo.rel(path)
     lines = difflib.unified_diff(
         before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{name}", f"b/{name}"
     )

@@ -22,7 +22,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.repo import Repo
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.review import diff, snapshot
 from kserve_gitops.upstream import charts
@@ -35,51 +35,51 @@ class ReviewError(Exception):
     """The base could not be resolved or rendered; the message says which and why."""
 
 
-def _git(*args: str) -> str:
+def _git(repo: Repo, *args: str) -> str:
     proc = subprocess.run(
-        ["git", *args], cwd=paths.ROOT, capture_output=True, text=True, check=False
+        ["git", *args], cwd=repo.root, capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise ReviewError(f"git {' '.join(args)}: {proc.stderr.strip() or 'failed'}")
     return proc.stdout.strip()
 
 
-def _exists(ref: str) -> bool:
+def _exists(repo: Repo, ref: str) -> bool:
     try:
-        _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     except ReviewError:
         return False
     return True
 
 
-def default_branch() -> str:
+def default_branch(repo: Repo) -> str:
     try:
-        head = _git("symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD")
+        head = _git(repo, "symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD")
     except ReviewError:
         head = ""
     for ref in (head, "origin/main", "main"):
-        if ref and _exists(ref):
+        if ref and _exists(repo, ref):
             return ref
     raise ReviewError(
         "no default branch: neither origin/HEAD, origin/main nor main exists; pass --base <git ref>"
     )
 
 
-def resolve_base(base: str | None) -> tuple[str, str]:
+def resolve_base(repo: Repo, base: str | None) -> tuple[str, str]:
     """(commit, how to name it): the given ref, or the merge base with the default branch."""
     if base:
-        if not _exists(base):
-            raise ReviewError(f"--base {base}: not a commit in {paths.ROOT}")
-        return _git("rev-parse", f"{base}^{{commit}}"), base
-    branch = default_branch()
-    commit = _git("merge-base", "HEAD", branch)
+        if not _exists(repo, base):
+            raise ReviewError(f"--base {base}: not a commit in {repo.root}")
+        return _git(repo, "rev-parse", f"{base}^{{commit}}"), base
+    branch = default_branch(repo)
+    commit = _git(repo, "merge-base", "HEAD", branch)
     return commit, f"merge base with {branch}"
 
 
-def unpack(commit: str, dest: Path) -> None:
+def unpack(repo: Repo, commit: str, dest: Path) -> None:
     """The tree of `commit` into `dest` (git archive: no checkout, no index, no worktree)."""
     proc = subprocess.run(
-        ["git", "archive", "--format=tar", commit], cwd=paths.ROOT, capture_output=True, check=False
+        ["git", "archive", "--format=tar", commit], cwd=repo.root, capture_output=True, check=False
     )
     if proc.returncode != 0:
         raise ReviewError(f"git archive {commit}: {proc.stderr.decode().strip()}")
@@ -92,7 +92,7 @@ def render_tree(root: Path, chart_cache: Path, label: str) -> dict[str, snapshot
     a subprocess."""
     proc = subprocess.run(
         [sys.executable, "-m", "kserve_gitops.review.snapshot", "--chart-cache", str(chart_cache)],
-        cwd=paths.ROOT,  # imports this tree's harness, whatever the base tree holds
+        cwd=Path(__file__).resolve().parents[2],  # this harness, whatever the base tree holds
         env={**os.environ, "KGOPS_ROOT": str(root)},
         capture_output=True,
         text=True,
@@ -167,21 +167,22 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser.add_argument(
         "--chart-cache",
         type=Path,
-        default=charts.CACHE_DIR,
         help="the upstream chart cache (default: .cache/charts; `make charts` fills it)",
     )
     args = parser.parse_args(argv)
+    repo = repo or Repo.discover()
+    chart_cache = args.chart_cache or charts.cache_dir(repo)
     try:
-        commit, how = resolve_base(args.base)
+        commit, how = resolve_base(repo, args.base)
         label = f"{how} ({commit[:12]})"
         with (
             tempfile.TemporaryDirectory(prefix="kgops-base-") as tmp,
             ThreadPoolExecutor(1) as pool,
         ):
-            unpack(commit, Path(tmp))
-            snapshot.prepare_charts(args.chart_cache)
-            base_future = pool.submit(render_tree, Path(tmp), args.chart_cache, label)
-            head = snapshot.environments(args.chart_cache)
+            unpack(repo, commit, Path(tmp))
+            snapshot.prepare_charts(repo, chart_cache)
+            base_future = pool.submit(render_tree, Path(tmp), chart_cache, label)
+            head = snapshot.environments(repo, chart_cache)
             base = base_future.result()
     except (ReviewError, RenderError) as exc:
         print(f"error: {exc}", file=sys.stderr)

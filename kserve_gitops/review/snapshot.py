@@ -1,4 +1,4 @@
-"""Everything an environment applies at the tree `paths.ROOT` points at, rendered the way Flux
+"""Everything an environment applies at the tree a `Repo` points at, rendered the way Flux
 and Argo CD render it, for comparing two revisions.
 
 Per environment: the Flux entry point `clusters/<env>`, every layer Flux applies from it (each
@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.checks import argocd, components
-from kserve_gitops.repo import Repo, paths, render
+from kserve_gitops.repo import Repo, argocd, flux, render
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.upstream import charts
 
@@ -35,15 +34,14 @@ class Environment:
 
 
 def _release_objects(
-    release: components.Release, layer: str, chart_cache: Path, env: Environment
+    repo: Repo, release: flux.Release, layer: str, chart_cache: Path, env: Environment
 ) -> None:
-    repo = Repo.discover()  # until the caller passes its Repo
     if release.local:
-        chart_dir = paths.ROOT / release.chart
+        chart_dir = repo.root / release.chart
     else:
         ref = charts.ChartRef(release.chart, release.version, release.repository)
         try:
-            chart_dir = charts.ensure(ref, cache_dir=chart_cache)
+            chart_dir = charts.ensure(repo, ref, chart_cache)
         except charts.ChartError as exc:
             env.unrendered[str(ref)] = str(exc)
             return
@@ -54,19 +52,17 @@ def _release_objects(
     env.objects += [o.body for o in objs]
 
 
-def environment(env: str, chart_cache: Path) -> Environment:
+def environment(repo: Repo, env: str, chart_cache: Path) -> Environment:
     """What `env` applies at this tree: Flux's layers and charts, then Argo CD's Applications."""
-    repo = Repo.discover()  # until the caller passes its Repo
     out = Environment()
-    out.objects += render.kustomize_build(repo, paths.ROOT / "clusters" / env)
-    for layer in components.layers(env):
-        out.objects += render.kustomize_build(repo, paths.ROOT / layer.path)
+    out.objects += render.kustomize_build(repo, flux.entry_point(repo, env))
+    for layer in flux.layers(repo, env):
+        out.objects += render.kustomize_build(repo, repo.root / layer.path)
         for release in layer.releases:
-            _release_objects(release, layer.path, chart_cache, out)
-    argocd_dir = paths.ROOT / "argocd" / env
-    if (argocd_dir / "kustomization.yaml").is_file():
-        out.objects += render.kustomize_build(repo, argocd_dir)
-        out.objects += argocd.generated(env)
+            _release_objects(repo, release, layer.path, chart_cache, out)
+    if (repo.root / "argocd" / env / "kustomization.yaml").is_file():
+        out.objects += render.kustomize_build(repo, argocd.entry_point(repo, env))
+        out.objects += argocd.generated(repo, env)
     if out.unrendered:
         first = next(iter(out.unrendered.values()))
         out.notes.append(
@@ -76,25 +72,22 @@ def environment(env: str, chart_cache: Path) -> Environment:
     return out
 
 
-def prepare_charts(chart_cache: Path) -> None:
+def prepare_charts(repo: Repo, chart_cache: Path) -> None:
     """Fill the cache with this tree's charts up front, so the base's renderer, running at the
     same time, only ever adds other versions (two writers of one chart would collide)."""
-    repo = Repo.discover()  # until the caller passes its Repo
     for env in repo.environment_names:
-        for layer in components.layers(env):
+        for layer in flux.layers(repo, env):
             for r in layer.releases:
                 if not r.local:
                     try:
-                        charts.ensure(
-                            charts.ChartRef(r.chart, r.version, r.repository), chart_cache
-                        )
+                        ref = charts.ChartRef(r.chart, r.version, r.repository)
+                        charts.ensure(repo, ref, chart_cache)
                     except charts.ChartError:
                         continue  # reported as a note when the environment is rendered
 
 
-def environments(chart_cache: Path) -> dict[str, Environment]:
-    repo = Repo.discover()  # until the caller passes its Repo
-    return {env: environment(env, chart_cache) for env in repo.environment_names}
+def environments(repo: Repo, chart_cache: Path) -> dict[str, Environment]:
+    return {env: environment(repo, env, chart_cache) for env in repo.environment_names}
 
 
 def to_json(envs: dict[str, Environment]) -> str:
@@ -108,10 +101,11 @@ def from_json(text: str) -> dict[str, Environment]:
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description="Every environment's rendered objects as JSON.")
-    parser.add_argument("--chart-cache", type=Path, default=charts.CACHE_DIR)
+    parser.add_argument("--chart-cache", type=Path, help="default: .cache/charts")
     args = parser.parse_args(argv)
+    repo = repo or Repo.discover()
     try:
-        text = to_json(environments(args.chart_cache))
+        text = to_json(environments(repo, args.chart_cache or charts.cache_dir(repo)))
     except RenderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

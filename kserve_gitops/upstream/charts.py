@@ -24,12 +24,11 @@ from pathlib import Path
 
 import yaml
 
-from kserve_gitops.checks import components
-from kserve_gitops.repo import Repo, files, paths
+from kserve_gitops.checks.install_plan import argocd_components
+from kserve_gitops.repo import Repo, files, flux
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.upstream import tables
 
-CACHE_DIR = paths.CACHE / "charts"
 SOURCES = "sources.tsv"  # CHART_DIR's provenance list: chart, version, ..., files_sha256
 
 
@@ -53,20 +52,23 @@ class ChartRef:
         return f"{self.chart} {self.version}"
 
 
-def required(envs: list[str] | None = None) -> list[ChartRef]:
+def cache_dir(repo: Repo) -> Path:
+    return repo.cache / "charts"
+
+
+def required(repo: Repo, envs: list[str] | None = None) -> list[ChartRef]:
     """Every upstream chart Flux or Argo CD installs in `envs` (default: all environments)."""
-    repo = Repo.discover()  # until the caller passes its Repo
     found: set[ChartRef] = set()
     for env in envs or repo.environment_names:
         found |= {
             ChartRef(r.chart, r.version, r.repository)
-            for layer in components.layers(env)
+            for layer in flux.layers(repo, env)
             for r in layer.releases
             if not r.local
         }
         found |= {
             ChartRef(c.chart, c.version, c.repository)
-            for c in components.argocd_components(env)
+            for c in argocd_components(repo, env)
             if c.chart and not c.chart.startswith("./")
         }
     return sorted(found)
@@ -88,19 +90,19 @@ def _same_version(a: str, b: str) -> bool:
     return a.removeprefix("v") == b.removeprefix("v")
 
 
-def _check_identity(ref: ChartRef, chart_dir: Path) -> None:
+def _check_identity(repo: Repo, ref: ChartRef, chart_dir: Path) -> None:
     """Chart.yaml of `chart_dir` names the chart and version `ref` asks for."""
     meta_file = chart_dir / "Chart.yaml"
     try:
         meta = yaml.safe_load(meta_file.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ChartError(f"{paths.rel(meta_file)}: cannot read the chart of {ref}: {exc}") from exc
+        raise ChartError(f"{repo.rel(meta_file)}: cannot read the chart of {ref}: {exc}") from exc
     if not isinstance(meta, dict):
-        raise ChartError(f"{paths.rel(meta_file)}: expected a mapping")
+        raise ChartError(f"{repo.rel(meta_file)}: expected a mapping")
     name, version = str(meta.get("name")), str(meta.get("version"))
     if name != ref.chart or not _same_version(version, ref.version):
         raise ChartError(
-            f"{paths.rel(meta_file)}: expected chart {ref.chart} version {ref.version}, "
+            f"{repo.rel(meta_file)}: expected chart {ref.chart} version {ref.version}, "
             f"Chart.yaml says name {name!r} version {version!r}"
         )
 
@@ -116,32 +118,32 @@ def files_sha256(dest: Path) -> str:
     return str(json.loads(_stamp(dest).read_text())["files_sha256"])
 
 
-def _cached_digest(ref: ChartRef, dest: Path) -> str:
+def _cached_digest(repo: Repo, ref: ChartRef, dest: Path) -> str:
     """The digest recorded when `dest` was cached, after checking the files still match it."""
     try:
         recorded = json.loads(_stamp(dest).read_text())["files_sha256"]
     except (OSError, ValueError, KeyError) as exc:
         raise ChartError(
-            f"{paths.rel(dest)}: no valid record {_stamp(dest).name} of where {ref} came from; "
-            f"remove {paths.rel(dest)} and run `make charts`"
+            f"{repo.rel(dest)}: no valid record {_stamp(dest).name} of where {ref} came from; "
+            f"remove {repo.rel(dest)} and run `make charts`"
         ) from exc
     got = tree_sha256(dest)
     if got != recorded:
         raise ChartError(
-            f"{paths.rel(dest)}: files of {ref} changed since they were cached "
+            f"{repo.rel(dest)}: files of {ref} changed since they were cached "
             f"(files_sha256 {got}, recorded {recorded}); remove it and run `make charts`"
         )
-    _check_identity(ref, dest)
+    _check_identity(repo, ref, dest)
     return got
 
 
-def _sources(chart_dir: Path) -> dict[tuple[str, str], str]:
+def _sources(repo: Repo, chart_dir: Path) -> dict[tuple[str, str], str]:
     """(chart, version) -> files_sha256 from CHART_DIR/sources.tsv, when the folder has one."""
     table = chart_dir / SOURCES
     if not table.is_file():
         return {}
     rows = tables.read_tsv(
-        table, ("chart", "version", "files_sha256"), ChartError, "chart provenance list"
+        repo, table, ("chart", "version", "files_sha256"), ChartError, "chart provenance list"
     )
     return {(r["chart"], r["version"]): r["files_sha256"].lower() for r in rows}
 
@@ -170,7 +172,7 @@ def _install(src: Path, dest: Path, origin: str) -> None:
     files.write_text(_stamp(dest), json.dumps({**record, "files_sha256": digest}, indent=2) + "\n")
 
 
-def _from_chart_dir(ref: ChartRef, dest: Path, chart_dir: Path) -> Path:
+def _from_chart_dir(repo: Repo, ref: ChartRef, dest: Path, chart_dir: Path) -> Path:
     """The chart from CHART_DIR, verified; the cached copy is used while it equals that one."""
     src = chart_dir / ref.chart / ref.version
     if not (src / "Chart.yaml").is_file():
@@ -180,7 +182,7 @@ def _from_chart_dir(ref: ChartRef, dest: Path, chart_dir: Path) -> Path:
             f"{ref.repository}"
         )
     got = tree_sha256(src)
-    expected = _sources(chart_dir).get((ref.chart, ref.version))
+    expected = _sources(repo, chart_dir).get((ref.chart, ref.version))
     if expected is not None and got != expected:
         raise ChartError(
             f"{src}: files_sha256 mismatch for {ref}: {chart_dir / SOURCES} says {expected}, "
@@ -188,16 +190,16 @@ def _from_chart_dir(ref: ChartRef, dest: Path, chart_dir: Path) -> Path:
         )
     if dest.is_dir():
         try:
-            if _cached_digest(ref, dest) == got:
+            if _cached_digest(repo, ref, dest) == got:
                 return dest
         except ChartError:
             pass  # a stale or damaged copy: CHART_DIR's replaces it below
-    _check_identity(ref, src)
+    _check_identity(repo, ref, src)
     _install(src, dest, str(src))
     return dest
 
 
-def _pull(ref: ChartRef, dest: Path) -> Path:
+def _pull(repo: Repo, ref: ChartRef, dest: Path) -> Path:
     """The chart from the repository the manifests name, with the Helm SDK (no helm binary)."""
     import helm_python as helm
 
@@ -220,48 +222,52 @@ def _pull(ref: ChartRef, dest: Path) -> Path:
         # Helm unpacks into a folder named by the archive's Chart.yaml: one folder, whatever
         # its name, so that a chart of another name fails the identity check below.
         [pulled] = (Path(tmp) / "chart").iterdir()
-        _check_identity(ref, pulled)
+        _check_identity(repo, ref, pulled)
         _install(pulled, dest, f"{ref.repository} ({ref.chart} {ref.version})")
     return dest
 
 
-def ensure(ref: ChartRef, cache_dir: Path = CACHE_DIR, online: bool = True) -> Path:
-    """The verified cache directory of `ref`, filled from CHART_DIR when set, else (if
-    `online`) pulled from its repository. ChartMissing when it can be had neither way."""
-    dest = cache_dir / ref.chart / ref.version
-    chart_dir = os.environ.get("CHART_DIR")
-    if chart_dir:
-        return _from_chart_dir(ref, dest, Path(chart_dir))
+def ensure(repo: Repo, ref: ChartRef, cache: Path | None = None, online: bool = True) -> Path:
+    """The verified cache directory of `ref` (in `cache`, default .cache/charts), filled from
+    CHART_DIR when set, else (if `online`) pulled from its repository. ChartMissing when it can
+    be had neither way."""
+    cache = cache or cache_dir(repo)
+    dest = cache / ref.chart / ref.version
+    offline_dir = os.environ.get("CHART_DIR")
+    if offline_dir:
+        return _from_chart_dir(repo, ref, dest, Path(offline_dir))
     if dest.is_dir():
-        _cached_digest(ref, dest)
+        _cached_digest(repo, ref, dest)
         return dest
     if not online:
         raise ChartMissing(
-            f"chart {ref} is not in {paths.rel(cache_dir)}: run `make charts` online (pulls it "
+            f"chart {ref} is not in {repo.rel(cache)}: run `make charts` online (pulls it "
             f"from {ref.repository}), or set CHART_DIR to a folder holding "
             f"{ref.chart}/{ref.version}/ (CI uses ../shared/charts)"
         )
-    return _pull(ref, dest)
+    return _pull(repo, ref, dest)
 
 
-def chart_dir(chart: str, version: str, online: bool = True) -> Path:
+def chart_dir(repo: Repo, chart: str, version: str, online: bool = True) -> Path:
     """The cached chart directory of one chart the manifests name, e.g. ("gateway", "1.27.1")."""
     try:
-        ref = next(r for r in required() if (r.chart, r.version) == (chart, version))
+        ref = next(r for r in required(repo) if (r.chart, r.version) == (chart, version))
     except StopIteration:
         raise ChartError(
             f"chart {chart} {version}: no HelmRelease or Application of any environment installs it"
         ) from None
-    return ensure(ref, online=online)
+    return ensure(repo, ref, online=online)
 
 
-def ensure_all(envs: list[str] | None = None, online: bool = True) -> tuple[list[Path], list[str]]:
+def ensure_all(
+    repo: Repo, envs: list[str] | None = None, online: bool = True
+) -> tuple[list[Path], list[str]]:
     """Every chart the manifests name, cached; and one message per chart that could not be."""
     cached: list[Path] = []
     errors: list[str] = []
-    for ref in required(envs):
+    for ref in required(repo, envs):
         try:
-            cached.append(ensure(ref, online=online))
+            cached.append(ensure(repo, ref, online=online))
         except ChartError as exc:
             errors.append(str(exc))
     return cached, errors
@@ -271,19 +277,20 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fill the upstream chart cache (.cache/charts).")
     parser.add_argument("--env", action="append", help="environment (default: all)")
     args = parser.parse_args(argv)
+    repo = repo or Repo.discover()
     try:
-        cached, errors = ensure_all(args.env)
+        cached, errors = ensure_all(repo, args.env)
     except RenderError as exc:
         errors = [str(exc)]
         cached = []
     for path in cached:
         origin = json.loads(_stamp(path).read_text())["origin"]
-        print(f"{path.parent.name} {path.name}: {paths.rel(path)} (from {origin})")
+        print(f"{path.parent.name} {path.name}: {repo.rel(path)} (from {origin})")
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
     if errors:
         return 1
-    print(f"{len(cached)} upstream charts cached and verified in {paths.rel(CACHE_DIR)}")
+    print(f"{len(cached)} upstream charts cached and verified in {repo.rel(cache_dir(repo))}")
     return 0
 
 

@@ -17,11 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from kserve_gitops.repo import Repo, files, paths
+from kserve_gitops.repo import Repo, files
 from kserve_gitops.upstream import tables
-
-PINS = paths.CONFIG / "crds.tsv"
-CACHE_DIR = paths.CACHE / "crds"
 
 
 class CRDError(Exception):
@@ -39,9 +36,18 @@ class Pin:
     gomodule: str = ""  # the Go module holding `path` at `tag`, if any
 
 
-def pins(pin_file: Path = PINS) -> list[Pin]:
+def pin_file(repo: Repo) -> Path:
+    return repo.config / "crds.tsv"
+
+
+def cache_dir(repo: Repo) -> Path:
+    return repo.cache / "crds"
+
+
+def pins(repo: Repo, path: Path | None = None) -> list[Pin]:
+    """The CRD pins of config/crds.tsv (or of `path`)."""
     columns = ("file", "upstream", "tag", "sha256", "url")
-    rows = tables.read_tsv(pin_file, columns, CRDError, "CRD pin list")
+    rows = tables.read_tsv(repo, path or pin_file(repo), columns, CRDError, "CRD pin list")
     return [
         Pin(
             r["file"],
@@ -109,13 +115,15 @@ def _fetch(pin: Pin) -> tuple[bytes, str]:
         ) from exc
 
 
-def ensure(cache_dir: Path = CACHE_DIR, pin_file: Path = PINS, quiet: bool = True) -> list[Path]:
+def ensure(
+    repo: Repo, cache: Path | None = None, pin_path: Path | None = None, quiet: bool = True
+) -> list[Path]:
     """Every pinned CRD in the cache, fetched when absent; each one's sha256 checked."""
     cached: list[Path] = []
-    for pin in pins(pin_file):
-        dest = cache_dir / pin.file
+    for pin in pins(repo, pin_path):
+        dest = (cache or cache_dir(repo)) / pin.file
         if dest.is_file():
-            _check(pin, dest.read_bytes(), paths.rel(dest))
+            _check(pin, dest.read_bytes(), repo.rel(dest))
         else:
             data, origin = _fetch(pin)
             files.write_bytes(dest, _check(pin, data, origin))
@@ -129,12 +137,13 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     argparse.ArgumentParser(
         description="Fill the CRD cache from CRD_DIR or the pinned URLs, sha256-checked."
     ).parse_args(argv)
+    repo = repo or Repo.discover()
     try:
-        files = ensure(quiet=False)
+        cached = ensure(repo, quiet=False)
     except CRDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{len(files)} CRD files pinned and verified in {paths.rel(CACHE_DIR)}")
+    print(f"{len(cached)} CRD files pinned and verified in {repo.rel(cache_dir(repo))}")
     return 0
 
 

@@ -25,8 +25,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from kserve_gitops.checks import components, kube_schemas
-from kserve_gitops.repo import files, paths
+from kserve_gitops.checks import kube_schemas
+from kserve_gitops.repo import Repo, files, flux
 from kserve_gitops.repo.render import Obj, RenderError
 from kserve_gitops.upstream import charts
 from kserve_gitops.upstream.charts import ChartRef
@@ -41,7 +41,6 @@ _MISSING = object()
 # Istio's charts keep their defaults under this key and merge them into .Values in their
 # templates (zzz_profile.yaml): for those charts, these are the defaults a user restates.
 _ISTIO_DEFAULTS = "_internal_defaults_do_not_set"
-RESULTS_DIR = paths.CACHE / "upstream-values"
 
 
 @dataclass(frozen=True)
@@ -66,9 +65,9 @@ class Outcome:
     crd_validators: dict[str, jsonschema.protocols.Validator] = field(default_factory=dict)
 
 
-def installs(env: str) -> list[Install]:
+def installs(repo: Repo, env: str) -> list[Install]:
     """The upstream chart releases Flux installs in `env` (Argo CD passes the same files:
-    components.differences checks it), in install order."""
+    install_plan.differences checks it), in install order."""
     return [
         Install(
             r.name,
@@ -77,16 +76,10 @@ def installs(env: str) -> list[Install]:
             r.values,
             r.values_file or f"HelmRelease/{r.name} ({layer.path})",
         )
-        for layer in components.layers(env)
+        for layer in flux.layers(repo, env)
         for r in layer.releases
         if not r.local
     ]
-
-
-@cache
-def kube_version() -> str:
-    """The Kubernetes version the charts render for: the cluster's, from versions.yaml."""
-    return f"v{components.load_versions()['kubernetes']['version']}"
 
 
 @cache
@@ -110,13 +103,11 @@ def _render(
     return {k: v for k, v in rendered.items() if not k.endswith("NOTES.txt")}
 
 
-def _render_with(install: Install, chart_dir: Path, values: dict[str, Any]) -> dict[str, str] | str:
+def _render_with(
+    install: Install, chart_dir: Path, values: dict[str, Any], kube: str
+) -> dict[str, str] | str:
     return _render(
-        chart_dir,
-        json.dumps(values, sort_keys=True),
-        install.name,
-        install.namespace,
-        kube_version(),
+        chart_dir, json.dumps(values, sort_keys=True), install.name, install.namespace, kube
     )
 
 
@@ -203,7 +194,11 @@ def _without(values: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
 
 
 def no_effect(
-    install: Install, chart_dir: Path, defaults: dict[str, Any], baseline: dict[str, str]
+    install: Install,
+    chart_dir: Path,
+    defaults: dict[str, Any],
+    baseline: dict[str, str],
+    kube: str,
 ) -> list[tuple[str, Any]]:
     """(key path, value) of every value that is not the chart's default and yet changes
     nothing the chart renders. A mapping the chart has no default for (a typo'd or misplaced
@@ -216,7 +211,9 @@ def no_effect(
             default = _lookup(defaults, path)
             if _is_default(value, default):
                 continue  # restating the default is harmless
-            unused = _render_with(install, chart_dir, _without(install.values, path)) == baseline
+            unused = (
+                _render_with(install, chart_dir, _without(install.values, path), kube) == baseline
+            )
             if isinstance(value, dict) and (isinstance(default, dict) or not unused):
                 walk(path)
             elif unused:
@@ -226,7 +223,7 @@ def no_effect(
     return found
 
 
-def _check(install: Install, chart_dir: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+def _check(install: Install, chart_dir: Path, kube: str) -> tuple[list[tuple[str, Any]], list[str]]:
     """(template, body) of what the release renders, and the problems of its values."""
     import helm_python as helm
 
@@ -242,7 +239,7 @@ def _check(install: Install, chart_dir: Path) -> tuple[list[tuple[str, Any]], li
                     f"{where}: {path}: {reason} (the chart's values.schema.json)"
                     for path, reason in _schema_findings(str(exc))
                 ]
-    rendered = _render_with(install, chart_dir, install.values)
+    rendered = _render_with(install, chart_dir, install.values, kube)
     if isinstance(rendered, str):
         return [], [f"{where}: the chart does not render: {rendered}"]
     try:
@@ -253,7 +250,7 @@ def _check(install: Install, chart_dir: Path) -> tuple[list[tuple[str, Any]], li
         f"{where}: {path}: {json.dumps(value)} has no effect: the chart renders the same "
         "without it and it is not the chart's default (a typo, a wrong nesting, or a key "
         "the chart ignores)"
-        for path, value in no_effect(install, chart_dir, defaults, rendered)
+        for path, value in no_effect(install, chart_dir, defaults, rendered, kube)
     ]
 
 
@@ -266,15 +263,18 @@ def _code_version() -> str:
     )
 
 
-def check_install(install: Install, chart_dir: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+def check_install(
+    repo: Repo, install: Install, chart_dir: Path
+) -> tuple[list[tuple[str, Any]], list[str]]:
     """(template, body) of every object the release renders, and the problems of its values.
     The result is kept in .cache/upstream-values/, one file per release and values file, with
     a digest of all it depends on (this code, the chart's files, the release and its values):
     while that digest holds, the release does not render again."""
+    kube = f"v{repo.kubernetes_version}"  # the cluster's, which the charts render for
     inputs = [
         _code_version(),
         charts.files_sha256(chart_dir),
-        kube_version(),
+        kube,
         install.name,
         install.namespace,
         install.source,
@@ -283,20 +283,20 @@ def check_install(install: Install, chart_dir: Path) -> tuple[list[tuple[str, An
     ]
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     slot = hashlib.sha256(f"{install.source}\0{install.name}".encode()).hexdigest()[:24]
-    stored = RESULTS_DIR / f"{slot}.json"
+    stored = repo.cache / "upstream-values" / f"{slot}.json"
     try:
         result = json.loads(stored.read_text())
         if result["inputs"] == digest:
             return result["objects"], result["problems"]
     except (OSError, ValueError, KeyError):
         pass  # not kept yet, or unreadable: render
-    objects, problems = _check(install, chart_dir)
+    objects, problems = _check(install, chart_dir, kube)
     result = {"inputs": digest, "objects": objects, "problems": problems}
     files.write_text(stored, json.dumps(result))
     return objects, problems
 
 
-def check_environments(envs: list[str]) -> Outcome:
+def check_environments(repo: Repo, envs: list[str]) -> Outcome:
     """Every upstream release of `envs`, from the chart cache (never pulled here: a chart not
     cached is listed in `missing`, its checks not run). An object that several releases render
     identically (most, across environments) is listed once, naming every values file behind it."""
@@ -305,14 +305,14 @@ def check_environments(envs: list[str]) -> Outcome:
     located: dict[ChartRef, Path | charts.ChartError] = {}
     for env in envs:
         try:
-            releases = installs(env)
+            releases = installs(repo, env)
         except RenderError as exc:
             outcome.problems.append(str(exc))
             continue
         for install in releases:
             if install.ref not in located:  # each chart verified once per run
                 try:
-                    located[install.ref] = charts.ensure(install.ref, online=False)
+                    located[install.ref] = charts.ensure(repo, install.ref, online=False)
                 except charts.ChartError as exc:
                     located[install.ref] = exc
             chart_dir = located[install.ref]
@@ -323,7 +323,7 @@ def check_environments(envs: list[str]) -> Outcome:
                 if str(chart_dir) not in outcome.problems:
                     outcome.problems.append(str(chart_dir))
                 continue
-            objects, problems = check_install(install, chart_dir)
+            objects, problems = check_install(repo, install, chart_dir)
             outcome.problems += problems
             for template, body in objects:
                 key = json.dumps(body, sort_keys=True)

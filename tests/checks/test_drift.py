@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 
-from kserve_gitops.checks import argocd, components
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import argocd, flux, render
 from kserve_gitops.upstream import charts
 from tests import REPO
 
-ENVS = paths.ENVIRONMENT_NAMES
+ENVS = REPO.environment_names
 Field = tuple[str, str, str]  # kind, name, JSON pointer
 
 
@@ -68,8 +67,8 @@ def _rendered(body: dict[str, Any], pointer: str) -> bool:
 def _helmreleases(env: str) -> dict[str, dict[str, Any]]:
     return {
         o["metadata"]["name"]: o
-        for layer in components.layers(env)
-        for o in render.kustomize_build(REPO, paths.ROOT / layer.path)
+        for layer in flux.layers(REPO, env)
+        for o in render.kustomize_build(REPO, REPO.root / layer.path)
         if o["kind"] == "HelmRelease"
     }
 
@@ -81,10 +80,12 @@ def owned(shared_charts: Path) -> dict[str, tuple[set[Field], set[Field]]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CHART_DIR", str(shared_charts))
         for env in ENVS:
-            for layer in components.layers(env):
+            for layer in flux.layers(REPO, env):
                 for r in layer.releases:
                     ref = charts.ChartRef(r.chart, r.version, r.repository)
-                    chart = paths.ROOT / r.chart if r.local else charts.ensure(ref, online=False)
+                    chart = (
+                        REPO.root / r.chart if r.local else charts.ensure(REPO, ref, online=False)
+                    )
                     objs = [
                         o.body
                         for o in render.render_chart(
@@ -124,7 +125,7 @@ def test_argo_cd_diffs_server_side_and_ignores_only_fields_we_render(
     owned: dict[str, tuple[set[Field], set[Field]]],
 ) -> None:
     for env in ENVS:
-        for app in argocd.generated(env):
+        for app in argocd.generated(REPO, env):
             meta = app["metadata"]
             options = meta["annotations"]["argocd.argoproj.io/compare-options"].split(",")
             assert {"ServerSideDiff=true", "IncludeMutationWebhook=true"} <= set(options)
@@ -147,14 +148,14 @@ def test_kserve_defaulting_takes_part_in_the_dry_run(shared_charts: Path) -> Non
         mp.setenv("CHART_DIR", str(shared_charts))
         release = next(
             r
-            for layer in components.layers("prod")
+            for layer in flux.layers(REPO, "prod")
             for r in layer.releases
             if r.name == "kserve-resources"
         )
         ref = charts.ChartRef(release.chart, release.version, release.repository)
         objs = render.render_chart(
             REPO,
-            charts.ensure(ref, online=False),
+            charts.ensure(REPO, ref, online=False),
             release.values,
             release.name,
             release.namespace,

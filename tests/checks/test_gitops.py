@@ -8,21 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from kserve_gitops.checks import argocd, components
-from kserve_gitops.repo import paths, render
+from kserve_gitops.checks import install_plan, platform_consistency
+from kserve_gitops.repo import Repo, argocd, flux, render
 from tests import REPO
 
-ENVS = paths.ENVIRONMENT_NAMES
+ENVS = REPO.environment_names
+ROOT = REPO.root
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_both_tools_install_the_same_components_in_the_same_order(env: str) -> None:
-    flux, argo = components.flux_components(env), components.argocd_components(env)
-    assert components.differences(env) == []
-    assert sorted(flux, key=lambda c: (c.wave, c.key)) == sorted(
-        argo, key=lambda c: (c.wave, c.key)
+    flux_plan = install_plan.flux_components(REPO, env)
+    argo_plan = install_plan.argocd_components(REPO, env)
+    assert install_plan.differences(REPO, env) == []
+    assert sorted(flux_plan, key=lambda c: (c.wave, c.key)) == sorted(
+        argo_plan, key=lambda c: (c.wave, c.key)
     )
-    order = [c.key for c in sorted(flux, key=lambda c: c.wave)]
+    order = [c.key for c in sorted(flux_plan, key=lambda c: c.wave)]
     assert order[:2] == ["istio-base", "kserve-crd"]
     # Models and monitoring both follow the kserve layer, independently of each other.
     assert set(order[-2:]) == {"sklearn-iris", f"environments/{env}/platform/monitoring"}
@@ -30,13 +32,15 @@ def test_both_tools_install_the_same_components_in_the_same_order(env: str) -> N
 
 @pytest.mark.parametrize("env", ENVS)
 def test_each_environment_has_exactly_its_components(env: str) -> None:
-    names = sorted(c.key if c.chart else c.layer for c in components.flux_components(env))
-    assert names == sorted(components.EXPECTED_COMPONENTS)
+    names = sorted(c.name for c in install_plan.flux_components(REPO, env))
+    expected = platform_consistency.expected_order(REPO, env)
+    assert names == sorted(expected)
+    assert "sklearn-iris" in expected  # the models come from the environment's values files
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_flux_layers_chain_by_depends_on(env: str) -> None:
-    layers = components.layers(env)
+    layers = flux.layers(REPO, env)
     assert [lay.name for lay in layers] == [
         "platform-crds",
         "platform-controllers",
@@ -49,7 +53,7 @@ def test_flux_layers_chain_by_depends_on(env: str) -> None:
         assert after.depends_on == (before.name,)
     # The monitors and alerts exist even while a model fails to become Ready.
     assert layers[-1].depends_on == ("platform-kserve",)
-    cluster = render.kustomize_build(REPO, paths.ROOT / "clusters" / env)
+    cluster = render.kustomize_build(REPO, flux.entry_point(REPO, env))
     for ks in (o for o in cluster if o["kind"] == "Kustomization"):
         assert ks["spec"]["wait"] is True and ks["spec"]["prune"] is True
         assert ks["spec"]["sourceRef"] == {"kind": "GitRepository", "name": "kserve-gitops"}
@@ -57,35 +61,35 @@ def test_flux_layers_chain_by_depends_on(env: str) -> None:
 
 @pytest.mark.parametrize("env", ENVS)
 def test_every_referenced_path_and_values_file_exists(env: str) -> None:
-    for layer in components.layers(env):
-        assert (paths.ROOT / layer.path / "kustomization.yaml").is_file()
+    for layer in flux.layers(REPO, env):
+        assert (ROOT / layer.path / "kustomization.yaml").is_file()
         for r in layer.releases:
-            assert r.values_file and (paths.ROOT / r.values_file).is_file(), r.name
-    for app in argocd.applications(env):
+            assert r.values_file and (ROOT / r.values_file).is_file(), r.name
+    for app in argocd.applications(REPO, env):
         for f in app.value_files:
-            assert (paths.ROOT / f).is_file(), (app.name, f)
+            assert (ROOT / f).is_file(), (app.name, f)
         if app.path:
-            assert (paths.ROOT / app.path).is_dir(), app.path
+            assert (ROOT / app.path).is_dir(), app.path
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_flux_and_argo_read_the_same_values_files(env: str) -> None:
-    flux = {r.name: r for lay in components.layers(env) for r in lay.releases}
-    for app in argocd.applications(env):
+    releases = {r.name: r for lay in flux.layers(REPO, env) for r in lay.releases}
+    for app in argocd.applications(REPO, env):
         if app.chart:
-            assert app.value_files == (flux[app.component].values_file,), app.name
-            values = render.load_yaml_file(REPO, paths.ROOT / app.value_files[0]) or {}
-            assert values == flux[app.component].values
+            assert app.value_files == (releases[app.component].values_file,), app.name
+            values = render.load_yaml_file(REPO, ROOT / app.value_files[0]) or {}
+            assert values == releases[app.component].values
 
 
 def test_environments_differ_where_they_should() -> None:
-    def release(env: str, name: str) -> components.Release:
-        return next(r for lay in components.layers(env) for r in lay.releases if r.name == name)
+    def release(env: str, name: str) -> flux.Release:
+        return next(r for lay in flux.layers(REPO, env) for r in lay.releases if r.name == name)
 
     def autoscaler(env: str) -> dict[str, str]:
         (ks,) = [
             m
-            for lay in components.layers(env)
+            for lay in flux.layers(REPO, env)
             for m in lay.manifests
             if m["kind"] == "KnativeServing"
         ]
@@ -97,7 +101,7 @@ def test_environments_differ_where_they_should() -> None:
     assert release("dev", "istiod").values["pilot"]["replicaCount"] == 1
     assert release("prod", "istiod").values["pilot"]["autoscaleMin"] >= 2
     assert release("prod", "cert-manager").values["webhook"]["replicaCount"] >= 2
-    apps = {env: argocd.applications(env) for env in ENVS}
+    apps = {env: argocd.applications(REPO, env) for env in ENVS}
     assert all(a.automated for a in apps["dev"]) and not any(a.automated for a in apps["prod"])
 
 
@@ -106,7 +110,7 @@ def test_knative_tag_resolution_skips_a_per_environment_list(env: str) -> None:
     """Knative's default skip list reaches every environment's KnativeServing, merged with the
     environment's own deployment settings (prod's queue-proxy resources)."""
     (ks,) = [
-        m for lay in components.layers(env) for m in lay.manifests if m["kind"] == "KnativeServing"
+        m for lay in flux.layers(REPO, env) for m in lay.manifests if m["kind"] == "KnativeServing"
     ]
     deployment = ks["spec"]["config"]["deployment"]
     skipped = deployment["registries-skipping-tag-resolving"].split(",")
@@ -117,7 +121,7 @@ def test_knative_tag_resolution_skips_a_per_environment_list(env: str) -> None:
 
 
 def test_argo_sync_options_where_upstream_needs_them() -> None:
-    apps = {a.component: a for a in argocd.applications("dev")}
+    apps = {a.component: a for a in argocd.applications(REPO, "dev")}
     assert "ServerSideApply=true" in apps["kserve-crd"].sync_options  # ~2 MB CRD
     for late in ("knative-serving", "kserve-runtime-configs", "sklearn-iris"):
         assert "SkipDryRunOnMissingResource=true" in apps[late].sync_options
@@ -183,16 +187,46 @@ BREAKAGES = {
         "model:\n  notAChartValue: 1\n",
         "dev: Flux HelmRelease/sklearn-iris: values:",
     ),
+    "argo element out of step with flux": (
+        "argocd/base/applicationset.yaml",
+        "chart: cni\n                  version: 1.27.1",
+        "chart: cni\n                  version: 1.27.0",
+        "istio-cni: version differs: Flux '1.27.1', Argo CD '1.27.0' "
+        "(argocd/base/applicationset.yaml: element istio-cni)",
+    ),
+    "a model with values but no HelmRelease": (
+        "environments/dev/models/kustomization.yaml",
+        "resources:\n",
+        "resources:\n",  # the edit is the new values file (see below)
+        "'second-model'",
+    ),
 }
+# Files a breakage adds: a second model is a values file (and a HelmRelease and an element).
+ADDED = {"a model with values but no HelmRelease": "environments/dev/models/second-model.yaml"}
+
+
+def check_platform(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
+    """`kgops platform --check` against the checkout at `root`, in this process."""
+    monkeypatch.chdir(root)
+    code = platform_consistency.main(["--check"], Repo(root))
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.mark.parametrize("case", sorted(BREAKAGES))
-def test_the_check_fails_on_broken_input(case: str, repo_copy: Path, kgops) -> None:
+def test_the_check_fails_on_broken_input(
+    case: str, repo_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     file, old, new, expected = BREAKAGES[case]
     _edit(repo_copy / file, old, new)
-    proc = kgops("platform", "--check", root=repo_copy)
-    assert proc.returncode == 1, proc.stdout
-    assert expected in proc.stderr, proc.stderr
+    if case in ADDED:
+        model = repo_copy / "environments/dev/models/sklearn-iris.yaml"
+        (repo_copy / ADDED[case]).write_text(model.read_text())
+    code, out, err = check_platform(repo_copy, capsys, monkeypatch)
+    assert code == 1, out
+    assert expected in err, err
 
 
 @pytest.mark.parametrize(

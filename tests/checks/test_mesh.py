@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kserve_gitops.checks import components, policy
+from kserve_gitops.checks import install_plan, policy
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
@@ -34,8 +34,8 @@ def staging() -> list[Obj]:
 
 @pytest.mark.parametrize("env", ENVS)
 def test_ambient_mode_is_delivered_by_both_tools(env: str) -> None:
-    flux = {c.key: c for c in components.flux_components(env)}
-    argo = {c.key: c for c in components.argocd_components(env)}
+    flux = {c.key: c for c in install_plan.flux_components(REPO, env)}
+    argo = {c.key: c for c in install_plan.argocd_components(REPO, env)}
     for name, chart in (("istio-cni", "cni"), ("ztunnel", "ztunnel")):
         assert flux[name] == argo[name]
         assert (flux[name].chart, flux[name].version) == (chart, "1.27.1")

@@ -29,6 +29,7 @@ from kserve_gitops.e2e.tools import CommandError
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.repo import paths
 from kserve_gitops.upstream import crds
+from tests import REPO
 from tests.kwok_helpers import need_binaries
 
 pytestmark = pytest.mark.kwok
@@ -53,7 +54,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxCluster]:
     try:
         fc.start()
         fc.serve_git()
-        crd = next(p for p in crds.ensure() if p.name == "serving.kserve.io_inferenceservices.yaml")
+        crd = next(
+            p for p in crds.ensure(REPO) if p.name == "serving.kserve.io_inferenceservices.yaml"
+        )
         fc.runner.run(["kubectl", "apply", "--server-side", "-f", str(crd)], timeout=120)
         top = flux.entry_point("dev")
         repo = next(o for o in top if o["kind"] == "GitRepository")

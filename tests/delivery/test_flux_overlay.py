@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from kserve_gitops.checks import components
 from kserve_gitops.delivery import flux
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS
+from kserve_gitops.repo import flux as repo_flux
 from kserve_gitops.repo import paths, render
 from kserve_gitops.upstream import crds
 from tests import REPO
@@ -49,7 +49,7 @@ def test_chart_sources_are_every_helm_and_oci_repository_of_the_layers() -> None
     kinds = {(s.kind, s.name) for s in srcs}
     assert ("OCIRepository", "kserve-crd") in kinds
     assert ("HelmRepository", "istio") in kinds
-    layers = {lay.name for lay in components.layers("dev")}
+    layers = {lay.name for lay in repo_flux.layers(REPO, "dev")}
     assert {s.layer for s in srcs} <= layers
 
 
@@ -191,17 +191,17 @@ def test_cluster_ports_move_past_a_port_in_use() -> None:
 
 
 def test_flux_pins_are_one_distribution_and_match_the_crd_pins() -> None:
-    versions = components.load_versions()
+    versions = REPO.versions
     pinned = {b.name: b.version for b in binaries.flux_pinned(versions)}
     assert set(pinned) == set(binaries.FLUX_CONTROLLERS)
     tags = {
-        p.upstream.split("/")[1]: p.tag for p in crds.pins() if p.upstream.startswith("fluxcd/")
+        p.upstream.split("/")[1]: p.tag for p in crds.pins(REPO) if p.upstream.startswith("fluxcd/")
     }
     assert tags == {c: pinned[c] for c in tags}, "config/crds.tsv pins other Flux versions"
 
 
 def test_flux_pins_missing_version_is_named() -> None:
-    versions = components.load_versions()
+    versions = REPO.versions
     broken = {
         **versions,
         "flux": {k: v for k, v in versions["flux"].items() if k != "helmController"},

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import yaml
 
-from kserve_gitops.checks import components
 from kserve_gitops.e2e import plan as e2e_plan
 from kserve_gitops.e2e import run as e2e
 from kserve_gitops.e2e import tools as cluster
@@ -33,7 +32,7 @@ from kserve_gitops.e2e.plan import (
     ResolveHost,
     Run,
 )
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import flux, paths, render
 from tests import REPO
 
 ENVS = ("dev", "staging", "prod")
@@ -161,7 +160,7 @@ def test_every_install_is_at_the_pinned_version_from_the_pinned_repository(plan:
 def test_installs_are_exactly_the_declared_releases_in_order(plan: Plan) -> None:
     declared = [
         (layer.name, r.name, r.chart, r.version, r.namespace, r.values)
-        for layer in components.layers(plan.env)
+        for layer in flux.layers(REPO, plan.env)
         for r in layer.releases
         if not r.local
     ]

@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kserve_gitops.checks import components
 from kserve_gitops.e2e.plan import Apply, HelmInstall, Plan
 from kserve_gitops.e2e.run import Executor
 from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import flux, paths, render
 from kserve_gitops.upstream import charts as upstream_charts
 from tests import REPO
 from tests.kwok_helpers import need_binaries
@@ -43,9 +42,9 @@ def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
         cluster.stop(keep=False)
 
 
-def release(chart: str) -> tuple[str, components.Release]:
+def release(chart: str) -> tuple[str, flux.Release]:
     """(layer, release) of an upstream chart in dev, as Flux declares it."""
-    for lay in components.layers("dev"):
+    for lay in flux.layers(REPO, "dev"):
         for rel in lay.releases:
             if rel.chart == chart:
                 return lay.name, rel
@@ -58,8 +57,8 @@ def configs(root: Path, *kinds: str) -> Apply:
     return Apply("platform-configs", "test", "test", tuple(o for o in objs if o["kind"] in kinds))
 
 
-def helm_install(layer_name: str, rel: components.Release, values: dict[str, Any]) -> HelmInstall:
-    chart = paths.rel(upstream_charts.chart_dir(rel.chart, rel.version))
+def helm_install(layer_name: str, rel: flux.Release, values: dict[str, Any]) -> HelmInstall:
+    chart = paths.rel(upstream_charts.chart_dir(REPO, rel.chart, rel.version))
     return HelmInstall(layer_name, rel.name, chart, None, None, rel.namespace, values=values,
                        values_source=rel.values_file or "", timeout="2m")  # fmt: skip
 

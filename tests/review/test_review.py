@@ -206,4 +206,4 @@ def test_pull_requests_get_the_diff_as_job_summary() -> None:
     assert "kgops diff --base" in run and "--format markdown" in run
     # The same module and flags as `make diff BASE= FORMAT=markdown`.
     makefile = (paths.ROOT / "Makefile").read_text()
-    assert "$(KGOPS) diff $(if $(BASE),--base $(BASE)) --format $(FORMAT)" in (makefile)
+    assert "$(KGOPS) diff $(if $(BASE),--base $(BASE)) --format $(FORMAT)" in makefile

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from kserve_gitops.checks import components
+from kserve_gitops.checks import platform_consistency
+from kserve_gitops.repo import Repo
 from kserve_gitops.upstream import charts
 from kserve_gitops.upstream.charts import ChartRef
-from tests.conftest import Kgops
+from tests import REPO
 
 REF = ChartRef("demo", "v1.2.3", "https://charts.example.invalid")
 
@@ -44,10 +45,10 @@ def _chart_dir(tmp_path: Path, ref: ChartRef = REF, digest: str | None = None) -
 
 
 def test_required_names_every_chart_versions_yaml_pins() -> None:
-    pinned = components.pinned(components.load_versions())
-    required = {(r.chart, r.repository, r.version) for r in charts.required()}
+    pinned = platform_consistency.pinned(REPO.versions)
+    required = {(r.chart, r.repository, r.version) for r in charts.required(REPO)}
     assert set(pinned.values()) <= required
-    assert {r.chart for r in charts.required()} >= {"gateway", "kserve-crd", "cert-manager"}
+    assert {r.chart for r in charts.required(REPO)} >= {"gateway", "kserve-crd", "cert-manager"}
 
 
 def test_tree_digest_is_the_one_sources_tsv_records(shared_charts: Path) -> None:
@@ -62,13 +63,13 @@ def test_fills_cache_from_chart_dir_and_records_origin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHART_DIR", str(_chart_dir(tmp_path)))
-    got = charts.ensure(REF, tmp_path / "cache")
+    got = charts.ensure(REPO, REF, tmp_path / "cache")
     assert got == tmp_path / "cache" / "demo" / "v1.2.3"
     assert "replicas" in (got / "templates" / "cm.yaml").read_text()
     record = json.loads((got.parent / "v1.2.3.source.json").read_text())
     assert record["files_sha256"] == charts.tree_sha256(got)
     assert record["origin"].endswith("offline/demo/v1.2.3")
-    assert charts.ensure(REF, tmp_path / "cache") == got  # second use: the verified copy
+    assert charts.ensure(REPO, REF, tmp_path / "cache") == got  # second use: the verified copy
 
 
 def test_sources_tsv_mismatch_is_an_error_and_caches_nothing(
@@ -76,7 +77,7 @@ def test_sources_tsv_mismatch_is_an_error_and_caches_nothing(
 ) -> None:
     monkeypatch.setenv("CHART_DIR", str(_chart_dir(tmp_path, digest="0" * 64)))
     with pytest.raises(charts.ChartError, match=r"files_sha256 mismatch for demo v1\.2\.3.*0{64}"):
-        charts.ensure(REF, tmp_path / "cache")
+        charts.ensure(REPO, REF, tmp_path / "cache")
     assert not (tmp_path / "cache" / "demo").exists()
 
 
@@ -88,20 +89,22 @@ def test_chart_yaml_of_another_version_is_refused(
     _chart(folder / "demo" / "1.2.4", version="1.2.3")
     monkeypatch.setenv("CHART_DIR", str(folder))
     with pytest.raises(charts.ChartError, match=r"expected chart demo version 1\.2\.4.*'1\.2\.3'"):
-        charts.ensure(ref, tmp_path / "cache")
+        charts.ensure(REPO, ref, tmp_path / "cache")
 
 
 def test_edited_cache_is_detected_without_chart_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHART_DIR", str(_chart_dir(tmp_path)))
-    got = charts.ensure(REF, tmp_path / "cache")
+    got = charts.ensure(REPO, REF, tmp_path / "cache")
     (got / "values.yaml").write_text("replicas: 7\n")
     monkeypatch.delenv("CHART_DIR")
     with pytest.raises(charts.ChartError, match="changed since they were cached"):
-        charts.ensure(REF, tmp_path / "cache", online=False)
+        charts.ensure(REPO, REF, tmp_path / "cache", online=False)
     monkeypatch.setenv("CHART_DIR", str(tmp_path / "offline"))  # CHART_DIR restores its copy
-    assert (charts.ensure(REF, tmp_path / "cache") / "values.yaml").read_text() == "replicas: 1\n"
+    assert (
+        charts.ensure(REPO, REF, tmp_path / "cache") / "values.yaml"
+    ).read_text() == "replicas: 1\n"
 
 
 def test_missing_chart_names_it_and_both_ways_to_get_it(
@@ -109,12 +112,12 @@ def test_missing_chart_names_it_and_both_ways_to_get_it(
 ) -> None:
     monkeypatch.delenv("CHART_DIR", raising=False)
     with pytest.raises(charts.ChartMissing) as err:
-        charts.ensure(REF, tmp_path / "cache", online=False)
+        charts.ensure(REPO, REF, tmp_path / "cache", online=False)
     for part in ("demo v1.2.3", "make charts", REF.repository, "CHART_DIR", "demo/v1.2.3/"):
         assert part in str(err.value)
     monkeypatch.setenv("CHART_DIR", str(tmp_path / "empty"))
     with pytest.raises(charts.ChartMissing, match=r"has no demo/v1\.2\.3/Chart\.yaml"):
-        charts.ensure(REF, tmp_path / "cache")
+        charts.ensure(REPO, REF, tmp_path / "cache")
 
 
 @pytest.fixture
@@ -159,26 +162,30 @@ def test_pulls_from_an_http_repository_when_not_cached(
 ) -> None:
     monkeypatch.delenv("CHART_DIR", raising=False)
     ref = ChartRef("demo", "1.2.3", chart_repository)
-    got = charts.ensure(ref, tmp_path / "cache")
+    got = charts.ensure(REPO, ref, tmp_path / "cache")
     assert (got / "templates" / "cm.yaml").is_file()
     assert chart_repository in json.loads((got.parent / "1.2.3.source.json").read_text())["origin"]
     missing = ChartRef("demo", "9.9.9", chart_repository)
     with pytest.raises(charts.ChartError, match=r"demo 9\.9\.9: pull from http://127.0.0.1"):
-        charts.ensure(missing, tmp_path / "cache")
+        charts.ensure(REPO, missing, tmp_path / "cache")
     assert not (tmp_path / "cache" / "demo" / "9.9.9").exists()
 
 
 def test_make_charts_fills_the_cache_from_chart_dir(
-    repo_copy: Path, kgops: Kgops, shared_charts: Path, monkeypatch: pytest.MonkeyPatch
+    repo_copy: Path,
+    shared_charts: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    repo = Repo(repo_copy)
+    monkeypatch.chdir(repo_copy)
     monkeypatch.setenv("CHART_DIR", str(shared_charts))
-    proc = kgops("charts", root=repo_copy)
-    assert proc.returncode == 0, proc.stderr
-    for ref in charts.required():
-        assert f"{ref.chart} {ref.version}: .cache/charts/{ref.chart}/{ref.version}" in proc.stdout
+    assert charts.main([], repo) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    for ref in charts.required(repo):
+        assert f"{ref.chart} {ref.version}: .cache/charts/{ref.chart}/{ref.version}" in out
         assert (repo_copy / ".cache" / "charts" / ref.chart / ref.version / "Chart.yaml").is_file()
     monkeypatch.setenv("CHART_DIR", os.fspath(repo_copy / "nowhere"))
-    proc = kgops("charts", root=repo_copy)
-    first = charts.required()[0]
-    assert proc.returncode == 1
-    assert f"nowhere has no {first.chart}/{first.version}/Chart.yaml" in proc.stderr
+    assert charts.main([], repo) == 1
+    first = charts.required(repo)[0]
+    assert f"nowhere has no {first.chart}/{first.version}/Chart.yaml" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import yaml
 
 from kserve_gitops.upstream import charts, values
 from kserve_gitops.upstream.charts import ChartRef
+from tests import REPO
 from tests.conftest import Kgops
 
 GATEWAY = "environments/prod/platform/controllers/values/istio-ingressgateway.yaml"
@@ -74,7 +75,7 @@ def test_no_effect_reports_typos_not_defaults_or_used_keys(
     monkeypatch.setenv("CHART_DIR", str(tmp_path / "offline"))
     monkeypatch.setattr(values, "RESULTS_DIR", tmp_path / "results")
     ref = ChartRef("demo", "1.0.0", "https://charts.example.invalid")
-    chart_dir = charts.ensure(ref, tmp_path / "cache")
+    chart_dir = charts.ensure(REPO, ref, tmp_path / "cache")
     given = {
         "replicas": 3,  # used
         "image": {"tag": "v1", "pullPolicy": "Never", "tga": "v2"},  # default, ignored, typo
@@ -82,7 +83,7 @@ def test_no_effect_reports_typos_not_defaults_or_used_keys(
         "imgae": {"tag": "v3"},  # typo'd parent: reported whole
     }
     install = values.Install("demo", "apps", ref, given, "values/demo.yaml")
-    objects, problems = values.check_install(install, chart_dir)
+    objects, problems = values.check_install(REPO, install, chart_dir)
     assert [body["data"] for _, body in objects] == [{"replicas": "3", "tag": "v1"}]
     reported = sorted(p.split(": ")[1] for p in problems)
     assert reported == ["image.pullPolicy", "image.tga", "imgae", "replica"]
@@ -112,7 +113,7 @@ def test_an_edited_chart_in_the_cache_fails_validate(
 ) -> None:
     monkeypatch.setenv("CHART_DIR", str(shared_charts))
     assert kgops("charts", root=repo_copy).returncode == 0
-    ref = next(r for r in charts.required() if r.chart == "gateway")
+    ref = next(r for r in charts.required(REPO) if r.chart == "gateway")
     values_yaml = repo_copy / ".cache" / "charts" / ref.chart / ref.version / "values.yaml"
     values_yaml.write_text(values_yaml.read_text() + "# edited\n")
     monkeypatch.delenv("CHART_DIR")

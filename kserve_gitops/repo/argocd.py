@@ -11,12 +11,13 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kserve_gitops.repo import Repo, paths, render
+from kserve_gitops.repo import Repo, render
 from kserve_gitops.repo.render import RenderError
 
 WAVE_ANNOTATION = "argocd.argoproj.io/sync-wave"
@@ -40,6 +41,7 @@ class Application:
     automated: bool
     sync_options: tuple[str, ...]
     spec: dict[str, Any]
+    element: str = ""  # the generator element it comes from, as "<file>: element <name>"
 
 
 def _lookup(params: dict[str, Any], ref: str, where: str) -> Any:
@@ -156,12 +158,11 @@ def _elements(generator: dict[str, Any], where: str) -> list[dict[str, Any]]:
     raise RenderError(f"{where}: unsupported generator {sorted(generator)}")
 
 
-def _value_file(spec_path: str | None, value_file: str) -> str:
+def _value_file(repo: Repo, spec_path: str | None, value_file: str) -> str:
     """A helm valueFile as a repository path: `$values/...` or relative to the chart path."""
     if value_file.startswith("$values/"):
         return value_file.removeprefix("$values/")
-    base = paths.ROOT / (spec_path or "")
-    return paths.rel((base / value_file).resolve())
+    return repo.rel((repo.root / (spec_path or "") / value_file).resolve())
 
 
 def expand(appset: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -179,7 +180,7 @@ def expand(appset: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return apps
 
 
-def _application(app: dict[str, Any], where: str) -> Application:
+def _application(repo: Repo, app: dict[str, Any], where: str) -> Application:
     meta, spec = app.get("metadata") or {}, app.get("spec") or {}
     labels = meta.get("labels") or {}
     sources = spec.get("sources") or [spec.get("source") or {}]
@@ -199,21 +200,28 @@ def _application(app: dict[str, Any], where: str) -> Application:
         repository=str(main.get("repoURL", "")),
         version=str(main.get("targetRevision", "")),
         path=main.get("path"),
-        value_files=tuple(_value_file(main.get("path"), f) for f in helm.get("valueFiles") or []),
+        value_files=tuple(
+            _value_file(repo, main.get("path"), f) for f in helm.get("valueFiles") or []
+        ),
         automated="automated" in policy,
         sync_options=tuple(policy.get("syncOptions") or []),
         spec=spec,
     )
 
 
-def generated(env: str) -> list[dict[str, Any]]:
+def entry_point(repo: Repo, env: str) -> Path:
+    """The directory a cluster of `env` applies to Argo CD (`kubectl apply -k`)."""
+    path = repo.root / "argocd" / env
+    if not (path / "kustomization.yaml").is_file():
+        raise RenderError(f"{repo.rel(path)}/kustomization.yaml: no Argo CD entry point for {env}")
+    return path
+
+
+def generated(repo: Repo, env: str) -> list[dict[str, Any]]:
     """The Application manifests the ApplicationSets of `argocd/<env>` generate (for strict
     validation: the ApplicationSet CRD does not check its embedded template)."""
-    repo = Repo.discover()  # until the caller passes its Repo
-    env_dir = paths.ROOT / "argocd" / env
-    if not (env_dir / "kustomization.yaml").is_file():
-        raise RenderError(f"argocd/{env}/kustomization.yaml: no Argo CD entry point for {env}")
-    where = f"argocd/{env}"
+    env_dir = entry_point(repo, env)
+    where = repo.rel(env_dir)
     appsets = [
         o for o in render.kustomize_build(repo, env_dir) if o.get("kind") == "ApplicationSet"
     ]
@@ -222,7 +230,30 @@ def generated(env: str) -> list[dict[str, Any]]:
     return [a for s in appsets for a in expand(s, where)]
 
 
-def applications(env: str) -> list[Application]:
+def _element_files(repo: Repo) -> dict[str, str]:
+    """Element name -> the file under argocd/ whose ApplicationSet list generator declares it,
+    so a disagreement names the line to edit rather than the rendered Application."""
+    found: dict[str, str] = {}
+    for path in sorted((repo.root / "argocd").rglob("*.yaml")):
+        for doc in render.load_yaml_documents(path.read_text(), repo.rel(path)):
+            if doc.get("kind") != "ApplicationSet":
+                continue
+            pending = list((doc.get("spec") or {}).get("generators") or [])
+            while pending:
+                gen = pending.pop()
+                pending += (gen.get("matrix") or {}).get("generators") or []
+                for element in (gen.get("list") or {}).get("elements") or []:
+                    if "name" in element:
+                        found.setdefault(str(element["name"]), repo.rel(path))
+    return found
+
+
+def applications(repo: Repo, env: str) -> list[Application]:
     """The Applications `argocd/<env>` generates, in sync-wave order."""
-    apps = [_application(a, f"argocd/{env}") for a in generated(env)]
+    files = _element_files(repo)
+    apps = []
+    for manifest in generated(repo, env):
+        app = _application(repo, manifest, f"argocd/{env}")
+        where = files.get(app.component, repo.rel(entry_point(repo, env)))
+        apps.append(replace(app, element=f"{where}: element {app.component}"))
     return sorted(apps, key=lambda a: a.wave)  # stable: keeps generator order within a wave
