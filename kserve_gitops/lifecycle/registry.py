@@ -163,7 +163,7 @@ def load(repo: Repo, model: str) -> Registry:
             f"(known: {', '.join(repo.model_names)})"
         )
     try:
-        text, doc = yaml_rt.load(Repo.discover(), path)
+        text, doc = yaml_rt.load(repo, path)
     except yaml_rt.YamlEditError as exc:
         raise RegistryError(str(exc)) from None
     where = repo.rel(path)
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             text = sync(reg)
             if text != reg.text:
                 yaml_rt.write_all({reg.path: text})
-                sys.stdout.write(yaml_rt.diff(repo or Repo.discover(), reg.path, reg.text, text))
+                sys.stdout.write(yaml_rt.diff(repo, reg.path, reg.text, text))
             else:
                 print(f"{repo.rel(reg.path)}: up to date")
             return 0

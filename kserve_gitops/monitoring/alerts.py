@@ -261,9 +261,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     repo = repo or Repo.discover()
     errors = (AlertConfigError, slo.SloConfigError)
     command = "kgops alerts"
-    return generated.main(
-        repo, argv, __doc__.splitlines()[0], lambda: files(repo), errors, command
-    )
+    return generated.main(repo, argv, __doc__.splitlines()[0], lambda: files(repo), errors, command)
 
 
 if __name__ == "__main__":

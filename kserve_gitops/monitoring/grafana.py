@@ -236,9 +236,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     repo = repo or Repo.discover()
     errors = (slo.SloConfigError,)
     command = "kgops dashboard"
-    return generated.main(
-        repo, argv, __doc__.splitlines()[0], lambda: files(repo), errors, command
-    )
+    return generated.main(repo, argv, __doc__.splitlines()[0], lambda: files(repo), errors, command)
 
 
 if __name__ == "__main__":
