@@ -137,16 +137,6 @@ def _render_tree(node: Any, params: dict[str, Any], where: str) -> Any:
     return node
 
 
-def _merge(base: Any, patch: Any) -> Any:
-    """Merge the way templatePatch does for our use: maps merge, everything else replaces."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        merged = dict(base)
-        for key, value in patch.items():
-            merged[key] = _merge(base.get(key), value) if key in base else value
-        return merged
-    return patch
-
-
 def _elements(generator: dict[str, Any], where: str) -> list[dict[str, Any]]:
     if "list" in generator:
         return [dict(e) for e in generator["list"].get("elements") or []]
@@ -175,7 +165,7 @@ def expand(appset: dict[str, Any], where: str) -> list[dict[str, Any]]:
         app = _render_tree(spec.get("template") or {}, params, where)
         if spec.get("templatePatch"):
             patch = yaml.safe_load(render_template(spec["templatePatch"], params, where))
-            app = _merge(app, patch or {})
+            app = render.merged(app, patch or {})
         apps.append({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", **app})
     return apps
 

@@ -80,6 +80,17 @@ def load_yaml_file(repo: Repo, path: Path) -> Any:
         raise RenderError(f"{repo.rel(path)}: malformed YAML: {exc}") from exc
 
 
+def merged(base: Any, over: Any) -> Any:
+    """Helm's values merge, which Argo CD's templatePatch shares: maps merge key by key,
+    anything else replaces."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merged(base[key], value) if key in base else value
+        return out
+    return over
+
+
 def kubectl() -> str:
     local = Path(sys.executable).parent / "kubectl"
     found = str(local) if local.exists() else shutil.which("kubectl")

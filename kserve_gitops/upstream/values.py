@@ -26,7 +26,11 @@ import jsonschema
 import yaml
 
 from kserve_gitops.checks import kube_schemas
+<<<<<<< HEAD
 from kserve_gitops.repo import Repo, files, flux
+=======
+from kserve_gitops.repo import Repo, files, flux, render
+>>>>>>> e549c1a
 from kserve_gitops.repo.render import Obj, RenderError
 from kserve_gitops.upstream import charts
 from kserve_gitops.upstream.charts import ChartRef
@@ -120,16 +124,8 @@ def _chart_info(chart_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any],
         schema, defaults, crds = chart.schema, chart.values, tuple(c["data"] for c in chart.crds)
     internal = defaults.pop(_ISTIO_DEFAULTS, None)
     if isinstance(internal, dict):
-        defaults = _merged(internal, defaults)
+        defaults = render.merged(internal, defaults)
     return schema, defaults, crds
-
-
-def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        both = isinstance(out.get(key), dict) and isinstance(value, dict)
-        out[key] = _merged(out[key], value) if both else value
-    return out
 
 
 def _is_default(value: Any, default: Any) -> bool:

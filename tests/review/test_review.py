@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kserve_gitops.repo import paths
 from kserve_gitops.review import diff
+from tests import REPO
 from tests.conftest import Kgops
 
 
@@ -197,7 +197,7 @@ def test_generated_name_hashes_and_embedded_yaml_layout_are_noise() -> None:
 
 
 def test_pull_requests_get_the_diff_as_job_summary() -> None:
-    workflow = yaml.safe_load((paths.ROOT / ".github/workflows/ci.yml").read_text())
+    workflow = yaml.safe_load((REPO.root / ".github/workflows/ci.yml").read_text())
     job = workflow["jobs"]["rendered-diff"]
     assert job["if"] == "github.event_name == 'pull_request'"
     checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout"))
@@ -205,5 +205,5 @@ def test_pull_requests_get_the_diff_as_job_summary() -> None:
     run = next(s["run"] for s in job["steps"] if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
     assert "kgops diff --base" in run and "--format markdown" in run
     # The same module and flags as `make diff BASE= FORMAT=markdown`.
-    makefile = (paths.ROOT / "Makefile").read_text()
+    makefile = (REPO.root / "Makefile").read_text()
     assert "$(KGOPS) diff $(if $(BASE),--base $(BASE)) --format $(FORMAT)" in makefile
