@@ -163,11 +163,7 @@ def load(repo: Repo, model: str) -> Registry:
             f"(known: {', '.join(repo.model_names)})"
         )
     try:
-<<<<<<< HEAD
-        text, doc = yaml_rt.load(Repo.discover(), path)
-=======
         text, doc = yaml_rt.load(repo, path)
->>>>>>> e549c1a
     except yaml_rt.YamlEditError as exc:
         raise RegistryError(str(exc)) from None
     where = repo.rel(path)
@@ -317,11 +313,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             text = sync(reg)
             if text != reg.text:
                 yaml_rt.write_all({reg.path: text})
-<<<<<<< HEAD
-                sys.stdout.write(yaml_rt.diff(repo or Repo.discover(), reg.path, reg.text, text))
-=======
                 sys.stdout.write(yaml_rt.diff(repo, reg.path, reg.text, text))
->>>>>>> e549c1a
             else:
                 print(f"{repo.rel(reg.path)}: up to date")
             return 0

@@ -209,11 +209,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         print(f"error: {exc}; nothing changed", file=sys.stderr)
         return 2
     for path, (before, after) in change.texts.items():
-<<<<<<< HEAD
-        sys.stdout.write(yaml_rt.diff(repo or Repo.discover(), path, before, after))
-=======
         sys.stdout.write(yaml_rt.diff(repo, path, before, after))
->>>>>>> e549c1a
     print(change.summary)
     if args.action == "canary":
         stable, canary = tag_hosts(repo, model, args.env)

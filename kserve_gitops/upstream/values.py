@@ -26,11 +26,7 @@ import jsonschema
 import yaml
 
 from kserve_gitops.checks import kube_schemas
-<<<<<<< HEAD
-from kserve_gitops.repo import Repo, files, flux
-=======
 from kserve_gitops.repo import Repo, files, flux, render
->>>>>>> e549c1a
 from kserve_gitops.repo.render import Obj, RenderError
 from kserve_gitops.upstream import charts
 from kserve_gitops.upstream.charts import ChartRef
