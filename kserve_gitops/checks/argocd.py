@@ -199,7 +199,12 @@ def _application(app: dict[str, Any], where: str) -> Application:
         repository=str(main.get("repoURL", "")),
         version=str(main.get("targetRevision", "")),
         path=main.get("path"),
-        value_files=tuple(_value_file(main.get("path"), f) for f in helm.get("valueFiles") or []),
+        value_files=tuple(
+            f
+            for f in (_value_file(main.get("path"), v) for v in helm.get("valueFiles") or [])
+            # Argo CD skips a missing file only when told to (ignoreMissingValueFiles).
+            if not helm.get("ignoreMissingValueFiles") or (paths.ROOT / f).is_file()
+        ),
         automated="automated" in policy,
         sync_options=tuple(policy.get("syncOptions") or []),
         spec=spec,

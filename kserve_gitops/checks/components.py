@@ -40,6 +40,8 @@ class Release:
     values: dict[str, Any]
     values_file: str | None  # repository file the values come from (relative to ROOT)
     depends_on: tuple[str, ...] = ()
+    # Every values file, in the order Flux merges them (values_file is the last).
+    values_files: tuple[str, ...] = ()
 
     @property
     def local(self) -> bool:
@@ -59,8 +61,8 @@ class Release:
             argv += ["--repo", self.repository]
         if self.version:
             argv += ["--version", self.version]
-        if self.values_file:
-            argv += ["-f", str(paths.ROOT / self.values_file)]
+        for values_file in self.values_files:
+            argv += ["-f", str(paths.ROOT / values_file)]
         return [*argv, "--wait", "--timeout", "10m"]
 
 
@@ -115,11 +117,16 @@ def _ordered(items: dict[str, tuple[str, ...]], where: str) -> list[str]:
 
 
 def _generated_files(kustomization_dir: Path) -> dict[str, str]:
-    """configMapGenerator name -> the file it reads (relative to ROOT)."""
+    """configMapGenerator name -> the file it reads (relative to ROOT), in this kustomization
+    and the directories it takes as resources (platform/<layer>: values every environment
+    shares)."""
     repo = Repo.discover()  # until the caller passes its Repo
     kfile = kustomization_dir / "kustomization.yaml"
     data = render.load_yaml_file(repo, kfile) if kfile.is_file() else None
     found: dict[str, str] = {}
+    for res in (data or {}).get("resources") or []:
+        if (kustomization_dir / str(res)).is_dir():
+            found |= _generated_files((kustomization_dir / str(res)).resolve())
     for gen in (data or {}).get("configMapGenerator") or []:
         for entry in gen.get("files") or []:
             source = str(entry).split("=", 1)[-1]
@@ -167,9 +174,11 @@ def _release(
         repository = _source_repository(source, here)
         version = str(chart_spec.get("version", ""))
     values: dict[str, Any] = {}
-    values_file = None
+    values_files: list[str] = []
     for ref in spec.get("valuesFrom") or []:
         cm = config_maps.get(ref.get("name", ""))
+        if ref.get("kind") == "ConfigMap" and cm is None and ref.get("optional"):
+            continue  # Flux skips an optional ConfigMap that does not exist
         if ref.get("kind") != "ConfigMap" or cm is None:
             raise RenderError(f"{here}: spec.valuesFrom: no ConfigMap {ref.get('name')!r}")
         text = (cm.get("data") or {}).get(ref.get("valuesKey", "values.yaml"))
@@ -179,6 +188,7 @@ def _release(
         values_file = next(
             (f for gen, f in generated.items() if ref["name"] in (gen, *_hashed(gen, ref))), None
         )
+        values_files += [values_file] if values_file else []
         origin = f"{here}: valuesFrom ConfigMap {ref['name']} ({values_file or 'inline'})"
         values.update(render.load_yaml_documents(text, origin)[0] if text.strip() else {})
     values.update(spec.get("values") or {})
@@ -189,8 +199,9 @@ def _release(
         repository=repository,
         version=version,
         values=values,
-        values_file=values_file,
+        values_file=values_files[-1] if values_files else None,
         depends_on=tuple(d["name"] for d in spec.get("dependsOn") or []),
+        values_files=tuple(values_files),
     )
 
 
@@ -291,7 +302,7 @@ def flux_components(env: str) -> list[Component]:
                     "" if r.local else r.repository,
                     "" if r.local else r.version,
                     r.namespace,
-                    (r.values_file,) if r.values_file else (),
+                    r.values_files,
                 )
             )
         if layer.manifests:

@@ -60,7 +60,8 @@ def test_every_referenced_path_and_values_file_exists(env: str) -> None:
     for layer in components.layers(env):
         assert (paths.ROOT / layer.path / "kustomization.yaml").is_file()
         for r in layer.releases:
-            assert r.values_file and (paths.ROOT / r.values_file).is_file(), r.name
+            for f in r.values_files:  # none: the chart's defaults (kserve-crd)
+                assert (paths.ROOT / f).is_file(), (r.name, f)
     for app in argocd.applications(env):
         for f in app.value_files:
             assert (paths.ROOT / f).is_file(), (app.name, f)
@@ -73,8 +74,10 @@ def test_flux_and_argo_read_the_same_values_files(env: str) -> None:
     flux = {r.name: r for lay in components.layers(env) for r in lay.releases}
     for app in argocd.applications(env):
         if app.chart:
-            assert app.value_files == (flux[app.component].values_file,), app.name
-            values = render.load_yaml_file(REPO, paths.ROOT / app.value_files[0]) or {}
+            assert app.value_files == flux[app.component].values_files, app.name
+            values: dict = {}
+            for f in app.value_files:
+                values |= render.load_yaml_file(REPO, paths.ROOT / f) or {}
             assert values == flux[app.component].values
 
 
@@ -148,7 +151,7 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 BREAKAGES = {
     "flux dependsOn removed": (
-        "clusters/staging/platform-kserve.yaml",
+        "clusters/base/platform-kserve.yaml",
         "  dependsOn:\n    - name: platform-configs\n",
         "",
         "staging: Flux: kserve-resources (step 0) must come after",
@@ -159,16 +162,26 @@ BREAKAGES = {
         "wave: '4'",
         "Argo CD: kserve-runtime-configs (step 4) must come after kserve-resources (step 4)",
     ),
-    "argo values file path wrong": (
+    # Argo CD ignores missing values files (ignoreMissingValueFiles): a wrong path shows as
+    # values Argo CD no longer passes where Flux does.
+    "argo shared values file path wrong": (
         "argocd/base/applicationset.yaml",
-        "/values/{{ .name }}.yaml",
-        "/values/{{ .name }}.yml",
-        "values file environments/dev/platform/crds/values/istio-base.yml does not exist",
+        "$values/platform/{{ .layer }}/values/{{ .name }}.yaml",
+        "$values/platform/{{ .layer }}/values/{{ .name }}.yml",
+        "dev: istio-base: values_files differs: Flux ('platform/crds/values/istio-base.yaml',), "
+        "Argo CD ()",
+    ),
+    "argo environment values file path wrong": (
+        "argocd/base/applicationset.yaml",
+        "$values/environments/{{ .env }}/platform/{{ .layer }}/values/{{ .name }}.yaml",
+        "$values/environments/{{ .env }}/platform/{{ .layer }}/values/{{ .name }}.yml",
+        "prod: cert-manager: values_files differs: "
+        "Flux ('environments/prod/platform/controllers/values/cert-manager.yaml',), Argo CD ()",
     ),
     "flux path missing": (
-        "clusters/prod/models.yaml",
-        "path: ./environments/prod/models",
-        "path: ./environments/prod/model",
+        "clusters/base/models.yaml",
+        "path: ./environments/ENV/models",
+        "path: ./environments/ENV/model",
         "spec.path environments/prod/model has no kustomization.yaml",
     ),
     "domain out of step": (
@@ -199,7 +212,7 @@ def test_the_check_fails_on_broken_input(case: str, repo_copy: Path, kgops) -> N
     ("file", "old", "new", "field"),
     [
         (
-            "clusters/dev/platform-crds.yaml",
+            "clusters/base/platform-crds.yaml",
             "  prune: true\n",
             "  prune: true\n  pruning: all\n",
             "pruning",
