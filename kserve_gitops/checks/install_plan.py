@@ -47,7 +47,7 @@ def flux_components(repo: Repo, env: str) -> list[Component]:
                     "" if r.local else r.repository,
                     "" if r.local else r.version,
                     r.namespace,
-                    (r.values_file,) if r.values_file else (),
+                    r.values_files,
                 )
             )
         if layer.manifests:

@@ -22,7 +22,7 @@ import yaml
 
 from kserve_gitops.repo import paths
 
-# What Flux's GitRepository reads (clusters/<env>/gitrepository.yaml packs only these).
+# What Flux's GitRepository reads (clusters/base/gitrepository.yaml packs only these).
 SERVED_DIRS = ("charts", "clusters", "environments", "platform")
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "kserve-gitops e2e",

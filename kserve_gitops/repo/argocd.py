@@ -191,7 +191,10 @@ def _application(repo: Repo, app: dict[str, Any], where: str) -> Application:
         version=str(main.get("targetRevision", "")),
         path=main.get("path"),
         value_files=tuple(
-            _value_file(repo, main.get("path"), f) for f in helm.get("valueFiles") or []
+            f
+            for f in (_value_file(repo, main.get("path"), v) for v in helm.get("valueFiles") or [])
+            # Argo CD skips a missing file only when told to (ignoreMissingValueFiles).
+            if not helm.get("ignoreMissingValueFiles") or (repo.root / f).is_file()
         ),
         automated="automated" in policy,
         sync_options=tuple(policy.get("syncOptions") or []),

@@ -30,8 +30,14 @@ class Release:
     repository: str  # https:// Helm repository, oci:// chart reference, or this Git repository
     version: str  # "" for our chart (its Chart.yaml version)
     values: dict[str, Any]
-    values_file: str | None  # repository file the values come from (relative to the checkout)
+    # The repository files the values come from (relative to the checkout), in Flux's merge order.
+    values_files: tuple[str, ...]
     depends_on: tuple[str, ...] = ()
+
+    @property
+    def values_file(self) -> str | None:
+        """The file that has the last word (the environment's, where it has one)."""
+        return self.values_files[-1] if self.values_files else None
 
     @property
     def local(self) -> bool:
@@ -51,8 +57,8 @@ class Release:
             argv += ["--repo", self.repository]
         if self.version:
             argv += ["--version", self.version]
-        if self.values_file:
-            argv += ["-f", str(repo.root / self.values_file)]
+        for values_file in self.values_files:
+            argv += ["-f", str(repo.root / values_file)]
         return [*argv, "--wait", "--timeout", "10m"]
 
 
@@ -97,10 +103,15 @@ def _ordered(items: dict[str, tuple[str, ...]], where: str) -> list[str]:
 
 
 def _generated_files(repo: Repo, kustomization_dir: Path) -> dict[str, str]:
-    """configMapGenerator name -> the file it reads (relative to the checkout)."""
+    """configMapGenerator name -> the file it reads (relative to the checkout), in this
+    kustomization and the directories it takes as resources (platform/<layer>: values every
+    environment shares)."""
     kfile = kustomization_dir / "kustomization.yaml"
     data = render.load_yaml_file(repo, kfile) if kfile.is_file() else None
     found: dict[str, str] = {}
+    for res in (data or {}).get("resources") or []:
+        if (kustomization_dir / str(res)).is_dir():
+            found |= _generated_files(repo, (kustomization_dir / str(res)).resolve())
     for gen in (data or {}).get("configMapGenerator") or []:
         for entry in gen.get("files") or []:
             source = str(entry).split("=", 1)[-1]
@@ -148,9 +159,11 @@ def _release(
         repository = _source_repository(source, here)
         version = str(chart_spec.get("version", ""))
     values: dict[str, Any] = {}
-    values_file = None
+    values_files: list[str] = []
     for ref in spec.get("valuesFrom") or []:
         cm = config_maps.get(ref.get("name", ""))
+        if ref.get("kind") == "ConfigMap" and cm is None and ref.get("optional"):
+            continue  # Flux skips an optional ConfigMap that does not exist
         if ref.get("kind") != "ConfigMap" or cm is None:
             raise RenderError(f"{here}: spec.valuesFrom: no ConfigMap {ref.get('name')!r}")
         text = (cm.get("data") or {}).get(ref.get("valuesKey", "values.yaml"))
@@ -160,6 +173,7 @@ def _release(
         values_file = next(
             (f for gen, f in generated.items() if ref["name"] in (gen, *_hashed(gen, ref))), None
         )
+        values_files += [values_file] if values_file else []
         origin = f"{here}: valuesFrom ConfigMap {ref['name']} ({values_file or 'inline'})"
         values.update(render.load_yaml_documents(text, origin)[0] if text.strip() else {})
     values.update(spec.get("values") or {})
@@ -170,7 +184,7 @@ def _release(
         repository=repository,
         version=version,
         values=values,
-        values_file=values_file,
+        values_files=tuple(values_files),
         depends_on=tuple(d["name"] for d in spec.get("dependsOn") or []),
     )
 

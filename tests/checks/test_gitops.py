@@ -64,7 +64,8 @@ def test_every_referenced_path_and_values_file_exists(env: str) -> None:
     for layer in flux.layers(REPO, env):
         assert (ROOT / layer.path / "kustomization.yaml").is_file()
         for r in layer.releases:
-            assert r.values_file and (ROOT / r.values_file).is_file(), r.name
+            for f in r.values_files:  # none: the chart's defaults (kserve-crd)
+                assert (ROOT / f).is_file(), (r.name, f)
     for app in argocd.applications(REPO, env):
         for f in app.value_files:
             assert (ROOT / f).is_file(), (app.name, f)
@@ -77,8 +78,10 @@ def test_flux_and_argo_read_the_same_values_files(env: str) -> None:
     releases = {r.name: r for lay in flux.layers(REPO, env) for r in lay.releases}
     for app in argocd.applications(REPO, env):
         if app.chart:
-            assert app.value_files == (releases[app.component].values_file,), app.name
-            values = render.load_yaml_file(REPO, ROOT / app.value_files[0]) or {}
+            assert app.value_files == releases[app.component].values_files, app.name
+            values: dict = {}
+            for f in app.value_files:
+                values |= render.load_yaml_file(REPO, ROOT / f) or {}
             assert values == releases[app.component].values
 
 
@@ -152,7 +155,7 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 BREAKAGES = {
     "flux dependsOn removed": (
-        "clusters/staging/platform-kserve.yaml",
+        "clusters/base/platform-kserve.yaml",
         "  dependsOn:\n    - name: platform-configs\n",
         "",
         "staging: Flux: kserve-resources (step 0) must come after",
@@ -163,16 +166,26 @@ BREAKAGES = {
         "wave: '4'",
         "Argo CD: kserve-runtime-configs (step 4) must come after kserve-resources (step 4)",
     ),
-    "argo values file path wrong": (
+    # Argo CD ignores missing values files (ignoreMissingValueFiles): a wrong path shows as
+    # values Argo CD no longer passes where Flux does.
+    "argo shared values file path wrong": (
         "argocd/base/applicationset.yaml",
-        "/values/{{ .name }}.yaml",
-        "/values/{{ .name }}.yml",
-        "values file environments/dev/platform/crds/values/istio-base.yml does not exist",
+        "$values/platform/{{ .layer }}/values/{{ .name }}.yaml",
+        "$values/platform/{{ .layer }}/values/{{ .name }}.yml",
+        "dev: istio-base: values_files differs: Flux ('platform/crds/values/istio-base.yaml',), "
+        "Argo CD ()",
+    ),
+    "argo environment values file path wrong": (
+        "argocd/base/applicationset.yaml",
+        "$values/environments/{{ .env }}/platform/{{ .layer }}/values/{{ .name }}.yaml",
+        "$values/environments/{{ .env }}/platform/{{ .layer }}/values/{{ .name }}.yml",
+        "prod: cert-manager: values_files differs: "
+        "Flux ('environments/prod/platform/controllers/values/cert-manager.yaml',), Argo CD ()",
     ),
     "flux path missing": (
-        "clusters/prod/models.yaml",
-        "path: ./environments/prod/models",
-        "path: ./environments/prod/model",
+        "clusters/base/models.yaml",
+        "path: ./environments/ENV/models",
+        "path: ./environments/ENV/model",
         "spec.path environments/prod/model has no kustomization.yaml",
     ),
     "domain out of step": (
@@ -233,7 +246,7 @@ def test_the_check_fails_on_broken_input(
     ("file", "old", "new", "field"),
     [
         (
-            "clusters/dev/platform-crds.yaml",
+            "clusters/base/platform-crds.yaml",
             "  prune: true\n",
             "  prune: true\n  pruning: all\n",
             "pruning",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kserve_gitops.repo import Repo
 from kserve_gitops.upstream import charts, values
 from kserve_gitops.upstream.charts import ChartRef
 from tests import REPO
@@ -73,7 +74,6 @@ def test_no_effect_reports_typos_not_defaults_or_used_keys(
         "data:\n  replicas: {{ .Values.replicas | quote }}\n  tag: {{ .Values.image.tag }}\n"
     )
     monkeypatch.setenv("CHART_DIR", str(tmp_path / "offline"))
-    monkeypatch.setattr(values, "RESULTS_DIR", tmp_path / "results")
     ref = ChartRef("demo", "1.0.0", "https://charts.example.invalid")
     chart_dir = charts.ensure(REPO, ref, tmp_path / "cache")
     given = {
@@ -83,12 +83,14 @@ def test_no_effect_reports_typos_not_defaults_or_used_keys(
         "imgae": {"tag": "v3"},  # typo'd parent: reported whole
     }
     install = values.Install("demo", "apps", ref, given, "values/demo.yaml")
-    objects, problems = values.check_install(REPO, install, chart_dir)
+    shutil.copy(REPO.versions_file, tmp_path / "versions.yaml")
+    scratch = Repo(tmp_path)  # its .cache keeps the results
+    objects, problems = values.check_install(scratch, install, chart_dir)
     assert [body["data"] for _, body in objects] == [{"replicas": "3", "tag": "v1"}]
     reported = sorted(p.split(": ")[1] for p in problems)
     assert reported == ["image.pullPolicy", "image.tga", "imgae", "replica"]
     assert all(p.startswith("values/demo.yaml (values of demo 1.0.0") for p in problems)
-    assert list((tmp_path / "results").glob("*.json"))  # kept for the next run
+    assert list((tmp_path / ".cache" / "upstream-values").glob("*.json"))  # kept for next run
 
 
 def test_without_the_chart_cache_the_checks_are_not_run_and_ci_fails(
