@@ -1,5 +1,6 @@
 """`make validate` on the real repository, and on copies broken one way each: every broken
-input exits non-zero with the file and the field in the message."""
+input exits non-zero with the file and the field in the message. Run in this interpreter
+(tests/checks/broken_copy.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import Kgops
+from tests import REPO
+from tests.checks.broken_copy import validate
 
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
 TEMPLATE = "charts/inference-service/templates/inferenceservice.yaml"
@@ -17,11 +19,13 @@ STAGING_ENV = "environments/staging/environment.yaml"
 ISVC_CRD = ".cache/crds/kserve/serving.kserve.io_inferenceservices.yaml"
 
 
-def test_repository_validates_with_a_summary_per_environment(kgops: Kgops) -> None:
-    proc = kgops("validate")
-    assert proc.returncode == 0, proc.stderr
+def test_repository_validates_with_a_summary_per_environment(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    proc = validate(REPO.root, capsys)
+    assert proc.code == 0, proc.stderr
     assert "validation passed" in proc.stdout
-    for env in ("dev", "staging", "prod"):
+    for env in REPO.environment_names:
         line = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith(env + " "))
         assert "InferenceService 1" in line and "HelmRelease" in line and "Kustomization" in line
 
@@ -135,19 +139,21 @@ BROKEN: dict[str, tuple[Callable[[Path], None], list[str]]] = {
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_broken_input_is_reported_with_file_and_field(
-    case: str, repo_copy: Path, kgops: Kgops
+    case: str, repo_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     breaker, expected = BROKEN[case]
     breaker(repo_copy)
-    proc = kgops("validate", "--quiet", root=repo_copy)
-    assert proc.returncode == 1, proc.stdout
+    proc = validate(repo_copy, capsys)
+    assert proc.code == 1, proc.stdout
     for fragment in expected:
         assert fragment in proc.stderr, f"{fragment!r} not in:\n{proc.stderr}"
 
 
-def test_all_errors_are_reported_before_exit(repo_copy: Path, kgops: Kgops) -> None:
+def test_all_errors_are_reported_before_exit(
+    repo_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _edit_yaml(repo_copy / PROD_VALUES, _set("predictor", "canaryTrafficPercent", 150))
     _edit_yaml(repo_copy / "environments/dev/environment.yaml", _set("sync", "sometimes"))
-    proc = kgops("validate", "--quiet", root=repo_copy)
-    assert proc.returncode == 1
+    proc = validate(repo_copy, capsys)
+    assert proc.code == 1
     assert PROD_VALUES in proc.stderr and "environments/dev/environment.yaml" in proc.stderr
