@@ -144,6 +144,9 @@ class Schemas:
         defs = json.loads((self._builtin / "_definitions.json").read_text())
         self._registry = Registry().with_resource(_DEFS_URI, Resource.from_contents(defs))
         self._validators: dict[str, jsonschema.protocols.Validator] = {}
+        # Checking is a function of the object alone: a body seen before (in an earlier run in
+        # this process, such as a test's on a copy of the checkout) is not checked again.
+        self._checked: dict[str, list[Violation]] = {}
 
     def _validator(self, schema: dict[str, Any]) -> jsonschema.protocols.Validator:
         return jsonschema.Draft202012Validator(schema, registry=self._registry)
@@ -169,9 +172,16 @@ class Schemas:
             return [Violation("", "apiVersion and kind must both be strings")]
         key = f"{api_version}/{kind}"
         if extra and key in extra and key not in self.pinned_crds:
-            checker = self._validator(extra[key])
-        else:
-            checker = self.validator(api_version, kind)
+            return self._violations(self._validator(extra[key]), body)
+        seen = repr(body)  # the exact object, types included
+        if seen not in self._checked:
+            self._checked[seen] = self._violations(self.validator(api_version, kind), body)
+        return list(self._checked[seen])
+
+    @staticmethod
+    def _violations(
+        checker: jsonschema.protocols.Validator, body: dict[str, Any]
+    ) -> list[Violation]:
         found: list[Violation] = []
         for error in checker.iter_errors(body):
             for leaf in _leaf_errors(error):

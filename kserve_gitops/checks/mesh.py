@@ -188,7 +188,7 @@ def _declaring_files(repo: Repo, env: str) -> dict[tuple[str, str, str], str]:
     for top in ("platform", f"environments/{env}" if env else ""):
         for path in sorted((repo.root / top).rglob("*.yaml")) if top else []:
             try:
-                docs = list(yaml.safe_load_all(path.read_text()))
+                docs = list(yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader))
             except yaml.YAMLError:
                 continue
             for d in docs:
@@ -226,80 +226,82 @@ def _in_mesh(labels: dict[str, str]) -> bool:
     )
 
 
+def _unenforced(o: Obj, objs: list[Obj]) -> Iterator[tuple[str, str]]:
+    """(field under the policy, problem) when no proxy enforces the mesh policy `o`."""
+    ns = str((o.body.get("metadata") or {}).get("namespace"))
+    labels = namespace_labels(objs, ns)
+    if labels is None:
+        yield (
+            "",
+            (
+                f"namespace {ns} is not declared in the environment, so nothing puts its "
+                "pods in the mesh: no proxy enforces this policy"
+            ),
+        )
+    elif labels.get(AMBIENT_LABEL) == "ambient":
+        gaps = ambient_gaps(objs)
+        if gaps:
+            yield (
+                "",
+                (
+                    f"namespace {ns} is in ambient mode, but {'; '.join(gaps)}: no proxy "
+                    "enforces this policy"
+                ),
+            )
+        elif o.kind == "AuthorizationPolicy" and WAYPOINT_LABEL not in labels:
+            for field in _l7_fields(o.body):
+                yield (
+                    f".{field}",
+                    (
+                        f"an L7 condition in ambient namespace {ns} without a waypoint: ztunnel "
+                        "enforces L4 only and fails closed on it (the rule becomes a DENY); "
+                        f"drop it or add a waypoint ({WAYPOINT_LABEL})"
+                    ),
+                )
+    elif _in_mesh(labels):
+        restricted = labels.get("pod-security.kubernetes.io/enforce") == "restricted"
+        if restricted and _release_values(objs, "cni") is None:
+            yield (
+                "",
+                (
+                    f"namespace {ns} injects sidecars under Pod Security restricted, which "
+                    "refuses their istio-init container (NET_ADMIN): install istio-cni"
+                ),
+            )
+    else:
+        yield (
+            "",
+            (
+                f"no proxy enforces it: namespace {ns} has neither {AMBIENT_LABEL}: ambient "
+                "nor sidecar injection (istio-injection: enabled or istio.io/rev)"
+            ),
+        )
+    # STRICT mTLS refuses plaintext: every caller the policy admits must be in the mesh too.
+    if o.kind != "AuthorizationPolicy":
+        return
+    for i, rule in enumerate((o.body.get("spec") or {}).get("rules") or []):
+        for j, src in enumerate(rule.get("from") or []):
+            for principal in (src.get("source") or {}).get("principals") or []:
+                caller = _principal_namespace(principal)
+                caller_labels = namespace_labels(objs, caller)
+                if caller_labels is not None and not _in_mesh(caller_labels):
+                    yield (
+                        f".spec.rules.{i}.from.{j}.source.principals",
+                        (
+                            f"{principal}: namespace {caller} is outside the mesh, so its "
+                            "requests carry no mTLS identity and STRICT mTLS refuses them; "
+                            f"label it {AMBIENT_LABEL}: ambient"
+                        ),
+                    )
+
+
 def check_mesh_enforced(objs: list[Obj], ctx: Context) -> Problems:
     """An mTLS or authorization policy must sit where a proxy enforces it: an ambient namespace
     with ztunnel and istio-cni installed (L4 rules only, unless a waypoint serves it), or a
     sidecar-injected one (with istio-cni where Pod Security restricted forbids istio-init)."""
-    mesh_policies = [
-        o
-        for o in objs
-        if o.kind in MESH_POLICY_KINDS
-        and (o.body.get("metadata") or {}).get("namespace") != ISTIO_ROOT_NAMESPACE
-    ]
-    for o in mesh_policies:
-        ns = str((o.body.get("metadata") or {}).get("namespace"))
-        labels = namespace_labels(objs, ns)
-        where = _where(o, ctx)
-        if labels is None:
-            yield (
-                where,
-                (
-                    f"namespace {ns} is not declared in the environment, so nothing puts its "
-                    "pods in the mesh: no proxy enforces this policy"
-                ),
-            )
-        elif labels.get(AMBIENT_LABEL) == "ambient":
-            gaps = ambient_gaps(objs)
-            if gaps:
-                yield (
-                    where,
-                    (
-                        f"namespace {ns} is in ambient mode, but {'; '.join(gaps)}: no proxy "
-                        "enforces this policy"
-                    ),
-                )
-            elif o.kind == "AuthorizationPolicy" and WAYPOINT_LABEL not in labels:
-                for field in _l7_fields(o.body):
-                    yield (
-                        f"{where}.{field}",
-                        (
-                            f"an L7 condition in ambient namespace {ns} without a waypoint: "
-                            "ztunnel enforces L4 only and fails closed on it (the rule becomes a "
-                            "DENY); "
-                            f"drop it or add a waypoint ({WAYPOINT_LABEL})"
-                        ),
-                    )
-        elif _in_mesh(labels):
-            restricted = labels.get("pod-security.kubernetes.io/enforce") == "restricted"
-            if restricted and _release_values(objs, "cni") is None:
-                yield (
-                    where,
-                    (
-                        f"namespace {ns} injects sidecars under Pod Security restricted, which "
-                        "refuses their istio-init container (NET_ADMIN): install istio-cni"
-                    ),
-                )
-        else:
-            yield (
-                where,
-                (
-                    f"no proxy enforces it: namespace {ns} has neither {AMBIENT_LABEL}: ambient "
-                    "nor sidecar injection (istio-injection: enabled or istio.io/rev)"
-                ),
-            )
-    # STRICT mTLS refuses plaintext: every caller the policies admit must be in the mesh too.
-    for o in (p for p in mesh_policies if p.kind == "AuthorizationPolicy"):
-        for i, rule in enumerate((o.body.get("spec") or {}).get("rules") or []):
-            for j, src in enumerate(rule.get("from") or []):
-                for principal in (src.get("source") or {}).get("principals") or []:
-                    caller = _principal_namespace(principal)
-                    caller_labels = namespace_labels(objs, caller)
-                    if caller_labels is not None and not _in_mesh(caller_labels):
-                        yield (
-                            f"{_where(o, ctx)}.spec.rules.{i}.from.{j}.source.principals",
-                            (
-                                f"{principal}: namespace {caller} is outside the mesh, so its "
-                                "requests carry no mTLS identity and STRICT mTLS refuses them; "
-                                f"label it {AMBIENT_LABEL}: ambient"
-                            ),
-                        )
+    for o in objs:
+        namespace = (o.body.get("metadata") or {}).get("namespace")
+        if o.kind not in MESH_POLICY_KINDS or namespace == ISTIO_ROOT_NAMESPACE:
+            continue
+        for field, problem in _unenforced(o, objs):
+            yield f"{_where(o, ctx)}{field}", problem
