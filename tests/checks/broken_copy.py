@@ -18,9 +18,15 @@ class Outcome:
     stdout: str
     stderr: str
 
-    def line_with(self, marker: str) -> str:
-        """The first error line holding `marker` ("" when none does)."""
-        return next((ln for ln in self.stderr.splitlines() if marker in ln), "")
+    def assert_fails_with(self, fragments: list[str], on_line_with: str = "") -> None:
+        """Exit 1, each fragment in the error output (on the first line holding `on_line_with`,
+        when given: one message names file, field and reason together)."""
+        assert self.code == 1, self.stdout
+        where = self.stderr
+        if on_line_with:
+            where = next((ln for ln in self.stderr.splitlines() if on_line_with in ln), "")
+        for fragment in fragments:
+            assert fragment in where, f"{fragment!r} not in {where!r}:\n{self.stderr}"
 
 
 def edit(path: Path, old: str, new: str) -> None:

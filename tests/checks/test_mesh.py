@@ -127,9 +127,9 @@ def test_validate_names_the_file_and_namespace_of_an_unenforced_policy(
 ) -> None:
     edit(repo_copy / "platform/security/namespace-models.yaml",
          "    istio.io/dataplane-mode: ambient\n", "")  # fmt: skip
-    proc = validate(repo_copy, capsys)
-    assert proc.code == 1, proc.stdout
-    assert (
-        f"{PEER_AUTH}: [MESH-ENFORCED] no proxy enforces it: namespace models has neither "
-        "istio.io/dataplane-mode: ambient nor sidecar injection"
-    ) in proc.stderr, proc.stderr
+    validate(repo_copy, capsys).assert_fails_with(
+        [
+            f"{PEER_AUTH}: [MESH-ENFORCED] no proxy enforces it: namespace models has neither "
+            "istio.io/dataplane-mode: ambient nor sidecar injection"
+        ]
+    )

@@ -226,8 +226,4 @@ def test_validate_fails_with_file_field_and_reason(
 ) -> None:
     breaker, expected = BROKEN[case]
     breaker(repo_copy)
-    proc = validate(repo_copy, capsys)
-    assert proc.code == 1, proc.stdout
-    line = proc.line_with(expected[1])
-    for fragment in expected:
-        assert fragment in line, f"{fragment!r} not in {line!r}:\n{proc.stderr}"
+    validate(repo_copy, capsys).assert_fails_with(expected, on_line_with=expected[1])
