@@ -1,14 +1,19 @@
-"""Break a throwaway copy of the checkout (the `repo_copy` fixture) and run `make validate` on it
-in this interpreter: no new process re-importing the Helm SDK for each case."""
+"""Break a throwaway copy of the checkout (the `repo_copy` fixture) and run `kgops validate` or
+`kgops policy` on it in this interpreter: no new process re-importing the Helm SDK per case.
+
+A rule's own failure is asserted through `kgops policy` (it renders the environments only);
+that `make validate` reports what the policies find is asserted once (tests/checks/test_mesh.py).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from kserve_gitops.checks import validate as validate_command
+from kserve_gitops.checks import policy, validate
 from kserve_gitops.repo import Repo
 
 
@@ -35,9 +40,21 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-def validate(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Outcome:
-    """`kgops validate --quiet args...` on the checkout at `root`."""
+Main = Callable[[list[str], Repo], int]
+
+
+def _run(main: Main, root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Outcome:
     capsys.readouterr()  # what the test printed before is not the command's
-    code = validate_command.main(["--quiet", *args], Repo(root))
+    code = main(list(args), Repo(root))
     out = capsys.readouterr()
     return Outcome(code, out.out, out.err)
+
+
+def run_validate(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Outcome:
+    """`kgops validate --quiet args...` on the checkout at `root`."""
+    return _run(validate.main, root, capsys, "--quiet", *args)
+
+
+def run_policy(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Outcome:
+    """`kgops policy args...` on the checkout at `root`."""
+    return _run(policy.main, root, capsys, *args)

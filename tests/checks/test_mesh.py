@@ -16,7 +16,7 @@ from kserve_gitops.checks.rules import namespace_labels
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.checks.broken_copy import edit, validate
+from tests.checks.broken_copy import edit, run_validate
 
 ENVS = REPO.environment_names
 PEER_AUTH = (
@@ -127,7 +127,7 @@ def test_validate_names_the_file_and_namespace_of_an_unenforced_policy(
 ) -> None:
     edit(repo_copy / "platform/security/namespace-models.yaml",
          "    istio.io/dataplane-mode: ambient\n", "")  # fmt: skip
-    validate(repo_copy, capsys).assert_fails_with(
+    run_validate(repo_copy, capsys).assert_fails_with(
         [
             f"{PEER_AUTH}: [MESH-ENFORCED] no proxy enforces it: namespace models has neither "
             "istio.io/dataplane-mode: ambient nor sidecar injection"

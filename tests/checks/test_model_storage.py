@@ -1,5 +1,6 @@
-"""Every environment declares the storage its models load from: `make validate` fails, naming
-the values file, the storageUri field and what should provide it, when nothing does."""
+"""Every environment declares the storage its models load from: the policies (`kgops policy`,
+and so `make validate`) fail, naming the values file, the storageUri field and what should
+provide it, when nothing does."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from kserve_gitops.checks import policy, storage
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.checks.broken_copy import edit, validate
+from tests.checks.broken_copy import edit, run_policy
 
 DEV_VALUES = "environments/dev/models/sklearn-iris.yaml"
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
@@ -81,9 +82,9 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_validate_fails_on_storage_nothing_provides(
+def test_policy_fails_on_storage_nothing_provides(
     case: str, repo_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     breaker, expected = BROKEN[case]
     breaker(repo_copy)
-    validate(repo_copy, capsys).assert_fails_with(expected, on_line_with="[STORAGE-PROVIDED]")
+    run_policy(repo_copy, capsys).assert_fails_with(expected, on_line_with="[STORAGE-PROVIDED]")

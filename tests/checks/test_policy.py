@@ -14,7 +14,7 @@ from kserve_gitops.checks import credentials, policy
 from kserve_gitops.repo import Repo, render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.conftest import Kgops
+from tests.checks.broken_copy import run_policy
 
 ENVS = REPO.environment_names
 
@@ -262,23 +262,25 @@ def test_every_rule_has_a_violation_test() -> None:
 # --- the CLI on broken repository copies ------------------------------------------------------
 
 
-def test_cli_passes_on_the_repository(kgops: Kgops) -> None:
+def test_cli_passes_on_the_repository(capsys: pytest.CaptureFixture[str]) -> None:
     """Every environment, every chart scenario and the credential scan."""
-    proc = kgops("policy")
-    assert proc.returncode == 0, proc.stderr
+    proc = run_policy(REPO.root, capsys)
+    assert proc.code == 0, proc.stderr
     scope = ", ".join(ENVS) + " + chart scenarios"
     assert f"0 policy violation(s) in {scope} and the repository scan" in proc.stdout
 
 
-def test_cli_names_file_object_and_field(repo_copy: Path, kgops: Kgops) -> None:
+def test_cli_names_file_object_and_field(
+    repo_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     values = repo_copy / "environments/prod/models/sklearn-iris.yaml"
     values.write_text(
         values.read_text().replace(
             "model:\n", "model:\n  env:\n    - name: API_TOKEN\n      value: literal-token\n", 1
         )
     )
-    proc = kgops("policy", "--env", "prod", root=repo_copy)
-    assert proc.returncode == 1
+    proc = run_policy(repo_copy, capsys, "--env", "prod")
+    assert proc.code == 1
     assert (
         "environments/prod/models/sklearn-iris.yaml -> inference-service/templates/"
         "inferenceservice.yaml: InferenceService/sklearn-iris: spec.predictor.model.env.0.value: "
@@ -291,7 +293,7 @@ def _fake_aws_key() -> str:
 
 
 def test_secret_scan_finds_credentials_and_honours_the_allowlist(
-    repo_copy: Path, kgops: Kgops
+    repo_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     leak = repo_copy / "environments/dev/notes.yaml"
     leak.write_text(f"aws: {_fake_aws_key()}\npassword: hunter2\nref: ${{SECRET}}\n")
@@ -304,8 +306,8 @@ def test_secret_scan_finds_credentials_and_honours_the_allowlist(
         ("KEYED-LITERAL", "environments/dev/notes.yaml:2"),
         ("PRIVATE-KEY", "tests/fixtures/key.pem:1"),
     }
-    proc = kgops("policy", "--env", "dev", root=repo_copy)
-    assert proc.returncode == 1 and "environments/dev/notes.yaml:1: line: [AWS-ACCESS-KEY]" in (
+    proc = run_policy(repo_copy, capsys, "--env", "dev")
+    assert proc.code == 1 and "environments/dev/notes.yaml:1: line: [AWS-ACCESS-KEY]" in (
         proc.stderr
     )
     (repo_copy / credentials.ALLOWLIST).write_text(
@@ -322,8 +324,8 @@ def test_secret_scan_finds_credentials_and_honours_the_allowlist(
         credentials.scan_repository(Repo(repo_copy))
 
 
-def test_rules_are_listed(kgops: Kgops) -> None:
-    proc = kgops("policy", "--rules")
-    assert proc.returncode == 0
+def test_rules_are_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    proc = run_policy(REPO.root, capsys, "--rules")
+    assert proc.code == 0
     for rule in policy.RULES:
         assert rule.id in proc.stdout

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests import REPO
-from tests.checks.broken_copy import validate
+from tests.checks.broken_copy import run_validate
 
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
 TEMPLATE = "charts/inference-service/templates/inferenceservice.yaml"
@@ -22,7 +22,7 @@ ISVC_CRD = ".cache/crds/kserve/serving.kserve.io_inferenceservices.yaml"
 def test_repository_validates_with_a_summary_per_environment(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    proc = validate(REPO.root, capsys)
+    proc = run_validate(REPO.root, capsys)
     assert proc.code == 0, proc.stderr
     assert "validation passed" in proc.stdout
     for env in REPO.environment_names:
@@ -143,7 +143,7 @@ def test_broken_input_is_reported_with_file_and_field(
 ) -> None:
     breaker, expected = BROKEN[case]
     breaker(repo_copy)
-    validate(repo_copy, capsys).assert_fails_with(expected)
+    run_validate(repo_copy, capsys).assert_fails_with(expected)
 
 
 def test_all_errors_are_reported_before_exit(
@@ -151,5 +151,5 @@ def test_all_errors_are_reported_before_exit(
 ) -> None:
     _edit_yaml(repo_copy / PROD_VALUES, _set("predictor", "canaryTrafficPercent", 150))
     _edit_yaml(repo_copy / "environments/dev/environment.yaml", _set("sync", "sometimes"))
-    proc = validate(repo_copy, capsys)
+    proc = run_validate(repo_copy, capsys)
     proc.assert_fails_with([PROD_VALUES, "environments/dev/environment.yaml"])

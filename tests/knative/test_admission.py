@@ -1,6 +1,7 @@
 """What Knative and KServe make of an InferenceService: the pod fields Knative's webhook admits
 under an environment's features, the revision pod (queue-proxy, storage-initializer) and its
-QoS class; and `make validate` failing with file, field and the feature or setting to change."""
+QoS class; and the policies (`kgops policy`, and so `make validate`) failing with file, field
+and the feature or setting to change."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from kserve_gitops.knative import admission, revision
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.checks.broken_copy import edit, validate
+from tests.checks.broken_copy import edit, run_policy
 
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
 STAGING_VALUES = "environments/staging/models/sklearn-iris.yaml"
@@ -187,7 +188,7 @@ def test_revision_pod_rules_catch_the_storage_initializer(prod_objects: list[Obj
     assert "environments/prod/platform/kserve/values/kserve-resources.yaml" in qos
 
 
-# --- make validate on broken copies ------------------------------------------------------------
+# --- kgops policy on broken copies --------------------------------------------------------------
 
 
 STAGING_SERVING = "environments/staging/platform/configs/knative-serving.yaml"
@@ -221,9 +222,9 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_validate_fails_with_file_field_and_reason(
+def test_policy_fails_with_file_field_and_reason(
     case: str, repo_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     breaker, expected = BROKEN[case]
     breaker(repo_copy)
-    validate(repo_copy, capsys).assert_fails_with(expected, on_line_with=expected[1])
+    run_policy(repo_copy, capsys).assert_fails_with(expected, on_line_with=expected[1])
