@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.checks.rules import Context, Problems, namespace_labels
+from kserve_gitops.checks.rules import Context, Problems, chart_values, namespace_labels
 from kserve_gitops.repo import Repo
 from kserve_gitops.repo.render import Obj
 
@@ -157,7 +157,7 @@ def _release_values(objs: list[Obj], chart: str) -> dict[str, Any] | None:
                 None,
             )
             if cm is not None:
-                values |= yaml.safe_load((cm.body.get("data") or {}).get("values.yaml") or "") or {}
+                values |= chart_values(cm)
         return values | (spec.get("values") or {})
     return None
 

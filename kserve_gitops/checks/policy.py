@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kserve_gitops.checks import credentials, mesh, pods, revisions, storage
+from kserve_gitops.checks.pods import POD_KINDS
 from kserve_gitops.checks.rules import Context, Problems, Violation, values_file
 from kserve_gitops.repo import Repo, render
 from kserve_gitops.repo.render import Obj, RenderError
@@ -31,7 +32,6 @@ class Rule:
     check: Callable[..., Problems]
 
 
-POD_KINDS = pods.POD_KINDS
 RULES: tuple[Rule, ...] = (
     Rule("PSS-NONROOT", "containers run as non-root", POD_KINDS, pods.check_run_as_non_root),
     Rule("PSS-PRIV-ESC", "no privilege escalation, not privileged", POD_KINDS,

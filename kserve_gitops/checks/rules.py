@@ -39,12 +39,18 @@ def values_file(obj: Obj) -> str:
     return obj.source.split(" -> ")[0]
 
 
+def chart_values(configmap: Obj) -> dict[str, Any]:
+    """The chart values a generated ConfigMap carries for a Flux HelmRelease (its values.yaml)."""
+    text = (configmap.body.get("data") or {}).get("values.yaml") or ""
+    return yaml.load(text, Loader=yaml.CSafeLoader) or {}
+
+
 def kserve_values(objs: list[Obj]) -> dict[str, Any]:
     """The kserve-resources chart values the environment's Flux layer carries (generated
     ConfigMap kserve-resources-values-<hash>, the file Argo CD reads too)."""
     for o in objs:
         if o.kind == "ConfigMap" and o.name.startswith("kserve-resources-values"):
-            return yaml.safe_load((o.body.get("data") or {}).get("values.yaml") or "") or {}
+            return chart_values(o)
     return {}
 
 
