@@ -39,7 +39,7 @@ def test_ambient_mode_is_delivered_by_both_tools(env: str) -> None:
     argo = {c.key: c for c in install_plan.argocd_components(REPO, env)}
     for name, chart in (("istio-cni", "cni"), ("ztunnel", "ztunnel")):
         assert flux[name] == argo[name]
-        assert (flux[name].chart, flux[name].version) == (chart, "1.27.1")
+        assert (flux[name].chart, flux[name].version) == (chart, REPO.versions["istio"]["version"])
         assert flux[name].wave < flux["environments/" + env + "/platform/configs"].wave
     assert flux["ztunnel"].wave > flux["istiod"].wave
     objs = render.environment_objects(REPO, env)
