@@ -140,14 +140,13 @@ def check_chart(repo: Repo, report: Report, chart_dir: Path) -> None:
         check_objects(repo, report, group, objs)
 
 
-def _group_of(repo: Repo, path: Path) -> str:
+def _group_of(repo: Repo, path: Path, envs: list[str]) -> str:
     """The environment a kustomization belongs to, else its top-level directory (shared bases)."""
     parts = Path(repo.rel(path)).parts
-    envs = set(repo.environment_names)
     return next((p for p in parts if p in envs), f"{parts[0]} (shared)")
 
 
-def check_kustomizations(repo: Repo, report: Report, dirs: list[Path]) -> None:
+def check_kustomizations(repo: Repo, report: Report, dirs: list[Path], envs: list[str]) -> None:
     def build(d: Path) -> tuple[Path, list[dict[str, Any]] | str]:
         try:
             return d, render.kustomize_build(repo, d)
@@ -161,7 +160,7 @@ def check_kustomizations(repo: Repo, report: Report, dirs: list[Path]) -> None:
                 continue
             source = f"kustomize build {repo.rel(d)}"
             objs = [Obj(source, body) for body in built]
-            check_objects(repo, report, _group_of(repo, d), objs)
+            check_objects(repo, report, _group_of(repo, d, envs), objs)
 
 
 def check_environment(repo: Repo, report: Report, env: str) -> None:
@@ -212,7 +211,7 @@ def run(repo: Repo, progress: Callable[[str], None]) -> Report:
     # Deepest first: an object is reported from the smallest kustomization that declares it.
     dirs = sorted(render.kustomization_dirs(repo), key=lambda d: (-len(d.parts), d))
     progress(f"kustomizations: {len(dirs)} directories")
-    check_kustomizations(repo, report, dirs)
+    check_kustomizations(repo, report, dirs, envs)
     progress("upstream charts: values schema, strict render, values with no effect")
     check_upstream_values(repo, report, envs)
     progress("consistency: versions.yaml, Flux and Argo CD agree per environment")

@@ -151,5 +151,9 @@ def test_all_errors_are_reported_before_exit(
 ) -> None:
     _edit_yaml(repo_copy / PROD_VALUES, _set("predictor", "canaryTrafficPercent", 150))
     _edit_yaml(repo_copy / "environments/dev/environment.yaml", _set("sync", "sometimes"))
+    # A broken promotion chain too: the checks go on over the environments found.
+    _edit_yaml(repo_copy / STAGING_ENV, _set("promotesTo", "dev"))
     proc = run_validate(repo_copy, capsys)
-    proc.assert_fails_with([PROD_VALUES, "environments/dev/environment.yaml"])
+    dev_env = "environments/dev/environment.yaml"
+    proc.assert_fails_with([PROD_VALUES, "canaryTrafficPercent", dev_env, STAGING_ENV])
+    assert "checked " in proc.stdout
