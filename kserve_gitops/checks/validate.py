@@ -65,6 +65,7 @@ class Report:
 
 
 def check_config_files(repo: Repo, report: Report) -> None:
+    """Our own config files against their yamale schemas (CONFIG_SCHEMAS)."""
     for pattern, schema_name in CONFIG_SCHEMAS:
         schema_path = repo.schemas / schema_name
         for path in sorted(repo.root.glob(pattern)):
@@ -115,8 +116,7 @@ def check_chart(repo: Repo, report: Report, chart_dir: Path) -> None:
     a chart may require values, such as a model's storageUri, that have no sane default)."""
     import helm_python as helm
 
-    kube_version = f"v{repo.kubernetes_version}"
-
+    kube_version = f"v{repo.kubernetes_version}"  # the cluster's, from versions.yaml
     scenarios = sorted((chart_dir / "ci").glob("*-values.yaml"))
     if not scenarios:
         report.errors.append(f"{repo.rel(chart_dir)}/ci/: no *-values.yaml scenario")
