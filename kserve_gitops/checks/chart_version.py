@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.repo import Repo
 
 
 def _git(*args: str, root: Path) -> str:
@@ -28,8 +28,9 @@ def _version_at(rev: str, chart_yaml: str, root: Path) -> str | None:
     return str((yaml.safe_load(text) or {}).get("version"))
 
 
-def unbumped(base: str, root: Path) -> list[str]:
+def unbumped(repo: Repo, base: str) -> list[str]:
     """Problems: charts changed since `base` whose Chart.yaml version is the same as at `base`."""
+    root = repo.root
     changed = _git("diff", "--name-only", f"{base}...HEAD", "--", "charts/", root=root).split()
     problems: list[str] = []
     for chart in sorted({Path(f).parts[1] for f in changed if len(Path(f).parts) > 2}):
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser.add_argument("--base", default="origin/main", help="revision to compare against")
     args = parser.parse_args(argv)
     try:
-        problems = unbumped(args.base, paths.ROOT)
+        problems = unbumped(repo or Repo.discover(), args.base)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,17 @@
-"""`make validate`: render every chart scenario, every environment and every kustomization,
-and check it all strictly. Every problem is reported (file, field, what was expected) before
-the non-zero exit."""
+"""`make validate` (`kgops validate`): render everything the repository deploys and check it all
+strictly, reporting every problem (file, field, what was expected) before the non-zero exit:
+
+- the pinned CRDs, by checksum (config/crds.tsv);
+- our config files against their yamale schemas (schemas/), and the promotion order;
+- each chart: `helm lint --strict` and a render of every ci/*-values.yaml scenario;
+- each environment: its models from their values files, and the Applications Argo CD's
+  ApplicationSet generates;
+- every kustomization's build;
+- the values files of upstream charts (values schema, strict render, keys with no effect);
+- every object above against the strict schema of its kind (kube_schemas.py), at the
+  Kubernetes version versions.yaml pins;
+- that versions.yaml, Flux and Argo CD agree per environment (platform_consistency.py);
+- the security policies and the credential scan (policy.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +30,7 @@ from typing import Any
 import yamale
 
 from kserve_gitops.checks import kube_schemas, platform_consistency, policy
-from kserve_gitops.repo import Repo, RepoError, argocd, paths, render
+from kserve_gitops.repo import Repo, RepoError, argocd, render
 from kserve_gitops.repo.render import Obj, RenderError
 from kserve_gitops.upstream import crds
 from kserve_gitops.upstream import values as upstream_values
@@ -33,7 +44,6 @@ CONFIG_SCHEMAS: tuple[tuple[str, str], ...] = (
     ("models/*/registry.yaml", "registry.yaml"),
     ("config/canary.yaml", "canary.yaml"),
 )
-KUBE_VERSION = f"v{kube_schemas.KUBE_VERSION}.0"
 
 
 @dataclass
@@ -54,22 +64,23 @@ class Report:
         return True
 
 
-def check_config_files(report: Report, root: Path) -> None:
+def check_config_files(repo: Repo, report: Report) -> None:
+    """Our own config files against their yamale schemas (CONFIG_SCHEMAS)."""
     for pattern, schema_name in CONFIG_SCHEMAS:
-        schema_path = root / "schemas" / schema_name
-        for path in sorted(root.glob(pattern)):
+        schema_path = repo.schemas / schema_name
+        for path in sorted(repo.root.glob(pattern)):
             report.files += 1
             if not schema_path.is_file():
-                report.errors.append(f"{paths.rel(path)}: no yamale schema schemas/{schema_name}")
+                report.errors.append(f"{repo.rel(path)}: no yamale schema schemas/{schema_name}")
                 continue
             try:
                 schema = yamale.make_schema(str(schema_path))
                 yamale.validate(schema, yamale.make_data(str(path)))
             except yamale.YamaleError as exc:
                 for result in exc.results:
-                    report.errors += [f"{paths.rel(path)}: {e}" for e in result.errors]
+                    report.errors += [f"{repo.rel(path)}: {e}" for e in result.errors]
             except Exception as exc:  # yamale raises plain parser errors for malformed YAML
-                report.errors.append(f"{paths.rel(path)}: {exc}")
+                report.errors.append(f"{repo.rel(path)}: {exc}")
 
 
 def check_promotion_order(repo: Repo, report: Report) -> list[str]:
@@ -83,37 +94,41 @@ def check_promotion_order(repo: Repo, report: Report) -> list[str]:
 
 
 def check_objects(
-    report: Report, group: str, objs: list[Obj], extra: kube_schemas.Validators | None = None
+    repo: Repo,
+    report: Report,
+    group: str,
+    objs: list[Obj],
+    extra: kube_schemas.CrdSchemas | None = None,
 ) -> None:
     for obj in objs:
         if not report.first_sight(group, obj):
             continue
         try:
-            violations = kube_schemas.check(obj.body, extra)
+            violations = kube_schemas.check(repo, obj.body, extra)
         except kube_schemas.SchemaNotFound as exc:
             report.errors.append(f"{obj.source}: {obj.ref}: {exc}")
             continue
         report.errors += [f"{obj.source}: {obj.ref}: {v}" for v in violations]
 
 
-def check_chart(report: Report, chart_dir: Path) -> None:
+def check_chart(repo: Repo, report: Report, chart_dir: Path) -> None:
     """helm lint and a strict render of every ci/*-values.yaml scenario (as chart-testing does:
     a chart may require values, such as a model's storageUri, that have no sane default)."""
-    repo = Repo.discover()  # until the caller passes its Repo
     import helm_python as helm
 
+    kube_version = f"v{repo.kubernetes_version}"  # the cluster's, from versions.yaml
     scenarios = sorted((chart_dir / "ci").glob("*-values.yaml"))
     if not scenarios:
-        report.errors.append(f"{paths.rel(chart_dir)}/ci/: no *-values.yaml scenario")
+        report.errors.append(f"{repo.rel(chart_dir)}/ci/: no *-values.yaml scenario")
     group = f"chart {chart_dir.name}"
     for scenario in scenarios:
-        source = paths.rel(scenario)
+        source = repo.rel(scenario)
         try:
             values = render.model_values(repo, scenario)
         except RenderError as exc:
             report.errors.append(str(exc))
             continue
-        lint = helm.lint(chart_dir, values, strict=True, kube_version=KUBE_VERSION)
+        lint = helm.lint(chart_dir, values, strict=True, kube_version=kube_version)
         for msg in lint.get("messages") or []:
             if msg.get("severity", 0) >= 2:
                 report.errors.append(f"{source}: helm lint: {msg.get('path')}: {msg.get('error')}")
@@ -122,20 +137,17 @@ def check_chart(report: Report, chart_dir: Path) -> None:
         except RenderError as exc:
             report.errors.append(str(exc))
             continue
-        check_objects(report, group, objs)
+        check_objects(repo, report, group, objs)
 
 
-def _group_of(path: Path) -> str:
+def _group_of(repo: Repo, path: Path, envs: list[str]) -> str:
     """The environment a kustomization belongs to, else its top-level directory (shared bases)."""
-    repo = Repo.discover()  # until the caller passes its Repo
-    parts = Path(paths.rel(path)).parts
-    envs = set(repo.environment_names)
+    parts = Path(repo.rel(path)).parts
     return next((p for p in parts if p in envs), f"{parts[0]} (shared)")
 
 
-def check_kustomizations(report: Report, dirs: list[Path]) -> None:
+def check_kustomizations(repo: Repo, report: Report, dirs: list[Path], envs: list[str]) -> None:
     def build(d: Path) -> tuple[Path, list[dict[str, Any]] | str]:
-        repo = Repo.discover()  # until the caller passes its Repo
         try:
             return d, render.kustomize_build(repo, d)
         except RenderError as exc:
@@ -146,9 +158,9 @@ def check_kustomizations(report: Report, dirs: list[Path]) -> None:
             if isinstance(built, str):
                 report.errors.append(built)
                 continue
-            source = f"kustomize build {paths.rel(d)}"
+            source = f"kustomize build {repo.rel(d)}"
             objs = [Obj(source, body) for body in built]
-            check_objects(report, _group_of(d), objs)
+            check_objects(repo, report, _group_of(repo, d, envs), objs)
 
 
 def check_environment(repo: Repo, report: Report, env: str) -> None:
@@ -160,7 +172,7 @@ def check_environment(repo: Repo, report: Report, env: str) -> None:
         except RenderError as exc:
             report.errors.append(str(exc))
             continue
-        check_objects(report, env, objs)
+        check_objects(repo, report, env, objs)
 
 
 def check_upstream_values(repo: Repo, report: Report, envs: list[str]) -> None:
@@ -168,7 +180,7 @@ def check_upstream_values(repo: Repo, report: Report, envs: list[str]) -> None:
     chart cache. A chart not cached leaves its checks not run: said so, and an error in CI."""
     outcome = upstream_values.check_environments(repo, envs)
     report.errors += outcome.problems
-    check_objects(report, "upstream charts", outcome.objects, outcome.crd_validators)
+    check_objects(repo, report, "upstream charts", outcome.objects, outcome.crd_schemas)
     if outcome.missing and os.environ.get("CI"):
         report.errors += outcome.missing.values()
     elif outcome.missing:
@@ -183,16 +195,15 @@ def _argocd_applications(repo: Repo, env: str) -> list[Obj]:
     return [Obj(f"argocd/{env} ApplicationSet", app) for app in argocd.generated(repo, env)]
 
 
-def run(root: Path, progress: Callable[[str], None]) -> Report:
-    repo = Repo.discover()  # until the caller passes its Repo
+def run(repo: Repo, progress: Callable[[str], None]) -> Report:
     report = Report()
     progress("CRDs: checking the pinned cache")
     crds.ensure(repo)
     progress("config files: yamale schemas")
-    check_config_files(report, root)
-    for chart_dir in sorted(p.parent for p in (root / "charts").glob("*/Chart.yaml")):
+    check_config_files(repo, report)
+    for chart_dir in sorted(p.parent for p in repo.charts.glob("*/Chart.yaml")):
         progress(f"chart {chart_dir.name}: helm lint, values schema, render")
-        check_chart(report, chart_dir)
+        check_chart(repo, report, chart_dir)
     envs = check_promotion_order(repo, report)
     for env in envs:
         progress(f"environment {env}: models and generated Argo CD Applications")
@@ -200,13 +211,13 @@ def run(root: Path, progress: Callable[[str], None]) -> Report:
     # Deepest first: an object is reported from the smallest kustomization that declares it.
     dirs = sorted(render.kustomization_dirs(repo), key=lambda d: (-len(d.parts), d))
     progress(f"kustomizations: {len(dirs)} directories")
-    check_kustomizations(report, dirs)
+    check_kustomizations(repo, report, dirs, envs)
     progress("upstream charts: values schema, strict render, values with no effect")
     check_upstream_values(repo, report, envs)
     progress("consistency: versions.yaml, Flux and Argo CD agree per environment")
     report.errors += platform_consistency.problems(repo, envs)
     progress("security policies (kserve_gitops/checks/policy.py) and the credential scan")
-    report.errors += policy.problems(envs)
+    report.errors += policy.problems(repo, envs)
     return report
 
 
@@ -223,10 +234,11 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
+    repo = repo or Repo.discover()
     started = time.monotonic()
     progress = (lambda _m: None) if args.quiet else (lambda m: print(f"> {m}", flush=True))
     try:
-        report = run(paths.ROOT, progress)
+        report = run(repo, progress)
     except (crds.CRDError, RenderError, RepoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

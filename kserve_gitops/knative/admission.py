@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any
 
 from kserve_gitops.checks import kube_schemas
+from kserve_gitops.repo import Repo
 
 # PodSpecMask: fields Knative always keeps (automountServiceAccountToken only when false).
 ALWAYS_ALLOWED = frozenset(
@@ -67,10 +68,16 @@ class Refusal:
     detail: str = ""
 
 
+def pod_spec_fields(repo: Repo) -> frozenset[str]:
+    """Every PodSpec field of the Kubernetes version `repo` pins (the schema objects are checked
+    with)."""
+    return _pod_spec_fields(repo.kubernetes_version)
+
+
 @cache
-def pod_spec_fields() -> frozenset[str]:
-    """Every PodSpec field of Kubernetes 1.34 (the schema validate.py checks objects with)."""
-    defs = json.loads((kube_schemas._builtin_dir() / "_definitions.json").read_text())["$defs"]
+def _pod_spec_fields(kube_version: str) -> frozenset[str]:
+    defs_file = kube_schemas.builtin_dir(kube_version) / "_definitions.json"
+    defs = json.loads(defs_file.read_text())["$defs"]
     return frozenset(defs["io.k8s.api.core.v1.PodSpec"]["properties"])
 
 
@@ -86,14 +93,17 @@ def enabled(flags: Mapping[str, str], feature: str) -> bool:
     return flags.get(feature, DISABLED) != DISABLED
 
 
-def _secure_defaults(flags: Mapping[str, str]) -> bool:
-    # PodSecurityContextMask and CapabilitiesMask: only Enabled or AllowRootBounded.
+def secure_defaults(flags: Mapping[str, str]) -> bool:
+    """Whether secure-pod-defaults is on: unlike other flags, only Enabled or AllowRootBounded
+    (PodSecurityContextMask, CapabilitiesMask, revision_defaults.go)."""
     return flags.get(SECURE_POD_DEFAULTS, DISABLED) in ("enabled", "allowrootbounded")
 
 
-def refusals(predictor: Mapping[str, Any], flags: Mapping[str, str]) -> Iterator[Refusal]:
+def refusals(
+    repo: Repo, predictor: Mapping[str, Any], flags: Mapping[str, str]
+) -> Iterator[Refusal]:
     """The predictor's pod-level fields and model container fields Knative would refuse."""
-    for key in sorted(set(predictor) & pod_spec_fields()):
+    for key in sorted(set(predictor) & pod_spec_fields(repo)):
         value = predictor[key]
         if key in ALWAYS_ALLOWED:
             continue
@@ -113,7 +123,7 @@ def refusals(predictor: Mapping[str, Any], flags: Mapping[str, str]) -> Iterator
             if ref in (env.get("valueFrom") or {}) and not enabled(flags, FIELD_REF):
                 yield Refusal(f"model.env.{i}.valueFrom.{ref}", FIELD_REF)
     add = ((model.get("securityContext") or {}).get("capabilities") or {}).get("add")
-    bind_only = _secure_defaults(flags) and list(add or []) == ["NET_BIND_SERVICE"]
+    bind_only = secure_defaults(flags) and list(add or []) == ["NET_BIND_SERVICE"]
     if add and not enabled(flags, ADD_CAPABILITIES) and not bind_only:
         yield Refusal(
             "model.securityContext.capabilities.add",
@@ -130,7 +140,7 @@ def _pod_security_context(sc: Mapping[str, Any], flags: Mapping[str, str]) -> It
             yield Refusal(path, "", "Knative never admits this pod security context field")
         elif full:
             continue
-        elif key == "seccompProfile" and _secure_defaults(flags):
+        elif key == "seccompProfile" and secure_defaults(flags):
             kind = (sc[key] or {}).get("type")
             if kind not in SECURE_DEFAULTS_SECCOMP:
                 yield Refusal(

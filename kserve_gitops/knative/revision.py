@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kserve_gitops.knative import admission
+from kserve_gitops.repo import Repo
 
 QUEUE_PROXY = "queue-proxy"
 MODEL_CONTAINER = "kserve-container"
@@ -111,23 +112,24 @@ def storage_initializer(
     }
 
 
-def _secure_defaults(
+def _apply_secure_defaults(
     container: dict[str, Any], pod_sc: Mapping[str, Any], flags: Mapping[str, str]
 ) -> None:
     """revision_defaults.go defaultSecurityContext, for the user container."""
-    mode = flags.get(admission.SECURE_POD_DEFAULTS, admission.DISABLED)
-    if mode not in ("enabled", "allowrootbounded"):
+    if not admission.secure_defaults(flags):
         return
     sc = container.setdefault("securityContext", {})
     sc.setdefault("allowPrivilegeEscalation", False)
     if not (pod_sc.get("seccompProfile") or {}).get("type"):
         sc.setdefault("seccompProfile", {}).setdefault("type", "RuntimeDefault")
     sc.setdefault("capabilities", {"drop": ["ALL"]})
-    if mode == "enabled" and pod_sc.get("runAsNonRoot") is None:
+    enabled = flags.get(admission.SECURE_POD_DEFAULTS) == "enabled"
+    if enabled and pod_sc.get("runAsNonRoot") is None:
         sc.setdefault("runAsNonRoot", True)
 
 
 def pod(
+    repo: Repo,
     isvc: Mapping[str, Any],
     knative_serving: Mapping[str, Any],
     kserve_values: Mapping[str, Any],
@@ -139,13 +141,13 @@ def pod(
     spec: dict[str, Any] = {
         k: copy.deepcopy(v)
         for k, v in predictor.items()
-        if k in admission.pod_spec_fields() and k not in ("containers", "initContainers")
+        if k in admission.pod_spec_fields(repo) and k not in ("containers", "initContainers")
     }
     container = {
         "name": MODEL_CONTAINER,
         **{k: copy.deepcopy(model[k]) for k in ("resources", "securityContext") if k in model},
     }
-    _secure_defaults(container, spec.get("securityContext") or {}, flags)
+    _apply_secure_defaults(container, spec.get("securityContext") or {}, flags)
     spec["containers"] = [container, queue_proxy(knative_serving)]
     init = storage_initializer(str(model.get("storageUri", "")), kserve_values)
     if init:

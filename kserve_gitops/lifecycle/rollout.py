@@ -172,7 +172,7 @@ def validate(repo: Repo, change: Change, model: str, env: str) -> None:
         objs = render.render_chart(repo, repo.model_chart, values, model, namespace, source)
     except (yaml.YAMLError, render.RenderError) as exc:
         raise RolloutError(f"the change would not render: {exc}") from None
-    problems = [f"{o.ref}: {v}" for o in objs for v in kube_schemas.check(o.body)]
+    problems = [f"{o.ref}: {v}" for o in objs for v in kube_schemas.check(repo, o.body)]
     if problems:
         raise RolloutError(f"{source}: the change fails the KServe CRD: " + "; ".join(problems))
 

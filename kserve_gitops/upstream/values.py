@@ -22,7 +22,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from kserve_gitops.checks import kube_schemas
@@ -62,7 +61,7 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     # Charts absent from the cache, their checks not run: "chart version" -> how to get it.
     missing: dict[str, str] = field(default_factory=dict)
-    crd_validators: dict[str, jsonschema.protocols.Validator] = field(default_factory=dict)
+    crd_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def installs(repo: Repo, env: str) -> list[Install]:
@@ -325,5 +324,5 @@ def check_environments(repo: Repo, envs: list[str]) -> Outcome:
     outcome.objects = [Obj(f"{', '.join(s)} -> {t}", body) for s, t, body in rendered.values()]
     # Custom resources a chart renders may have their CRD from another chart (cert-manager's
     # Certificate in kserve-resources): the CRDs these releases install define their schemas.
-    outcome.crd_validators = kube_schemas.crd_validators(o.body for o in outcome.objects)
+    outcome.crd_schemas = kube_schemas.crd_schemas_in(o.body for o in outcome.objects)
     return outcome

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 from kserve_gitops.checks.chart_version import unbumped
+from kserve_gitops.repo import Repo
 
 
 def _git(root: Path, *args: str) -> None:
@@ -32,7 +33,7 @@ def test_template_change_without_bump_is_reported(tmp_path: Path) -> None:
     root = _repo(tmp_path)
     (root / "charts/demo/templates/cm.yaml").write_text("kind: ConfigMap\ndata: {}\n")
     _commit(root)
-    [problem] = unbumped("base", root)
+    [problem] = unbumped(Repo(root), "base")
     assert problem.startswith("charts/demo/Chart.yaml: version:") and "0.1.0" in problem
 
 
@@ -41,7 +42,7 @@ def test_change_with_bump_passes(tmp_path: Path) -> None:
     (root / "charts/demo/templates/cm.yaml").write_text("kind: ConfigMap\ndata: {}\n")
     (root / "charts/demo/Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 0.1.1\n")
     _commit(root)
-    assert unbumped("base", root) == []
+    assert unbumped(Repo(root), "base") == []
 
 
 def test_unrelated_change_needs_no_bump(tmp_path: Path) -> None:
@@ -49,4 +50,4 @@ def test_unrelated_change_needs_no_bump(tmp_path: Path) -> None:
     (root / "README.md").write_text("docs\n")
     _git(root, "add", "README.md")
     _commit(root)
-    assert unbumped("base", root) == []
+    assert unbumped(Repo(root), "base") == []

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
-from kserve_gitops.checks import install_plan, policy
+from kserve_gitops.checks import install_plan, mesh, policy
+from kserve_gitops.checks.rules import namespace_labels
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.conftest import Kgops
+from tests.checks.broken_copy import edit, run_validate
 
-ENVS = ("dev", "staging", "prod")
+ENVS = REPO.environment_names
 PEER_AUTH = (
     "platform/security/peerauthentication.yaml: PeerAuthentication/default (namespace models)"
 )
@@ -38,13 +39,13 @@ def test_ambient_mode_is_delivered_by_both_tools(env: str) -> None:
     argo = {c.key: c for c in install_plan.argocd_components(REPO, env)}
     for name, chart in (("istio-cni", "cni"), ("ztunnel", "ztunnel")):
         assert flux[name] == argo[name]
-        assert (flux[name].chart, flux[name].version) == (chart, "1.27.1")
+        assert (flux[name].chart, flux[name].version) == (chart, REPO.versions["istio"]["version"])
         assert flux[name].wave < flux["environments/" + env + "/platform/configs"].wave
     assert flux["ztunnel"].wave > flux["istiod"].wave
     objs = render.environment_objects(REPO, env)
-    assert policy.ambient_gaps(objs) == []
+    assert mesh.ambient_gaps(objs) == []
     for ns in ("models", "knative-serving"):
-        assert policy._namespace_labels(objs, ns)[policy.AMBIENT_LABEL] == "ambient"
+        assert namespace_labels(objs, ns)[mesh.AMBIENT_LABEL] == "ambient"
 
 
 def _with(objs: list[Obj], change: Callable[[Obj, dict[str, Any]], None]) -> list[Obj]:
@@ -59,7 +60,7 @@ def _with(objs: list[Obj], change: Callable[[Obj, dict[str, Any]], None]) -> lis
 def _unlabel(ns: str) -> Callable[[Obj, dict[str, Any]], None]:
     def change(o: Obj, body: dict[str, Any]) -> None:
         if o.kind == "Namespace" and o.name == ns:
-            body["metadata"]["labels"].pop(policy.AMBIENT_LABEL)
+            body["metadata"]["labels"].pop(mesh.AMBIENT_LABEL)
 
     return change
 
@@ -82,7 +83,7 @@ def _l7(o: Obj, body: dict[str, Any]) -> None:
 
 def _injected(o: Obj, body: dict[str, Any]) -> None:
     if o.kind == "Namespace" and o.name == "models":
-        body["metadata"]["labels"].pop(policy.AMBIENT_LABEL)
+        body["metadata"]["labels"].pop(mesh.AMBIENT_LABEL)
         body["metadata"]["labels"]["istio-injection"] = "enabled"
 
 
@@ -100,41 +101,35 @@ BREAKS = [
 def test_a_policy_no_proxy_enforces_is_caught(
     staging: list[Obj], breaks: Callable, field: str, message: str
 ) -> None:
-    assert list(policy.check_mesh_enforced(staging, policy.context("staging"))) == []
-    found = dict(policy.check_mesh_enforced(_with(staging, breaks), policy.context("staging")))
+    assert list(mesh.check_mesh_enforced(staging, policy.context(REPO, "staging"))) == []
+    found = dict(mesh.check_mesh_enforced(_with(staging, breaks), policy.context(REPO, "staging")))
     assert field in found, found
     assert message in found[field]
 
 
 def test_sidecars_under_restricted_need_istio_cni(staging: list[Obj]) -> None:
     objs = _with(staging, _injected)
-    assert list(policy.check_mesh_enforced(objs, policy.context("staging"))) == []
+    assert list(mesh.check_mesh_enforced(objs, policy.context(REPO, "staging"))) == []
     objs = _with(objs, _drop_release("cni"))
-    found = dict(policy.check_mesh_enforced(objs, policy.context("staging")))
+    found = dict(mesh.check_mesh_enforced(objs, policy.context(REPO, "staging")))
     assert "refuses their istio-init container (NET_ADMIN)" in found[PEER_AUTH]
 
 
 def test_the_probe_source_is_admitted_only_in_ambient_namespaces(staging: list[Obj]) -> None:
-    ctx = policy.context("staging")
-    assert list(policy.check_network_policies(staging, ctx)) == []
-    found = dict(policy.check_network_policies(_with(staging, _unlabel("models")), ctx))
+    ctx = policy.context(REPO, "staging")
+    assert list(mesh.check_network_policies(staging, ctx)) == []
+    found = dict(mesh.check_network_policies(_with(staging, _unlabel("models")), ctx))
     assert "NetworkPolicy/predictors-allow-callers.spec.ingress.3.from.0" in found
 
 
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{path}: {old!r} not found"
-    path.write_text(text.replace(old, new, 1))
-
-
 def test_validate_names_the_file_and_namespace_of_an_unenforced_policy(
-    repo_copy: Path, kgops: Kgops
+    repo_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _edit(repo_copy / "platform/security/namespace-models.yaml",
-          "    istio.io/dataplane-mode: ambient\n", "")  # fmt: skip
-    proc = kgops("validate", "--quiet", root=repo_copy)
-    assert proc.returncode == 1, proc.stdout
-    assert (
-        f"{PEER_AUTH}: [MESH-ENFORCED] no proxy enforces it: namespace models has neither "
-        "istio.io/dataplane-mode: ambient nor sidecar injection"
-    ) in proc.stderr, proc.stderr
+    edit(repo_copy / "platform/security/namespace-models.yaml",
+         "    istio.io/dataplane-mode: ambient\n", "")  # fmt: skip
+    run_validate(repo_copy, capsys).assert_fails_with(
+        [
+            f"{PEER_AUTH}: [MESH-ENFORCED] no proxy enforces it: namespace models has neither "
+            "istio.io/dataplane-mode: ambient nor sidecar injection"
+        ]
+    )

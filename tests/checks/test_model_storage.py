@@ -1,5 +1,6 @@
-"""Every environment declares the storage its models load from: `make validate` fails, naming
-the values file, the storageUri field and what should provide it, when nothing does."""
+"""Every environment declares the storage its models load from: the policies (`kgops policy`,
+and so `make validate`) fail, naming the values file, the storageUri field and what should
+provide it, when nothing does."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from kserve_gitops.checks import policy
+from kserve_gitops.checks import policy, storage
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.conftest import Kgops
+from tests.checks.broken_copy import edit, run_policy
 
 DEV_VALUES = "environments/dev/models/sklearn-iris.yaml"
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
@@ -30,7 +31,7 @@ def test_each_environment_declares_the_claim_its_model_names(env: str, modes: li
     assert pvc.body["metadata"]["namespace"] == isvc.body["metadata"]["namespace"]
     assert pvc.body["spec"]["accessModes"] == modes
     assert pvc.body["spec"]["resources"]["requests"]["storage"]
-    assert list(policy.check_storage_provided(objs, policy.context(env))) == []
+    assert list(storage.check_storage_provided(objs, policy.context(REPO, env))) == []
 
 
 def _isvc_with(objs: list[Obj], **predictor: object) -> list[Obj]:
@@ -49,7 +50,7 @@ def _isvc_with(objs: list[Obj], **predictor: object) -> list[Obj]:
 def test_a_bucket_needs_a_declared_service_account_with_credentials() -> None:
     objs = render.environment_objects(REPO, "prod")
     broken = _isvc_with(objs, storageUri="s3://models/sklearn-iris/v1")
-    (problem,) = policy.check_storage_provided(broken, policy.context("prod"))
+    (problem,) = storage.check_storage_provided(broken, policy.context(REPO, "prod"))
     assert problem[0] == f"{PROD_VALUES}: model.storageUri (InferenceService/sklearn-iris)"
     assert "expected predictor.serviceAccountName naming a ServiceAccount" in problem[1]
     sa = {
@@ -60,45 +61,30 @@ def test_a_bucket_needs_a_declared_service_account_with_credentials() -> None:
     }
     fixed = _isvc_with(objs, storageUri="s3://models/sklearn-iris/v1",
                        serviceAccountName="model-reader")  # fmt: skip
-    assert list(policy.check_storage_provided([*fixed, Obj("t", sa)], policy.context("prod"))) == []
-
-
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{path}: {old!r} not found"
-    path.write_text(text.replace(old, new, 1))
+    ctx = policy.context(REPO, "prod")
+    assert list(storage.check_storage_provided([*fixed, Obj("t", sa)], ctx)) == []
 
 
 BROKEN = {
     "claim nobody declares": (
-        lambda r: _edit(r / "environments/dev/platform/configs/kustomization.yaml",
+        lambda r: edit(r / "environments/dev/platform/configs/kustomization.yaml",
                         "  - model-store.yaml\n", ""),
         [DEV_VALUES, "model.storageUri", "[STORAGE-PROVIDED]",
          "no PersistentVolumeClaim 'sklearn-iris-models' in namespace 'models'",
          "declare it in environments/dev/platform/configs"],
     ),
     "replicas across nodes on a ReadWriteOnce claim": (
-        lambda r: _edit(r / DEV_VALUES, "maxReplicas: 1", "maxReplicas: 3"),
+        lambda r: edit(r / DEV_VALUES, "maxReplicas: 1", "maxReplicas: 3"),
         [DEV_VALUES, "model.storageUri", "['ReadWriteOnce']", "up to 3 replicas",
          "ReadWriteMany or ReadOnlyMany"],
-    ),
-    "a bucket with no credentials": (
-        lambda r: _edit(r / PROD_VALUES, "storageUri: pvc://sklearn-iris-models/v1",
-                        "storageUri: gs://models/sklearn-iris/v1"),
-        [PROD_VALUES, "model.storageUri", "gs://models/sklearn-iris/v1",
-         "expected predictor.serviceAccountName"],
     ),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_validate_fails_on_storage_nothing_provides(
-    case: str, repo_copy: Path, kgops: Kgops
+def test_policy_fails_on_storage_nothing_provides(
+    case: str, repo_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     breaker, expected = BROKEN[case]
     breaker(repo_copy)
-    proc = kgops("validate", "--quiet", root=repo_copy)
-    assert proc.returncode == 1, proc.stdout
-    line = next((ln for ln in proc.stderr.splitlines() if "[STORAGE-PROVIDED]" in ln), "")
-    for fragment in expected:
-        assert fragment in line, f"{fragment!r} not in {line!r}:\n{proc.stderr}"
+    run_policy(repo_copy, capsys).assert_fails_with(expected, on_line_with="[STORAGE-PROVIDED]")

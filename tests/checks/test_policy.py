@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from kserve_gitops.checks import policy
-from kserve_gitops.repo import render
+from kserve_gitops.checks import credentials, policy
+from kserve_gitops.repo import Repo, render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.conftest import Kgops
+from tests.checks.broken_copy import run_policy
 
-ENVS = ("dev", "staging", "prod")
+ENVS = REPO.environment_names
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +30,7 @@ def test_every_environment_passes(env_objects: dict[str, list[Obj]], env: str) -
     assert {"InferenceService", "Namespace", "PeerAuthentication", "NetworkPolicy"} <= {
         o.kind for o in objs
     }
-    assert policy.check_objects(objs, policy.context(env), environment=True) == []
-
-
-def test_every_chart_scenario_passes() -> None:
-    assert policy.check_chart_scenarios() == []
-
-
-def test_the_repository_has_no_credential() -> None:
-    assert policy.scan_repository() == []
+    assert policy.check_objects(objs, policy.context(REPO, env), environment=True) == []
 
 
 def _isvc(objs: list[Obj]) -> dict[str, Any]:
@@ -152,7 +144,7 @@ def test_object_rule_catches_a_violation(
     field: str,
 ) -> None:
     body = _isvc(env_objects["prod"]) if target == "isvc" else _pod()
-    ctx = policy.context("prod")
+    ctx = policy.context(REPO, "prod")
     intact = policy.check_objects([Obj("test", copy.deepcopy(body))], ctx, environment=False)
     assert intact == []
     breaks(body)
@@ -163,7 +155,8 @@ def test_object_rule_catches_a_violation(
 def test_digest_pinned_image_passes() -> None:
     body = _pod()
     _container(body)["image"] = "example.com/app@sha256:" + "a" * 64
-    assert policy.check_objects([Obj("t", body)], policy.context("dev"), environment=False) == []
+    ctx = policy.context(REPO, "dev")
+    assert policy.check_objects([Obj("t", body)], ctx, environment=False) == []
 
 
 def test_secret_with_a_credential_is_caught() -> None:
@@ -173,7 +166,7 @@ def test_secret_with_a_credential_is_caught() -> None:
         "metadata": {"name": "s", "namespace": "models"},
         "stringData": {"AWS_SECRET_ACCESS_KEY": "x"},
     }
-    found = policy.check_objects([Obj("t", secret)], policy.context("dev"), environment=False)
+    found = policy.check_objects([Obj("t", secret)], policy.context(REPO, "dev"), environment=False)
     assert [(v.rule, v.field) for v in found] == [
         ("SECRET-LITERAL", "stringData.AWS_SECRET_ACCESS_KEY")
     ]
@@ -246,13 +239,13 @@ def test_environment_rule_catches_a_violation(
     field: str,
 ) -> None:
     objs = _with(env_objects["staging"], kind, breaks)
-    found = policy.check_objects(objs, policy.context("staging"), environment=True)
+    found = policy.check_objects(objs, policy.context(REPO, "staging"), environment=True)
     assert (rule, field) in {(v.rule, v.field) for v in found}, found
 
 
 def test_undeclared_model_namespace_is_caught(env_objects: dict[str, list[Obj]]) -> None:
     objs = [o for o in env_objects["dev"] if not (o.kind == "Namespace" and o.name == "models")]
-    found = policy.check_objects(objs, policy.context("dev"), environment=True)
+    found = policy.check_objects(objs, policy.context(REPO, "dev"), environment=True)
     assert ("NS-DECLARED", "Namespace/models") in {(v.rule, v.field) for v in found}
 
 
@@ -269,21 +262,25 @@ def test_every_rule_has_a_violation_test() -> None:
 # --- the CLI on broken repository copies ------------------------------------------------------
 
 
-def test_cli_passes_on_the_repository(kgops: Kgops) -> None:
-    proc = kgops("policy")
-    assert proc.returncode == 0, proc.stderr
-    assert "0 policy violation(s) in dev, staging, prod + chart scenarios" in proc.stdout
+def test_cli_passes_on_the_repository(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every environment, every chart scenario and the credential scan."""
+    proc = run_policy(REPO.root, capsys)
+    assert proc.code == 0, proc.stderr
+    scope = ", ".join(ENVS) + " + chart scenarios"
+    assert f"0 policy violation(s) in {scope} and the repository scan" in proc.stdout
 
 
-def test_cli_names_file_object_and_field(repo_copy: Path, kgops: Kgops) -> None:
+def test_cli_names_file_object_and_field(
+    repo_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     values = repo_copy / "environments/prod/models/sklearn-iris.yaml"
     values.write_text(
         values.read_text().replace(
             "model:\n", "model:\n  env:\n    - name: API_TOKEN\n      value: literal-token\n", 1
         )
     )
-    proc = kgops("policy", "--env", "prod", root=repo_copy)
-    assert proc.returncode == 1
+    proc = run_policy(repo_copy, capsys, "--env", "prod")
+    assert proc.code == 1
     assert (
         "environments/prod/models/sklearn-iris.yaml -> inference-service/templates/"
         "inferenceservice.yaml: InferenceService/sklearn-iris: spec.predictor.model.env.0.value: "
@@ -296,53 +293,39 @@ def _fake_aws_key() -> str:
 
 
 def test_secret_scan_finds_credentials_and_honours_the_allowlist(
-    repo_copy: Path, kgops: Kgops
+    repo_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     leak = repo_copy / "environments/dev/notes.yaml"
     leak.write_text(f"aws: {_fake_aws_key()}\npassword: hunter2\nref: ${{SECRET}}\n")
     key_file = repo_copy / "tests/fixtures/key.pem"
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key_file.write_text("-----BEGIN RSA " + "PRIVATE KEY-----\nMIIB\n")
-    found = {(v.rule, v.where) for v in policy.scan_repository(repo_copy)}
+    found = {(v.rule, v.where) for v in credentials.scan_repository(Repo(repo_copy))}
     assert found == {
         ("AWS-ACCESS-KEY", "environments/dev/notes.yaml:1"),
         ("KEYED-LITERAL", "environments/dev/notes.yaml:2"),
         ("PRIVATE-KEY", "tests/fixtures/key.pem:1"),
     }
-    proc = kgops("policy", "--env", "dev", root=repo_copy)
-    assert proc.returncode == 1 and "environments/dev/notes.yaml:1: line: [AWS-ACCESS-KEY]" in (
+    proc = run_policy(repo_copy, capsys, "--env", "dev")
+    assert proc.code == 1 and "environments/dev/notes.yaml:1: line: [AWS-ACCESS-KEY]" in (
         proc.stderr
     )
-    (repo_copy / policy.ALLOWLIST).write_text(
+    (repo_copy / credentials.ALLOWLIST).write_text(
         "allow:\n"
         "  - path: tests/fixtures/*\n"
         "    rule: PRIVATE-KEY\n"
         "    reason: a throwaway key for a parser test\n"
     )
-    found = {(v.rule, v.where) for v in policy.scan_repository(repo_copy)}
+    found = {(v.rule, v.where) for v in credentials.scan_repository(Repo(repo_copy))}
     assert ("PRIVATE-KEY", "tests/fixtures/key.pem:1") not in found
     assert ("AWS-ACCESS-KEY", "environments/dev/notes.yaml:1") in found
-    (repo_copy / policy.ALLOWLIST).write_text("allow:\n  - path: x\n")
+    (repo_copy / credentials.ALLOWLIST).write_text("allow:\n  - path: x\n")
     with pytest.raises(render.RenderError, match="path, rule and reason"):
-        policy.scan_repository(repo_copy)
+        credentials.scan_repository(Repo(repo_copy))
 
 
-def test_rules_are_listed(kgops: Kgops) -> None:
-    proc = kgops("policy", "--rules")
-    assert proc.returncode == 0
+def test_rules_are_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    proc = run_policy(REPO.root, capsys, "--rules")
+    assert proc.code == 0
     for rule in policy.RULES:
         assert rule.id in proc.stdout
-
-
-def test_make_validate_reports_policy_violations(repo_copy: Path, kgops: Kgops) -> None:
-    netpol = repo_copy / "platform/security/networkpolicies.yaml"
-    autoscaler_ports = "".join(
-        f"        - {{protocol: TCP, port: {port}}}\n" for port in (9090, 15008)
-    )
-    assert autoscaler_ports in netpol.read_text()
-    netpol.write_text(netpol.read_text().replace(autoscaler_ports, ""))
-    proc = kgops("validate", root=repo_copy)
-    assert proc.returncode == 1
-    assert (
-        "NetworkPolicy/predictors-allow-callers.spec.ingress.1.ports: [NETPOL] allows every port"
-    ) in proc.stderr

@@ -1,6 +1,7 @@
 """What Knative and KServe make of an InferenceService: the pod fields Knative's webhook admits
 under an environment's features, the revision pod (queue-proxy, storage-initializer) and its
-QoS class; and `make validate` failing with file, field and the feature or setting to change."""
+QoS class; and the policies (`kgops policy`, and so `make validate`) failing with file, field
+and the feature or setting to change."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kserve_gitops.checks import policy
+from kserve_gitops.checks import pods, policy, revisions
 from kserve_gitops.knative import admission, revision
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.conftest import Kgops
+from tests.checks.broken_copy import edit, run_policy
 
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
 STAGING_VALUES = "environments/staging/models/sklearn-iris.yaml"
@@ -71,7 +72,7 @@ def test_the_tables_are_knatives_own() -> None:
 
 
 def _refused(predictor: dict[str, Any], flags: dict[str, str]) -> set[tuple[str, str]]:
-    return {(r.path, r.feature) for r in admission.refusals(predictor, flags)}
+    return {(r.path, r.feature) for r in admission.refusals(REPO, predictor, flags)}
 
 
 def test_pod_fields_need_their_feature() -> None:
@@ -123,7 +124,7 @@ def prod_objects() -> list[Obj]:
 
 
 def test_the_revision_pod_of_prod_is_restricted_and_guaranteed(prod_objects: list[Obj]) -> None:
-    _isvc, pod = next(policy._revision_pods(prod_objects))
+    _isvc, pod = next(revisions.revision_pods(REPO, prod_objects))
     names = [c["name"] for c in pod["spec"]["containers"]]
     assert names == [revision.MODEL_CONTAINER, revision.QUEUE_PROXY]
     assert "initContainers" not in pod["spec"]  # pvc:// is mounted, nothing is downloaded
@@ -139,7 +140,7 @@ def test_a_downloaded_model_gets_the_storage_initializer_of_the_environment() ->
         "spec": {"predictor": {"model": {"storageUri": "s3://bucket/m/v1"}}},
     }
     values = {"kserve": {"storage": {"containerSecurityContext": {"runAsNonRoot": False}}}}
-    pod = revision.pod(isvc, {}, values)
+    pod = revision.pod(REPO, isvc, {}, values)
     (init,) = pod["spec"]["initContainers"]
     assert init["name"] == revision.STORAGE_INITIALIZER
     assert init["securityContext"]["runAsNonRoot"] is False  # the environment's override
@@ -148,7 +149,7 @@ def test_a_downloaded_model_gets_the_storage_initializer_of_the_environment() ->
         "cpu request 100m != limit 1",
         "memory request 100Mi != limit 1Gi",
     ]
-    found = {path for path, _ in policy.check_run_as_non_root(pod, policy.context("prod"))}
+    found = {path for path, _ in pods.check_run_as_non_root(pod, policy.context(REPO, "prod"))}
     assert "spec.initContainers.0.securityContext.runAsNonRoot" in found
 
 
@@ -173,7 +174,7 @@ def test_revision_pod_rules_catch_the_storage_initializer(prod_objects: list[Obj
         storage["resources"]["limits"]["cpu"] = "1"
 
     objs = _with_kserve_values(prod_objects, insecure)
-    found = policy.check_objects(objs, policy.context("prod"), environment=True)
+    found = policy.check_objects(objs, policy.context(REPO, "prod"), environment=True)
     by_rule = {(v.rule, v.field): v.message for v in found}
     field = (
         f"{PROD_VALUES}: revision pod of InferenceService/sklearn-iris: "
@@ -187,38 +188,32 @@ def test_revision_pod_rules_catch_the_storage_initializer(prod_objects: list[Obj
     assert "environments/prod/platform/kserve/values/kserve-resources.yaml" in qos
 
 
-# --- make validate on broken copies ------------------------------------------------------------
-
-
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{path}: {old!r} not found"
-    path.write_text(text.replace(old, new, 1))
+# --- kgops policy on broken copies --------------------------------------------------------------
 
 
 STAGING_SERVING = "environments/staging/platform/configs/knative-serving.yaml"
 BROKEN = {
     "pod field without its feature": (
-        lambda r: _edit(r / STAGING_VALUES, "predictor:\n",
+        lambda r: edit(r / STAGING_VALUES, "predictor:\n",
                         "predictor:\n  nodeSelector:\n    pool: gpu\n"),
         [STAGING_VALUES, "predictor.nodeSelector", "[KNATIVE-FEATURES]",
          "kubernetes.podspec-nodeselector", STAGING_SERVING],
     ),
     "seccomp without secure-pod-defaults": (
-        lambda r: _edit(r / "platform/configs/knative-serving.yaml",
+        lambda r: edit(r / "platform/configs/knative-serving.yaml",
                         "      secure-pod-defaults: enabled\n", ""),
         ["environments/dev/models/sklearn-iris.yaml", "predictor.securityContext.seccompProfile",
          "secure-pod-defaults or kubernetes.podspec-securitycontext"],
     ),
     "feature no model uses": (
-        lambda r: _edit(r / STAGING_SERVING, "kubernetes.podspec-affinity: enabled\n",
+        lambda r: edit(r / STAGING_SERVING, "kubernetes.podspec-affinity: enabled\n",
                         "kubernetes.podspec-affinity: enabled\n"
                         "      kubernetes.podspec-tolerations: enabled\n"),
         [STAGING_SERVING, "spec.config.features.kubernetes.podspec-tolerations",
          "no InferenceService"],
     ),
     "Guaranteed promised, queue-proxy without limits": (
-        lambda r: _edit(r / "environments/prod/platform/configs/knative-serving.yaml",
+        lambda r: edit(r / "environments/prod/platform/configs/knative-serving.yaml",
                         "      queue-sidecar-cpu-limit: 250m\n", ""),
         [PROD_VALUES, "model.resources", "[QOS-GUARANTEED]", "queue-proxy has no cpu limit",
          "queue-sidecar-{cpu,memory}-request"],
@@ -227,13 +222,9 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_validate_fails_with_file_field_and_reason(
-    case: str, repo_copy: Path, kgops: Kgops
+def test_policy_fails_with_file_field_and_reason(
+    case: str, repo_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     breaker, expected = BROKEN[case]
     breaker(repo_copy)
-    proc = kgops("validate", "--quiet", root=repo_copy)
-    assert proc.returncode == 1, proc.stdout
-    line = next((ln for ln in proc.stderr.splitlines() if expected[1] in ln), "")
-    for fragment in expected:
-        assert fragment in line, f"{fragment!r} not in {line!r}:\n{proc.stderr}"
+    run_policy(repo_copy, capsys).assert_fails_with(expected, on_line_with=expected[1])
