@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kserve_gitops import cli
-from kserve_gitops.repo import paths
+from tests import REPO
 
 
 def test_the_console_script_lists_every_command() -> None:
@@ -18,7 +18,7 @@ def test_the_console_script_lists_every_command() -> None:
     proc = subprocess.run(
         [str(script) if script.is_file() else sys.executable, *([] if script.is_file() else
          ["-m", "kserve_gitops.cli"]), "--help"],
-        capture_output=True, text=True, cwd=paths.ROOT, check=False,
+        capture_output=True, text=True, cwd=REPO.root, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     listed = [line.split()[0] for line in proc.stdout.splitlines()[2:] if line.strip()]
@@ -27,8 +27,8 @@ def test_the_console_script_lists_every_command() -> None:
 
 def test_every_module_with_a_main_is_a_command() -> None:
     mains = {
-        ".".join(p.relative_to(paths.ROOT / "kserve_gitops").with_suffix("").parts)
-        for p in (paths.ROOT / "kserve_gitops").rglob("*.py")
+        ".".join(p.relative_to(REPO.root / "kserve_gitops").with_suffix("").parts)
+        for p in (REPO.root / "kserve_gitops").rglob("*.py")
         if "\ndef main(argv" in p.read_text()
     }
     # Entry points a command starts (`e2e --delivery flux`, a server in MLServer's own
@@ -39,7 +39,7 @@ def test_every_module_with_a_main_is_a_command() -> None:
 
 def test_every_main_takes_the_repo_it_runs_against() -> None:
     for module, _ in cli.COMMANDS.values():
-        source = (paths.ROOT / "kserve_gitops" / f"{module.replace('.', '/')}.py").read_text()
+        source = (REPO.root / "kserve_gitops" / f"{module.replace('.', '/')}.py").read_text()
         assert "\ndef main(argv: list[str] | None = None, repo: Repo | None = None)" in source, (
             module
         )
@@ -49,7 +49,9 @@ def test_every_main_takes_the_repo_it_runs_against() -> None:
 HELP_ALL = """
 import contextlib, io, json, sys
 from kserve_gitops import cli
+from tests import REPO
 from kserve_gitops.repo import Repo
+from tests import REPO
 answers = {}
 for command in cli.COMMANDS:
     out = io.StringIO()
@@ -66,7 +68,7 @@ print(json.dumps(answers))
 
 def test_each_command_answers_help() -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", HELP_ALL], capture_output=True, text=True, cwd=paths.ROOT,
+        [sys.executable, "-c", HELP_ALL], capture_output=True, text=True, cwd=REPO.root,
         check=False, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
