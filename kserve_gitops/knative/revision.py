@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kserve_gitops.knative import admission
-from kserve_gitops.repo import Repo
+from kserve_gitops.repo import Repo, render
 
 QUEUE_PROXY = "queue-proxy"
 MODEL_CONTAINER = "kserve-container"
@@ -72,16 +72,6 @@ def is_knative(isvc: Mapping[str, Any]) -> bool:
     return annotations.get("serving.kserve.io/deploymentMode") in ("Knative", "Serverless")
 
 
-def _merge(base: Any, override: Any) -> Any:
-    """Helm's values merge: maps merge key by key, anything else replaces."""
-    if isinstance(base, dict) and isinstance(override, dict):
-        out = dict(base)
-        for key, value in override.items():
-            out[key] = _merge(base.get(key), value) if key in base else value
-        return out
-    return copy.deepcopy(override)
-
-
 def queue_proxy(knative_serving: Mapping[str, Any]) -> dict[str, Any]:
     config = ((knative_serving.get("spec") or {}).get("config") or {}).get("deployment") or {}
     flags = admission.features(knative_serving)
@@ -104,7 +94,8 @@ def storage_initializer(
 ) -> dict[str, Any] | None:
     if not storage_uri or storage_uri.startswith(NO_INIT_CONTAINER):
         return None
-    storage = _merge(STORAGE_DEFAULTS, ((kserve_values.get("kserve") or {}).get("storage")) or {})
+    given = ((kserve_values.get("kserve") or {}).get("storage")) or {}
+    storage = copy.deepcopy(render.merged(STORAGE_DEFAULTS, given))
     return {
         "name": STORAGE_INITIALIZER,
         "resources": storage.get("resources") or {},
