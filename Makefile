@@ -50,7 +50,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv mlserver-venv test lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv mlserver-venv test test-clusters lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -69,8 +69,11 @@ $(MLSTAMP): constraints-mlserver.txt
 
 mlserver-venv: $(MLSTAMP) ## Create .venv-mlserver: MLServer at the version of the cluster's kserve-mlserver image
 
-test: $(STAMP) $(MLSTAMP) lint ## The whole offline suite: lint, then pytest (MLServer's venv too: tests serve with it)
-	$(PY) -m pytest
+test: $(STAMP) $(MLSTAMP) lint ## The offline suite: lint, then pytest (MLServer's venv too: tests serve with it)
+	$(PY) -m pytest -m "not e2e and not kwok"
+
+test-clusters: $(STAMP) ## The tests that start kwok clusters, the controllers and Flux (after make binaries DELIVERY=flux; root)
+	$(PY) -m pytest -m kwok
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # promtool only, from Debian's prometheus package, unpacked (no daemon, no service started).
