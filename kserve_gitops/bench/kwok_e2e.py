@@ -29,7 +29,7 @@ def one_run(repo: Repo, env: str, reports: Path) -> dict[str, Any]:
     before = set(reports.glob("e2e-*"))
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "kserve_gitops.e2e.run", "--env", env, "--cluster", "kwok",
+        [sys.executable, "-m", "kserve_gitops.cli", "e2e", "--env", env, "--cluster", "kwok",
          "--reports", str(reports)],
         cwd=repo.root, env={**os.environ, "KGOPS_ROOT": str(repo.root)},
         capture_output=True, text=True, check=False,
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs per environment")
     args = parser.parse_args(argv)
     try:
-        binaries.ensure()
+        binaries.ensure(binaries.pinned(repo))
     except binaries.BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

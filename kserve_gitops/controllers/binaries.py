@@ -24,15 +24,21 @@ import json
 import os
 import shutil
 import stat
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kserve_gitops.localcluster import binaries as kwok_binaries
-from kserve_gitops.localcluster.binaries import BUILD, BuildError, _go, cache_root
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.localcluster.binaries import (
+    BuildError,
+    _go,
+    binary_path,
+    cache_root,
+    outside_modules,
+    pin_error,
+)
+from kserve_gitops.repo import Repo
 
 KNATIVE_OPERATOR = "knative.dev/operator"
 KNATIVE_SERVING = "knative.dev/serving"
@@ -51,27 +57,28 @@ class Controller:
     main_module: bool = False
 
     def path(self, gover: str) -> Path:
-        return cache_root() / self.name / self.version / gover / self.name
+        return binary_path(self.name, self.version, gover)
 
     @property
     def package(self) -> str:
         return f"{self.module}/{self.cmd}"
 
 
-def _pin(section: dict, key: str, where: str) -> str:
+def _pin(repo: Repo, section: dict, key: str, where: str) -> str:
     value = section.get(key)
     if not value:
-        raise BuildError(f"{paths.rel(paths.VERSIONS)}: {where}.{key}: no version")
+        raise pin_error(repo, f"{where}.{key}")
     return str(value)
 
 
-def pinned(versions: dict | None = None) -> list[Controller]:
-    """The controllers at the versions of versions.yaml (the one pin file)."""
-    versions = versions or Repo.discover().versions
+def pinned(repo: Repo, versions: dict | None = None) -> list[Controller]:
+    """The controllers at the versions of versions.yaml (the one pin file; `versions` in its
+    place)."""
+    versions = versions or repo.versions
     local = versions.get("localCluster") or {}
-    operator = _pin(local, "knativeOperator", "localCluster")
-    serving = _pin(local, "knativeServing", "localCluster")
-    kserve = _pin(versions.get("kserve") or {}, "version", "kserve")
+    operator = _pin(repo, local, "knativeOperator", "localCluster")
+    serving = _pin(repo, local, "knativeServing", "localCluster")
+    kserve = _pin(repo, versions.get("kserve") or {}, "version", "kserve")
     return [
         Controller("knative-operator", KNATIVE_OPERATOR, operator, "cmd/operator", True),
         Controller("knative-operator-webhook", KNATIVE_OPERATOR, operator, "cmd/webhook", True),
@@ -83,10 +90,10 @@ def pinned(versions: dict | None = None) -> list[Controller]:
     ]
 
 
-def unavailable(versions: dict | None = None) -> dict[str, str]:
+def unavailable(repo: Repo) -> dict[str, str]:
     """Components of the chain that cannot be built here, with the reason (checked against the
     module proxy by `go mod download`, answered 403 'not available' on 2026-11-30)."""
-    versions = versions or Repo.discover().versions
+    versions = repo.versions
     istio = (versions.get("istio") or {}).get("version")
     serving = (versions.get("localCluster") or {}).get("knativeServing")
     return {
@@ -106,22 +113,24 @@ def unavailable(versions: dict | None = None) -> dict[str, str]:
 def module_dir(module: str, version: str, env: dict[str, str] | None = None) -> Path:
     """The read-only module folder `go mod download` fills (GOMODCACHE)."""
     env = env or dict(os.environ)
-    info = json.loads(_go(["mod", "download", "-json", f"{module}@{version}"], BUILD, env, module))
+    argv = ["mod", "download", "-json", f"{module}@{version}"]
+    info = json.loads(_go(argv, outside_modules(), env, module))
     if info.get("Error") or not info.get("Dir"):
         raise BuildError(f"{module}@{version}: {info.get('Error') or 'no module folder'}")
     return Path(info["Dir"])
 
 
-def kodata(version: str, serving: str) -> Path:
+def kodata(repo: Repo, version: str, serving: str) -> Path:
     """The operator's data folder (KO_DATA_PATH), which must ship the Serving release our
     KnativeServing asks for (spec.version = knative.serving of versions.yaml)."""
     folder = module_dir(KNATIVE_OPERATOR, version) / "cmd" / "operator" / "kodata"
     if not (folder / "knative-serving" / serving).is_dir():
         shipped = sorted(p.name for p in (folder / "knative-serving").glob("*"))
-        raise BuildError(
-            f"{paths.rel(paths.VERSIONS)}: localCluster.knativeOperator {version} ships no "
-            f"Knative Serving {serving} (knative.serving); it ships {', '.join(shipped[-4:])}"
-        )
+        raise pin_error(
+            repo, "localCluster.knativeOperator",
+            f"{version} ships no Knative Serving {serving} (knative.serving); it ships "
+            f"{', '.join(shipped[-4:])}",
+        )  # fmt: skip
     return folder
 
 
@@ -156,38 +165,29 @@ def build(ctl: Controller, gover: str) -> Path:
             src, env, what)  # fmt: skip
         tmp_out.rename(dest)
         return dest
-    gobin = Path(tempfile.mkdtemp(prefix="gobin-", dir=dest.parent))
-    try:
-        _go(["install", "-trimpath", "-ldflags", "-s -w", f"{ctl.package}@{ctl.version}"], BUILD,
-            {**env, "GOBIN": str(gobin)}, what)  # fmt: skip
-        (gobin / ctl.cmd.rsplit("/", 1)[-1]).rename(dest)
-    finally:
-        shutil.rmtree(gobin, ignore_errors=True)
-    return dest
+    command = ctl.cmd.rsplit("/", 1)[-1]
+    return kwok_binaries.go_install(ctl.package, ctl.version, "-s -w", command, dest, env)
 
 
-def ensure(echo: Callable[[str], None] | None = None) -> dict[str, Path]:
+def ensure(repo: Repo, echo: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Every pinned controller, built where missing (a progress line per binary)."""
-    return kwok_binaries.ensure(echo, pinned(), build)
+    return kwok_binaries.ensure(pinned(repo), echo, build)
 
 
-def locate() -> dict[str, Path]:
+def locate(repo: Repo) -> dict[str, Path]:
     """The pinned controllers, already built; BuildError naming what is missing."""
-    return kwok_binaries.locate(pinned(), "`kgops controllers` builds them")
+    return kwok_binaries.locate(pinned(repo), "`kgops controllers` builds them")
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
+    repo = repo or Repo.discover()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="show the cache, build nothing")
     args = parser.parse_args(argv)
-    try:
-        kwok_binaries.build_and_list(pinned(), build, args.list, "controllers")
-        for name, why in unavailable().items():
-            print(f"{name:<26} {'-':<9} {'no':<8} {why}")
-    except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return kwok_binaries.build_command(
+        lambda: pinned(repo), build, args.list, "controllers",
+        lambda: [f"{name:<26} {'-':<9} {'no':<8} {why}" for name, why in unavailable(repo).items()],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve_gitops.controllers.chain import Reader
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import Repo, render
 
 IGNORE = shutil.ignore_patterns(
     ".venv*", ".git", "reports", ".cache", "__pycache__", ".*_cache", "node_modules"
@@ -73,12 +73,13 @@ def wait_for(
                       f"{seen.describe() if seen else 'no Knative Service'}")  # fmt: skip
 
 
-def repo_copy(dest: Path) -> Path:
-    shutil.copytree(paths.ROOT, dest, ignore=IGNORE)
-    return dest
+def repo_copy(repo: Repo, dest: Path) -> Repo:
+    shutil.copytree(repo.root, dest, ignore=IGNORE)
+    return Repo(dest)
 
 
 def run(
+    repo: Repo,
     env: str,
     model: str,
     namespace: str,
@@ -89,20 +90,21 @@ def run(
     workdir: Path,
     echo: Callable[[str], None],
 ) -> list[str]:
-    """Canary, then roll back in two runs; the split after each stage, as lines."""
-    repo = repo_copy(workdir / "repo")
-    values = repo / paths.rel(render.model_values_file(repo, env, model))
+    """Canary, then roll back in two runs, each edit made by `kgops rollout` in a copy of the
+    checkout and installed from there; the split after each stage, as lines."""
+    copy = repo_copy(repo, workdir / "repo")
+    values = render.model_values_file(copy, env, model)
     reader = Reader(str(kubeconfig))
 
     def stage(args: list[str]) -> None:
         for argv in (
             [sys.executable, "-m", "kserve_gitops.lifecycle.rollout", *args, "--env", env,
              "--model", model],
-            ["helm", "upgrade", "--install", model, paths.rel(repo.model_chart), "--namespace",
+            ["helm", "upgrade", "--install", model, repo.rel(repo.model_chart), "--namespace",
              namespace, "--values", str(values), "--timeout", "5m"],
         ):  # fmt: skip
-            cwd = repo if argv[0] == sys.executable else paths.ROOT
-            run_env = {**cmd_env, "KGOPS_ROOT": str(repo)}
+            cwd = copy.root if argv[0] == sys.executable else repo.root
+            run_env = {**cmd_env, "KGOPS_ROOT": str(copy.root)}
             proc = subprocess.run(argv, cwd=cwd, env=run_env, capture_output=True, text=True,
                                   timeout=600, check=False)  # fmt: skip
             echo(f"    $ {' '.join(argv[2:] if argv[0] == sys.executable else argv)}")
@@ -143,9 +145,9 @@ def run(
     return lines
 
 
-def expected_version(reg: Any, stable: str) -> str:
+def expected_version(repo: Repo, reg: Any, stable: str) -> str:
     """The newest registered version other than the stable one (the canary candidate)."""
     others = [v for v in reg.doc["versions"] if v != stable]
     if not others:
-        raise CanaryError(f"registry {paths.rel(reg.path)}: no version besides {stable}")
+        raise CanaryError(f"registry {repo.rel(reg.path)}: no version besides {stable}")
     return sorted(others, key=lambda v: int(str(v).lstrip("v") or 0))[-1]

@@ -36,9 +36,10 @@ from kubernetes.client.rest import ApiException
 
 from kserve_gitops.controllers import binaries
 from kserve_gitops.controllers.network import Netns, NetworkError, PodForwarder
+from kserve_gitops.e2e.tools import stop_process
 from kserve_gitops.localcluster import pki
 from kserve_gitops.localcluster.standins import StandIns
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.repo import Repo
 
 
 class ControllerError(Exception):
@@ -213,8 +214,10 @@ def answers(netns: Netns, port: int, path: str) -> bool:
 
 @dataclass
 class Controllers:
-    """The controller processes of one environment's kwok cluster."""
+    """The controller processes of one environment's kwok cluster (of the checkout `repo`,
+    whose pins choose the binaries)."""
 
+    repo: Repo
     env: str
     dir: Path  # the cluster's folder (.cache/e2e/<env>)
     kubeconfig: Path
@@ -244,10 +247,12 @@ class Controllers:
 
     def prepare(self) -> None:
         """The binaries, built where missing; the operator's data folder (KO_DATA_PATH)."""
-        self.bins = binaries.ensure(self.echo)
-        versions = Repo.discover().versions
+        self.bins = binaries.ensure(self.repo, self.echo)
+        versions = self.repo.versions
         self.kodata = binaries.kodata(
-            str(versions["localCluster"]["knativeOperator"]), str(versions["knative"]["serving"])
+            self.repo,
+            str(versions["localCluster"]["knativeOperator"]),
+            str(versions["knative"]["serving"]),
         )
 
     def _wait(self, what: str, timeout_s: float, check: Callable[[], Any]) -> Any:
@@ -405,17 +410,17 @@ class Controllers:
         run = self.running[role.binary]
         spec = container.get("readinessProbe") or {}
         deadline = time.monotonic() + timeout_s
-        kube = str(Repo.discover().versions["kubernetes"]["version"])
+        kube = self.repo.kubernetes_version
         while not probe(run.netns, spec, run.ports, kube):
             if run.proc.poll() is not None:
                 raise ControllerError(
                     f"{role.binary} exited with {run.proc.returncode} before it was ready; log "
-                    f"{paths.rel(run.log)}:\n{_tail(run.log)}"
+                    f"{self.repo.rel(run.log)}:\n{_tail(run.log)}"
                 )
             if time.monotonic() > deadline:
                 raise ControllerError(
                     f"{role.binary}: readinessProbe {json.dumps(spec)} not passing after "
-                    f"{timeout_s:g}s; log {paths.rel(run.log)}:\n{_tail(run.log)}"
+                    f"{timeout_s:g}s; log {self.repo.rel(run.log)}:\n{_tail(run.log)}"
                 )
             time.sleep(0.5)
         run.ready_s = time.monotonic() - t0
@@ -509,13 +514,7 @@ class Controllers:
             self._thread.join(timeout=30)
         self.forwarder.close()  # first: no new connection into a namespace being removed
         for run in reversed(list(self.running.values())):
-            if run.proc.poll() is None:
-                run.proc.terminate()
-                try:
-                    run.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    run.proc.kill()
-                    run.proc.wait(timeout=10)
+            stop_process(run.proc, 15)
             run.netns.close()
 
     def summary(self) -> dict[str, Any]:
@@ -533,5 +532,5 @@ class Controllers:
             "webhooks_served": self.served,
             "pod_forwards": self.forwarder.describe(),
             "forward_errors": self.forwarder.errors,
-            "not_buildable": binaries.unavailable(),
+            "not_buildable": binaries.unavailable(self.repo),
         }

@@ -28,7 +28,7 @@ from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlaneError
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.repo import Repo
 from kserve_gitops.upstream import crds
 from kserve_gitops.upstream.charts import ChartError
 
@@ -46,8 +46,10 @@ def _interrupt(signum: int, _frame: Any) -> None:
 class FluxCluster:
     """A kwok cluster named `name` with Flux's CRDs and controllers and the local sources
     serving the repository snapshot at `work` (a git work tree; the server serves its bare
-    clone). Used by the e2e and the GitOps behaviour tests."""
+    clone). Used by the e2e and the GitOps behaviour tests. `repo`: the checkout whose
+    clusters/ and pins it runs."""
 
+    repo: Repo
     name: str
     workdir: Path
     echo: Callable[[str], None]
@@ -60,9 +62,12 @@ class FluxCluster:
     drift_excluded: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        config = replace(ClusterConfig.load(), port_base=flux.cluster_port_base(self.name))
-        self.kwok = KwokCluster(self.name, self.echo, config=config)
-        self.ports = flux.Ports.allocate(self.name)
+        repo = self.repo
+        config = replace(
+            ClusterConfig.load(repo), port_base=flux.cluster_port_base(repo, self.name)
+        )
+        self.kwok = KwokCluster(repo, self.name, self.echo, config=config)
+        self.ports = flux.Ports.allocate(repo, self.name)
 
     @property
     def git_url(self) -> str:
@@ -79,15 +84,19 @@ class FluxCluster:
     def start(self) -> None:
         # The control plane's binaries and Flux's; not the KServe/Knative controllers the direct
         # e2e runs in place of their pods (here their charts' pods are kwok's, as Flux sees them).
-        bins = binaries.ensure(self.echo)
-        bins |= binaries.ensure(self.echo, [*binaries.flux_pinned(), binaries.oci_registry()])
+        repo = self.repo
+        bins = binaries.ensure(binaries.pinned(repo), self.echo)
+        bins |= binaries.ensure(
+            [*binaries.flux_pinned(repo), binaries.oci_registry(repo)], self.echo
+        )
         self.kwok.bins = bins
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
-        kubeconfig = paths.CACHE / "e2e" / self.name / "kubeconfig"
-        self.runner = Runner(self.log, self.echo, run_env(kubeconfig, bins), paths.ROOT)
+        kubeconfig = repo.cache / "e2e" / self.name / "kubeconfig"
+        env = {**run_env(kubeconfig, bins), "KGOPS_ROOT": str(repo.root)}
+        self.runner = Runner(self.log, self.echo, env, repo.root)
         self.kwok.start(self.runner)
-        files = [a for p in flux.crd_files() for a in ("-f", str(p))]
+        files = [a for p in flux.crd_files(repo) for a in ("-f", str(p))]
         self.runner.run(["kubectl", "apply", "--server-side", *files], timeout=120)
         # A controller whose kinds the API server does not serve yet exits at start.
         wait = ["kubectl", "wait", "--for=condition=Established", "--timeout=60s", *files]
@@ -98,7 +107,7 @@ class FluxCluster:
         self.echo(f"    Flux controllers ready: {', '.join(binaries.FLUX_CONTROLLERS)}")
 
     def serve_git(self) -> str:
-        commit = sources.snapshot(self.work)
+        commit = sources.snapshot(self.repo, self.work)
         server = sources.git_server(self.work.parent, self.ports.git)
         server.start()
         self.servers.append(server)
@@ -113,7 +122,13 @@ class FluxCluster:
         )
         self.registry.start()
         served = flux.serve_charts(
-            env, chart_srcs, self.kwok.bins["helm"], self.registry, self.workdir, self.charts_url
+            self.repo,
+            env,
+            chart_srcs,
+            self.kwok.bins["helm"],
+            self.registry,
+            self.workdir,
+            self.charts_url,
         )
         server = sources.static_server(self.workdir / "helm", self.ports.charts)
         server.start()
@@ -167,7 +182,9 @@ class FluxCluster:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def run(env: str, keep: bool, reports: Path, timeout_s: float = 1200, echo: Any = None) -> int:
+def run(
+    repo: Repo, env: str, keep: bool, reports: Path, timeout_s: float = 1200, echo: Any = None
+) -> int:
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     signal.signal(signal.SIGTERM, _interrupt)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -176,7 +193,7 @@ def run(env: str, keep: bool, reports: Path, timeout_s: float = 1200, echo: Any 
     started = time.monotonic()
     try:
         fc = FluxCluster(
-            f"flux-{env}", paths.CACHE / "flux" / env, echo, report_dir / "commands.log"
+            repo, f"flux-{env}", repo.cache / "flux" / env, echo, report_dir / "commands.log"
         )
     except flux.FluxError as exc:
         echo(f"e2e flux {env}: FAILED: {exc}; nothing was started")
@@ -198,24 +215,22 @@ def run(env: str, keep: bool, reports: Path, timeout_s: float = 1200, echo: Any 
         fc.start()
         phase("local sources: Git, Helm repository, OCI registry")
         fc.serve_git()
-        chart_srcs = flux.chart_sources(env)
+        chart_srcs = flux.chart_sources(repo, env)
         served = fc.serve_charts(env, chart_srcs)
         # What clusters/<env> expects the cluster to have (as the kwok e2e installs it): the
         # Prometheus Operator CRDs platform-monitoring's objects need, pinned in config/crds.tsv.
-        monitoring = [
-            p for p in crds.ensure(Repo.discover()) if p.name.startswith(f"{MONITORING_GROUP}_")
-        ]
+        monitoring = [p for p in crds.ensure(repo) if p.name.startswith(f"{MONITORING_GROUP}_")]
         fc.runner.run(
             ["kubectl", "apply", "--server-side", *(a for p in monitoring for a in ("-f", str(p)))],
             timeout=120,
         )
         overlay = flux.overlay(
-            env, fc.workdir / "overlay", fc.git_url, chart_srcs, fc.charts_url,
+            repo, env, fc.workdir / "overlay", fc.git_url, chart_srcs, fc.charts_url,
             fc.registry.address if fc.registry else "",
         )  # fmt: skip
-        phase(f"apply the Flux entry point clusters/{env} (overlay {paths.rel(overlay)})")
+        phase(f"apply the Flux entry point clusters/{env} (overlay {repo.rel(overlay)})")
         fc.runner.run(["kubectl", "apply", "-k", str(overlay)], timeout=120)
-        top = flux.entry_point(env)
+        top = flux.entry_point(repo, env)
         expected = [flux.key(o) for o in top if o.get("kind") in flux.READY_KINDS]
         phase(f"Flux reconciles: {len(expected)} Kustomizations, HelmReleases as they appear")
         timeline.started = time.monotonic()
@@ -261,7 +276,7 @@ def run(env: str, keep: bool, reports: Path, timeout_s: float = 1200, echo: Any 
     summary = {
         "env": env,
         "delivery": "flux",
-        "flux": {b.name: b.version for b in binaries.flux_pinned()},
+        "flux": {b.name: b.version for b in binaries.flux_pinned(repo)},
         "result": "failed" if failure else "passed",
         "failure": failure,
         "seconds": round(time.monotonic() - started, 1),
@@ -284,20 +299,21 @@ def run(env: str, keep: bool, reports: Path, timeout_s: float = 1200, echo: Any 
         for note in notes:
             echo(f"  {note}")
     verdict = "FAILED" if failure else "PASSED"
-    echo(f"e2e flux {env}: {verdict} in {summary['seconds']}s, report {paths.rel(report_dir)}")
+    echo(f"e2e flux {env}: {verdict} in {summary['seconds']}s, report {repo.rel(report_dir)}")
     return EXIT_FAILED if failure else 0
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     import argparse
 
+    repo = repo or Repo.discover()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", required=True, choices=paths.ENVIRONMENT_NAMES)
+    parser.add_argument("--env", required=True, choices=repo.environment_names)
     parser.add_argument("--keep", action="store_true", default=os.environ.get("KEEP") == "1")
-    parser.add_argument("--reports", type=Path, default=paths.REPORTS)
+    parser.add_argument("--reports", type=Path, default=repo.reports)
     parser.add_argument("--timeout", type=float, default=1200, help="seconds for Flux to settle")
     args = parser.parse_args(argv)
-    return run(args.env, args.keep, args.reports, args.timeout)
+    return run(repo, args.env, args.keep, args.reports, args.timeout)
 
 
 if __name__ == "__main__":

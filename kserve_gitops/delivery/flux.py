@@ -24,10 +24,10 @@ from urllib.parse import urlparse
 import yaml
 
 from kserve_gitops.delivery import sources
-from kserve_gitops.e2e.tools import CommandError, Runner
+from kserve_gitops.e2e.tools import CommandError, Runner, stop_process
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS, port_in_use
-from kserve_gitops.repo import Repo, paths, render
+from kserve_gitops.repo import Repo, render
 
 NAMESPACE = "flux-system"
 GIT_REPO = "kserve-gitops"
@@ -56,9 +56,9 @@ class FluxError(Exception):
     """A Flux component that could not be prepared, started or that never got Ready."""
 
 
-def slot(name: str) -> int:
+def slot(repo: Repo, name: str) -> int:
     """flux-<env> clusters take their environment's slot, any other name the one after."""
-    names, env = paths.ENVIRONMENT_NAMES, name.removeprefix("flux-")
+    names, env = repo.environment_names, name.removeprefix("flux-")
     return names.index(env) if env in names else len(names)
 
 
@@ -75,8 +75,8 @@ class Ports:
     health: dict[str, int]
 
     @classmethod
-    def allocate(cls, name: str) -> Ports:
-        first = SERVER_PORTS + 20 * slot(name)
+    def allocate(cls, repo: Repo, name: str) -> Ports:
+        first = SERVER_PORTS + 20 * slot(repo, name)
         free = [p for p in range(first, first + 20) if not port_in_use(p)]
         need = 4 + len(binaries.FLUX_CONTROLLERS)
         if len(free) < need:
@@ -84,29 +84,29 @@ class Ports:
         return cls(*free[:4], dict(zip(binaries.FLUX_CONTROLLERS, free[4:need], strict=True)))
 
 
-def cluster_port_base(name: str) -> int:
+def cluster_port_base(repo: Repo, name: str) -> int:
     """ClusterConfig.port_base that puts cluster `name`'s control plane at the first start
     from CLUSTER_PORTS + 10 * slot on (wrapping within the 100 cluster ports) whose ports are
     all free: a port a client connection just left stays taken for a minute (TIME_WAIT). The
     control plane adds 10 * its own slot of the name to the base."""
-    first, span = CLUSTER_PORTS + 10 * slot(name), 100 - max(PORTS.values())
+    first, span = CLUSTER_PORTS + 10 * slot(repo, name), 100 - max(PORTS.values())
     for step in range(span):
         start = CLUSTER_PORTS + (first - CLUSTER_PORTS + step) % span
         if not any(port_in_use(start + offset) for offset in PORTS.values()):
-            return start - 10 * controlplane.slot(name)  # the control plane adds its slot
+            return start - 10 * controlplane.slot(repo, name)  # the control plane adds its slot
     raise FluxError(f"cluster {name}: no free ports for a control plane in {CLUSTER_PORTS}-"
                     f"{CLUSTER_PORTS + 99}")  # fmt: skip
 
 
-def crd_files(versions: Mapping[str, Any] | None = None) -> list[Path]:
+def crd_files(repo: Repo, versions: Mapping[str, Any] | None = None) -> list[Path]:
     """Every CRD of the pinned controllers, from their Go modules (config/crd/bases): the set
     `flux install` applies for them, Bucket and ExternalArtifact included, which the
     controllers watch."""
     found: list[Path] = []
-    for binary in binaries.flux_pinned(dict(versions) if versions else None):
+    for binary in binaries.flux_pinned(repo, dict(versions) if versions else None):
         proc = subprocess.run(
             ["go", "mod", "download", "-json", f"{binary.package}@{binary.version}"],
-            cwd=binaries.BUILD,
+            cwd=binaries.outside_modules(),
             capture_output=True,
             text=True,
             check=False,
@@ -198,15 +198,11 @@ class Controllers:
                 raise FluxError(f"{name} exited {proc.returncode}:\n{self.tail(name)}")
 
     def stop(self) -> None:
-        for proc in self.procs.values():
+        for proc in self.procs.values():  # all at once, then each waited for
             if proc.poll() is None:
                 proc.terminate()
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc, 15)
         self.procs.clear()
 
 
@@ -224,24 +220,23 @@ class Source:
     url: str
 
 
-def entry_point(env: str, root: Path = paths.ROOT) -> list[dict[str, Any]]:
-    repo = Repo.discover()  # until the caller passes its Repo
-    cluster_dir = root / "clusters" / env
+def entry_point(repo: Repo, env: str) -> list[dict[str, Any]]:
+    """What clusters/<env> (the Flux entry point) builds to."""
+    cluster_dir = repo.root / "clusters" / env
     if not (cluster_dir / "kustomization.yaml").is_file():
         raise FluxError(f"clusters/{env}/kustomization.yaml: no Flux entry point for {env}")
     return render.kustomize_build(repo, cluster_dir)
 
 
-def chart_sources(env: str, root: Path = paths.ROOT) -> list[Source]:
+def chart_sources(repo: Repo, env: str) -> list[Source]:
     """The HelmRepository and OCIRepository objects each Kustomization of clusters/<env>
     applies (and any in the entry point itself)."""
-    repo = Repo.discover()  # until the caller passes its Repo
     found: list[Source] = []
-    top = entry_point(env, root)
+    top = entry_point(repo, env)
     layers = [("", top)] + [
         (
             k["metadata"]["name"],
-            render.kustomize_build(repo, root / str(k["spec"]["path"]).removeprefix("./")),
+            render.kustomize_build(repo, repo.root / str(k["spec"]["path"]).removeprefix("./")),
         )
         for k in top
         if k.get("kind") == "Kustomization"
@@ -267,6 +262,7 @@ def _json_patch(ops: list[dict[str, Any]]) -> str:
 
 
 def overlay(
+    repo: Repo,
     env: str,
     dest: Path,
     git_url: str,
@@ -279,7 +275,7 @@ def overlay(
     `git_url` and, as Flux patches on the Kustomization that applies each chart source, the
     source pointed at the local server (OCI over plain HTTP: `insecure: true`). `interval`
     (the behaviour tests) shortens every Kustomization's and the GitRepository's interval."""
-    top = entry_point(env)
+    top = entry_point(repo, env)
     repos = [o for o in top if o.get("kind") == "GitRepository"]
     if len(repos) != 1:
         raise FluxError(f"clusters/{env}: expected one GitRepository, found {len(repos)}")
@@ -333,7 +329,7 @@ def overlay(
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [os.path.relpath(paths.ROOT / "clusters" / env, dest)],
+        "resources": [os.path.relpath(repo.root / "clusters" / env, dest)],
         "patches": patches,
     }
     header = (
@@ -519,6 +515,7 @@ def wait_ready(
 
 
 def serve_charts(
+    repo: Repo,
     env: str,
     chart_srcs: Sequence[Source],
     helm: Path,
@@ -531,16 +528,14 @@ def serve_charts(
     from kserve_gitops.upstream import charts as upstream_charts
 
     served: list[str] = []
-    refs = upstream_charts.required(Repo.discover(), [env])
+    refs = upstream_charts.required(repo, [env])
     http: list[tuple[str, Path]] = []
     for src in chart_srcs:
         mine = [r for r in refs if r.repository == src.url]
         if not mine:
             raise FluxError(f"{src.kind}/{src.name} ({src.url}): no chart of {env} comes from it")
         for ref in mine:
-            folder = upstream_charts.chart_dir(
-                Repo.discover(), ref.chart, ref.version, online=False
-            )
+            folder = upstream_charts.chart_dir(repo, ref.chart, ref.version, online=False)
             if src.kind == "OCIRepository":
                 parent = urlparse(src.url).path.rsplit("/", 1)[0].lstrip("/")
                 pushed = registry.push(helm, folder, parent, dest / "oci")

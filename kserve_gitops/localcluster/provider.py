@@ -19,6 +19,7 @@ from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries, checks, pki
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlane
 from kserve_gitops.localcluster.standins import STAND_IN, StandIns
+from kserve_gitops.repo import Repo
 
 Obj = Mapping[str, Any]
 
@@ -70,6 +71,10 @@ def changed_fields(before: Any, after: Any, path: str = "") -> list[str]:
 
 @dataclass
 class KwokCluster:
+    """One environment's kwok cluster of the checkout `repo`: its control plane, stand-ins and
+    controller processes, with the checks and the report over them."""
+
+    repo: Repo
     env: str
     echo: Callable[[str], None]
     plane: ControlPlane | None = None
@@ -81,8 +86,8 @@ class KwokCluster:
     def prepare(self) -> dict[str, Path]:
         """The binaries, built when missing (a cold build shows progress per binary), and the
         controllers that run in place of their kwok pods."""
-        self.bins = binaries.ensure(self.echo)
-        controller_binaries.ensure(self.echo)
+        self.bins = binaries.ensure(binaries.pinned(self.repo), self.echo)
+        controller_binaries.ensure(self.repo, self.echo)
         return self.bins
 
     def start_controllers(self, group: str) -> list[str]:
@@ -94,7 +99,7 @@ class KwokCluster:
                 (self.plane.pki / "ca.crt").read_bytes(), (self.plane.pki / "ca.key").read_bytes()
             )
             self.controllers = Controllers(
-                self.env, self.plane.dir, self.plane.kubeconfig,
+                self.repo, self.env, self.plane.dir, self.plane.kubeconfig,
                 self.plane.ports["kube-apiserver"], ca, self.stand_ins, self.echo,
             )  # fmt: skip
             self.controllers.prepare()
@@ -103,7 +108,7 @@ class KwokCluster:
 
     def start(self, runner: Runner) -> None:
         self.plane = ControlPlane(
-            self.env, self.bins, self.config or ClusterConfig.load(), self.echo
+            self.repo, self.env, self.bins, self.config or ClusterConfig.load(self.repo), self.echo
         )
         self.plane.start()
         nodes = self.plane.dir / "nodes.yaml"

@@ -11,7 +11,7 @@ from tests import REPO
 
 def test_pins_come_from_versions_yaml() -> None:
     versions = REPO.versions
-    pinned = {c.name: c for c in binaries.pinned(versions)}
+    pinned = {c.name: c for c in binaries.pinned(REPO, versions)}
     assert pinned["knative-operator"].version == versions["localCluster"]["knativeOperator"]
     assert pinned["knative-serving-webhook"].package == "knative.dev/serving/cmd/webhook"
     assert pinned["kserve-manager"].version == versions["kserve"]["version"]
@@ -32,4 +32,4 @@ def test_a_missing_pin_names_the_field() -> None:
     versions = REPO.versions
     broken = {**versions, "localCluster": {**versions["localCluster"], "knativeServing": ""}}
     with pytest.raises(BuildError, match=r"versions.yaml: localCluster.knativeServing: no version"):
-        binaries.pinned(broken)
+        binaries.pinned(REPO, broken)

@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 
 from kserve_gitops.controllers import binaries as controller_binaries
-from kserve_gitops.e2e.plan import MODEL, NotRun, ObserveChain, build
-from kserve_gitops.e2e.run import Executor
+from kserve_gitops.e2e.executor import Executor
+from kserve_gitops.e2e.plan import build
+from kserve_gitops.e2e.steps import NotRun, ObserveChain
 from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
-from kserve_gitops.repo import paths
+from tests import REPO
 from tests.kwok_helpers import need_binaries
 
 pytestmark = pytest.mark.kwok
@@ -29,14 +30,18 @@ NS = "models"
 
 @pytest.fixture(scope="module")
 def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
-    need_binaries(binaries.locate, controller_binaries.locate, root=True)
+    need_binaries(
+        lambda: binaries.locate(binaries.pinned(REPO)),
+        lambda: controller_binaries.locate(REPO),
+        root=True,
+    )
     report = tmp_path_factory.mktemp("chain-breakage")
     lines: list[str] = []
-    cluster = KwokCluster("chainbreak", lines.append)
+    cluster = KwokCluster(REPO, "chainbreak", lines.append)
     bins = cluster.prepare()
-    kubeconfig = paths.CACHE / "e2e" / "chainbreak" / "kubeconfig"
-    runner = Runner(report / "commands.log", lines.append, run_env(kubeconfig, bins), paths.ROOT)
-    plan = dataclasses.replace(build("dev", "kwok"), kubeconfig=kubeconfig)
+    kubeconfig = REPO.cache / "e2e" / "chainbreak" / "kubeconfig"
+    runner = Runner(report / "commands.log", lines.append, run_env(kubeconfig, bins), REPO.root)
+    plan = dataclasses.replace(build(REPO, "dev", "kwok"), kubeconfig=kubeconfig)
     executor = Executor(plan, runner, report, lines.append, kwok=cluster)
     try:
         for step in plan.steps:
@@ -53,7 +58,8 @@ def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
 def ours(executor: Executor) -> dict[str, Any]:
     """Our InferenceService as the chart rendered it for dev, ready to be applied under a new
     name."""
-    argv = ["kubectl", "get", "inferenceservice", MODEL, "-n", NS, "-o", "json"]
+    model = executor.plan.models[0]
+    argv = ["kubectl", "get", "inferenceservice", model, "-n", NS, "-o", "json"]
     live = json.loads(executor.runner.run(argv, quiet=True))
     meta = live["metadata"]
     return {

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from kserve_gitops.controllers import binaries, processes
+from tests import REPO
 
 
 class FakeCore:
@@ -54,4 +55,6 @@ def test_env_is_built_as_the_kubelet_builds_it() -> None:
 
 
 def test_roles_cover_every_pinned_controller_once() -> None:
-    assert sorted(r.binary for r in processes.ROLES) == sorted(c.name for c in binaries.pinned())
+    assert sorted(r.binary for r in processes.ROLES) == sorted(
+        c.name for c in binaries.pinned(REPO)
+    )

@@ -27,7 +27,6 @@ from kserve_gitops.delivery import flux, sources
 from kserve_gitops.delivery.e2e import FluxCluster
 from kserve_gitops.e2e.tools import CommandError
 from kserve_gitops.localcluster import binaries
-from kserve_gitops.repo import paths
 from kserve_gitops.upstream import crds
 from tests import REPO
 from tests.kwok_helpers import need_binaries
@@ -45,11 +44,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxCluster]:
     dependsOn on layers this cluster does not have, at a short interval; the InferenceService
     CRD from the CRD cache."""
     need_binaries(
-        binaries.locate, lambda: binaries.locate([*binaries.flux_pinned(), binaries.oci_registry()])
+        lambda: binaries.locate(binaries.pinned(REPO)),
+        lambda: binaries.locate([*binaries.flux_pinned(REPO), binaries.oci_registry(REPO)]),
     )
     report = tmp_path_factory.mktemp("flux-gitops")
     lines: list[str] = []
-    fc = FluxCluster("flux-behaviour", paths.CACHE / "flux" / "behaviour", lines.append,
+    fc = FluxCluster(REPO, "flux-behaviour", REPO.cache / "flux" / "behaviour", lines.append,
                      report / "commands.log")  # fmt: skip
     try:
         fc.start()
@@ -58,7 +58,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxCluster]:
             p for p in crds.ensure(REPO) if p.name == "serving.kserve.io_inferenceservices.yaml"
         )
         fc.runner.run(["kubectl", "apply", "--server-side", "-f", str(crd)], timeout=120)
-        top = flux.entry_point("dev")
+        top = flux.entry_point(REPO, "dev")
         repo = next(o for o in top if o["kind"] == "GitRepository")
         repo["spec"] |= {"url": fc.git_url, "interval": INTERVAL}
         models = next(o for o in top if flux.key(o) == "Kustomization/models")

@@ -18,7 +18,7 @@ from kserve_gitops.delivery import flux
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS
 from kserve_gitops.repo import flux as repo_flux
-from kserve_gitops.repo import paths, render
+from kserve_gitops.repo import render
 from kserve_gitops.upstream import crds
 from tests import REPO
 
@@ -39,13 +39,13 @@ def _build(dest: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def dev_overlay(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[flux.Source]]:
-    srcs = flux.chart_sources("dev")
+    srcs = flux.chart_sources(REPO, "dev")
     dest = tmp_path_factory.mktemp("overlay")
-    return flux.overlay("dev", dest, GIT, srcs, CHARTS, REGISTRY, interval="15s"), srcs
+    return flux.overlay(REPO, "dev", dest, GIT, srcs, CHARTS, REGISTRY, interval="15s"), srcs
 
 
 def test_chart_sources_are_every_helm_and_oci_repository_of_the_layers() -> None:
-    srcs = flux.chart_sources("dev")
+    srcs = flux.chart_sources(REPO, "dev")
     kinds = {(s.kind, s.name) for s in srcs}
     assert ("OCIRepository", "kserve-crd") in kinds
     assert ("HelmRepository", "istio") in kinds
@@ -58,7 +58,7 @@ def test_overlay_points_the_git_repository_at_the_local_server(
 ) -> None:
     dest, _ = dev_overlay
     objs = _build(dest)
-    original = flux.entry_point("dev")
+    original = flux.entry_point(REPO, "dev")
     assert sorted(flux.key(o) for o in objs) == sorted(flux.key(o) for o in original)
     repo = next(o for o in objs if o["kind"] == "GitRepository")
     assert repo["spec"]["url"] == GIT
@@ -80,7 +80,7 @@ def test_flux_patches_rewrite_every_chart_source_of_the_layer(
     dest, srcs = dev_overlay
     patched = 0
     for ks in (o for o in _build(dest) if o["kind"] == "Kustomization"):
-        layer_dir = paths.ROOT / ks["spec"]["path"].removeprefix("./")
+        layer_dir = REPO.root / ks["spec"]["path"].removeprefix("./")
         work = tmp_path / ks["metadata"]["name"]
         work.mkdir()
         (work / "kustomization.yaml").write_text(
@@ -156,11 +156,11 @@ def test_ports_stay_in_range_and_do_not_overlap(monkeypatch: pytest.MonkeyPatch)
     """Each cluster's own ports, as allocated when nothing else holds them."""
     monkeypatch.setattr(flux, "port_in_use", lambda port: False)
     used: list[int] = []
-    for name in (*(f"flux-{e}" for e in paths.ENVIRONMENT_NAMES), "flux-behaviour"):
-        p = flux.Ports.allocate(name)
+    for name in (*(f"flux-{e}" for e in REPO.environment_names), "flux-behaviour"):
+        p = flux.Ports.allocate(REPO, name)
         used += [p.git, p.charts, p.registry, p.storage, *p.health.values()]
         # The control plane adds 10 * its slot of the name to the base.
-        first = flux.cluster_port_base(name) + 10 * controlplane.slot(name)
+        first = flux.cluster_port_base(REPO, name) + 10 * controlplane.slot(REPO, name)
         used += [first + offset for offset in PORTS.values()]
     assert len(used) == len(set(used))
     assert all(37000 <= port < 37500 for port in used)
@@ -168,23 +168,25 @@ def test_ports_stay_in_range_and_do_not_overlap(monkeypatch: pytest.MonkeyPatch)
 
 def test_ports_in_use_are_skipped() -> None:
     with socket.socket() as sock:
-        first = flux.Ports.allocate("flux-behaviour")
+        first = flux.Ports.allocate(REPO, "flux-behaviour")
         # A port an earlier test's server left in TIME_WAIT is free to listen on again.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", first.git))
         sock.listen()
-        again = flux.Ports.allocate("flux-behaviour")
+        again = flux.Ports.allocate(REPO, "flux-behaviour")
     assert first.git not in (again.git, again.charts, again.registry, again.storage)
     assert first.git not in again.health.values()
 
 
 def test_cluster_ports_move_past_a_port_in_use() -> None:
-    base = flux.cluster_port_base("flux-behaviour")
-    first = base + 10 * controlplane.slot("flux-behaviour")
+    base = flux.cluster_port_base(REPO, "flux-behaviour")
+    first = base + 10 * controlplane.slot(REPO, "flux-behaviour")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", first + PORTS["kube-apiserver"]))
         sock.listen()
-        moved = flux.cluster_port_base("flux-behaviour") + 10 * controlplane.slot("flux-behaviour")
+        moved = flux.cluster_port_base(REPO, "flux-behaviour") + 10 * controlplane.slot(
+            REPO, "flux-behaviour"
+        )
     taken = first + PORTS["kube-apiserver"]
     assert taken not in [moved + offset for offset in PORTS.values()]
     assert moved >= 37000 and moved + max(PORTS.values()) < 37100
@@ -192,7 +194,7 @@ def test_cluster_ports_move_past_a_port_in_use() -> None:
 
 def test_flux_pins_are_one_distribution_and_match_the_crd_pins() -> None:
     versions = REPO.versions
-    pinned = {b.name: b.version for b in binaries.flux_pinned(versions)}
+    pinned = {b.name: b.version for b in binaries.flux_pinned(REPO, versions)}
     assert set(pinned) == set(binaries.FLUX_CONTROLLERS)
     tags = {
         p.upstream.split("/")[1]: p.tag for p in crds.pins(REPO) if p.upstream.startswith("fluxcd/")
@@ -209,7 +211,7 @@ def test_flux_pins_missing_version_is_named() -> None:
     with pytest.raises(
         binaries.BuildError, match=r"versions.yaml: flux.helmController: no version"
     ):
-        binaries.flux_pinned(broken)
+        binaries.flux_pinned(REPO, broken)
 
 
 def test_layer_namespaces_come_from_the_inventory_and_the_releases() -> None:

@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kserve_gitops.e2e import plan as e2e_plan
-from kserve_gitops.e2e import run as e2e
-from kserve_gitops.e2e import tools as cluster
-from kserve_gitops.e2e.plan import (
+from kserve_gitops.e2e import readiness, run, steps, tools
+from kserve_gitops.e2e.describe import describe
+from kserve_gitops.e2e.executor import Executor, StepFailed
+from kserve_gitops.e2e.model_store import storage
+from kserve_gitops.e2e.plan import INGRESS_NODE_PORT, build, on_one_node
+from kserve_gitops.e2e.steps import (
     Apply,
     CreateCluster,
     HelmInstall,
@@ -32,11 +34,12 @@ from kserve_gitops.e2e.plan import (
     ResolveHost,
     Run,
 )
-from kserve_gitops.repo import flux, paths, render
+from kserve_gitops.repo import Repo, flux, render
+from kserve_gitops.repo.render import RenderError
 from tests import REPO
 
 ENVS = ("dev", "staging", "prod")
-PINS = yaml.safe_load(paths.VERSIONS.read_text())
+PINS = yaml.safe_load(REPO.versions_file.read_text())
 ISSUE_PREDICTIONS = {
     ((6.8, 2.8, 4.8, 1.4), (6.0, 3.4, 4.5, 1.6)): (1, 1),
     ((5.1, 3.5, 1.4, 0.2),): (0,),
@@ -45,7 +48,7 @@ ISSUE_PREDICTIONS = {
 
 @pytest.fixture(scope="module", params=ENVS)
 def plan(request: pytest.FixtureRequest) -> Plan:
-    return e2e_plan.build(request.param)
+    return build(REPO, request.param)
 
 
 def index(plan: Plan, pred: Any) -> list[int]:
@@ -89,18 +92,18 @@ def custom_objects(objs: Any) -> list[dict[str, Any]]:
 
 
 def test_kind_config_pins_the_node_image_and_maps_the_ingress_port() -> None:
-    config = yaml.safe_load(e2e_plan.KIND_CONFIG.read_text())
+    config = yaml.safe_load((REPO.e2e / "kind-config.yaml").read_text())
     assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     (node,) = config["nodes"]
     assert node["image"] == PINS["kubernetes"]["nodeImage"]
     mapping = {m["containerPort"]: m for m in node["extraPortMappings"]}
-    assert mapping[e2e_plan.INGRESS_NODE_PORT]["hostPort"] == e2e_plan.INGRESS_NODE_PORT
-    assert mapping[e2e_plan.INGRESS_NODE_PORT]["listenAddress"] == "127.0.0.1"
-    override = yaml.safe_load((e2e_plan.E2E_VALUES / "istio-ingressgateway.yaml").read_text())
+    assert mapping[INGRESS_NODE_PORT]["hostPort"] == INGRESS_NODE_PORT
+    assert mapping[INGRESS_NODE_PORT]["listenAddress"] == "127.0.0.1"
+    override = yaml.safe_load((REPO.e2e / "values" / "istio-ingressgateway.yaml").read_text())
     ports = {p["name"]: p for p in override["service"]["ports"]}
     assert override["service"]["type"] == "NodePort"
-    assert ports["http2"]["nodePort"] == e2e_plan.INGRESS_NODE_PORT
-    assert e2e_plan.build("dev").ingress == f"http://127.0.0.1:{e2e_plan.INGRESS_NODE_PORT}"
+    assert ports["http2"]["nodePort"] == INGRESS_NODE_PORT
+    assert build(REPO, "dev").ingress == f"http://127.0.0.1:{INGRESS_NODE_PORT}"
 
 
 def test_node_image_is_the_kind_release_image_of_the_pinned_kubernetes() -> None:
@@ -122,7 +125,7 @@ def test_plan_starts_with_the_pinned_cluster(plan: Plan) -> None:
     assert argv[argv.index("--config") + 1] == "e2e/kind-config.yaml"
     assert argv[argv.index("--name") + 1] == f"kgops-{plan.env}"
     # Its own kubeconfig: the run cannot act on the user's clusters.
-    assert argv[argv.index("--kubeconfig") + 1] == paths.rel(plan.kubeconfig)
+    assert argv[argv.index("--kubeconfig") + 1] == REPO.rel(plan.kubeconfig)
 
 
 # --- installs: from the declarations, at the pinned versions ------------------------------
@@ -174,7 +177,7 @@ def test_installs_are_exactly_the_declared_releases_in_order(plan: Plan) -> None
 
 def test_e2e_overrides_only_what_kind_needs(plan: Plan) -> None:
     overridden = {
-        s.release: [paths.rel(p) for p in s.value_files]
+        s.release: [str(p) for p in s.value_files]
         for s in plan.steps
         if isinstance(s, HelmInstall) and s.repository and s.value_files
     }
@@ -209,7 +212,7 @@ def test_crds_are_established_before_objects_of_their_kind(
         elif isinstance(step, HelmInstall) and step.repository is None:
             objs = custom_objects(o.body for o in render.render_models(REPO, plan.env))
         elif isinstance(step, HelmInstall):
-            needed = set(e2e_plan.readiness(step.chart, step.release).needs_crds)
+            needed = set(readiness.readiness(step.chart, step.release).needs_crds)
         for obj in objs:
             group = obj["apiVersion"].split("/")[0]
             needed.add(crd_names[(group, obj["kind"])])
@@ -252,7 +255,7 @@ def test_kserve_webhook_is_ready_before_any_inference_service(plan: Plan) -> Non
         return isinstance(s, HelmInstall) and s.repository is None
 
     first_isvc = min(index(plan, carries_isvc))
-    endpoint = index(plan, lambda s: f"kserve/{e2e_plan.KSERVE_WEBHOOK} has a ready" in s.title)
+    endpoint = index(plan, lambda s: f"kserve/{readiness.KSERVE_WEBHOOK} has a ready" in s.title)
     injected = index(plan, lambda s: "injected the CA" in s.title)
     available = index(plan, lambda s: s.title == "wait: every Deployment in kserve Available")
     assert available and endpoint and len(injected) == 3
@@ -265,7 +268,7 @@ def test_kserve_webhook_is_ready_before_any_inference_service(plan: Plan) -> Non
 
 
 def test_runtime_present_before_the_model_is_deployed(plan: Plan) -> None:
-    runtime = index(plan, lambda s: e2e_plan.SKLEARN_RUNTIME in s.title)
+    runtime = index(plan, lambda s: readiness.SKLEARN_RUNTIME in s.title)
     model = index(plan, lambda s: isinstance(s, HelmInstall) and s.repository is None)
     assert runtime and runtime[0] < model[0]
     step = plan.steps[runtime[0]]
@@ -280,12 +283,12 @@ def test_model_is_on_the_claim_before_the_inference_service(plan: Plan) -> None:
     model = index(plan, lambda s: isinstance(s, HelmInstall) and s.repository is None)
     assert copy[0] < delete[0] < model[0]
     argv = plan.steps[copy[0]].argv()
-    artifact = paths.ROOT / argv[2]
+    artifact = REPO.root / argv[2]
     assert artifact.is_file() and artifact.name == "model.joblib"
-    values = render.model_values(REPO, render.model_values_file(REPO, plan.env, e2e_plan.MODEL))
-    claim, sub = e2e_plan._storage(values, plan.env)
+    values = render.model_values(REPO, render.model_values_file(REPO, plan.env, plan.models[0]))
+    claim, sub = storage(values, plan.env)
     assert argv[3].endswith(f":/mnt/models/{sub}/model.joblib")
-    store = render.kustomize_build(REPO, e2e_plan.MODEL_STORE)
+    store = render.kustomize_build(REPO, REPO.e2e / "model-store")
     # The namespace (Pod Security "restricted") and the claim come from the environment's
     # layers, never from the e2e: only the loader pod is the e2e's.
     assert [o["kind"] for o in store] == ["Pod"]
@@ -344,15 +347,15 @@ def test_verification_follows_the_ready_condition(plan: Plan) -> None:
 
 
 def test_applied_manifests_are_builds_make_validate_checks(plan: Plan) -> None:
-    validated_dirs = {paths.rel(d) for d in render.kustomization_dirs(REPO)}
+    validated_dirs = {REPO.rel(d) for d in render.kustomization_dirs(REPO)}
     applies = [s for s in plan.steps if isinstance(s, Apply)]
     assert applies
     for step in applies:
         directory = step.source.removeprefix("kustomize build ")
         assert directory in validated_dirs, step.source
-        built = render.kustomize_build(REPO, paths.ROOT / directory)
+        built = render.kustomize_build(REPO, REPO.root / directory)
         # The one adaptation: claims shared across nodes are ReadWriteOnce on the one-node cluster.
-        expected = [e2e_plan.on_one_node(o) for o in built]
+        expected = [on_one_node(o) for o in built]
         assert [dict(o) for o in step.objects] == expected, step.source
 
 
@@ -360,7 +363,7 @@ def test_model_objects_are_the_environment_render_make_validate_checks(plan: Pla
     validated = [o.body for o in render.render_models(REPO, plan.env)]
     (install,) = [s for s in plan.steps if isinstance(s, HelmInstall) and s.repository is None]
     assert install.argv(None)[3:5] == ["sklearn-iris", "charts/inference-service"]
-    assert [paths.rel(p) for p in install.value_files] == [
+    assert [str(p) for p in install.value_files] == [
         f"environments/{plan.env}/models/sklearn-iris.yaml"
     ]
     dry_runs = [s for s in plan.steps if isinstance(s, Poll) and s.stdin_objects]
@@ -371,12 +374,12 @@ def test_readiness_crd_names_exist_in_the_pinned_crds(
     crd_names: dict[tuple[str, str], str],
 ) -> None:
     known = set(crd_names.values())
-    for names in (e2e_plan.ISTIO_CRDS, e2e_plan.KSERVE_CRDS, e2e_plan.KNATIVE_OPERATOR_CRDS):
+    for names in (readiness.ISTIO_CRDS, readiness.KSERVE_CRDS, readiness.KNATIVE_OPERATOR_CRDS):
         assert set(names) <= known
 
 
 def test_loader_pod_uses_the_pinned_kserve_runtime_image() -> None:
-    store = render.kustomize_build(REPO, e2e_plan.MODEL_STORE)
+    store = render.kustomize_build(REPO, REPO.e2e / "model-store")
     (pod,) = [o for o in store if o["kind"] == "Pod"]
     image = pod["spec"]["containers"][0]["image"]
     assert image == f"kserve/sklearnserver:{PINS['kserve']['version']}"
@@ -386,7 +389,7 @@ def test_loader_pod_uses_the_pinned_kserve_runtime_image() -> None:
 
 
 def test_printed_plan_lists_every_step_with_versions_and_values(plan: Plan) -> None:
-    text = e2e_plan.describe(plan)
+    text = describe(plan)
     for number, step in enumerate(plan.steps, start=1):
         assert f"{number:>2}. {step.title}" in text
     for step in plan.steps:
@@ -455,38 +458,27 @@ def calls(log: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-def test_make_e2e_plan_touches_no_tool(recording_tools: Path) -> None:
+def test_make_e2e_plan_touches_no_tool(
+    recording_tools: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for env in ENVS:
-        proc = subprocess.run(
-            [sys.executable, "-m", "kserve_gitops.e2e.run", "--env", env, "--plan"],
-            capture_output=True,
-            text=True,
-            cwd=paths.ROOT,
-            check=False,
-            timeout=120,
-        )
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.startswith(f"e2e plan for {env}:")
-        assert f"kind create cluster --name kgops-{env}" in proc.stdout
+        rc = run.main(["--env", env, "--plan"], REPO)
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        assert out.startswith(f"e2e plan for {env}:")
+        assert f"kind create cluster --name kgops-{env}" in out
     assert calls(recording_tools) == []  # no docker, kind, helm, or cluster-facing kubectl
 
 
 # --- preflight ------------------------------------------------------------------------------
 
 
-def run_e2e(env_vars: dict[str, str], root: Path = paths.ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kserve_gitops.e2e.run", "--env", "dev"],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env={**os.environ, "KGOPS_ROOT": str(root), **env_vars},
-        check=False,
-        timeout=60,
-    )
-
-
-def test_preflight_names_what_is_missing_and_how_to_get_it(tmp_path: Path, repo_copy: Path) -> None:
+def test_preflight_names_what_is_missing_and_how_to_get_it(
+    tmp_path: Path,
+    repo_copy: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     docker = bin_dir / "docker"  # a CLI without an engine, as on this machine
@@ -497,11 +489,13 @@ def test_preflight_names_what_is_missing_and_how_to_get_it(tmp_path: Path, repo_
     )
     docker.chmod(0o755)
     shutil.rmtree(repo_copy / ".cache" / "e2e", ignore_errors=True)  # a cluster running here
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("CLUSTER", raising=False)
     started = time.monotonic()
-    proc = run_e2e({"PATH": str(bin_dir)}, repo_copy)
+    rc = run.main(["--env", "dev"], Repo(repo_copy))
     assert time.monotonic() - started < 30
-    assert proc.returncode == e2e.EXIT_PREFLIGHT
-    err = proc.stderr
+    assert rc == run.EXIT_PREFLIGHT
+    err = capsys.readouterr().err
     assert "3 prerequisite(s) missing; nothing was created" in err
     assert "docker: the engine is not reachable" in err and "Cannot connect" in err
     assert "https://docs.docker.com/engine/install/" in err
@@ -516,16 +510,16 @@ def test_kubectl_is_missing_only_without_the_venv_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH at all
-    missing = {p.tool for p in cluster.preflight("v0.30.0")[0]}
+    missing = {p.tool for p in tools.preflight("v0.30.0")[0]}
     kubectl_local = (Path(sys.executable).parent / "kubectl").is_file()
-    assert missing == ({"docker", "kind", "helm"} if kubectl_local else set(cluster.TOOLS))
+    assert missing == ({"docker", "kind", "helm"} if kubectl_local else set(tools.TOOLS))
 
 
 def test_preflight_warns_on_another_kind_release(
     recording_tools: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_KIND_VERSION", "kind v0.29.0 go1.24.2 linux/amd64")
-    problems, warnings = cluster.preflight("v0.30.0")
+    problems, warnings = tools.preflight("v0.30.0")
     assert problems == []
     assert len(warnings) == 1 and "kind v0.29.0" in warnings[0] and "v0.30.0" in warnings[0]
     assert ["docker", "info", "--format", "{{.ServerVersion}}"] in calls(recording_tools)
@@ -535,20 +529,20 @@ def test_preflight_warns_on_kubectl_skew(
     recording_tools: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_KUBECTL_MINOR", "32")
-    problems, warnings = cluster.preflight("v0.30.0", "1.34.0")
+    problems, warnings = tools.preflight("v0.30.0", "1.34.0")
     assert problems == []
     assert warnings == [
         f"kubectl 1.32 at {recording_tools.parent / 'bin' / 'kubectl'} is outside the supported "
         "skew of the Kubernetes 1.34.0 cluster (1.33 to 1.35)"
     ]
     monkeypatch.setenv("FAKE_KUBECTL_MINOR", "35")
-    assert cluster.preflight("v0.30.0", "1.34.0") == ([], [])
+    assert tools.preflight("v0.30.0", "1.34.0") == ([], [])
 
 
 def test_make_e2e_here_fails_fast_with_the_preflight_message() -> None:
     """This machine as it is: run only when something is missing (else it would start a real
     cluster, which is `make e2e`'s job, not the unit suite's)."""
-    problems, _ = cluster.preflight(PINS["kubernetes"]["kind"])
+    problems, _ = tools.preflight(PINS["kubernetes"]["kind"])
     if not problems:
         pytest.skip("docker, kind, kubectl and helm are all usable here")
     started = time.monotonic()
@@ -556,12 +550,12 @@ def test_make_e2e_here_fails_fast_with_the_preflight_message() -> None:
         ["make", "e2e", "ENV=dev", "CLUSTER=kind"],
         capture_output=True,
         text=True,
-        cwd=paths.ROOT,
+        cwd=REPO.root,
         check=False,
     )
     assert time.monotonic() - started < 60
     assert proc.returncode != 0
-    assert f"Error {e2e.EXIT_PREFLIGHT}" in proc.stderr
+    assert f"Error {run.EXIT_PREFLIGHT}" in proc.stderr
     for problem in problems:
         assert f"  - {problem.tool}: " in proc.stderr
 
@@ -600,14 +594,14 @@ def normalized(recorded: list[list[str]]) -> list[list[str]]:
 def test_executor_runs_the_plan_then_diagnoses_and_deletes_the_cluster(
     recording_tools: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = private(e2e_plan.build("dev"), tmp_path)
+    plan = private(build(REPO, "dev"), tmp_path)
     failing = index(plan, lambda s: s.title == "wait: InferenceService models/sklearn-iris Ready")[
         0
     ]
     monkeypatch.setenv("FAKE_FAIL", "inferenceservice/sklearn-iris")
     lines: list[str] = []
-    rc = e2e.run(plan, keep=False, reports=tmp_path / "reports", echo=lines.append)
-    assert rc == e2e.EXIT_FAILED
+    rc = run.run(plan, keep=False, reports=tmp_path / "reports", echo=lines.append)
+    assert rc == run.EXIT_FAILED
     recorded = normalized(calls(recording_tools))
     assert recorded[: failing + 2] == expected_commands(plan, failing + 1)  # +1: kind get clusters
     assert recorded[-1] == [
@@ -635,7 +629,7 @@ def test_executor_runs_the_plan_then_diagnoses_and_deletes_the_cluster(
         assert (diag / ns / "logs" / "pod-a.log").is_file(), ns
         assert (diag / ns / "events.txt").is_file(), ns
     assert ["kind", "export", "logs", str(diag / "kind"), "--name", "kgops-dev"] in recorded
-    assert (report / "plan.txt").read_text() == e2e_plan.describe(plan)
+    assert (report / "plan.txt").read_text() == describe(plan)
     assert "boom" in (report / "commands.log").read_text()
     assert any(line.startswith("FAILED step") for line in lines)
 
@@ -643,10 +637,10 @@ def test_executor_runs_the_plan_then_diagnoses_and_deletes_the_cluster(
 def test_keep_leaves_the_cluster(
     recording_tools: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = private(e2e_plan.build("staging"), tmp_path)
+    plan = private(build(REPO, "staging"), tmp_path)
     monkeypatch.setenv("FAKE_FAIL", "helm upgrade --install istio-base")
-    rc = e2e.run(plan, keep=True, reports=tmp_path / "reports", echo=lambda _l: None)
-    assert rc == e2e.EXIT_FAILED
+    rc = run.run(plan, keep=True, reports=tmp_path / "reports", echo=lambda _l: None)
+    assert rc == run.EXIT_FAILED
     recorded = calls(recording_tools)
     assert not any(argv[:3] == ["kind", "delete", "cluster"] for argv in recorded)
     assert recorded[3][:4] == ["helm", "upgrade", "--install", "istio-base"]
@@ -655,10 +649,10 @@ def test_keep_leaves_the_cluster(
 def test_existing_cluster_is_reused(
     recording_tools: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = private(e2e_plan.build("dev"), tmp_path)
+    plan = private(build(REPO, "dev"), tmp_path)
     monkeypatch.setenv("FAKE_CLUSTERS", "other\nkgops-dev")
     monkeypatch.setenv("FAKE_FAIL", "kubectl wait --for=condition=Ready node")
-    e2e.run(plan, keep=False, reports=tmp_path / "reports", echo=lambda _l: None)
+    run.run(plan, keep=False, reports=tmp_path / "reports", echo=lambda _l: None)
     recorded = calls(recording_tools)
     assert recorded[1] == [
         "kind", "export", "kubeconfig", "--name", "kgops-dev", "--kubeconfig", str(plan.kubeconfig)
@@ -667,10 +661,10 @@ def test_existing_cluster_is_reused(
 
 
 def test_poll_gives_up_with_the_last_answer(tmp_path: Path) -> None:
-    runner = cluster.Runner(log=tmp_path / "log", echo=lambda _l: None)
-    executor = e2e.Executor(e2e_plan.build("dev"), runner, tmp_path, echo=lambda _l: None)
+    runner = tools.Runner(log=tmp_path / "log", echo=lambda _l: None)
+    executor = Executor(build(REPO, "dev"), runner, tmp_path, echo=lambda _l: None)
     step = Poll("t", "wait: never", ("echo", "{}"), "ready-endpoint", timeout_s=0.3, interval_s=0.1)
-    with pytest.raises(e2e.StepFailed, match=r"not true after 0.3s; last attempt: output did not"):
+    with pytest.raises(StepFailed, match=r"not true after 0.3s; last attempt: output did not"):
         executor.execute(step)
 
 
@@ -686,8 +680,8 @@ def test_poll_gives_up_with_the_last_answer(tmp_path: Path) -> None:
     ],
 )
 def test_ready_endpoint(slices: dict[str, Any], ready: bool) -> None:
-    assert e2e_plan.ready_endpoint(json.dumps(slices)) is ready
-    assert e2e_plan.ready_endpoint("not json") is False
+    assert steps.ready_endpoint(json.dumps(slices)) is ready
+    assert steps.ready_endpoint("not json") is False
 
 
 @pytest.mark.slow
@@ -696,7 +690,7 @@ def test_executor_passes_against_a_real_model_server(
 ) -> None:
     """Everything up to the ingress is stood in for; the predictions and the Locust SLO test
     run for real against KServe's sklearn server with our model (ingress = that server)."""
-    base = private(e2e_plan.build("dev"), tmp_path, ingress=model_server)
+    base = private(build(REPO, "dev"), tmp_path, ingress=model_server)
     # A short run at the SLO's rate with targets a busy shared machine meets: this checks the
     # executor's path; tests/load/test_loadtest.py checks the SLO verdict itself.
     lenient = tmp_path / "lenient-slo.yaml"
@@ -712,7 +706,7 @@ def test_executor_passes_against_a_real_model_server(
     )
     plan = dataclasses.replace(base, steps=steps)
     lines: list[str] = []
-    rc = e2e.run(plan, keep=False, reports=tmp_path / "reports", echo=lines.append)
+    rc = run.run(plan, keep=False, reports=tmp_path / "reports", echo=lines.append)
     assert rc == 0, "\n".join(lines[-40:])
     (report,) = (tmp_path / "reports").glob("e2e-*")
     summary = json.loads((report / "summary.json").read_text())
@@ -726,19 +720,19 @@ def test_executor_passes_against_a_real_model_server(
 
 
 def test_wrong_prediction_fails_the_step(tmp_path: Path, model_server: str) -> None:
-    plan = dataclasses.replace(e2e_plan.build("dev"), ingress=model_server)
-    runner = cluster.Runner(log=tmp_path / "log", echo=lambda _l: None)
-    executor = e2e.Executor(plan, runner, tmp_path, echo=lambda _l: None, host="sklearn-iris.x")
+    plan = dataclasses.replace(build(REPO, "dev"), ingress=model_server)
+    runner = tools.Runner(log=tmp_path / "log", echo=lambda _l: None)
+    executor = Executor(plan, runner, tmp_path, echo=lambda _l: None, host="sklearn-iris.x")
     wrong = Predict("verify", "sklearn-iris", "v2", ((5.1, 3.5, 1.4, 0.2),), (2,))
-    with pytest.raises(e2e.StepFailed, match=r"v2: predicted \[0\], expected \[2\]"):
+    with pytest.raises(StepFailed, match=r"v2: predicted \[0\], expected \[2\]"):
         executor.execute(wrong)
     missing = Predict("verify", "no-such-model", "v1", ((5.1, 3.5, 1.4, 0.2),), (0,))
-    with pytest.raises(e2e.StepFailed, match="v1 prediction failed"):
+    with pytest.raises(StepFailed, match="v1 prediction failed"):
         executor.execute(dataclasses.replace(missing, timeout_s=2))
 
 
 def test_ci_runs_make_e2e_for_dev_on_pull_requests_and_uploads_the_reports() -> None:
-    workflow = yaml.safe_load((paths.ROOT / ".github/workflows/e2e.yml").read_text())
+    workflow = yaml.safe_load((REPO.root / ".github/workflows/e2e.yml").read_text())
     triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
     assert {"pull_request", "push", "workflow_dispatch"} <= set(triggers)
     job = workflow["jobs"]["kind"]
@@ -761,7 +755,7 @@ def test_ci_runs_make_e2e_for_dev_on_pull_requests_and_uploads_the_reports() -> 
 
 
 def test_ci_runs_the_kwok_e2e_for_every_environment() -> None:
-    workflow = yaml.safe_load((paths.ROOT / ".github/workflows/e2e.yml").read_text())
+    workflow = yaml.safe_load((REPO.root / ".github/workflows/e2e.yml").read_text())
     job = workflow["jobs"]["kwok"]
     assert job["strategy"]["matrix"]["env"] == list(ENVS)
     runs = [s.get("run", "") for s in job["steps"]]
@@ -773,22 +767,26 @@ def test_ci_runs_the_kwok_e2e_for_every_environment() -> None:
     assert "hashFiles('versions.yaml'" in cache["with"]["key"]
 
 
-def test_plan_refuses_a_storage_uri_the_e2e_cannot_deliver(repo_copy: Path) -> None:
+def test_plan_refuses_a_storage_uri_the_e2e_cannot_deliver(
+    repo_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     values = repo_copy / "environments/dev/models/sklearn-iris.yaml"
     values.write_text(
         values.read_text().replace("pvc://sklearn-iris-models/v1", "gs://kfserving-examples/iris")
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "kserve_gitops.e2e.run", "--env", "dev", "--plan"],
-        capture_output=True,
-        text=True,
-        cwd=repo_copy,
-        env={**os.environ, "KGOPS_ROOT": str(repo_copy)},
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == e2e.EXIT_FAILED and proc.stdout == ""
+    monkeypatch.setenv("KGOPS_ROOT", str(repo_copy))  # for what still finds the checkout itself
+    rc = run.main(["--env", "dev", "--plan"], Repo(repo_copy))
+    out, err = capsys.readouterr()
+    assert rc == run.EXIT_FAILED and out == ""
     assert (
         "environments/dev/models/sklearn-iris.yaml: model.storageUri: the e2e delivers the model "
         "on a PVC and expects pvc://<claim>/<path>, got 'gs://kfserving-examples/iris'"
-    ) in proc.stderr
+    ) in err
+
+
+def test_a_model_without_predictions_is_named_with_the_file(repo_copy: Path) -> None:
+    """The models and their predictions are data (the environment's values files and
+    e2e/predictions/<model>.yaml): a model the e2e cannot verify stops the plan, naming the file."""
+    (repo_copy / "e2e/predictions/sklearn-iris.yaml").unlink()
+    with pytest.raises(RenderError, match=r"^e2e/predictions/sklearn-iris.yaml: missing"):
+        build(Repo(repo_copy), "dev")

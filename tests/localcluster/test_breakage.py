@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kserve_gitops.e2e.plan import Apply, HelmInstall, Plan
-from kserve_gitops.e2e.run import Executor
+from kserve_gitops.e2e.executor import Executor
+from kserve_gitops.e2e.steps import Apply, HelmInstall, Plan
 from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
-from kserve_gitops.repo import flux, paths, render
+from kserve_gitops.repo import flux, render
 from kserve_gitops.upstream import charts as upstream_charts
 from tests import REPO
 from tests.kwok_helpers import need_binaries
@@ -27,14 +27,14 @@ pytestmark = pytest.mark.kwok
 
 @pytest.fixture(scope="module")
 def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
-    need_binaries(binaries.locate)
+    need_binaries(lambda: binaries.locate(binaries.pinned(REPO)))
     report = tmp_path_factory.mktemp("kwok-breakage")
     lines: list[str] = []
-    cluster = KwokCluster("breakage", lines.append)
+    cluster = KwokCluster(REPO, "breakage", lines.append)
     bins = cluster.prepare()
-    kubeconfig = paths.CACHE / "e2e" / "breakage" / "kubeconfig"
-    runner = Runner(report / "commands.log", lines.append, run_env(kubeconfig, bins), paths.ROOT)
-    plan = Plan("breakage", "kgops-breakage", kubeconfig, "models", "", (), "kwok")
+    kubeconfig = REPO.cache / "e2e" / "breakage" / "kubeconfig"
+    runner = Runner(report / "commands.log", lines.append, run_env(kubeconfig, bins), REPO.root)
+    plan = Plan(REPO, "breakage", "kgops-breakage", kubeconfig, "models", "", (), "kwok")
     cluster.start(runner)
     try:
         yield Executor(plan, runner, report, lines.append, kwok=cluster)
@@ -58,7 +58,7 @@ def configs(root: Path, *kinds: str) -> Apply:
 
 
 def helm_install(layer_name: str, rel: flux.Release, values: dict[str, Any]) -> HelmInstall:
-    chart = paths.rel(upstream_charts.chart_dir(REPO, rel.chart, rel.version))
+    chart = REPO.rel(upstream_charts.chart_dir(REPO, rel.chart, rel.version))
     return HelmInstall(layer_name, rel.name, chart, None, None, rel.namespace, values=values,
                        values_source=rel.values_file or "", timeout="2m")  # fmt: skip
 

@@ -12,22 +12,23 @@ KSERVE_INGRESS_HOST_PORT (KServe's variable) overrides the ingress address 127.0
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 
-from kserve_gitops.e2e import plan as e2e_plan
-from kserve_gitops.e2e.plan import Plan
+from kserve_gitops.e2e import ingress as routed
+from kserve_gitops.e2e.plan import build
+from kserve_gitops.e2e.steps import Plan
 from kserve_gitops.serving import client
 from kserve_gitops.serving.client import Rows
+from tests import REPO
 
 
 @pytest.fixture(scope="session")
 def plan() -> Plan:
-    return e2e_plan.build(os.environ.get("KGOPS_E2E_ENV", "dev"))
+    return build(REPO, os.environ.get("KGOPS_E2E_ENV", "dev"))
 
 
 @pytest.fixture(scope="session")
@@ -54,26 +55,20 @@ def ingress(plan: Plan) -> str:
 @pytest.fixture(scope="session")
 def isvc(kserve_client: Any, plan: Plan) -> dict[str, Any]:
     """The environment's InferenceService once its Ready condition is True."""
-    kserve_client.wait_isvc_ready(e2e_plan.MODEL, plan.namespace, timeout_seconds=600)
-    return kserve_client.get(e2e_plan.MODEL, namespace=plan.namespace)
+    model = plan.models[0]
+    kserve_client.wait_isvc_ready(model, plan.namespace, timeout_seconds=600)
+    return kserve_client.get(model, namespace=plan.namespace)
 
 
 @pytest.fixture(scope="session")
-def predict(ingress: str, isvc: dict[str, Any]) -> Callable[[Rows, str], list[Any]]:
+def predict(ingress: str, isvc: dict[str, Any], plan: Plan) -> Callable[[Rows, str], list[Any]]:
     """The one prediction helper: through the Istio ingress, routed by the Host of the
     InferenceService URL, retrying what a just-ready route answers (connection errors, 404,
-    429/502/503/504)."""
+    429/502/503/504) as the e2e's Predict steps do (kserve_gitops.e2e.ingress)."""
     host = urlparse(isvc["status"]["url"]).netloc
     policy = client.RetryPolicy(retries=8, backoff=0.5, max_backoff=5)
 
     def send(rows: Rows, protocol: str) -> list[Any]:
-        for _ in range(10):
-            try:
-                return client.predict(ingress, e2e_plan.MODEL, rows, protocol, host, policy)
-            except client.PredictionError as exc:
-                if exc.status != 404:  # 404: the gateway has no route for the Host yet
-                    raise
-            time.sleep(3)
-        return client.predict(ingress, e2e_plan.MODEL, rows, protocol, host, policy)
+        return routed.predict(ingress, plan.models[0], rows, protocol, host, 30, policy)
 
     return send

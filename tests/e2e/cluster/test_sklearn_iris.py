@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,9 +13,10 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from kserve_gitops.e2e import plan as e2e_plan
-from kserve_gitops.e2e.plan import Plan, Poll
-from kserve_gitops.repo import paths, render
+from kserve_gitops.e2e.plan import predictions
+from kserve_gitops.e2e.readiness import SKLEARN_RUNTIME
+from kserve_gitops.e2e.steps import HelmInstall, Plan, Poll
+from kserve_gitops.repo import render
 from tests import REPO
 
 pytestmark = pytest.mark.e2e
@@ -26,9 +28,7 @@ def api(kubeconfig: str) -> k8s.ApiClient:
 
 
 def platform_namespaces(plan: Plan) -> list[str]:
-    return sorted(
-        {s.namespace for s in plan.steps if isinstance(s, e2e_plan.HelmInstall) and s.repository}
-    )
+    return sorted({s.namespace for s in plan.steps if isinstance(s, HelmInstall) and s.repository})
 
 
 def test_platform_deployments_are_available(api: k8s.ApiClient, plan: Plan) -> None:
@@ -68,7 +68,7 @@ def test_knative_serving_is_ready(api: k8s.ApiClient) -> None:
 
 def test_sklearn_runtime_is_installed(api: k8s.ApiClient) -> None:
     runtime = k8s.CustomObjectsApi(api).get_cluster_custom_object(
-        "serving.kserve.io", "v1alpha1", "clusterservingruntimes", e2e_plan.SKLEARN_RUNTIME
+        "serving.kserve.io", "v1alpha1", "clusterservingruntimes", SKLEARN_RUNTIME
     )
     formats = [f["name"] for f in runtime["spec"]["supportedModelFormats"]]
     assert "sklearn" in formats
@@ -84,7 +84,7 @@ def test_inference_service_is_ready_on_the_environment_domain(
 
 
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
-@pytest.mark.parametrize(("rows", "expected"), e2e_plan.PREDICTIONS)
+@pytest.mark.parametrize(("rows", "expected"), predictions(REPO, "sklearn-iris"))
 def test_predictions_through_the_ingress(
     predict: Callable[[Any, str], list[Any]], protocol: str, rows: Any, expected: Any
 ) -> None:
@@ -98,7 +98,8 @@ def test_locust_slo_through_the_ingress(
     proc = subprocess.run(
         [sys.executable, "-m", "kserve_gitops.load.loadtest", "--target", ingress,
          "--host-header", host, "--protocol", "v1", "--env", plan.env,
-         "--reports", str(paths.REPORTS)],
+         "--reports", str(REPO.reports)],
+        cwd=REPO.root, env={**os.environ, "KGOPS_ROOT": str(REPO.root)},
         capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
