@@ -143,6 +143,19 @@ def pods_scheduled(pods: Iterable[Obj]) -> list[Finding]:
     return found
 
 
+def _mounted(source: Obj, secret_name: str, where: str) -> list[tuple[str, str, str, bool]]:
+    """The ConfigMap and Secret a volume or a projected volume's source mounts (a volume names
+    its Secret in `secretName`, a projected source in `name`)."""
+    refs: list[tuple[str, str, str, bool]] = []
+    if "configMap" in source:
+        cm = source["configMap"]
+        refs.append(("ConfigMap", cm.get("name"), where, bool(cm.get("optional"))))
+    if "secret" in source:
+        sec = source["secret"]
+        refs.append(("Secret", sec.get(secret_name), where, bool(sec.get("optional"))))
+    return refs
+
+
 def pod_references(pod: Obj) -> list[tuple[str, str, str, bool]]:
     """(kind, name, field, optional) of every ServiceAccount/ConfigMap/Secret/claim a pod
     needs to start."""
@@ -157,22 +170,12 @@ def pod_references(pod: Obj) -> list[tuple[str, str, str, bool]]:
             refs.append(("Secret", secret["name"], f"spec.imagePullSecrets[{i}]", True))
     for vol in spec.get("volumes") or []:
         where = f"spec.volumes[{vol.get('name')}]"
-        if "configMap" in vol:
-            cm = vol["configMap"]
-            refs.append(("ConfigMap", cm.get("name"), where, bool(cm.get("optional"))))
-        if "secret" in vol:
-            sec = vol["secret"]
-            refs.append(("Secret", sec.get("secretName"), where, bool(sec.get("optional"))))
+        refs += _mounted(vol, "secretName", where)
         if "persistentVolumeClaim" in vol:
             claim = vol["persistentVolumeClaim"].get("claimName")
             refs.append(("PersistentVolumeClaim", claim, where, False))
         for src in (vol.get("projected") or {}).get("sources") or []:
-            if "configMap" in src:
-                cm = src["configMap"]
-                refs.append(("ConfigMap", cm.get("name"), where, bool(cm.get("optional"))))
-            if "secret" in src:
-                sec = src["secret"]
-                refs.append(("Secret", sec.get("name"), where, bool(sec.get("optional"))))
+            refs += _mounted(src, "name", where)
     containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
     for c in containers:
         cname = c.get("name")
