@@ -1,5 +1,6 @@
-"""The command-line tools of the kind e2e (docker, kind, kubectl, helm): find them, check them
-before anything starts, and run them with a log of every command and its output."""
+"""The command-line tools of the e2e (docker, kind, kubectl, helm): find them, check them
+before anything starts, run them with a log of every command and its output (Runner), and stop
+the long-running processes the harness started (stop_process)."""
 
 from __future__ import annotations
 
