@@ -24,7 +24,7 @@ from typing import Any
 from kserve_gitops.delivery import flux, sources
 from kserve_gitops.e2e.plan import MONITORING_GROUP
 from kserve_gitops.e2e.tools import CommandError, Runner
-from kserve_gitops.localcluster import binaries
+from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlaneError
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
@@ -92,7 +92,7 @@ class FluxCluster:
         self.kwok.bins = bins
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
-        kubeconfig = repo.cache / "e2e" / self.name / "kubeconfig"
+        kubeconfig = controlplane.kubeconfig_file(repo, self.name)
         env = {**run_env(kubeconfig, bins), "KGOPS_ROOT": str(repo.root)}
         self.runner = Runner(self.log, self.echo, env, repo.root)
         self.kwok.start(self.runner)

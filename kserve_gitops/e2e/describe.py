@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.e2e.plan import INGRESS_NODE_PORT, RUNTIME_REGISTRY
+from kserve_gitops.e2e.plan import INGRESS_NODE_PORT, RUNTIME_REGISTRY, kind_config
 from kserve_gitops.e2e.steps import (
     UNTIL,
     Apply,
@@ -57,8 +57,8 @@ def describe_step(step: Step, plan: Plan) -> list[str]:
         case CreateCluster():
             out.append(f"      $ {' '.join(step.argv())}")
         case StartLocalCluster():
-            out.append(f"      processes under {repo.rel(repo.cache / 'e2e' / step.env)}/, "
-                       "logs in logs/, kubeconfig in kubeconfig")  # fmt: skip
+            where = repo.rel(controlplane.cluster_dir(repo, step.env))
+            out.append(f"      processes under {where}/, logs in logs/, kubeconfig in kubeconfig")
             out += [f"      stand-in: {line}" for line in STAND_INS]
         case NotRun():
             out.append(f"      NOT RUN on this provider: {step.reason}")
@@ -182,12 +182,12 @@ def describe(plan: Plan) -> str:
         return _describe_steps(plan, lines)
     repo = plan.repo
     kube = repo.versions.get("kubernetes") or {}
-    kind_config = repo.e2e / "kind-config.yaml"
+    kind_file = kind_config(repo)
     lines = [
         f"e2e plan for {plan.env}: nothing below has run; `make e2e ENV={plan.env}` runs exactly "
         f"these {len(plan.steps)} steps, then deletes the cluster (KEEP=1 keeps it).",
         f"  cluster  {plan.cluster}: kind {kube.get('kind')}, Kubernetes {kube.get('version')}, "
-        f"{repo.rel(kind_config)}",
+        f"{repo.rel(kind_file)}",
         f"  ingress  {plan.ingress} (Istio ingress gateway NodePort {INGRESS_NODE_PORT}, "
         "mapped to the host by kind)",
         f"  pins     {repo.rel(repo.versions_file)}, through the Flux declarations of "
@@ -197,8 +197,8 @@ def describe(plan: Plan) -> str:
         "  on failure: events, pod logs of every platform namespace, InferenceService/Knative "
         "status and the Locust report go to reports/e2e-<timestamp>/",
         "",
-        f"kind cluster config ({repo.rel(kind_config)}):",
-        *_block(kind_config.read_text(), "    | "),
+        f"kind cluster config ({repo.rel(kind_file)}):",
+        *_block(kind_file.read_text(), "    | "),
     ]
     return _describe_steps(plan, lines)
 

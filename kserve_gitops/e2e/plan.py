@@ -325,10 +325,11 @@ def build(repo: Repo, env: str, provider: str = "kind", layers: set[str] | None 
         raise RenderError(f"e2e: unknown cluster provider {provider!r} (one of {PROVIDERS})")
     cluster = f"kgops-{env}"
     if provider == "kwok":
-        from kserve_gitops.localcluster.controlplane import ClusterConfig
+        from kserve_gitops.localcluster import controlplane
 
-        kubeconfig = repo.cache / "e2e" / env / "kubeconfig"
-        first: Step = StartLocalCluster("cluster", env, ClusterConfig.load(repo).nodes)
+        kubeconfig = controlplane.kubeconfig_file(repo, env)
+        nodes = controlplane.ClusterConfig.load(repo).nodes
+        first: Step = StartLocalCluster("cluster", env, nodes)
     else:
         kubeconfig = repo.cache / "e2e" / f"{cluster}.kubeconfig"
         node_image = str((repo.versions.get("kubernetes") or {}).get("nodeImage", ""))

@@ -53,6 +53,15 @@ def config_file(repo: Repo) -> Path:
     return repo.e2e / "kwok" / "cluster.yaml"
 
 
+def cluster_dir(repo: Repo, name: str) -> Path:
+    """.cache/e2e/<name>/: a kwok cluster's certificates, etcd data, logs and kubeconfig."""
+    return repo.cache / "e2e" / name
+
+
+def kubeconfig_file(repo: Repo, name: str) -> Path:
+    return cluster_dir(repo, name) / "kubeconfig"
+
+
 def slot(repo: Repo, name: str) -> int:
     """The environments first, in promotion order; any other cluster (a test's) by a stable
     hash of its name into the slots after them."""
@@ -161,11 +170,11 @@ class ControlPlane:
     started: bool = False
 
     def __post_init__(self) -> None:
-        self.dir = self.repo.cache / "e2e" / self.env
+        self.dir = cluster_dir(self.repo, self.env)
         self.slot = slot(self.repo, self.env)
         first = self.config.port_base + 10 * self.slot
         self.ports = {name: first + offset for name, offset in PORTS.items()}
-        self.kubeconfig = self.dir / "kubeconfig"
+        self.kubeconfig = kubeconfig_file(self.repo, self.env)
         self.logs = self.dir / "logs"
         self.pki = self.dir / "pki"
 
@@ -427,7 +436,7 @@ class ControlPlane:
 def stop_kept(repo: Repo, env: str) -> list[str]:
     """Stop a cluster left running (KEEP=1) from its pid files and remove its folder; the
     names of the components that were still running."""
-    folder = repo.cache / "e2e" / env
+    folder = cluster_dir(repo, env)
     running: dict[str, int] = {}
     for pidfile in sorted((folder / "pids").glob("*")) if (folder / "pids").is_dir() else []:
         try:

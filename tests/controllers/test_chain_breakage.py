@@ -19,7 +19,7 @@ from kserve_gitops.e2e.executor import Executor
 from kserve_gitops.e2e.plan import build
 from kserve_gitops.e2e.steps import NotRun, ObserveChain
 from kserve_gitops.e2e.tools import CommandError, Runner
-from kserve_gitops.localcluster import binaries
+from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
 from tests import REPO
 from tests.kwok_helpers import need_binaries
@@ -39,7 +39,7 @@ def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
     lines: list[str] = []
     cluster = KwokCluster(REPO, "chainbreak", lines.append)
     bins = cluster.prepare()
-    kubeconfig = REPO.cache / "e2e" / "chainbreak" / "kubeconfig"
+    kubeconfig = controlplane.kubeconfig_file(REPO, "chainbreak")
     runner = Runner(report / "commands.log", lines.append, run_env(kubeconfig, bins), REPO.root)
     plan = dataclasses.replace(build(REPO, "dev", "kwok"), kubeconfig=kubeconfig)
     executor = Executor(plan, runner, report, lines.append, kwok=cluster)

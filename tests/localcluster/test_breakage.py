@@ -15,7 +15,7 @@ import yaml
 from kserve_gitops.e2e.executor import Executor
 from kserve_gitops.e2e.steps import Apply, HelmInstall, Plan
 from kserve_gitops.e2e.tools import CommandError, Runner
-from kserve_gitops.localcluster import binaries
+from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.provider import KwokCluster, run_env
 from kserve_gitops.repo import flux, render
 from kserve_gitops.upstream import charts as upstream_charts
@@ -32,7 +32,7 @@ def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
     lines: list[str] = []
     cluster = KwokCluster(REPO, "breakage", lines.append)
     bins = cluster.prepare()
-    kubeconfig = REPO.cache / "e2e" / "breakage" / "kubeconfig"
+    kubeconfig = controlplane.kubeconfig_file(REPO, "breakage")
     runner = Runner(report / "commands.log", lines.append, run_env(kubeconfig, bins), REPO.root)
     plan = Plan(REPO, "breakage", "kgops-breakage", kubeconfig, "models", "", (), "kwok")
     cluster.start(runner)
