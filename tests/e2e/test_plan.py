@@ -768,13 +768,12 @@ def test_ci_runs_the_kwok_e2e_for_every_environment() -> None:
 
 
 def test_plan_refuses_a_storage_uri_the_e2e_cannot_deliver(
-    repo_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    repo_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     values = repo_copy / "environments/dev/models/sklearn-iris.yaml"
     values.write_text(
         values.read_text().replace("pvc://sklearn-iris-models/v1", "gs://kfserving-examples/iris")
     )
-    monkeypatch.setenv("KGOPS_ROOT", str(repo_copy))  # for what still finds the checkout itself
     rc = run.main(["--env", "dev", "--plan"], Repo(repo_copy))
     out, err = capsys.readouterr()
     assert rc == run.EXIT_FAILED and out == ""
