@@ -154,17 +154,12 @@ def build(ctl: Controller, gover: str) -> Path:
     dest = ctl.path(gover)
     if dest.is_file():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
-    what = f"{ctl.name} {ctl.version}"
-    tmp_out = dest.parent / f".{ctl.name}.tmp"
+    env = kwok_binaries.build_env(dest)
     if ctl.main_module:
         copy = f"{ctl.module.rsplit('/', 1)[-1]}-{ctl.version}"
         src = _writable_copy(module_dir(ctl.module, ctl.version, env), copy)
-        _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp_out), f"./{ctl.cmd}"],
-            src, env, what)  # fmt: skip
-        tmp_out.rename(dest)
-        return dest
+        what = f"{ctl.name} {ctl.version}"
+        return kwok_binaries.go_build(src, f"./{ctl.cmd}", "-s -w", dest, env, what)
     command = ctl.cmd.rsplit("/", 1)[-1]
     return kwok_binaries.go_install(ctl.package, ctl.version, "-s -w", command, dest, env)
 

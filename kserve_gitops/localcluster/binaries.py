@@ -317,15 +317,32 @@ def flux_module(controller: str, version: str, env: dict[str, str]) -> Path:
     return _finish_module(tmp, mod, env, f"{controller} {version} build module")
 
 
+def build_env(dest: Path) -> dict[str, str]:
+    """The environment of a static build whose module may be tidied (-mod=mod), with the
+    folder of its cached binary `dest` created."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
+
+
+def go_build(
+    module_dir: Path, target: str, ldflags: str, dest: Path, env: dict[str, str], what: str
+) -> Path:
+    """`go build` of `target` in the module at `module_dir` into `dest` (atomically: built
+    beside it, then moved)."""
+    tmp_out = dest.parent / f".{dest.name}.tmp"
+    argv = ["build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp_out), target]
+    _go(argv, module_dir, env, what)
+    tmp_out.rename(dest)
+    return dest
+
+
 def build(binary: Binary, gover: str) -> Path:
     """Build one binary into the cache (atomically: a half-built file is never left there)."""
     dest = binary.path(gover)
     if dest.is_file():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
+    env = build_env(dest)
     ldflags = " ".join(("-s", "-w", *binary.ldflags))
-    tmp_out = dest.parent / f".{binary.name}.tmp"
     what = f"{binary.name} {binary.version}"
     if binary.module is None:
         return go_install(binary.package, binary.version, ldflags, binary.name, dest, env)
@@ -338,9 +355,7 @@ def build(binary: Binary, gover: str) -> Path:
     else:
         raise BuildError(f"{what}: no source folder for its build module")
     target = "." if binary.module == "etcd" else binary.package
-    _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp_out), target], mod, env, what)
-    tmp_out.rename(dest)
-    return dest
+    return go_build(mod, target, ldflags, dest, env, what)
 
 
 def go_install(
