@@ -279,3 +279,45 @@ def test_validate_names_file_and_unknown_field(
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert any(field in line and Path(file).parent.name in line for line in out.splitlines()), out
+
+
+def test_a_second_model_is_data_not_python(
+    repo_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model is files: its values and HelmRelease per environment, a kustomization line or
+    two, an ApplicationSet element. The checks and the render take it up with no code change."""
+    for env in ENVS:
+        models = repo_copy / "environments" / env / "models"
+        values = (models / "sklearn-iris.yaml").read_text()
+        (models / "iris-b.yaml").write_text(values.replace("fullnameOverride: sklearn-iris", ""))
+        release = (models / "helmrelease-sklearn-iris.yaml").read_text()
+        (models / "helmrelease-iris-b.yaml").write_text(release.replace("sklearn-iris", "iris-b"))
+        _edit(
+            models / "kustomization.yaml",
+            "  - helmrelease-sklearn-iris.yaml\n",
+            "  - helmrelease-sklearn-iris.yaml\n  - helmrelease-iris-b.yaml\n",
+        )
+        _edit(
+            models / "kustomization.yaml",
+            "configMapGenerator:\n",
+            "configMapGenerator:\n  - name: iris-b-values\n    namespace: flux-system\n"
+            "    files:\n      - values.yaml=iris-b.yaml\n",
+        )
+    appset = repo_copy / "argocd/base/applicationset.yaml"
+    text = appset.read_text()
+    start = text.index("                - name: sklearn-iris\n")
+    end = text.index("                  ignoreDifferences: []\n", start)
+    element = text[start:end] + "                  ignoreDifferences: []\n"
+    appset.write_text(text.replace(element, element + element.replace("sklearn-iris", "iris-b")))
+    code, _, err = check_platform(repo_copy, capsys, monkeypatch)
+    assert code == 0, err
+    for env in ENVS:
+        isvcs = [
+            o.name
+            for o in render.environment_objects(Repo(repo_copy), env)
+            if o.kind == "InferenceService"
+        ]
+        assert isvcs == ["iris-b", "sklearn-iris"], (env, isvcs)
+        flux_models = {r.name for lay in flux.layers(Repo(repo_copy), env) for r in lay.releases}
+        argo_models = {a.component for a in argocd.applications(Repo(repo_copy), env)}
+        assert {"iris-b", "sklearn-iris"} <= flux_models & argo_models, env
