@@ -16,6 +16,8 @@ RUNTIME_STAMPS = $(STAMP) $(if $(filter mlserver,$(RUNTIME)),$(MLSTAMP))
 $(if $(filter-out sklearnserver mlserver,$(RUNTIME)),$(error RUNTIME=$(RUNTIME): expected sklearnserver or mlserver))
 
 ENV      ?= dev
+# pytest-xdist processes of make test, each taking whole test files (0: one process).
+TEST_WORKERS ?= 4
 # e2e cluster provider: kind where Docker runs, else kwok (control plane built from source).
 CLUSTER  ?= $(if $(shell docker info >/dev/null 2>&1 && echo y),kind,kwok)
 MODEL    ?= sklearn-iris
@@ -69,8 +71,8 @@ $(MLSTAMP): constraints-mlserver.txt
 
 mlserver-venv: $(MLSTAMP) ## Create .venv-mlserver: MLServer at the version of the cluster's kserve-mlserver image
 
-test: $(STAMP) $(MLSTAMP) lint ## The offline suite: lint, then pytest (MLServer's venv too: tests serve with it)
-	$(PY) -m pytest -m "not e2e and not kwok"
+test: $(STAMP) $(MLSTAMP) lint ## The offline suite: lint, then pytest over TEST_WORKERS processes (MLServer's venv too: tests serve with it)
+	$(PY) -m pytest -m "not e2e and not kwok" -n $(TEST_WORKERS) --dist loadfile
 
 test-clusters: $(STAMP) ## The tests that start kwok clusters, the controllers and Flux (after make binaries DELIVERY=flux; root)
 	$(PY) -m pytest -m kwok

@@ -144,8 +144,11 @@ def test_a_chart_scenario_selects_mlserver_over_v2() -> None:
 
 
 def _port_block(size: int = 3) -> int:
-    """The first of `size` consecutive free ports in 38300-38899 (HTTP, gRPC, metrics)."""
-    for base in range(38300, 38900, 10 * size):
+    """The first of `size` consecutive free ports in 38300-38899 (HTTP, gRPC, metrics), from a
+    start of this pytest-xdist worker's own, so parallel workers do not pick the same block."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    start = 38300 + (worker * 120) % 600
+    for base in [*range(start, 38900, 10 * size), *range(38300, start, 10 * size)]:
         try:
             sockets = [socket.create_server(("127.0.0.1", base + i)) for i in range(size)]
         except OSError:
