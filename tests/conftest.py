@@ -123,3 +123,10 @@ def local_model_server() -> Iterator[process.LocalServer]:
 def model_server(local_model_server: process.LocalServer) -> str:
     """Base URL of the session's local sklearn-iris server (ready to answer)."""
     return local_model_server.url
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Locust's gevent patches the interpreter that imports it, which stalls pytest-xdist's
+    worker channel: tests reach Locust through child processes only."""
+    if "locust" in sys.modules:
+        raise pytest.UsageError("a test module imports locust (directly or through the harness)")

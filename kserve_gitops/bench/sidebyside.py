@@ -15,7 +15,6 @@ from kserve_gitops.bench import measure  # isort: skip
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -68,20 +67,6 @@ CONFIGS = (
     ),
 )
 PREDICT_BODY = {"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}
-
-
-def port_block(start: int = 38400, end: int = 38999, size: int = 3) -> int:
-    """The first of `size` consecutive free ports in [start, end] (MLServer: HTTP, gRPC,
-    metrics), so local servers stay in the range this machine allows them."""
-    for base in range(start, end - size + 2, size):
-        try:
-            sockets = [socket.create_server(("127.0.0.1", base + i)) for i in range(size)]
-        except OSError:
-            continue
-        for s in sockets:
-            s.close()
-        return base
-    raise RuntimeError(f"no {size} consecutive free ports in {start}-{end}")
 
 
 def runtime_procs(local: LocalServer, runtime: str) -> list[psutil.Process]:
@@ -147,7 +132,9 @@ def run_config(
     round_no: int,
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    local, cold = cold_start(repo, config, port_block(), logs / f"{config.name}-{round_no}.log")
+    local, cold = cold_start(
+        repo, config, process.port_block(), logs / f"{config.name}-{round_no}.log"
+    )
     log(f"  {config.name}: cold start {cold:.2f} s")
     out = []
     try:

@@ -28,6 +28,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_block(start: int = 38400, end: int = 38999, size: int = 3) -> int:
+    """The first of `size` consecutive free ports in [start, end] (MLServer: HTTP, gRPC,
+    metrics), so local servers stay in the range this machine allows them."""
+    for base in range(start, end - size + 2, size):
+        try:
+            sockets = [socket.create_server(("127.0.0.1", base + i)) for i in range(size)]
+        except OSError:
+            continue
+        for s in sockets:
+            s.close()
+        return base
+    raise RuntimeError(f"no {size} consecutive free ports in {start}-{end}")
+
+
 def poll_ready(url: str, timeout: float, alive: Callable[[], None] = lambda: None) -> bool:
     """True once GET `url` answers 2xx, False after `timeout` s; `alive` runs before every try
     and raises when waiting is pointless (the server exited)."""

@@ -41,7 +41,7 @@ def profile(
     with process.running(
         repo,
         config.runtime,
-        port=sidebyside.port_block(),
+        port=process.port_block(),
         extra_args=list(config.args),
         timeout=180,
     ) as local:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -143,20 +142,12 @@ def test_a_chart_scenario_selects_mlserver_over_v2() -> None:
 # ---- MLServer locally, from the same artifact ------------------------------------------------
 
 
-def _port_block(size: int = 3) -> int:
-    """The first of `size` consecutive free ports in 38300-38899 (HTTP, gRPC, metrics), from a
-    start of this pytest-xdist worker's own, so parallel workers do not pick the same block."""
+def _port_block() -> int:
+    """Three consecutive free ports (HTTP, gRPC, metrics) in this pytest-xdist worker's own
+    slice of 38300-38899, so parallel workers never pick the same block."""
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
     start = 38300 + (worker * 120) % 600
-    for base in [*range(start, 38900, 10 * size), *range(38300, start, 10 * size)]:
-        try:
-            sockets = [socket.create_server(("127.0.0.1", base + i)) for i in range(size)]
-        except OSError:
-            continue
-        for s in sockets:
-            s.close()
-        return base
-    raise RuntimeError("no free port block in 38300-38899")
+    return process.port_block(start, start + 119)
 
 
 def _need_mlserver() -> None:
