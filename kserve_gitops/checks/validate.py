@@ -90,7 +90,7 @@ def check_promotion_order(repo: Repo, report: Report) -> list[str]:
         return list(repo.environment_names)
     except RepoError as exc:
         report.errors.append(str(exc))
-        return sorted(p.parent.name for p in repo.environments.glob("*/environment.yaml"))
+        return list(repo.declared_environments)
 
 
 def check_objects(

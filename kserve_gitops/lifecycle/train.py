@@ -42,13 +42,12 @@ class RuntimeMismatch(RecipeError):
 def runtime_pin(repo: Repo) -> dict[str, str]:
     """The runtime the artifacts are for: kserve-sklearnserver at the pinned KServe version and
     the scikit-learn inside it, both from versions.yaml (the one pin file)."""
-    path = repo.versions_file
     try:
-        kserve = (yaml.safe_load(path.read_text()) or {})["kserve"]
+        kserve = repo.versions["kserve"]
         version, pin = str(kserve["version"]), str(kserve["sklearnServer"]["scikitLearn"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise RecipeError(
-            f"{repo.rel(path)}: kserve.version and kserve.sklearnServer.scikitLearn: "
+            f"{repo.rel(repo.versions_file)}: kserve.version and kserve.sklearnServer.scikitLearn: "
             f"cannot read them ({exc!r})"
         ) from exc
     return {

@@ -105,12 +105,17 @@ class Repo:
             ) from None
 
     @cached_property
+    def declared_environments(self) -> tuple[str, ...]:
+        """Every environments/<env>/ with an environment.yaml, sorted (no order implied)."""
+        return tuple(sorted(p.parent.name for p in self.environments.glob("*/environment.yaml")))
+
+    @cached_property
     def environment_names(self) -> tuple[str, ...]:
-        """Every environments/<env>/environment.yaml, in promotion order: the one no other
-        promotes to first, then along `promotesTo`."""
+        """The declared environments in promotion order: the one no other promotes to first,
+        then along `promotesTo`."""
         declared = {
-            p.parent.name: _load_mapping(p, self)
-            for p in sorted(self.environments.glob("*/environment.yaml"))
+            env: _load_mapping(self.environment_dir(env) / "environment.yaml", self)
+            for env in self.declared_environments
         }
         if not declared:
             raise RepoError(f"{self.rel(self.environments)}: no */environment.yaml")

@@ -150,14 +150,12 @@ def render_chart(
 
 
 def environment_dir(repo: Repo, env: str) -> Path:
-    path = repo.environment_dir(env)
-    if not (path / "environment.yaml").is_file():
-        known = sorted(p.parent.name for p in repo.environments.glob("*/environment.yaml"))
+    if env not in repo.declared_environments:
         raise RenderError(
             f"environments/{env}/environment.yaml: no such environment "
-            f"(known: {', '.join(known) or 'none'})"
+            f"(known: {', '.join(repo.declared_environments) or 'none'})"
         )
-    return path
+    return repo.environment_dir(env)
 
 
 def environment(repo: Repo, env: str) -> dict[str, Any]:
