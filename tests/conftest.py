@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from kserve_gitops import cli
 from kserve_gitops.repo import Repo
 from kserve_gitops.serving import process
 from kserve_gitops.upstream import charts, crds
 from tests import REPO
+from tests.broken_copy import in_process
 
 Kgops = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -83,7 +83,7 @@ IN_PROCESS = frozenset(
 
 
 @pytest.fixture
-def kgops(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Kgops:
+def kgops(capsys: pytest.CaptureFixture[str]) -> Kgops:
     """Run `kgops <command> args...` against the checkout at `root` (default: this one), with
     its exit code and output as a CompletedProcess."""
 
@@ -98,16 +98,7 @@ def kgops(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -
                 timeout=timeout,
                 check=False,
             )
-        capsys.readouterr()
-        with monkeypatch.context() as m:
-            m.chdir(root)  # paths in messages are relative to the checkout, as under make
-            m.setenv("KGOPS_ROOT", str(root))
-            try:
-                code = cli.main([command, *args], Repo(root))
-            except SystemExit as exc:  # argparse's usage errors
-                code = exc.code if isinstance(exc.code, int) else 2
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(["kgops", command, *args], code, out, err)
+        return in_process(command, root, capsys, *args)
 
     return run
 

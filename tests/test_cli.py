@@ -49,9 +49,6 @@ def test_every_main_takes_the_repo_it_runs_against() -> None:
 HELP_ALL = """
 import contextlib, io, json, sys
 from kserve_gitops import cli
-from tests import REPO
-from kserve_gitops.repo import Repo
-from tests import REPO
 answers = {}
 for command in cli.COMMANDS:
     out = io.StringIO()

@@ -230,7 +230,7 @@ def run(
         )  # fmt: skip
         phase(f"apply the Flux entry point clusters/{env} (overlay {repo.rel(overlay)})")
         fc.runner.run(["kubectl", "apply", "-k", str(overlay)], timeout=120)
-        top = flux.entry_point(repo, env)
+        top = flux.entry_objects(repo, env)
         expected = [flux.key(o) for o in top if o.get("kind") in flux.READY_KINDS]
         phase(f"Flux reconciles: {len(expected)} Kustomizations, HelmReleases as they appear")
         timeline.started = time.monotonic()

@@ -28,6 +28,7 @@ from kserve_gitops.e2e.tools import CommandError, Runner, stop_process
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS, port_in_use
 from kserve_gitops.repo import Repo, render
+from kserve_gitops.repo import flux as repo_flux
 
 NAMESPACE = "flux-system"
 GIT_REPO = "kserve-gitops"
@@ -98,12 +99,12 @@ def cluster_port_base(repo: Repo, name: str) -> int:
                     f"{CLUSTER_PORTS + 99}")  # fmt: skip
 
 
-def crd_files(repo: Repo, versions: Mapping[str, Any] | None = None) -> list[Path]:
+def crd_files(repo: Repo) -> list[Path]:
     """Every CRD of the pinned controllers, from their Go modules (config/crd/bases): the set
     `flux install` applies for them, Bucket and ExternalArtifact included, which the
     controllers watch."""
     found: list[Path] = []
-    for binary in binaries.flux_pinned(repo, dict(versions) if versions else None):
+    for binary in binaries.flux_pinned(repo):
         proc = subprocess.run(
             ["go", "mod", "download", "-json", f"{binary.package}@{binary.version}"],
             cwd=binaries.outside_modules(),
@@ -220,19 +221,16 @@ class Source:
     url: str
 
 
-def entry_point(repo: Repo, env: str) -> list[dict[str, Any]]:
+def entry_objects(repo: Repo, env: str) -> list[dict[str, Any]]:
     """What clusters/<env> (the Flux entry point) builds to."""
-    cluster_dir = repo.root / "clusters" / env
-    if not (cluster_dir / "kustomization.yaml").is_file():
-        raise FluxError(f"clusters/{env}/kustomization.yaml: no Flux entry point for {env}")
-    return render.kustomize_build(repo, cluster_dir)
+    return render.kustomize_build(repo, repo_flux.entry_point(repo, env))
 
 
 def chart_sources(repo: Repo, env: str) -> list[Source]:
     """The HelmRepository and OCIRepository objects each Kustomization of clusters/<env>
     applies (and any in the entry point itself)."""
     found: list[Source] = []
-    top = entry_point(repo, env)
+    top = entry_objects(repo, env)
     layers = [("", top)] + [
         (
             k["metadata"]["name"],
@@ -275,7 +273,7 @@ def overlay(
     `git_url` and, as Flux patches on the Kustomization that applies each chart source, the
     source pointed at the local server (OCI over plain HTTP: `insecure: true`). `interval`
     (the behaviour tests) shortens every Kustomization's and the GitRepository's interval."""
-    top = entry_point(repo, env)
+    top = entry_objects(repo, env)
     repos = [o for o in top if o.get("kind") == "GitRepository"]
     if len(repos) != 1:
         raise FluxError(f"clusters/{env}: expected one GitRepository, found {len(repos)}")

@@ -175,10 +175,9 @@ def flux_pinned(repo: Repo, versions: dict | None = None) -> list[Binary]:
     return [Binary(c, str(flux[key]), f"github.com/fluxcd/{c}", "flux") for c, key in keys.items()]
 
 
-def oci_registry(repo: Repo, versions: dict | None = None) -> Binary:
+def oci_registry(repo: Repo) -> Binary:
     """The OCI registry (distribution's `registry`) the Flux e2e serves OCI charts from."""
-    versions = versions or repo.versions
-    version = (versions.get("localCluster") or {}).get("registry")
+    version = (repo.versions.get("localCluster") or {}).get("registry")
     if not version:
         raise pin_error(repo, "localCluster.registry")
     return Binary(

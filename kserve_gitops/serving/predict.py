@@ -250,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.model_name = args.model_name or (repo or Repo.discover()).default_model()
+    repo = repo or Repo.discover()
+    args.model_name = args.model_name or repo.default_model()
     for name in ("batch", "concurrency", "features"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")

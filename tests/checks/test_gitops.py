@@ -11,6 +11,7 @@ import pytest
 from kserve_gitops.checks import install_plan, platform_consistency
 from kserve_gitops.repo import Repo, argocd, flux, render
 from tests import REPO
+from tests.broken_copy import edit
 
 ENVS = REPO.environment_names
 ROOT = REPO.root
@@ -147,12 +148,6 @@ def test_go_template_subset_renders_like_argo() -> None:
         argocd.render_template("{{ printf .x }}", {"x": 1}, "t")
 
 
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{path}: {old!r} not found"
-    path.write_text(text.replace(old, new, 1))
-
-
 BREAKAGES = {
     "flux dependsOn removed": (
         "clusters/base/platform-kserve.yaml",
@@ -233,7 +228,7 @@ def test_the_check_fails_on_broken_input(
     case: str, repo_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     file, old, new, expected = BREAKAGES[case]
-    _edit(repo_copy / file, old, new)
+    edit(repo_copy / file, old, new)
     if case in ADDED:
         model = repo_copy / "environments/dev/models/sklearn-iris.yaml"
         (repo_copy / ADDED[case]).write_text(model.read_text())
@@ -274,7 +269,7 @@ def test_the_check_fails_on_broken_input(
 def test_validate_names_file_and_unknown_field(
     file: str, old: str, new: str, field: str, repo_copy: Path, kgops
 ) -> None:
-    _edit(repo_copy / file, old, new)
+    edit(repo_copy / file, old, new)
     proc = kgops("validate", "-q", root=repo_copy)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
@@ -292,12 +287,12 @@ def test_a_second_model_is_data_not_python(
         (models / "iris-b.yaml").write_text(values.replace("fullnameOverride: sklearn-iris", ""))
         release = (models / "helmrelease-sklearn-iris.yaml").read_text()
         (models / "helmrelease-iris-b.yaml").write_text(release.replace("sklearn-iris", "iris-b"))
-        _edit(
+        edit(
             models / "kustomization.yaml",
             "  - helmrelease-sklearn-iris.yaml\n",
             "  - helmrelease-sklearn-iris.yaml\n  - helmrelease-iris-b.yaml\n",
         )
-        _edit(
+        edit(
             models / "kustomization.yaml",
             "configMapGenerator:\n",
             "configMapGenerator:\n  - name: iris-b-values\n    namespace: flux-system\n"

@@ -16,7 +16,7 @@ from kserve_gitops.checks.rules import namespace_labels
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.checks.broken_copy import edit, run_validate
+from tests.broken_copy import edit, run_validate
 
 ENVS = REPO.environment_names
 PEER_AUTH = (

@@ -13,7 +13,7 @@ from kserve_gitops.checks import policy, storage
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.checks.broken_copy import edit, run_policy
+from tests.broken_copy import edit, run_policy
 
 DEV_VALUES = "environments/dev/models/sklearn-iris.yaml"
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"

@@ -14,7 +14,7 @@ from kserve_gitops.checks import credentials, policy
 from kserve_gitops.repo import Repo, render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.checks.broken_copy import run_policy
+from tests.broken_copy import run_policy
 
 ENVS = REPO.environment_names
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests import REPO
-from tests.checks.broken_copy import run_validate
+from tests.broken_copy import run_validate
 
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
 TEMPLATE = "charts/inference-service/templates/inferenceservice.yaml"

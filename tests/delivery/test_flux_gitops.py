@@ -58,7 +58,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxCluster]:
             p for p in crds.ensure(REPO) if p.name == "serving.kserve.io_inferenceservices.yaml"
         )
         fc.runner.run(["kubectl", "apply", "--server-side", "-f", str(crd)], timeout=120)
-        top = flux.entry_point(REPO, "dev")
+        top = flux.entry_objects(REPO, "dev")
         repo = next(o for o in top if o["kind"] == "GitRepository")
         repo["spec"] |= {"url": fc.git_url, "interval": INTERVAL}
         models = next(o for o in top if flux.key(o) == "Kustomization/models")

@@ -58,7 +58,7 @@ def test_overlay_points_the_git_repository_at_the_local_server(
 ) -> None:
     dest, _ = dev_overlay
     objs = _build(dest)
-    original = flux.entry_point(REPO, "dev")
+    original = flux.entry_objects(REPO, "dev")
     assert sorted(flux.key(o) for o in objs) == sorted(flux.key(o) for o in original)
     repo = next(o for o in objs if o["kind"] == "GitRepository")
     assert repo["spec"]["url"] == GIT

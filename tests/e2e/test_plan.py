@@ -38,8 +38,8 @@ from kserve_gitops.repo import Repo, flux, render
 from kserve_gitops.repo.render import RenderError
 from tests import REPO
 
-ENVS = ("dev", "staging", "prod")
-PINS = yaml.safe_load(REPO.versions_file.read_text())
+ENVS = REPO.environment_names
+PINS = REPO.versions
 ISSUE_PREDICTIONS = {
     ((6.8, 2.8, 4.8, 1.4), (6.0, 3.4, 4.5, 1.6)): (1, 1),
     ((5.1, 3.5, 1.4, 0.2),): (0,),

@@ -20,7 +20,7 @@ from kserve_gitops.knative import admission, revision
 from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
-from tests.checks.broken_copy import edit, run_policy
+from tests.broken_copy import edit, run_policy
 
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
 STAGING_VALUES = "environments/staging/models/sklearn-iris.yaml"

@@ -10,6 +10,7 @@ import yaml
 
 from kserve_gitops.lifecycle import registry, train
 from tests import REPO
+from tests.broken_copy import edit
 
 MODEL_DIR = Path("models") / "sklearn-iris"
 
@@ -50,18 +51,12 @@ def test_table_lists_versions_and_environments(kgops) -> None:
     assert "  prod     v1      v1 100%" in proc.stdout
 
 
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-
-
 def test_check_reports_each_disagreement(repo_copy: Path, kgops) -> None:
     reg = repo_copy / MODEL_DIR / "registry.yaml"
-    _edit(reg, "sha256: 03082e53", "sha256: 0aaffa48")
-    _edit(reg, "accuracy: 0.966667", "accuracy: 0.99")
+    edit(reg, "sha256: 03082e53", "sha256: 0aaffa48")
+    edit(reg, "accuracy: 0.966667", "accuracy: 0.99")
     staging = repo_copy / "environments" / "staging" / "models" / "sklearn-iris.yaml"
-    _edit(staging, "sklearn-iris-models/v1", "sklearn-iris-models/v2")  # no canary, no promote
+    edit(staging, "sklearn-iris-models/v1", "sklearn-iris-models/v2")  # no canary, no promote
     proc = kgops("registry", "--check", root=repo_copy)
     assert proc.returncode == 1
     err = proc.stderr
@@ -78,7 +73,7 @@ def test_check_reports_each_disagreement(repo_copy: Path, kgops) -> None:
 
 def test_unregistered_storage_uri_is_named(repo_copy: Path, kgops) -> None:
     prod = repo_copy / "environments" / "prod" / "models" / "sklearn-iris.yaml"
-    _edit(prod, "pvc://sklearn-iris-models/v1", "pvc://other-models/v1")
+    edit(prod, "pvc://sklearn-iris-models/v1", "pvc://other-models/v1")
     proc = kgops("registry", "--check", root=repo_copy)
     assert proc.returncode == 1
     assert (

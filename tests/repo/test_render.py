@@ -7,17 +7,16 @@ import re
 import pytest
 import yaml
 
-from kserve_gitops.repo import render
 from tests import REPO
+from tests.broken_copy import in_process
 
 Capture = pytest.CaptureFixture[str]
 
 
 def run(capsys: Capture, *args: str) -> tuple[int, str, str]:
     """`kgops render args` in this process."""
-    code = render.main(list(args), REPO)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    done = in_process("render", REPO.root, capsys, *args)
+    return done.returncode, done.stdout, done.stderr
 
 
 def test_render_prod_prints_valid_yaml_with_the_model(capsys: Capture) -> None:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from kserve_gitops.repo import Repo, RepoError
+from tests import REPO
 
 
 def _environments(root: Path, chain: dict[str, str | None]) -> Repo:
@@ -44,14 +45,20 @@ def test_a_broken_promotion_chain_names_the_file(tmp_path: Path, chain, message:
 
 
 def test_this_checkout_declares_its_facts_once() -> None:
-    repo = Repo.discover()
-    assert repo.environment_names == ("dev", "staging", "prod")
-    assert repo.kubernetes_version == repo.versions["kubernetes"]["version"]
-    assert repo.model_names == ("sklearn-iris",) and repo.default_model() == "sklearn-iris"
+    assert REPO.environment_names == ("dev", "staging", "prod")
+    assert REPO.model_names == ("sklearn-iris",) and REPO.default_model() == "sklearn-iris"
+
+
+def test_the_kubernetes_version_is_the_pin_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "versions.yaml").write_text('kubernetes:\n  version: "9.8.7"\n')
+    monkeypatch.setenv("KGOPS_ROOT", str(tmp_path))  # discover() reads it when called
+    assert Repo.discover().kubernetes_version == "9.8.7"
 
 
 def test_a_second_model_means_naming_one(tmp_path: Path) -> None:
-    root = Repo.discover().root
+    root = REPO.root
     shutil.copytree(root / "models" / "sklearn-iris", tmp_path / "models" / "sklearn-iris")
     shutil.copytree(root / "models" / "sklearn-iris", tmp_path / "models" / "xgb-iris")
     repo = Repo(tmp_path)

@@ -12,6 +12,7 @@ import yaml
 
 from kserve_gitops.review import diff
 from tests import REPO
+from tests.broken_copy import edit
 from tests.conftest import Kgops
 
 
@@ -36,12 +37,6 @@ def git_repo(repo_copy: Path) -> Path:
     return repo_copy
 
 
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{path}: {old!r} not found"
-    path.write_text(text.replace(old, new, 1))
-
-
 def _sections(stdout: str) -> dict[str, str]:
     """`== <env>: ...` sections of the text report."""
     parts = re.split(r"^== (\w+): ", stdout, flags=re.M)
@@ -50,17 +45,17 @@ def _sections(stdout: str) -> dict[str, str]:
 
 def _change(repo: Path) -> None:
     """A values change (prod), an added object (every environment), a removed object (dev)."""
-    _edit(repo / "environments/prod/models/sklearn-iris.yaml", "maxReplicas: 10", "maxReplicas: 12")
+    edit(repo / "environments/prod/models/sklearn-iris.yaml", "maxReplicas: 10", "maxReplicas: 12")
     (repo / "platform/configs/review-probe.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: review-probe\n"
         "  namespace: knative-serving\ndata:\n  purpose: test\n"
     )
-    _edit(
+    edit(
         repo / "platform/configs/kustomization.yaml",
         "  - namespace.yaml\n",
         "  - namespace.yaml\n  - review-probe.yaml\n",
     )
-    _edit(
+    edit(
         repo / "environments/dev/platform/monitoring/kustomization.yaml", "  - dashboard.yaml\n", ""
     )
 
@@ -152,7 +147,7 @@ def test_upstream_charts_render_with_our_values(
     git_repo: Path, kgops: Kgops, shared_charts: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHART_DIR", str(shared_charts))
-    _edit(
+    edit(
         git_repo / "environments/staging/platform/controllers/values/istiod.yaml",
         "replicaCount: 1",
         "replicaCount: 3",

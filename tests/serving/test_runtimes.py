@@ -24,7 +24,7 @@ from tests import REPO
 
 MODEL = "sklearn-iris"
 V2 = f"/v2/models/{MODEL}/infer"
-PINS = yaml.safe_load(REPO.versions_file.read_text())["kserve"]
+PINS = REPO.versions["kserve"]
 CHART_DIR = REPO.charts / "inference-service"
 MINIMAL = {"model": {"storageUri": "pvc://sklearn-iris-models/v1"}}
 

@@ -1,5 +1,6 @@
-"""Break a throwaway copy of the checkout (the `repo_copy` fixture) and run `kgops validate` or
-`kgops policy` on it in this interpreter: no new process re-importing the Helm SDK per case.
+"""Break a throwaway copy of the checkout (the `repo_copy` fixture) and run a command on it in
+this interpreter: no new process re-importing the Helm SDK per case. The `kgops` fixture runs
+its in-process commands through `in_process` too.
 
 A rule's own failure is asserted through `kgops policy` (it renders the environments only);
 that `make validate` reports what the policies find is asserted once (tests/checks/test_mesh.py).
@@ -7,13 +8,14 @@ that `make validate` reports what the policies find is asserted once (tests/chec
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from kserve_gitops.checks import policy, validate
+from kserve_gitops import cli
 from kserve_gitops.repo import Repo
 
 
@@ -40,21 +42,30 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-Main = Callable[[list[str], Repo], int]
-
-
-def _run(main: Main, root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Outcome:
+def in_process(
+    command: str, root: Path, capsys: pytest.CaptureFixture[str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`kgops command args...` against the checkout at `root`, in this interpreter, from `root`
+    as under make; its exit code and output as a CompletedProcess."""
     capsys.readouterr()  # what the test printed before is not the command's
-    code = main(list(args), Repo(root))
-    out = capsys.readouterr()
-    return Outcome(code, out.out, out.err)
+    with contextlib.chdir(root):
+        try:
+            code = cli.main([command, *args], Repo(root))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 2
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["kgops", command, *args], code, out, err)
+
+
+def _outcome(done: subprocess.CompletedProcess[str]) -> Outcome:
+    return Outcome(done.returncode, done.stdout, done.stderr)
 
 
 def run_validate(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Outcome:
     """`kgops validate --quiet args...` on the checkout at `root`."""
-    return _run(validate.main, root, capsys, "--quiet", *args)
+    return _outcome(in_process("validate", root, capsys, "--quiet", *args))
 
 
 def run_policy(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Outcome:
     """`kgops policy args...` on the checkout at `root`."""
-    return _run(policy.main, root, capsys, *args)
+    return _outcome(in_process("policy", root, capsys, *args))
