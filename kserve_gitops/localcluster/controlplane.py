@@ -42,6 +42,11 @@ PORTS = {
     "kube-controller-manager": 3,
     "kube-scheduler": 4,
     "kwok": 5,
+    # The real node's (kserve_gitops.node), when one joins.
+    "kubelet": 6,
+    "kubelet-healthz": 7,
+    "kube-proxy-healthz": 8,
+    "kube-proxy-metrics": 9,
 }
 
 
@@ -86,6 +91,7 @@ class ClusterConfig:
     service_cidr: str
     port_base: int
     local_route: str
+    node_cidr: str | None = None  # realNode.podCIDR: the real nodes' pod ranges
 
     @classmethod
     def load(cls, repo: Repo, path: Path | None = None) -> ClusterConfig:
@@ -104,6 +110,7 @@ class ClusterConfig:
                 str(data["serviceCIDR"]),
                 int(data["portBase"]),
                 str(data["localRoute"]),
+                str((data.get("realNode") or {}).get("podCIDR") or "") or None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ControlPlaneError(
@@ -168,6 +175,9 @@ class ControlPlane:
     echo: Callable[[str], None] = print
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     started: bool = False
+    # The real node's address (kserve_gitops.node), when one joins: the API server then also
+    # listens there for the node's pods, and reaches its kubelet with a client certificate.
+    node_ip: str | None = None
 
     def __post_init__(self) -> None:
         self.dir = cluster_dir(self.repo, self.env)
@@ -200,7 +210,7 @@ class ControlPlane:
             "kube-apiserver",
             dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                  "kubernetes.default.svc.cluster.local"),
-            ips=("127.0.0.1", self._service_ip()),
+            ips=("127.0.0.1", self._service_ip(), *([self.node_ip] if self.node_ip else [])),
         )  # fmt: skip
         pki.write(self.pki / "apiserver.crt", cert)
         pki.write(self.pki / "apiserver.key", key)
@@ -246,6 +256,22 @@ class ControlPlane:
             "--leader-elect=false",
         ]  # fmt: skip
 
+    def _node_args(self) -> list[str]:
+        """The API server's flags for a real node: its pods reach the API server at the node's
+        address (the `kubernetes` Service's endpoint); the kubelet is dialled at its
+        InternalIP with the admin client certificate and checked against the cluster CA; the
+        namespaces whose pods run there say so (PodNodeSelector, PodTolerationRestriction)."""
+        if not self.node_ip:
+            return ["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"]
+        d = self.pki
+        return [
+            "--bind-address", "0.0.0.0", "--advertise-address", self.node_ip,
+            "--kubelet-client-certificate", str(d / "admin.crt"),
+            "--kubelet-client-key", str(d / "admin.key"),
+            "--kubelet-certificate-authority", str(d / "ca.crt"),
+            "--kubelet-preferred-address-types", "InternalIP",
+        ]  # fmt: skip
+
     def _argv(self, name: str) -> list[str]:
         p, d = self.ports, self.pki
         match name:
@@ -264,7 +290,7 @@ class ControlPlane:
             case "kube-apiserver":
                 return [
                     "--etcd-servers", f"http://127.0.0.1:{p['etcd']}",
-                    "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+                    *self._node_args(),
                     "--secure-port", str(p["kube-apiserver"]),
                     "--tls-cert-file", str(d / "apiserver.crt"),
                     "--tls-private-key-file", str(d / "apiserver.key"),
@@ -278,7 +304,8 @@ class ControlPlane:
                     # named here so that the run says what admits a pod.
                     "--enable-admission-plugins",
                     "NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,ResourceQuota,"
-                    "DefaultStorageClass,MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+                    "DefaultStorageClass,MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
+                    + (",PodNodeSelector,PodTolerationRestriction" if self.node_ip else ""),
                     # Webhook and aggregated API Services are called at their endpoints (pod
                     # IPs routed to this machine), since no kube-proxy routes ClusterIPs here.
                     "--enable-aggregator-routing=true",

@@ -1,0 +1,1 @@
+"""The real node of the local cluster: kubelet, kube-proxy, containerd, runc, CNI."""
