@@ -52,7 +52,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv mlserver-venv test test-clusters lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv mlserver-venv test test-clusters lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e binaries images image-tools platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -164,6 +164,17 @@ bench-e2e: $(STAMP) ## Warm kwok e2e of every environment, timed per layer, into
 binaries: $(STAMP) ## Build the kwok cluster's pinned binaries and controllers from Go modules (cached by version); DELIVERY=flux: Flux's too
 	$(KGOPS) binaries $(if $(filter flux,$(DELIVERY)),--flux)
 	$(KGOPS) controllers
+
+# What the image builds need from Debian: gcc and libc6-dev (the static pause), mmdebstrap (the
+# sklearnserver image's root file system; it needs root).
+image-tools: ## Install gcc, libc6-dev and mmdebstrap unless present (Debian/Ubuntu)
+	@if command -v gcc >/dev/null && test -f /usr/lib/x86_64-linux-gnu/libc.a -o -f /usr/lib/aarch64-linux-gnu/libc.a && command -v mmdebstrap >/dev/null; then exit 0; fi; \
+	$(SUDO) apt-get update -qq && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev mmdebstrap && \
+	mmdebstrap --version
+
+images: $(STAMP) image-tools ## Build the real node's images (pause, sklearnserver, Knative) from the pinned sources, cached by version (root)
+	$(KGOPS) images
 
 gate: $(STAMP) ## Quality gate: make gate MODEL=sklearn-iris VERSION=v2 ENV=prod (exit 1 with the reason)
 	$(KGOPS) gate --model $(MODEL) --version $(VERSION) --env $(ENV)

@@ -1,1 +1,1 @@
-"""The real node of the local cluster: kubelet, kube-proxy, containerd, runc, CNI."""
+"""The real node of the local cluster: kubelet, containerd, runc, CNI, and the images it runs."""
