@@ -176,9 +176,27 @@ def describe_kwok(plan: Plan) -> list[str]:
     ]
 
 
+# What the real-node provider changes for the test only (kserve_gitops.e2e.node_plan).
+REAL_NODE = (
+    "one real node (kubelet, containerd, runc, kube-proxy, CoreDNS as a pod), tainted "
+    "kgops.dev/node=real:NoSchedule; the fake nodes keep everything else",
+    "images: built locally from the pinned sources (make images, dev.local/kserve-gitops/...), "
+    "imported into containerd, never pulled",
+    "KnativeServing: registry.override and queue-sidecar-image name the local images; "
+    "workloads activator, autoscaler, controller, webhook select and tolerate the real node",
+    "model namespaces: PodNodeSelector and PodTolerationRestriction annotations put every "
+    "pod there (the InferenceService is unchanged)",
+    "istio-cni, ztunnel: a node affinity for the fake nodes (not buildable here)",
+    "kserve-runtime-configs: the sklearnserver runtime image is the local one",
+)
+
+
 def describe(plan: Plan) -> str:
-    if plan.provider == "kwok":
+    if plan.provider in ("kwok", "node"):
         lines = describe_kwok(plan)
+        if plan.provider == "node":
+            lines += ["", "real-node overlay (the test only, not the environment):"]
+            lines += [f"  - {line}" for line in REAL_NODE]
         return _describe_steps(plan, lines)
     repo = plan.repo
     kube = repo.versions.get("kubernetes") or {}

@@ -17,10 +17,13 @@ import yaml
 
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.e2e import ingress
+from kserve_gitops.e2e.paths import ClusterPaths, PathError
 from kserve_gitops.e2e.steps import (
     Apply,
     CheckCluster,
     ClusterCanary,
+    ClusterPath,
+    ColdStart,
     CreateCluster,
     HelmInstall,
     LoadTest,
@@ -41,6 +44,7 @@ from kserve_gitops.lifecycle import registry
 from kserve_gitops.load.slo import parse_duration
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.provider import KwokCluster, changed_fields
+from kserve_gitops.node.supervisor import ProcessError
 from kserve_gitops.serving import client
 
 
@@ -99,6 +103,7 @@ class Executor:
 
     def __post_init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="kgops-e2e-"))
+        self.paths = ClusterPaths(self.runner, self.report_dir, self.echo)
 
     def _file(self, name: str, text: str) -> str:
         path = self.workdir / name
@@ -148,12 +153,36 @@ class Executor:
                 if not self.host:
                     raise StepFailed(f"InferenceService {step.name} has no status.url ({url!r})")
                 self.echo(f"    Host: {self.host}")
+            case ClusterPath():
+                self._path(lambda: self.paths.open(step.model, step.namespace, step.path))
+            case ColdStart():
+                self._cold_start(step)
             case Predict():
                 self._predict(step)
+            case LoadTest() if step.path:
+                reports = self.report_dir / f"loadtest-{step.path}"
+                target = self._path(lambda: self.paths.target(str(step.path)))
+                argv = step.argv(target, None, str(reports))
+                self.runner.run([sys.executable, *argv[1:]], timeout=900, stream=True)
             case LoadTest():
                 reports = self.report_dir / "loadtest"
                 argv = step.argv(self.plan.ingress, self._host(), str(reports))
                 self.runner.run([sys.executable, *argv[1:]], timeout=900, stream=True)
+
+    def _path(self, open_it: Any) -> str:
+        try:
+            return str(open_it())
+        except (PathError, ProcessError) as exc:
+            raise StepFailed(str(exc)) from exc
+
+    def _cold_start(self, step: ColdStart) -> None:
+        try:
+            got, _ = self.paths.cold_start(step.model, step.namespace, step.instances,
+                                           step.timeout_s)  # fmt: skip
+        except (PathError, client.PredictionError) as exc:
+            raise StepFailed(f"cold start: {exc}") from exc
+        if got != list(step.expected):
+            raise StepFailed(f"cold start: predicted {got}, expected {list(step.expected)}")
 
     def _observe(self, step: ObserveChain) -> None:
         """The chain's conditions into the report (chain.txt, summary.json) and the terminal;
@@ -281,10 +310,17 @@ class Executor:
     def _predict(self, step: Predict) -> None:
         policy = client.RetryPolicy(retries=3, backoff=0.5)
         try:
-            got = ingress.predict(
-                self.plan.ingress, step.model, step.instances, step.protocol, self._host(),
-                step.timeout_s, policy, self.echo,
-            )  # fmt: skip
+            if step.path:
+                target = self._path(lambda: self.paths.target(str(step.path)))
+                started = time.monotonic()
+                got = client.predict(target, step.model, step.instances, step.protocol,
+                                     policy=policy)  # fmt: skip
+                self.echo(f"    {step.path}: {1000 * (time.monotonic() - started):.1f} ms")
+            else:
+                got = ingress.predict(
+                    self.plan.ingress, step.model, step.instances, step.protocol, self._host(),
+                    step.timeout_s, policy, self.echo,
+                )  # fmt: skip
         except client.PredictionError as exc:
             raise StepFailed(f"{step.protocol} prediction failed: {exc}") from exc
         self.echo(f"    predictions {got}")

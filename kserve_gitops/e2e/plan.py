@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from kserve_gitops.e2e import node_plan
 from kserve_gitops.e2e.model_store import model_store
 from kserve_gitops.e2e.readiness import (
     SKLEARN_RUNTIME,
@@ -28,6 +29,8 @@ from kserve_gitops.e2e.steps import (
     Apply,
     CheckCluster,
     ClusterCanary,
+    ClusterPath,
+    ColdStart,
     CreateCluster,
     HelmInstall,
     LoadTest,
@@ -48,7 +51,10 @@ from kserve_gitops.repo.render import Obj, RenderError
 from kserve_gitops.upstream import charts as upstream_charts
 from kserve_gitops.upstream import crds
 
-PROVIDERS = ("kind", "kwok")
+PROVIDERS = ("kind", "kwok", "node")
+# Providers on the local control plane built from source (kserve_gitops.localcluster); "node"
+# adds the real node (kserve_gitops.node).
+LOCAL = ("kwok", "node")
 INGRESS_NODE_PORT = 31080
 # The canary share the kwok e2e rolls out (and back) on the running InferenceService.
 CANARY_PERCENT = 10
@@ -69,15 +75,25 @@ def e2e_values_file(repo: Repo, release: str) -> Path | None:
 
 
 def install_release(
-    repo: Repo, layer: str, rel: flux.Release, provider: str = "kind"
+    repo: Repo,
+    layer: str,
+    rel: flux.Release,
+    provider: str = "kind",
+    refs: dict[str, str] | None = None,
 ) -> list[Step]:
     """kind installs from the chart's repository, as a user does; kwok from the chart cache
-    (`make charts`), since this machine reaches no chart repository."""
+    (`make charts`), since this machine reaches no chart repository. On the real node, the
+    test overlay's values (kserve_gitops.e2e.node_plan) go on top."""
     ready = readiness(rel.chart, rel.name)
     override = e2e_values_file(repo, rel.name)
     repository: str | None = rel.repository
     chart, version = rel.chart, rel.version
-    if provider == "kwok":
+    values, source = rel.values, rel.values_file or f"HelmRelease {rel.name} spec.values"
+    extra = node_plan.release_values(rel.name, refs or {}) if provider == "node" else {}
+    if extra:
+        values = render.merged(dict(values), extra)
+        source += f" + real-node overlay {extra}"
+    if provider in LOCAL:
         chart = repo.rel(upstream_charts.chart_dir(repo, rel.chart, rel.version))
         repository, version = None, None
     elif rel.repository.startswith("oci://") and rel.repository.rstrip("/").endswith(
@@ -92,8 +108,8 @@ def install_release(
             repository,
             version,
             rel.namespace,
-            values=rel.values,
-            values_source=rel.values_file or f"HelmRelease {rel.name} spec.values",
+            values=values,
+            values_source=source,
             value_files=(override,) if override else (),
             # KServe's installer retries kserve-resources once: its Certificate can race the
             # cert-manager webhook's CA bundle on a fresh cluster.
@@ -123,7 +139,7 @@ def install_release(
                 ready.timeout_s,
             )
         )
-    if provider == "kwok" and rel.chart in CONTROLLER_CHARTS:
+    if provider in LOCAL and rel.chart in CONTROLLER_CHARTS:
         steps.append(StartControllers(layer, CONTROLLER_CHARTS[rel.chart]))
     return steps
 
@@ -186,10 +202,27 @@ def without_registry(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "spec": {**spec, "config": {**cfg, "deployment": deployment}}}
 
 
-def apply_layer(repo: Repo, layer: flux.Layer, provider: str = "kind") -> list[Step]:
+def on_real_node(obj: Obj, refs: dict[str, str], model_namespaces: set[str]) -> Obj:
+    """An object as the real-node provider applies it (kserve_gitops.e2e.node_plan)."""
+    if obj.get("kind") == "KnativeServing":
+        return node_plan.knative_serving(obj, refs)
+    if obj.get("kind") == "Namespace" and obj["metadata"]["name"] in model_namespaces:
+        return node_plan.on_node_namespace(obj)
+    return obj
+
+
+def apply_layer(
+    repo: Repo,
+    layer: flux.Layer,
+    provider: str = "kind",
+    refs: dict[str, str] | None = None,
+    model_namespaces: set[str] | None = None,
+) -> list[Step]:
     objs = tuple(on_one_node(o) for o in layer.manifests)
-    if provider == "kwok":
+    if provider in LOCAL:
         objs = tuple(without_registry(o) for o in objs)
+    if provider == "node":
+        objs = tuple(on_real_node(o, refs or {}, model_namespaces or set()) for o in objs)
     steps: list[Step] = [
         *monitoring_crds(repo, layer),
         Apply(
@@ -206,6 +239,7 @@ def apply_layer(repo: Repo, layer: flux.Layer, provider: str = "kind") -> list[S
             meta = obj["metadata"]
             if provider == "kwok":
                 steps.append(StartControllers(layer.name, "knative-serving"))
+            # On the real node Knative Serving's own pods run (node_plan.KNATIVE_ON_NODE).
             steps.append(
                 Run(
                     layer.name,
@@ -246,13 +280,22 @@ def deploy(
     return steps, objs
 
 
-def without_containers(steps: list[Step]) -> list[Step]:
+def without_containers(steps: list[Step], real_node: bool = False) -> list[Step]:
     """The kwok provider's version of a step list: what needs a container (exec/cp into a
     pod, traffic through the ingress) is not run; the InferenceService Ready wait observes the
-    chain the controllers (run as processes) derive, and says what holds it back."""
+    chain the controllers (run as processes) derive, and says what holds it back. With a
+    `real_node` the model's pods run, so exec/cp and the cluster paths run too; only the
+    ingress stays not run."""
     out: list[Step] = []
     for step in steps:
         match step:
+            case Run() if real_node and step.command[:2] in (
+                ("kubectl", "exec"),
+                ("kubectl", "cp"),
+            ):
+                out.append(step)
+            case Predict() | LoadTest() if real_node and step.path:
+                out.append(step)
             case Run() if step.command[:2] in (("kubectl", "exec"), ("kubectl", "cp")):
                 out.append(NotRun(step.layer, step.title, f"{NO_CONTAINERS} (exec/cp)"))
             case Run() if any(a.startswith("inferenceservice/") for a in step.command):
@@ -265,6 +308,37 @@ def without_containers(steps: list[Step]) -> list[Step]:
             case _:
                 out.append(step)
     return out
+
+
+def real_node_verify(repo: Repo, env: str, rel: flux.Release) -> list[Step]:
+    """The model served by a real pod, each path with its own predictions and latency: the
+    revision's Service (kube-proxy, queue-proxy) first, whose traffic keeps the revision
+    scaled up for the port-forward path after it; then the cold start from zero through the
+    activator; the Istio ingress is not run (Envoy cannot be built here)."""
+    model, ns = rel.name, rel.namespace
+    select = f"serving.kserve.io/inferenceservice={model}"
+    cases = predictions(repo, model)
+    steps: list[Step] = [
+        Run("verify", f"wait: the Revision of {model} Ready (its Deployment available)",
+            ("kubectl", "wait", "--for=condition=Ready", "revision", "-l", select, "-n", ns,
+             "--timeout=300s"), 330),
+        Run("verify", f"wait: the predictor pod of {model} Ready (the kubelet's probes)",
+            ("kubectl", "wait", "--for=condition=Ready", "pod", "-l", select, "-n", ns,
+             "--timeout=300s"), 330),
+        NotRun("verify", f"resolve the Host of {model} and predict through the Istio ingress",
+               "the Istio ingress gateway and net-istio cannot be built here (Envoy is not on "
+               "these registries; knative.dev/net-istio is not served)"),
+    ]  # fmt: skip
+    for path in ("service", "port-forward"):
+        steps.append(ClusterPath("verify", model, ns, path))
+        for protocol in ("v1", "v2"):
+            steps += [
+                Predict("verify", model, protocol, rows, want, path=path) for rows, want in cases
+            ]
+        steps.append(LoadTest("verify", env, model, "v1", path=path))
+    rows, want = cases[0]
+    steps.append(ColdStart("verify", model, ns, rows, want))
+    return steps
 
 
 def only_layers(steps: list[Step], keep: set[str]) -> list[Step]:
@@ -324,12 +398,17 @@ def build(repo: Repo, env: str, provider: str = "kind", layers: set[str] | None 
     if provider not in PROVIDERS:
         raise RenderError(f"e2e: unknown cluster provider {provider!r} (one of {PROVIDERS})")
     cluster = f"kgops-{env}"
-    if provider == "kwok":
+    refs: dict[str, str] = {}
+    if provider in LOCAL:
         from kserve_gitops.localcluster import controlplane
 
         kubeconfig = controlplane.kubeconfig_file(repo, env)
         nodes = controlplane.ClusterConfig.load(repo).nodes
-        first: Step = StartLocalCluster("cluster", env, nodes)
+        first: Step = StartLocalCluster("cluster", env, nodes, real_node=provider == "node")
+        if provider == "node":
+            from kserve_gitops.node import images
+
+            refs = images.refs(repo)
     else:
         kubeconfig = repo.cache / "e2e" / f"{cluster}.kubeconfig"
         node_image = str((repo.versions.get("kubernetes") or {}).get("nodeImage", ""))
@@ -345,14 +424,16 @@ def build(repo: Repo, env: str, provider: str = "kind", layers: set[str] | None 
     ours: list[flux.Release] = []
     namespaces: set[str] = set()
     claims: set[str] = set()
-    for layer in flux.layers(repo, env):
+    layers_of_env = flux.layers(repo, env)
+    model_namespaces = {r.namespace for la in layers_of_env for r in la.releases if r.local}
+    for layer in layers_of_env:
         for rel in layer.releases:
             if rel.local:
                 ours.append(rel)  # our chart: installed after the model is on its claim
             else:
-                steps += install_release(repo, layer.name, rel, provider)
+                steps += install_release(repo, layer.name, rel, provider, refs)
         if layer.manifests:
-            steps += apply_layer(repo, layer, provider)
+            steps += apply_layer(repo, layer, provider, refs, model_namespaces)
             namespaces |= {
                 o["metadata"]["name"] for o in layer.manifests if o["kind"] == "Namespace"
             }
@@ -366,8 +447,19 @@ def build(repo: Repo, env: str, provider: str = "kind", layers: set[str] | None 
     for rel, values_file in deployed:
         values = render.model_values(repo, values_file)
         source = repo.rel(values_file)
-        steps += model_store(repo, env, rel.name, rel.namespace, values, source, namespaces, claims)
+        store = model_store(repo, env, rel.name, rel.namespace, values, source, namespaces, claims)
+        if provider == "node":
+            store = [
+                Apply(s.layer, s.title, s.source, tuple(node_plan.local_image(o, refs)
+                                                         for o in s.objects))
+                if isinstance(s, Apply) else s
+                for s in store
+            ]  # fmt: skip
+        steps += store
         steps += deploy(repo, rel.name, rel.namespace, values_file)[0]
+        if provider == "node":
+            verify += real_node_verify(repo, env, rel)
+            continue
         verify.append(ResolveHost("verify", rel.name, rel.namespace))
         for protocol in ("v1", "v2"):
             verify += [
@@ -376,8 +468,8 @@ def build(repo: Repo, env: str, provider: str = "kind", layers: set[str] | None 
             ]
         verify.append(LoadTest("verify", env, rel.name, "v1"))
     steps += verify
-    if provider == "kwok":
-        steps = without_containers(steps)
+    if provider in LOCAL:
+        steps = without_containers(steps, real_node=provider == "node")
         applied = tuple(
             s for s in steps
             if isinstance(s, HelmInstall) or (isinstance(s, Apply) and s.layer != "model")

@@ -31,7 +31,7 @@ from kserve_gitops.e2e import tools
 from kserve_gitops.e2e.describe import describe
 from kserve_gitops.e2e.diagnostics import collect_diagnostics, layer_namespaces
 from kserve_gitops.e2e.executor import Executor, Outcome, StepFailed, StepNotRun
-from kserve_gitops.e2e.plan import PROVIDERS, build
+from kserve_gitops.e2e.plan import LOCAL, PROVIDERS, build
 from kserve_gitops.e2e.steps import Plan
 from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries
@@ -71,8 +71,8 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
     repo = plan.repo
     kwok = None
     env = {**os.environ, "KUBECONFIG": str(plan.kubeconfig)}
-    if plan.provider == "kwok":
-        kwok = KwokCluster(repo, plan.env, echo)
+    if plan.provider in LOCAL:
+        kwok = KwokCluster(repo, plan.env, echo, real_node=plan.provider == "node")
         try:
             env = run_env(plan.kubeconfig, kwok.prepare())
         except binaries.BuildError as exc:
@@ -113,6 +113,7 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
         echo(f"FAILED {failure}")
         echo(f"collecting diagnostics into {repo.rel(report_dir)} ...")
         collect_diagnostics(plan, runner, report_dir / "diagnostics")
+    executor.paths.close()
     if kwok is not None and kwok.plane is not None:
         kwok.report(runner, report_dir / "cluster", layer_namespaces(plan))
     summary = {
@@ -128,12 +129,16 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
         "not_checked": [str(f) for f in executor.unchecked],
         "controllers": kwok.controllers.summary() if kwok and kwok.controllers else {},
         "chain": executor.chain,
+        "cluster_paths": executor.paths.measures,
         "steps": [o.__dict__ for o in outcomes],
     }
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(executor.workdir, ignore_errors=True)  # the rendered values and manifests
     if kwok is not None:
         kwok.stop(keep)
+        if kwok.node is not None:  # what the real node changed on the machine, undone
+            summary["node_restored"] = kwok.node_undone
+            (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if keep and kwok.plane is not None:
             echo(f"kept the kwok cluster: export KUBECONFIG={kwok.plane.kubeconfig}")
             echo(f"  stop it with: kgops cluster stop {plan.env}")
@@ -195,7 +200,8 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         "--cluster",
         choices=PROVIDERS,
         default=os.environ.get("CLUSTER") or "kind",
-        help="kind (Docker) or kwok (a control plane built from source, no Docker)",
+        help="kind (Docker), kwok (a control plane built from source, no Docker) or node (kwok "
+        "plus a real node: kubelet, containerd, runc; root)",
     )
     parser.add_argument(
         "--layers",
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         from kserve_gitops.delivery import e2e as flux_e2e
 
         return flux_e2e.run(repo, args.env, args.keep, args.reports or repo.reports)
-    if args.cluster == "kwok" and not args.plan:
+    if args.cluster in LOCAL and not args.plan:
         try:
             binaries.go_version()
         except binaries.BuildError as exc:

@@ -164,11 +164,13 @@ class Predict:
     instances: tuple[tuple[float, ...], ...]
     expected: tuple[int, ...]
     timeout_s: float = 120
+    path: str | None = None  # a ClusterPath opened before (real node); None: the ingress
 
     @property
     def title(self) -> str:
         rows = json.dumps([list(r) for r in self.instances])
-        return f"predict {self.protocol} {rows} -> {list(self.expected)}"
+        via = f" via {self.path}" if self.path else ""
+        return f"predict {self.protocol}{via} {rows} -> {list(self.expected)}"
 
 
 @dataclass(frozen=True)
@@ -182,15 +184,18 @@ class LoadTest:
     protocol: str
     duration: str | None = None
     slo_config: Path | None = None
+    path: str | None = None  # a ClusterPath opened before (real node); None: the ingress
 
     @property
     def title(self) -> str:
-        return f"Locust SLO test ({self.protocol}, config/slo.yaml targets for {self.env})"
+        via = f" via {self.path}" if self.path else ""
+        return f"Locust SLO test{via} ({self.protocol}, config/slo.yaml targets for {self.env})"
 
-    def argv(self, target: str, host: str, reports: str) -> list[str]:
+    def argv(self, target: str, host: str | None, reports: str) -> list[str]:
         return [
             "python", "-m", "kserve_gitops.load.loadtest", "--target", target,
-            "--host-header", host, "--protocol", self.protocol, "--model", self.model,
+            *(["--host-header", host] if host else []),
+            "--protocol", self.protocol, "--model", self.model,
             "--env", self.env,
             "--reports", reports,
             *(["--duration", self.duration] if self.duration else []),
@@ -201,18 +206,68 @@ class LoadTest:
 @dataclass(frozen=True)
 class StartLocalCluster:
     """The kwok provider's cluster: real etcd, kube-apiserver, kube-controller-manager and
-    kube-scheduler processes, kwok for the kubelet, fake nodes, and the harness's stand-ins."""
+    kube-scheduler processes, kwok for the kubelet, fake nodes, and the harness's stand-ins;
+    with `real_node`, also one real node (kubelet, containerd, runc, kube-proxy, CoreDNS)."""
 
     layer: str
     env: str
     nodes: int
+    real_node: bool = False
 
     @property
     def title(self) -> str:
+        real = (
+            " and a real node (kubelet, containerd, runc, kube-proxy, CoreDNS; local images)"
+            if self.real_node
+            else ""
+        )
         return (
             "start the control plane (etcd, kube-apiserver, kube-controller-manager, "
-            f"kube-scheduler) with kwok and {self.nodes} fake nodes"
+            f"kube-scheduler) with kwok and {self.nodes} fake nodes{real}"
         )
+
+
+@dataclass(frozen=True)
+class ClusterPath:
+    """Open one way into the model through the real node's cluster (the real-node provider),
+    which the Predict and LoadTest steps naming it then use:
+    - "service": the revision's private Kubernetes Service, through kube-proxy's rules to
+      queue-proxy in the predictor pod;
+    - "port-forward": `kubectl port-forward` to the predictor pod's model server (the API
+      server and the kubelet in the path; the report's path).
+    """
+
+    layer: str
+    model: str
+    namespace: str
+    path: str
+
+    @property
+    def title(self) -> str:
+        how = {
+            "service": "the revision's Service (kube-proxy, queue-proxy)",
+            "port-forward": "kubectl port-forward to the predictor pod",
+        }[self.path]
+        return f"open the cluster path {self.path}: {how}"
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """Scale from zero through Knative's activator: wait until the revision has no pod (the
+    environment's scale-to-zero), then send one prediction to the revision's public Service
+    (its endpoints are the activator's) and time it to the answer."""
+
+    layer: str
+    model: str
+    namespace: str
+    instances: tuple[tuple[float, ...], ...]
+    expected: tuple[int, ...]
+    timeout_s: float = 300
+
+    @property
+    def title(self) -> str:
+        want = list(self.expected)
+        return f"cold start: scale to zero, then predict through the activator -> {want}"
 
 
 @dataclass(frozen=True)
@@ -305,7 +360,7 @@ class ClusterCanary:
 Step = (
     CreateCluster | StartLocalCluster | HelmInstall | Apply | Run | Poll | ResolveHost | Predict
     | LoadTest | NotRun | CheckCluster | Reapply | StartControllers | ObserveChain
-    | ClusterCanary
+    | ClusterCanary | ClusterPath | ColdStart
 )  # fmt: skip
 
 

@@ -16,9 +16,13 @@ import yaml
 from kserve_gitops.controllers import binaries as controller_binaries
 from kserve_gitops.controllers.processes import Controllers
 from kserve_gitops.e2e.tools import CommandError, Runner
-from kserve_gitops.localcluster import binaries, checks, pki
-from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlane
+from kserve_gitops.localcluster import binaries, checks, controlplane, pki
+from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlane, ControlPlaneError
 from kserve_gitops.localcluster.standins import STAND_IN, StandIns
+from kserve_gitops.node import addons, host, images
+from kserve_gitops.node import binaries as node_binaries
+from kserve_gitops.node import config as node_config
+from kserve_gitops.node.realnode import RealNode
 from kserve_gitops.repo import Repo
 
 Obj = Mapping[str, Any]
@@ -82,12 +86,22 @@ class KwokCluster:
     bins: dict[str, Path] = field(default_factory=dict)
     controllers: Controllers | None = None
     config: ClusterConfig | None = None  # default: e2e/kwok/cluster.yaml
+    # A real node joins (kserve_gitops.node): kubelet, containerd, runc, kube-proxy.
+    real_node: bool = False
+    node: RealNode | None = None
+    node_bins: dict[str, Path] = field(default_factory=dict)
+    archives: dict[str, Path] = field(default_factory=dict)
+    node_undone: list[str] = field(default_factory=list)
 
     def prepare(self) -> dict[str, Path]:
         """The binaries, built when missing (a cold build shows progress per binary), and the
-        controllers that run in place of their kwok pods."""
+        controllers that run in place of their kwok pods; with a real node, its binaries and
+        images too."""
         self.bins = binaries.ensure(binaries.pinned(self.repo), self.echo)
         controller_binaries.ensure(self.repo, self.echo)
+        if self.real_node:
+            self.node_bins = binaries.ensure(node_binaries.pinned(self.repo), self.echo)
+            self.archives = images.ensure(self.repo, self.echo)
         return self.bins
 
     def start_controllers(self, group: str) -> list[str]:
@@ -107,9 +121,22 @@ class KwokCluster:
         return self.controllers.start(group)
 
     def start(self, runner: Runner) -> None:
-        self.plane = ControlPlane(
-            self.repo, self.env, self.bins, self.config or ClusterConfig.load(self.repo), self.echo
-        )
+        cfg = self.config or ClusterConfig.load(self.repo)
+        self.plane = ControlPlane(self.repo, self.env, self.bins, cfg, self.echo)
+        layout = None
+        if self.real_node:
+            if not cfg.node_cidr:
+                raise ControlPlaneError(
+                    f"{self.repo.rel(controlplane.config_file(self.repo))}: realNode.podCIDR: "
+                    "missing; the real node's pods need an address range"
+                )
+            layout = node_config.layout(
+                self.env, self.plane.dir, self.plane.slot, cfg.node_cidr, cfg.service_cidr,
+                self.plane.ports,
+            )  # fmt: skip
+            # A run that was killed may have left mounts there: never delete through them.
+            host.unmount_under(layout.dir, layout.run)
+            self.plane.node_ip = layout.node_ip
         self.plane.start()
         nodes = self.plane.dir / "nodes.yaml"
         nodes.write_text(yaml.safe_dump_all(self.plane.node_manifests()))
@@ -117,8 +144,17 @@ class KwokCluster:
         ca = pki.CA.load(
             (self.plane.pki / "ca.crt").read_bytes(), (self.plane.pki / "ca.key").read_bytes()
         )
-        self.stand_ins = StandIns(self.plane.kubeconfig, ca, echo=self.echo)
+        volumes = layout.dir / "volumes" if layout else None
+        self.stand_ins = StandIns(self.plane.kubeconfig, ca, echo=self.echo, volume_root=volumes)
         self.stand_ins.start()
+        if layout is not None:
+            refs = images.refs(self.repo)
+            self.node = RealNode(
+                layout, self.plane.server, ca, self.plane.kubeconfig, self.node_bins,
+                list(self.archives.values()), refs["pause"], self.echo,
+            )  # fmt: skip
+            self.node.start()
+            addons.apply(self.repo, runner, layout, refs)
 
     def settle(self) -> None:
         """The stand-ins' pass right after an apply: a `helm upgrade` restores the chart's
@@ -127,6 +163,10 @@ class KwokCluster:
             self.stand_ins.reconcile()
 
     def stop(self, keep: bool) -> None:
+        if self.node is not None and not keep:
+            self.node_undone = self.node.stop()
+            for line in self.node_undone:
+                self.echo(f"    node: {line}")
         if self.controllers is not None:
             self.controllers.stop()
         if self.stand_ins is not None:

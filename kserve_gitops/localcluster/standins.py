@@ -40,6 +40,9 @@ class StandIns:
     served: frozenset[str] = frozenset()  # "<kind>/<config>/<webhook>" whose server runs
     interval: float = 1.0
     echo: Callable[[str], None] = print
+    # Where volumes really live when a real node mounts them (kserve_gitops.node): a folder per
+    # claim, writable by any pod user, as kind's local-path provisioner makes them.
+    volume_root: Path | None = None
     actions: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -258,6 +261,11 @@ class StandIns:
             ns, name = pvc.metadata.namespace, pvc.metadata.name
             pv_name = f"kgops-{ns}-{name}"[:253]
             size = (pvc.spec.resources.requests or {}).get("storage", "1Gi")
+            path = Path(f"/kgops-kwok/{ns}/{name}")
+            if self.volume_root is not None:
+                path = self.volume_root / f"{ns}-{name}"
+                path.mkdir(parents=True, exist_ok=True)
+                path.chmod(0o777)
             body = client.V1PersistentVolume(
                 metadata=client.V1ObjectMeta(
                     name=pv_name,
@@ -269,7 +277,7 @@ class StandIns:
                     storage_class_name=pvc.spec.storage_class_name or "",
                     volume_mode=pvc.spec.volume_mode,
                     persistent_volume_reclaim_policy="Delete",
-                    host_path=client.V1HostPathVolumeSource(path=f"/kgops-kwok/{ns}/{name}"),
+                    host_path=client.V1HostPathVolumeSource(path=str(path)),
                     claim_ref=client.V1ObjectReference(
                         kind="PersistentVolumeClaim", namespace=ns, name=name, uid=pvc.metadata.uid
                     ),

@@ -1,0 +1,193 @@
+"""The ways into a model served by a real pod (the real-node provider), each measured on its
+own: the revision's private Service (kube-proxy's rules, then queue-proxy), `kubectl
+port-forward` to the predictor pod (the API server and the kubelet in the path, the report's
+path), and, from zero replicas, the revision's public Service whose endpoints are then Knative's
+activator.
+
+While the port-forward path is used, a keep-alive of one request a second goes through the
+Service path: traffic that bypasses queue-proxy is invisible to Knative's autoscaler, which
+would otherwise scale the revision to zero under the test (dev declares minReplicas 0). The run
+says so when it starts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kserve_gitops.e2e.tools import Runner, find_tool
+from kserve_gitops.node.supervisor import Process, ProcessError
+from kserve_gitops.serving import client
+
+# Headers the ingress sets for Knative's activator: which revision a request is for.
+REVISION_HEADER = "Knative-Serving-Revision"
+NAMESPACE_HEADER = "Knative-Serving-Namespace"
+MODEL_PORT = 8080  # the model server's port in the predictor pod (KServe's default)
+
+
+class PathError(Exception):
+    """A cluster path that could not be opened or did not answer; says which and why."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _reachable(port: int) -> Callable[[], str | None]:
+    def check() -> str | None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return None
+        except OSError as exc:
+            return f"127.0.0.1:{port}: {exc}"
+
+    return check
+
+
+@dataclass
+class ClusterPaths:
+    runner: Runner
+    report_dir: Path
+    echo: Callable[[str], None]
+    targets: dict[str, str] = field(default_factory=dict)
+    forward: Process | None = None
+    measures: dict[str, Any] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _trickle: threading.Thread | None = None
+
+    def _get(self, *args: str) -> Any:
+        out = self.runner.run(["kubectl", "get", *args, "-o", "json"], timeout=60, quiet=True)
+        return json.loads(out)
+
+    def revision(self, model: str, namespace: str) -> str:
+        """The newest Ready revision of the model's predictor."""
+        ksvc = self._get("ksvc", f"{model}-predictor", "-n", namespace)
+        name = (ksvc.get("status") or {}).get("latestReadyRevisionName")
+        if not name:
+            raise PathError(f"Knative Service {namespace}/{model}-predictor has no ready revision")
+        return str(name)
+
+    def _service_url(self, name: str, namespace: str) -> str:
+        svc = self._get("service", name, "-n", namespace)
+        ip = svc["spec"].get("clusterIP")
+        port = next(p["port"] for p in svc["spec"]["ports"] if p.get("name") == "http")
+        return f"http://{ip}:{port}"
+
+    def open(self, model: str, namespace: str, path: str) -> str:
+        rev = self.revision(model, namespace)
+        if path == "service":
+            url = self._service_url(f"{rev}-private", namespace)
+        elif path == "port-forward":
+            url = self._port_forward(model, namespace, rev)
+            self._keep_alive(model, namespace)
+        else:
+            raise PathError(f"unknown cluster path {path!r}")
+        self.targets[path] = url
+        self.echo(f"    {path}: {url} (revision {rev})")
+        return url
+
+    def _port_forward(self, model: str, namespace: str, rev: str) -> str:
+        pods = self._get("pods", "-n", namespace, "-l", f"serving.knative.dev/revision={rev}")
+        ready = [
+            p["metadata"]["name"]
+            for p in pods["items"]
+            if any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (p.get("status") or {}).get("conditions") or []
+            )
+        ]
+        if not ready:
+            raise PathError(f"revision {namespace}/{rev} has no Ready pod to forward to")
+        port = free_port()
+        argv = ["kubectl", "port-forward", "-n", namespace, f"pod/{ready[0]}",
+                f"{port}:{MODEL_PORT}"]  # fmt: skip
+        env = self.runner.env
+        self.forward = Process(
+            "kubectl port-forward",
+            [find_tool("kubectl", (env or {}).get("PATH")) or "kubectl", *argv[1:]],
+            self.report_dir / "port-forward.log",
+            _reachable(port),
+            env,
+            start_timeout_s=30,
+        )
+        try:
+            self.forward.start()
+        except ProcessError as exc:
+            raise PathError(str(exc)) from exc
+        return f"http://127.0.0.1:{port}"
+
+    def _keep_alive(self, model: str, namespace: str) -> None:
+        service = self.targets.get("service")
+        if service is None or self._trickle is not None:
+            return
+        self.echo(
+            "    keep-alive: 1 request/s through the service path while port-forward is used "
+            "(traffic past queue-proxy is invisible to Knative's autoscaler)"
+        )
+        rows = ((5.1, 3.5, 1.4, 0.2),)
+
+        def trickle() -> None:
+            # The step under test reports what matters; this only keeps the revision up.
+            while not self._stop.wait(1.0):
+                with contextlib.suppress(client.PredictionError, httpx.HTTPError):
+                    client.predict(service, model, rows, "v1", timeout=5.0)
+
+        self._trickle = threading.Thread(target=trickle, name="kgops-keep-alive", daemon=True)
+        self._trickle.start()
+
+    def target(self, path: str) -> str:
+        if path not in self.targets:
+            raise PathError(f"cluster path {path} was not opened")
+        if path == "port-forward" and self.forward is not None:
+            self.forward.check_alive()
+        return self.targets[path]
+
+    def cold_start(
+        self, model: str, namespace: str, rows: client.Rows, timeout_s: float
+    ) -> tuple[list[Any], float]:
+        """Wait for zero pods, then one prediction through the activator: (predictions, seconds
+        from the request to the answer)."""
+        self.close()
+        rev = self.revision(model, namespace)
+        selector = f"serving.knative.dev/revision={rev}"
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
+        while self._get("pods", "-n", namespace, "-l", selector)["items"]:
+            if time.monotonic() > deadline:
+                raise PathError(
+                    f"revision {namespace}/{rev} still has pods after {timeout_s:g}s: it did not "
+                    "scale to zero (the environment's scale-to-zero settings)"
+                )
+            time.sleep(2)
+        self.echo(f"    scaled to zero after {time.monotonic() - t0:.0f}s without traffic")
+        url = self._service_url(rev, namespace)
+        headers: Mapping[str, str] = {REVISION_HEADER: rev, NAMESPACE_HEADER: namespace}
+        with httpx.Client(timeout=timeout_s, headers=dict(headers)) as http:
+            started = time.monotonic()
+            got = client.predict(url, model, rows, "v1", client=http, timeout=timeout_s)
+            took = time.monotonic() - started
+        self.measures["cold_start_s"] = round(took, 3)
+        self.echo(f"    activator {url}: first answer {took:.2f}s after the request")
+        return got, took
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._trickle is not None:
+            self._trickle.join(timeout=10)
+            self._trickle = None
+        self._stop = threading.Event()
+        if self.forward is not None:
+            self.forward.stop()
+            self.forward = None
+            self.targets.pop("port-forward", None)
