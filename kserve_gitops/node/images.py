@@ -150,6 +150,7 @@ def pinned(repo: Repo, versions: dict | None = None) -> list[Image]:
         Image("pause", f"v{kube}", "pause", gcc_version()),
         Image("sklearnserver", kserve, "sklearnserver", f"{suite}-uv{uv}"),
         *(Image(f"knative-serving-{cmd}", serving, "knative", gover) for cmd in KNATIVE_COMMANDS),
+        Image("coredns", _pin(repo, versions, "node.coredns"), "coredns", gover),
     ]
 
 
@@ -709,7 +710,34 @@ def build_sklearnserver(image: Image, repo: Repo) -> Path:
         _remove_build_dir(work)
 
 
+def build_coredns(image: Image, repo: Repo) -> Path:
+    """CoreDNS as its upstream image runs it: the static binary at /coredns, user 65532 (the
+    cluster DNS of the real node, kserve_gitops.node.addons)."""
+    from kserve_gitops.localcluster.binaries import build
+    from kserve_gitops.node.binaries import pinned as node_pinned
+
+    spec = next(b for b in node_pinned(repo) if b.name == "coredns")
+    binary = build(spec, image.build)
+    work = _workdir(image.name)
+    try:
+        base = static_base(work / "base.tar.gz")
+        writer = LayerWriter(work / "app.tar.gz", f"{spec.package}@{image.version}")
+        writer.add(entry("coredns", mode=0o555, size=binary.stat().st_size), binary.open("rb"))
+        layers = [base, writer.close()]
+        config = image_config(
+            layers,
+            user=str(NONROOT),
+            entrypoint=["/coredns"],
+            env=["PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            labels=_labels(f"{spec.package}@{image.version}", image.version),
+        )
+        return write_archive(image.path, image.ref, config, layers)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 BUILDERS: dict[str, Callable[[Image, Repo], Path]] = {
+    "coredns": build_coredns,
     "pause": build_pause,
     "sklearnserver": build_sklearnserver,
     "knative": build_knative,

@@ -33,7 +33,7 @@ from kubernetes.client.rest import ApiException
 
 from kserve_gitops.localcluster import pki
 from kserve_gitops.node import config as node_config
-from kserve_gitops.node import host
+from kserve_gitops.node import host, images
 from kserve_gitops.node.config import Layout
 from kserve_gitops.node.supervisor import Process, ProcessError
 
@@ -235,10 +235,11 @@ class RealNode:
         return check
 
     def _import_images(self) -> None:
-        for archive in self.images:
-            t0 = time.monotonic()
-            self.ctr("images", "import", "--no-unpack=false", str(archive))
-            self.echo(f"    image {archive.name} imported ({time.monotonic() - t0:.1f}s)")
+        t0 = time.monotonic()
+        refs = images.import_images(self.bins["ctr"], self.layout.socket, archives=self.images)
+        self.echo(
+            f"    {len(refs)} images imported ({time.monotonic() - t0:.1f}s): {', '.join(refs)}"
+        )
 
     # -- stop ------------------------------------------------------------------------------------
 
