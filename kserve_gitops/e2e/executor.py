@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import yaml
 
 from kserve_gitops.controllers import canary, chain
-from kserve_gitops.e2e import ingress
+from kserve_gitops.e2e import ingress, slo_table
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
 from kserve_gitops.e2e.steps import (
     Apply,
@@ -35,6 +35,7 @@ from kserve_gitops.e2e.steps import (
     Reapply,
     ResolveHost,
     Run,
+    SloComparison,
     StartControllers,
     StartLocalCluster,
     Step,
@@ -157,6 +158,8 @@ class Executor:
                 self._path(lambda: self.paths.open(step.model, step.namespace, step.path))
             case ColdStart():
                 self._cold_start(step)
+            case SloComparison():
+                self._slo_table(step)
             case Predict():
                 self._predict(step)
             case LoadTest() if step.path:
@@ -174,6 +177,20 @@ class Executor:
             return str(open_it())
         except (PathError, ProcessError) as exc:
             raise StepFailed(str(exc)) from exc
+
+    def _slo_table(self, step: SloComparison) -> None:
+        local = self.report_dir / "loadtest-local"
+        slo_table.run_local(self.plan.repo, self.runner, step.env, step.model, local)
+        runs = {"local": slo_table.summary(local)}
+        runs |= {p: slo_table.summary(self.report_dir / f"loadtest-{p}") for p in step.paths}
+        text = slo_table.table(runs)
+        (self.report_dir / "slo-table.txt").write_text(text + "\n")
+        self.paths.measures["slo"] = {name: run["checks"] for name, run in runs.items()}
+        for line in text.splitlines():
+            self.echo(f"    {line}")
+        failed = [n for n, run in runs.items() if any(not c["passed"] for c in run["checks"])]
+        if failed:
+            raise StepFailed(f"SLO missed on {', '.join(failed)} (slo-table.txt)")
 
     def _cold_start(self, step: ColdStart) -> None:
         try:

@@ -42,6 +42,7 @@ from kserve_gitops.e2e.steps import (
     Reapply,
     ResolveHost,
     Run,
+    SloComparison,
     StartControllers,
     StartLocalCluster,
     Step,
@@ -336,6 +337,7 @@ def real_node_verify(repo: Repo, env: str, rel: flux.Release) -> list[Step]:
                 Predict("verify", model, protocol, rows, want, path=path) for rows, want in cases
             ]
         steps.append(LoadTest("verify", env, model, "v1", path=path))
+    steps.append(SloComparison("verify", env, model, ("service", "port-forward")))
     rows, want = cases[0]
     steps.append(ColdStart("verify", model, ns, rows, want))
     return steps

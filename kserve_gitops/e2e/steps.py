@@ -271,6 +271,21 @@ class ColdStart:
 
 
 @dataclass(frozen=True)
+class SloComparison:
+    """The same Locust SLO test against the model served locally (what `make demo` measures),
+    then one table: each target with the local figure beside each cluster path's."""
+
+    layer: str
+    env: str
+    model: str
+    paths: tuple[str, ...]
+
+    @property
+    def title(self) -> str:
+        return f"SLO table: local beside {', '.join(self.paths)} (config/slo.yaml, {self.env})"
+
+
+@dataclass(frozen=True)
 class NotRun:
     """A step this provider cannot perform; the run reports it as not run, never as passed."""
 
@@ -360,7 +375,7 @@ class ClusterCanary:
 Step = (
     CreateCluster | StartLocalCluster | HelmInstall | Apply | Run | Poll | ResolveHost | Predict
     | LoadTest | NotRun | CheckCluster | Reapply | StartControllers | ObserveChain
-    | ClusterCanary | ClusterPath | ColdStart
+    | ClusterCanary | ClusterPath | ColdStart | SloComparison
 )  # fmt: skip
 
 

@@ -1,0 +1,51 @@
+"""The SLO table of the real-node e2e: the Locust load test of config/slo.yaml run against the
+model served locally (as `make demo` does), then each target with the local figure beside each
+cluster path's, from the summary.json each run wrote."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from kserve_gitops.e2e.tools import Runner
+from kserve_gitops.repo import Repo
+from kserve_gitops.serving import process
+
+
+def summary(reports: Path) -> dict[str, Any]:
+    """The newest summary.json under a load test's report root."""
+    found = sorted(reports.glob("*/summary.json"))
+    if not found:
+        raise FileNotFoundError(f"{reports}: no load test summary (the load test did not run)")
+    return json.loads(found[-1].read_text())
+
+
+def run_local(repo: Repo, runner: Runner, env: str, model: str, reports: Path) -> None:
+    """The load test of `env` against the model served locally with KServe's runtime."""
+    local = process.start_background(repo, model_name=model, timeout=120)
+    try:
+        argv = [sys.executable, "-m", "kserve_gitops.load.loadtest", "--target", local.url]
+        argv += ["--protocol", "v1", "--model", model, "--env", env, "--reports", str(reports)]
+        runner.run(argv, timeout=900, stream=True)
+    finally:
+        local.stop()
+
+
+def table(runs: dict[str, dict[str, Any]]) -> str:
+    """target | threshold | <run> ... with each run's measured figure and PASS/FAIL."""
+    names = list(runs)
+    first = runs[names[0]]["checks"]
+    head = ["target", "threshold", *names]
+    rows = [head]
+    for i, check in enumerate(first):
+        cells = [check["target"], check["threshold"]]
+        for name in names:
+            c = runs[name]["checks"][i]
+            cells.append(f"{c['measured']} {'PASS' if c['passed'] else 'FAIL'}")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
