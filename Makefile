@@ -52,7 +52,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv mlserver-venv test test-clusters lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e binaries images image-tools platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv mlserver-venv test test-clusters lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e binaries images image-tools node-tools node-binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -155,7 +155,7 @@ platform: $(STAMP) ## Components and versions Flux and Argo CD install per envir
 e2e-plan: $(STAMP) ## Print the ordered e2e plan for ENV [CLUSTER=kind|kwok] without touching a cluster
 	@$(KGOPS) e2e --env $(ENV) --cluster $(CLUSTER) --plan
 
-e2e: $(STAMP) ## Full platform and model on a cluster: CLUSTER=kind (Docker) or kwok (built from source); KEEP=1 keeps it; DELIVERY=flux: Flux's controllers reconcile clusters/ENV (kwok)
+e2e: $(STAMP) $(if $(filter node,$(CLUSTER)),node-tools image-tools) ## Full platform and model on a cluster: CLUSTER=kind (Docker), kwok (built from source) or node (kwok plus a real node; root); KEEP=1 keeps it; DELIVERY=flux: Flux's controllers reconcile clusters/ENV (kwok)
 	$(KGOPS) e2e --env $(ENV) --cluster $(CLUSTER) $(if $(filter 1,$(KEEP)),--keep) $(if $(DELIVERY),--delivery $(DELIVERY))
 
 bench-e2e: $(STAMP) ## Warm kwok e2e of every environment, timed per layer, into benchmarks/kwok-e2e.md
@@ -172,6 +172,17 @@ image-tools: ## Install gcc, libc6-dev and mmdebstrap unless present (Debian/Ubu
 	$(SUDO) apt-get update -qq && \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev mmdebstrap && \
 	mmdebstrap --version
+
+# What the real node needs from Debian: iptables (kubelet, kube-proxy, the CNI plugins),
+# conntrack (kube-proxy), libseccomp-dev (runc's seccomp, built with cgo).
+node-tools: ## Install iptables, conntrack and libseccomp-dev unless present (Debian/Ubuntu)
+	@if command -v iptables >/dev/null && command -v conntrack >/dev/null && test -f /usr/include/seccomp.h; then exit 0; fi; \
+	$(SUDO) apt-get update -qq && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iptables conntrack libseccomp-dev && \
+	iptables --version
+
+node-binaries: $(STAMP) node-tools ## Build the real node's binaries (kubelet, kube-proxy, containerd, runc, CNI plugins, CoreDNS) from Go modules
+	$(KGOPS) node-binaries
 
 images: $(STAMP) image-tools ## Build the real node's images (pause, sklearnserver, Knative) from the pinned sources, cached by version (root)
 	$(KGOPS) images
