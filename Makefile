@@ -72,10 +72,10 @@ $(MLSTAMP): constraints-mlserver.txt
 mlserver-venv: $(MLSTAMP) ## Create .venv-mlserver: MLServer at the version of the cluster's kserve-mlserver image
 
 test: $(STAMP) $(MLSTAMP) lint ## The offline suite: lint, then pytest over TEST_WORKERS processes (MLServer's venv too: tests serve with it)
-	$(PY) -m pytest -m "not e2e and not kwok" -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -m "not e2e and not kwok and not node" -n $(TEST_WORKERS) --dist loadfile
 
-test-clusters: $(STAMP) ## The tests that start kwok clusters, the controllers and Flux (after make binaries DELIVERY=flux; root)
-	$(PY) -m pytest -m kwok
+test-clusters: $(STAMP) ## The tests that start kwok clusters, the controllers, Flux and the real node (after make binaries DELIVERY=flux node-binaries images; root)
+	$(PY) -m pytest -m "kwok or node"
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # promtool only, from Debian's prometheus package, unpacked (no daemon, no service started).
