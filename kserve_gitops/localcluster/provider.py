@@ -145,7 +145,10 @@ class KwokCluster:
             (self.plane.pki / "ca.crt").read_bytes(), (self.plane.pki / "ca.key").read_bytes()
         )
         volumes = layout.dir / "volumes" if layout else None
-        self.stand_ins = StandIns(self.plane.kubeconfig, ca, echo=self.echo, volume_root=volumes)
+        self.stand_ins = StandIns(
+            self.plane.kubeconfig, ca, echo=self.echo, volume_root=volumes,
+            real_pods=layout.pod_cidr if layout else None,
+        )  # fmt: skip
         self.stand_ins.start()
         if layout is not None:
             refs = images.refs(self.repo)

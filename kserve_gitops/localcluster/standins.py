@@ -14,6 +14,7 @@ labelled on the objects it touches and listed in the run's summary:
 from __future__ import annotations
 
 import base64
+import ipaddress
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ class StandIns:
     # Where volumes really live when a real node mounts them (kserve_gitops.node): a folder per
     # claim, writable by any pod user, as kind's local-path provisioner makes them.
     volume_root: Path | None = None
+    # The real node's pod range: a webhook whose Service has a ready endpoint there is served
+    # by a real pod, and gets its declared failurePolicy back.
+    real_pods: str | None = None
     actions: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -52,6 +56,7 @@ class StandIns:
         self.admission = client.AdmissionregistrationV1Api(api)
         self.ext = client.ApiextensionsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.discovery = client.DiscoveryV1Api(api)
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the loop and the executor (after each apply) both call
         self._thread: threading.Thread | None = None
@@ -110,28 +115,31 @@ class StandIns:
         """Webhooks whose server now runs (kserve_gitops.controllers): left alone from now on,
         and those set to Ignore get back Fail, the only value `webhooks` replaces."""
         with self._lock:
-            self.served = self.served | frozenset(keys)
-            for key in [k for k in self.ignored if k in self.served]:
-                kind, name, hook = key.split("/", 2)
-                reader, patcher = (
-                    (self.admission.read_validating_webhook_configuration,
-                     self.admission.patch_validating_webhook_configuration)
-                    if kind == "ValidatingWebhookConfiguration" else
-                    (self.admission.read_mutating_webhook_configuration,
-                     self.admission.patch_mutating_webhook_configuration)
-                )  # fmt: skip
-                self.ignored.remove(key)
-                try:
-                    cfg = reader(name)
-                except ApiException as exc:
-                    if exc.status == 404:
-                        continue
-                    raise
-                index = [h.name for h in cfg.webhooks or []].index(hook)
-                patcher(name, [{"op": "replace", "path": f"/webhooks/{index}/failurePolicy",
-                                "value": "Fail"}])  # fmt: skip
-                self._record(f"serve {key}", f"{kind} {name}: webhook {hook} failurePolicy "
-                             "Ignore -> Fail (its server runs)")  # fmt: skip
+            self._serve(keys)
+
+    def _serve(self, keys: list[str]) -> None:
+        self.served = self.served | frozenset(keys)
+        for key in [k for k in self.ignored if k in self.served]:
+            kind, name, hook = key.split("/", 2)
+            reader, patcher = (
+                (self.admission.read_validating_webhook_configuration,
+                 self.admission.patch_validating_webhook_configuration)
+                if kind == "ValidatingWebhookConfiguration" else
+                (self.admission.read_mutating_webhook_configuration,
+                 self.admission.patch_mutating_webhook_configuration)
+            )  # fmt: skip
+            self.ignored.remove(key)
+            try:
+                cfg = reader(name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            index = [h.name for h in cfg.webhooks or []].index(hook)
+            patcher(name, [{"op": "replace", "path": f"/webhooks/{index}/failurePolicy",
+                            "value": "Fail"}])  # fmt: skip
+            self._record(f"serve {key}", f"{kind} {name}: webhook {hook} failurePolicy "
+                         "Ignore -> Fail (its server runs)")  # fmt: skip
 
     # -- cert-manager -----------------------------------------------------------------------------
 
@@ -300,8 +308,35 @@ class StandIns:
         with self._lock:
             self._reconcile()
 
+    def served_by_real_pods(self) -> None:
+        """Webhooks set to Ignore whose Service now has a ready endpoint on the real node."""
+        if not self.real_pods or not self.ignored:
+            return
+        net = ipaddress.ip_network(self.real_pods)
+        keys = []
+        for kind, lister, _ in self._webhook_apis():
+            for cfg in lister().items:
+                for hook in cfg.webhooks or []:
+                    key = f"{kind}/{cfg.metadata.name}/{hook.name}"
+                    svc = hook.client_config.service
+                    if key not in self.ignored or svc is None:
+                        continue
+                    slices = self.discovery.list_namespaced_endpoint_slice(
+                        svc.namespace, label_selector=f"kubernetes.io/service-name={svc.name}"
+                    ).items
+                    if any(
+                        (ep.conditions is None or ep.conditions.ready)
+                        and any(ipaddress.ip_address(a) in net for a in ep.addresses)
+                        for sl in slices for ep in sl.endpoints or []
+                    ):  # fmt: skip
+                        keys.append(key)
+        if keys:
+            self._serve(keys)
+
     def _reconcile(self) -> None:
-        for job in (self.webhooks, self.certificates, self.inject_ca, self.volumes):
+        jobs = (self.webhooks, self.certificates, self.inject_ca, self.volumes,
+                self.served_by_real_pods)  # fmt: skip
+        for job in jobs:
             try:
                 job()
             except ApiException as exc:
