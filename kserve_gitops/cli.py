@@ -24,7 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controllers": ("controllers.binaries", "build the controllers that run on kwok"),
     "node-binaries": ("node.binaries", "build the real node's binaries from Go modules"),
     "images": ("node.images", "build the real node's container images from the pinned sources"),
-    "cluster": ("localcluster.controlplane", "stop a kwok cluster kept with KEEP=1"),
+    "cluster": (
+        "localcluster.provider",
+        "stop a cluster kept with KEEP=1 (and its real node)",
+    ),
     "serve": ("serving.server", "serve a model locally with KServe's runtime"),
     "serve-mlserver": ("serving.mlserver", "serve a model locally with MLServer (V2 protocol)"),
     "predict": ("serving.predict", "batch predictions from a CSV against a server"),

@@ -484,19 +484,3 @@ def stop_kept(repo: Repo, env: str) -> list[str]:
         time.sleep(0.2)
     shutil.rmtree(folder, ignore_errors=True)
     return sorted(running)
-
-
-def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Stop a kwok cluster kept with KEEP=1.")
-    parser.add_argument("action", choices=["stop"])
-    parser.add_argument("env")
-    args = parser.parse_args(argv)
-    stopped = stop_kept(repo or Repo.discover(), args.env)
-    print(f"stopped {', '.join(stopped) or 'nothing (no kept cluster)'} of {args.env}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,7 +19,7 @@ from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries, checks, controlplane, pki
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlane, ControlPlaneError
 from kserve_gitops.localcluster.standins import STAND_IN, StandIns
-from kserve_gitops.node import addons, host, images
+from kserve_gitops.node import addons, host, images, realnode
 from kserve_gitops.node import binaries as node_binaries
 from kserve_gitops.node import config as node_config
 from kserve_gitops.node.realnode import RealNode
@@ -250,3 +250,33 @@ def summary_table(rows: list[tuple[str, int, int, int, float]]) -> str:
 
 def run_env(kubeconfig: Path, bins: Mapping[str, Path]) -> dict[str, str]:
     return {**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": tool_path(bins)}
+
+
+def stop_kept(repo: Repo, env: str) -> list[str]:
+    """Stop a cluster left running (KEEP=1): its real node first, if it has one (the machine's
+    settings restored), then the control plane; what was stopped and undone."""
+    cfg = ClusterConfig.load(repo)
+    undone: list[str] = []
+    if cfg.node_cidr:
+        plane = ControlPlane(repo, env, {}, cfg)
+        layout = node_config.layout(
+            env, plane.dir, plane.slot, cfg.node_cidr, cfg.service_cidr, plane.ports
+        )
+        undone = [f"node: {line}" for line in realnode.stop_kept(layout)]
+    return [*undone, *controlplane.stop_kept(repo, env)]
+
+
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Stop a kwok cluster kept with KEEP=1.")
+    parser.add_argument("action", choices=["stop"])
+    parser.add_argument("env")
+    args = parser.parse_args(argv)
+    stopped = stop_kept(repo or Repo.discover(), args.env)
+    print(f"stopped {', '.join(stopped) or 'nothing (no kept cluster)'} of {args.env}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ returning what it undid, so the run can say so.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -147,6 +148,16 @@ class HostState:
             {save: _tables(_run([save])) for save, _ in IPTABLES},
             set(_links()),
         )
+
+    def save(self, path: Path) -> None:
+        """For `kgops cluster stop` of a cluster kept running (KEEP=1)."""
+        doc = {"sysctls": self.sysctls, "iptables": self.iptables, "links": sorted(self.links)}
+        path.write_text(json.dumps(doc))
+
+    @classmethod
+    def load(cls, path: Path) -> HostState:
+        doc = json.loads(path.read_text())
+        return cls(doc["sysctls"], doc["iptables"], set(doc["links"]))
 
     def restore(self) -> list[str]:
         """Undo what changed since `capture`: sysctls written back, iptables tables as they

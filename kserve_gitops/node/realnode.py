@@ -19,7 +19,6 @@ import base64
 import contextlib
 import os
 import shutil
-import ssl
 import subprocess
 import time
 import urllib.request
@@ -40,6 +39,9 @@ from kserve_gitops.node.supervisor import Process, ProcessError
 # The kernel settings the node needs: routing between the bridge and the host, and bridged
 # traffic through iptables (a pod answering a pod on the same bridge through a Service).
 SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"}
+
+
+HOST_STATE = "host-state.json"  # the machine before the node started, for a kept cluster's stop
 
 
 class NodeError(Exception):
@@ -109,6 +111,7 @@ class RealNode:
         for folder in (lay.dir, lay.run):
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
+        self.state.save(lay.dir / HOST_STATE)
         self._bridge()
         for key, value in SYSCTLS.items():
             (host.SYSCTL_ROOT / key).write_text(value)
@@ -202,6 +205,9 @@ class RealNode:
             proc.start()
         except ProcessError as exc:
             raise NodeError(str(exc)) from exc
+        pids = self.layout.dir / "pids"
+        pids.mkdir(exist_ok=True)
+        (pids / name).write_text(str(proc.pid))
         self.echo(f"    {name} ready (pid {proc.pid}, {time.monotonic() - t0:.1f}s)")
 
     def ctr(self, *args: str, timeout: float = 300) -> str:
@@ -304,16 +310,34 @@ class RealNode:
                     self.ctr("tasks", "delete", "-f", task, timeout=20)
 
     def _kill_shims(self) -> None:
-        """Shims outlive containerd by design; ours are the ones naming our socket."""
-        needle = str(self.layout.socket).encode()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                if needle in (proc / "cmdline").read_bytes():
-                    os.kill(int(proc.name), 9)
-                    self.undone.append(f"killed left-over process {proc.name}")
+        self.undone += kill_naming(str(self.layout.run).encode())
 
 
-def ssl_context(ca: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca))
+def kill_naming(needle: bytes) -> list[str]:
+    """SIGKILL every process whose command line names `needle` (containerd's shims outlive it
+    by design; ours name our socket)."""
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), 9)
+                killed.append(f"killed left-over process {proc.name}")
+    return killed
+
+
+def stop_kept(layout: Layout) -> list[str]:
+    """A node left running (KEEP=1) stopped from its folders alone: every process naming them
+    killed, mounts, cgroups and the machine's settings restored as `RealNode.stop` does."""
+    if not layout.dir.is_dir():
+        return []
+    undone = kill_naming(str(layout.dir).encode()) + kill_naming(str(layout.run).encode())
+    time.sleep(1)
+    mounts = host.unmount_under(layout.kubelet_root, layout.run, layout.dir)
+    undone += [f"unmounted {len(mounts)} mount(s)"] if mounts else []
+    undone += [f"cgroup left: {line}" for line in host.remove_cgroup(layout.cgroup)]
+    if (layout.dir / HOST_STATE).is_file():
+        undone += host.HostState.load(layout.dir / HOST_STATE).restore()
+    shutil.rmtree(layout.run, ignore_errors=True)
+    return undone
