@@ -45,7 +45,7 @@ from kserve_gitops.lifecycle import registry
 from kserve_gitops.load.slo import parse_duration
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.provider import KwokCluster, changed_fields
-from kserve_gitops.node.supervisor import ProcessError
+from kserve_gitops.base.process import ProcessError
 from kserve_gitops.serving import client
 
 

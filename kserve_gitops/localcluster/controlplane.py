@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from kserve_gitops.base.process import tail
 from kserve_gitops.e2e.tools import stop_process
 from kserve_gitops.localcluster import pki
 from kserve_gitops.repo import Repo
@@ -125,12 +126,6 @@ class ClusterConfig:
                     "addresses would not stay on this machine"
                 )
         return cfg
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    if not path.is_file():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def ensure_local_route(cidr: str) -> None:
@@ -368,7 +363,7 @@ class ControlPlane:
                 raise ControlPlaneError(
                     f"{name} exited with {proc.returncode} before it was ready (port "
                     f"{self.ports[name]}); log {self.repo.rel(self.logs / f'{name}.log')}:\n"
-                    f"{_tail(self.logs / f'{name}.log')}"
+                    f"{tail(self.logs / f'{name}.log')}"
                 )
             try:
                 ctx = self._ssl(verify) if url.startswith("https") else None
@@ -381,7 +376,7 @@ class ControlPlane:
             time.sleep(0.3)
         raise ControlPlaneError(
             f"{name} not ready after {timeout_s:g}s at {url} ({last}); log "
-            f"{self.repo.rel(self.logs / f'{name}.log')}:\n{_tail(self.logs / f'{name}.log')}"
+            f"{self.repo.rel(self.logs / f'{name}.log')}:\n{tail(self.logs / f'{name}.log')}"
         )
 
     def start(self) -> None:
