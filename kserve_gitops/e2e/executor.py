@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from kserve_gitops.base.process import ProcessError
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.e2e import ingress, slo_table
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
@@ -45,7 +46,6 @@ from kserve_gitops.lifecycle import registry
 from kserve_gitops.load.slo import parse_duration
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.provider import KwokCluster, changed_fields
-from kserve_gitops.base.process import ProcessError
 from kserve_gitops.serving import client
 
 

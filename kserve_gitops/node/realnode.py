@@ -30,11 +30,11 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from kserve_gitops.base.process import Process, ProcessError
 from kserve_gitops.localcluster import pki
 from kserve_gitops.node import config as node_config
 from kserve_gitops.node import host, images
 from kserve_gitops.node.config import Layout
-from kserve_gitops.base.process import Process, ProcessError
 
 # The kernel settings the node needs: routing between the bridge and the host, and bridged
 # traffic through iptables (a pod answering a pod on the same bridge through a Service).
