@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import yaml
 from kubernetes import client, config
@@ -41,6 +43,9 @@ from kserve_gitops.node.config import Layout
 SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"}
 
 
+# One real node per machine: kubelets and kube-proxies share iptables chain names and kernel
+# settings, and each node restores what the machine was before it started.
+LOCK = Path("/run/kgops-real-node.lock")
 HOST_STATE = "host-state.json"  # the machine before the node started, for a kept cluster's stop
 
 
@@ -97,6 +102,7 @@ class RealNode:
     state: host.HostState | None = None
     procs: dict[str, Process] = field(default_factory=dict)
     undone: list[str] = field(default_factory=list)
+    _lock: IO[str] | None = None
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -107,6 +113,7 @@ class RealNode:
                 "iptables rules and cgroups (run as root; nothing was changed)"
             )
         lay = self.layout
+        self._take_lock()
         self.state = host.HostState.capture()
         for folder in (lay.dir, lay.run):
             shutil.rmtree(folder, ignore_errors=True)
@@ -135,6 +142,23 @@ class RealNode:
             self._healthz("kube-proxy-healthz"),
             env,
         )
+
+    def _take_lock(self) -> None:
+        self._lock = LOCK.open("a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "another run"
+            self._lock.close()
+            self._lock = None
+            raise NodeError(
+                f"another real node runs on this machine ({holder}; {LOCK}): one at a time, "
+                "since nodes share iptables chains and kernel settings"
+            ) from None
+        self._lock.truncate(0)
+        self._lock.write(f"pid {os.getpid()}, cluster {self.layout.env}\n")
+        self._lock.flush()
 
     def _bridge(self) -> None:
         lay = self.layout
@@ -300,6 +324,9 @@ class RealNode:
         self.undone += self.state.restore()
         shutil.rmtree(lay.run, ignore_errors=True)
         self.state = None
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
         return self.undone
 
     def _kill_containers(self) -> None:
