@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kserve_gitops.base.process import ProcessError
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.controllers.processes import ControllerError
 from kserve_gitops.e2e import tools
@@ -37,6 +38,7 @@ from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.controlplane import ControlPlaneError
 from kserve_gitops.localcluster.provider import KwokCluster, run_env, summary_table
+from kserve_gitops.node.realnode import NodeError
 from kserve_gitops.repo import Repo
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.serving import client
@@ -97,8 +99,8 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
                 echo(f"    NOT RUN: {exc}")
                 continue
             except (
-                CommandError, StepFailed, ControlPlaneError, ControllerError,
-                canary.CanaryError, client.PredictionError, OSError,
+                CommandError, StepFailed, ControlPlaneError, ControllerError, NodeError,
+                ProcessError, canary.CanaryError, client.PredictionError, OSError,
             ) as exc:  # fmt: skip
                 outcomes.append(Outcome(step.title, step.layer, time.monotonic() - t0, "failed"))
                 failure = f"step {number} ({step.layer}: {step.title}): {exc}"
