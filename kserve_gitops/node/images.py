@@ -387,20 +387,42 @@ class Archive:
     layer_names: list[list[str]]  # the entries of each layer, in order
 
 
+class _HashingReader:
+    """A read-only file that hashes what is read from `source`."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.sha = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.sha.update(data)
+        return data
+
+    def drain(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return f"sha256:{self.sha.hexdigest()}"
+
+
 def inspect(path: Path, list_layers: bool = True) -> Archive:
-    """Read an archive back; BuildError on a blob whose bytes do not match its digest, a
-    layer whose tar does not match its diff_id, or a layout that is not one image."""
+    """Read an archive back, streaming; BuildError on a blob whose bytes do not match its
+    digest, a layer whose tar does not match its diff_id, or a layout that is not one image."""
     with tarfile.open(path) as tar:
         members = {m.name: m for m in tar.getmembers()}
 
-        def blob(digest: str) -> bytes:
+        def open_blob(digest: str) -> Any:
             member = members.get(f"blobs/sha256/{digest.split(':', 1)[-1]}")
             handle = tar.extractfile(member) if member else None
             if handle is None:
                 raise BuildError(f"{path}: no blob {digest}")
-            data = handle.read()
-            if _sha(data) != digest:
-                raise BuildError(f"{path}: blob {digest} holds {_sha(data)}")
+            return handle
+
+        def blob(digest: str) -> bytes:
+            reader = _HashingReader(open_blob(digest))
+            data = reader.read()
+            if (actual := reader.drain()) != digest:
+                raise BuildError(f"{path}: blob {digest} holds {actual}")
             return data
 
         def named(name: str) -> dict[str, Any]:
@@ -422,12 +444,15 @@ def inspect(path: Path, list_layers: bool = True) -> Archive:
             raise BuildError(f"{path}: {len(manifest['layers'])} layers, {len(diff_ids)} diff_ids")
         names: list[list[str]] = []
         for layer, diff_id in zip(manifest["layers"], diff_ids, strict=True):
-            data = gzip.decompress(blob(layer["digest"]))
-            if _sha(data) != diff_id:
-                raise BuildError(f"{path}: layer {layer['digest']} is not diff_id {diff_id}")
-            if list_layers:
-                with tarfile.open(fileobj=io.BytesIO(data)) as layer_tar:
-                    names.append(layer_tar.getnames())
+            if (actual := _HashingReader(open_blob(layer["digest"])).drain()) != layer["digest"]:
+                raise BuildError(f"{path}: blob {layer['digest']} holds {actual}")
+            with gzip.GzipFile(fileobj=open_blob(layer["digest"])) as stream:
+                reader = _HashingReader(stream)
+                if list_layers:
+                    with tarfile.open(fileobj=reader, mode="r|") as layer_tar:  # type: ignore[call-overload]
+                        names.append([member.name for member in layer_tar])
+                if reader.drain() != diff_id:
+                    raise BuildError(f"{path}: layer {layer['digest']} is not diff_id {diff_id}")
     return Archive(descriptor["annotations"][CONTAINERD_NAME], index, manifest, config, names)
 
 
