@@ -799,33 +799,45 @@ def refs(repo: Repo) -> dict[str, str]:
     return {image.name: image.ref for image in pinned(repo)}
 
 
+def archive_ref(path: Path) -> str:
+    """The reference an archive's index names its image by (index.json only, no blob read)."""
+    with tarfile.open(path) as tar:
+        handle = tar.extractfile("index.json")
+        if handle is None:
+            raise BuildError(f"{path}: no index.json")
+        manifests = json.load(handle).get("manifests") or [{}]
+    ref = (manifests[0].get("annotations") or {}).get(CONTAINERD_NAME)
+    if not ref:
+        raise BuildError(f"{path}: index.json names no image ({CONTAINERD_NAME})")
+    return str(ref)
+
+
 def import_images(
     ctr: Path,
     address: Path,
     namespace: str = "k8s.io",
     archives: Iterable[Path] | None = None,
     repo: Repo | None = None,
+    labels: dict[str, str] | None = None,
 ) -> list[str]:
     """Import every archive (default: every pinned image, built) into the containerd at
-    `address`, in `namespace` (k8s.io: the CRI's), unpacked for its default snapshotter; the
-    references imported. `ctr images import` through the transfer service names each image
-    by the archive's io.containerd.image.name; --base-name refuses any other name."""
+    `address`, in `namespace` (k8s.io: the CRI's), unpacked for its default snapshotter, with
+    `labels` on each image (e.g. {"io.cri-containerd.pinned": "pinned"}, which the kubelet's
+    image GC spares); the references imported, each checked in `ctr images list`. `ctr images
+    import` (through the transfer service) names each image by the archive's
+    io.containerd.image.name; --base-name refuses any other name."""
     paths = (
         list(archives) if archives is not None else list(locate(repo or Repo.discover()).values())
     )
+    base = [str(ctr), "--address", str(address), "--namespace", namespace, "images"]
+    label_args = [arg for k, v in (labels or {}).items() for arg in ("--label", f"{k}={v}")]
     imported: list[str] = []
     for path in paths:
-        ref = inspect(path, list_layers=False).ref
-        _run(
-            [str(ctr), "--address", str(address), "--namespace", namespace, "images", "import",
-             "--base-name", ref.rsplit(":", 1)[0], str(path)],
-            f"import {path}",
-        )  # fmt: skip
+        ref = archive_ref(path)
+        argv = [*base, "import", "--base-name", ref.rsplit(":", 1)[0], *label_args, str(path)]
+        _run(argv, f"import {path}")
         imported.append(ref)
-    listed = _run(
-        [str(ctr), "--address", str(address), "--namespace", namespace, "images", "list", "-q"],
-        "list images",
-    ).split()
+    listed = _run([*base, "list", "-q"], "list images").split()
     missing = [ref for ref in imported if ref not in listed]
     if missing:
         raise BuildError(f"containerd at {address} does not list {', '.join(missing)} after import")

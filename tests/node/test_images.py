@@ -11,6 +11,7 @@ KGOPS_CONTAINERD_BIN, a folder holding containerd and ctr (v2), as root."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -248,10 +249,16 @@ def test_import_images_names_the_socket_namespace_and_archive(tmp_path: Path) ->
     ctr, log = fake_ctr(tmp_path, "dev.local/test/tiny:v1")
     sock = tmp_path / "containerd.sock"
     assert images.import_images(ctr, sock, archives=[archive]) == ["dev.local/test/tiny:v1"]
+    images.import_images(
+        ctr, sock, "other", [archive], labels={"io.cri-containerd.pinned": "pinned"}
+    )
     assert log.read_text().splitlines() == [
         f"--address {sock} --namespace k8s.io images import --base-name dev.local/test/tiny "
         f"{archive}",
         f"--address {sock} --namespace k8s.io images list -q",
+        f"--address {sock} --namespace other images import --base-name dev.local/test/tiny "
+        f"--label io.cri-containerd.pinned=pinned {archive}",
+        f"--address {sock} --namespace other images list -q",
     ]
 
 
@@ -370,12 +377,25 @@ def test_containerd_imports_every_built_image(containerd: tuple[Path, Path]) -> 
     present = [image for image in BUILT.values() if image.path.is_file()]
     if not present:
         pytest.skip("no image built here: `make images`")
-    imported = images.import_images(ctr, sock, archives=[i.path for i in present])
+    pin = {"io.cri-containerd.pinned": "pinned"}
+    imported = images.import_images(ctr, sock, archives=[i.path for i in present], labels=pin)
     assert imported == [image.ref for image in present]
-    listed = subprocess.run(
-        [str(ctr), "--address", str(sock), "-n", "k8s.io", "images", "check"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+
+    def ctr_out(*args: str) -> str:
+        argv = [str(ctr), "--address", str(sock), "-n", "k8s.io", *args]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    checked = ctr_out("images", "check").splitlines()
+    listed = ctr_out("images", "list").splitlines()
+    snapshots = ctr_out("snapshots", "list")
     for image in present:
-        line = next(line for line in listed.splitlines() if line.startswith(image.ref))
+        line = next(line for line in checked if line.startswith(image.ref))
         assert "complete" in line, line
+        line = next(line for line in listed if line.startswith(image.ref))
+        assert "io.cri-containerd.pinned=pinned" in line, line
+        # Unpacked for the default snapshotter: the chain of its layers is a snapshot.
+        diff_ids = images.inspect(image.path, list_layers=False).config["rootfs"]["diff_ids"]
+        chain = diff_ids[0]
+        for diff_id in diff_ids[1:]:
+            chain = "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
+        assert chain in snapshots, f"{image.ref}: no snapshot {chain}"
