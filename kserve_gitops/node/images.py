@@ -13,9 +13,12 @@ checkout, so that a second run builds nothing.
   kserve.version, the way its `python/sklearn.Dockerfile` builds it: a venv at /prod_venv synced
   with uv from sklearnserver's own `uv.lock` (`uv sync --active --frozen`, upstream's default
   groups), /kserve, /storage and /sklearnserver copied in, user `kserve` (1000), PYTHONPATH
-  /sklearnserver, entrypoint `python -m sklearnserver`. The base is Debian's python3 on the
-  pinned suite, made by mmdebstrap in place of python:3.11-slim-bookworm (root: mmdebstrap and
-  chroot). Its scikit-learn is checked against kserve.sklearnServer.scikitLearn.
+  /sklearnserver, entrypoint `python -m sklearnserver`. The base, in place of
+  python:3.11-slim-bookworm, is what debian:bookworm-slim is (mmdebstrap's minbase: grpc's
+  wheel needs its libstdc++) plus Debian's python3 on the pinned suite, without docs, man pages,
+  locales or apt lists (root: mmdebstrap and chroot). Before the layer is written, uid 1000
+  imports sklearnserver in the chroot, and the scikit-learn it reports and the one installed
+  must be kserve.sklearnServer.scikitLearn.
 - knative-serving-{queue,activator,autoscaler,controller,webhook}: knative.dev/serving at
   localCluster.knativeServing, static Go binaries built by kserve_gitops.controllers.binaries
   (shared with its cache), laid out the way ko lays them out: /ko-app/<cmd>, KO_DATA_PATH
@@ -75,6 +78,8 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Every synthetic entry and every config is dated here (SOURCE_DATE_EPOCH 0, as ko does).
 EPOCH = 0
 CREATED = "1970-01-01T00:00:00Z"
+# gzip's default 9 costs twice the time of 6 for a few percent on the runtime's layer.
+GZIP_LEVEL = 6
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -222,7 +227,9 @@ class LayerWriter:
     def __post_init__(self) -> None:
         self._file = self.path.open("wb")
         self._blob = _Hashing(self._file)
-        self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._blob, mtime=0)  # type: ignore[arg-type]
+        self._gzip = gzip.GzipFile(
+            filename="", mode="wb", fileobj=self._blob, mtime=0, compresslevel=GZIP_LEVEL
+        )  # type: ignore[arg-type]
         self._tar_hash = _Hashing(self._gzip)
         # Closed by close(), with the gzip stream and the file under it.
         self.tar = tarfile.TarFile(fileobj=self._tar_hash, mode="w", format=tarfile.PAX_FORMAT)  # type: ignore[arg-type]
@@ -388,20 +395,42 @@ class Archive:
     layer_names: list[list[str]]  # the entries of each layer, in order
 
 
+class _HashingReader:
+    """A read-only file that hashes what is read from `source`."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.sha = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.sha.update(data)
+        return data
+
+    def drain(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return f"sha256:{self.sha.hexdigest()}"
+
+
 def inspect(path: Path, list_layers: bool = True) -> Archive:
-    """Read an archive back; BuildError on a blob whose bytes do not match its digest, a
-    layer whose tar does not match its diff_id, or a layout that is not one image."""
+    """Read an archive back, streaming; BuildError on a blob whose bytes do not match its
+    digest, a layer whose tar does not match its diff_id, or a layout that is not one image."""
     with tarfile.open(path) as tar:
         members = {m.name: m for m in tar.getmembers()}
 
-        def blob(digest: str) -> bytes:
+        def open_blob(digest: str) -> Any:
             member = members.get(f"blobs/sha256/{digest.split(':', 1)[-1]}")
             handle = tar.extractfile(member) if member else None
             if handle is None:
                 raise BuildError(f"{path}: no blob {digest}")
-            data = handle.read()
-            if _sha(data) != digest:
-                raise BuildError(f"{path}: blob {digest} holds {_sha(data)}")
+            return handle
+
+        def blob(digest: str) -> bytes:
+            reader = _HashingReader(open_blob(digest))
+            data = reader.read()
+            if (actual := reader.drain()) != digest:
+                raise BuildError(f"{path}: blob {digest} holds {actual}")
             return data
 
         def named(name: str) -> dict[str, Any]:
@@ -423,12 +452,15 @@ def inspect(path: Path, list_layers: bool = True) -> Archive:
             raise BuildError(f"{path}: {len(manifest['layers'])} layers, {len(diff_ids)} diff_ids")
         names: list[list[str]] = []
         for layer, diff_id in zip(manifest["layers"], diff_ids, strict=True):
-            data = gzip.decompress(blob(layer["digest"]))
-            if _sha(data) != diff_id:
-                raise BuildError(f"{path}: layer {layer['digest']} is not diff_id {diff_id}")
-            if list_layers:
-                with tarfile.open(fileobj=io.BytesIO(data)) as layer_tar:
-                    names.append(layer_tar.getnames())
+            if (actual := _HashingReader(open_blob(layer["digest"])).drain()) != layer["digest"]:
+                raise BuildError(f"{path}: blob {layer['digest']} holds {actual}")
+            with gzip.GzipFile(fileobj=open_blob(layer["digest"])) as stream:
+                reader = _HashingReader(stream)
+                if list_layers:
+                    with tarfile.open(fileobj=reader, mode="r|") as layer_tar:  # type: ignore[call-overload]
+                        names.append([member.name for member in layer_tar])
+                if reader.drain() != diff_id:
+                    raise BuildError(f"{path}: layer {layer['digest']} is not diff_id {diff_id}")
     return Archive(descriptor["annotations"][CONTAINERD_NAME], index, manifest, config, names)
 
 
@@ -663,7 +695,7 @@ def build_sklearnserver(image: Image, repo: Repo) -> Path:
             'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/tmp/*',
         ]
         argv = [
-            "mmdebstrap", "--quiet", "--mode=root", "--variant=essential", "--format=directory",
+            "mmdebstrap", "--quiet", "--mode=root", "--variant=minbase", "--format=directory",
             "--include=python3,ca-certificates,passwd",
             *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("man", "doc", "info", "locale")),
             "--dpkgopt=path-include=/usr/share/doc/*/copyright",
@@ -682,6 +714,9 @@ def build_sklearnserver(image: Image, repo: Repo) -> Path:
                 f"sklearnserver/uv.lock of {controller_binaries.KSERVE}@{image.version} and the "
                 "pin disagree"
             )
+        # The build host's name and resolver: the runtime mounts the pod's own over them.
+        for leftover in ("etc/hostname", "etc/resolv.conf"):
+            (rootfs / leftover).unlink(missing_ok=True)
         writer = LayerWriter(
             work / "rootfs.tar.gz",
             f"mmdebstrap {suite} python3; uv sync --frozen of sklearnserver/uv.lock "
@@ -792,33 +827,45 @@ def refs(repo: Repo) -> dict[str, str]:
     return {image.name: image.ref for image in pinned(repo)}
 
 
+def archive_ref(path: Path) -> str:
+    """The reference an archive's index names its image by (index.json only, no blob read)."""
+    with tarfile.open(path) as tar:
+        handle = tar.extractfile("index.json")
+        if handle is None:
+            raise BuildError(f"{path}: no index.json")
+        manifests = json.load(handle).get("manifests") or [{}]
+    ref = (manifests[0].get("annotations") or {}).get(CONTAINERD_NAME)
+    if not ref:
+        raise BuildError(f"{path}: index.json names no image ({CONTAINERD_NAME})")
+    return str(ref)
+
+
 def import_images(
     ctr: Path,
     address: Path,
     namespace: str = "k8s.io",
     archives: Iterable[Path] | None = None,
     repo: Repo | None = None,
+    labels: dict[str, str] | None = None,
 ) -> list[str]:
     """Import every archive (default: every pinned image, built) into the containerd at
-    `address`, in `namespace` (k8s.io: the CRI's), unpacked for its default snapshotter; the
-    references imported. `ctr images import` through the transfer service names each image
-    by the archive's io.containerd.image.name; --base-name refuses any other name."""
+    `address`, in `namespace` (k8s.io: the CRI's), unpacked for its default snapshotter, with
+    `labels` on each image (e.g. {"io.cri-containerd.pinned": "pinned"}, which the kubelet's
+    image GC spares); the references imported, each checked in `ctr images list`. `ctr images
+    import` (through the transfer service) names each image by the archive's
+    io.containerd.image.name; --base-name refuses any other name."""
     paths = (
         list(archives) if archives is not None else list(locate(repo or Repo.discover()).values())
     )
+    base = [str(ctr), "--address", str(address), "--namespace", namespace, "images"]
+    label_args = [arg for k, v in (labels or {}).items() for arg in ("--label", f"{k}={v}")]
     imported: list[str] = []
     for path in paths:
-        ref = inspect(path, list_layers=False).ref
-        _run(
-            [str(ctr), "--address", str(address), "--namespace", namespace, "images", "import",
-             "--base-name", ref.rsplit(":", 1)[0], str(path)],
-            f"import {path}",
-        )  # fmt: skip
+        ref = archive_ref(path)
+        argv = [*base, "import", "--base-name", ref.rsplit(":", 1)[0], *label_args, str(path)]
+        _run(argv, f"import {path}")
         imported.append(ref)
-    listed = _run(
-        [str(ctr), "--address", str(address), "--namespace", namespace, "images", "list", "-q"],
-        "list images",
-    ).split()
+    listed = _run([*base, "list", "-q"], "list images").split()
     missing = [ref for ref in imported if ref not in listed]
     if missing:
         raise BuildError(f"containerd at {address} does not list {', '.join(missing)} after import")
