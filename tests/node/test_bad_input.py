@@ -74,13 +74,15 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KwokCluster
     need_binaries(
         lambda: binaries.locate(binaries.pinned(REPO)),
         lambda: binaries.locate(node_binaries.pinned(REPO)),
-        lambda: images.locate(REPO, ["pause", "sklearnserver"]),
+        lambda: images.locate(REPO, ["pause", "coredns", "sklearnserver"]),
         root=True,
     )
     report = tmp_path_factory.mktemp("node-bad-input")
     lines: list[str] = []
     cluster = KwokCluster(REPO, "badinput", lines.append, real_node=True)
-    bins = cluster.prepare()
+    # The control plane and the node only: no controller runs in this module.
+    bins = cluster.bins = binaries.locate(binaries.pinned(REPO))
+    cluster.node_bins = binaries.locate(node_binaries.pinned(REPO))
     extra = root_image(images.locate(REPO, ["pause"])["pause"], report / "root.oci.tar")
     cluster.archives = {**images.locate(REPO, ["pause", "coredns", "sklearnserver"]),
                         "root": extra}  # fmt: skip
