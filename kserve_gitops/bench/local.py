@@ -25,7 +25,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -86,36 +85,6 @@ def run(repo: Repo, args: argparse.Namespace, log=print) -> dict[str, Any]:
         shutil.rmtree(logs, ignore_errors=True)
     results["load_average_end"] = list(os.getloadavg())
     return results
-
-
-def wait_for_quiet(
-    timeout_s: float,
-    max_load: float,
-    *,
-    loadavg: Callable[[], tuple[float, float, float]] = os.getloadavg,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Poll the 1-minute load average until it is below `max_load` or `timeout_s` passed
-    (other work on the machine skews every number); what was found, for the results."""
-    started = clock()
-    while (load := loadavg()[0]) >= max_load and clock() - started < timeout_s:
-        log(f"waiting for a quiet machine: load average {load:.2f} >= {max_load:g}")
-        sleep(min(15.0, max(0.0, timeout_s - (clock() - started))))
-    found = list(loadavg())
-    quiet = found[0] < max_load
-    log(
-        f"starting at load average {found[0]:.2f}"
-        + ("" if quiet else f": BUSY (>= {max_load:g}), the results are flagged")
-    )
-    return {
-        "threshold": max_load,
-        "timeout_s": timeout_s,
-        "waited_s": clock() - started,
-        "load_average": found,
-        "quiet": quiet,
-    }
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
@@ -245,7 +214,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         except PermissionError:
             print(f"note: cannot set niceness {args.nice} (not root); running at 0")
             args.nice = 0
-    quiet = wait_for_quiet(args.wait_for_quiet, args.quiet_load)
+    quiet = machine.wait_for_quiet(args.wait_for_quiet, args.quiet_load)
     try:
         if kept:
             try:
