@@ -115,6 +115,20 @@ def cold_start(
         time.sleep(0.01)
 
 
+def start_on_free_port(
+    repo: Repo, config: Config, log_path: Path, prefix: Sequence[str] = (), attempts: int = 3
+) -> tuple[LocalServer, float]:
+    """cold_start on a free port block; once more on another block when a process of the
+    shared machine took the port between the check and the server's bind (EADDRINUSE)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return cold_start(repo, config, process.port_block(), log_path, prefix)
+        except RuntimeError as exc:
+            if "address already in use" not in str(exc) or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
 def measure_point(
     repo: Repo, local: LocalServer, runtime: str, protocol: str, rate: float, duration: float
 ) -> dict[str, Any]:
@@ -138,9 +152,7 @@ def run_config(
 ) -> list[dict[str, Any]]:
     """Cold start, then per protocol the fixed-rate point and the max-rate search; each point
     says which CPUs the generator and every thread of the server could run on."""
-    local, cold = cold_start(
-        repo, config, process.port_block(), logs / f"{config.name}-{round_no}.log", prefix
-    )
+    local, cold = start_on_free_port(repo, config, logs / f"{config.name}-{round_no}.log", prefix)
     cpus = {
         "generator": sorted(os.sched_getaffinity(0)),
         "server": list(pinning.tree_affinity(local.process.pid)),
