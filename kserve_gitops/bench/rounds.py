@@ -61,10 +61,10 @@ class Spread:
 
     def text(self, fmt: str = ".2f", unit: str = "") -> str:
         """`1.23 (1.10-1.40)`: the median, then min-max when the rounds differ."""
-        median = f"{self.median:{fmt}}{unit}"
-        if self.n < 2 or self.low == self.high:
-            return median
-        return f"{median} ({self.low:{fmt}}-{self.high:{fmt}})"
+        median, low, high = (f"{v:{fmt}}" for v in (self.median, self.low, self.high))
+        if self.n < 2 or low == high:  # no range to show at this precision
+            return median + unit
+        return f"{median}{unit} ({low}-{high})"
 
 
 def spread(values: Sequence[float]) -> Spread:

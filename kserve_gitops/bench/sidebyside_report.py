@@ -105,7 +105,11 @@ def header(results: dict[str, Any], run: Rounds) -> list[str]:
 
 
 def busy_flag(quiet: dict[str, Any]) -> str:
-    waited = f"after waiting {quiet['waited_s']:.0f} s" if quiet["timeout_s"] else "(no wait)"
+    waited = (
+        f"after waiting {quiet['waited_s']:.0f} s"
+        if quiet["timeout_s"]
+        else "with no wait (--wait-for-quiet 0)"
+    )
     return (
         f"**Flagged: started on a busy machine.** The 1-minute load average was"
         f" {quiet['load_average'][0]:.2f} (quiet means below {quiet['threshold']:g}) {waited};"

@@ -41,6 +41,7 @@ def test_spread_median_range_and_quartiles():
     assert (one.median, one.low, one.high, one.q1, one.q3) == (7.0, 7.0, 7.0, 7.0, 7.0)
     assert one.text() == "7.00"  # no range to show
     assert spread([2.0, 4.0]).median == 3.0
+    assert spread([202.1, 202.3]).text(".0f") == "202"  # equal at the precision shown
     with pytest.raises(ValueError):
         spread([])
 
