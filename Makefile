@@ -135,7 +135,7 @@ loadtest-worker: $(STAMP) ## A load worker for a master on another machine: make
 demo: $(RUNTIME_STAMPS) ## Train if needed, validate, serve locally, load-test, print the SLO verdict [RUNTIME=mlserver: V2]
 	$(KGOPS) demo --env $(ENV) --runtime $(RUNTIME) --protocol $(PROTO) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 
-bench: $(STAMP) $(MLSTAMP) ## Benchmarks into BENCHMARKS.md, both runtimes side by side [BENCH_ARGS="--wait-for-quiet 600 --nice -10"]
+bench: $(STAMP) $(MLSTAMP) ## Benchmarks into BENCHMARKS.md (waits for a quiet machine), both runtimes side by side in 5 pinned rounds [BENCH_ARGS="--nice -10"]
 	$(KGOPS) bench $(BENCH_ARGS)
 
 predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TARGET= BATCH= PROTOCOL= HOST=]

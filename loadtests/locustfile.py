@@ -6,6 +6,7 @@ one process or as the master of Locust workers). Dashboard: `make loadtest-ui`, 
 `--worker` processes, for distributed load): its SLO tab shows the targets of config/slo.yaml,
 the latency from the scheduled send time and the verdict, live; the stop writes the report.
 Environment: KGOPS_ROOT (the checkout), KGOPS_RATE (arrival rate, req/s, default 80),
+KGOPS_REQUESTS (end the test after that many requests; default: run until stopped),
 KGOPS_MODEL (default: the checkout's only model), KGOPS_HOST_HEADER (Host header for an ingress
 gateway, default none), KGOPS_ENV and KGOPS_SLO_CONFIG (which SLO targets), KGOPS_REPORTS (report
 root, default reports/).

@@ -8,8 +8,10 @@ server's are recorded for every point, and one point is cross-checked with wrk (
 The generator itself is measured too (bench.generator): the highest rate it sustains with 1, 2
 and 4 Locust worker processes against a server that is never the bottleneck, and its CPU per
 request (`--generator-only` measures just that, keeping the other results). Then the two
-runtimes side by side, KServe's sklearn server and MLServer, in interleaved rounds
-(bench.sidebyside; `--runtimes-only` measures just that). bench.report writes the markdown.
+runtimes side by side, KServe's sklearn server and MLServer, in 5 interleaved rounds with the
+generator and the server pinned to disjoint CPUs (bench.sidebyside, bench.rounds,
+bench.pinning; `--runtimes-only` measures just that). It first waits up to 10 minutes for a
+quiet machine and flags the results when it did not get one. bench.report writes the markdown.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.bench import generator, machine, report, sidebyside, wrk
+from kserve_gitops.bench import generator, machine, pinning, report, rounds, sidebyside, wrk
 from kserve_gitops.load.workers import WorkerError
 from kserve_gitops.repo import Repo, files
 from kserve_gitops.serving import process
@@ -85,15 +87,6 @@ def run(repo: Repo, args: argparse.Namespace, log=print) -> dict[str, Any]:
     return results
 
 
-def wait_for_quiet(timeout_s: float, max_load: float) -> None:
-    """Poll the 1-minute load average: other work on the machine skews every number."""
-    deadline = time.monotonic() + timeout_s
-    while (load := os.getloadavg()[0]) >= max_load and time.monotonic() < deadline:
-        print(f"waiting for a quiet machine: load average {load:.2f} >= {max_load:g}", flush=True)
-        time.sleep(15)
-    print(f"starting at load average {os.getloadavg()[0]:.2f}", flush=True)
-
-
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     repo = repo or Repo.discover()
     p = argparse.ArgumentParser(prog="kgops bench", description=__doc__)
@@ -106,11 +99,21 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     p.add_argument(
         "--wait-for-quiet",
         type=float,
-        default=0,
+        default=600.0,
         metavar="SECONDS",
-        help="first wait up to this long for the 1-minute load average to drop below --quiet-load",
+        help="first wait up to this long for the 1-minute load average to drop below"
+        " --quiet-load (default %(default)g; 0: start at once); a run that starts busy is"
+        " flagged in the output and BENCHMARKS.md",
     )
     p.add_argument("--quiet-load", type=float, default=1.0)
+    p.add_argument(
+        "--pin",
+        default="auto",
+        metavar="auto|off|GEN/SERVER",
+        help="CPUs of the load generator and of the server under test in the runtimes side by"
+        " side: auto (generator on the lowest available CPU, server on the others), off, or"
+        " CPU lists such as 0/1 (default %(default)s)",
+    )
     p.add_argument(
         "--nice",
         type=int,
@@ -120,9 +123,12 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     )
     p.add_argument("--no-wrk", dest="wrk", action="store_false", help="skip the wrk cross-check")
     p.add_argument(
-        "--generator-workers", nargs="+", type=int, default=[1, 2, 4],
+        "--generator-workers",
+        nargs="+",
+        type=int,
+        default=[1, 2, 4],
         help="worker process counts for the generator limits",
-    )  # fmt: skip
+    )
     p.add_argument("--generator-max-rate", type=float, default=25600.0, help="its search ceiling")
     p.add_argument(
         "--no-generator", dest="generator", action="store_false", help="skip the generator limits"
@@ -144,7 +150,10 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         help="measure only the runtimes side by side; the other results come from --results",
     )
     p.add_argument(
-        "--runtime-rounds", type=int, default=2, help="rounds of the side by side (default 2)"
+        "--runtime-rounds",
+        type=int,
+        default=rounds.DEFAULT_ROUNDS,
+        help="interleaved rounds of the side by side (default %(default)s)",
     )
     p.add_argument(
         "--runtime-profile-rate",
@@ -188,9 +197,12 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         return 2
     try:
         runtime_configs = sidebyside.select(args.runtime_configs)
+        pin = pinning.parse(args.pin, pinning.available())
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    pin_note = "" if pin else _no_pin_reason(args.pin)
+    print(f"pinning (runtimes side by side): {pin.describe() if pin else 'none, ' + pin_note}")
     if args.wrk and not kept and not shutil.which("wrk"):
         skipped = "wrk is not installed (Debian: `apt-get install -y wrk`)"
         print(f"note: {skipped}; the cross-check is skipped")
@@ -202,8 +214,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         except PermissionError:
             print(f"note: cannot set niceness {args.nice} (not root); running at 0")
             args.nice = 0
-    if args.wait_for_quiet:
-        wait_for_quiet(args.wait_for_quiet, args.quiet_load)
+    quiet = machine.wait_for_quiet(args.wait_for_quiet, args.quiet_load)
     try:
         if kept:
             try:
@@ -215,6 +226,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
                 return 2
         else:
             results = run(repo, args)
+            results["quiet"] = quiet
             results["wrk_skipped"] = skipped
             results["nice"] = os.nice(0)
         if (args.generator and not args.runtimes_only) or args.generator_only:
@@ -234,15 +246,33 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
                 max_rate=args.max_rate,
             )
             results["runtimes"] = sidebyside.run(
-                repo, knobs, args.runtime_rounds, runtime_configs, args.runtime_profile_rate
+                repo,
+                knobs,
+                args.runtime_rounds,
+                runtime_configs,
+                args.runtime_profile_rate,
+                pin=pin,
+                pin_note=pin_note,
             )
+            results["runtimes"]["quiet"] = quiet
     except (RuntimeError, TimeoutError, WorkerError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     files.write_text(args.results, json.dumps(results, indent=2) + "\n")
     _publish(repo, results, args)
     print(f"bench took {time.monotonic() - started:.0f}s")
+    if not quiet["quiet"]:
+        print(
+            f"FLAGGED: started on a busy machine (load average {quiet['load_average'][0]:.2f}"
+            f" >= {args.quiet_load:g}): not a benchmark result"
+        )
     return 0
+
+
+def _no_pin_reason(spec: str) -> str:
+    if spec == "off":
+        return "--pin off"
+    return f"only CPU {pinning.cpulist(pinning.available())} available to this process"
 
 
 def _publish(repo: Repo, results: dict[str, Any], args: argparse.Namespace) -> None:

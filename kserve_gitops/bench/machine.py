@@ -1,12 +1,15 @@
-"""What produced a measurement or an artifact: the machine, the Python packages and the
-checkout's revision, recorded beside the numbers (BENCHMARKS.md, benchmarks/kwok-e2e.md, a load
-test's summary.json, a model's metadata.json). Free of Locust: every command may import it."""
+"""What produced a measurement or an artifact: the machine, how busy it was, the Python
+packages and the checkout's revision, recorded beside the numbers (BENCHMARKS.md,
+benchmarks/kwok-e2e.md, a load test's summary.json, a model's metadata.json). Free of Locust:
+every command may import it."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -68,3 +71,33 @@ def git_revision(repo: Repo) -> str | None:
         check=False,
     )
     return git.stdout.strip() or None
+
+
+def wait_for_quiet(
+    timeout_s: float,
+    max_load: float,
+    *,
+    loadavg: Callable[[], tuple[float, float, float]] = os.getloadavg,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Poll the 1-minute load average until it is below `max_load` or `timeout_s` passed
+    (other work on the machine skews every number); what was found, for the results."""
+    started = clock()
+    while (load := loadavg()[0]) >= max_load and clock() - started < timeout_s:
+        log(f"waiting for a quiet machine: load average {load:.2f} >= {max_load:g}")
+        sleep(min(15.0, max(0.0, timeout_s - (clock() - started))))
+    found = list(loadavg())
+    quiet = found[0] < max_load
+    log(
+        f"starting at load average {found[0]:.2f}"
+        + ("" if quiet else f": BUSY (>= {max_load:g}), the results are flagged")
+    )
+    return {
+        "threshold": max_load,
+        "timeout_s": timeout_s,
+        "waited_s": clock() - started,
+        "load_average": found,
+        "quiet": quiet,
+    }

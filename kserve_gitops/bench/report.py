@@ -9,7 +9,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from kserve_gitops.bench import sidebyside
+from kserve_gitops.bench import sidebyside_report
 from kserve_gitops.bench.measure import FIXED_RATE, SETTINGS
 
 AIMS = {"avg_ms_at_80": 5.0, "p99_ms_at_80": 15.0, "rate_at_p99_50": 1000.0}
@@ -78,6 +78,7 @@ def markdown(results: dict[str, Any], model: str, plot_path: Path, out: Path) ->
         + ", end "
         + " / ".join(f"{x:.2f}" for x in results["load_average_end"])
         + " |",
+        *_quiet_lines(results.get("quiet")),
         "",
         "The machine is shared: other engineers' test suites may have run during the benchmark",
         "(see the load average), and the load generator runs on the same 2 cores as the server."
@@ -149,11 +150,12 @@ def markdown(results: dict[str, Any], model: str, plot_path: Path, out: Path) ->
             )
     lines += ["", "## Cross-check with wrk", ""]
     if results["wrk"]:
+        most = max(w["workers"] for w in results["configs"])
         tuned_v1 = [
-            c for c in results["configs"]
-            if c["setting"] == "tuned" and c["protocol"] == "v1"
-            and c["workers"] == max(w["workers"] for w in results["configs"])
-        ]  # fmt: skip
+            c
+            for c in results["configs"]
+            if (c["setting"], c["protocol"], c["workers"]) == ("tuned", "v1", most)
+        ]
         lines += [
             f"{results['wrk'][0]['version'].split(' Copyright')[0]}, V1 two-row body, against the"
             " last *tuned* server (most workers), 10 s per run:",
@@ -193,8 +195,21 @@ def markdown(results: dict[str, Any], model: str, plot_path: Path, out: Path) ->
     lines += ["", "## Against the aims", ""]
     lines += aims(results)
     # Last: the side by side closes with the ratios.
-    lines += sidebyside.markdown(results.get("runtimes"))
+    lines += sidebyside_report.markdown(results.get("runtimes"))
     return "\n".join(lines) + "\n"
+
+
+def _quiet_lines(quiet: dict[str, Any] | None) -> list[str]:
+    """Whether the run started on a quiet machine (`--wait-for-quiet`), flagged when not."""
+    if not quiet:
+        return []
+    if not quiet["quiet"]:
+        return ["", sidebyside_report.busy_flag(quiet)]
+    return [
+        "",
+        f"Started on a quiet machine: 1-minute load average {quiet['load_average'][0]:.2f}"
+        f" (below {quiet['threshold']:g}) after waiting {quiet['waited_s']:.0f} s.",
+    ]
 
 
 def _generator_section(gen: dict[str, Any] | None) -> list[str]:

@@ -1,8 +1,10 @@
 """The open-loop run under the locust command (dashboard, --headless, master or worker).
 
 Settings come from the environment (KGOPS_*; `make loadtest-ui` sets them): the plan runs
-until Locust stops the test. With the web UI the dashboard gets its SLO view (load.dashboard);
-without it, the stop prints the latency from the scheduled send time.
+until Locust stops the test, or with KGOPS_REQUESTS=N until N requests are done (then a
+headless run quits, a run with the web UI stops the test). With the web UI the dashboard
+gets its SLO view (load.dashboard); without it, the stop prints the latency from the
+scheduled send time.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import gevent
 from locust.env import Environment
 from locust.runners import MasterRunner
 
@@ -22,6 +25,7 @@ from kserve_gitops.repo import Repo
 class Settings:
     repo: Repo
     rate: float
+    requests: int | None  # planned requests; None: until Locust stops the test
     model: str
     host_header: str | None
     env: str | None
@@ -37,11 +41,20 @@ class Settings:
             rate = 0.0
         if not rate > 0:
             raise SystemExit(f"error: KGOPS_RATE={raw!r}: expected a positive number of requests/s")
+        raw_requests = os.environ.get("KGOPS_REQUESTS") or None
+        requests = None
+        if raw_requests is not None:
+            requests = int(raw_requests) if raw_requests.isdigit() else 0
+            if requests < 1:
+                raise SystemExit(
+                    f"error: KGOPS_REQUESTS={raw_requests!r}: expected a positive whole number"
+                )
         config = os.environ.get("KGOPS_SLO_CONFIG")
         repo = Repo.discover()
         return cls(
             repo=repo,
             rate=rate,
+            requests=requests,
             model=os.environ.get("KGOPS_MODEL") or repo.default_model(),
             host_header=os.environ.get("KGOPS_HOST_HEADER") or None,
             env=os.environ.get("KGOPS_ENV") or None,
@@ -64,17 +77,34 @@ def install(environment: Environment) -> None:
     def spec() -> coordinator.RunSpec:
         # Users spawn at once; workers also need the plan message first.
         lead = 1.5 if isinstance(environment.runner, MasterRunner) else 0.5
-        return coordinator.RunSpec(settings.rate, None, lead, settings.model, settings.host_header)
+        return coordinator.RunSpec(
+            settings.rate, settings.requests, lead, settings.model, settings.host_header
+        )
 
     run = coordinator.install(environment, spec)
     if run is None:  # a worker: the master reports
         return
+    if settings.requests is not None:
+        environment.events.test_start.add_listener(lambda **_kw: gevent.spawn(_end_when_done, run))
     if environment.web_ui is not None:
         from kserve_gitops.load import dashboard  # Flask and the report code: only with the UI
 
         dashboard.install(environment, run, settings, settings.slo())
     else:
         environment.events.test_stopping.add_listener(lambda **_kw: _print_latency(run))
+
+
+def _end_when_done(run: coordinator.Coordinator) -> None:
+    """A bounded plan: once every planned request is done, end the test as Locust's --run-time
+    would (headless: quit; with the web UI: stop, the dashboard keeps the results)."""
+    run.done.wait()
+    runner = run.environment.runner
+    if runner is None:
+        return
+    if run.environment.web_ui is None:
+        runner.quit()
+    else:
+        runner.stop()
 
 
 def _print_latency(run: coordinator.Coordinator) -> None:

@@ -110,9 +110,11 @@ def start_background(
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
     timeout: float = 60,
+    prefix: Sequence[str] = (),
 ) -> LocalServer:
     """Start the runtime's launcher (runtimes.LAUNCHERS) against `repo` on a free port and wait
-    until the model is ready."""
+    until the model is ready. `prefix` runs the launcher through a command that then executes
+    it in the same process (bench.pinning.exec_prefix: on given CPUs)."""
     runtimes.check(runtime)
     model_name = model_name or repo.default_model()
     port = port or free_port()
@@ -130,7 +132,7 @@ def start_background(
         log_path = Path(name)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            args,
+            [*prefix, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "KGOPS_ROOT": str(repo.root), **(env or {})},

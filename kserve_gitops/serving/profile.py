@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,18 @@ from kserve_gitops.serving.stacks import shares
 
 
 def profile(
-    repo: Repo, config: sidebyside.Config, protocol: str, rate: float, duration: float, out: Path
+    repo: Repo,
+    config: sidebyside.Config,
+    protocol: str,
+    rate: float,
+    duration: float,
+    out: Path,
+    *,
+    prefix: Sequence[str] = (),
 ) -> tuple[Counter[str], dict[str, Any]]:
-    """Start the configuration, offer `rate` for `duration` s while py-spy samples the server's
-    processes (MLServer: its inference workers too), return the groups and the load point."""
+    """Start the configuration (through `prefix`: bench.pinning.exec_prefix pins it), offer
+    `rate` for `duration` s while py-spy samples the server's processes (MLServer: its
+    inference workers too), return the groups and the load point."""
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if not spy:
         raise FileNotFoundError("py-spy not found: it is a dev dependency (`make venv`)")
@@ -44,6 +53,7 @@ def profile(
         port=process.port_block(),
         extra_args=list(config.args),
         timeout=180,
+        prefix=prefix,
     ) as local:
         measure.measure(
             repo, local, protocol, 50, 2

@@ -18,6 +18,7 @@ def test_quick_bench_writes_results_markdown_and_plot(kgops, tmp_path: Path):
         "--fixed-duration", "1", "--step-duration", "1", "--max-rate", "200", "--no-wrk",
         "--generator-workers", "2", "--generator-max-rate", "600", "--no-runtimes",
         "--fast-port", str(free_port()), "--master-port", str(free_port()),
+        "--wait-for-quiet", "0",
         "--out", str(out), "--plot", str(plot), "--results", str(results),
         timeout=240,
     )  # fmt: skip
@@ -59,6 +60,11 @@ def test_quick_bench_writes_results_markdown_and_plot(kgops, tmp_path: Path):
         assert step["generator_cpu_ms_per_request"] > 0
     assert "## Load generator limits" in text and "\n| 2 | " in text
     assert "unless --no-runtimes" in text and "runtimes" not in data
+    # No wait asked for: the load average is still recorded, and a busy start flagged.
+    quiet = data["quiet"]
+    assert quiet["timeout_s"] == 0 and len(quiet["load_average"]) == 3
+    flagged = "**Flagged: started on a busy machine.**" in text
+    assert flagged == (not quiet["quiet"]) == ("FLAGGED" in result.stdout)
 
     # The markdown and the plot can be rebuilt from the saved results without measuring.
     out.unlink()

@@ -1,40 +1,68 @@
 """The controllers' network: a process in its own namespace reaches the machine's loopback
 through the bridge and nothing else; a pod address forwards into the namespace; two servers on
-the same port in two namespaces do not collide."""
+the same port in two namespaces do not collide.
+
+No wall-clock bound decides a result: a server says when it listens (a line on its stdout) and
+every request is sent after that, once; the timeouts below only end a run that hangs."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from kserve_gitops.controllers.network import Netns, PodForwarder
+from kserve_gitops.localcluster.controlplane import ClusterConfig, ensure_local_route
+from tests import REPO
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 HOST_PORT = 37590  # this issue's range, 37500-37999
+HANG_S = 120  # only a hung process or server hits this, however busy the machine
 
 
 def _http(port: int, ns: Netns | None = None, text: str = "") -> subprocess.Popen[bytes]:
+    """A one-line HTTP server (in `ns`, or on the machine), returned once it listens."""
     code = (
-        "import http.server as h\n"
+        "import http.server as h, sys\n"
         "class H(h.BaseHTTPRequestHandler):\n"
         f"    def do_GET(s): s.send_response(200); s.end_headers(); s.wfile.write(b'{text}')\n"
-        f"h.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+        f"srv = h.HTTPServer(('127.0.0.1', {port}), H)\n"
+        "print('listening', flush=True)\n"
+        "srv.serve_forever()\n"
     )
     prefix = ns.exec_prefix() if ns else []
-    return subprocess.Popen([*prefix, sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*prefix, sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
+    # Blocks until the server has bound its socket (or exited: then the line is empty).
+    line = proc.stdout.readline()
+    if line != b"listening\n":
+        proc.kill()
+        raise AssertionError(f"server on port {port} did not start (exit {proc.wait(HANG_S)})")
+    return proc
 
 
 def _in_ns(ns: Netns, url: str) -> subprocess.CompletedProcess[str]:
     code = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=3).read().decode())"
-    return subprocess.run([*ns.exec_prefix(), sys.executable, "-c", code], capture_output=True,
-                          text=True, timeout=30)  # fmt: skip
+    return subprocess.run(
+        [*ns.exec_prefix(), sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=HANG_S) as response:
+        assert response.status == 200
+        return response.read()
 
 
 @pytest.fixture
@@ -47,16 +75,15 @@ def namespaces() -> Iterator[tuple[Netns, Netns]]:
         b.close()
 
 
-def _wait(check: object, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("not reachable in time")
+@pytest.fixture
+def pod_ips() -> tuple[str, str]:
+    """Two addresses of the pod range, routed to this machine as the kwok cluster routes them
+    (without the route nothing can listen there: EADDRNOTAVAIL)."""
+    route = ClusterConfig.load(REPO).local_route
+    ensure_local_route(route)
+    ips = ("198.18.250.1", "198.18.250.2")
+    assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(route) for ip in ips)
+    return ips
 
 
 def test_bridge_reaches_the_machine_and_nothing_else(namespaces: tuple[Netns, Netns]) -> None:
@@ -64,7 +91,7 @@ def test_bridge_reaches_the_machine_and_nothing_else(namespaces: tuple[Netns, Ne
     host = _http(HOST_PORT, text="host")
     try:
         ns.bridge_out(HOST_PORT)
-        _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{HOST_PORT}/").status == 200)
+        assert _get(f"http://127.0.0.1:{HOST_PORT}/") == b"host"
         assert _in_ns(ns, f"http://127.0.0.1:{HOST_PORT}/").stdout.strip() == "host"
         outside = _in_ns(ns, "http://192.0.2.1/")
         assert outside.returncode != 0 and "unreachable" in outside.stderr
@@ -72,21 +99,23 @@ def test_bridge_reaches_the_machine_and_nothing_else(namespaces: tuple[Netns, Ne
         host.terminate()
 
 
-def test_pod_addresses_forward_into_each_namespace(namespaces: tuple[Netns, Netns]) -> None:
+def test_pod_addresses_forward_into_each_namespace(
+    namespaces: tuple[Netns, Netns], pod_ips: tuple[str, str]
+) -> None:
     a, b = namespaces
+    ip_a, ip_b = pod_ips
     servers = [_http(8443, a, "a"), _http(8443, b, "b")]  # one port, two namespaces
     fwd = PodForwarder()
     try:
-        fwd.sync([("198.18.250.1", 8443, "a", a.dial(8443)),
-                  ("198.18.250.2", 8443, "b", b.dial(8443))])  # fmt: skip
-        for ip in ("198.18.250.1", "198.18.250.2"):
-            _wait(lambda ip=ip: urllib.request.urlopen(f"http://{ip}:8443/").status == 200)
-        assert urllib.request.urlopen("http://198.18.250.1:8443/").read() == b"a"
-        assert urllib.request.urlopen("http://198.18.250.2:8443/").read() == b"b"
-        fwd.sync([("198.18.250.1", 8443, "a", a.dial(8443))])  # the pod of b went away
-        assert fwd.describe() == ["198.18.250.1:8443 -> a"]
+        fwd.sync([(ip_a, 8443, "a", a.dial(8443)), (ip_b, 8443, "b", b.dial(8443))])
+        assert fwd.errors == []  # both listen before sync returns: no polling needed
+        assert fwd.describe() == [f"{ip_a}:8443 -> a", f"{ip_b}:8443 -> b"]
+        assert _get(f"http://{ip_a}:8443/") == b"a"
+        assert _get(f"http://{ip_b}:8443/") == b"b"
+        fwd.sync([(ip_a, 8443, "a", a.dial(8443))])  # the pod of b went away
+        assert fwd.describe() == [f"{ip_a}:8443 -> a"]
         with pytest.raises(OSError):
-            urllib.request.urlopen("http://198.18.250.2:8443/", timeout=3)
+            urllib.request.urlopen(f"http://{ip_b}:8443/", timeout=3)
     finally:
         fwd.close()
         for proc in servers:

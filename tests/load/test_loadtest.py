@@ -7,10 +7,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -296,25 +298,40 @@ def test_host_header_reaches_the_server(kgops, tmp_path: Path, lenient_slo: str)
 
 @pytest.mark.slow
 def test_locustfile_runs_under_the_locust_command(model_server, tmp_path: Path):
+    """A bounded plan (KGOPS_REQUESTS) ends the run, not a wall-clock --run-time: on a busy
+    machine the run takes longer and still sends exactly the planned requests."""
     locustfile = str(REPO.root / "loadtests" / "locustfile.py")
+    rate, planned, hang_s = 30, 40, 300  # hang_s only ends a run that hangs
     cmd = [
         sys.executable, "-m", "locust", "-f", locustfile, "--headless", "--users", "8",
-        "--spawn-rate", "100", "--run-time", "2s", "--host", model_server,
-        "--csv", str(tmp_path / "plain"), "V2User",
+        "--spawn-rate", "100", "--run-time", f"{hang_s}s", "--host", model_server,
+        "--json-file", str(tmp_path / "plain"), "V2User",
     ]  # fmt: skip
     result = subprocess.run(
         cmd,
-        env={**os.environ, "KGOPS_RATE": "30"},
+        env={**os.environ, "KGOPS_RATE": str(rate), "KGOPS_REQUESTS": str(planned)},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=hang_s + 60,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    total = list(csv.DictReader((tmp_path / "plain_stats.csv").open()))[-1]
-    # At most 2 s at 30/s: paced by the plan (8 unpaced users would send thousands).
-    assert 5 <= int(total["Request Count"]) <= 61 and int(total["Failure Count"]) == 0
+    assert "--run-time limit reached" not in result.stderr  # the plan's end stopped it
+    # The final stats, written at shutdown (the --csv files are a snapshot of up to 1 s before).
+    entries = json.loads((tmp_path / "plain.json").read_text())
+    assert sum(e["num_requests"] for e in entries) == planned
+    assert sum(e["num_failures"] for e in entries) == 0
+    # Paced by the plan: request i is not sent before t0 + i/rate, t0 being after the test
+    # start (Locust logs "Ramping to" right after it), so the last request comes at least
+    # (planned - 1)/rate after that however slow the machine; unpaced users would send all 40
+    # within milliseconds.
+    ramp = re.search(r"^\[([\d-]+ [\d:]+,\d+)\] .*Ramping to", result.stderr, re.M)
+    assert ramp, result.stderr[-2000:]
+    started = datetime.strptime(ramp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    last = max(e["last_request_timestamp"] for e in entries)
+    assert last - started >= (planned - 1) / rate
     assert "latency from scheduled send time" in result.stdout
+    assert f"over {planned} requests, 0 errors" in result.stdout
 
 
 @pytest.mark.slow
