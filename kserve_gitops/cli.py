@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "charts": ("upstream.charts", "fill the upstream chart cache (CHART_DIR or the repos)"),
     "binaries": ("localcluster.binaries", "build the kwok cluster's binaries from Go modules"),
     "controllers": ("controllers.binaries", "build the controllers that run on kwok"),
+    "bench-cluster": ("bench.cluster", "benchmark the cluster paths of a kept real-node cluster"),
     "node-binaries": ("node.binaries", "build the real node's binaries from Go modules"),
     "images": ("node.images", "build the real node's container images from the pinned sources"),
     "cluster": (
