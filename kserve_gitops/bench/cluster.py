@@ -10,6 +10,7 @@ and through `kubectl port-forward` to the predictor pod, in interleaved rounds
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -59,10 +60,9 @@ def measure_load(
             "--reports",
             tmp,
         ]
-        try:
+        # A missed SLO exits 1; the figures still say what happened.
+        with contextlib.suppress(CommandError):
             runner.run(argv, timeout=duration + 300, quiet=True)
-        except CommandError:
-            pass  # a missed SLO exits 1; the figures still say what happened
         found = sorted(Path(tmp).glob("*/summary.json"))
         if not found:
             raise PathError(f"{target.name}: the load test wrote no summary")
