@@ -34,7 +34,8 @@ class ClusterCheckFailed(Exception):
 
 def tool_path(bins: Mapping[str, Path]) -> str:
     """PATH for the run: the pinned helm and kubectl (the cluster's minor) first."""
-    dirs = [str(bins["helm"].parent), str(bins["kubectl"].parent), str(Path(sys.executable).parent)]
+    tools = [bins[name] for name in ("helm", "kubectl") if name in bins]
+    dirs = [*(str(t.parent) for t in tools), str(Path(sys.executable).parent)]
     return os.pathsep.join([*dirs, os.environ.get("PATH", "")])
 
 

@@ -102,6 +102,7 @@ class RealNode:
     state: host.HostState | None = None
     procs: dict[str, Process] = field(default_factory=dict)
     undone: list[str] = field(default_factory=list)
+    lock_wait_s: float = 1200
     _lock: IO[str] | None = None
 
     # -- start -----------------------------------------------------------------------------------
@@ -144,18 +145,28 @@ class RealNode:
         )
 
     def _take_lock(self) -> None:
+        """One real node per machine: wait up to `lock_wait_s` for another to stop."""
         self._lock = LOCK.open("a+")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.seek(0)
-            holder = self._lock.read().strip() or "another run"
-            self._lock.close()
-            self._lock = None
-            raise NodeError(
-                f"another real node runs on this machine ({holder}; {LOCK}): one at a time, "
-                "since nodes share iptables chains and kernel settings"
-            ) from None
+        deadline = time.monotonic() + self.lock_wait_s
+        said = False
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                self._lock.seek(0)
+                holder = self._lock.read().strip() or "another run"
+                if time.monotonic() > deadline:
+                    self._lock.close()
+                    self._lock = None
+                    raise NodeError(
+                        f"another real node runs on this machine ({holder}; {LOCK}): one at a "
+                        "time, since nodes share iptables chains and kernel settings"
+                    ) from None
+                if not said:
+                    self.echo(f"    waiting for the real node of {holder} to stop ({LOCK})")
+                    said = True
+                time.sleep(2)
         self._lock.truncate(0)
         self._lock.write(f"pid {os.getpid()}, cluster {self.layout.env}\n")
         self._lock.flush()

@@ -24,6 +24,7 @@ from kserve_gitops.localcluster.provider import KwokCluster, run_env
 from kserve_gitops.node import binaries as node_binaries
 from kserve_gitops.node import diagnose, images
 from kserve_gitops.node.config import NODE_LABEL, NODE_VALUE, TOLERATION
+from kserve_gitops.node.realnode import NodeError
 from tests import REPO
 from tests.kwok_helpers import need_binaries
 
@@ -71,8 +72,9 @@ def root_image(pause: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KwokCluster, Path]]:
+    plane = [b for b in binaries.pinned(REPO) if b.name != "helm"]  # no chart is installed
     need_binaries(
-        lambda: binaries.locate(binaries.pinned(REPO)),
+        lambda: binaries.locate(plane),
         lambda: binaries.locate(node_binaries.pinned(REPO)),
         lambda: images.locate(REPO, ["pause", "coredns", "sklearnserver"]),
         root=True,
@@ -81,7 +83,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KwokCluster
     lines: list[str] = []
     cluster = KwokCluster(REPO, "badinput", lines.append, real_node=True)
     # The control plane and the node only: no controller runs in this module.
-    bins = cluster.bins = binaries.locate(binaries.pinned(REPO))
+    bins = cluster.bins = binaries.locate(plane)
     cluster.node_bins = binaries.locate(node_binaries.pinned(REPO))
     extra = root_image(images.locate(REPO, ["pause"])["pause"], report / "root.oci.tar")
     cluster.archives = {**images.locate(REPO, ["pause", "coredns", "sklearnserver"]),
@@ -150,7 +152,10 @@ def run_bad(
 
 def _of_pod(cluster: KwokCluster, container: str, pod_name: str) -> bool:
     assert cluster.node is not None
-    info = json.loads(cluster.node.ctr("containers", "info", container))
+    try:
+        info = json.loads(cluster.node.ctr("containers", "info", container))
+    except NodeError:  # removed between the listing and this look
+        return False
     return (info.get("Labels") or {}).get("io.kubernetes.pod.name") == pod_name
 
 
