@@ -10,6 +10,7 @@ KGOPS_CONTAINERD_BIN, a folder holding containerd and ctr (v2), as root."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -31,8 +32,12 @@ from kserve_gitops.repo import Repo
 from tests import REPO
 from tests.broken_copy import in_process
 
-# The default cache, read before any test points KGOPS_IMAGE_CACHE elsewhere.
-BUILT = {image.name: image for image in images.pinned(REPO)}
+
+@functools.cache
+def default_cache() -> dict[str, images.Image]:
+    """The pinned images by name; their archives are looked up in the cache of the moment
+    (the tests of the built images do not use the `cache` fixture)."""
+    return {image.name: image for image in images.pinned(REPO)}
 
 
 @pytest.fixture
@@ -273,15 +278,22 @@ def test_an_import_containerd_does_not_list_fails(tmp_path: Path) -> None:
 
 
 def built(name: str) -> images.Archive:
-    image = BUILT[name]
+    """The archive of `name` in the cache, read once per session: every layer hashed and
+    listed, except the runtime's (650 MB of tar; containerd's import hashes it)."""
+    image = default_cache()[name]
     if not image.path.is_file():
         pytest.skip(f"{image.ref} not built here ({image.path}): `make images` builds it (root)")
-    return images.inspect(image.path, list_layers=name != "sklearnserver")
+    return _read(image.path, name != "sklearnserver")
+
+
+@functools.cache
+def _read(path: Path, layers: bool) -> images.Archive:
+    return images.inspect(path, list_layers=layers, layers=layers)
 
 
 def test_the_pause_image() -> None:
     archive = built("pause")
-    assert archive.ref == BUILT["pause"].ref
+    assert archive.ref == default_cache()["pause"].ref
     assert archive.config["config"]["User"] == "65535:65535"
     assert archive.config["config"]["Entrypoint"] == ["/pause"]
     assert archive.layer_names == [["pause"]]
@@ -374,7 +386,7 @@ def containerd(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def test_containerd_imports_every_built_image(containerd: tuple[Path, Path]) -> None:
     ctr, sock = containerd
-    present = [image for image in BUILT.values() if image.path.is_file()]
+    present = [image for image in default_cache().values() if image.path.is_file()]
     if not present:
         pytest.skip("no image built here: `make images`")
     pin = {"io.cri-containerd.pinned": "pinned"}
@@ -394,7 +406,7 @@ def test_containerd_imports_every_built_image(containerd: tuple[Path, Path]) -> 
         line = next(line for line in listed if line.startswith(image.ref))
         assert "io.cri-containerd.pinned=pinned" in line, line
         # Unpacked for the default snapshotter: the chain of its layers is a snapshot.
-        diff_ids = images.inspect(image.path, list_layers=False).config["rootfs"]["diff_ids"]
+        diff_ids = images.inspect(image.path, layers=False).config["rootfs"]["diff_ids"]
         chain = diff_ids[0]
         for diff_id in diff_ids[1:]:
             chain = "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
