@@ -18,9 +18,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -344,6 +346,8 @@ def containerd(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     if os.geteuid() != 0:
         pytest.skip("containerd needs root")
     bin_dir = Path(folder)
+    # The shim and runc, for the test that runs a container: from the folder, else PATH.
+    path = f"{bin_dir}:{os.environ.get('PATH', '')}"
     base = Path(f"/run/kgops-img-test-{os.getpid()}")  # short: the socket path has a limit
     sock = base / "containerd.sock"
     config = base / "config.toml"
@@ -359,7 +363,7 @@ def containerd(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     log = (tmp_path / "containerd.log").open("w")
     proc = subprocess.Popen(
         [str(bin_dir / "containerd"), "--config", str(config)], stdout=log, stderr=log,
-        start_new_session=True,
+        start_new_session=True, env={**os.environ, "PATH": path},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -411,3 +415,71 @@ def test_containerd_imports_every_built_image(containerd: tuple[Path, Path]) -> 
         for diff_id in diff_ids[1:]:
             chain = "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
         assert chain in snapshots, f"{image.ref}: no snapshot {chain}"
+
+
+RUN_NAMESPACE = "kgops-img-test"  # also the cgroup parent of `ctr run`, removed after
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_runtime_image_serves_the_model_from_containerd(
+    containerd: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The sklearnserver image, imported and unpacked by containerd, run by runc as its own
+    user with the repository's model: the V1 prediction of KServe's runtime."""
+    ctr, sock = containerd
+    image = default_cache()["sklearnserver"]
+    if not image.path.is_file():
+        pytest.skip(f"{image.ref} not built here: `make images`")
+    if shutil.which("runc", path=f"{ctr.parent}:{os.environ.get('PATH', '')}") is None:
+        pytest.skip("no runc beside containerd nor on PATH")
+    images.import_images(ctr, sock, RUN_NAMESPACE, [image.path])
+    base = [str(ctr), "--address", str(sock), "-n", RUN_NAMESPACE]
+    port, model = free_port(), REPO.models / "sklearn-iris" / "v1"
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+
+    def ctr_run(*args: str, check: bool = True) -> str:
+        done = subprocess.run([*base, *args], capture_output=True, text=True, check=False)
+        assert done.returncode == 0 or not check, done.stderr
+        return done.stdout
+
+    # ctr run's arguments replace the entrypoint: these are the image's, then KServe's flags.
+    ctr_run(
+        "run", "-d", "--net-host", "--fifo-dir", str(fifo),
+        "--mount", f"type=bind,src={model},dst=/mnt/models,options=rbind:ro",
+        image.ref, "sk", *images.SKLEARN_ENTRYPOINT,
+        "--model_name", "sklearn-iris", "--model_dir", "/mnt/models", "--http_port", str(port),
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/v1/models/sklearn-iris"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    assert json.load(resp)["ready"] is True
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "sklearnserver not ready in 120 s"
+                time.sleep(0.5)
+        request = urllib.request.Request(
+            f"{url}:predict",
+            data=json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert json.load(resp) == {"predictions": [0]}
+        assert ctr_run("task", "exec", "--exec-id", "id", "sk", "id", "-u").strip() == "1000"
+    finally:
+        ctr_run("task", "kill", "-s", "SIGKILL", "sk", check=False)
+        deadline = time.monotonic() + 30
+        while "RUNNING" in ctr_run("task", "list", check=False) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ctr_run("task", "delete", "sk", check=False)
+        ctr_run("container", "delete", "sk", check=False)
+        for parent in Path("/sys/fs/cgroup").glob(f"*/{RUN_NAMESPACE}"):
+            parent.rmdir()
