@@ -834,6 +834,9 @@ def import_images(
     )
     base = [str(ctr), "--address", str(address), "--namespace", namespace, "images"]
     label_args = [arg for k, v in (labels or {}).items() for arg in ("--label", f"{k}={v}")]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise BuildError(f"no archive {', '.join(missing)}; `make images` builds them")
     imported: list[str] = []
     for path in paths:
         ref = archive_ref(path)

@@ -269,6 +269,13 @@ def test_import_images_names_the_socket_namespace_and_archive(tmp_path: Path) ->
     ]
 
 
+def test_an_archive_not_built_is_named_before_any_import(tmp_path: Path) -> None:
+    ctr, log = fake_ctr(tmp_path, "")
+    with pytest.raises(BuildError, match=r"no archive .*gone.tar; `make images` builds them"):
+        images.import_images(ctr, tmp_path / "sock", archives=[tmp_path / "gone.tar"])
+    assert not log.exists()
+
+
 def test_an_import_containerd_does_not_list_fails(tmp_path: Path) -> None:
     archive = small_archive(tmp_path / "tiny.tar")
     ctr, _ = fake_ctr(tmp_path, "something/else:v1")
