@@ -10,6 +10,7 @@ KGOPS_CONTAINERD_BIN, a folder holding containerd and ctr (v2), as root."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -17,9 +18,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +34,12 @@ from kserve_gitops.repo import Repo
 from tests import REPO
 from tests.broken_copy import in_process
 
-# The default cache, read before any test points KGOPS_IMAGE_CACHE elsewhere.
-BUILT = {image.name: image for image in images.pinned(REPO)}
+
+@functools.cache
+def default_cache() -> dict[str, images.Image]:
+    """The pinned images by name; their archives are looked up in the cache of the moment
+    (the tests of the built images do not use the `cache` fixture)."""
+    return {image.name: image for image in images.pinned(REPO)}
 
 
 @pytest.fixture
@@ -262,6 +269,13 @@ def test_import_images_names_the_socket_namespace_and_archive(tmp_path: Path) ->
     ]
 
 
+def test_an_archive_not_built_is_named_before_any_import(tmp_path: Path) -> None:
+    ctr, log = fake_ctr(tmp_path, "")
+    with pytest.raises(BuildError, match=r"no archive .*gone.tar; `make images` builds them"):
+        images.import_images(ctr, tmp_path / "sock", archives=[tmp_path / "gone.tar"])
+    assert not log.exists()
+
+
 def test_an_import_containerd_does_not_list_fails(tmp_path: Path) -> None:
     archive = small_archive(tmp_path / "tiny.tar")
     ctr, _ = fake_ctr(tmp_path, "something/else:v1")
@@ -273,15 +287,22 @@ def test_an_import_containerd_does_not_list_fails(tmp_path: Path) -> None:
 
 
 def built(name: str) -> images.Archive:
-    image = BUILT[name]
+    """The archive of `name` in the cache, read once per session: every layer hashed and
+    listed, except the runtime's (650 MB of tar; containerd's import hashes it)."""
+    image = default_cache()[name]
     if not image.path.is_file():
         pytest.skip(f"{image.ref} not built here ({image.path}): `make images` builds it (root)")
-    return images.inspect(image.path, list_layers=name != "sklearnserver")
+    return _read(image.path, name != "sklearnserver")
+
+
+@functools.cache
+def _read(path: Path, layers: bool) -> images.Archive:
+    return images.inspect(path, list_layers=layers, layers=layers)
 
 
 def test_the_pause_image() -> None:
     archive = built("pause")
-    assert archive.ref == BUILT["pause"].ref
+    assert archive.ref == default_cache()["pause"].ref
     assert archive.config["config"]["User"] == "65535:65535"
     assert archive.config["config"]["Entrypoint"] == ["/pause"]
     assert archive.layer_names == [["pause"]]
@@ -332,6 +353,8 @@ def containerd(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     if os.geteuid() != 0:
         pytest.skip("containerd needs root")
     bin_dir = Path(folder)
+    # The shim and runc, for the test that runs a container: from the folder, else PATH.
+    path = f"{bin_dir}:{os.environ.get('PATH', '')}"
     base = Path(f"/run/kgops-img-test-{os.getpid()}")  # short: the socket path has a limit
     sock = base / "containerd.sock"
     config = base / "config.toml"
@@ -347,7 +370,7 @@ def containerd(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     log = (tmp_path / "containerd.log").open("w")
     proc = subprocess.Popen(
         [str(bin_dir / "containerd"), "--config", str(config)], stdout=log, stderr=log,
-        start_new_session=True,
+        start_new_session=True, env={**os.environ, "PATH": path},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -374,7 +397,7 @@ def containerd(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def test_containerd_imports_every_built_image(containerd: tuple[Path, Path]) -> None:
     ctr, sock = containerd
-    present = [image for image in BUILT.values() if image.path.is_file()]
+    present = [image for image in default_cache().values() if image.path.is_file()]
     if not present:
         pytest.skip("no image built here: `make images`")
     pin = {"io.cri-containerd.pinned": "pinned"}
@@ -394,8 +417,76 @@ def test_containerd_imports_every_built_image(containerd: tuple[Path, Path]) -> 
         line = next(line for line in listed if line.startswith(image.ref))
         assert "io.cri-containerd.pinned=pinned" in line, line
         # Unpacked for the default snapshotter: the chain of its layers is a snapshot.
-        diff_ids = images.inspect(image.path, list_layers=False).config["rootfs"]["diff_ids"]
+        diff_ids = images.inspect(image.path, layers=False).config["rootfs"]["diff_ids"]
         chain = diff_ids[0]
         for diff_id in diff_ids[1:]:
             chain = "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
         assert chain in snapshots, f"{image.ref}: no snapshot {chain}"
+
+
+RUN_NAMESPACE = "kgops-img-test"  # also the cgroup parent of `ctr run`, removed after
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_runtime_image_serves_the_model_from_containerd(
+    containerd: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The sklearnserver image, imported and unpacked by containerd, run by runc as its own
+    user with the repository's model: the V1 prediction of KServe's runtime."""
+    ctr, sock = containerd
+    image = default_cache()["sklearnserver"]
+    if not image.path.is_file():
+        pytest.skip(f"{image.ref} not built here: `make images`")
+    if shutil.which("runc", path=f"{ctr.parent}:{os.environ.get('PATH', '')}") is None:
+        pytest.skip("no runc beside containerd nor on PATH")
+    images.import_images(ctr, sock, RUN_NAMESPACE, [image.path])
+    base = [str(ctr), "--address", str(sock), "-n", RUN_NAMESPACE]
+    port, model = free_port(), REPO.models / "sklearn-iris" / "v1"
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+
+    def ctr_run(*args: str, check: bool = True) -> str:
+        done = subprocess.run([*base, *args], capture_output=True, text=True, check=False)
+        assert done.returncode == 0 or not check, done.stderr
+        return done.stdout
+
+    # ctr run's arguments replace the entrypoint: these are the image's, then KServe's flags.
+    ctr_run(
+        "run", "-d", "--net-host", "--fifo-dir", str(fifo),
+        "--mount", f"type=bind,src={model},dst=/mnt/models,options=rbind:ro",
+        image.ref, "sk", *images.SKLEARN_ENTRYPOINT,
+        "--model_name", "sklearn-iris", "--model_dir", "/mnt/models", "--http_port", str(port),
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/v1/models/sklearn-iris"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    assert json.load(resp)["ready"] is True
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "sklearnserver not ready in 120 s"
+                time.sleep(0.5)
+        request = urllib.request.Request(
+            f"{url}:predict",
+            data=json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert json.load(resp) == {"predictions": [0]}
+        assert ctr_run("task", "exec", "--exec-id", "id", "sk", "id", "-u").strip() == "1000"
+    finally:
+        ctr_run("task", "kill", "-s", "SIGKILL", "sk", check=False)
+        deadline = time.monotonic() + 30
+        while "RUNNING" in ctr_run("task", "list", check=False) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ctr_run("task", "delete", "sk", check=False)
+        ctr_run("container", "delete", "sk", check=False)
+        for parent in Path("/sys/fs/cgroup").glob(f"*/{RUN_NAMESPACE}"):
+            parent.rmdir()
