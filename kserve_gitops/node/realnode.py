@@ -277,7 +277,11 @@ class RealNode:
 
     def _import_images(self) -> None:
         t0 = time.monotonic()
-        refs = images.import_images(self.bins["ctr"], self.layout.socket, archives=self.images)
+        # Pinned: the kubelet's image GC spares them (none can be pulled again).
+        refs = images.import_images(
+            self.bins["ctr"], self.layout.socket, archives=self.images,
+            labels={"io.cri-containerd.pinned": "pinned"},
+        )  # fmt: skip
         self.echo(
             f"    {len(refs)} images imported ({time.monotonic() - t0:.1f}s): {', '.join(refs)}"
         )
