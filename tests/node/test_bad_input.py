@@ -90,9 +90,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KwokCluster
                         "root": extra}  # fmt: skip
     kubeconfig = controlplane.kubeconfig_file(REPO, "badinput")
     runner = Runner(report / "commands.log", lines.append, run_env(kubeconfig, bins), REPO.root)
-    cluster.start(runner)
-    runner.run(["kubectl", "create", "namespace", NS], timeout=30)
     try:
+        cluster.start(runner)
+        runner.run(["kubectl", "create", "namespace", NS], timeout=30)
         yield cluster, kubeconfig
     finally:
         cluster.stop(keep=False)
