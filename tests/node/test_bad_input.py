@@ -161,6 +161,7 @@ def _of_pod(cluster: KwokCluster, container: str, pod_name: str) -> bool:
 
 def test_root_image_under_run_as_non_root(node: tuple[KwokCluster, Path]) -> None:
     found = run_bad(node, pod("root-user", ROOT_REF))
+    print(found)  # the message a user sees, in the test report
     assert (found.pod, found.container) == (f"{NS}/root-user", "main")
     assert found.reason == "CreateContainerConfigError"
     assert "runAsNonRoot" in found.detail and "root" in found.detail
@@ -181,6 +182,7 @@ def test_model_that_does_not_load(node: tuple[KwokCluster, Path], tmp_path: Path
     os.chmod(models / "model.joblib", 0o644)
     body["spec"]["volumes"] = [{"name": "models", "hostPath": {"path": str(models)}}]
     found = run_bad(node, body)
+    print(found)  # the message a user sees, in the test report
     assert (found.pod, found.container) == (f"{NS}/bad-model", "main")
     assert found.reason in ("Error", "CrashLoopBackOff")
     assert "exit code" in found.detail or "back-off" in found.detail
@@ -195,11 +197,13 @@ def test_memory_limit_below_the_runtime(node: tuple[KwokCluster, Path]) -> None:
         resources={"limits": {"memory": "16Mi", "cpu": "200m"}},
     )
     found = run_bad(node, body)
+    print(found)  # the message a user sees, in the test report
     assert (found.pod, found.container, found.reason) == (f"{NS}/tiny-memory", "main", "OOMKilled")
 
 
 def test_image_not_present_locally(node: tuple[KwokCluster, Path]) -> None:
     found = run_bad(node, pod("absent-image", "dev.local/kserve-gitops/absent:v0"))
+    print(found)  # the message a user sees, in the test report
     assert (found.pod, found.container) == (f"{NS}/absent-image", "main")
     assert found.reason in ("ErrImagePull", "ImagePullBackOff")
     assert "absent" in found.detail
