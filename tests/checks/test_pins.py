@@ -96,12 +96,12 @@ def test_the_check_passes_on_this_repository(
 def test_a_version_that_disagrees_with_the_pin_file_fails(
     repo_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release = repo_copy / "platform" / "controllers" / "istiod.yaml"
-    release.write_text(release.read_text().replace('version: "1.27.1"', 'version: "1.27.0"'))
+    release = repo_copy / "platform" / "controllers" / "cert-manager.yaml"
+    release.write_text(release.read_text().replace('version: "v1.21.1"', 'version: "v1.21.0"'))
     code, _, err = check_platform(repo_copy, capsys, monkeypatch)
     assert code == 1
-    assert "Flux: istiod is istiod 1.27.0" in err
-    assert "versions.yaml pins istiod 1.27.1" in err
+    assert "Flux: cert-manager is cert-manager v1.21.0" in err
+    assert "versions.yaml pins cert-manager v1.21.1" in err
 
 
 def test_bumping_only_the_pin_file_fails_until_the_manifests_follow(
