@@ -24,7 +24,7 @@ from tests.broken_copy import edit, run_policy
 
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
 STAGING_VALUES = "environments/staging/models/sklearn-iris.yaml"
-# The Knative Serving module the tables come from: the one versions.yaml pins (and the kwok e2e runs).
+# The Knative Serving module the tables come from: the one versions.yaml pins (the kwok e2e runs).
 SERVING = f"knative.dev/serving@{REPO.versions['localCluster']['knativeServing']}"
 
 
