@@ -221,8 +221,8 @@ def _finish_module(tmp: Path, mod: Path, env: dict[str, str], what: str) -> Path
 
 
 def kubernetes_module(version: str, env: dict[str, str]) -> Path:
-    """A build module requiring k8s.io/kubernetes <version> (v1.34.0) with each staging module
-    it replaces by a local folder pointed at that module's release (v0.34.0)."""
+    """A build module requiring k8s.io/kubernetes <version> (v1.36.4) with each staging module
+    it replaces by a local folder pointed at that module's release (v0.36.4)."""
     if (_module_dir(f"kubernetes-{version}") / "go.sum").is_file():
         return _module_dir(f"kubernetes-{version}")
     argv = ["mod", "download", "-json", f"k8s.io/kubernetes@{version}"]
