@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "platform": ("checks.platform_consistency", "what Flux and Argo CD install, and --check them"),
     "crds": ("upstream.crds", "fill the CRD cache (CRD_DIR or the pinned URLs)"),
     "charts": ("upstream.charts", "fill the upstream chart cache (CHART_DIR or the repos)"),
+    "istio-values": ("upstream.istio_values", "regenerate Istio's typed values schema (Go)"),
     "binaries": ("localcluster.binaries", "build the kwok cluster's binaries from Go modules"),
     "controllers": ("controllers.binaries", "build the controllers that run on kwok"),
     "bench-cluster": ("bench.cluster", "benchmark the cluster paths of a kept real-node cluster"),

@@ -70,8 +70,9 @@ _KEYED = re.compile(
     r"""(?ix)["']?(password|passwd|secret|secret[_-]?access[_-]?key|api[_-]?key|token
     |auth[_-]?token|client[_-]?secret)["']?\s*[:=]\s*["']?([^\s"'#,}]*)"""
 )
-# Values that point at a secret rather than being one.
-_REFERENCE = re.compile(r"^(\$|\{\{|<|secretKeyRef|valueFrom|null$|none$|true$|false$|$)", re.I)
+# Values that point at a secret rather than being one; `{`/`[` open a mapping or list (a JSON
+# object keyed "token", such as a schema's property), not a literal.
+_REFERENCE = re.compile(r"^(\$|\{|\[|<|secretKeyRef|valueFrom|null$|none$|true$|false$|$)", re.I)
 
 
 def _allowlist(repo: Repo) -> list[dict[str, str]]:

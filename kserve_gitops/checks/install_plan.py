@@ -116,7 +116,7 @@ def describe(repo: Repo, env: str) -> str:
     head = f"  {'wave':<5}{'layer':<12}{'component':<{width}}{'chart':<28}{'version':<10} tools"
     lines = [f"{env}:", head]
     # Plain-manifest layers: name the custom resources they apply, a versioned one first
-    # (KnativeServing 1.21.1 rather than the NetworkPolicies beside it).
+    # (KnativeServing 1.23.0 rather than the NetworkPolicies beside it).
     crs = {
         lay.path: next(
             (

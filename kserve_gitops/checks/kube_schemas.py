@@ -47,9 +47,11 @@ class SchemaNotFound(Exception):
 
 
 def builtin_dir(kube_version: str) -> Path:
-    """kubernetes-validate's strict schemas of Kubernetes `kube_version` (e.g. "1.34.0")."""
+    """kubernetes-validate's strict schemas of Kubernetes `kube_version` (e.g. "1.36.4"): it
+    ships one schema set per minor, `v<major>.<minor>.0` (a patch release changes no API)."""
     base = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema"
-    return Path(str(base / f"v{kube_version}-local-strict"))
+    major, minor = kube_version.split(".")[:2]
+    return Path(str(base / f"v{major}.{minor}.0-local-strict"))
 
 
 def _strict(node: Any) -> Any:

@@ -141,14 +141,23 @@ def check_network_policies(objs: list[Obj], ctx: Context) -> Problems:
 # --- who enforces the mesh policies -------------------------------------------------------------
 
 
+def _chart_of(objs: list[Obj], spec: dict[str, Any]) -> str | None:
+    """The upstream chart a HelmRelease installs: `chart.spec.chart`, or for a `chartRef` the
+    last path element of the OCIRepository's URL (oci://ghcr.io/istio/release/charts/ztunnel)."""
+    ref = spec.get("chartRef")
+    if not ref:
+        return ((spec.get("chart") or {}).get("spec") or {}).get("chart")
+    for o in objs:
+        if o.kind == ref.get("kind") and o.name == ref.get("name"):
+            return str((o.body.get("spec") or {}).get("url", "")).rstrip("/").rsplit("/", 1)[-1]
+    return None
+
+
 def _release_values(objs: list[Obj], chart: str) -> dict[str, Any] | None:
     """Values of the Flux HelmRelease installing upstream `chart`, None when none installs it."""
     for o in objs:
         spec = o.body.get("spec") or {}
-        if (
-            o.kind != "HelmRelease"
-            or ((spec.get("chart") or {}).get("spec") or {}).get("chart") != chart
-        ):
+        if o.kind != "HelmRelease" or _chart_of(objs, spec) != chart:
             continue
         values: dict[str, Any] = {}
         for ref in spec.get("valuesFrom") or []:

@@ -66,7 +66,8 @@ def pinned(versions: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
         ("istio-cni", "cni"),
         ("ztunnel", "ztunnel"),
     ):
-        out[release] = (chart, istio["repository"], str(istio["version"]))
+        # Each Istio chart is its own OCI artifact (oci://ghcr.io/istio/release/charts/<chart>).
+        out[release] = (chart, f"{istio['repository']}/{chart}", str(istio["version"]))
     out["knative-operator"] = (kn["chart"], kn["repository"], f"v{kn['operator']}")
     for chart in ks["charts"]:
         out[chart] = (chart, f"{ks['repository']}/{chart}", ks["version"])

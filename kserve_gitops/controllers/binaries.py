@@ -104,8 +104,9 @@ def unavailable(repo: Repo) -> dict[str, str]:
         ),
         "istiod": (
             f"istio.io/istio@{istio}: Istio's release tags are not Go module versions (the proxy "
-            "answers 403 for 1.27.1; only pseudo-versions of commits exist), and without "
-            "Envoy no data plane would follow its configuration"
+            f"answers 403 for the commit of the {istio} tag; only pseudo-versions of a few "
+            "master commits are served), and without Envoy no data plane would follow its "
+            "configuration"
         ),
     }
 

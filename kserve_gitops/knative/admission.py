@@ -1,8 +1,10 @@
 """Which pod-spec fields Knative Serving's webhook admits, per feature flag.
 
-The tables are knative.dev/serving v0.48.1 (Knative Serving 1.21.1, the version versions.yaml
+The tables are knative.dev/serving v0.50.0 (Knative Serving 1.23.0, the version versions.yaml
 pins), pkg/apis/serving/fieldmask.go: PodSpecMask (pod fields), PodSecurityContextMask,
 CapabilitiesMask and EnvVarSourceMask; flag names and defaults from pkg/apis/config/features.go.
+Re-derived at v0.50.0: these masks are as in v0.48.1 (Knative 1.21.1); 1.23 adds only a volume
+flag, kubernetes.podspec-volumes-ephemeral (VolumeSourceMask, default Disabled), outside them.
 A field outside the mask makes the webhook refuse the Knative Service KServe creates, so the
 InferenceService never becomes Ready. `tests/knative/test_admission.py` re-derives the tables
 from that source when the Go module is in the module cache.

@@ -3,11 +3,12 @@ container from `spec.predictor.model`, Knative's queue-proxy beside it, KServe's
 storage-initializer before it when the model is downloaded, and the predictor's pod fields.
 
 Sources, at the pinned versions:
-- queue-proxy: knative.dev/serving v0.48.1 pkg/reconciler/revision/resources/queue.go
+- queue-proxy: knative.dev/serving v0.50.0 pkg/reconciler/revision/resources/queue.go
   (queueSecurityContext, createQueueResources) and pkg/deployment/config.go (the
   queue-sidecar-* keys of config-deployment, i.e. KnativeServing spec.config.deployment;
   queue-sidecar-cpu-request defaults to 25m, nothing else is set unless configured or
-  queueproxy.resource-defaults is enabled);
+  queueproxy.resource-defaults is enabled; v0.50.0 adds only the queue-sidecar-tls-* keys, which
+  become queue-proxy environment variables, not resources or security context);
 - secure-pod-defaults: pkg/apis/serving/v1/revision_defaults.go (defaultSecurityContext);
 - storage-initializer: github.com/kserve/kserve v0.20.0 pkg/webhook/admission/pod/
   storage_initializer_injector.go (pvc:// is mounted directly, no init container; other schemes

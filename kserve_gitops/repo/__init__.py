@@ -96,7 +96,7 @@ class Repo:
 
     @property
     def kubernetes_version(self) -> str:
-        """`kubernetes.version` of versions.yaml, e.g. "1.34.0"."""
+        """`kubernetes.version` of versions.yaml, e.g. "1.36.4"."""
         try:
             return str(self.versions["kubernetes"]["version"])
         except (KeyError, TypeError):

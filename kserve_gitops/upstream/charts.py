@@ -86,7 +86,7 @@ def tree_sha256(root: Path) -> str:
 
 
 def _same_version(a: str, b: str) -> bool:
-    # Helm matches versions as semver: "v1.21.1" asks for the chart whose Chart.yaml says 1.21.1.
+    # Helm matches versions as semver: "v1.23.0" asks for the chart whose Chart.yaml says 1.23.0.
     return a.removeprefix("v") == b.removeprefix("v")
 
 
@@ -249,7 +249,7 @@ def ensure(repo: Repo, ref: ChartRef, cache: Path | None = None, online: bool = 
 
 
 def chart_dir(repo: Repo, chart: str, version: str, online: bool = True) -> Path:
-    """The cached chart directory of one chart the manifests name, e.g. ("gateway", "1.27.1")."""
+    """The cached chart directory of one chart the manifests name, e.g. ("gateway", "1.30.3")."""
     try:
         ref = next(r for r in required(repo) if (r.chart, r.version) == (chart, version))
     except StopIteration:

@@ -17,6 +17,7 @@ import copy
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -27,7 +28,7 @@ import yaml
 from kserve_gitops.checks import kube_schemas
 from kserve_gitops.repo import Repo, files, flux, render
 from kserve_gitops.repo.render import Obj, RenderError
-from kserve_gitops.upstream import charts
+from kserve_gitops.upstream import charts, istio_values
 from kserve_gitops.upstream.charts import ChartRef
 
 # Helm's releaseutil.SplitManifests: a document separator may be followed by text on its line
@@ -120,6 +121,11 @@ def _chart_info(chart_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any],
     internal = defaults.pop(_ISTIO_DEFAULTS, None)
     if isinstance(internal, dict):
         defaults = render.merged(internal, defaults)
+    # istiod and cni copy `.pilot` / `.cni` to the top (zzy_descope_legacy.yaml): the default of
+    # `pilot.replicaCount` is the top-level `replicaCount`.
+    for sub in istio_values.descoped(chart_dir):
+        top = {k: v for k, v in defaults.items() if k != sub}
+        defaults[sub] = render.merged(top, defaults.get(sub) or {})
     return schema, defaults, crds
 
 
@@ -184,6 +190,31 @@ def _without(values: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _inert(doc: Any) -> bool:
+    """A ConfigMap the chart itself declares inert: istiod's `values` ConfigMap, a copy of every
+    value "rendered for debugging purposes and external tooling; modifying these values has no
+    effect" (its kubernetes.io/description)."""
+    if not isinstance(doc, dict) or doc.get("kind") != "ConfigMap":
+        return False
+    notes = (doc.get("metadata") or {}).get("annotations") or {}
+    return "modifying these values has no effect" in str(notes.get("kubernetes.io/description"))
+
+
+def _comparable(rendered: dict[str, str] | str) -> Any:
+    """What the no-effect check compares: the rendered templates, with the data of inert
+    ConfigMaps left out, so that a value only such a copy holds counts as having no effect."""
+    if isinstance(rendered, str):
+        return rendered
+    out: dict[str, Any] = {}
+    for template, text in rendered.items():
+        if "has no effect" not in text:
+            out[template] = text
+            continue
+        docs = [dict(d) if isinstance(d, dict) else d for d in _parsed(text)]
+        out[template] = [{**d, "data": None} if _inert(d) else d for d in docs]
+    return out
+
+
 def no_effect(
     install: Install,
     chart_dir: Path,
@@ -195,6 +226,7 @@ def no_effect(
     nothing the chart renders. A mapping the chart has no default for (a typo'd or misplaced
     key) is reported whole; within a known one, the keys are named one by one."""
     found: list[tuple[str, Any]] = []
+    base = _comparable(baseline)
 
     def walk(prefix: tuple[str, ...]) -> None:
         for key, value in _lookup(install.values, prefix).items():
@@ -202,9 +234,8 @@ def no_effect(
             default = _lookup(defaults, path)
             if _is_default(value, default):
                 continue  # restating the default is harmless
-            unused = (
-                _render_with(install, chart_dir, _without(install.values, path), kube) == baseline
-            )
+            without = _render_with(install, chart_dir, _without(install.values, path), kube)
+            unused = _comparable(without) == base
             if isinstance(value, dict) and (isinstance(default, dict) or not unused):
                 walk(path)
             elif unused:
@@ -214,12 +245,23 @@ def no_effect(
     return found
 
 
-def _check(install: Install, chart_dir: Path, kube: str) -> tuple[list[tuple[str, Any]], list[str]]:
-    """(template, body) of what the release renders, and the problems of its values."""
+def _check(
+    install: Install, chart_dir: Path, kube: str, istio: dict[str, Any] | None = None
+) -> tuple[list[tuple[str, Any]], list[str]]:
+    """(template, body) of what the release renders, and the problems of its values (`istio`:
+    Istio's typed values schema, for an Istio chart without a values.schema.json)."""
     import helm_python as helm
 
     schema, defaults, crds = _chart_info(chart_dir)
     where = f"{install.source} (values of {install.ref}, release {install.name})"
+    typed: list[str] = []
+    if schema is None and istio is not None:
+        # Helm installs these values whatever they hold (istiod copies them all into a
+        # ConfigMap): Istio's own values API is what names a typo or a wrong type.
+        typed = [
+            f"{where}: {_dotted(path)}: {reason}"
+            for path, reason in istio_values.problems(istio, chart_dir, install.values)
+        ]
     if schema is not None:
         with helm.Chart.load(chart_dir) as chart:
             try:
@@ -232,12 +274,12 @@ def _check(install: Install, chart_dir: Path, kube: str) -> tuple[list[tuple[str
                 ]
     rendered = _render_with(install, chart_dir, install.values, kube)
     if isinstance(rendered, str):
-        return [], [f"{where}: the chart does not render: {rendered}"]
+        return [], [*typed, f"{where}: the chart does not render: {rendered}"]
     try:
         objects = _objects(rendered, crds)
     except yaml.YAMLError as exc:
-        return [], [f"{where}: the chart renders malformed YAML: {exc}"]
-    return objects, [
+        return [], [*typed, f"{where}: the chart renders malformed YAML: {exc}"]
+    return objects, typed + [
         f"{where}: {path}: {json.dumps(value)} has no effect: the chart renders the same "
         "without it and it is not the chart's default (a typo, a wrong nesting, or a key "
         "the chart ignores)"
@@ -249,9 +291,9 @@ def _check(install: Install, chart_dir: Path, kube: str) -> tuple[list[tuple[str
 def _code_version() -> str:
     import helm_python as helm
 
-    return (
-        f"{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()} helm-python {helm.__version__}"
-    )
+    modules = (sys.modules[__name__], istio_values)
+    code = b"".join(Path(m.__file__ or "").read_bytes() for m in modules)
+    return f"{hashlib.sha256(code).hexdigest()} helm-python {helm.__version__}"
 
 
 def check_install(
@@ -262,8 +304,15 @@ def check_install(
     a digest of all it depends on (this code, the chart's files, the release and its values):
     while that digest holds, the release does not render again."""
     kube = f"v{repo.kubernetes_version}"  # the cluster's, which the charts render for
+    istio: dict[str, Any] | None = None
+    if istio_values.is_istio_chart(repo, install.ref.chart, install.ref.version):
+        try:
+            istio = istio_values.load(repo)
+        except istio_values.IstioValuesError as exc:
+            return [], [f"{install.source} (values of {install.ref}): {exc}"]
     inputs = [
         _code_version(),
+        istio_values.digest(istio),
         charts.files_sha256(chart_dir),
         kube,
         install.name,
@@ -281,7 +330,7 @@ def check_install(
             return result["objects"], result["problems"]
     except (OSError, ValueError, KeyError):
         pass  # not kept yet, or unreadable: render
-    objects, problems = _check(install, chart_dir, kube)
+    objects, problems = _check(install, chart_dir, kube, istio)
     result = {"inputs": digest, "objects": objects, "problems": problems}
     files.write_text(stored, json.dumps(result))
     return objects, problems

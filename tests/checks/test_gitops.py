@@ -197,9 +197,9 @@ BREAKAGES = {
     ),
     "argo element out of step with flux": (
         "argocd/base/applicationset.yaml",
-        "chart: cni\n                  version: 1.27.1",
-        "chart: cni\n                  version: 1.27.0",
-        "istio-cni: version differs: Flux '1.27.1', Argo CD '1.27.0' "
+        "chart: cni\n                  version: 1.30.3",
+        "chart: cni\n                  version: 1.30.2",
+        "istio-cni: version differs: Flux '1.30.3', Argo CD '1.30.2' "
         "(argocd/base/applicationset.yaml: element istio-cni)",
     ),
     "a model with values but no HelmRelease": (

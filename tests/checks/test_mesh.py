@@ -66,12 +66,12 @@ def _unlabel(ns: str) -> Callable[[Obj, dict[str, Any]], None]:
 
 
 def _drop_release(chart: str) -> Callable[[Obj, dict[str, Any]], None]:
+    """The HelmRelease of `chart` installs another chart: its OCIRepository (Istio's charts are
+    OCI artifacts, oci://ghcr.io/istio/release/charts/<chart>) names another one."""
+
     def change(o: Obj, body: dict[str, Any]) -> None:
-        if (
-            o.kind == "HelmRelease"
-            and body["spec"].get("chart", {}).get("spec", {}).get("chart") == chart
-        ):
-            body["spec"]["chart"]["spec"]["chart"] = f"not-{chart}"
+        if o.kind == "OCIRepository" and body["spec"]["url"].endswith(f"/{chart}"):
+            body["spec"]["url"] += "-not"
 
     return change
 

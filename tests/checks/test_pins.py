@@ -52,10 +52,25 @@ def test_knative_serving_version_is_the_pinned_one(env: str) -> None:
     assert [m["spec"]["version"] for m in serving] == [REPO.versions["knative"]["serving"]]
 
 
-def _renovate_patterns() -> list[re.Pattern[str]]:
-    config = json.loads((REPO.root / "renovate.json").read_text())
-    managers = [m for m in config["customManagers"] if m["customType"] == "regex"]
-    assert any("versions" in p for m in managers for p in m["managerFilePatterns"])
+def _renovate() -> dict:
+    return dict(json.loads((REPO.root / "renovate.json").read_text()))
+
+
+def _file_pattern(pattern: str) -> re.Pattern[str]:
+    """A Renovate managerFilePatterns entry (`/regex/`) as a Python pattern."""
+    assert pattern.startswith("/") and pattern.endswith("/"), pattern
+    return re.compile(pattern[1:-1])
+
+
+def _renovate_patterns(path: str = "versions.yaml") -> list[re.Pattern[str]]:
+    """The match strings of every regex manager whose files include `path`."""
+    managers = [
+        m
+        for m in _renovate()["customManagers"]
+        if m["customType"] == "regex"
+        and any(_file_pattern(p).search(path) for p in m["managerFilePatterns"])
+    ]
+    assert managers, f"no regex manager of renovate.json reads {path}"
     # Renovate uses JavaScript named groups; Python spells them (?P<name>...).
     return [re.compile(s.replace("(?<", "(?P<")) for m in managers for s in m["matchStrings"]]
 
@@ -96,12 +111,12 @@ def test_the_check_passes_on_this_repository(
 def test_a_version_that_disagrees_with_the_pin_file_fails(
     repo_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release = repo_copy / "platform" / "controllers" / "istiod.yaml"
-    release.write_text(release.read_text().replace('version: "1.27.1"', 'version: "1.27.0"'))
+    release = repo_copy / "platform" / "controllers" / "cert-manager.yaml"
+    release.write_text(release.read_text().replace('version: "v1.21.1"', 'version: "v1.21.0"'))
     code, _, err = check_platform(repo_copy, capsys, monkeypatch)
     assert code == 1
-    assert "Flux: istiod is istiod 1.27.0" in err
-    assert "versions.yaml pins istiod 1.27.1" in err
+    assert "Flux: cert-manager is cert-manager v1.21.0" in err
+    assert "versions.yaml pins cert-manager v1.21.1" in err
 
 
 def test_bumping_only_the_pin_file_fails_until_the_manifests_follow(
@@ -113,3 +128,57 @@ def test_bumping_only_the_pin_file_fails_until_the_manifests_follow(
     assert code == 1
     for tool in ("Flux", "Argo CD"):
         assert f"{tool}: kserve-crd is kserve-crd v0.20.0" in err
+
+
+def test_renovate_reaches_every_place_a_bump_must_change() -> None:
+    """A version bump reaches, in the same pull request, versions.yaml (above), every Flux source
+    and HelmRelease (Renovate's flux manager), every ApplicationSet element and the KnativeServing
+    (regex managers)."""
+    config = _renovate()
+    assert "flux" in config["enabledManagers"]
+    flux_files = [_file_pattern(p) for p in config["flux"]["managerFilePatterns"]]
+    for path in sorted((REPO.root / "platform").rglob("*.yaml")):
+        rel = REPO.rel(path)
+        kinds = set(re.findall(r"^kind: (\w+)$", path.read_text(), re.M))
+        if kinds & {"HelmRelease", "HelmRepository", "OCIRepository"}:
+            assert any(p.search(rel) for p in flux_files), f"the flux manager skips {rel}"
+    appset = "argocd/base/applicationset.yaml"
+    found = {
+        m.group("depName"): m.group("currentValue")
+        for p in _renovate_patterns(appset)
+        for m in p.finditer((REPO.root / appset).read_text())
+    }
+    charts = {c.chart: c.version for c in install_plan.argocd_components(REPO, "dev")}
+    upstream = {k: v for k, v in charts.items() if k and not k.startswith("./")}
+    assert found == upstream
+    serving = "platform/configs/knative-serving.yaml"
+    [match] = [
+        m
+        for p in _renovate_patterns(serving)
+        for m in p.finditer((REPO.root / serving).read_text())
+    ]
+    assert match.group("currentValue") == REPO.versions["knative"]["serving"]
+    group = next(r for r in config["packageRules"] if r.get("groupName") == "platform pins")
+    assert {"versions.yaml", "platform/**", "argocd/**"} <= set(group["matchFileNames"])
+
+
+def test_crd_pins_follow_versions_yaml() -> None:
+    """Renovate cannot recompute a CRD's sha256: config/crds.tsv is checked against the pins."""
+    from kserve_gitops.upstream import crds
+
+    v = REPO.versions
+    expected = {
+        "istio/api": str(v["istio"]["version"]),
+        "knative/operator": f"knative-v{v['knative']['operator']}",
+        "kserve/kserve": v["kserve"]["version"],
+        "fluxcd/source-controller": v["flux"]["sourceController"],
+        "fluxcd/kustomize-controller": v["flux"]["kustomizeController"],
+        "fluxcd/helm-controller": v["flux"]["helmController"],
+    }
+    for pin in crds.pins(REPO):
+        if pin.upstream in expected:
+            assert pin.tag == expected[pin.upstream], (
+                f"config/crds.tsv: {pin.file} is {pin.upstream} {pin.tag}, versions.yaml pins "
+                f"{expected[pin.upstream]}: update its tag, path, URL and sha256"
+            )
+            assert f"/{pin.tag}/" in pin.url, pin.url

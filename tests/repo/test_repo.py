@@ -68,7 +68,7 @@ def test_a_second_model_means_naming_one(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_pin_file_is_named(tmp_path: Path) -> None:
-    (tmp_path / "versions.yaml").write_text("kubernetes: [1.34\n")
+    (tmp_path / "versions.yaml").write_text("kubernetes: [1.36\n")
     with pytest.raises(RepoError, match=r"versions\.yaml: not YAML"):
         _ = Repo(tmp_path).kubernetes_version
     (tmp_path / "versions.yaml").write_text("kubernetes: {}\n")
