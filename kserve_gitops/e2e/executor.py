@@ -188,7 +188,11 @@ class Executor:
         self.paths.measures["slo"] = {name: run["checks"] for name, run in runs.items()}
         for line in text.splitlines():
             self.echo(f"    {line}")
-        failed = [n for n, run in runs.items() if any(not c["passed"] for c in run["checks"])]
+        # The cluster paths are the e2e's verdict; the local run is the reference beside them.
+        failed = [
+            n for n, run in runs.items()
+            if n != "local" and any(not c["passed"] for c in run["checks"])
+        ]  # fmt: skip
         if failed:
             raise StepFailed(f"SLO missed on {', '.join(failed)} (slo-table.txt)")
 
