@@ -200,7 +200,7 @@ INGRESS_BOUND = {
 HELD_BY = (
     "the KIngress {ref} has no Ready condition: nothing reconciles it, since net-istio's "
     "controller is not buildable from the Go module proxy (knative.dev/net-istio is not "
-    "served) and no Istio data plane (Envoy) runs on kwok"
+    "served) and no Istio data plane (Envoy) runs here"
 )
 
 
@@ -238,12 +238,15 @@ def verdict(links: list[Link]) -> Verdict:
         return Verdict("failed", "; ".join(problems))
     ready = isvc.cond("Ready") or {}
     why = ": ".join(str(x) for x in (ready.get("reason"), ready.get("message")) if x)
+    nodes = sorted(
+        {n.split(", node ")[1].split(",")[0] for x in links for n in x.notes if ", node " in n}
+    )
     return Verdict(
         "held",
         f"InferenceService Ready={ready.get('status')} ({why}), held back only by the ingress: "
         + HELD_BY.format(ref=held[0].ref)
         + "; in its place the harness checked every other condition of the chain True and "
-        "the revision's pods Running on kwok nodes",
+        f"the revision's pods Running (on {', '.join(nodes) or 'no node named'})",
     )
 
 
