@@ -188,6 +188,20 @@ def oci_registry(repo: Repo) -> Binary:
     )
 
 
+def secret_scanner(repo: Repo) -> Binary:
+    """gitleaks, the credential scan of `make policy` and of every e2e report folder
+    (kserve_gitops.checks.secret_scan), at the version of versions.yaml `secretScan.gitleaks`."""
+    version = (repo.versions.get("secretScan") or {}).get("gitleaks")
+    if not version:
+        raise pin_error(repo, "secretScan.gitleaks")
+    return Binary(
+        "gitleaks",
+        str(version),
+        "github.com/zricethezav/gitleaks/v8",
+        ldflags=(f"-X github.com/zricethezav/gitleaks/v8/version.Version={version}",),
+    )
+
+
 def _go(args: list[str], cwd: Path, env: dict[str, str], what: str) -> str:
     proc = subprocess.run(
         ["go", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
@@ -449,11 +463,18 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         action="store_true",
         help="also Flux's controllers and the OCI registry (make e2e DELIVERY=flux)",
     )
+    parser.add_argument(
+        "--scanner",
+        action="store_true",
+        help="only gitleaks, the credential scan of make policy and the e2e (make gitleaks)",
+    )
     args = parser.parse_args(argv)
 
     def todo() -> list[Binary]:
+        if args.scanner:
+            return [secret_scanner(repo)]
         flux = [*flux_pinned(repo), oci_registry(repo)] if args.flux else []
-        return [*pinned(repo), *flux]
+        return [*pinned(repo), *flux, secret_scanner(repo)]
 
     return build_command(
         todo, build, args.list, "binaries",
