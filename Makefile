@@ -52,7 +52,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv mlserver-venv gitleaks test test-clusters lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv mlserver-venv gitleaks secret-scan test test-clusters lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -148,6 +148,11 @@ predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TAR
 monitoring: $(STAMP) ## Regenerate the SLO alert rules and Grafana dashboards from config/slo.yaml
 	$(KGOPS) alerts
 	$(KGOPS) dashboard
+
+# Folders the credential scan covers (default: the work tree); CI: SCAN=reports before uploading.
+SCAN ?=
+secret-scan: $(STAMP) gitleaks ## gitleaks over SCAN (folders; default the work tree): CI runs SCAN=reports before it uploads them
+	$(KGOPS) secret-scan $(SCAN)
 
 policy: $(STAMP) gitleaks ## Security policies over every environment and chart scenario, and the credential scan (gitleaks, config/gitleaks.toml)
 	$(KGOPS) policy

@@ -187,6 +187,13 @@ _FROM_LITERAL = re.compile(r"(--from-literal[= ][^=\s]+=)(\S+)")
 # `--token-auth-file`, which names a file).
 _FLAG = re.compile(rf"(?i)((?<![\w-])--?[\w-]*{_WORD})(=|[ \t]+){_LITERAL}")
 _KEYED = re.compile(rf"""(?i)((?<![\w.-])["']?[\w.-]*{_WORD}["']?[ \t]*[:=][ \t]*){_LITERAL}""")
+# An environment variable named as a credential with a literal value, in JSON or YAML that did
+# not parse as a whole (a log line, a truncated output).
+_NAMED = r"[\w.-]*(?:SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|API_KEY|CREDENTIAL|PRIVATE_KEY)[\w.-]*"
+_ENV_JSON = re.compile(rf"""(?i)("name"\s*:\s*"{_NAMED}"\s*,\s*"value"\s*:\s*)("[^"\n]*")""")
+_ENV_YAML = re.compile(
+    rf"""(?im)(^[ \t-]*name:[ \t]*["']?{_NAMED}["']?[ \t]*\n[ \t]+value:[ \t]*)(\S[^\n]*)"""
+)
 # Values that are no secret: a reference, a path, a flag, a boolean, a number, a placeholder.
 _NOT_SECRET = re.compile(
     r"""^["']?(?:$|<|\$|\{|\[|\*|/|\./|~|-|\\$|true\b|false\b|null\b|none\b|\d{1,6}["']?$|"""
@@ -227,6 +234,8 @@ def patterns(text: str) -> str:
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + fingerprint(m.group(2)) + m.group(3), text)
     text = _FROM_LITERAL.sub(lambda m: m.group(1) + _mask_value(m.group(2)), text)
     text = _FLAG.sub(lambda m: m.group(1) + m.group(2) + _mask_value(m.group(3)), text)
+    text = _ENV_JSON.sub(lambda m: m.group(1) + _mask_value(m.group(2)), text)
+    text = _ENV_YAML.sub(lambda m: m.group(1) + _mask_value(m.group(2).rstrip()), text)
     return _KEYED.sub(lambda m: m.group(1) + _mask_value(m.group(2)), text)
 
 

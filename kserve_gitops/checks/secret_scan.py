@@ -117,3 +117,32 @@ def scan_report(repo: Repo, folder: Path, echo: Callable[[str], None]) -> str | 
     return f"{len(leaks)} credential(s) in the report folder {repo.rel(folder)}:\n" + "\n".join(
         f"  {leak}" for leak in leaks
     )
+
+
+def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
+    """`kgops secret-scan [FOLDER...]`: gitleaks over each folder (default: the work tree), as
+    CI runs it over reports/ before uploading them. Exit 0 clean, 1 findings, 2 no scan."""
+    import argparse
+    import sys
+
+    repo = repo or Repo.discover()
+    parser = argparse.ArgumentParser(description="gitleaks over folders (default: the work tree)")
+    parser.add_argument("folders", nargs="*", type=Path, help="default: the work tree")
+    args = parser.parse_args(argv)
+    found = 0
+    for folder in args.folders or [repo.root]:
+        if not folder.is_dir():
+            print(f"{folder}: no such folder, nothing to scan")
+            continue
+        try:
+            leaks = scan(repo, folder, lambda line: print(line, file=sys.stderr, flush=True))
+        except ScanError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for leak in leaks:
+            print(f"{repo.rel(folder / leak.file)}:{leak.line}: [gitleaks:{leak.rule}] "
+                  f"{leak.description}", file=sys.stderr)  # fmt: skip
+        print(f"{repo.rel(folder)}: {len(leaks)} finding(s) (gitleaks "
+              f"{binaries.secret_scanner(repo).version}, {CONFIG})")  # fmt: skip
+        found += len(leaks)
+    return 1 if found else 0
