@@ -6,7 +6,8 @@ fresh clone on the same machine) builds nothing.
     kgops binaries --list   # where each binary is, built or not
 
 Two ways to build, by what the upstream go.mod allows:
-- `go install module/cmd@version` where the upstream module has no replace directives (kwok, helm);
+- `go install module/cmd@version` where the upstream module has no replace directives (kwok, helm,
+  and gitleaks, the credential scan of `make policy` and the e2e reports: `secret_scanner`);
 - a build module of ours, generated from versions.yaml, where it has them: k8s.io/kubernetes
   replaces its staging modules with local folders (we require each staging module at its
   release instead) and etcd's server module replaces its siblings (build/etcd/main.go calls
