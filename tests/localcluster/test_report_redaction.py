@@ -102,7 +102,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], d
             "cli", f"--from-literal=password={values['password']}")),
         Run("secrets", "the known leak: every Secret as YAML",
             ("kubectl", "get", "secrets", "-A", "-o", "yaml")),
-        Run("secrets", "one Secret as JSON", (*kubectl, "get", "secret", "client-side", "-o", "json")),
+        Run("secrets", "one Secret as JSON",
+            (*kubectl, "get", "secret", "client-side", "-o", "json")),
         CheckCluster("checks"),
         Run("checks", "a step that fails: diagnostics are collected",
             (*kubectl, "get", "secret", "does-not-exist")),
@@ -151,7 +152,9 @@ def test_secrets_are_shown_with_keys_sha256_and_length(
     dumps = [yaml.safe_load(part.split("\n", 2)[2]) for part in log.split("\n$ ")
              if part.startswith("kubectl get secrets -A -o yaml\n")]  # fmt: skip
     assert dumps, "the Secrets' dump is in commands.log"
-    secrets = {s["metadata"]["name"]: s for s in dumps[0]["items"] if s["metadata"]["namespace"] == NS}
+    secrets = {
+        s["metadata"]["name"]: s for s in dumps[0]["items"] if s["metadata"]["namespace"] == NS
+    }
     expected = {k: fingerprint(v) for k, v in values.items()}
     assert secrets["server-side"]["data"] == expected
     assert secrets["client-side"]["data"] == expected
