@@ -62,21 +62,44 @@ def fingerprint(value: str) -> str:
 
 def objects(values: dict[str, str]) -> tuple[dict, ...]:
     meta = {"namespace": NS}
-    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-              "metadata": {"name": "server-side", **meta},
-              "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}}
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", **meta},
-              "data": {"server.pem": values["tls.key"],
-                       "settings.yaml": f"password: {values['password']}\n"}}
-    pod = {"containers": [{"name": "app", "image": "busybox@sha256:" + "0" * 64,
-                           "env": [{"name": "API_TOKEN", "value": values["token"]}]}]}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": "server-side", **meta},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+    }
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "settings", **meta},
+        "data": {
+            "server.pem": values["tls.key"],
+            "settings.yaml": f"password: {values['password']}\n",
+        },
+    }
+    pod = {
+        "containers": [
+            {
+                "name": "app",
+                "image": "busybox@sha256:" + "0" * 64,
+                "env": [{"name": "API_TOKEN", "value": values["token"]}],
+            }
+        ]
+    }
     labels = {"app": "leaky"}
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
-                  "metadata": {"name": "leaky", **meta},
-                  "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                           "template": {"metadata": {"labels": labels}, "spec": pod}}}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "leaky", **meta},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
-    return namespace, secret, config, deployment  # fmt: skip
+    return namespace, secret, config, deployment
 
 
 @pytest.fixture(scope="module")
