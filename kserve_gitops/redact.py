@@ -186,7 +186,10 @@ _FROM_LITERAL = re.compile(r"(--from-literal[= ][^=\s]+=)(\S+)")
 # A flag whose name ends with such a word (`--password`, `--client-secret`; not
 # `--token-auth-file`, which names a file).
 _FLAG = re.compile(rf"(?i)((?<![\w-])--?[\w-]*{_WORD})(=|[ \t]+){_LITERAL}")
-_KEYED = re.compile(rf"""(?i)((?<![\w.-])["']?[\w.-]*{_WORD}["']?[ \t]*[:=][ \t]*){_LITERAL}""")
+# A key that ends with such a word (`password:`, `"apiToken": `, `db_password=`; not
+# `secretName:`), matched from the word on: the rest of the key stays as it is. (The lookahead
+# of the words' first letters makes the search several times faster over megabytes of logs.)
+_KEYED = re.compile(rf"""(?i)(?=[ptsac])({_WORD}["']?[ \t]*[:=][ \t]*){_LITERAL}""")
 # An environment variable named as a credential with a literal value, in JSON or YAML that did
 # not parse as a whole (a log line, a truncated output).
 _NAMED = r"[\w.-]*(?:SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|API_KEY|CREDENTIAL|PRIVATE_KEY)[\w.-]*"
