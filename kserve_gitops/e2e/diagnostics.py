@@ -72,6 +72,8 @@ def collect_diagnostics(plan: Plan, runner: Runner, dest: Path) -> list[str]:
             "kind-export-logs.txt",
             ("kind", "export", "logs", str(dest / "kind"), "--name", plan.cluster),
         )
+        if (dest / "kind").is_dir():  # written by kind itself: the node's and pods' logs
+            redact.sweep(dest / "kind")
     return written
 
 
