@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from kserve_gitops import redact
 from kserve_gitops.checks import secret_scan
 from kserve_gitops.e2e import run
 from kserve_gitops.e2e.steps import Apply, CheckCluster, Plan, Run, StartLocalCluster
@@ -189,3 +191,33 @@ def test_secrets_are_shown_with_keys_sha256_and_length(
     assert json.loads(applied)["stringData"] == expected
     masked = f"--from-literal=password={expected['password']}"
     assert masked in log and any(masked in line for line in lines)
+
+
+def test_without_the_redaction_the_e2e_fails_naming_file_line_and_rule(
+    report: tuple[Path, list[str], dict[str, str], int], tmp_path: Path
+) -> None:
+    """The same Secrets with kserve_gitops.redact switched off (the harness as it was): the
+    run's last act, the credential scan of its report folder, fails it and names each file,
+    line and rule, never the value."""
+    values = make_secrets()
+    steps = (
+        StartLocalCluster("cluster", CLUSTER, 3),
+        Apply("secrets", "apply a Secret", "test", objects(values)[:2]),
+        Run("secrets", "every Secret as YAML", ("kubectl", "get", "secrets", "-A", "-o", "yaml")),
+    )
+    kubeconfig = controlplane.kubeconfig_file(REPO, CLUSTER)
+    plan = Plan(REPO, CLUSTER, f"kgops-{CLUSTER}", kubeconfig, NS, "", steps, "kwok")
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(provider.controller_binaries, "ensure", lambda *_a, **_k: {})
+        patch.setattr(redact, "text", lambda value: value)
+        rc = run.run(plan, keep=False, reports=tmp_path / "reports", echo=lines.append)
+    (folder,) = (tmp_path / "reports").glob("e2e-*")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert rc == run.EXIT_FAILED and summary["result"] == "failed"
+    assert [s["status"] for s in summary["steps"]] == ["passed"] * 3
+    failure = summary["failure"]
+    assert re.match(rf"\d+ credential\(s\) in the report folder {re.escape(str(folder))}:", failure)
+    assert re.search(r"^  commands\.log:\d+: \[gitleaks:private-key\] ", failure, re.M), failure
+    assert not any(f in failure for value in values.values() for f in forms(value))
+    assert any(line.startswith("FAILED ") and "[gitleaks:private-key]" in line for line in lines)
