@@ -52,7 +52,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv mlserver-venv test test-clusters lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e bench-cluster binaries images image-tools node-tools node-binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv mlserver-venv gitleaks secret-scan test test-clusters lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e bench-cluster binaries images image-tools node-tools node-binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -71,7 +71,11 @@ $(MLSTAMP): constraints-mlserver.txt
 
 mlserver-venv: $(MLSTAMP) ## Create .venv-mlserver: MLServer at the version of the cluster's kserve-mlserver image
 
-test: $(STAMP) $(MLSTAMP) lint ## The offline suite: lint, then pytest over TEST_WORKERS processes (MLServer's venv too: tests serve with it)
+# gitleaks at versions.yaml secretScan.gitleaks, built from its Go module into the binaries cache.
+gitleaks: $(STAMP) ## Build the credential scanner (gitleaks, pinned; cached like make binaries)
+	@$(KGOPS) binaries --scanner
+
+test: $(STAMP) $(MLSTAMP) lint gitleaks ## The offline suite: lint, then pytest over TEST_WORKERS processes (MLServer's venv too: tests serve with it; gitleaks: policy's scan)
 	$(PY) -m pytest -m "not e2e and not kwok and not node" -n $(TEST_WORKERS) --dist loadfile
 
 test-clusters: $(STAMP) ## The tests that start kwok clusters, the controllers, Flux and the real node (after make binaries DELIVERY=flux node-binaries images; root)
@@ -108,7 +112,7 @@ crds: $(STAMP) ## Fill the CRD cache (CRD_DIR, or download with sha256 check)
 charts: $(STAMP) ## Fill the upstream chart cache .cache/charts (CHART_DIR, or pull from the repositories the manifests name)
 	$(KGOPS) charts
 
-validate: $(STAMP) ## Render and validate every chart scenario and environment
+validate: $(STAMP) gitleaks ## Render and validate every chart scenario and environment (with make policy's checks)
 	$(KGOPS) validate
 
 render: $(STAMP) ## Print the rendered manifests of ENV
@@ -145,7 +149,12 @@ monitoring: $(STAMP) ## Regenerate the SLO alert rules and Grafana dashboards fr
 	$(KGOPS) alerts
 	$(KGOPS) dashboard
 
-policy: $(STAMP) ## Security policies over every environment and chart scenario, and the credential scan
+# Folders the credential scan covers (default: the work tree); CI: SCAN=reports before uploading.
+SCAN ?=
+secret-scan: $(STAMP) gitleaks ## gitleaks over SCAN (folders; default the work tree): CI runs SCAN=reports before it uploads them
+	$(KGOPS) secret-scan $(SCAN)
+
+policy: $(STAMP) gitleaks ## Security policies over every environment and chart scenario, and the credential scan (gitleaks, config/gitleaks.toml)
 	$(KGOPS) policy
 
 platform: $(STAMP) ## Components and versions Flux and Argo CD install per environment, then check them
@@ -164,7 +173,7 @@ bench-cluster: $(STAMP) ## Cluster-path latency at the SLO rate (local, Service,
 bench-e2e: $(STAMP) ## Warm kwok e2e of every environment, timed per layer, into benchmarks/kwok-e2e.md
 	$(KGOPS) bench-e2e
 
-binaries: $(STAMP) ## Build the kwok cluster's pinned binaries and controllers from Go modules (cached by version); DELIVERY=flux: Flux's too
+binaries: $(STAMP) ## Build the kwok cluster's pinned binaries, gitleaks and the controllers from Go modules (cached by version); DELIVERY=flux: Flux's too
 	$(KGOPS) binaries $(if $(filter flux,$(DELIVERY)),--flux)
 	$(KGOPS) controllers
 

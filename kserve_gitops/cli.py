@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("repo.render", "print an environment's manifests, or diff two environments"),
     "diff": ("review.revision", "rendered difference per environment between revisions"),
     "policy": ("checks.policy", "security policies and the credential scan"),
+    "secret-scan": ("checks.secret_scan", "gitleaks over folders (default: the work tree)"),
     "platform": ("checks.platform_consistency", "what Flux and Argo CD install, and --check them"),
     "crds": ("upstream.crds", "fill the CRD cache (CRD_DIR or the pinned URLs)"),
     "charts": ("upstream.charts", "fill the upstream chart cache (CHART_DIR or the repos)"),

@@ -1,24 +1,28 @@
 """No credential in the repository: none in a container's environment or a Secret object
-(they come from a Secret delivered out of band), none in any file (the scan `kgops policy` and
-`make validate` run over the checkout, with an allowlist that names file, rule and reason)."""
+(they come from a Secret delivered out of band), none in any file (gitleaks over the checkout,
+run by `kgops policy` and `make validate`: kserve_gitops.checks.secret_scan, config/gitleaks.toml).
+
+The two object rules stay ours because gitleaks cannot make them: they read rendered objects,
+not files (a chart's template holds no value; the environment's values file fills it in), and
+they refuse any literal, whatever its entropy (`password: changeme` in a Secret's stringData, an
+`API_TOKEN` env var with `value: x`), where gitleaks' generic rules look for random-looking
+strings. Every pattern that matches text (keys, tokens, `password: <literal>` in configuration
+files) is gitleaks' or a rule of config/gitleaks.toml."""
 
 from __future__ import annotations
 
-import fnmatch
-import os
-import re
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from kserve_gitops.checks import secret_scan
 from kserve_gitops.checks.pods import each_container
 from kserve_gitops.checks.rules import Context, Problems, Violation
+from kserve_gitops.redact import CREDENTIAL_NAME
 from kserve_gitops.repo import Repo
 from kserve_gitops.repo.render import RenderError
 
 # Environment variable names that carry a credential: only valueFrom (a Secret) is acceptable.
-SECRET_ENV = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|API_KEY|CREDENTIAL|PRIVATE_KEY)")
+# The same names the harness redacts from what it writes (kserve_gitops.redact).
+SECRET_ENV = CREDENTIAL_NAME
 
 
 def check_credentials_by_reference(obj: dict[str, Any], _ctx: Context) -> Problems:
@@ -45,75 +49,16 @@ def check_secret_objects(obj: dict[str, Any], _ctx: Context) -> Problems:
 
 # --- the scan of every file ----------------------------------------------------------------------
 
-SCAN_SKIP_DIRS = {
-    ".git",
-    ".venv",
-    ".venv-mlserver",
-    ".cache",
-    "reports",
-    "__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-}
-SCAN_SKIP_SUFFIXES = {".joblib", ".png", ".pkl", ".whl", ".gz", ".zip"}
-ALLOWLIST = "config/secret-scan-allowlist.yaml"
-SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("AWS-ACCESS-KEY", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
-    ("PRIVATE-KEY", re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")),
-    ("GITHUB-TOKEN", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b")),
-    ("SLACK-TOKEN", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b")),
-    ("JWT", re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}")),
-)
-# A credential-named key with a literal value, in configuration files (YAML, JSON, env, ini).
-CONFIG_SUFFIXES = {".yaml", ".yml", ".json", ".env", ".ini", ".cfg", ".toml", ".properties"}
-_KEYED = re.compile(
-    r"""(?ix)["']?(password|passwd|secret|secret[_-]?access[_-]?key|api[_-]?key|token
-    |auth[_-]?token|client[_-]?secret)["']?\s*[:=]\s*["']?([^\s"'#,}]*)"""
-)
-# Values that point at a secret rather than being one; `{`/`[` open a mapping or list (a JSON
-# object keyed "token", such as a schema's property), not a literal.
-_REFERENCE = re.compile(r"^(\$|\{|\[|<|secretKeyRef|valueFrom|null$|none$|true$|false$|$)", re.I)
-
-
-def _allowlist(repo: Repo) -> list[dict[str, str]]:
-    path = repo.root / ALLOWLIST
-    if not path.is_file():
-        return []
-    data = yaml.safe_load(path.read_text()) or {}
-    entries = data.get("allow") or []
-    for i, e in enumerate(entries):
-        if not isinstance(e, dict) or not {"path", "rule", "reason"} <= e.keys():
-            raise RenderError(f"{ALLOWLIST}: allow.{i}: expected path, rule and reason")
-    return entries
-
-
-def _scanned_files(root: Path) -> list[Path]:
-    found: list[Path] = []
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in SCAN_SKIP_DIRS]
-        found += [Path(folder, n) for n in names if Path(n).suffix not in SCAN_SKIP_SUFFIXES]
-    return sorted(p for p in found if p.is_file())
-
 
 def scan_repository(repo: Repo) -> list[Violation]:
-    """Every file of the checkout (not the virtualenv, caches or reports) against the credential
-    patterns; a finding is dropped when an allowlist entry names its file (glob) and rule."""
-    allow = _allowlist(repo)
-    out: list[Violation] = []
-    for path in _scanned_files(repo.root):
-        rel = path.relative_to(repo.root)
-        try:
-            text = path.read_text()
-        except (UnicodeDecodeError, OSError):
-            continue
-        for lineno, line in enumerate(text.splitlines(), 1):
-            found = [rule for rule, pattern in SECRET_PATTERNS if pattern.search(line)]
-            if path.suffix in CONFIG_SUFFIXES:
-                for match in _KEYED.finditer(line):
-                    if not _REFERENCE.match(match.group(2)):
-                        found.append("KEYED-LITERAL")
-            for rule in found:
-                if any(e["rule"] == rule and fnmatch.fnmatch(str(rel), e["path"]) for e in allow):
-                    continue
-                out.append(Violation(rule, f"{rel}:{lineno}", "line", "looks like a credential"))
-    return out
+    """gitleaks over the work tree (kserve_gitops.checks.secret_scan; config/gitleaks.toml
+    leaves out the virtualenvs, .cache, .git and Python's caches): a violation per finding,
+    with file and line."""
+    try:
+        leaks = secret_scan.scan(repo, repo.root)
+    except secret_scan.ScanError as exc:
+        raise RenderError(str(exc)) from exc
+    return [
+        Violation(f"gitleaks:{leak.rule}", f"{leak.file}:{leak.line}", "line", leak.description)
+        for leak in leaks
+    ]

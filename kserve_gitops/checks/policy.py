@@ -1,5 +1,5 @@
-"""Security policies over every object an environment applies (and every chart scenario), plus a
-scan of the repository for anything that looks like a credential.
+"""Security policies over every object an environment applies (and every chart scenario), plus
+the credential scan of the work tree (gitleaks, config/gitleaks.toml).
 
     kgops policy               # every environment, the chart scenarios, the repo
     kgops policy --env prod    # one environment (and the repo scan)
@@ -17,9 +17,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kserve_gitops.checks import credentials, mesh, pods, revisions, storage
+from kserve_gitops.checks import credentials, mesh, pods, revisions, secret_scan, storage
 from kserve_gitops.checks.pods import POD_KINDS
 from kserve_gitops.checks.rules import Context, Problems, Violation, values_file
+from kserve_gitops.localcluster import binaries
 from kserve_gitops.repo import Repo, render
 from kserve_gitops.repo.render import Obj, RenderError
 
@@ -127,7 +128,11 @@ def problems(repo: Repo, envs: list[str]) -> list[str]:
             found += check()
         except RenderError:
             continue
-    return [str(v) for v in found + credentials.scan_repository(repo)]
+    try:
+        found += credentials.scan_repository(repo)
+    except RenderError as exc:  # the scanner could not run: that is a problem too
+        return [*(str(v) for v in found), f"credential scan: {exc}"]
+    return [str(v) for v in found]
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
@@ -140,8 +145,11 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         for rule in RULES:
             scope = ", ".join(sorted(rule.kinds)) or "environment"
             print(f"{rule.id:<15} {rule.description} ({scope})")
-        patterns = ", ".join(r for r, _ in credentials.SECRET_PATTERNS)
-        print(f"{'SECRET-SCAN':<15} repository files: {patterns}")
+        scanner = binaries.secret_scanner(repo)
+        print(
+            f"{'gitleaks:*':<15} every file of the work tree: gitleaks {scanner.version}, "
+            f"its default rules and {secret_scan.CONFIG} (rules, allowlist with reasons)"
+        )
         return 0
     envs = args.env or list(repo.environment_names)
     found: list[Violation] = []

@@ -4,7 +4,9 @@ is applied; Flux does the rest. Progress shows each Kustomization and HelmReleas
 its message as it changes; the run checks they became Ready in dependsOn order, then the same
 cluster checks as the kwok e2e.
 
-Exit codes: 0 passed, 1 failed (report in reports/e2e-flux-<env>-<timestamp>/).
+Exit codes: 0 passed, 1 failed (report in reports/e2e-flux-<env>-<timestamp>/), also when the
+credential scan (gitleaks) finds something in the report folder. Everything the run writes or
+prints is redacted (kserve_gitops.redact).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kserve_gitops import redact
+from kserve_gitops.checks import secret_scan
 from kserve_gitops.delivery import flux, sources
 from kserve_gitops.e2e.plan import MONITORING_GROUP
 from kserve_gitops.e2e.tools import CommandError, Runner
@@ -166,9 +170,9 @@ class FluxCluster:
     def report(self, dest: Path, namespaces: dict[str, list[str]]) -> None:
         self.kwok.report(self.runner, dest / "cluster", namespaces)
         if self.controllers is not None:
-            shutil.copytree(self.controllers.workdir / "logs", dest / "flux", dirs_exist_ok=True)
+            redact.copy_tree(self.controllers.workdir / "logs", dest / "flux")
         if self.registry is not None and self.registry.log.is_file():
-            shutil.copy2(self.registry.log, dest / "flux" / "registry.log")
+            redact.copy_tree(self.registry.log, dest / "flux" / "registry.log")
 
     def stop(self, keep: bool = False) -> None:
         if self.controllers is not None:
@@ -185,7 +189,7 @@ class FluxCluster:
 def run(
     repo: Repo, env: str, keep: bool, reports: Path, timeout_s: float = 1200, echo: Any = None
 ) -> int:
-    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    echo = redact.echoing(echo or (lambda line: print(line, file=sys.stderr, flush=True)))
     signal.signal(signal.SIGTERM, _interrupt)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_dir = reports / f"e2e-flux-{env}-{stamp}"
@@ -288,8 +292,15 @@ def run(
         "not_checked": [str(f) for f in unchecked],
         "timeline": timeline.lines,
     }
-    (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (report_dir / "timeline.txt").write_text("\n".join(timeline.lines) + "\n")
+    redact.write_text(report_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    redact.write_text(report_dir / "timeline.txt", "\n".join(timeline.lines) + "\n")
+    # Last, with every file of the report written (the CI workflows upload it after this).
+    leaks = secret_scan.scan_report(repo, report_dir, echo)
+    if leaks:
+        failure = f"{failure}\n{leaks}" if failure else leaks
+        summary |= {"result": "failed", "failure": failure}
+        redact.write_text(report_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        echo(f"FAILED: {leaks}")
     echo("")
     echo(f"Ready order ({env}, seconds after the apply):")
     for n, t in order:

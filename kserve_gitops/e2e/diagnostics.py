@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kserve_gitops import redact
 from kserve_gitops.e2e.steps import Apply, HelmInstall, Plan
 from kserve_gitops.e2e.tools import CommandError, Runner
 
@@ -36,18 +37,18 @@ CLUSTER_WIDE: dict[str, str] = {
 
 
 def collect_diagnostics(plan: Plan, runner: Runner, dest: Path) -> list[str]:
-    """Best effort: each command that fails leaves its error in its file instead."""
+    """Best effort: each command that fails leaves its error in its file instead. Every file
+    is redacted (kserve_gitops.redact): Secrets keep their keys, their values go."""
     dest.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
 
     def save(name: str, argv: tuple[str, ...] | list[str]) -> str:
         path = dest / name
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             out = runner.run(list(argv), timeout=120, quiet=True)
         except (CommandError, OSError) as exc:
             out = f"# {exc}\n"
-        path.write_text(out)
+        redact.write_text(path, out)
         written.append(name)
         return out
 
@@ -71,6 +72,8 @@ def collect_diagnostics(plan: Plan, runner: Runner, dest: Path) -> list[str]:
             "kind-export-logs.txt",
             ("kind", "export", "logs", str(dest / "kind"), "--name", plan.cluster),
         )
+        if (dest / "kind").is_dir():  # written by kind itself: the node's and pods' logs
+            redact.sweep(dest / "kind")
     return written
 
 

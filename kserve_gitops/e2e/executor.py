@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from kserve_gitops import redact
 from kserve_gitops.base.process import ProcessError
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.e2e import ingress, slo_table
@@ -212,7 +213,9 @@ class Executor:
             str(self.plan.kubeconfig), step.namespace, step.name, step.timeout_s, self.echo
         )
         text = chain.render(links)
-        (self.report_dir / "chain.txt").write_text(f"{verdict.status}: {verdict.reason}\n\n{text}")
+        redact.write_text(
+            self.report_dir / "chain.txt", f"{verdict.status}: {verdict.reason}\n\n{text}"
+        )
         self.chain = {
             "verdict": verdict.status,
             "reason": verdict.reason,
@@ -232,7 +235,7 @@ class Executor:
             self.plan.repo, step.env, step.model, step.namespace, version, step.percent,
             self.plan.kubeconfig, self.runner.env or dict(os.environ), self.workdir, self.echo,
         )  # fmt: skip
-        (self.report_dir / "canary.txt").write_text("\n".join(lines) + "\n")
+        redact.write_text(self.report_dir / "canary.txt", "\n".join(lines) + "\n")
         self.chain["canary"] = lines
         for line in lines:
             self.echo(f"    {line}")

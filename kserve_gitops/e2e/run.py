@@ -8,8 +8,9 @@ steps without touching anything.
 
     kgops e2e --env dev --cluster kwok   # no Docker (kserve_gitops.localcluster)
 
-Exit codes: 0 passed, 1 a step failed (diagnostics in reports/e2e-<timestamp>/), 3 preflight:
-a tool is missing and nothing was started.
+Exit codes: 0 passed, 1 a step failed (diagnostics in reports/e2e-<timestamp>/) or the
+credential scan (gitleaks) found something in the report folder, 3 preflight: a tool is missing
+and nothing was started. Everything the run writes or prints is redacted (kserve_gitops.redact).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kserve_gitops import redact
 from kserve_gitops.base.process import ProcessError
+from kserve_gitops.checks import secret_scan
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.controllers.processes import ControllerError
 from kserve_gitops.e2e import tools
@@ -62,14 +65,14 @@ def _interrupt(signum: int, _frame: Any) -> None:
 
 
 def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
-    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    echo = redact.echoing(echo or (lambda line: print(line, file=sys.stderr, flush=True)))
     # A CI timeout or `kill` tears the cluster down like Ctrl-C does (local processes survive
     # their parent otherwise).
     signal.signal(signal.SIGTERM, _interrupt)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_dir = reports / f"e2e-{stamp}"
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "plan.txt").write_text(describe(plan))
+    redact.write_text(report_dir / "plan.txt", describe(plan))
     repo = plan.repo
     kwok = None
     env = {**os.environ, "KUBECONFIG": str(plan.kubeconfig)}
@@ -134,7 +137,7 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
         "cluster_paths": executor.paths.measures,
         "steps": [o.__dict__ for o in outcomes],
     }
-    (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    redact.write_text(report_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(executor.workdir, ignore_errors=True)  # the rendered values and manifests
     if kwok is not None:
         kwok.stop(keep)
@@ -158,6 +161,14 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
                 )  # fmt: skip
             except CommandError as exc:
                 echo(f"warning: could not delete cluster {plan.cluster}: {exc}")
+    # Last, with every file of the report written: nothing in it may be published as it is
+    # when gitleaks finds a credential (the CI workflows upload the folder after this).
+    leaks = secret_scan.scan_report(repo, report_dir, echo)
+    if leaks:
+        failure = f"{failure}\n{leaks}" if failure else leaks
+        summary |= {"result": "failed", "failure": failure}
+        redact.write_text(report_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        echo(f"FAILED {leaks}")
     echo("")
     echo(layer_table(outcomes))
     if kwok is not None and kwok.stand_ins is not None:

@@ -1,6 +1,8 @@
 """The command-line tools of the e2e (docker, kind, kubectl, helm): find them, check them
 before anything starts, run them with a log of every command and its output (Runner), and stop
-the long-running processes the harness started (stop_process)."""
+the long-running processes the harness started (stop_process). What a command prints reaches
+the log, the terminal and an error message redacted (kserve_gitops.redact): its caller alone
+gets it as it was."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kserve_gitops import redact
 
 # How to get each tool; printed by the preflight when one is missing.
 INSTALL_HINTS = {
@@ -34,8 +38,8 @@ class CommandError(Exception):
     """A command that failed; carries what it printed so the caller can report it."""
 
     def __init__(self, argv: Sequence[str], returncode: int, output: str) -> None:
-        tail = "\n".join(output.strip().splitlines()[-15:])
-        super().__init__(f"`{' '.join(argv)}` exited {returncode}\n{tail}")
+        tail = "\n".join(redact.text(output).strip().splitlines()[-15:])
+        super().__init__(redact.text(f"`{' '.join(argv)}` exited {returncode}") + f"\n{tail}")
         self.argv = list(argv)
         self.returncode = returncode
         self.output = output
@@ -133,14 +137,17 @@ class Runner:
         cwd: Path | None = None,
     ) -> None:
         self.log = log
-        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.echo = redact.echoing(echo or (lambda line: print(line, file=sys.stderr, flush=True)))
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
 
-    def _write(self, text: str) -> None:
+    def _write(self, command: str, status: str, out: str, err: str) -> None:
+        """One command and its output appended to the log, each stream redacted on its own (a
+        Secret printed as JSON or YAML is parsed as such, without stderr's warnings)."""
         if self.log is not None:
+            record = f"{redact.text(command)}\n{status}\n{redact.text(out)}{redact.text(err)}\n"
             with self.log.open("a") as fh:
-                fh.write(text)
+                fh.write(record)
 
     def run(
         self,
@@ -164,7 +171,7 @@ class Runner:
             code, out, err = self._capture([tool, *argv[1:]], stdin, timeout)
         took = time.monotonic() - started
         status = "timed out" if code is None else f"exit {code}"
-        self._write(f"$ {command}\n# {status} after {took:.1f}s\n{out}{err}\n")
+        self._write(f"$ {command}", f"# {status} after {took:.1f}s", out, err)
         if code is None:
             raise CommandError(argv, -1, f"timed out after {timeout:g}s\n{out}{err}")
         if code != 0:

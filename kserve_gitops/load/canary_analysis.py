@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from kserve_gitops import redact
 from kserve_gitops.load import slo
 from kserve_gitops.repo import Repo
 
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             "arms": {name: asdict(arm) for name, arm in arms.items()},
             "host_headers": {n: h for n, (_, h) in endpoints.items()},
         }
-        (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        redact.write_text(work / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot(summary, {n: s["timeline"] for n, (s, _) in runs.items()}, work / "comparison.png")
         os.replace(work, final)
     except (RuntimeError, OSError, KeyError, ValueError) as exc:

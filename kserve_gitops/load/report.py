@@ -15,6 +15,8 @@ from locust.html import get_html_report
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from matplotlib.figure import Figure  # no pyplot: renders with Agg, no display needed
 
+from kserve_gitops import redact
+
 
 class ReportDir:
     """A run's report, built in a hidden temporary directory and moved into place when done.
@@ -39,6 +41,7 @@ class ReportDir:
             (self.tmp / "locust.html").write_text(get_html_report(env, show_download_link=False))
             (self.tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             plot(summary, self.tmp / "plot.png")
+            redact.sweep(self.tmp)  # Locust's CSV and HTML hold request names and errors
             final, n = self.root / self.stamp, 1
             while final.exists():  # two runs in the same second
                 n += 1

@@ -6,7 +6,8 @@ fresh clone on the same machine) builds nothing.
     kgops binaries --list   # where each binary is, built or not
 
 Two ways to build, by what the upstream go.mod allows:
-- `go install module/cmd@version` where the upstream module has no replace directives (kwok, helm);
+- `go install module/cmd@version` where the upstream module has no replace directives (kwok, helm,
+  and gitleaks, the credential scan of `make policy` and the e2e reports: `secret_scanner`);
 - a build module of ours, generated from versions.yaml, where it has them: k8s.io/kubernetes
   replaces its staging modules with local folders (we require each staging module at its
   release instead) and etcd's server module replaces its siblings (build/etcd/main.go calls
@@ -189,6 +190,20 @@ def oci_registry(repo: Repo) -> Binary:
         str(version),
         "github.com/distribution/distribution/v3/cmd/registry",
         ldflags=(f"-X github.com/distribution/distribution/v3/version.version={version}",),
+    )
+
+
+def secret_scanner(repo: Repo) -> Binary:
+    """gitleaks, the credential scan of `make policy` and of every e2e report folder
+    (kserve_gitops.checks.secret_scan), at the version of versions.yaml `secretScan.gitleaks`."""
+    version = (repo.versions.get("secretScan") or {}).get("gitleaks")
+    if not version:
+        raise pin_error(repo, "secretScan.gitleaks")
+    return Binary(
+        "gitleaks",
+        str(version),
+        "github.com/zricethezav/gitleaks/v8",
+        ldflags=(f"-X github.com/zricethezav/gitleaks/v8/version.Version={version}",),
     )
 
 
@@ -485,11 +500,18 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         action="store_true",
         help="also Flux's controllers and the OCI registry (make e2e DELIVERY=flux)",
     )
+    parser.add_argument(
+        "--scanner",
+        action="store_true",
+        help="only gitleaks, the credential scan of make policy and the e2e (make gitleaks)",
+    )
     args = parser.parse_args(argv)
 
     def todo() -> list[Binary]:
+        if args.scanner:
+            return [secret_scanner(repo)]
         flux = [*flux_pinned(repo), oci_registry(repo)] if args.flux else []
-        return [*pinned(repo), *flux]
+        return [*pinned(repo), *flux, secret_scanner(repo)]
 
     return build_command(
         todo, build, args.list, "binaries",

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from kserve_gitops import redact
 from kserve_gitops.base.process import tail
 from kserve_gitops.e2e.tools import stop_process
 from kserve_gitops.localcluster import pki
@@ -450,9 +451,9 @@ class ControlPlane:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def save_logs(self, dest: Path) -> None:
-        """Copy every component's log into a report folder."""
+        """Copy every component's log into a report folder, redacted."""
         if self.logs.is_dir():
-            shutil.copytree(self.logs, dest, dirs_exist_ok=True)
+            redact.copy_tree(self.logs, dest)
 
 
 def stop_kept(repo: Repo, env: str) -> list[str]:

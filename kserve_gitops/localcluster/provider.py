@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from kserve_gitops import redact
 from kserve_gitops.controllers import binaries as controller_binaries
 from kserve_gitops.controllers.processes import Controllers
 from kserve_gitops.e2e.tools import CommandError, Runner
@@ -204,12 +205,13 @@ class KwokCluster:
 
     def report(self, runner: Runner, dest: Path, layers: Mapping[str, Iterable[str]]) -> None:
         """Final state per layer (objects by kind, Deployments, Pods with node and phase),
-        events, the stand-ins' actions and every component's log."""
+        events, the stand-ins' actions and every component's log; each file redacted
+        (kserve_gitops.redact: the objects read include every Secret)."""
         dest.mkdir(parents=True, exist_ok=True)
         try:
             objects, events = self.objects(runner)
         except (CommandError, ValueError) as exc:
-            (dest / "state-error.txt").write_text(f"{exc}\n")
+            redact.write_text(dest / "state-error.txt", f"{exc}\n")
             return
         for layer, namespaces in layers.items():
             ns = set(namespaces)
@@ -225,14 +227,14 @@ class KwokCluster:
             for pod in (o for o in mine if o["kind"] == "Pod"):
                 lines.append(f"  {checks.ref(pod)}  node {(pod.get('spec') or {}).get('nodeName')}"
                              f"  phase {(pod.get('status') or {}).get('phase')}")  # fmt: skip
-            (dest / f"state-{layer}.txt").write_text("\n".join(lines) + "\n")
-        (dest / "events.json").write_text(json.dumps(events, indent=1))
+            redact.write_text(dest / f"state-{layer}.txt", "\n".join(lines) + "\n")
+        redact.write_text(dest / "events.json", json.dumps(events, indent=1))
         if self.stand_ins is not None:
             done = [*self.stand_ins.actions, *(f"error: {e}" for e in self.stand_ins.errors)]
-            (dest / "stand-ins.txt").write_text("\n".join(done) + "\n")
+            redact.write_text(dest / "stand-ins.txt", "\n".join(done) + "\n")
         if self.controllers is not None:
-            (dest / "controllers.json").write_text(
-                json.dumps(self.controllers.summary(), indent=1) + "\n"
+            redact.write_text(
+                dest / "controllers.json", json.dumps(self.controllers.summary(), indent=1) + "\n"
             )
         if self.plane is not None:
             self.plane.save_logs(dest / "logs")

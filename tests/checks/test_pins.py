@@ -94,7 +94,7 @@ def test_renovate_proposes_bumps_for_every_pinned_version() -> None:
     }
     assert expected <= set(found), f"pins without a renovate comment: {expected - set(found)}"
     local = versions["localCluster"]
-    expected |= {local["etcd"], local["kwok"], local["helm"]}
+    expected |= {local["etcd"], local["kwok"], local["helm"], versions["secretScan"]["gitleaks"]}
     assert expected <= set(found), f"pins without a renovate comment: {expected - set(found)}"
     # Go modules (the kwok cluster's binaries) through Renovate's `go` datasource.
     assert set(found.values()) <= {"docker", "helm", "github-releases", "go"}

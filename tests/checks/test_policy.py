@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from kserve_gitops.checks import credentials, policy
-from kserve_gitops.repo import Repo, render
+from kserve_gitops.checks import policy
+from kserve_gitops.repo import render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
 from tests.broken_copy import run_policy
@@ -286,42 +286,6 @@ def test_cli_names_file_object_and_field(
         "inferenceservice.yaml: InferenceService/sklearn-iris: spec.predictor.model.env.0.value: "
         "[CREDS-BY-REF]"
     ) in proc.stderr
-
-
-def _fake_aws_key() -> str:
-    return "AKIA" + "Q" * 16  # built at run time, so this file never holds one
-
-
-def test_secret_scan_finds_credentials_and_honours_the_allowlist(
-    repo_copy: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    leak = repo_copy / "environments/dev/notes.yaml"
-    leak.write_text(f"aws: {_fake_aws_key()}\npassword: hunter2\nref: ${{SECRET}}\n")
-    key_file = repo_copy / "tests/fixtures/key.pem"
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    key_file.write_text("-----BEGIN RSA " + "PRIVATE KEY-----\nMIIB\n")
-    found = {(v.rule, v.where) for v in credentials.scan_repository(Repo(repo_copy))}
-    assert found == {
-        ("AWS-ACCESS-KEY", "environments/dev/notes.yaml:1"),
-        ("KEYED-LITERAL", "environments/dev/notes.yaml:2"),
-        ("PRIVATE-KEY", "tests/fixtures/key.pem:1"),
-    }
-    proc = run_policy(repo_copy, capsys, "--env", "dev")
-    assert proc.code == 1 and "environments/dev/notes.yaml:1: line: [AWS-ACCESS-KEY]" in (
-        proc.stderr
-    )
-    (repo_copy / credentials.ALLOWLIST).write_text(
-        "allow:\n"
-        "  - path: tests/fixtures/*\n"
-        "    rule: PRIVATE-KEY\n"
-        "    reason: a throwaway key for a parser test\n"
-    )
-    found = {(v.rule, v.where) for v in credentials.scan_repository(Repo(repo_copy))}
-    assert ("PRIVATE-KEY", "tests/fixtures/key.pem:1") not in found
-    assert ("AWS-ACCESS-KEY", "environments/dev/notes.yaml:1") in found
-    (repo_copy / credentials.ALLOWLIST).write_text("allow:\n  - path: x\n")
-    with pytest.raises(render.RenderError, match="path, rule and reason"):
-        credentials.scan_repository(Repo(repo_copy))
 
 
 def test_rules_are_listed(capsys: pytest.CaptureFixture[str]) -> None:

@@ -632,6 +632,9 @@ def test_executor_runs_the_plan_then_diagnoses_and_deletes_the_cluster(
     assert (report / "plan.txt").read_text() == describe(plan)
     assert "boom" in (report / "commands.log").read_text()
     assert any(line.startswith("FAILED step") for line in lines)
+    # Last, the report folder's credential scan (gitleaks): clean.
+    assert f"credential scan of {report} (gitleaks v8." in "\n".join(lines)
+    assert " 0 finding(s)" in "\n".join(lines)
 
 
 def test_keep_leaves_the_cluster(
@@ -751,7 +754,30 @@ def test_ci_runs_make_e2e_for_dev_on_pull_requests_and_uploads_the_reports() -> 
     runs = [s.get("run", "") for s in job["steps"]]
     assert "make e2e CLUSTER=kind ENV=${{ matrix.env }}" in runs
     upload = steps["actions/upload-artifact"]
-    assert upload["if"] == "always()" and upload["with"]["path"] == "reports/"
+    assert upload["with"]["path"] == "reports/"
+
+
+def test_ci_uploads_only_report_folders_gitleaks_scanned_clean() -> None:
+    """Every artifact upload of every workflow comes after the credential scan of the same
+    folder, and only when that scan passed (even after a failed e2e: always() on both)."""
+    uploads = 0
+    for path in sorted((REPO.root / ".github/workflows").glob("*.yml")):
+        for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+            done: dict[str, dict[str, Any]] = {}
+            for step in job["steps"]:
+                if step.get("id"):
+                    done[step["id"]] = step
+                if not str(step.get("uses", "")).startswith("actions/upload-artifact"):
+                    continue
+                uploads += 1
+                where = f"{path.name} {name}: {step.get('name')}"
+                scan = done.get("scan")
+                assert scan is not None, f"{where}: no scan step before the upload"
+                folder = step["with"]["path"].rstrip("/")
+                assert scan["run"].endswith(f"make secret-scan SCAN={folder}"), where
+                assert scan["if"] == "always()", where
+                assert step["if"] == "always() && steps.scan.outcome == 'success'", where
+    assert uploads >= 2  # e2e.yml: kind and kwok
 
 
 def test_ci_runs_the_kwok_e2e_for_every_environment() -> None:
