@@ -238,6 +238,9 @@ class KwokCluster:
             )
         if self.plane is not None:
             self.plane.save_logs(dest / "logs")
+        if self.node is not None and (self.node.layout.dir / "logs").is_dir():
+            # containerd's, the kubelet's and kube-proxy's logs, redacted like the others.
+            redact.copy_tree(self.node.layout.dir / "logs", dest / "logs" / "node")
 
 
 def summary_table(rows: list[tuple[str, int, int, int, float]]) -> str:
