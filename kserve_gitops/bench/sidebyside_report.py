@@ -183,7 +183,7 @@ def recommendations(run: Rounds, runtimes: dict[str, str]) -> list[str]:
     for proto, names in protocols_of(run).items():
         if len(names) < 2:
             continue
-        for metric, what, higher in (("avg_ms", "Latency", False), ("max_rate", "Rate", True)):
+        for metric, what, higher in (("avg_ms", "Latency", False), ("max_rate", "Throughput", True)):
             key = f"{proto}.{metric}"
             ranked = sorted(names, key=lambda n: _median(run, n, key), reverse=higher)
             best, second = ranked[0], ranked[1]
