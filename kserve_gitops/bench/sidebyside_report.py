@@ -16,6 +16,8 @@ FIXED_RATE = 80.0  # bench.measure.FIXED_RATE (not imported: that module loads L
 RECOMMENDED = "sklearnserver-tuned"
 # Per protocol, the figures a round records (metric name -> point field).
 LATENCY = ("avg", "p50", "p99", "max")
+# The figures a recommendation compares: (metric, what it is called, whether higher is better).
+FIGURES = (("avg_ms", "Latency", False), ("max_rate", "Throughput", True))
 
 
 def metrics_of(points: list[dict[str, Any]]) -> dict[str, float]:
@@ -183,7 +185,7 @@ def recommendations(run: Rounds, runtimes: dict[str, str]) -> list[str]:
     for proto, names in protocols_of(run).items():
         if len(names) < 2:
             continue
-        for metric, what, higher in (("avg_ms", "Latency", False), ("max_rate", "Rate", True)):
+        for metric, what, higher in FIGURES:
             key = f"{proto}.{metric}"
             ranked = sorted(names, key=lambda n: _median(run, n, key), reverse=higher)
             best, second = ranked[0], ranked[1]

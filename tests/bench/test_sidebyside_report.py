@@ -86,7 +86,7 @@ def test_consistent_rounds_give_a_verdict_with_medians_and_ranges():
     assert "| sklearnserver-tuned | 1.00 (0.90-1.20) |" in text
     assert "2000 (0-2400) | 2000 / 2400 / 1800 / 2200 / <50 |" in text
     assert "- Latency, V2: **sklearnserver-tuned**, avg 1.00 (0.90-1.20) ms" in text
-    assert f"- Rate, V2: {NO_VERDICT} (sklearnserver-tuned by median)" in text
+    assert f"- Throughput, V2: {NO_VERDICT} (sklearnserver-tuned by median)" in text
     assert f"V2 max rate x2.00 (x1.00-x2.00, 5 rounds) ({NO_VERDICT})" in text
     assert "V2 avg x0.67 (x0.50-x0.75, 5 rounds) (sklearnserver-tuned better in every" in text
     assert f": {NO_VERDICT} on at least one figure." in text
@@ -104,7 +104,7 @@ def test_goal_met_in_every_round_and_not_met():
     }
     text = _text(_results(ours_wins))
     assert ": met in every round." in text
-    assert "- Rate, V2: **sklearnserver-tuned**, 2100 (1800-2400) req/s" in text
+    assert "- Throughput, V2: **sklearnserver-tuned**, 2100 (1800-2400) req/s" in text
     ours, theirs = ours_wins.values()
     theirs_win = {"sklearnserver-tuned": theirs, "mlserver-inprocess": ours}
     assert "NOT met" in _text(_results(theirs_win))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 
@@ -22,7 +24,20 @@ from tests import REPO
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
-HOST_PORT = 37590  # this issue's range, 37500-37999
+# Other checkouts on the machine may run these tests at the same time: names, the host port
+# and the pod addresses are this process's own, not fixed ones two runs would both take.
+RUN = os.getpid()
+
+
+def _host_port(first: int = 37590, last: int = 37999) -> int:
+    """A free port of this issue's range, 37500-37999."""
+    for port in range(first, last + 1):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    raise AssertionError(f"no free port in {first}-{last}")
+
+
 HANG_S = 120  # only a hung process or server hits this, however busy the machine
 
 
@@ -37,16 +52,20 @@ def _http(port: int, ns: Netns | None = None, text: str = "") -> subprocess.Pope
         "srv.serve_forever()\n"
     )
     prefix = ns.exec_prefix() if ns else []
-    proc = subprocess.Popen(
-        [*prefix, sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    # Blocks until the server has bound its socket (or exited: then the line is empty).
-    line = proc.stdout.readline()
-    if line != b"listening\n":
+    # stderr to a file: the handler logs every request there, and a pipe nobody reads fills.
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [*prefix, sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=err
+        )
+        assert proc.stdout is not None
+        # Blocks until the server has bound its socket (or exited: then the line is empty).
+        if proc.stdout.readline() == b"listening\n":
+            return proc
         proc.kill()
-        raise AssertionError(f"server on port {port} did not start (exit {proc.wait(HANG_S)})")
-    return proc
+        proc.wait(HANG_S)
+        err.seek(0)
+        last = err.read().decode(errors="replace").strip().splitlines()[-1:]
+    raise AssertionError(f"server on port {port} did not start: {last}")
 
 
 def _in_ns(ns: Netns, url: str) -> subprocess.CompletedProcess[str]:
@@ -67,7 +86,7 @@ def _get(url: str) -> bytes:
 
 @pytest.fixture
 def namespaces() -> Iterator[tuple[Netns, Netns]]:
-    a, b = Netns("kgops-test-a"), Netns("kgops-test-b")
+    a, b = Netns(f"kgops-test-a-{RUN}"), Netns(f"kgops-test-b-{RUN}")
     try:
         yield a, b
     finally:
@@ -81,18 +100,21 @@ def pod_ips() -> tuple[str, str]:
     (without the route nothing can listen there: EADDRNOTAVAIL)."""
     route = ClusterConfig.load(REPO).local_route
     ensure_local_route(route)
-    ips = ("198.18.250.1", "198.18.250.2")
+    # A pair in 198.18.250.0-198.18.255.255, the top of the pod range, picked by process.
+    first = ipaddress.ip_address("198.18.250.0") + (RUN % 768) * 2
+    ips = (str(first), str(first + 1))
     assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(route) for ip in ips)
     return ips
 
 
 def test_bridge_reaches_the_machine_and_nothing_else(namespaces: tuple[Netns, Netns]) -> None:
     ns, _ = namespaces
-    host = _http(HOST_PORT, text="host")
+    port = _host_port()
+    host = _http(port, text="host")
     try:
-        ns.bridge_out(HOST_PORT)
-        assert _get(f"http://127.0.0.1:{HOST_PORT}/") == b"host"
-        assert _in_ns(ns, f"http://127.0.0.1:{HOST_PORT}/").stdout.strip() == "host"
+        ns.bridge_out(port)
+        assert _get(f"http://127.0.0.1:{port}/") == b"host"
+        assert _in_ns(ns, f"http://127.0.0.1:{port}/").stdout.strip() == "host"
         outside = _in_ns(ns, "http://192.0.2.1/")
         assert outside.returncode != 0 and "unreachable" in outside.stderr
     finally:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import yaml
 
+from kserve_gitops.bench import pinning
 from kserve_gitops.serving import client, mlserver, process, runtimes
 from tests import REPO
 
@@ -349,7 +350,8 @@ def test_launcher_refuses_bad_setup(args: list[str], env: dict[str, str], messag
 @pytest.mark.slow
 def test_bench_runtimes_side_by_side_in_rotating_rounds(kgops, tmp_path: Path) -> None:
     """`make bench` part: two configurations, two rounds, tiny steps; the other results of the
-    results file are kept (--runtimes-only)."""
+    results file are kept (--runtimes-only). The generator and the servers are pinned to
+    disjoint CPUs (bench.pinning's plan over this process's CPUs), read back from the kernel."""
     _need_mlserver()
     earlier = subprocess.run(
         ["git", "show", "HEAD:benchmarks/results.json"], cwd=REPO.root,
@@ -361,7 +363,7 @@ def test_bench_runtimes_side_by_side_in_rotating_rounds(kgops, tmp_path: Path) -
         "bench", "--runtimes-only", "--runtime-rounds", "2",
         "--runtime-configs", "sklearnserver-tuned", "mlserver-inprocess",
         "--fixed-duration", "1", "--step-duration", "1", "--max-rate", "100",
-        "--runtime-profile-rate", "400",
+        "--runtime-profile-rate", "400", "--wait-for-quiet", "0",
         "--results", str(results), "--out", str(out), "--plot", str(tmp_path / "b.png"),
         timeout=600,
     )  # fmt: skip
@@ -386,6 +388,24 @@ def test_bench_runtimes_side_by_side_in_rotating_rounds(kgops, tmp_path: Path) -
         assert point["fixed"]["server_cpu_ms_per_request"] > 0
         assert point["steps"][0]["rate"] == 50
     assert side["versions"]["mlserver"] == str(PINS["mlServer"]["version"])
+    # Pinned as planned, and every thread of every server process was where it was put.
+    pin = pinning.plan(os.sched_getaffinity(0))
+    if pin is None:
+        assert side["pinning"] is None and "available to this process" in side["pinning_note"]
+    else:
+        assert side["pinning"] == pin.to_json()
+        assert {"generator": pin.generator, "server": pin.server} == {
+            who: tuple(pinning.parse_cpus(cpus)) for who, cpus in side["pinning_observed"].items()
+        }
+        assert all(p["cpus"]["server"] == list(pin.server) for p in side["points"])
+        assert all(p["cpus"]["generator"] == list(pin.generator) for p in side["points"])
+    # One record per configuration per round, each with the load average when it started.
+    records = side["rounds_run"]["records"]
+    assert [(r["round"], r["config"]) for r in records] == [
+        (n + 1, c) for n, order in enumerate(side["order"]) for c in order
+    ]
+    assert all(len(r["load_average"]) == 3 and r["metrics"]["v2.avg_ms"] > 0 for r in records)
+    assert side["quiet"]["timeout_s"] == 0 and len(side["quiet"]["load_average"]) == 3
     text = out.read_text()
     if isinstance(side["profiles"], str):  # py-spy may not attach here (ptrace)
         assert f"Not sampled: {side['profiles']}" in text
@@ -400,11 +420,17 @@ def test_bench_runtimes_side_by_side_in_rotating_rounds(kgops, tmp_path: Path) -
             if found["samples"]:
                 assert abs(sum(found["shares"].values()) - 1) < 1e-9
         assert "### Where the Python time goes (py-spy)" in text
-    assert "- Goal, sklearnserver-tuned against the best MLServer setting" in text
-    assert "mean at least as fast): " in text
+    goal = re.search(r"^- Goal, sklearnserver-tuned at least as fast as the best .*$", text, re.M)
+    assert goal, text[-3000:]
+    assert (
+        goal[0].endswith((": met in every round.", "on at least one figure."))
+        or ": NOT met (" in goal[0]
+    )
     assert "### V1 (mlserver-inprocess: no V1 endpoint)" in text
     assert "\n| sklearnserver-tuned | " in text and "\n| mlserver-inprocess | " in text
-    assert "- Throughput, V2: **" in text and "- Memory: **" in text
+    assert re.search(r"^- Throughput, V2: (\*\*|no verdict: rounds disagree)", text, re.M)
+    assert "- Memory: **" in text
+    assert "CPU pinning: " in text and "interleaved rounds" in text
 
 
 def test_bench_refuses_an_unknown_runtime_config(kgops) -> None:
