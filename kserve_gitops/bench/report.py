@@ -196,7 +196,17 @@ def markdown(results: dict[str, Any], model: str, plot_path: Path, out: Path) ->
     lines += aims(results)
     # Last: the side by side closes with the ratios.
     lines += sidebyside_report.markdown(results.get("runtimes"))
+    lines += cluster_section(out.parent / "benchmarks" / "cluster-path.md")
     return "\n".join(lines) + "\n"
+
+
+def cluster_section(path: Path) -> list[str]:
+    """The cluster-path benchmark (`make bench-cluster`, its own run and date), one heading
+    level down, beside the local figures above."""
+    if not path.is_file():
+        return ["", "## Cluster path", "", "Not measured: `make bench-cluster` has not run."]
+    text = path.read_text().strip().splitlines()
+    return ["", *(f"#{line}" if line.startswith("#") else line for line in text)]
 
 
 def _quiet_lines(quiet: dict[str, Any] | None) -> list[str]:
