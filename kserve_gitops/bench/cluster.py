@@ -108,7 +108,7 @@ def markdown(result: rounds.Rounds, meta: dict[str, Any]) -> str:
     lines += ["", "## Ratio to local, round by round (avg latency)", ""]
     for path in PATHS[1:]:
         r = result.ratio(path, "local", "avg_ms")
-        lines.append(f"- {path} / local: median x{r.median:.2f}, rounds x{r.low:.2f}-x{r.high:.2f}")
+        lines.append(f"- {path} / local: {r.text()}; {r.verdict(higher_is_better=False)}")
     lines += [
         "",
         "The report we start from: 120 ms average, 250 ms max, 80 req/s (minikube, port-forward).",
@@ -172,14 +172,14 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         "load_start": " / ".join(f"{x:.2f}" for x in result.load_average_start),
         "load_end": " / ".join(f"{x:.2f}" for x in result.load_average_end),
     }
-    text = markdown(result, meta)
+    # The records first: a report that fails to render loses no measurement.
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
     args.out.with_suffix(".json").write_text(
-        json.dumps(
-            {"meta": meta, "records": [r.__dict__ for r in result.records]}, indent=1, default=str
-        )
-    )
+        json.dumps({"meta": meta, "records": [r.__dict__ for r in result.records]}, indent=1,
+                   default=str)
+    )  # fmt: skip
+    text = markdown(result, meta)
+    args.out.write_text(text)
     print(text)
     return 0
 

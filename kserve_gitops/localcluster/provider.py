@@ -168,7 +168,9 @@ class KwokCluster:
             self.stand_ins.reconcile()
 
     def stop(self, keep: bool) -> None:
-        if self.node is not None and not keep:
+        if self.node is not None and keep:
+            self.node.keep()
+        elif self.node is not None:
             self.node_undone = self.node.stop()
             for line in self.node_undone:
                 self.echo(f"    node: {line}")

@@ -46,6 +46,8 @@ SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"
 # One real node per machine: kubelets and kube-proxies share iptables chain names and kernel
 # settings, and each node restores what the machine was before it started.
 LOCK = Path("/run/kgops-real-node.lock")
+# A node left running (KEEP=1) holds no process, so it says so here until `kgops cluster stop`.
+KEPT = Path("/run/kgops-real-node.kept")
 HOST_STATE = "host-state.json"  # the machine before the node started, for a kept cluster's stop
 
 
@@ -150,6 +152,13 @@ class RealNode:
         deadline = time.monotonic() + self.lock_wait_s
         said = False
         while True:
+            if KEPT.is_file():
+                self._lock.close()
+                self._lock = None
+                raise NodeError(
+                    f"a real node is kept running on this machine ({KEPT.read_text().strip()}): "
+                    "stop it first with `kgops cluster stop <env>` (one node at a time)"
+                )
             try:
                 fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
@@ -286,6 +295,14 @@ class RealNode:
             f"    {len(refs)} images imported ({time.monotonic() - t0:.1f}s): {', '.join(refs)}"
         )
 
+    def keep(self) -> None:
+        """Leave the node running (KEEP=1): the lock goes with this process, so a marker keeps
+        the next node off the machine until `kgops cluster stop`."""
+        KEPT.write_text(f"cluster {self.layout.env}, folder {self.layout.dir}\n")
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
     # -- stop ------------------------------------------------------------------------------------
 
     def _api(self) -> client.CoreV1Api:
@@ -382,4 +399,6 @@ def stop_kept(layout: Layout) -> list[str]:
     if (layout.dir / HOST_STATE).is_file():
         undone += host.HostState.load(layout.dir / HOST_STATE).restore()
     shutil.rmtree(layout.run, ignore_errors=True)
+    if KEPT.is_file() and str(layout.dir) in KEPT.read_text():
+        KEPT.unlink()
     return undone
