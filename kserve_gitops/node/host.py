@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,26 @@ def make_cgroup(name: str) -> None:
         for key in ("cpuset.cpus", "cpuset.mems"):
             if (path / key).is_file() and not (path / key).read_text().strip():
                 (path / key).write_text((hierarchy / key).read_text())
+
+
+def kill_cgroup(name: str, timeout_s: float = 10) -> list[str]:
+    """SIGKILL every process left in the cgroup `name` or below it (containers whose shim is
+    gone: a kept node stopped from its folders); the lines say which."""
+    killed: list[str] = []
+    for hierarchy in cgroup_hierarchies():
+        for procs in sorted((hierarchy / name).rglob("cgroup.procs")):
+            for pid in procs.read_text().split():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(pid), 9)
+                    killed.append(f"killed process {pid} left in cgroup {name}")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(
+        p.read_text().strip()
+        for h in cgroup_hierarchies()
+        for p in (h / name).rglob("cgroup.procs")
+    ):
+        time.sleep(0.2)
+    return sorted(set(killed))
 
 
 def remove_cgroup(name: str) -> list[str]:

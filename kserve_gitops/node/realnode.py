@@ -351,6 +351,7 @@ class RealNode:
         mounts = host.unmount_under(lay.kubelet_root, lay.run, lay.dir)
         if mounts:
             self.undone.append(f"unmounted {len(mounts)} mount(s) under the node's folders")
+        self.undone += host.kill_cgroup(lay.cgroup)
         left = host.remove_cgroup(lay.cgroup)
         self.undone += [f"cgroup left: {line}" for line in left]
         self.undone += self.state.restore()
@@ -395,6 +396,7 @@ def stop_kept(layout: Layout) -> list[str]:
     time.sleep(1)
     mounts = host.unmount_under(layout.kubelet_root, layout.run, layout.dir)
     undone += [f"unmounted {len(mounts)} mount(s)"] if mounts else []
+    undone += host.kill_cgroup(layout.cgroup)
     undone += [f"cgroup left: {line}" for line in host.remove_cgroup(layout.cgroup)]
     if (layout.dir / HOST_STATE).is_file():
         undone += host.HostState.load(layout.dir / HOST_STATE).restore()
