@@ -219,7 +219,7 @@ def probe(
         {"name": t.name, "host": t.host, "port": t.port, "path": t.path, "body": t.body}
         for t in targets
     ]
-    command = ["python3", "-c", PROBE_SCRIPT, json.dumps(spec), str(connect_timeout_s)]
+    command = ["python", "-c", PROBE_SCRIPT, json.dumps(spec), str(connect_timeout_s)]
     body = pod_body(caller.namespace, caller.name, caller.labels, image, command)
     core.create_namespaced_pod(caller.namespace, body)
     try:

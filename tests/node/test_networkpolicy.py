@@ -117,7 +117,7 @@ def _server(namespace: str, name: str, labels: dict[str, str], image: str) -> di
         name,
         labels,
         image,
-        ["python3", "-c", QUEUE_PROXY, "8012,8013,8080,9090,9091"],
+        ["python", "-c", QUEUE_PROXY, "8012,8013,8080,9090,9091"],
         restart="Always",
     )
     body["spec"]["containers"][0]["readinessProbe"] = {
@@ -146,7 +146,7 @@ def _predictor(image: str, models: Path) -> dict[str, Any]:
         proxy.pop(key)
     proxy |= {
         "name": "queue-proxy",
-        "command": ["python3", "-c", QUEUE_PROXY, "8012,8013,9090,9091", "forward"],
+        "command": ["python", "-c", QUEUE_PROXY, "8012,8013,9090,9091", "forward"],
     }
     body["spec"]["containers"].append(proxy)
     body["spec"]["volumes"] = [{"name": "model", "hostPath": {"path": str(models)}}]
