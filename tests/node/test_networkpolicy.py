@@ -179,7 +179,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     work = tmp_path_factory.mktemp("node-netpol")
     lines: list[str] = []
     cluster = KwokCluster(REPO, CLUSTER, lines.append, real_node=True)
-    bins = cluster.prepare()
+    # The control plane and the node only: no controller runs in this module.
+    bins = cluster.bins = binaries.locate(binaries.pinned(REPO))
+    cluster.node_bins = binaries.locate(node_binaries.pinned(REPO))
     cluster.archives = images.locate(REPO, ["pause", "coredns", "sklearnserver"])
     kubeconfig = controlplane.kubeconfig_file(REPO, CLUSTER)
     runner = Runner(work / "commands.log", lines.append, run_env(kubeconfig, bins), REPO.root)
