@@ -32,6 +32,7 @@ CONNECT_TIMEOUT_S = 3.0
 PROBE_SCRIPT = r"""
 import json, socket, sys, time, urllib.error, urllib.request
 out = []
+direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
 for t in json.loads(sys.argv[1]):
     start = time.monotonic()
     url = "http://%s:%d%s" % (t["host"], t["port"], t["path"])
@@ -39,7 +40,7 @@ for t in json.loads(sys.argv[1]):
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     r = {"target": t["name"]}
     try:
-        with urllib.request.urlopen(req, timeout=float(sys.argv[2])) as resp:
+        with direct.open(req, timeout=float(sys.argv[2])) as resp:
             r.update(outcome="answered", status=resp.status, body=resp.read(160).decode())
     except urllib.error.HTTPError as e:
         r.update(outcome="answered", status=e.code, body=e.read(160).decode())
