@@ -64,7 +64,8 @@ class Forward(http.server.BaseHTTPRequestHandler):
         req = urllib.request.Request("http://127.0.0.1:8080" + self.path,
             data=self.rfile.read(n) if n else None, method=self.command,
             headers={"Content-Type": "application/json"})
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as resp:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with direct.open(req, timeout=10) as resp:
             code, data = resp.status, resp.read()
         self.send_response(code); self.send_header("Content-Length", str(len(data)))
         self.end_headers(); self.wfile.write(data)
