@@ -269,18 +269,10 @@ def remove(core: client.CoreV1Api, namespace: str, name: str) -> None:
             raise
 
 
-def isolated(namespace: str, pod: str) -> bool:
-    """Whether kube-router's firewall holds a REJECT rule for the pod: it is selected by an
-    ingress policy and the rules of its policies are programmed."""
-    dump = subprocess.run(
-        ["iptables-save", "-t", "filter"], capture_output=True, text=True, check=True
-    ).stdout
-    return f"rule to REJECT traffic destined for POD name:{pod} namespace: {namespace}" in dump
-
-
 def policies_programmed(namespace: str, pod: str) -> list[str]:
-    """The policies kube-router runs the pod's traffic through (its `run through nw policy`
-    rules in the pod's firewall chain), by the policy chain's comment."""
+    """The policies kube-router runs the pod's traffic through: the `run through nw policy`
+    rules of the pod's firewall chain. kube-router gives every local pod a chain ending in
+    REJECT; a pod no policy selects runs through its default chain instead, which accepts."""
     dump = subprocess.run(
         ["iptables-save", "-t", "filter"], capture_output=True, text=True, check=True
     ).stdout

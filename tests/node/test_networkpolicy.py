@@ -215,14 +215,23 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         labels = {ISVC_LABEL: MODEL, "component": "predictor"}
         _start(env, _server(COPY, PREDICTOR, labels, env.image))
         _start(env, _server(COPY, OTHER, {"app": "other"}, env.image))
-        for pod in (PREDICTOR, OTHER):
-            for ns in (NS, COPY):
-                pp.wait_until(lambda: pp.isolated(ns, pod), f"kube-router isolating {ns}/{pod}")  # noqa: B023
+        for ns in (NS, COPY):
+            _wait_policies(ns, PREDICTOR, [DENY, ALLOW])
+            _wait_policies(ns, OTHER, [DENY])
         yield env
     finally:
         cluster.stop(keep=False)
         print("\n".join(lines[-40:]))
         assert not [line for line in cluster.node_undone if "NOT restored" in line], lines
+
+
+def _wait_policies(namespace: str, pod: str, names: list[str]) -> None:
+    """Until kube-router runs the pod's ingress through exactly the policies `names`."""
+    pp.wait_until(
+        lambda: pp.policies_programmed(namespace, pod) == sorted(names),
+        f"kube-router running {namespace}/{pod} through {sorted(names) or 'no policy'} "
+        f"(now {pp.policies_programmed(namespace, pod)})",
+    )
 
 
 def _target(env: Net, pod: str, port: int, ns: str = NS) -> pp.Target:
@@ -315,7 +324,8 @@ def test_throwaway_copy_without_default_deny(net: Net) -> None:
     predictors-allow-callers alone still isolates it. Deleting that one too opens it. The same
     outside caller as above, so the refusals above are shown able to fail."""
     net.net.delete_namespaced_network_policy(DENY, COPY)
-    pp.wait_until(lambda: not pp.isolated(COPY, OTHER), f"kube-router opening {COPY}/{OTHER}")
+    _wait_policies(COPY, OTHER, [])
+    _wait_policies(COPY, PREDICTOR, [ALLOW])
     caller = pp.Caller(OUTSIDE, "outside-after-deny", {"app": "activator"})
     got = _probe(
         net, caller, [_target(net, OTHER, 8080, COPY), _target(net, PREDICTOR, 8012, COPY)]
@@ -323,9 +333,7 @@ def test_throwaway_copy_without_default_deny(net: Net) -> None:
     _answered(net, got[_target(net, OTHER, 8080, COPY).name], f"{COPY}/(no {DENY})")
     _refused(net, got[_target(net, PREDICTOR, 8012, COPY).name], f"{COPY}/{ALLOW}")
     net.net.delete_namespaced_network_policy(ALLOW, COPY)
-    pp.wait_until(
-        lambda: not pp.isolated(COPY, PREDICTOR), f"kube-router opening {COPY}/{PREDICTOR}"
-    )
+    _wait_policies(COPY, PREDICTOR, [])
     caller = pp.Caller(OUTSIDE, "outside-after-both", {"app": "activator"})
     got = _probe(net, caller, [_target(net, PREDICTOR, 8012, COPY)])
     _answered(net, got[_target(net, PREDICTOR, 8012, COPY).name], f"{COPY}/(no policy)")
