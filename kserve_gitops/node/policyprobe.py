@@ -313,6 +313,7 @@ class Row:
     selected: list[str]
     allowed: list[Result] = field(default_factory=list)
     refused: list[Result] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)  # each `from` peer: the pods it matches
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -320,12 +321,13 @@ def table(rows: Sequence[Row]) -> str:
         return "<br>".join(items) if items else "-"
 
     lines = [
-        "| policy | pods it selects (live) | allowed probes (answered) | refused probes |",
-        "|---|---|---|---|",
+        "| policy | pods it selects (live) | its peers and the pods they match (live) "
+        "| allowed probes (answered) | refused probes |",
+        "|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row.policy} | {cell(row.selected)} | "
+            f"| {row.policy} | {cell(row.selected)} | {cell(row.peers)} | "
             f"{cell([_short(r) for r in row.allowed])} | {cell([_short(r) for r in row.refused])} |"
         )
     return "\n".join(lines) + "\n"

@@ -67,8 +67,8 @@ def test_report_table_has_a_row_per_policy() -> None:
     text = pp.table([pp.Row("models/allow", ["models/p"], [allowed], [refused]),
                      pp.Row("models/deny", [], [], [refused])])  # fmt: skip
     lines = text.splitlines()
-    assert len(lines) == 4 and lines[2].startswith("| models/allow | models/p | knative")
-    assert "refused (0.01s)" in lines[3] and "| - |" in lines[3]
+    assert len(lines) == 4 and lines[2].startswith("| models/allow | models/p | - | knative")
+    assert "refused (0.01s)" in lines[3] and "| - | - | - |" in lines[3]
 
 
 def test_host_state_saves_the_ipsets(tmp_path: Path) -> None:

@@ -358,6 +358,7 @@ def test_selectors_match_the_pods_they_are_meant_for(net: Net) -> None:
     _row(net, f"{NS}/{DENY}").selected = deny
     _row(net, f"{NS}/{ALLOW}").selected = allow
     peers = dict(pp.peers(net.core, as_api[ALLOW]))
+    _row(net, f"{NS}/{ALLOW}").peers = [f"{k}: {', '.join(v) or '-'}" for k, v in peers.items()]
     print("\n".join(f"{ALLOW} peer {k}: {v}" for k, v in peers.items()))
     expect = {
         "knative-serving/activator": "app=activator",
