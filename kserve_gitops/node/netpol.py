@@ -32,6 +32,7 @@ from kubernetes.client.rest import ApiException
 from kserve_gitops.node.config import Layout
 
 USER = "kgops:kube-router"
+TOOLS = ("iptables", "iptables-save", "iptables-restore", "ipset")  # what kube-router runs
 ROLE = "kgops:kube-router"
 # kube-router's own chains; present once its first sync wrote them.
 CHAINS = ("KUBE-ROUTER-INPUT", "KUBE-ROUTER-FORWARD", "KUBE-ROUTER-OUTPUT")

@@ -114,6 +114,12 @@ class RealNode:
                 "the real node needs root: it runs containerd and the kubelet, makes a bridge, "
                 "iptables rules and cgroups (run as root; nothing was changed)"
             )
+        missing = [tool for tool in netpol.TOOLS if shutil.which(tool) is None]
+        if missing:
+            raise NodeError(
+                f"{', '.join(missing)}: not on PATH; the node's NetworkPolicy firewall "
+                "(kube-router) needs them: `make node-tools` installs them (nothing was changed)"
+            )
         lay = self.layout
         self._take_lock()
         self.state = host.HostState.capture()
