@@ -269,13 +269,24 @@ def remove(core: client.CoreV1Api, namespace: str, name: str) -> None:
             raise
 
 
+def _filter_table(attempts: int = 10) -> str:
+    """`iptables-save -t filter`, again when it fails: with nf_tables it exits 2 when the
+    ruleset changes during the dump (kube-router and kube-proxy rewrite it all the time)."""
+    for _ in range(attempts - 1):
+        proc = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True)
+        if proc.returncode == 0:
+            return proc.stdout
+        time.sleep(0.2)
+    return subprocess.run(
+        ["iptables-save", "-t", "filter"], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def policies_programmed(namespace: str, pod: str) -> list[str]:
     """The policies kube-router runs the pod's traffic through: the `run through nw policy`
     rules of the pod's firewall chain. kube-router gives every local pod a chain ending in
     REJECT; a pod no policy selects runs through its default chain instead, which accepts."""
-    dump = subprocess.run(
-        ["iptables-save", "-t", "filter"], capture_output=True, text=True, check=True
-    ).stdout
+    dump = _filter_table()
     chains = {
         line.split()[1]
         for line in dump.splitlines()
