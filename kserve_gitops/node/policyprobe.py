@@ -270,8 +270,9 @@ def remove(core: client.CoreV1Api, namespace: str, name: str) -> None:
 
 
 def _filter_table(attempts: int = 10) -> str:
-    """`iptables-save -t filter`, again when it fails: with nf_tables it exits 2 when the
-    ruleset changes during the dump (kube-router and kube-proxy rewrite it all the time)."""
+    """`iptables-save -t filter`, again when it fails: it exited 2 once here while kube-router
+    and kube-proxy were rewriting the table (likely the nf_tables ruleset changing during the
+    dump)."""
     for _ in range(attempts - 1):
         proc = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True)
         if proc.returncode == 0:
