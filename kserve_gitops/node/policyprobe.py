@@ -31,6 +31,7 @@ CONNECT_TIMEOUT_S = 3.0
 # the verdicts as JSON in the termination message.
 PROBE_SCRIPT = r"""
 import json, socket, sys, time, urllib.error, urllib.request
+time.sleep(float(sys.argv[3]))  # the policy engine's sync of this pod first (see probe())
 out = []
 direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
 for t in json.loads(sys.argv[1]):
@@ -212,20 +213,29 @@ def probe(
     timeout_s: float = 180,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
     delete: bool = True,
+    settle_s: float = 15,
 ) -> list[Result]:
     """Start a one-shot pod as `caller` that calls every target once, and return its verdicts;
     the pod is deleted afterwards unless `delete` is False (a finished pod still matches the
-    policies' peer selectors, for the selector check)."""
+    policies' peer selectors, for the selector check). The pod waits `settle_s` before its
+    first call, and its verdicts count only if kube-router wrote the caller's own firewall
+    chain before then: the same full sync puts its address in the ipsets of the peers that
+    select it, so no verdict is taken before the engine knows the caller."""
     spec = [
         {"name": t.name, "host": t.host, "port": t.port, "path": t.path, "body": t.body}
         for t in targets
     ]
-    command = ["python", "-c", PROBE_SCRIPT, json.dumps(spec), str(connect_timeout_s)]
+    command = ["python", "-c", PROBE_SCRIPT, json.dumps(spec), str(connect_timeout_s),
+               str(settle_s)]  # fmt: skip
     body = pod_body(caller.namespace, caller.name, caller.labels, image, command)
+    created = time.monotonic()
     core.create_namespaced_pod(caller.namespace, body)
+    synced_after: float | None = None
     try:
         deadline = time.monotonic() + timeout_s
         while True:
+            if synced_after is None and pod_chain(caller.namespace, caller.name):
+                synced_after = time.monotonic() - created
             pod = core.read_namespaced_pod(caller.name, caller.namespace)
             done = [
                 s.state.terminated
@@ -233,6 +243,11 @@ def probe(
                 if s.state and s.state.terminated
             ]
             if done:
+                if synced_after is None or synced_after >= settle_s:
+                    raise RuntimeError(
+                        f"probe {caller.shown}: kube-router had not programmed the caller "
+                        f"before its probes ran ({settle_s:g}s after its creation): no verdict"
+                    )
                 term = done[0]
                 if not term.message:
                     raise RuntimeError(
@@ -281,6 +296,11 @@ def _filter_table(attempts: int = 10) -> str:
     return subprocess.run(
         ["iptables-save", "-t", "filter"], capture_output=True, text=True, check=True
     ).stdout
+
+
+def pod_chain(namespace: str, pod: str) -> bool:
+    """Whether kube-router's last full sync included the pod (its firewall chain exists)."""
+    return f"POD name:{pod} namespace: {namespace}" in _filter_table()
 
 
 def policies_programmed(namespace: str, pod: str) -> list[str]:
