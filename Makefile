@@ -187,13 +187,13 @@ image-tools: ## Install gcc, libc6-dev and mmdebstrap unless present (Debian/Ubu
 
 # What the real node needs from Debian: iptables (kubelet, kube-proxy, the CNI plugins),
 # conntrack (kube-proxy), libseccomp-dev (runc's seccomp, built with cgo).
-node-tools: ## Install iptables, conntrack and libseccomp-dev unless present (Debian/Ubuntu)
-	@if command -v iptables >/dev/null && command -v conntrack >/dev/null && test -f /usr/include/seccomp.h; then exit 0; fi; \
+node-tools: ## Install iptables, conntrack, ipset (kube-router's NetworkPolicy firewall) and libseccomp-dev unless present (Debian/Ubuntu)
+	@if command -v iptables >/dev/null && command -v conntrack >/dev/null && command -v ipset >/dev/null && test -f /usr/include/seccomp.h; then exit 0; fi; \
 	$(SUDO) apt-get update -qq && \
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iptables conntrack libseccomp-dev && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iptables conntrack ipset libseccomp-dev && \
 	iptables --version
 
-node-binaries: $(STAMP) node-tools ## Build the real node's binaries (kubelet, kube-proxy, containerd, runc, CNI plugins, CoreDNS) from Go modules
+node-binaries: $(STAMP) node-tools ## Build the real node's binaries (kubelet, kube-proxy, containerd, runc, CNI plugins, CoreDNS, kube-router) from Go modules
 	$(KGOPS) node-binaries
 
 images: $(STAMP) image-tools ## Build the real node's images (pause, sklearnserver, Knative) from the pinned sources, cached by version (root)

@@ -8,7 +8,8 @@ and kubernetes.version) into the cache of the control plane's binaries:
 - runc: `go install` with cgo and the seccomp tag (Debian's libseccomp-dev), because the
   RuntimeDefault seccomp profile that restricted Pod Security requires is enforced by runc;
 - the CNI plugins bridge, host-local, loopback and portmap;
-- CoreDNS, the cluster DNS the node's pods resolve Services with.
+- CoreDNS, the cluster DNS the node's pods resolve Services with;
+- kube-router, of which the node runs only the NetworkPolicy firewall (iptables and ipsets).
 
     kgops node-binaries          # build what is missing (make node-binaries)
     kgops node-binaries --list   # where each is
@@ -32,13 +33,14 @@ CONTAINERD = "github.com/containerd/containerd/v2"
 CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
 CONTAINERD_TAGS = ("no_btrfs", "no_devmapper", "no_zfs")
 CNI = "github.com/containernetworking/plugins/plugins"
+KUBE_ROUTER = "github.com/cloudnativelabs/kube-router/v2"
 CNI_PLUGINS = {"bridge": "main", "loopback": "main", "portmap": "meta", "host-local": "ipam"}
 
 
 def pins(repo: Repo, versions: dict | None = None) -> dict[str, str]:
     """versions.yaml `node:`, every key present."""
     node = (versions or repo.versions).get("node") or {}
-    for key in ("containerd", "runc", "cniPlugins", "coredns"):
+    for key in ("containerd", "runc", "cniPlugins", "coredns", "kubeRouter"):
         if not node.get(key):
             raise pin_error(repo, f"node.{key}")
     return {k: str(v) for k, v in node.items()}
@@ -87,6 +89,12 @@ def pinned(repo: Repo, versions: dict | None = None) -> list[Binary]:
             for name, kind in CNI_PLUGINS.items()
         ),
         Binary("coredns", pin["coredns"], "github.com/coredns/coredns"),
+        Binary(
+            "kube-router",
+            pin["kubeRouter"],
+            f"{KUBE_ROUTER}/cmd/kube-router",
+            ldflags=(f"-X {KUBE_ROUTER}/pkg/version.Version={pin['kubeRouter']}",),
+        ),
     ]
 
 

@@ -1,8 +1,9 @@
 """What a real node changes on the machine, recorded before it starts and undone after it stops:
 kernel settings (the kubelet sets vm.overcommit_memory, kernel.panic and kernel.panic_on_oops;
 the bridge plugin turns on IPv4 forwarding), iptables rules (the kubelet's KUBE-FIREWALL and
-canaries, kube-proxy's Service chains, the CNI plugins' masquerade and port-map chains), the
-links, mounts and cgroups under the node's own names and folders.
+canaries, kube-proxy's Service chains, the CNI plugins' masquerade and port-map chains, the
+NetworkPolicy engine's firewall chains), the ipsets the engine's rules match on, the links,
+mounts and cgroups under the node's own names and folders.
 
 `HostState.capture()` before the node starts; `restore()` after every process of it ended,
 returning what it undid, so the run can say so.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ SYSCTL_TREES = ("vm", "kernel", "net/ipv4", "net/ipv6", "net/bridge", "net/netfi
 # Values that move by themselves, not settings anybody changed.
 SYSCTL_VOLATILE = ("kernel/random/", "kernel/ns_last_pid", "net/netfilter/nf_conntrack_count")
 IPTABLES = (("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore"))
+IPSET = "ipset"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -74,6 +77,14 @@ def _empty_table(name: str, dump: str) -> str:
         if line.startswith(":") and "-" not in line.split()[1]
     ]
     return "\n".join([f"*{name}", *(f"{c} ACCEPT [0:0]" for c in builtin), "COMMIT"]) + "\n"
+
+
+def ipsets() -> list[str]:
+    """The names of the kernel's ipsets (none when the ipset tool is not installed: a node
+    without the NetworkPolicy engine creates none)."""
+    if shutil.which(IPSET) is None:
+        return []
+    return _run([IPSET, "list", "-n"]).split()
 
 
 def _mounts_under(prefixes: tuple[Path, ...]) -> list[str]:
@@ -156,11 +167,12 @@ def remove_cgroup(name: str) -> list[str]:
 
 @dataclass
 class HostState:
-    """The machine's settings before the node started: sysctls, iptables, links."""
+    """The machine's settings before the node started: sysctls, iptables, links, ipsets."""
 
     sysctls: dict[str, str] = field(default_factory=dict)
     iptables: dict[str, dict[str, str]] = field(default_factory=dict)
     links: set[str] = field(default_factory=set)
+    sets: set[str] = field(default_factory=set)
 
     @classmethod
     def capture(cls) -> HostState:
@@ -168,22 +180,29 @@ class HostState:
             _writable_sysctls(),
             {save: _tables(_run([save])) for save, _ in IPTABLES},
             set(_links()),
+            set(ipsets()),
         )
 
     def save(self, path: Path) -> None:
         """For `kgops cluster stop` of a cluster kept running (KEEP=1)."""
-        doc = {"sysctls": self.sysctls, "iptables": self.iptables, "links": sorted(self.links)}
+        doc = {
+            "sysctls": self.sysctls,
+            "iptables": self.iptables,
+            "links": sorted(self.links),
+            "ipsets": sorted(self.sets),
+        }
         path.write_text(json.dumps(doc))
 
     @classmethod
     def load(cls, path: Path) -> HostState:
         doc = json.loads(path.read_text())
-        return cls(doc["sysctls"], doc["iptables"], set(doc["links"]))
+        return cls(doc["sysctls"], doc["iptables"], set(doc["links"]), set(doc.get("ipsets", [])))
 
     def restore(self) -> list[str]:
         """Undo what changed since `capture`: sysctls written back, iptables tables as they
-        were (tables that did not exist emptied), links that did not exist deleted. The lines
-        say what was undone."""
+        were (tables that did not exist emptied), then the ipsets that did not exist destroyed
+        (a set is destroyed only once no rule matches on it), links that did not exist deleted.
+        The lines say what was undone."""
         undone = []
         now = _writable_sysctls()
         for key, before in sorted(self.sysctls.items()):
@@ -202,10 +221,29 @@ class HostState:
             dump = "".join(before_tables.get(t) or _empty_table(t, current[t]) for t in changed)
             _run([restore], stdin=dump)
             undone.append(f"{save.removesuffix('-save')}: tables {', '.join(changed)} restored")
+        undone += _destroy_sets(sorted(set(ipsets()) - self.sets))
         for link in sorted(set(_links()) - self.links):
             subprocess.run(["ip", "link", "delete", link], capture_output=True, check=False)
             undone.append(f"link {link} deleted")
         return undone
+
+
+def _destroy_sets(names: list[str]) -> list[str]:
+    """Flush, then destroy each set (a list:set set references others: flushing them all
+    first lets every destroy pass)."""
+    for name in names:
+        subprocess.run([IPSET, "flush", name], capture_output=True, check=False)
+    undone = []
+    for name in names:
+        proc = subprocess.run([IPSET, "destroy", name], capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            undone.append(f"ipset {name} destroyed")
+        else:
+            undone.append(f"ipset {name}: NOT restored ({proc.stderr.strip()})")
+    if names and len(names) > 3:
+        kept = [line for line in undone if "NOT" in line]
+        return [f"ipsets destroyed: {len(names) - len(kept)} ({', '.join(names[:3])}, ...)", *kept]
+    return undone
 
 
 def _rules(table: str | None) -> list[str]:

@@ -5,11 +5,12 @@ hack/local-up-cluster.sh runs them on a machine without systemd or Docker.
 Start: the machine's settings are recorded (kserve_gitops.node.host), the bridge and the
 kubelet's cgroup made, containerd started and the locally built images imported (never
 pulled), then the kubelet (it registers the node, tainted so that only pods placed there on
-purpose land on it) and kube-proxy (Services as iptables rules).
+purpose land on it), kube-proxy (Services as iptables rules) and kube-router's firewall
+(NetworkPolicies as iptables rules and ipsets, kserve_gitops.node.netpol).
 Stop, in the order that leaves nothing behind: the node's pods deleted through the API (their
-sandboxes and veths go with them), kube-proxy and the kubelet stopped, any container left
-killed through containerd, containerd stopped, every mount under the node's folders
-unmounted, its cgroups removed, and every kernel setting, iptables table and link it changed
+sandboxes and veths go with them), kube-router, kube-proxy and the kubelet stopped, any
+container left killed through containerd, containerd stopped, every mount under the node's
+folders unmounted, its cgroups removed, and every kernel setting, iptables table and link it changed
 restored.
 """
 
@@ -35,7 +36,7 @@ from kubernetes.client.rest import ApiException
 from kserve_gitops.base.process import Process, ProcessError
 from kserve_gitops.localcluster import pki
 from kserve_gitops.node import config as node_config
-from kserve_gitops.node import host, images
+from kserve_gitops.node import host, images, netpol
 from kserve_gitops.node.config import Layout
 
 # The kernel settings the node needs: routing between the bridge and the host, and bridged
@@ -115,6 +116,12 @@ class RealNode:
                 "the real node needs root: it runs containerd and the kubelet, makes a bridge, "
                 "iptables rules and cgroups (run as root; nothing was changed)"
             )
+        missing = [tool for tool in netpol.TOOLS if shutil.which(tool) is None]
+        if missing:
+            raise NodeError(
+                f"{', '.join(missing)}: not on PATH; the node's NetworkPolicy firewall "
+                "(kube-router) needs them: `make node-tools` installs them (nothing was changed)"
+            )
         lay = self.layout
         self._take_lock()
         self.state = host.HostState.capture()
@@ -145,6 +152,18 @@ class RealNode:
             self._healthz("kube-proxy-healthz"),
             env,
         )
+        netpol.apply_rbac(self.admin_kubeconfig)
+        health = netpol.free_port()
+        self._start(
+            "kube-router",
+            netpol.argv(self.bins["kube-router"], lay, lay.dir / "kube-router.kubeconfig", health),
+            self._all(self._healthz(health), netpol.chains_missing),
+            env,
+        )
+
+    @staticmethod
+    def _all(*checks: Callable[[], str | None]) -> Callable[[], str | None]:
+        return lambda: next((w for w in (c() for c in checks) if w), None)
 
     def _take_lock(self) -> None:
         """One real node per machine: wait up to `lock_wait_s` for another to stop."""
@@ -202,6 +221,7 @@ class RealNode:
         for name, user, org in (
             ("kubelet", f"system:node:{lay.node_name}", "system:nodes"),
             ("kube-proxy", "system:kube-proxy", None),
+            ("kube-router", netpol.USER, None),
         ):
             cert, key = self.ca.issue(user, org=org, client=True)
             text = kubeconfig(self.server, self.ca.cert_pem, cert, key, user)
@@ -272,8 +292,9 @@ class RealNode:
             return str(exc)
         return None
 
-    def _healthz(self, port: str) -> Callable[[], str | None]:
-        url = f"http://127.0.0.1:{self.layout.ports[port]}/healthz"
+    def _healthz(self, port: str | int) -> Callable[[], str | None]:
+        number = port if isinstance(port, int) else self.layout.ports[port]
+        url = f"http://127.0.0.1:{number}/healthz"
 
         def check() -> str | None:
             try:
@@ -341,7 +362,7 @@ class RealNode:
         if "kubelet" in self.procs and self.procs["kubelet"].state == "ready":
             with contextlib.suppress(ProcessError):
                 self.drain()
-        for name in ("kube-proxy", "kubelet"):
+        for name in ("kube-router", "kube-proxy", "kubelet"):
             if name in self.procs:
                 self.procs[name].stop()
         if "containerd" in self.procs:
