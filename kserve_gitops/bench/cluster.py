@@ -92,7 +92,7 @@ def markdown(result: rounds.Rounds, meta: dict[str, Any]) -> str:
         "| | |",
         "|---|---|",
         *(f"| {k} | {v} |" for k, v in meta["machine"].items()),
-        f"| Load average at start / end | {meta['load_start']} / {meta['load_end']} |",
+        f"| Load average (1, 5, 15 min) | start {meta['load_start']}; end {meta['load_end']} |",
         "",
         "## Latency and throughput (median of the rounds, min-max in brackets)",
         "",
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         "rate": slo.load.rate,
         "env": args.env,
         "machine": machine.machine(),
-        "load_start": " / ".join(f"{x:.2f}" for x in result.load_average_start),
-        "load_end": " / ".join(f"{x:.2f}" for x in result.load_average_end),
+        "load_start": ", ".join(f"{x:.2f}" for x in result.load_average_start),
+        "load_end": ", ".join(f"{x:.2f}" for x in result.load_average_end),
     }
     # The records first: a report that fails to render loses no measurement.
     args.out.parent.mkdir(parents=True, exist_ok=True)
