@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kserve_gitops import redact
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.repo import Repo
 
@@ -146,3 +147,23 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
               f"{binaries.secret_scanner(repo).version}, {CONFIG})")  # fmt: skip
         found += len(leaks)
     return 1 if found else 0
+
+
+def seal_report(
+    repo: Repo,
+    folder: Path,
+    summary: dict[str, Any],
+    failure: str | None,
+    echo: Callable[[str], None],
+) -> str | None:
+    """Last, with every file of the report written: the scan of `folder`; a finding fails the
+    run (summary.json rewritten), since the CI workflows upload the folder after this. The
+    run's failure, with the findings added."""
+    leaks = scan_report(repo, folder, echo)
+    if not leaks:
+        return failure
+    failure = f"{failure}\n{leaks}" if failure else leaks
+    summary |= {"result": "failed", "failure": failure}
+    redact.write_text(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+    echo(f"FAILED {leaks}")
+    return failure

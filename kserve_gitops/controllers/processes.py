@@ -34,6 +34,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from kserve_gitops.base.process import tail
 from kserve_gitops.controllers import binaries
 from kserve_gitops.controllers.network import Netns, NetworkError, PodForwarder
 from kserve_gitops.e2e.tools import stop_process
@@ -79,12 +80,6 @@ SA_MOUNT = (
     f'mount -t tmpfs kgops /run && mkdir -p {SA_PATH} && mount --bind "$0" {SA_PATH} '
     '&& exec "$@"',
 )  # fmt: skip
-
-
-def _tail(path: Path, lines: int = 12) -> str:
-    if not path.is_file():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass
@@ -415,12 +410,12 @@ class Controllers:
             if run.proc.poll() is not None:
                 raise ControllerError(
                     f"{role.binary} exited with {run.proc.returncode} before it was ready; log "
-                    f"{self.repo.rel(run.log)}:\n{_tail(run.log)}"
+                    f"{self.repo.rel(run.log)}:\n{tail(run.log)}"
                 )
             if time.monotonic() > deadline:
                 raise ControllerError(
                     f"{role.binary}: readinessProbe {json.dumps(spec)} not passing after "
-                    f"{timeout_s:g}s; log {self.repo.rel(run.log)}:\n{_tail(run.log)}"
+                    f"{timeout_s:g}s; log {self.repo.rel(run.log)}:\n{tail(run.log)}"
                 )
             time.sleep(0.5)
         run.ready_s = time.monotonic() - t0
@@ -439,7 +434,7 @@ class Controllers:
                     if run.role.binary not in self.exited:
                         self.exited.append(run.role.binary)
                         self.echo(f"    controller {run.role.binary} exited with "
-                                  f"{run.proc.returncode}: {_tail(run.log, 3)}")  # fmt: skip
+                                  f"{run.proc.returncode}: {tail(run.log, 3)}")  # fmt: skip
                     continue
                 for pod in self._pods(run.selector, run.role.namespace):
                     ip = (pod.get("status") or {}).get("podIP")

@@ -294,13 +294,7 @@ def run(
     }
     redact.write_text(report_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     redact.write_text(report_dir / "timeline.txt", "\n".join(timeline.lines) + "\n")
-    # Last, with every file of the report written (the CI workflows upload it after this).
-    leaks = secret_scan.scan_report(repo, report_dir, echo)
-    if leaks:
-        failure = f"{failure}\n{leaks}" if failure else leaks
-        summary |= {"result": "failed", "failure": failure}
-        redact.write_text(report_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        echo(f"FAILED: {leaks}")
+    failure = secret_scan.seal_report(repo, report_dir, summary, failure, echo)
     echo("")
     echo(f"Ready order ({env}, seconds after the apply):")
     for n, t in order:
