@@ -24,13 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "istio-values": ("upstream.istio_values", "regenerate Istio's typed values schema (Go)"),
     "binaries": ("localcluster.binaries", "build the kwok cluster's binaries from Go modules"),
     "controllers": ("controllers.binaries", "build the controllers that run on kwok"),
-    "bench-cluster": ("bench.cluster", "benchmark the cluster paths of a kept real-node cluster"),
     "node-binaries": ("node.binaries", "build the real node's binaries from Go modules"),
     "images": ("node.images", "build the real node's container images from the pinned sources"),
-    "cluster": (
-        "localcluster.provider",
-        "stop a cluster kept with KEEP=1 (and its real node)",
-    ),
     "serve": ("serving.server", "serve a model locally with KServe's runtime"),
     "serve-mlserver": ("serving.mlserver", "serve a model locally with MLServer (V2 protocol)"),
     "predict": ("serving.predict", "batch predictions from a CSV against a server"),
@@ -38,8 +33,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "train if needed, validate, serve, load-test, SLO verdict"),
     "bench": ("bench.local", "benchmarks into BENCHMARKS.md"),
     "bench-e2e": ("bench.kwok_e2e", "warm kwok e2e per environment into benchmarks/"),
+    "bench-cluster": ("bench.cluster", "benchmark the cluster paths of a kept real-node cluster"),
     "profile": ("serving.profile", "where a runtime's Python time goes under load (py-spy)"),
+    # After the Locust commands: `kgops <command> --help` of every command in one process
+    # (tests/test_cli.py) must import Locust before the Kubernetes client.
     "e2e": ("e2e.run", "the platform and model on a kind or kwok cluster, or the plan"),
+    "cluster": (
+        "localcluster.provider",
+        "stop a cluster kept with KEEP=1 (and its real node)",
+    ),
     "gate": ("lifecycle.gate", "quality gate of a model version for an environment"),
     "rollout": ("lifecycle.rollout", "canary, promote or roll back in an environment's values"),
     "canary-analysis": ("load.canary_analysis", "load-test stable and canary, decide"),

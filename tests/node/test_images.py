@@ -81,6 +81,7 @@ def test_pins_come_from_versions_yaml() -> None:
         "sklearnserver",
         *(f"knative-serving-{c}" for c in ("queue", "activator", "autoscaler", "controller")),
         "knative-serving-webhook",
+        "coredns",
     }
     assert (
         pinned["pause"].ref == f"dev.local/kserve-gitops/pause:v{versions['kubernetes']['version']}"
