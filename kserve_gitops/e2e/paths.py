@@ -192,6 +192,14 @@ class ClusterPaths:
         got, took = self._through_activator(model, namespace, rev, rows, timeout_s)
         self.measures["cold_start_s"] = round(took, 3)
         self.echo(f"    activator: first answer {took:.2f}s after the request")
+        # The activator probes the new pod itself and may answer before the kubelet's
+        # readiness probe marks it Ready; the next steps read the Deployment's state.
+        deadline = time.monotonic() + timeout_s
+        while not self._ready_pods(namespace, rev):
+            if time.monotonic() > deadline:
+                raise PathError(f"revision {namespace}/{rev}: no pod Ready {timeout_s:g}s after "
+                                "the activator answered")  # fmt: skip
+            time.sleep(1)
         return got, took
 
     def close(self) -> None:
