@@ -47,10 +47,12 @@ BUILTIN_GROUPS = {
     "storage.k8s.io", "scheduling.k8s.io", "coordination.k8s.io", "discovery.k8s.io",
     "certificates.k8s.io", "apiregistration.k8s.io", "node.k8s.io",
 }  # fmt: skip
-# My port range: 37000-37499. Clusters at 37000 + 10 * slot, local servers and controllers at
-# 37100 + 20 * slot; slots 0-2 are the environments, 3 the behaviour tests.
-CLUSTER_PORTS = 37000
-SERVER_PORTS = 37100
+# Flux's port range: 24000-24499, below Linux's ephemeral range (32768-60999) where any
+# outgoing connection (the API server's to etcd, say) may take a server port between the check
+# and the bind. Clusters at 24000 + 10 * slot, local servers and controllers at 24100 + 20 * slot;
+# slots 0-2 are the environments, 3 the behaviour tests.
+CLUSTER_PORTS = 24000
+SERVER_PORTS = 24100
 
 
 class FluxError(Exception):
@@ -66,8 +68,8 @@ def slot(repo: Repo, name: str) -> int:
 @dataclass(frozen=True)
 class Ports:
     """The local servers' and controllers' ports: the first free ones of the cluster's window
-    of 20. This range lies inside Linux's ephemeral range, where a passing outgoing connection
-    may hold any port for a moment, so a port in use is skipped rather than fought over."""
+    of 20. A port another program holds (or a test's server left) is skipped rather than
+    fought over."""
 
     git: int
     charts: int

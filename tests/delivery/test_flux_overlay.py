@@ -22,9 +22,9 @@ from kserve_gitops.repo import render
 from kserve_gitops.upstream import crds
 from tests import REPO
 
-GIT = "http://127.0.0.1:37490/kserve-gitops.git"
-CHARTS = "http://127.0.0.1:37491"
-REGISTRY = "127.0.0.1:37492"
+GIT = "http://127.0.0.1:24490/kserve-gitops.git"
+CHARTS = "http://127.0.0.1:24491"
+REGISTRY = "127.0.0.1:24492"
 
 
 def _build(dest: Path) -> list[dict[str, Any]]:
@@ -164,7 +164,7 @@ def test_ports_stay_in_range_and_do_not_overlap(monkeypatch: pytest.MonkeyPatch)
         first = flux.cluster_port_base(REPO, name) + 10 * controlplane.slot(REPO, name)
         used += [first + offset for offset in PORTS.values()]
     assert len(used) == len(set(used))
-    assert all(37000 <= port < 37500 for port in used)
+    assert all(flux.CLUSTER_PORTS <= port < flux.CLUSTER_PORTS + 500 for port in used)
 
 
 def test_ports_in_use_are_skipped() -> None:
@@ -190,7 +190,8 @@ def test_cluster_ports_move_past_a_port_in_use() -> None:
         )
     taken = first + PORTS["kube-apiserver"]
     assert taken not in [moved + offset for offset in PORTS.values()]
-    assert moved >= 37000 and moved + max(PORTS.values()) < 37100
+    assert moved >= flux.CLUSTER_PORTS
+    assert moved + max(PORTS.values()) < flux.SERVER_PORTS
 
 
 def test_flux_pins_are_one_distribution_and_match_the_crd_pins() -> None:
