@@ -52,7 +52,7 @@ CANARY   ?=
 HOST_STABLE ?=
 HOST_CANARY ?=
 
-.PHONY: help venv mlserver-venv gitleaks secret-scan test test-clusters lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-plan bench-e2e bench-cluster binaries images image-tools node-tools node-binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
+.PHONY: help venv mlserver-venv gitleaks secret-scan test test-clusters lint promtool chromium loadtest-worker train crds charts validate render diff serve loadtest loadtest-ui demo bench predict e2e e2e-reliability e2e-plan bench-e2e bench-cluster binaries images image-tools node-tools node-binaries platform canary promote rollback gate canary-analysis registry monitoring policy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -166,6 +166,9 @@ e2e-plan: $(STAMP) ## Print the ordered e2e plan for ENV [CLUSTER=kind|kwok] wit
 
 e2e: $(STAMP) $(if $(filter node,$(CLUSTER)),node-tools image-tools) ## Full platform and model on a cluster: CLUSTER=kind (Docker), kwok (built from source) or node (kwok plus a real node; root); KEEP=1 keeps it; DELIVERY=flux: Flux's controllers reconcile clusters/ENV (kwok)
 	$(KGOPS) e2e --env $(ENV) --cluster $(CLUSTER) $(if $(filter 1,$(KEEP)),--keep) $(if $(DELIVERY),--delivery $(DELIVERY))
+
+e2e-reliability: $(STAMP) node-tools image-tools ## The real-node e2e, then the reliability scenarios under open-loop load (container kill, kubelet and containerd restart, scale from zero), each against its budget (root)
+	$(KGOPS) e2e --env $(ENV) --cluster node --reliability $(if $(filter 1,$(KEEP)),--keep)
 
 bench-cluster: $(STAMP) ## Cluster-path latency at the SLO rate (local, Service, port-forward) of a kept real-node cluster (make e2e CLUSTER=node KEEP=1) into benchmarks/cluster-path.md
 	$(KGOPS) bench-cluster --env $(ENV)

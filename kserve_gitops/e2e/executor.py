@@ -18,7 +18,7 @@ import yaml
 from kserve_gitops import redact
 from kserve_gitops.base.process import ProcessError
 from kserve_gitops.controllers import canary, chain
-from kserve_gitops.e2e import ingress, slo_table
+from kserve_gitops.e2e import ingress, reliability, slo_table
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
 from kserve_gitops.e2e.steps import (
     Apply,
@@ -35,6 +35,7 @@ from kserve_gitops.e2e.steps import (
     Poll,
     Predict,
     Reapply,
+    Reliability,
     ResolveHost,
     Run,
     SloComparison,
@@ -47,6 +48,7 @@ from kserve_gitops.lifecycle import registry
 from kserve_gitops.load.slo import parse_duration
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.provider import KwokCluster, changed_fields
+from kserve_gitops.node.realnode import NodeError
 from kserve_gitops.serving import client
 
 
@@ -161,6 +163,8 @@ class Executor:
                 self._cold_start(step)
             case SloComparison():
                 self._slo_table(step)
+            case Reliability():
+                self._reliability(step)
             case Predict():
                 self._predict(step)
             case LoadTest() if step.path:
@@ -205,6 +209,27 @@ class Executor:
             raise StepFailed(f"cold start: {exc}") from exc
         if got != list(step.expected):
             raise StepFailed(f"cold start: predicted {got}, expected {list(step.expected)}")
+
+    def _reliability(self, step: Reliability) -> None:
+        node = self._kwok().node
+        if node is None:
+            raise StepFailed("the reliability scenarios need the real node (CLUSTER=node)")
+        scenarios = reliability.Scenarios(
+            self.paths, node, step.model, step.namespace, step.instances, step.expected,
+            self.echo,
+            lambda: reliability.inference_service_state(self.paths, step.model, step.namespace),
+        )  # fmt: skip
+        try:
+            result = scenarios.run(step.scenario)
+        except (PathError, NodeError) as exc:
+            raise StepFailed(f"{step.scenario}: {exc}") from exc
+        text = result.text()
+        redact.write_text(self.report_dir / f"reliability-{step.scenario}.txt", text + "\n")
+        self.paths.measures.setdefault("reliability", {})[step.scenario] = result.summary()
+        for line in text.splitlines():
+            self.echo(f"    {line}")
+        if result.breaches:
+            raise StepFailed(f"{step.scenario}: budget broken: {'; '.join(result.breaches)}")
 
     def _observe(self, step: ObserveChain) -> None:
         """The chain's conditions into the report (chain.txt, summary.json) and the terminal;

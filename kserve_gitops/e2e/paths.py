@@ -66,26 +66,27 @@ class ClusterPaths:
     _stop: threading.Event = field(default_factory=threading.Event)
     _trickle: threading.Thread | None = None
 
-    def _get(self, *args: str) -> Any:
+    def get(self, *args: str) -> Any:
+        """`kubectl get ARGS -o json`, parsed."""
         out = self.runner.run(["kubectl", "get", *args, "-o", "json"], timeout=60, quiet=True)
         return json.loads(out)
 
     def revision(self, model: str, namespace: str) -> str:
         """The newest Ready revision of the model's predictor."""
-        ksvc = self._get("ksvc", f"{model}-predictor", "-n", namespace)
+        ksvc = self.get("ksvc", f"{model}-predictor", "-n", namespace)
         name = (ksvc.get("status") or {}).get("latestReadyRevisionName")
         if not name:
             raise PathError(f"Knative Service {namespace}/{model}-predictor has no ready revision")
         return str(name)
 
     def _service_url(self, name: str, namespace: str) -> str:
-        svc = self._get("service", name, "-n", namespace)
+        svc = self.get("service", name, "-n", namespace)
         ip = svc["spec"].get("clusterIP")
         port = next(p["port"] for p in svc["spec"]["ports"] if p.get("name") == "http")
         return f"http://{ip}:{port}"
 
     def _ready_pods(self, namespace: str, rev: str) -> list[str]:
-        pods = self._get("pods", "-n", namespace, "-l", f"serving.knative.dev/revision={rev}")
+        pods = self.get("pods", "-n", namespace, "-l", f"serving.knative.dev/revision={rev}")
         return [
             p["metadata"]["name"]
             for p in pods["items"]
@@ -94,6 +95,15 @@ class ClusterPaths:
                 for c in (p.get("status") or {}).get("conditions") or []
             )
         ]
+
+    def public(self, model: str, namespace: str) -> tuple[str, dict[str, str]]:
+        """The newest revision's public Service (its endpoints the activator's, or the pods'
+        when Knative takes the activator out of the path) and the headers the ingress sets."""
+        rev = self.revision(model, namespace)
+        return self._service_url(rev, namespace), {
+            REVISION_HEADER: rev,
+            NAMESPACE_HEADER: namespace,
+        }
 
     def _through_activator(
         self, model: str, namespace: str, rev: str, rows: client.Rows, timeout_s: float
@@ -178,29 +188,37 @@ class ClusterPaths:
         from the request to the answer)."""
         self.close()
         rev = self.revision(model, namespace)
-        selector = f"serving.knative.dev/revision={rev}"
-        t0 = time.monotonic()
-        deadline = t0 + timeout_s
-        while self._get("pods", "-n", namespace, "-l", selector)["items"]:
-            if time.monotonic() > deadline:
-                raise PathError(
-                    f"revision {namespace}/{rev} still has pods after {timeout_s:g}s: it did not "
-                    "scale to zero (the environment's scale-to-zero settings)"
-                )
-            time.sleep(2)
-        self.echo(f"    scaled to zero after {time.monotonic() - t0:.0f}s without traffic")
+        waited = self.wait_for_zero(namespace, rev, timeout_s)
+        self.echo(f"    scaled to zero after {waited:.0f}s without traffic")
         got, took = self._through_activator(model, namespace, rev, rows, timeout_s)
         self.measures["cold_start_s"] = round(took, 3)
         self.echo(f"    activator: first answer {took:.2f}s after the request")
         # The activator probes the new pod itself and may answer before the kubelet's
         # readiness probe marks it Ready; the next steps read the Deployment's state.
-        deadline = time.monotonic() + timeout_s
-        while not self._ready_pods(namespace, rev):
-            if time.monotonic() > deadline:
-                raise PathError(f"revision {namespace}/{rev}: no pod Ready {timeout_s:g}s after "
-                                "the activator answered")  # fmt: skip
-            time.sleep(1)
+        self.wait_for_ready(namespace, rev, timeout_s)
         return got, took
+
+    def wait_for_zero(self, namespace: str, rev: str, timeout_s: float) -> float:
+        """Seconds until the revision has no pod left (terminating ones included)."""
+        selector = f"serving.knative.dev/revision={rev}"
+        t0 = time.monotonic()
+        while self.get("pods", "-n", namespace, "-l", selector)["items"]:
+            if time.monotonic() > t0 + timeout_s:
+                raise PathError(
+                    f"revision {namespace}/{rev} still has pods after {timeout_s:g}s: it did not "
+                    "scale to zero (the environment's scale-to-zero settings)"
+                )
+            time.sleep(1)
+        return time.monotonic() - t0
+
+    def wait_for_ready(self, namespace: str, rev: str, timeout_s: float) -> list[str]:
+        """The revision's Ready pods, once there is one (the kubelet's readiness probe)."""
+        deadline = time.monotonic() + timeout_s
+        while not (ready := self._ready_pods(namespace, rev)):
+            if time.monotonic() > deadline:
+                raise PathError(f"revision {namespace}/{rev}: no pod Ready after {timeout_s:g}s")
+            time.sleep(1)
+        return ready
 
     def close(self) -> None:
         self._stop.set()

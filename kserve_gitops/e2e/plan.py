@@ -26,6 +26,7 @@ from kserve_gitops.e2e.readiness import (
     wait_endpoint,
 )
 from kserve_gitops.e2e.steps import (
+    RELIABILITY_SCENARIOS,
     Apply,
     CheckCluster,
     ClusterCanary,
@@ -40,6 +41,7 @@ from kserve_gitops.e2e.steps import (
     Poll,
     Predict,
     Reapply,
+    Reliability,
     ResolveHost,
     Run,
     SloComparison,
@@ -394,11 +396,20 @@ def models(repo: Repo, env: str, releases: list[flux.Release]) -> list[tuple[flu
     return found
 
 
-def build(repo: Repo, env: str, provider: str = "kind", layers: set[str] | None = None) -> Plan:
+def build(
+    repo: Repo,
+    env: str,
+    provider: str = "kind",
+    layers: set[str] | None = None,
+    reliability: bool = False,
+) -> Plan:
     """Every step of `kgops e2e --env env [--cluster kwok]`, in order, from the checkout alone;
-    with `layers`, only the cluster, those layers and the checks."""
+    with `layers`, only the cluster, those layers and the checks; with `reliability` (the real
+    node only), the reliability scenarios after the verification."""
     if provider not in PROVIDERS:
         raise RenderError(f"e2e: unknown cluster provider {provider!r} (one of {PROVIDERS})")
+    if reliability and provider != "node":
+        raise RenderError("e2e: the reliability scenarios need the real node (--cluster node)")
     cluster = f"kgops-{env}"
     refs: dict[str, str] = {}
     if provider in LOCAL:
@@ -461,6 +472,12 @@ def build(repo: Repo, env: str, provider: str = "kind", layers: set[str] | None 
         steps += deploy(repo, rel.name, rel.namespace, values_file)[0]
         if provider == "node":
             verify += real_node_verify(repo, env, rel)
+            if reliability:
+                rows, want = predictions(repo, rel.name)[0]
+                verify += [
+                    Reliability("reliability", name, rel.name, rel.namespace, rows, want)
+                    for name in RELIABILITY_SCENARIOS
+                ]
             continue
         verify.append(ResolveHost("verify", rel.name, rel.namespace))
         for protocol in ("v1", "v2"):

@@ -222,6 +222,14 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         help="direct: the harness applies each layer; flux: Flux's controllers reconcile "
         "clusters/<env> (kwok only; kserve_gitops.delivery.e2e)",
     )
+    parser.add_argument(
+        "--reliability",
+        action="store_true",
+        default=os.environ.get("RELIABILITY") == "1",
+        help="after the verification, the reliability scenarios under open-loop load: the model "
+        "container killed, the kubelet and containerd restarted, scale from zero (--cluster node; "
+        "default: RELIABILITY=1 in the environment)",
+    )
     args = parser.parse_args(argv)
     if args.delivery == "flux":
         if args.cluster != "kwok" or args.plan or args.layers:
@@ -248,7 +256,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
     try:
         layers = {x.strip() for x in args.layers.split(",") if x.strip()} or None
-        plan = build(repo, args.env, args.cluster, layers)
+        plan = build(repo, args.env, args.cluster, layers, args.reliability)
     except (RenderError, upstream_charts.ChartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

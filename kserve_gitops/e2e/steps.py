@@ -285,6 +285,34 @@ class SloComparison:
         return f"SLO table: local beside {', '.join(self.paths)} (config/slo.yaml, {self.env})"
 
 
+# The reliability scenarios in the order they run: the faults while the pod is up (the cold start
+# before them leaves it so), then the scale from zero, which ends with no pod.
+RELIABILITY_SCENARIOS = (
+    "container-kill",
+    "kubelet-restart",
+    "containerd-restart",
+    "scale-from-zero",
+)
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """One scenario of kserve_gitops.e2e.reliability on the real node: open-loop load through
+    the revision's public Service while the service scales from zero or a fault hits the node,
+    checked against a budget the environment's declared timeouts give."""
+
+    layer: str
+    scenario: str
+    model: str
+    namespace: str
+    instances: tuple[tuple[float, ...], ...]
+    expected: tuple[int, ...]
+
+    @property
+    def title(self) -> str:
+        return f"reliability: {self.scenario} under open-loop load, {list(self.expected)} expected"
+
+
 @dataclass(frozen=True)
 class NotRun:
     """A step this provider cannot perform; the run reports it as not run, never as passed."""
@@ -375,7 +403,7 @@ class ClusterCanary:
 Step = (
     CreateCluster | StartLocalCluster | HelmInstall | Apply | Run | Poll | ResolveHost | Predict
     | LoadTest | NotRun | CheckCluster | Reapply | StartControllers | ObserveChain
-    | ClusterCanary | ClusterPath | ColdStart | SloComparison
+    | ClusterCanary | ClusterPath | ColdStart | SloComparison | Reliability
 )  # fmt: skip
 
 

@@ -274,6 +274,18 @@ class RealNode:
         (pids / name).write_text(str(proc.pid))
         self.echo(f"    {name} ready (pid {proc.pid}, {time.monotonic() - t0:.1f}s)")
 
+    def restart(self, name: str) -> float:
+        """Stop one of the node's processes (SIGTERM, as `systemctl restart` would) and start
+        it again: seconds until it passed its readiness check again."""
+        proc = self.procs[name]
+        t0 = time.monotonic()
+        try:
+            proc.restart()
+        except ProcessError as exc:
+            raise NodeError(str(exc)) from exc
+        (self.layout.dir / "pids" / name).write_text(str(proc.pid))
+        return time.monotonic() - t0
+
     def ctr(self, *args: str, timeout: float = 300) -> str:
         argv = [str(self.bins["ctr"]), "--address", str(self.layout.socket), "-n", "k8s.io", *args]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)

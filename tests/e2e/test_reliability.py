@@ -1,0 +1,83 @@
+"""The reliability scenarios' budgets (from declared objects) and verdicts; the scenarios
+themselves run on the real node in `make e2e-reliability`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kserve_gitops.e2e import plan, reliability, steps, traffic
+from kserve_gitops.repo.render import RenderError
+from tests import REPO
+
+REVISION = {"metadata": {"name": "sklearn-iris-predictor-00001"}, "spec": {"timeoutSeconds": 30}}
+AUTOSCALER = {"data": {"stable-window": "60s", "scale-to-zero-grace-period": "30s",
+                       "scale-to-zero-pod-retention-period": "0s"}}  # fmt: skip
+DEPLOYMENT = {"spec": {"template": {"spec": {"containers": [
+    {"name": "kserve-container"},
+    {"name": "queue-proxy", "readinessProbe": {"periodSeconds": 10, "failureThreshold": 3}},
+]}}}}  # fmt: skip
+
+
+class Objects:
+    """The live objects the budgets read: a stand-in for kubectl (ClusterPaths.get)."""
+
+    def revision(self, model: str, namespace: str) -> str:
+        return "sklearn-iris-predictor-00001"
+
+    def get(self, kind: str, name: str, *rest: str) -> Any:
+        return {"revision": REVISION, "configmap": AUTOSCALER, "deployment": DEPLOYMENT}[kind]
+
+
+def test_declared_reads_the_revision_autoscaler_and_probe() -> None:
+    declared = reliability.Declared.read(Objects(), "sklearn-iris", "models")  # type: ignore[arg-type]
+    assert declared == reliability.Declared(30.0, 60.0, 30.0, 30.0)
+    # Stable window, scale-to-zero period, then the termination grace (the revision's timeout).
+    assert declared.scale_down_s == 120.0
+
+
+def test_durations_as_knative_writes_them() -> None:
+    assert [reliability.seconds(t) for t in ("0s", "60s", "2m", "0")] == [0, 60, 120, 0]
+
+
+def _result(failed: int, budget: reliability.Budget, recovered: float | None) -> reliability.Result:
+    outcomes = [traffic.Outcome(i / 20, 0.003, 200, (0,)) for i in range(40)]
+    outcomes += [traffic.Outcome(2 + i / 20, None, 502, None, "bad gateway") for i in range(failed)]
+    counts = traffic.counts(outcomes, (0,))
+    return reliability.Result("container-kill", budget, counts, [], "", recovered)
+
+
+def test_a_fault_within_its_budget_holds() -> None:
+    result = _result(3, reliability.Budget(61, 30, 40, "declared"), 12.5)
+    assert result.breaches == []
+    assert "container-kill: HELD" in result.text()
+    assert result.summary()["held"] is True
+
+
+def test_a_broken_budget_is_reported_with_each_breach() -> None:
+    # The same run against a budget of no failures and a 5 s recovery: both breaches named.
+    result = _result(3, reliability.Budget(0, 30, 5, "deliberately broken"), 12.5)
+    assert result.breaches == ["3 failed request(s), budget 0", "recovery 12.5s, budget 5s"]
+    assert "BROKEN" in result.text()
+    never = _result(0, reliability.Budget(0, 30, 5, "declared"), None)
+    assert never.breaches == ["recovery never, budget 5s"]
+    restarted = _result(0, reliability.Budget(0, 30, None, "declared"), None)
+    restarted.problems.append("kserve-container restarted")
+    assert restarted.breaches == ["kserve-container restarted"]
+
+
+def test_the_node_plan_runs_every_scenario_after_the_verification() -> None:
+    built = plan.build(REPO, "dev", "node", reliability=True)
+    scenarios = [s for s in built.steps if isinstance(s, steps.Reliability)]
+    assert [s.scenario for s in scenarios] == list(steps.RELIABILITY_SCENARIOS)
+    rows, want = plan.predictions(REPO, "sklearn-iris")[0]  # the golden set's first case
+    assert all((s.instances, s.expected) == (rows, want) for s in scenarios)
+    kinds = [type(s) for s in built.steps]
+    assert kinds.index(steps.Reliability) > kinds.index(steps.ColdStart)
+    assert not any(isinstance(s, steps.Reliability) for s in plan.build(REPO, "dev", "node").steps)
+
+
+def test_reliability_needs_the_real_node() -> None:
+    with pytest.raises(RenderError, match="need the real node"):
+        plan.build(REPO, "dev", "kwok", reliability=True)
