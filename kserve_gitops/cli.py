@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controllers": ("controllers.binaries", "build the controllers that run on kwok"),
     "node-binaries": ("node.binaries", "build the real node's binaries from Go modules"),
     "images": ("node.images", "build the real node's container images from the pinned sources"),
-    "serve": ("serving.server", "serve a model locally with KServe's runtime"),
+    "serve": ("serving.server", "serve a model locally with KServe's ModelServer"),
     "serve-mlserver": ("serving.mlserver", "serve a model locally with MLServer (V2 protocol)"),
     "predict": ("serving.predict", "batch predictions from a CSV against a server"),
     "loadtest": ("load.loadtest", "open-loop Locust load test with an SLO verdict"),
