@@ -125,6 +125,22 @@ def counts(outcomes: list[Outcome], expected: tuple[Any, ...]) -> Counts:
     )
 
 
+def recovery_s(outcomes: list[Outcome], since: float) -> float | None:
+    """Seconds from `since` until clients are served again: the answer to the first request due
+    after the last one that failed (after `since` when none did), however long it was held."""
+    last_failed = max((o.due_s for o in outcomes if not o.ok and o.due_s >= since), default=None)
+    after = [
+        o
+        for o in outcomes
+        if o.ok
+        and o.latency_s is not None
+        and (o.due_s > last_failed if last_failed is not None else o.due_s >= since)
+    ]
+    if not after:
+        return None
+    return after[0].due_s + (after[0].latency_s or 0.0) - since
+
+
 def over_time(
     outcomes: list[Outcome], events: list[tuple[float, str]], bucket_s: float = 5.0
 ) -> str:
@@ -144,6 +160,9 @@ def over_time(
         )
         notes = [f"{t:.1f}s {e}" for t, e in events if start <= t < stop]
         notes += [f"failed: {', '.join(failures)}"] if failures else []
+        if not inside and not notes and rows and rows[-1][1] == 0 and not rows[-1][-1]:
+            rows[-1][0] = f"{rows[-1][0].split('-')[0]}-{stop:g}s"  # one row for a quiet stretch
+            continue
         rows.append(
             [
                 f"{start:g}-{stop:g}s",

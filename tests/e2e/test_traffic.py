@@ -46,7 +46,8 @@ def test_over_time_buckets_requests_and_places_events_after_the_last_request() -
     ok = traffic.Outcome(0.5, 0.002, 200, (0,))
     refused = traffic.Outcome(6.0, None, None, None, "ConnectError: refused")
     slow = traffic.Outcome(7.0, 0.5, 200, (0,))
-    text = traffic.over_time([ok, refused, slow], [(5.5, "killed"), (12.0, "scaled to zero")])
+    events = [(5.5, "killed"), (27.0, "scaled to zero")]
+    text = traffic.over_time([ok, refused, slow], events)
     lines = text.splitlines()
     assert lines[0].split("|")[1].strip() == "due"
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
@@ -54,4 +55,17 @@ def test_over_time_buckets_requests_and_places_events_after_the_last_request() -
     assert rows[1][:4] == ["5-10s", "2", "1", "1"]
     assert rows[1][6] == "500.0" and "5.5s killed" in rows[1][7]
     assert "failed: ConnectError" in rows[1][7]
-    assert rows[2][0] == "10-15s" and rows[2][1] == "0" and "scaled to zero" in rows[2][7]
+    assert rows[2][0] == "10-25s" and rows[2][1] == "0"  # a quiet stretch is one row
+    assert rows[3][0] == "25-30s" and "27.0s scaled to zero" in rows[3][7]
+
+
+def test_recovery_is_the_answer_to_the_first_request_after_the_last_failure() -> None:
+    before = traffic.Outcome(9.0, 0.005, 200, (0,))
+    failed = [traffic.Outcome(10.0 + i / 20, None, 502, None, "bad gateway") for i in range(3)]
+    held = traffic.Outcome(10.15, 7.85, 200, (0,))  # held by the activator until 18.0 s
+    after = traffic.Outcome(18.5, 0.005, 200, (0,))
+    outcomes = [before, *failed, held, after]
+    assert traffic.recovery_s(outcomes, since=10.0) == pytest.approx(8.0)
+    # Nothing failed: the first request due after the change, held or not.
+    assert traffic.recovery_s([before, held, after], since=10.0) == pytest.approx(8.0)
+    assert traffic.recovery_s([before, *failed], since=10.0) is None
