@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kserve_gitops.e2e import traffic
-from kserve_gitops.e2e.paths import ClusterPaths
+from kserve_gitops.controllers.canary import Split
+from kserve_gitops.e2e import rollout_load, traffic
+from kserve_gitops.e2e.paths import ClusterPaths, PathError
 from kserve_gitops.e2e.tools import CommandError
+from kserve_gitops.lifecycle.registry import Registry
 from kserve_gitops.load.slo import parse_duration
 from kserve_gitops.node.realnode import RealNode
 from kserve_gitops.serving import client
@@ -146,6 +148,9 @@ class Scenarios:
     expected: tuple[Any, ...]
     echo: Callable[[str], None]
     state: Callable[[], str]
+    registry: Registry | None = None  # the model's versions, for the rollout
+    # Runs the project's rollout (canary, rollback twice), calling back with each split seen.
+    rollout: Callable[[Callable[[str, Split], None]], list[str]] | None = None
 
     def run(self, name: str) -> Result:
         declared = Declared.read(self.paths, self.model, self.namespace)
@@ -154,6 +159,7 @@ class Scenarios:
             "container-kill": self.container_kill,
             "kubelet-restart": lambda d: self.node_restart(d, "kubelet"),
             "containerd-restart": lambda d: self.node_restart(d, "containerd"),
+            "rollout": self.rollout_under_load,
         }[name]
         return scenario(declared)
 
@@ -204,7 +210,7 @@ class Scenarios:
         states: list,
     ) -> Result:
         outcomes = load.stop()
-        counts = traffic.counts(outcomes, self.expected)
+        counts = traffic.counts(outcomes, {self.expected})
         table = traffic.over_time(outcomes, events)
         return Result(name, budget, counts, events, table, None, states)
 
@@ -239,7 +245,7 @@ class Scenarios:
         events.append((stopped, "load stops; every request in flight ended"))
         gone = self.paths.wait_for_zero(self.namespace, rev, d.scale_down_s + d.timeout_s)
         self._event(load, events, states, f"scaled to zero {gone:.0f}s after the last request")
-        counts = traffic.counts(outcomes, self.expected)
+        counts = traffic.counts(outcomes, {self.expected})
         table = traffic.over_time(outcomes, events)
         return Result("scale-from-zero", budget, counts, events, table, gone, states)
 
@@ -280,9 +286,48 @@ class Scenarios:
             events.append((killed + recovered, "answers again (every later request answered)"))
         if now == restarts:
             events.append((load.now(), f"{MODEL_CONTAINER} was not restarted"))
-        counts = traffic.counts(outcomes, self.expected)
+        counts = traffic.counts(outcomes, {self.expected})
         table = traffic.over_time(outcomes, sorted(events))
         return Result("container-kill", budget, counts, events, table, recovered, states)
+
+    def rollout_under_load(self, d: Declared) -> Result:
+        """The project's canary and two-step rollback while load runs: no request fails, and
+        each revision answers with its own version (a row the versions disagree on tells)."""
+        if self.registry is None or self.rollout is None:
+            raise PathError("the rollout scenario needs the model's registry and rollout")
+        rows = rollout_load.version_rows(self.registry, tuple(self.rows[0]))
+        versions = rollout_load.version_answers(self.registry, rows)
+        router = rollout_load.Router(self.paths, self.namespace)
+        events: list[tuple[float, str]] = []
+        states: list[dict[str, Any]] = []
+        stages: list[tuple[float, str, Split]] = []
+        load = traffic.OpenLoop("", self.model, rows, RATE, timeout_s=d.timeout_s, route=router)
+
+        def on_stage(stage: str, split: Split) -> None:
+            router.follow(split)
+            if not load.started:
+                load.start()
+            stages.append((load.now(), stage, split))
+            self._event(load, events, states, f"{stage}: {split.describe()}")
+
+        lines = self.rollout(on_stage)
+        time.sleep(AFTER_S)
+        outcomes = load.stop()
+        counts = traffic.counts(outcomes, set(versions))
+        table = traffic.over_time(outcomes, events)
+        per_stage = rollout_load.stage_table(outcomes, stages, versions)
+        budget = Budget(
+            0,
+            d.timeout_s,
+            None,
+            "a rollout must not cost a request: the activator holds what reaches a revision "
+            f"without a pod, up to the revision's timeout ({d.timeout_s:g}s); each revision "
+            "answers with the version it was created with",
+        )
+        result = Result("rollout", budget, counts, events, table + "\n\n" + per_stage, None, states)
+        result.problems += rollout_load.mixed_revisions(outcomes, versions)
+        self.echo(f"    rollout: {'; '.join(lines)}")
+        return result
 
     def node_restart(self, d: Declared, process: str) -> Result:
         """The node's kubelet or containerd restarted mid-load: running pods keep answering."""

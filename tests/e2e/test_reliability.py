@@ -45,7 +45,7 @@ def test_durations_as_knative_writes_them() -> None:
 def _result(failed: int, budget: reliability.Budget, recovered: float | None) -> reliability.Result:
     outcomes = [traffic.Outcome(i / 20, 0.003, 200, (0,)) for i in range(40)]
     outcomes += [traffic.Outcome(2 + i / 20, None, 502, None, "bad gateway") for i in range(failed)]
-    counts = traffic.counts(outcomes, (0,))
+    counts = traffic.counts(outcomes, {(0,)})
     return reliability.Result("container-kill", budget, counts, [], "", recovered)
 
 

@@ -26,17 +26,17 @@ def test_every_request_is_due_on_schedule_and_answered() -> None:
     assert len(outcomes) >= 2
     # Request i is due at i/rate however long the server takes: the open-loop schedule.
     assert [o.due_s for o in outcomes] == pytest.approx([i / 40.0 for i in range(len(outcomes))])
-    counts = traffic.counts(outcomes, (0,))
+    counts = traffic.counts(outcomes, {(0,)})
     assert (counts.sent, counts.answered) == (len(outcomes), len(outcomes))
     assert (counts.failed, counts.wrong) == (0, 0)
     assert counts.first_answer_s is not None and counts.max_latency_s is not None
     # Another expectation turns every answer into a wrong one.
-    assert traffic.counts(outcomes, (1,)).wrong == len(outcomes)
+    assert traffic.counts(outcomes, {(1,)}).wrong == len(outcomes)
 
 
 def test_a_refusing_server_fails_every_request_without_retry() -> None:
     outcomes = _run(f"http://127.0.0.1:{free_port()}", 0.5)
-    counts = traffic.counts(outcomes, (0,))
+    counts = traffic.counts(outcomes, {(0,)})
     assert counts.sent == counts.failed == len(outcomes) > 0
     assert counts.first_answer_s is None
     assert all(o.status is None and o.error.startswith("ConnectError") for o in outcomes)
