@@ -191,6 +191,7 @@ class ClusterPaths:
         rev = self.revision(model, namespace)
         waited = self.wait_for_zero(namespace, rev, timeout_s)
         self.echo(f"    scaled to zero after {waited:.0f}s without traffic")
+        self.measures["cold_start_requested"] = time.time()  # wall clock, as pods' timestamps
         got, took = self._through_activator(model, namespace, rev, rows, timeout_s)
         self.measures["cold_start_s"] = round(took, 3)
         self.echo(f"    activator: first answer {took:.2f}s after the request")
