@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "alerts": ("monitoring.alerts", "regenerate the SLO alert rules from config/slo.yaml"),
     "dashboard": ("monitoring.grafana", "regenerate the Grafana dashboards from config/slo.yaml"),
     "chart-version": ("checks.chart_version", "fail when a changed chart keeps its version"),
+    "argocd-health": ("argocd.live", "Argo CD's health verdicts of live objects next to ours"),
 }
 
 
