@@ -218,7 +218,8 @@ class Executor:
         scenarios = reliability.Scenarios(
             self.paths, node, step.model, step.namespace, step.instances, step.expected,
             self.echo,
-            lambda: reliability.inference_service_state(self.paths, step.model, step.namespace),
+            lambda: reliability.inference_service_state(self.paths, step.model, step.namespace,
+                                                     self.plan.repo),
             registry.load(self.plan.repo, step.model),
             lambda on_stage: self._rollout(step.model, step.namespace, step.percent, "rollout",
                                            on_stage),

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kserve_gitops.argocd import health
 from kserve_gitops.controllers.canary import Split
 from kserve_gitops.e2e import rollout_load, traffic
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
@@ -22,6 +23,7 @@ from kserve_gitops.e2e.tools import CommandError
 from kserve_gitops.lifecycle.registry import Registry
 from kserve_gitops.load.slo import parse_duration
 from kserve_gitops.node.realnode import RealNode
+from kserve_gitops.repo import Repo
 from kserve_gitops.serving import client
 
 RATE = 20.0  # req/s: a quarter of the SLO's rate, so that a failure is the scenario's, not load's
@@ -355,8 +357,10 @@ class Scenarios:
         return result
 
 
-def inference_service_state(paths: ClusterPaths, model: str, namespace: str) -> str:
-    """Ready and the model's transition status: what the health checks read."""
+def inference_service_state(paths: ClusterPaths, model: str, namespace: str, repo: Repo) -> str:
+    """Ready and the model's transition status, and what Argo CD would show: its own Lua health
+    check at the pinned version beside ours (argocd/base/argocd-cm.yaml), run on the live
+    object (kserve_gitops.argocd)."""
     try:
         obj = paths.get("inferenceservice", model, "-n", namespace)
     except CommandError as exc:  # a failed read is reported beside the requests, not fatal
@@ -367,4 +371,13 @@ def inference_service_state(paths: ClusterPaths, model: str, namespace: str) -> 
         "?",
     )
     transition = (status.get("modelStatus") or {}).get("transitionStatus", "?")
-    return f"Ready={ready} transitionStatus={transition}"
+    try:
+        upstream = health.evaluate(obj, repo=repo)
+        ours = health.evaluate(obj, customized=True, repo=repo)
+    except health.HealthCheckError as exc:
+        return f"Ready={ready} transitionStatus={transition}; Argo CD health: {exc}"
+    version = repo.versions["argocd"]["version"]
+    return (
+        f"Ready={ready} transitionStatus={transition}; Argo CD {version}: {upstream.status}"
+        f" ({upstream.message}), ours: {ours.status} ({ours.message})"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from kserve_gitops.e2e import plan, reliability, steps, traffic
 from kserve_gitops.repo.render import RenderError
@@ -89,3 +90,19 @@ def test_the_node_plan_runs_every_scenario_after_the_verification() -> None:
 def test_reliability_needs_the_real_node() -> None:
     with pytest.raises(RenderError, match="need the real node"):
         plan.build(REPO, "dev", "kwok", reliability=True)
+
+
+class Live:
+    """kubectl's view of a scaled-to-zero sklearn-iris (recorded in tests/argocd/data)."""
+
+    def get(self, kind: str, name: str, *rest: str) -> Any:
+        return yaml.safe_load(
+            (REPO.root / "tests/argocd/data/sklearn-iris-scaled-to-zero.yaml").read_text()
+        )
+
+
+def test_each_event_records_argo_cds_verdict_beside_ours() -> None:
+    state = reliability.inference_service_state(Live(), "sklearn-iris", "models", REPO)  # type: ignore[arg-type]
+    assert "transitionStatus=InProgress" in state
+    assert f"Argo CD {REPO.versions['argocd']['version']}: Progressing" in state
+    assert "ours: Healthy" in state
