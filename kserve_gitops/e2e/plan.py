@@ -457,6 +457,7 @@ def build(
             }
     deployed = models(repo, env, ours)
     verify: list[Step] = []
+    scenarios: list[Step] = []  # after the checks: the rollout changes what they are about
     for rel, values_file in deployed:
         values = render.model_values(repo, values_file)
         source = repo.rel(values_file)
@@ -474,7 +475,7 @@ def build(
             verify += real_node_verify(repo, env, rel)
             if reliability:
                 rows, want = predictions(repo, rel.name)[0]
-                verify += [
+                scenarios += [
                     Reliability(
                         "reliability", name, rel.name, rel.namespace, rows, want, CANARY_PERCENT
                     )
@@ -495,7 +496,7 @@ def build(
             s for s in steps
             if isinstance(s, HelmInstall) or (isinstance(s, Apply) and s.layer != "model")
         )  # fmt: skip
-        steps += [CheckCluster("check"), Reapply("check", applied)]
+        steps += [CheckCluster("check"), Reapply("check", applied), *scenarios]
         # Last: the rollout's edits change the InferenceService the steady state is about.
         steps += [
             ClusterCanary("canary", env, rel.name, rel.namespace, CANARY_PERCENT)

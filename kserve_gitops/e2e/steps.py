@@ -285,9 +285,9 @@ class SloComparison:
         return f"SLO table: local beside {', '.join(self.paths)} (config/slo.yaml, {self.env})"
 
 
-# The reliability scenarios in the order they run: the faults while the pod is up (the cold start
-# before them leaves it so), the rollout (canary, rollback), then the scale from zero, which ends
-# with no pod.
+# The reliability scenarios in the order they run, after the steady-state check: the faults (the
+# load wakes the pod if it scaled to zero meanwhile), the rollout (canary, rollback), then the
+# scale from zero, which ends with no pod.
 RELIABILITY_SCENARIOS = (
     "container-kill",
     "kubelet-restart",

@@ -83,7 +83,14 @@ def test_the_node_plan_runs_every_scenario_after_the_verification() -> None:
     rows, want = plan.predictions(REPO, "sklearn-iris")[0]  # the golden set's first case
     assert all((s.instances, s.expected) == (rows, want) for s in scenarios)
     kinds = [type(s) for s in built.steps]
-    assert kinds.index(steps.Reliability) > kinds.index(steps.ColdStart)
+    # After the verification and the steady-state check (the rollout changes the service),
+    # before the canary layer.
+    assert (
+        kinds.index(steps.Reliability) > kinds.index(steps.Reapply) > kinds.index(steps.ColdStart)
+    )
+    assert kinds.index(steps.ClusterCanary) > max(
+        i for i, k in enumerate(kinds) if k is steps.Reliability
+    )
     assert not any(isinstance(s, steps.Reliability) for s in plan.build(REPO, "dev", "node").steps)
 
 
