@@ -15,8 +15,9 @@ from urllib.parse import urlparse
 
 import yaml
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
 from kserve_gitops.base.process import ProcessError
+from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.e2e import ingress, reliability, slo_table
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
@@ -43,7 +44,6 @@ from kserve_gitops.e2e.steps import (
     StartLocalCluster,
     Step,
 )
-from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.lifecycle import registry
 from kserve_gitops.load.slo import parse_duration
 from kserve_gitops.localcluster.checks import Finding

@@ -10,7 +10,8 @@ steps without touching anything.
 
 Exit codes: 0 passed, 1 a step failed (diagnostics in reports/e2e-<timestamp>/) or the
 credential scan (gitleaks) found something in the report folder, 3 preflight: a tool is missing
-and nothing was started. Everything the run writes or prints is redacted (kserve_gitops.redact).
+and nothing was started. Everything the run writes or prints is redacted
+(kserve_gitops.base.redact).
 """
 
 from __future__ import annotations
@@ -26,18 +27,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact, tools
 from kserve_gitops.base.process import ProcessError
+from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.checks import secret_scan
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.controllers.processes import ControllerError
-from kserve_gitops.e2e import tools
 from kserve_gitops.e2e.describe import describe
 from kserve_gitops.e2e.diagnostics import collect_diagnostics, layer_namespaces
 from kserve_gitops.e2e.executor import Executor, Outcome, StepFailed, StepNotRun
 from kserve_gitops.e2e.plan import LOCAL, PROVIDERS, build
 from kserve_gitops.e2e.steps import Plan
-from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.controlplane import ControlPlaneError
 from kserve_gitops.localcluster.provider import KwokCluster, run_env, summary_table

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
 from kserve_gitops.load import slo
 from kserve_gitops.repo import Repo
 

@@ -15,7 +15,7 @@ from locust.html import get_html_report
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from matplotlib.figure import Figure  # no pyplot: renders with Agg, no display needed
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
 
 
 class ReportDir:
