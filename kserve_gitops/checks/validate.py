@@ -29,10 +29,10 @@ from typing import Any
 
 import yamale
 
-from kserve_gitops.checks import kube_schemas, platform_consistency, policy
+from kserve_gitops.checks import platform_consistency, policy
 from kserve_gitops.repo import Repo, RepoError, argocd, render
 from kserve_gitops.repo.render import Obj, RenderError
-from kserve_gitops.upstream import crds
+from kserve_gitops.upstream import crds, kube_schemas
 from kserve_gitops.upstream import values as upstream_values
 
 # Repository config files and the yamale schema each must satisfy.
