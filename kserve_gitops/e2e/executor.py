@@ -45,10 +45,10 @@ from kserve_gitops.e2e.steps import (
     Step,
 )
 from kserve_gitops.lifecycle import registry
-from kserve_gitops.load.slo import parse_duration
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.provider import KwokCluster, changed_fields
 from kserve_gitops.node.realnode import NodeError
+from kserve_gitops.repo.slo import parse_duration
 from kserve_gitops.serving import client
 
 
