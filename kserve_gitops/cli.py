@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # (tests/test_cli.py) must import Locust before the Kubernetes client.
     "e2e": ("e2e.run", "the platform and model on a kind or kwok cluster, or the plan"),
     "cluster": (
-        "localcluster.provider",
+        "e2e.provider",
         "stop a cluster kept with KEEP=1 (and its real node)",
     ),
     "gate": ("lifecycle.gate", "quality gate of a model version for an environment"),

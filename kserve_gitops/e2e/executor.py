@@ -21,6 +21,7 @@ from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.e2e import ingress, reliability, slo_table
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
+from kserve_gitops.e2e.provider import KwokCluster, changed_fields
 from kserve_gitops.e2e.steps import (
     Apply,
     CheckCluster,
@@ -46,7 +47,6 @@ from kserve_gitops.e2e.steps import (
 )
 from kserve_gitops.lifecycle import registry
 from kserve_gitops.localcluster.checks import Finding
-from kserve_gitops.localcluster.provider import KwokCluster, changed_fields
 from kserve_gitops.node.realnode import NodeError
 from kserve_gitops.repo.slo import parse_duration
 from kserve_gitops.serving import client

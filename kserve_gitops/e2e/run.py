@@ -37,10 +37,10 @@ from kserve_gitops.e2e.describe import describe
 from kserve_gitops.e2e.diagnostics import collect_diagnostics, layer_namespaces
 from kserve_gitops.e2e.executor import Executor, Outcome, StepFailed, StepNotRun
 from kserve_gitops.e2e.plan import LOCAL, PROVIDERS, build
+from kserve_gitops.e2e.provider import KwokCluster, run_env, summary_table
 from kserve_gitops.e2e.steps import Plan
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.controlplane import ControlPlaneError
-from kserve_gitops.localcluster.provider import KwokCluster, run_env, summary_table
 from kserve_gitops.node.realnode import NodeError
 from kserve_gitops.repo import Repo
 from kserve_gitops.repo.render import RenderError
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         choices=("direct", "flux"),
         default=os.environ.get("DELIVERY") or "direct",
         help="direct: the harness applies each layer; flux: Flux's controllers reconcile "
-        "clusters/<env> (kwok only; kserve_gitops.delivery.e2e)",
+        "clusters/<env> (kwok only; kserve_gitops.e2e.delivery)",
     )
     parser.add_argument(
         "--reliability",
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             print("error: --delivery flux runs on --cluster kwok, without --plan or --layers",
                   file=sys.stderr)  # fmt: skip
             return EXIT_FAILED
-        from kserve_gitops.delivery import e2e as flux_e2e
+        from kserve_gitops.e2e import delivery as flux_e2e
 
         return flux_e2e.run(repo, args.env, args.keep, args.reports or repo.reports)
     if args.cluster in LOCAL and not args.plan:

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from kserve_gitops.base import redact
 from kserve_gitops.checks import secret_scan
-from kserve_gitops.e2e import run
+from kserve_gitops.e2e import provider, run
 from kserve_gitops.e2e.steps import Apply, CheckCluster, Plan, Run, StartLocalCluster
-from kserve_gitops.localcluster import binaries, controlplane, provider
+from kserve_gitops.localcluster import binaries, controlplane
 from tests import REPO
 from tests.kwok_helpers import need_binaries
 

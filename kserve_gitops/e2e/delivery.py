@@ -28,10 +28,10 @@ from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.checks import secret_scan
 from kserve_gitops.delivery import flux, sources
 from kserve_gitops.e2e.plan import MONITORING_GROUP
+from kserve_gitops.e2e.provider import KwokCluster, run_env
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlaneError
-from kserve_gitops.localcluster.provider import KwokCluster, run_env
 from kserve_gitops.repo import Repo
 from kserve_gitops.upstream import crds
 from kserve_gitops.upstream.charts import ChartError
