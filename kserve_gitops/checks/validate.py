@@ -8,7 +8,7 @@ strictly, reporting every problem (file, field, what was expected) before the no
   ApplicationSet generates;
 - every kustomization's build;
 - the values files of upstream charts (values schema, strict render, keys with no effect);
-- every object above against the strict schema of its kind (kube_schemas.py), at the
+- every object above against the strict schema of its kind (upstream/kube_schemas.py), at the
   Kubernetes version versions.yaml pins;
 - that versions.yaml, Flux and Argo CD agree per environment (platform_consistency.py);
 - the security policies and the credential scan (policy.py)."""
