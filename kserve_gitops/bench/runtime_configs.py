@@ -1,6 +1,6 @@
 """The runtime configurations `make bench` measures side by side (bench.sidebyside) and
-`kgops profile` samples (bench.profile): a module of their own so that each of the two imports
-them without importing the other."""
+`kgops profile` samples (bench.profile). A module of their own: sidebyside runs the profiles,
+so profile reading them from sidebyside would be an import cycle."""
 
 from __future__ import annotations
 
