@@ -27,7 +27,7 @@ import httpx
 import psutil
 
 from kserve_gitops.base import machine
-from kserve_gitops.bench import pinning, rounds, sidebyside_report
+from kserve_gitops.bench import pinning, profile, rounds, sidebyside_report
 from kserve_gitops.bench.runtime_configs import CONFIGS, Config
 from kserve_gitops.repo import Repo
 from kserve_gitops.serving import client, mlserver, process
@@ -245,8 +245,6 @@ def profiles(
 ) -> list[dict[str, Any]] | str:
     """Where each configuration's Python time goes (kserve_gitops.bench.profile), or why it
     could not be sampled."""
-    from kserve_gitops.serving import profile  # it builds on this module
-
     out = []
     for config in configs:
         try:
