@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controllers": ("controllers.binaries", "build the controllers that run on kwok"),
     "node-binaries": ("node.binaries", "build the real node's binaries from Go modules"),
     "images": ("node.images", "build the real node's container images from the pinned sources"),
-    "serve": ("serving.server", "serve a model locally with KServe's runtime"),
+    "serve": ("serving.server", "serve a model locally with KServe's ModelServer"),
     "serve-mlserver": ("serving.mlserver", "serve a model locally with MLServer (V2 protocol)"),
     "predict": ("serving.predict", "batch predictions from a CSV against a server"),
     "loadtest": ("load.loadtest", "open-loop Locust load test with an SLO verdict"),
@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "alerts": ("monitoring.alerts", "regenerate the SLO alert rules from config/slo.yaml"),
     "dashboard": ("monitoring.grafana", "regenerate the Grafana dashboards from config/slo.yaml"),
     "chart-version": ("checks.chart_version", "fail when a changed chart keeps its version"),
+    "argocd-health": ("argocd.live", "Argo CD's health verdicts of live objects next to ours"),
 }
 
 

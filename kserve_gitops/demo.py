@@ -1,9 +1,9 @@
 """The whole local story in one command, no cluster needed (`make demo`).
 
 Train the model if needed, validate every chart and environment, serve the model in the
-background with KServe's runtime (or MLServer, V2 only: --runtime mlserver), load-test it open
-loop at the configured rate, print the SLO verdict and the report path, stop the server. Exit 0
-only if every step and every target passed.
+background with KServe's ModelServer and our sklearn model class (or MLServer, V2 only:
+--runtime mlserver), load-test it open loop at the configured rate, print the SLO verdict and
+the report path, stop the server. Exit 0 only if every step and every target passed.
 """
 
 from __future__ import annotations

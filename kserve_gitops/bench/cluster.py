@@ -21,7 +21,7 @@ from typing import Any
 
 from kserve_gitops.base import machine
 from kserve_gitops.base.tools import CommandError, Runner
-from kserve_gitops.bench import rounds
+from kserve_gitops.bench import cluster_rates, rounds
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
 from kserve_gitops.e2e.provider import run_env
 from kserve_gitops.localcluster import binaries, controlplane
@@ -70,8 +70,11 @@ def measure_load(
         summary = json.loads(found[-1].read_text())
     latency = summary["latency_ms"]
     metrics = {f"{k}_ms": float(latency[k]) for k in FIGURES}
+    metrics["p95_ms"] = float(latency["p95"])
     metrics["rps"] = float(summary["throughput_rps"])
-    metrics["errors"] = float(summary["requests"]["failures"])
+    requests = summary["requests"]
+    metrics["errors"] = float(requests["failures"])
+    metrics["success_pct"] = 100.0 * (1 - requests["failures"] / max(requests["completed"], 1))
     return rounds.Measurement(metrics, {"verdict": summary["verdict"]})
 
 
@@ -125,7 +128,16 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=rounds.DEFAULT_ROUNDS)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per path and round")
     parser.add_argument("--out", type=Path, default=repo.root / "benchmarks" / "cluster-path.md")
+    parser.add_argument(
+        "--rates",
+        default="5,50,500",
+        help="KServe's table: these rates per cluster path ('': none)",
+    )
+    parser.add_argument("--rate-rounds", type=int, default=3, help="rounds of the rate table")
+    parser.add_argument("--rate-duration", type=float, default=15.0, help="seconds per rate")
+    parser.add_argument("--cold-starts", type=int, default=5, help="cold starts from zero pods")
     args = parser.parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
     slo = load_slo(repo, args.env)
     model = repo.default_model()
     kubeconfig = controlplane.kubeconfig_file(repo, args.env)
@@ -160,6 +172,30 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             name=lambda t: t.name,
             log=lambda line: print(line, file=sys.stderr),
         )
+        points = [cluster_rates.RatePoint(p, targets[p].url, r) for r in rates for p in PATHS[1:]]
+        by_rate = (
+            rounds.run(
+                points,
+                lambda p, _n: measure_load(
+                    repo, runner, Target(p.name, p.url), args.env, p.rate, args.rate_duration, model
+                ),
+                args.rate_rounds,
+                name=lambda p: p.name,
+                log=lambda line: print(line, file=sys.stderr),
+            )
+            if points
+            else None
+        )
+        paths.close()  # no keep-alive: the revision must be free to scale to zero
+        starts = cluster_rates.cold_starts(
+            paths,
+            model,
+            namespace,
+            ((5.1, 3.5, 1.4, 0.2),),
+            args.cold_starts,
+            300,
+            lambda line: print(line, file=sys.stderr),
+        )
     finally:
         paths.close()
         local.stop()
@@ -176,10 +212,28 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     # The records first: a report that fails to render loses no measurement.
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "records": [r.__dict__ for r in result.records]}, indent=1,
-                   default=str)
+        json.dumps({"meta": meta, "records": [r.__dict__ for r in result.records],
+                    "rate_records": [r.__dict__ for r in by_rate.records] if by_rate else [],
+                    "cold_starts": starts}, indent=1, default=str)
     )  # fmt: skip
     text = markdown(result, meta)
+    if by_rate is not None:
+        text += (
+            f"\n## KServe's table through the real node\n\n{args.rate_rounds} interleaved rounds "
+            f"of {args.rate_duration:g} s per path and rate (median [min-max]); KServe's row "
+            f"beside each: {cluster_rates.KSERVE_SOURCE}. Here: one real node on 2 shared cores, "
+            "the load generator on the same machine.\n\n"
+            + cluster_rates.rate_table(by_rate, points)
+            + "\n"
+        )
+    if starts:
+        text += (
+            f"\n## Cold start from zero pods ({len(starts)} samples)\n\nEach: wait until the "
+            "revision has no pod, then one prediction through the activator; phases from the "
+            "pod's timestamps (whole seconds; images are local, nothing is pulled).\n\n"
+            + cluster_rates.cold_start_table(starts)
+            + "\n"
+        )
     args.out.write_text(text)
     print(text)
     return 0

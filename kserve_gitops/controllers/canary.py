@@ -89,9 +89,11 @@ def run(
     cmd_env: Mapping[str, str],
     workdir: Path,
     echo: Callable[[str], None],
+    on_stage: Callable[[str, Split], None] = lambda _stage, _split: None,
 ) -> list[str]:
     """Canary, then roll back in two runs, each edit made by `kgops rollout` in a copy of the
-    checkout and installed from there; the split after each stage, as lines."""
+    checkout and installed from there; the split after each stage, as lines (and to
+    `on_stage`, as each is seen)."""
     copy = repo_copy(repo, workdir / "repo")
     values = render.model_values_file(copy, env, model)
     reader = Reader(str(kubeconfig))
@@ -116,6 +118,7 @@ def run(
                       lambda s: s.percent(s.latest_created) == 100)  # fmt: skip
     stable = before.latest_created
     lines = [f"before: {before.describe()}"]
+    on_stage("before", before)
 
     stage(["canary", "--version", version, "--percent", str(percent)])
     canary = wait_for(
@@ -124,6 +127,7 @@ def run(
         and s.percent(stable) == 100 - percent,
     )  # fmt: skip
     lines.append(f"canary {version} {percent}%: {canary.describe()}")
+    on_stage(f"canary {version} {percent}%", canary)
 
     stage(["rollback"])
     back = wait_for(
@@ -132,6 +136,7 @@ def run(
                                                                           canary.latest_created),
     )  # fmt: skip
     lines.append(f"rollback (pin 0%, restore): {back.describe()}")
+    on_stage("rollback (pin 0%, restore)", back)
 
     stage(["rollback"])
     done = wait_for(
@@ -142,6 +147,7 @@ def run(
         lambda s: s.latest_created == back.latest_created and s.percent(s.latest_created) == 100,
     )
     lines.append(f"rollback (finish): {done.describe()}")
+    on_stage("rollback (finish)", done)
     return lines
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,7 +218,11 @@ class Executor:
         scenarios = reliability.Scenarios(
             self.paths, node, step.model, step.namespace, step.instances, step.expected,
             self.echo,
-            lambda: reliability.inference_service_state(self.paths, step.model, step.namespace),
+            lambda: reliability.inference_service_state(self.paths, step.model, step.namespace,
+                                                     self.plan.repo),
+            registry.load(self.plan.repo, step.model),
+            lambda on_stage: self._rollout(step.model, step.namespace, step.percent, "rollout",
+                                           on_stage),
         )  # fmt: skip
         try:
             result = scenarios.run(step.scenario)
@@ -253,13 +258,30 @@ class Executor:
         if verdict.status != "ready":
             raise StepFailed(f"{verdict.status}: {verdict.reason}")
 
-    def _canary(self, step: ClusterCanary) -> None:
-        reg = registry.load(self.plan.repo, step.model)
-        version = canary.expected_version(self.plan.repo, reg, registry.state(reg, step.env).stable)
-        lines = canary.run(
-            self.plan.repo, step.env, step.model, step.namespace, version, step.percent,
-            self.plan.kubeconfig, self.runner.env or dict(os.environ), self.workdir, self.echo,
+    def _rollout(
+        self,
+        model: str,
+        namespace: str,
+        percent: int,
+        folder: str,
+        on_stage: Callable[[str, canary.Split], None] = lambda _stage, _split: None,
+    ) -> list[str]:
+        """The project's canary of the next registered version, then its two-step rollback
+        (kserve_gitops.controllers.canary), in a copy of the checkout under `folder`."""
+        reg = registry.load(self.plan.repo, model)
+        version = canary.expected_version(
+            self.plan.repo, reg, registry.state(reg, self.plan.env).stable
+        )
+        workdir = self.workdir / folder
+        workdir.mkdir(exist_ok=True)
+        return canary.run(
+            self.plan.repo, self.plan.env, model, namespace, version, percent,
+            self.plan.kubeconfig, self.runner.env or dict(os.environ), workdir, self.echo,
+            on_stage,
         )  # fmt: skip
+
+    def _canary(self, step: ClusterCanary) -> None:
+        lines = self._rollout(step.model, step.namespace, step.percent, "canary")
         redact.write_text(self.report_dir / "canary.txt", "\n".join(lines) + "\n")
         self.chain["canary"] = lines
         for line in lines:

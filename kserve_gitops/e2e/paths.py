@@ -97,13 +97,14 @@ class ClusterPaths:
         ]
 
     def public(self, model: str, namespace: str) -> tuple[str, dict[str, str]]:
-        """The newest revision's public Service (its endpoints the activator's, or the pods'
-        when Knative takes the activator out of the path) and the headers the ingress sets."""
-        rev = self.revision(model, namespace)
-        return self._service_url(rev, namespace), {
-            REVISION_HEADER: rev,
-            NAMESPACE_HEADER: namespace,
-        }
+        """The newest Ready revision's public Service and the headers the ingress sets."""
+        return self.revision_target(self.revision(model, namespace), namespace)
+
+    def revision_target(self, rev: str, namespace: str) -> tuple[str, dict[str, str]]:
+        """A revision's public Service (its endpoints the activator's, or the pods' when Knative
+        takes the activator out of the path) and the headers the ingress sets for it."""
+        headers = {REVISION_HEADER: rev, NAMESPACE_HEADER: namespace}
+        return self._service_url(rev, namespace), headers
 
     def _through_activator(
         self, model: str, namespace: str, rev: str, rows: client.Rows, timeout_s: float
@@ -190,6 +191,7 @@ class ClusterPaths:
         rev = self.revision(model, namespace)
         waited = self.wait_for_zero(namespace, rev, timeout_s)
         self.echo(f"    scaled to zero after {waited:.0f}s without traffic")
+        self.measures["cold_start_requested"] = time.time()  # wall clock, as pods' timestamps
         got, took = self._through_activator(model, namespace, rev, rows, timeout_s)
         self.measures["cold_start_s"] = round(took, 3)
         self.echo(f"    activator: first answer {took:.2f}s after the request")

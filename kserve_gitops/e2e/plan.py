@@ -475,7 +475,9 @@ def build(
             if reliability:
                 rows, want = predictions(repo, rel.name)[0]
                 verify += [
-                    Reliability("reliability", name, rel.name, rel.namespace, rows, want)
+                    Reliability(
+                        "reliability", name, rel.name, rel.namespace, rows, want, CANARY_PERCENT
+                    )
                     for name in RELIABILITY_SCENARIOS
                 ]
             continue

@@ -1,6 +1,6 @@
 """Readiness of each upstream chart: what `helm --wait` does not prove. Taken from KServe's own
 CI (hack/setup/quick-install/*, test/scripts/gh-actions/setup-deps.sh) and kubeflow/manifests'
-kind tests; see the e2e section of the README for the file-by-file comparison."""
+kind tests."""
 
 from __future__ import annotations
 

@@ -286,11 +286,13 @@ class SloComparison:
 
 
 # The reliability scenarios in the order they run: the faults while the pod is up (the cold start
-# before them leaves it so), then the scale from zero, which ends with no pod.
+# before them leaves it so), the rollout (canary, rollback), then the scale from zero, which ends
+# with no pod.
 RELIABILITY_SCENARIOS = (
     "container-kill",
     "kubelet-restart",
     "containerd-restart",
+    "rollout",
     "scale-from-zero",
 )
 
@@ -307,10 +309,12 @@ class Reliability:
     namespace: str
     instances: tuple[tuple[float, ...], ...]
     expected: tuple[int, ...]
+    percent: int  # the rollout's canary share
 
     @property
     def title(self) -> str:
-        return f"reliability: {self.scenario} under open-loop load, {list(self.expected)} expected"
+        what = f" (canary {self.percent}%, rollback)" if self.scenario == "rollout" else ""
+        return f"reliability: {self.scenario}{what} under open-loop load"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,16 +28,22 @@ class Outcome:
     status: int | None  # HTTP status; None for a transport error or a timeout
     answer: tuple[Any, ...] | None  # the predictions of a 200
     error: str = ""
+    target: str = ""  # where the route sent it (a revision), when the traffic is routed
 
     @property
     def ok(self) -> bool:
         return self.status == 200
 
 
+# Where request i goes: (base URL, headers, a label for the report).
+Route = Callable[[int], tuple[str, Mapping[str, str], str]]
+
+
 @dataclass
 class OpenLoop:
-    """`rate` requests a second of one V1 prediction of `rows` to `url` (with `headers`), in a
-    thread of its own until stop(); each request may take up to `timeout_s`."""
+    """`rate` requests a second of one V1 prediction of `rows` to `url` (with `headers`), or
+    where `route` sends each, in a thread of its own until stop(); each request may take up to
+    `timeout_s`."""
 
     url: str
     model: str
@@ -45,6 +51,7 @@ class OpenLoop:
     rate: float
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 60.0
+    route: Route | None = None
     outcomes: list[Outcome] = field(default_factory=list)
     started: float = 0.0  # time.monotonic() of request 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -73,33 +80,43 @@ class OpenLoop:
         path = client.predict_path("v1", self.model)
         body = client.request_body("v1", self.rows)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        async with httpx.AsyncClient(
-            base_url=self.url, headers=dict(self.headers), timeout=self.timeout_s, limits=limits
-        ) as http:
+        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as http:
             tasks: set[asyncio.Task[None]] = set()
             i = 0
             while not self._stop.is_set():
                 due = i / self.rate
                 await asyncio.sleep(max(0.0, due - self.now()))
-                task = asyncio.create_task(self._one(http, path, body, due))
+                url, headers, target = self.route(i) if self.route else (self.url, self.headers, "")
+                task = asyncio.create_task(self._one(http, url + path, headers, body, due, target))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 i += 1
             if tasks:
                 await asyncio.wait(tasks)
 
-    async def _one(self, http: httpx.AsyncClient, path: str, body: Any, due: float) -> None:
+    async def _one(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        headers: Mapping[str, str],
+        body: Any,
+        due: float,
+        target: str,
+    ) -> None:
         try:
-            resp = await http.post(path, json=body)
+            resp = await http.post(url, json=body, headers=dict(headers))
         except httpx.HTTPError as exc:
-            self.outcomes.append(Outcome(due, None, None, None, f"{type(exc).__name__}: {exc}"))
+            error = f"{type(exc).__name__}: {exc}"
+            self.outcomes.append(Outcome(due, None, None, None, error, target))
             return
         took = self.now() - due
         if resp.status_code != 200:
-            self.outcomes.append(Outcome(due, took, resp.status_code, None, resp.text[:200]))
+            self.outcomes.append(
+                Outcome(due, took, resp.status_code, None, resp.text[:200], target)
+            )
             return
         answer = tuple(resp.json().get("predictions") or ())
-        self.outcomes.append(Outcome(due, took, 200, answer))
+        self.outcomes.append(Outcome(due, took, 200, answer, "", target))
 
 
 @dataclass(frozen=True)
@@ -112,17 +129,34 @@ class Counts:
     max_latency_s: float | None
 
 
-def counts(outcomes: list[Outcome], expected: tuple[Any, ...]) -> Counts:
+def counts(outcomes: list[Outcome], expected: Collection[tuple[Any, ...]]) -> Counts:
+    """The totals; an answer other than every one of `expected` is wrong."""
     ok = [o for o in outcomes if o.ok]
     latencies = [o.latency_s for o in ok if o.latency_s is not None]
     return Counts(
         sent=len(outcomes),
         answered=len(ok),
         failed=len(outcomes) - len(ok),
-        wrong=sum(1 for o in ok if o.answer != expected),
+        wrong=sum(1 for o in ok if o.answer not in expected),
         first_answer_s=min((o.due_s + (o.latency_s or 0) for o in ok), default=None),
         max_latency_s=max(latencies, default=None),
     )
+
+
+def recovery_s(outcomes: list[Outcome], since: float) -> float | None:
+    """Seconds from `since` until clients are served again: the answer to the first request due
+    after the last one that failed (after `since` when none did), however long it was held."""
+    last_failed = max((o.due_s for o in outcomes if not o.ok and o.due_s >= since), default=None)
+    after = [
+        o
+        for o in outcomes
+        if o.ok
+        and o.latency_s is not None
+        and (o.due_s > last_failed if last_failed is not None else o.due_s >= since)
+    ]
+    if not after:
+        return None
+    return after[0].due_s + (after[0].latency_s or 0.0) - since
 
 
 def over_time(
@@ -144,6 +178,9 @@ def over_time(
         )
         notes = [f"{t:.1f}s {e}" for t, e in events if start <= t < stop]
         notes += [f"failed: {', '.join(failures)}"] if failures else []
+        if not inside and not notes and rows and rows[-1][1] == 0 and not rows[-1][-1]:
+            rows[-1][0] = f"{rows[-1][0].split('-')[0]}-{stop:g}s"  # one row for a quiet stretch
+            continue
         rows.append(
             [
                 f"{start:g}-{stop:g}s",

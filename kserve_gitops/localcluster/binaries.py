@@ -312,7 +312,7 @@ def istio_values_module(version: str, source: Path, env: dict[str, str]) -> Path
 FLUX_FORKS = {"github.com/fluxcd/helm/v4 v4.2.4-flux.1": "helm.sh/helm/v4 v4.2.4"}
 # Dependencies a Flux controller's go.mod requires at a version whose module zip the proxy refuses
 # (403 "not available", though its .info is served), and the newest served patch of the same
-# minor the build uses instead (a replace directive; listed in the README). source-controller
+# minor the build uses instead (a replace directive). source-controller
 # v1.9.5 requires github.com/fluxcd/pkg/artifact v0.18.3 (v0.18.2 is refused too; v1.9.3 built
 # with v0.18.1) and, for its tests only, helmtestserver v0.40.2.
 FLUX_UNSERVED = {

@@ -37,13 +37,18 @@ class HostError(Exception):
 def _writable_sysctls() -> dict[str, str]:
     values: dict[str, str] = {}
     for tree in SYSCTL_TREES:
-        for path in (SYSCTL_ROOT / tree).rglob("*"):
-            key = str(path.relative_to(SYSCTL_ROOT))
-            if key.startswith(SYSCTL_VOLATILE) or ("/conf/" in key and "/conf/all/" not in key):
-                continue  # per-interface settings come and go with the interfaces
-            with contextlib.suppress(OSError):
-                if path.is_file() and path.stat().st_mode & 0o200:
-                    values[key] = path.read_text().strip()
+        # os.walk skips a folder that vanishes mid-walk: a pod's veth going while the node stops.
+        for folder, dirs, files in os.walk(SYSCTL_ROOT / tree):
+            rel = Path(folder).relative_to(SYSCTL_ROOT)
+            if rel.name == "conf":  # per-interface settings come and go with the interfaces
+                dirs[:] = [d for d in dirs if d == "all"]
+            for name in files:
+                key, path = str(rel / name), Path(folder, name)
+                if key.startswith(SYSCTL_VOLATILE):
+                    continue
+                with contextlib.suppress(OSError):
+                    if path.stat().st_mode & 0o200:
+                        values[key] = path.read_text().strip()
     return values
 
 

@@ -4,9 +4,9 @@ a host process beside kube-proxy, with iptables chains and ipsets on this machin
 
 Why kube-router and not kube-network-policies (what kind's kindnetd embeds): the latter hands
 the first packet of each connection to user space with nftables' `queue` expression, and this
-kernel has no CONFIG_NFT_QUEUE, so its ruleset is refused (README, "NetworkPolicy on the real
-node"). kube-router's firewall is iptables (`-m set`, `-m physdev`, REJECT) and ipset, which
-this kernel has (CONFIG_NETFILTER_XT_SET, CONFIG_IP_SET, iptables-nft through NFT_COMPAT).
+kernel has no CONFIG_NFT_QUEUE, so its ruleset is refused (docs/real-node.md, "NetworkPolicy on
+the real node"). kube-router's firewall is iptables (`-m set`, `-m physdev`, REJECT) and ipset,
+which this kernel has (CONFIG_NETFILTER_XT_SET, CONFIG_IP_SET, iptables-nft through NFT_COMPAT).
 
 Why a host process and not a pod: it needs the host's network namespace and root over its
 netfilter tables; as a pod that is a privileged hostNetwork DaemonSet from an image built here,

@@ -91,6 +91,7 @@ def test_renovate_proposes_bumps_for_every_pinned_version() -> None:
         str(versions["knative"]["operator"]),
         str(versions["knative"]["serving"]),
         versions["kserve"]["version"],
+        versions["argocd"]["version"],
     }
     assert expected <= set(found), f"pins without a renovate comment: {expected - set(found)}"
     local = versions["localCluster"]
@@ -174,6 +175,7 @@ def test_crd_pins_follow_versions_yaml() -> None:
         "fluxcd/source-controller": v["flux"]["sourceController"],
         "fluxcd/kustomize-controller": v["flux"]["kustomizeController"],
         "fluxcd/helm-controller": v["flux"]["helmController"],
+        "argoproj/argo-cd": v["argocd"]["version"],
     }
     for pin in crds.pins(REPO):
         if pin.upstream in expected:

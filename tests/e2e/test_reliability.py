@@ -6,18 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from kserve_gitops.e2e import plan, reliability, steps, traffic
 from kserve_gitops.repo.render import RenderError
 from tests import REPO
 
 REVISION = {"metadata": {"name": "sklearn-iris-predictor-00001"}, "spec": {"timeoutSeconds": 30}}
-AUTOSCALER = {"data": {"stable-window": "60s", "scale-to-zero-grace-period": "30s",
-                       "scale-to-zero-pod-retention-period": "0s"}}  # fmt: skip
-DEPLOYMENT = {"spec": {"template": {"spec": {"containers": [
-    {"name": "kserve-container"},
-    {"name": "queue-proxy", "readinessProbe": {"periodSeconds": 10, "failureThreshold": 3}},
-]}}}}  # fmt: skip
+AUTOSCALER = {
+    "data": {
+        "stable-window": "60s",
+        "scale-to-zero-grace-period": "30s",
+        "scale-to-zero-pod-retention-period": "0s",
+    }
+}
 
 
 class Objects:
@@ -27,12 +29,12 @@ class Objects:
         return "sklearn-iris-predictor-00001"
 
     def get(self, kind: str, name: str, *rest: str) -> Any:
-        return {"revision": REVISION, "configmap": AUTOSCALER, "deployment": DEPLOYMENT}[kind]
+        return {"revision": REVISION, "configmap": AUTOSCALER}[kind]
 
 
 def test_declared_reads_the_revision_autoscaler_and_probe() -> None:
     declared = reliability.Declared.read(Objects(), "sklearn-iris", "models")  # type: ignore[arg-type]
-    assert declared == reliability.Declared(30.0, 60.0, 30.0, 30.0)
+    assert declared == reliability.Declared(30.0, 60.0, 30.0)
     # Stable window, scale-to-zero period, then the termination grace (the revision's timeout).
     assert declared.scale_down_s == 120.0
 
@@ -44,12 +46,16 @@ def test_durations_as_knative_writes_them() -> None:
 def _result(failed: int, budget: reliability.Budget, recovered: float | None) -> reliability.Result:
     outcomes = [traffic.Outcome(i / 20, 0.003, 200, (0,)) for i in range(40)]
     outcomes += [traffic.Outcome(2 + i / 20, None, 502, None, "bad gateway") for i in range(failed)]
-    counts = traffic.counts(outcomes, (0,))
+    counts = traffic.counts(outcomes, {(0,)})
     return reliability.Result("container-kill", budget, counts, [], "", recovered)
 
 
+def _budget(failed: int, within: float | None) -> reliability.Budget:
+    return reliability.Budget(failed, 30, within, "declared", "answers again")
+
+
 def test_a_fault_within_its_budget_holds() -> None:
-    result = _result(3, reliability.Budget(61, 30, 40, "declared"), 12.5)
+    result = _result(3, _budget(201, 40), 12.5)
     assert result.breaches == []
     assert "container-kill: HELD" in result.text()
     assert result.summary()["held"] is True
@@ -57,12 +63,15 @@ def test_a_fault_within_its_budget_holds() -> None:
 
 def test_a_broken_budget_is_reported_with_each_breach() -> None:
     # The same run against a budget of no failures and a 5 s recovery: both breaches named.
-    result = _result(3, reliability.Budget(0, 30, 5, "deliberately broken"), 12.5)
-    assert result.breaches == ["3 failed request(s), budget 0", "recovery 12.5s, budget 5s"]
+    result = _result(3, _budget(0, 5), 12.5)
+    assert result.breaches == [
+        "3 failed request(s), budget 0",
+        "answers again after 12.5s, budget 5s",
+    ]
     assert "BROKEN" in result.text()
-    never = _result(0, reliability.Budget(0, 30, 5, "declared"), None)
-    assert never.breaches == ["recovery never, budget 5s"]
-    restarted = _result(0, reliability.Budget(0, 30, None, "declared"), None)
+    never = _result(0, _budget(0, 5), None)
+    assert never.breaches == ["answers again never, budget 5s"]
+    restarted = _result(0, _budget(0, None), None)
     restarted.problems.append("kserve-container restarted")
     assert restarted.breaches == ["kserve-container restarted"]
 
@@ -81,3 +90,19 @@ def test_the_node_plan_runs_every_scenario_after_the_verification() -> None:
 def test_reliability_needs_the_real_node() -> None:
     with pytest.raises(RenderError, match="need the real node"):
         plan.build(REPO, "dev", "kwok", reliability=True)
+
+
+class Live:
+    """kubectl's view of a scaled-to-zero sklearn-iris (recorded in tests/argocd/data)."""
+
+    def get(self, kind: str, name: str, *rest: str) -> Any:
+        return yaml.safe_load(
+            (REPO.root / "tests/argocd/data/sklearn-iris-scaled-to-zero.yaml").read_text()
+        )
+
+
+def test_each_event_records_argo_cds_verdict_beside_ours() -> None:
+    state = reliability.inference_service_state(Live(), "sklearn-iris", "models", REPO)  # type: ignore[arg-type]
+    assert "transitionStatus=InProgress" in state
+    assert f"Argo CD {REPO.versions['argocd']['version']}: Progressing" in state
+    assert "ours: Healthy" in state

@@ -61,3 +61,24 @@ def test_cgroups_made_in_every_hierarchy_are_removed(as_root: None) -> None:
     assert made, "no cgroup hierarchy took the cgroup"
     assert host.remove_cgroup(name) == []
     assert not any(path.exists() for path in made)
+
+
+def test_sysctls_skip_per_interface_settings_and_folders_that_vanish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "net/ipv4/conf"
+    for iface in ("all", "veth0"):
+        (conf / iface).mkdir(parents=True)
+        (conf / iface / "forwarding").write_text("1\n")
+    (tmp_path / "net/ipv4/ip_forward").write_text("1\n")
+    monkeypatch.setattr(host, "SYSCTL_ROOT", tmp_path)
+    walk = os.walk
+
+    def racing_walk(top: Path) -> object:
+        for folder, dirs, files in walk(top):
+            yield folder, dirs, files
+            if folder == str(tmp_path / "net/ipv4"):
+                (tmp_path / "net/ipv4/conf/all/forwarding").unlink()  # gone mid-walk
+
+    monkeypatch.setattr(host.os, "walk", racing_walk)
+    assert host._writable_sysctls() == {"net/ipv4/ip_forward": "1"}
