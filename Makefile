@@ -98,10 +98,11 @@ chromium: ## Install Debian's chromium unless one is on PATH (Debian/Ubuntu)
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium && \
 	chromium --version
 
-lint: $(STAMP) ## ruff and yamllint
+lint: $(STAMP) ## ruff, yamllint and the package's layers (import-linter: [tool.importlinter])
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/yamllint -s .
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 train: $(STAMP) ## Retrain models/sklearn-iris (deterministic)
 	$(KGOPS) train

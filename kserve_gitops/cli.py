@@ -34,12 +34,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench.local", "benchmarks into BENCHMARKS.md"),
     "bench-e2e": ("bench.kwok_e2e", "warm kwok e2e per environment into benchmarks/"),
     "bench-cluster": ("bench.cluster", "benchmark the cluster paths of a kept real-node cluster"),
-    "profile": ("serving.profile", "where a runtime's Python time goes under load (py-spy)"),
+    "profile": ("bench.profile", "where a runtime's Python time goes under load (py-spy)"),
     # After the Locust commands: `kgops <command> --help` of every command in one process
     # (tests/test_cli.py) must import Locust before the Kubernetes client.
     "e2e": ("e2e.run", "the platform and model on a kind or kwok cluster, or the plan"),
     "cluster": (
-        "localcluster.provider",
+        "e2e.provider",
         "stop a cluster kept with KEEP=1 (and its real node)",
     ),
     "gate": ("lifecycle.gate", "quality gate of a model version for an environment"),

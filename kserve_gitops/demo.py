@@ -8,8 +8,8 @@ the report path, stop the server. Exit 0 only if every step and every target pas
 
 from __future__ import annotations
 
-# Locust (via loadtest) monkey-patches the standard library with gevent: import it first.
-from kserve_gitops.load import loadtest  # isort: skip
+from kserve_gitops.load import loadtest, openloop
+
 import argparse
 import importlib.util
 import os
@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from kserve_gitops.lifecycle import train
-from kserve_gitops.load import openloop, slo
-from kserve_gitops.repo import Repo
+from kserve_gitops.repo import Repo, slo
 from kserve_gitops.serving import process, runtimes
 
 

@@ -19,12 +19,12 @@ which the SLO uses.
 
 from __future__ import annotations
 
-import itertools
-
 import gevent
+from kserve_gitops.load import locust_command, openloop
 from locust import FastHttpUser, constant, events, task
 
-from kserve_gitops.load import locust_command, openloop
+import itertools
+
 from kserve_gitops.serving import client, payloads
 
 

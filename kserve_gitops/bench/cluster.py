@@ -19,13 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.bench import cluster_rates, machine, rounds
+from kserve_gitops.base import machine
+from kserve_gitops.base.tools import CommandError, Runner
+from kserve_gitops.bench import cluster_rates, rounds
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
-from kserve_gitops.e2e.tools import CommandError, Runner
-from kserve_gitops.load.slo import load_slo
+from kserve_gitops.e2e.provider import run_env
 from kserve_gitops.localcluster import binaries, controlplane
-from kserve_gitops.localcluster.provider import run_env
 from kserve_gitops.repo import Repo
+from kserve_gitops.repo.slo import load_slo
 from kserve_gitops.serving import process
 
 PATHS = ("local", "service", "port-forward")

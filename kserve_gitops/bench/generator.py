@@ -3,8 +3,8 @@ processes against kserve_gitops.load.fastserver, a server that is never the bott
 
 from __future__ import annotations
 
-# Locust (via measure) monkey-patches the standard library with gevent: import it first.
-from kserve_gitops.bench.measure import Knobs, measure, search_max_rate  # isort: skip
+from kserve_gitops.load.measure import Knobs, measure, search_max_rate
+
 import contextlib
 import os
 import socket

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.bench import machine
+from kserve_gitops.base import machine
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.repo import Repo, files
 

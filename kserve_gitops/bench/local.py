@@ -2,7 +2,7 @@
 
 For each server setting (upstream defaults vs tuned), worker count and protocol: the latency at
 a fixed 80 req/s, then the highest arrival rate whose p99 (from the scheduled send time) stays
-under 50 ms, found by doubling then bisecting (kserve_gitops.bench.measure). The load generator
+under 50 ms, found by doubling then bisecting (kserve_gitops.load.measure). The load generator
 is the same open-loop Locust harness as `make loadtest`, in this process; its CPU share and the
 server's are recorded for every point, and one point is cross-checked with wrk (bench.wrk).
 The generator itself is measured too (bench.generator): the highest rate it sustains with 1, 2
@@ -16,8 +16,9 @@ quiet machine and flags the results when it did not get one. bench.report writes
 
 from __future__ import annotations
 
-# Locust (via measure) monkey-patches the standard library with gevent: import it first.
-from kserve_gitops.bench.measure import FIXED_RATE, SETTINGS, Knobs, measure, search_max_rate  # isort: skip
+from kserve_gitops.load.measure import FIXED_RATE, SETTINGS, Knobs, measure, search_max_rate
+from kserve_gitops.load.workers import WorkerError
+
 import argparse
 import json
 import os
@@ -29,8 +30,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.bench import generator, machine, pinning, report, rounds, sidebyside, wrk
-from kserve_gitops.load.workers import WorkerError
+from kserve_gitops.base import machine
+from kserve_gitops.bench import generator, pinning, report, rounds, sidebyside, wrk
+from kserve_gitops.bench.runtime_configs import select as select_runtime_configs
 from kserve_gitops.repo import Repo, files
 from kserve_gitops.serving import process
 from kserve_gitops.serving.process import LocalServer
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         "--runtime-configs",
         nargs="+",
         help="configurations of the side by side (default: all of "
-        "kserve_gitops.bench.sidebyside.CONFIGS)",
+        "kserve_gitops.bench.runtime_configs.CONFIGS)",
     )
     p.add_argument("--fast-port", type=int, default=0, help="fast server port (0: any free one)")
     p.add_argument("--master-port", type=int, default=5557, help="Locust master port")
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         print("error: --runtime-rounds: expected 1 or more", file=sys.stderr)
         return 2
     try:
-        runtime_configs = sidebyside.select(args.runtime_configs)
+        runtime_configs = select_runtime_configs(args.runtime_configs)
         pin = pinning.parse(args.pin, pinning.available())
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

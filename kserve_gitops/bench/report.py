@@ -3,6 +3,8 @@ benchmarks/results.json: `kgops bench --from-results`)."""
 
 from __future__ import annotations
 
+from kserve_gitops.load.measure import FIXED_RATE, SETTINGS
+
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,6 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from kserve_gitops.bench import sidebyside_report
-from kserve_gitops.bench.measure import FIXED_RATE, SETTINGS
 
 AIMS = {"avg_ms_at_80": 5.0, "p99_ms_at_80": 15.0, "rate_at_p99_50": 1000.0}
 

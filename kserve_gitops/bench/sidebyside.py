@@ -4,14 +4,14 @@ Every runtime and setting is started afresh in each round, in an order that rota
 rounds, so that a neighbour's burst on the shared machine falls on different configurations
 in different rounds. Per configuration and protocol: cold start (process start to the first
 successful prediction), latency at 80 req/s from the scheduled send time, the highest arrival
-rate with p99 <= 50 ms (kserve_gitops.bench.measure's search), server CPU per request and the
+rate with p99 <= 50 ms (kserve_gitops.load.measure's search), server CPU per request and the
 resident memory of the runtime's processes.
 """
 
 from __future__ import annotations
 
-# Locust (via measure) monkey-patches the standard library with gevent: import it first.
-from kserve_gitops.bench import measure  # isort: skip
+from kserve_gitops.load import measure
+
 import contextlib
 import json
 import os
@@ -19,52 +19,20 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
-from kserve_gitops.bench import machine, pinning, rounds, sidebyside_report
+from kserve_gitops.base import machine
+from kserve_gitops.bench import pinning, profile, rounds, sidebyside_report
+from kserve_gitops.bench.runtime_configs import CONFIGS, Config
 from kserve_gitops.repo import Repo
-from kserve_gitops.serving import client, mlserver, process, runtimes
+from kserve_gitops.serving import client, mlserver, process
 from kserve_gitops.serving.process import LocalServer
 
-
-@dataclass(frozen=True)
-class Config:
-    name: str
-    runtime: str
-    args: tuple[str, ...]
-    note: str
-
-    @property
-    def protocols(self) -> tuple[str, ...]:
-        return runtimes.PROTOCOLS[self.runtime]
-
-
-CONFIGS = (
-    Config("sklearnserver-upstream", "sklearnserver", (), "KServe's defaults"),
-    Config(
-        "sklearnserver-tuned",
-        "sklearnserver",
-        tuple(measure.SETTINGS["tuned"]),
-        "this project's recommended settings: " + " ".join(measure.SETTINGS["tuned"]),
-    ),
-    Config(
-        "mlserver-upstream",
-        "mlserver",
-        (),
-        "the image's defaults: one inference worker process behind the HTTP process, debug on",
-    ),
-    Config(
-        "mlserver-inprocess",
-        "mlserver",
-        ("--workers", "0", "--debug", "false"),
-        "parallel_workers 0 (inference in the HTTP process), debug off (no access log)",
-    ),
-)
 PREDICT_BODY = {"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}
 
 
@@ -275,10 +243,8 @@ def profiles(
     log: Callable[[str], None],
     prefix: Sequence[str] = (),
 ) -> list[dict[str, Any]] | str:
-    """Where each configuration's Python time goes (kserve_gitops.serving.profile), or why it
+    """Where each configuration's Python time goes (kserve_gitops.bench.profile), or why it
     could not be sampled."""
-    from kserve_gitops.serving import profile  # it builds on this module
-
     out = []
     for config in configs:
         try:
@@ -301,16 +267,3 @@ def profiles(
         )
         log(f"  profile {config.name}: {sum(counts.values())} samples")
     return out
-
-
-def select(names: list[str] | None) -> tuple[Config, ...]:
-    """The named configurations (all when None), or ValueError naming the unknown ones."""
-    if not names:
-        return CONFIGS
-    known = {c.name: c for c in CONFIGS}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(
-            f"--runtime-configs: unknown {', '.join(unknown)}; expected some of {', '.join(known)}"
-        )
-    return tuple(known[n] for n in names)

@@ -12,7 +12,7 @@ from typing import Any
 from kserve_gitops.bench import rounds
 from kserve_gitops.bench.rounds import NO_VERDICT, Rounds
 
-FIXED_RATE = 80.0  # bench.measure.FIXED_RATE (not imported: that module loads Locust)
+FIXED_RATE = 80.0  # load.measure.FIXED_RATE (not imported: that module loads Locust)
 RECOMMENDED = "sklearnserver-tuned"
 # Per protocol, the figures a round records (metric name -> point field).
 LATENCY = ("avg", "p50", "p99", "max")

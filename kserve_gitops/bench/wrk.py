@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kserve_gitops.load.measure import cpu_seconds, server_procs
+
 import os
 import re
 import shutil
@@ -10,7 +12,6 @@ import tempfile
 import time
 from typing import Any
 
-from kserve_gitops.bench.measure import cpu_seconds, server_procs
 from kserve_gitops.repo import Repo
 from kserve_gitops.serving import payloads
 from kserve_gitops.serving.process import LocalServer

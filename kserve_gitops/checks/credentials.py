@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from kserve_gitops.base.redact import CREDENTIAL_NAME
 from kserve_gitops.checks import secret_scan
 from kserve_gitops.checks.pods import each_container
 from kserve_gitops.checks.rules import Context, Problems, Violation
-from kserve_gitops.redact import CREDENTIAL_NAME
 from kserve_gitops.repo import Repo
 from kserve_gitops.repo.render import RenderError
 
 # Environment variable names that carry a credential: only valueFrom (a Secret) is acceptable.
-# The same names the harness redacts from what it writes (kserve_gitops.redact).
+# The same names the harness redacts from what it writes (kserve_gitops.base.redact).
 SECRET_ENV = CREDENTIAL_NAME
 
 

@@ -12,14 +12,14 @@ import argparse
 import sys
 from typing import Any
 
-from kserve_gitops.checks.install_plan import (
+from kserve_gitops.repo import Repo, argocd, flux, render
+from kserve_gitops.repo.install_plan import (
     Component,
     argocd_components,
     describe,
     differences,
     flux_components,
 )
-from kserve_gitops.repo import Repo, argocd, flux, render
 from kserve_gitops.repo.render import RenderError
 
 # The steps each platform component must come after: a missing dependsOn or sync wave shows up

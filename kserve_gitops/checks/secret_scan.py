@@ -3,7 +3,7 @@ from its Go module into the binaries cache like the kwok cluster's binaries), co
 config/gitleaks.toml (gitleaks' default rules, extended; each allowlist entry with its reason).
 
 `kgops policy` (and `make validate`) scans the work tree; the e2e scans its report folder before
-it finishes and fails naming each file, line and rule (kserve_gitops.redact keeps them clean).
+it finishes and fails naming each file, line and rule (kserve_gitops.base.redact keeps them clean).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.repo import Repo
 

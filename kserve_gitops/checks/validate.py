@@ -8,7 +8,7 @@ strictly, reporting every problem (file, field, what was expected) before the no
   ApplicationSet generates;
 - every kustomization's build;
 - the values files of upstream charts (values schema, strict render, keys with no effect);
-- every object above against the strict schema of its kind (kube_schemas.py), at the
+- every object above against the strict schema of its kind (upstream/kube_schemas.py), at the
   Kubernetes version versions.yaml pins;
 - that versions.yaml, Flux and Argo CD agree per environment (platform_consistency.py);
 - the security policies and the credential scan (policy.py)."""
@@ -29,10 +29,10 @@ from typing import Any
 
 import yamale
 
-from kserve_gitops.checks import kube_schemas, platform_consistency, policy
+from kserve_gitops.checks import platform_consistency, policy
 from kserve_gitops.repo import Repo, RepoError, argocd, render
 from kserve_gitops.repo.render import Obj, RenderError
-from kserve_gitops.upstream import crds
+from kserve_gitops.upstream import crds, kube_schemas
 from kserve_gitops.upstream import values as upstream_values
 
 # Repository config files and the yamale schema each must satisfy.

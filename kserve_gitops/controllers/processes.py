@@ -35,9 +35,9 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from kserve_gitops.base.process import tail
+from kserve_gitops.base.tools import stop_process
 from kserve_gitops.controllers import binaries
 from kserve_gitops.controllers.network import Netns, NetworkError, PodForwarder
-from kserve_gitops.e2e.tools import stop_process
 from kserve_gitops.localcluster import pki
 from kserve_gitops.localcluster.standins import StandIns
 from kserve_gitops.repo import Repo

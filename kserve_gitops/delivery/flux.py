@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 
 import yaml
 
+from kserve_gitops.base.tools import CommandError, Runner, stop_process
 from kserve_gitops.delivery import sources
-from kserve_gitops.e2e.tools import CommandError, Runner, stop_process
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS, port_in_use
 from kserve_gitops.repo import Repo, render

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from kserve_gitops.e2e.tools import stop_process
+from kserve_gitops.base.tools import stop_process
 from kserve_gitops.repo import Repo
 
 # What Flux's GitRepository reads (clusters/base/gitrepository.yaml packs only these).

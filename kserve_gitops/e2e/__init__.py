@@ -13,7 +13,12 @@ cluster the e2e kept).
     executor     runs the steps (Executor); ingress: predictions through a fresh route
     diagnostics  what a failed run leaves in reports/e2e-<timestamp>/diagnostics/
     run          `kgops e2e`: preflight, build, run, summary
-    tools        the external tools (docker, kind, kubectl, helm): preflight and the Runner
+    provider     the kwok cluster as the executor uses it: control plane, controllers, nodes
+    delivery     `DELIVERY=flux`: the same cluster, delivered by Flux from clusters/<env>
 
-Where the kwok provider runs the cluster: kserve_gitops.localcluster; the controllers it runs
-as processes: kserve_gitops.controllers; delivery through Flux: kserve_gitops.delivery."""
+The external tools (docker, kind, kubectl, helm), their preflight and the Runner are
+kserve_gitops.base.tools: the kwok cluster, the controllers and delivery run them too.
+
+What the kwok provider assembles: the control plane (kserve_gitops.localcluster), the
+controllers it runs as processes (kserve_gitops.controllers) and the real node
+(kserve_gitops.node); Flux's controllers and sources: kserve_gitops.delivery."""

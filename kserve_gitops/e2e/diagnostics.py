@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
+from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.e2e.steps import Apply, HelmInstall, Plan
-from kserve_gitops.e2e.tools import CommandError, Runner
 
 
 def platform_namespaces(plan: Plan) -> list[str]:
@@ -38,7 +38,7 @@ CLUSTER_WIDE: dict[str, str] = {
 
 def collect_diagnostics(plan: Plan, runner: Runner, dest: Path) -> list[str]:
     """Best effort: each command that fails leaves its error in its file instead. Every file
-    is redacted (kserve_gitops.redact): Secrets keep their keys, their values go."""
+    is redacted (kserve_gitops.base.redact): Secrets keep their keys, their values go."""
     dest.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
 

@@ -16,11 +16,13 @@ from urllib.parse import urlparse
 
 import yaml
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
 from kserve_gitops.base.process import ProcessError
+from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.e2e import ingress, reliability, slo_table
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
+from kserve_gitops.e2e.provider import KwokCluster, changed_fields
 from kserve_gitops.e2e.steps import (
     Apply,
     CheckCluster,
@@ -44,12 +46,10 @@ from kserve_gitops.e2e.steps import (
     StartLocalCluster,
     Step,
 )
-from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.lifecycle import registry
-from kserve_gitops.load.slo import parse_duration
 from kserve_gitops.localcluster.checks import Finding
-from kserve_gitops.localcluster.provider import KwokCluster, changed_fields
 from kserve_gitops.node.realnode import NodeError
+from kserve_gitops.repo.slo import parse_duration
 from kserve_gitops.serving import client
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from kserve_gitops.base.process import Process, ProcessError
-from kserve_gitops.e2e.tools import Runner, find_tool
+from kserve_gitops.base.tools import Runner, find_tool
 from kserve_gitops.serving import client
 
 # Headers the ingress sets for Knative's activator: which revision a request is for.

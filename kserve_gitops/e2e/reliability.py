@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kserve_gitops.argocd import health
+from kserve_gitops.base.tools import CommandError
 from kserve_gitops.controllers.canary import Split
 from kserve_gitops.e2e import rollout_load, traffic
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
-from kserve_gitops.e2e.tools import CommandError
 from kserve_gitops.lifecycle.registry import Registry
-from kserve_gitops.load.slo import parse_duration
 from kserve_gitops.node.realnode import RealNode
 from kserve_gitops.repo import Repo
+from kserve_gitops.repo.slo import parse_duration
 from kserve_gitops.serving import client
 
 RATE = 20.0  # req/s: a quarter of the SLO's rate, so that a failure is the scenario's, not load's

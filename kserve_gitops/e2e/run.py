@@ -10,7 +10,8 @@ steps without touching anything.
 
 Exit codes: 0 passed, 1 a step failed (diagnostics in reports/e2e-<timestamp>/) or the
 credential scan (gitleaks) found something in the report folder, 3 preflight: a tool is missing
-and nothing was started. Everything the run writes or prints is redacted (kserve_gitops.redact).
+and nothing was started. Everything the run writes or prints is redacted
+(kserve_gitops.base.redact).
 """
 
 from __future__ import annotations
@@ -26,21 +27,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact, tools
 from kserve_gitops.base.process import ProcessError
+from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.checks import secret_scan
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.controllers.processes import ControllerError
-from kserve_gitops.e2e import tools
 from kserve_gitops.e2e.describe import describe
 from kserve_gitops.e2e.diagnostics import collect_diagnostics, layer_namespaces
 from kserve_gitops.e2e.executor import Executor, Outcome, StepFailed, StepNotRun
 from kserve_gitops.e2e.plan import LOCAL, PROVIDERS, build
+from kserve_gitops.e2e.provider import KwokCluster, run_env, summary_table
 from kserve_gitops.e2e.steps import Plan
-from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.localcluster.controlplane import ControlPlaneError
-from kserve_gitops.localcluster.provider import KwokCluster, run_env, summary_table
 from kserve_gitops.node.realnode import NodeError
 from kserve_gitops.repo import Repo
 from kserve_gitops.repo.render import RenderError
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         choices=("direct", "flux"),
         default=os.environ.get("DELIVERY") or "direct",
         help="direct: the harness applies each layer; flux: Flux's controllers reconcile "
-        "clusters/<env> (kwok only; kserve_gitops.delivery.e2e)",
+        "clusters/<env> (kwok only; kserve_gitops.e2e.delivery)",
     )
     parser.add_argument(
         "--reliability",
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             print("error: --delivery flux runs on --cluster kwok, without --plan or --layers",
                   file=sys.stderr)  # fmt: skip
             return EXIT_FAILED
-        from kserve_gitops.delivery import e2e as flux_e2e
+        from kserve_gitops.e2e import delivery as flux_e2e
 
         return flux_e2e.run(repo, args.env, args.keep, args.reports or repo.reports)
     if args.cluster in LOCAL and not args.plan:

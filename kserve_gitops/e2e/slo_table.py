@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.e2e.tools import CommandError, Runner
+from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.repo import Repo
 from kserve_gitops.serving import process
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from kserve_gitops.checks import kube_schemas
 from kserve_gitops.repo import Repo
+from kserve_gitops.upstream import kube_schemas
 
 # PodSpecMask: fields Knative always keeps (automountServiceAccountToken only when false).
 ALWAYS_ALLOWED = frozenset(

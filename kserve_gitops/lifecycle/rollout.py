@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.checks import kube_schemas
 from kserve_gitops.lifecycle import gate, registry
 from kserve_gitops.repo import Repo, render, yaml_rt
+from kserve_gitops.upstream import kube_schemas
 
 MAX_CANARY_PERCENT = 99  # 100% would make the canary the rolled-out revision: that is promote
 

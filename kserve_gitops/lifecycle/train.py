@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.bench import machine
+from kserve_gitops.base import machine
 from kserve_gitops.repo import Repo, files
 
 ARTIFACT = "model.joblib"

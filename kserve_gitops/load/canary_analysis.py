@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from kserve_gitops import redact
-from kserve_gitops.load import slo
-from kserve_gitops.repo import Repo
+from kserve_gitops.base import redact
+from kserve_gitops.repo import Repo, slo
 
 EXIT = {"promote": 0, "hold": 3, "rollback": 4}
 ARMS = ("stable", "canary")

@@ -10,19 +10,19 @@ lost, and its slots due by the end count as errors (Totals.offered), never silen
 
 from __future__ import annotations
 
+import gevent
+from gevent.event import Event
+from kserve_gitops.load import openloop, tally
+from locust.env import Environment
+from locust.rpc import Message
+from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
+
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import gevent
 import psutil
-from gevent.event import Event
-from locust.env import Environment
-from locust.rpc import Message
-from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
-
-from kserve_gitops.load import openloop, tally
 
 log = logging.getLogger("kserve_gitops.load")
 

@@ -10,6 +10,11 @@ folder. Download Data gets the same rows as a CSV.
 
 from __future__ import annotations
 
+from kserve_gitops.load import coordinator, loadtest, report, tally
+from kserve_gitops.load.settings import Settings
+from locust.env import Environment
+from locust.runners import MasterRunner
+
 import csv
 import io
 import json
@@ -17,10 +22,8 @@ import time
 from dataclasses import dataclass
 
 from flask import Response, make_response, request
-from locust.env import Environment
-from locust.runners import MasterRunner
 
-from kserve_gitops.load import coordinator, loadtest, locust_command, report, slo, tally
+from kserve_gitops.repo import slo
 
 TAB = "slo"
 CSV_PATH = "/kgops/slo.csv"
@@ -126,7 +129,7 @@ class Dashboard:
         self,
         environment: Environment,
         run: coordinator.Coordinator,
-        settings: locust_command.Settings,
+        settings: Settings,
         config: slo.Slo,
     ) -> None:
         self.environment = environment
@@ -208,7 +211,7 @@ class Dashboard:
 def install(
     environment: Environment,
     run: coordinator.Coordinator,
-    settings: locust_command.Settings,
+    settings: Settings,
     config: slo.Slo,
 ) -> Dashboard:
     web_ui = environment.web_ui

@@ -10,8 +10,10 @@ and HTML, summary.json, plot.png), prints the verdict table and exits 1 when a t
 
 from __future__ import annotations
 
-# Locust monkey-patches the standard library with gevent on import: import it first.
-import locust  # noqa: F401  # isort: skip
+import gevent
+from kserve_gitops.load import coordinator, openloop, report, tally, workers
+from locust.env import Environment
+from locust.stats import stats_history
 
 import argparse
 import importlib.util
@@ -26,13 +28,8 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlparse
 
-import gevent
-from locust.env import Environment
-from locust.stats import stats_history
-
-from kserve_gitops.bench import machine
-from kserve_gitops.load import coordinator, openloop, report, slo, tally, workers
-from kserve_gitops.repo import Repo
+from kserve_gitops.base import machine
+from kserve_gitops.repo import Repo, slo
 
 GRACE_S = 10.0  # how long in-flight requests may take after the last slot
 GENERATOR_BUSY_PCT = 80.0  # above this share of one core, warn that Locust may be the limit
@@ -124,7 +121,7 @@ def _versions(repo: Repo, opts: LoadOptions) -> dict[str, str | None]:
         "python": platform.python_version(),
         **machine.package_versions(["locust", "hdrhistogram", "kserve"]),
         "server": _server_version(opts),
-        "git": machine.git_revision(repo),
+        "git": machine.git_revision(repo.root),
     }
 
 

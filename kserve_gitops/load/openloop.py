@@ -9,14 +9,15 @@ the scheduled time. Locust's own stats keep the service time (send to response).
 
 from __future__ import annotations
 
+import gevent
+from gevent.event import Event
+
 import math
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import gevent
-from gevent.event import Event
 from hdrh.histogram import HdrHistogram
 
 # gevent's libev loop wakes timers ~0.7 ms late (epoll timeouts are whole milliseconds): aim

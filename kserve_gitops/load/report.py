@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import gevent
+from locust.env import Environment
+from locust.html import get_html_report
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
+
 import json
 import os
 import shutil
@@ -9,13 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gevent
-from locust.env import Environment
-from locust.html import get_html_report
-from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from matplotlib.figure import Figure  # no pyplot: renders with Agg, no display needed
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
 
 
 class ReportDir:

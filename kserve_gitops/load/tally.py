@@ -7,11 +7,13 @@ message lost or repeated changes nothing and a worker that disappears keeps what
 
 from __future__ import annotations
 
+from kserve_gitops.load import openloop
+
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from kserve_gitops.load import openloop, slo
+from kserve_gitops.repo import slo
 
 
 @dataclass

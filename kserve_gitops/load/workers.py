@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import gevent
+from locust.runners import MasterRunner
+
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import gevent
-from locust.runners import MasterRunner
 
 from kserve_gitops.repo import Repo
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
 from kserve_gitops.base.process import tail
-from kserve_gitops.e2e.tools import stop_process
+from kserve_gitops.base.tools import stop_process
 from kserve_gitops.localcluster import pki
 from kserve_gitops.repo import Repo
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.load import slo
-from kserve_gitops.repo import Repo, generated
+from kserve_gitops.repo import Repo, generated, slo
 
 MONITORING_NAMESPACE = "kserve-monitoring"
 RULE_FILE = "slo-rules.yaml"

@@ -12,9 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.load import slo
 from kserve_gitops.monitoring import alerts
-from kserve_gitops.repo import Repo, generated
+from kserve_gitops.repo import Repo, generated, slo
 
 DASHBOARD_FILE = "dashboard.yaml"
 UID = "kserve-slo"

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.e2e.tools import Runner
+from kserve_gitops.base.tools import Runner
 from kserve_gitops.node.config import Layout
 from kserve_gitops.repo import Repo
 

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from kserve_gitops.repo import Repo
-from kserve_gitops.review import diff as objdiff
+from kserve_gitops.repo import diff as objdiff
 
 # Directories whose kustomizations are delivery or platform declarations (never charts or caches).
 KUSTOMIZE_TOPS = ("environments", "platform", "clusters", "argocd", "e2e")

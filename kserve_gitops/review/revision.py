@@ -1,6 +1,6 @@
 """`make diff BASE=<git ref>`: what a change does to each environment. Every environment is
 rendered at the base revision and at the working tree (kserve_gitops.review.snapshot) and
-compared object by object (kserve_gitops.review.diff).
+compared object by object (kserve_gitops.repo.diff).
 
 The base is unpacked with `git archive` into a temporary directory and rendered there by a
 subprocess of this code (KGOPS_ROOT pointing at it), so the working tree is never touched and
@@ -22,9 +22,9 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kserve_gitops.repo import Repo
+from kserve_gitops.repo import Repo, diff
 from kserve_gitops.repo.render import RenderError
-from kserve_gitops.review import diff, snapshot
+from kserve_gitops.review import snapshot
 from kserve_gitops.upstream import charts
 
 # GitHub refuses a job summary over 1 MiB; stay well below it.

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from kserve_gitops.checks.install_plan import argocd_components
 from kserve_gitops.repo import Repo, files, flux
+from kserve_gitops.repo.install_plan import argocd_components
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.upstream import tables
 

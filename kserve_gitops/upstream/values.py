@@ -25,10 +25,9 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.checks import kube_schemas
 from kserve_gitops.repo import Repo, files, flux, render
 from kserve_gitops.repo.render import Obj, RenderError
-from kserve_gitops.upstream import charts, istio_values
+from kserve_gitops.upstream import charts, istio_values, kube_schemas
 from kserve_gitops.upstream.charts import ChartRef
 
 # Helm's releaseutil.SplitManifests: a document separator may be followed by text on its line

@@ -1,5 +1,5 @@
 """The rounds runner and its statistics (bench.rounds), the quiet-machine wait
-(bench.machine.wait_for_quiet): no server, no load, no clock but the ones the tests give."""
+(base.machine.wait_for_quiet): no server, no load, no clock but the ones the tests give."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from kserve_gitops.bench import machine, rounds
+from kserve_gitops.base import machine
+from kserve_gitops.bench import rounds
 from kserve_gitops.bench.rounds import NO_VERDICT, Measurement, Rounds, interleave, spread
 
 

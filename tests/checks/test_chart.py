@@ -16,8 +16,8 @@ import helm_python as helm
 import pytest
 import yaml
 
-from kserve_gitops.checks import kube_schemas
 from kserve_gitops.repo import render as repo_render
+from kserve_gitops.upstream import kube_schemas
 from tests import REPO
 
 CHART_DIR = REPO.model_chart

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kserve_gitops.checks import install_plan, platform_consistency
-from kserve_gitops.repo import Repo, argocd, flux, render
+from kserve_gitops.checks import platform_consistency
+from kserve_gitops.repo import Repo, argocd, flux, install_plan, render
 from tests import REPO
 from tests.broken_copy import edit
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from kserve_gitops.checks import install_plan, mesh, policy
+from kserve_gitops.checks import mesh, policy
 from kserve_gitops.checks.rules import namespace_labels
-from kserve_gitops.repo import render
+from kserve_gitops.repo import install_plan, render
 from kserve_gitops.repo.render import Obj
 from tests import REPO
 from tests.broken_copy import edit, run_validate

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kserve_gitops.checks import install_plan, platform_consistency
-from kserve_gitops.repo import flux
+from kserve_gitops.checks import platform_consistency
+from kserve_gitops.repo import flux, install_plan
 from tests import REPO
 from tests.checks.test_gitops import check_platform
 

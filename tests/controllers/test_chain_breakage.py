@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.controllers import binaries as controller_binaries
 from kserve_gitops.e2e.executor import Executor
 from kserve_gitops.e2e.plan import build
+from kserve_gitops.e2e.provider import KwokCluster, run_env
 from kserve_gitops.e2e.steps import NotRun, ObserveChain
-from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries, controlplane
-from kserve_gitops.localcluster.provider import KwokCluster, run_env
 from tests import REPO
 from tests.kwok_helpers import need_binaries
 

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
+from kserve_gitops.base.tools import CommandError
 from kserve_gitops.delivery import flux, sources
-from kserve_gitops.delivery.e2e import FluxCluster
-from kserve_gitops.e2e.tools import CommandError
+from kserve_gitops.e2e.delivery import FluxCluster
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.upstream import crds
 from tests import REPO

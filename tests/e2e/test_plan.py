@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kserve_gitops.e2e import readiness, run, steps, tools
+from kserve_gitops.base import tools
+from kserve_gitops.e2e import readiness, run, steps
 from kserve_gitops.e2e.describe import describe
 from kserve_gitops.e2e.executor import Executor, StepFailed
 from kserve_gitops.e2e.model_store import storage

@@ -3,6 +3,9 @@ KServe servers side by side: v1 as stable, v2 as canary, made slow or failing on
 
 from __future__ import annotations
 
+from kserve_gitops.load import canary_analysis
+from kserve_gitops.load.canary_analysis import Arm, Rules
+
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kserve_gitops.load import canary_analysis, slo
-from kserve_gitops.load.canary_analysis import Arm, Rules
+from kserve_gitops.repo import slo
 from kserve_gitops.serving import process
 from tests import REPO
 

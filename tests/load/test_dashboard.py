@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kserve_gitops.load import slo
+from kserve_gitops.repo import slo
 from tests import REPO
 from tests.load_helpers import free_port, wait_for_port
 

@@ -3,6 +3,8 @@ merged into one verdict, and a worker lost mid-run reported with its unsent slot
 
 from __future__ import annotations
 
+from kserve_gitops.load import openloop, tally
+
 import itertools
 import json
 import math
@@ -15,7 +17,6 @@ from pathlib import Path
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from kserve_gitops.load import openloop, tally
 from tests import REPO
 from tests.load_helpers import fast_server, free_port, slo_file
 

@@ -4,6 +4,8 @@ predictions and Host-header routing, and the locustfile under the plain locust c
 
 from __future__ import annotations
 
+from kserve_gitops.load import openloop
+
 import csv
 import json
 import os
@@ -19,7 +21,6 @@ import httpx
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from kserve_gitops.load import openloop
 from kserve_gitops.serving import payloads, process
 from tests import REPO
 

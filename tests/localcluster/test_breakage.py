@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
+from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.e2e.executor import Executor
+from kserve_gitops.e2e.provider import KwokCluster, run_env
 from kserve_gitops.e2e.steps import Apply, HelmInstall, Plan
-from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries, controlplane
-from kserve_gitops.localcluster.provider import KwokCluster, run_env
 from kserve_gitops.repo import flux, render
 from kserve_gitops.upstream import charts as upstream_charts
 from tests import REPO

@@ -22,11 +22,11 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
 from kserve_gitops.checks import secret_scan
-from kserve_gitops.e2e import run
+from kserve_gitops.e2e import provider, run
 from kserve_gitops.e2e.steps import Apply, CheckCluster, Plan, Run, StartLocalCluster
-from kserve_gitops.localcluster import binaries, controlplane, provider
+from kserve_gitops.localcluster import binaries, controlplane
 from tests import REPO
 from tests.kwok_helpers import need_binaries
 
@@ -196,7 +196,7 @@ def test_secrets_are_shown_with_keys_sha256_and_length(
 def test_without_the_redaction_the_e2e_fails_naming_file_line_and_rule(
     report: tuple[Path, list[str], dict[str, str], int], tmp_path: Path
 ) -> None:
-    """The same Secrets with kserve_gitops.redact switched off (the harness as it was): the
+    """The same Secrets with kserve_gitops.base.redact switched off (the harness as it was): the
     run's last act, the credential scan of its report folder, fails it and names each file,
     line and rule, never the value."""
     values = make_secrets()

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from kserve_gitops.load import slo
 from kserve_gitops.monitoring import alerts, grafana, promtool
-from kserve_gitops.repo import render
+from kserve_gitops.repo import render, slo
 from tests import REPO
 from tests.conftest import Kgops
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from kserve_gitops.e2e.tools import Runner
+from kserve_gitops.base.tools import Runner
+from kserve_gitops.e2e.provider import KwokCluster, run_env
 from kserve_gitops.localcluster import binaries, controlplane
-from kserve_gitops.localcluster.provider import KwokCluster, run_env
 from kserve_gitops.node import binaries as node_binaries
 from kserve_gitops.node import diagnose, images
 from kserve_gitops.node.config import NODE_LABEL, NODE_VALUE, TOLERATION

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kserve_gitops.review import diff
+from kserve_gitops.repo import diff
 from tests import REPO
 from tests.broken_copy import edit
 from tests.conftest import Kgops

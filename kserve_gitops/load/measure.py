@@ -3,8 +3,8 @@ whose p99 stays within a limit: what `kgops bench` and the runtimes side by side
 
 from __future__ import annotations
 
-# Locust (via loadtest) monkey-patches the standard library with gevent: import it first.
-from kserve_gitops.load import loadtest  # isort: skip
+from kserve_gitops.load import loadtest
+
 import math
 import time
 from dataclasses import dataclass
@@ -12,8 +12,7 @@ from typing import Any
 
 import psutil
 
-from kserve_gitops.load import slo
-from kserve_gitops.repo import Repo
+from kserve_gitops.repo import Repo, slo
 from kserve_gitops.serving.process import LocalServer
 
 SETTINGS: dict[str, list[str]] = {

@@ -1,4 +1,4 @@
-"""The redaction every writer of the harness goes through (kserve_gitops.redact): Secrets keep
+"""The redaction every writer of the harness goes through (kserve_gitops.base.redact): Secrets keep
 their keys with the sha256 and length of each value; keys, tokens and credential-named values go
 wherever they appear. The secrets are made at run time, so this file holds none (the tree scan
 would find it)."""
@@ -16,8 +16,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from kserve_gitops import redact
-from kserve_gitops.e2e.tools import CommandError, Runner
+from kserve_gitops.base import redact
+from kserve_gitops.base.tools import CommandError, Runner
 
 
 def _b64(value: str) -> str:

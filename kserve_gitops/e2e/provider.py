@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
+from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.controllers import binaries as controller_binaries
 from kserve_gitops.controllers.processes import Controllers
-from kserve_gitops.e2e.tools import CommandError, Runner
 from kserve_gitops.localcluster import binaries, checks, controlplane, pki
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlane, ControlPlaneError
 from kserve_gitops.localcluster.standins import STAND_IN, StandIns
@@ -208,7 +208,7 @@ class KwokCluster:
     def report(self, runner: Runner, dest: Path, layers: Mapping[str, Iterable[str]]) -> None:
         """Final state per layer (objects by kind, Deployments, Pods with node and phase),
         events, the stand-ins' actions and every component's log; each file redacted
-        (kserve_gitops.redact: the objects read include every Secret)."""
+        (kserve_gitops.base.redact: the objects read include every Secret)."""
         dest.mkdir(parents=True, exist_ok=True)
         try:
             objects, events = self.objects(runner)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kserve_gitops.checks import kube_schemas
+from kserve_gitops.upstream import kube_schemas
 from tests import REPO
 
 ISVC = {

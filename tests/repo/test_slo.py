@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kserve_gitops.load import slo
+from kserve_gitops.repo import slo
 from tests import REPO
 
 VALID = """\

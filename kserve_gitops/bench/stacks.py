@@ -1,5 +1,5 @@
 """py-spy's collapsed stacks grouped by the library of their innermost Python frame: the
-pure part of `kserve_gitops.serving.profile`, free of its Locust import."""
+pure part of `kserve_gitops.bench.profile`, free of its Locust import."""
 
 from __future__ import annotations
 

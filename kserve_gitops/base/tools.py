@@ -1,7 +1,7 @@
-"""The command-line tools of the e2e (docker, kind, kubectl, helm): find them, check them
+"""The command-line tools the harness runs (docker, kind, kubectl, helm): find them, check them
 before anything starts, run them with a log of every command and its output (Runner), and stop
 the long-running processes the harness started (stop_process). What a command prints reaches
-the log, the terminal and an error message redacted (kserve_gitops.redact): its caller alone
+the log, the terminal and an error message redacted (kserve_gitops.base.redact): its caller alone
 gets it as it was."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
 
 # How to get each tool; printed by the preflight when one is missing.
 INSTALL_HINTS = {

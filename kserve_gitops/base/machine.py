@@ -16,8 +16,6 @@ from typing import Any
 
 import psutil
 
-from kserve_gitops.repo import Repo
-
 
 def cores() -> int:
     return psutil.cpu_count() or 1
@@ -62,10 +60,10 @@ def package_versions(names: Iterable[str], missing: str | None = None) -> dict[s
     return found
 
 
-def git_revision(repo: Repo) -> str | None:
-    """The checkout's short commit, None outside a git checkout."""
+def git_revision(root: Path) -> str | None:
+    """The short commit of the checkout at `root`, None outside a git checkout."""
     git = subprocess.run(
-        ["git", "-C", str(repo.root), "rev-parse", "--short", "HEAD"],
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
         capture_output=True,
         text=True,
         check=False,

@@ -11,8 +11,8 @@ Prints a table of the shares and writes py-spy's collapsed stacks beside it (--o
 
 from __future__ import annotations
 
-# Locust (via measure) monkey-patches the standard library with gevent: import it first.
-from kserve_gitops.bench import measure  # isort: skip
+from kserve_gitops.load import measure
+
 import argparse
 import shlex
 import shutil
@@ -24,15 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.bench import sidebyside
+from kserve_gitops.bench import runtime_configs
+from kserve_gitops.bench.stacks import shares
 from kserve_gitops.repo import Repo
 from kserve_gitops.serving import process, runtimes
-from kserve_gitops.serving.stacks import shares
 
 
 def profile(
     repo: Repo,
-    config: sidebyside.Config,
+    config: runtime_configs.Config,
     protocol: str,
     rate: float,
     duration: float,
@@ -83,14 +83,14 @@ def table(counts: Counter[str]) -> list[str]:
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     p = argparse.ArgumentParser(prog="kgops profile", description=__doc__)
-    p.add_argument("--config", choices=[c.name for c in sidebyside.CONFIGS], required=True)
+    p.add_argument("--config", choices=[c.name for c in runtime_configs.CONFIGS], required=True)
     p.add_argument("--protocol", choices=("v1", "v2"), default="v2")
     p.add_argument("--rate", type=float, default=200.0, help="offered req/s (default 200)")
     p.add_argument("--duration", type=float, default=15.0, help="seconds of load (default 15)")
     p.add_argument("--out", type=Path, help="markdown table (default reports/profile-<config>.md)")
     args = p.parse_args(argv)
     repo = repo or Repo.discover()
-    [config] = sidebyside.select([args.config])
+    [config] = runtime_configs.select([args.config])
     try:
         runtimes.check(config.runtime, args.protocol)
     except ValueError as exc:

@@ -6,7 +6,7 @@ cluster checks as the kwok e2e.
 
 Exit codes: 0 passed, 1 failed (report in reports/e2e-flux-<env>-<timestamp>/), also when the
 credential scan (gitleaks) finds something in the report folder. Everything the run writes or
-prints is redacted (kserve_gitops.redact).
+prints is redacted (kserve_gitops.base.redact).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops import redact
+from kserve_gitops.base import redact
+from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.checks import secret_scan
 from kserve_gitops.delivery import flux, sources
 from kserve_gitops.e2e.plan import MONITORING_GROUP
-from kserve_gitops.e2e.tools import CommandError, Runner
+from kserve_gitops.e2e.provider import KwokCluster, run_env
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.checks import Finding
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlaneError
-from kserve_gitops.localcluster.provider import KwokCluster, run_env
 from kserve_gitops.repo import Repo
 from kserve_gitops.upstream import crds
 from kserve_gitops.upstream.charts import ChartError
