@@ -7,14 +7,12 @@ appears whole or not at all."""
 from __future__ import annotations
 
 import csv
-import hashlib
-import os
 import shutil
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from kserve_gitops.base import pinned
 from kserve_gitops.repo import Repo, RepoError
 
 COLUMNS = ("file", "tag", "sha256", "url")
@@ -47,8 +45,7 @@ def version(repo: Repo) -> str:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kserve-gitops" / "argocd-health"
+    return pinned.user_cache("argocd-health")
 
 
 def pins(repo: Repo) -> list[Pin]:
@@ -75,45 +72,18 @@ def pins(repo: Repo) -> list[Pin]:
 
 
 def _check(pin: Pin, data: bytes, origin: str, where: str) -> bytes:
-    got = hashlib.sha256(data).hexdigest()
-    if got != pin.sha256:
-        raise HealthSourceError(
-            f"{origin}: sha256 mismatch for {pin.file}: {where} column sha256 expects "
-            f"{pin.sha256}, got {got}"
-        )
-    return data
-
-
-def _fetch(pin: Pin, where: str) -> tuple[bytes, str]:
-    """The pinned bytes from ARGOCD_HEALTH_DIR when set, else from the pinned URL."""
-    folder = os.environ.get("ARGOCD_HEALTH_DIR")
-    if folder:
-        src = Path(folder) / pin.file
-        try:
-            return src.read_bytes(), str(src)
-        except OSError as exc:
-            raise HealthSourceError(
-                f"{src}: cannot read {pin.file} from ARGOCD_HEALTH_DIR ({exc.strerror}); "
-                f"{where} pins it with sha256 {pin.sha256}"
-            ) from None
-    try:
-        with urllib.request.urlopen(pin.url, timeout=60) as resp:
-            return resp.read(), pin.url
-    except OSError as exc:
-        raise HealthSourceError(
-            f"{pin.url}: download of {pin.file} failed ({exc}); offline, set ARGOCD_HEALTH_DIR "
-            "to a folder holding the pinned health checks"
-        ) from None
+    pin_column = f"{where} column sha256"
+    return pinned.verify(data, pin.sha256, origin, pin.file, pin_column, HealthSourceError)
 
 
 def ensure(repo: Repo, cache: Path | None = None) -> Path:
     """The verified cache folder of the pinned version (<cache>/<tag>), filled when absent."""
     root = cache or cache_root()
     where = repo.rel(pin_file(repo))
-    pinned = pins(repo)
+    wanted = pins(repo)
     dest = root / version(repo)
     if dest.is_dir():
-        for pin in pinned:
+        for pin in wanted:
             path = root / pin.file
             if not path.is_file():
                 raise HealthSourceError(
@@ -123,7 +93,20 @@ def ensure(repo: Repo, cache: Path | None = None) -> Path:
             _check(pin, path.read_bytes(), str(path), where)
         return dest
     # Everything read and checked before anything is written.
-    fetched = {pin.file: _check(pin, *_fetch(pin, where), where) for pin in pinned}
+    fetched = {
+        pin.file: _check(
+            pin,
+            *pinned.fetch(
+                pin.file,
+                pin.url,
+                "ARGOCD_HEALTH_DIR",
+                "the pinned health checks",
+                HealthSourceError,
+            ),
+            where,
+        )
+        for pin in wanted
+    }
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{dest.name}."))
     try:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kserve_gitops.base.pinned import user_cache
 from kserve_gitops.repo import Repo
 
 # From k8s.io/kubernetes at the cluster's version; kubectl too, so that the client is of the
@@ -47,10 +48,7 @@ class BuildError(Exception):
 def cache_root() -> Path:
     """Outside the checkout, so that a fresh clone on the same machine finds the binaries:
     $KGOPS_BIN_CACHE, else the user's cache directory."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kserve-gitops" / "bin"
+    return user_cache("bin", ENV_CACHE)
 
 
 def go_version() -> str:

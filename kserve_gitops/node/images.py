@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kserve_gitops.base.pinned import user_cache
 from kserve_gitops.controllers import binaries as controller_binaries
 from kserve_gitops.localcluster.binaries import BuildError, go_version, pin_error
 from kserve_gitops.repo import Repo
@@ -93,10 +94,7 @@ CONTAINERD_NAME = "io.containerd.image.name"
 def cache_root() -> Path:
     """Outside the checkout, beside the binaries' cache: $KGOPS_IMAGE_CACHE, else the user's
     cache directory (kserve-gitops/images)."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kserve-gitops" / "images"
+    return user_cache("images", ENV_CACHE)
 
 
 def arch() -> str:

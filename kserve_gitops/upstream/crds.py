@@ -8,15 +8,14 @@ Flux e2e builds come from the same modules."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from kserve_gitops.base import pinned
 from kserve_gitops.repo import Repo, files
 from kserve_gitops.upstream import tables
 
@@ -80,39 +79,18 @@ def _from_module(pin: Pin) -> tuple[bytes, str]:
     return src.read_bytes(), f"{pin.gomodule}@{pin.tag}/{pin.path}"
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _check(pin: Pin, data: bytes, origin: str) -> bytes:
-    got = _sha256(data)
-    if got != pin.sha256:
-        raise CRDError(
-            f"{origin}: sha256 mismatch for {pin.file} ({pin.upstream} {pin.tag}): "
-            f"expected {pin.sha256}, got {got}"
-        )
-    return data
+    where = f"{pin.upstream} {pin.tag} (config/crds.tsv)"
+    return pinned.verify(data, pin.sha256, origin, pin.file, where, CRDError)
 
 
 def _fetch(pin: Pin) -> tuple[bytes, str]:
-    """The pinned bytes from CRD_DIR when set, else from the pinned URL."""
+    """The pinned bytes from CRD_DIR when set (a Go module's file CRD_DIR lacks from the
+    module), else from the pinned URL."""
     crd_dir = os.environ.get("CRD_DIR")
-    if crd_dir:
-        src = Path(crd_dir) / pin.file
-        if pin.gomodule and not src.is_file():
-            return _from_module(pin)
-        try:
-            return src.read_bytes(), str(src)
-        except OSError as exc:
-            raise CRDError(f"{src}: cannot read {pin.file} from CRD_DIR ({exc.strerror})") from exc
-    try:
-        with urllib.request.urlopen(pin.url, timeout=60) as resp:
-            return resp.read(), pin.url
-    except OSError as exc:
-        raise CRDError(
-            f"{pin.url}: download of {pin.file} failed ({exc}); offline, set CRD_DIR to a folder "
-            "holding the pinned CRDs"
-        ) from exc
+    if crd_dir and pin.gomodule and not (Path(crd_dir) / pin.file).is_file():
+        return _from_module(pin)
+    return pinned.fetch(pin.file, pin.url, "CRD_DIR", "the pinned CRDs", CRDError)
 
 
 def ensure(

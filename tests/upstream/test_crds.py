@@ -47,7 +47,7 @@ def test_checksum_mismatch_in_crd_dir_is_an_error_and_writes_nothing(
     (source / pin.file).write_text("kind: CustomResourceDefinition\n# tampered\n")
     monkeypatch.setenv("CRD_DIR", str(source))
     cache = tmp_path / "cache"
-    expected = f"sha256 mismatch for {pin.file}.*expected {pin.sha256}"
+    expected = f"sha256 mismatch for {pin.file}.*expects {pin.sha256}"
     with pytest.raises(crds.CRDError, match=expected):
         crds.ensure(REPO, cache, _pin_file(tmp_path, [pin]))
     assert not (cache / pin.file).exists()
