@@ -171,7 +171,7 @@ e2e: $(STAMP) $(if $(filter node,$(CLUSTER)),node-tools image-tools) ## Full pla
 e2e-reliability: $(STAMP) node-tools image-tools ## The real-node e2e, then the reliability scenarios under open-loop load (container kill, kubelet and containerd restart, scale from zero), each against its budget (root)
 	$(KGOPS) e2e --env $(ENV) --cluster node --reliability $(if $(filter 1,$(KEEP)),--keep)
 
-bench-cluster: $(STAMP) ## Cluster-path latency at the SLO rate (local, Service, port-forward) of a kept real-node cluster (make e2e CLUSTER=node KEEP=1) into benchmarks/cluster-path.md
+bench-cluster: $(STAMP) node-tools image-tools ## Its own real-node e2e, then latency at the SLO rate (local, Service, port-forward), KServe's table (5/50/500 req/s) and 5 cold starts into benchmarks/cluster-path.md (root)
 	$(KGOPS) bench-cluster --env $(ENV)
 
 bench-e2e: $(STAMP) ## Warm kwok e2e of every environment, timed per layer, into benchmarks/kwok-e2e.md

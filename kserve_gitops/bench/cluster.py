@@ -1,10 +1,12 @@
 """The cluster-path benchmark: the Locust open-loop test of config/slo.yaml (80 req/s) against
 sklearn-iris served locally, through the real node's revision Service (kube-proxy, queue-proxy)
 and through `kubectl port-forward` to the predictor pod, in interleaved rounds
-(kserve_gitops.bench.rounds), into benchmarks/cluster-path.md with the machine it ran on.
+(kserve_gitops.bench.rounds); then KServe's table (rates 5, 50, 500 per cluster path) and cold
+starts from zero pods (kserve_gitops.bench.cluster_rates); into benchmarks/cluster-path.md with
+the machine it ran on.
 
-    make e2e CLUSTER=node ENV=dev KEEP=1   # a real-node cluster with the model, kept
-    kgops bench-cluster --env dev          # 5 rounds of 20 s per path (make bench-cluster)
+    kgops bench-cluster --env dev   # make bench-cluster: its own real-node e2e (the platform and
+                                    # the model), the measurements, then the cluster stopped
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from typing import Any
 from kserve_gitops.base import machine
 from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.bench import cluster_rates, rounds
-from kserve_gitops.e2e.paths import ClusterPaths, PathError
-from kserve_gitops.e2e.provider import run_env
-from kserve_gitops.localcluster import binaries, controlplane
+from kserve_gitops.e2e import plan as e2e_plan
+from kserve_gitops.e2e import run as e2e_run
+from kserve_gitops.e2e.executor import Executor
+from kserve_gitops.e2e.paths import PathError
 from kserve_gitops.repo import Repo
 from kserve_gitops.repo.slo import load_slo
 from kserve_gitops.serving import process
@@ -121,6 +124,10 @@ def markdown(result: rounds.Rounds, meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The e2e layers the benchmark needs: the platform and the model, not the verification.
+SKIPPED_LAYERS = {"verify", "reliability", "canary"}
+
+
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     repo = repo or Repo.discover()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -137,27 +144,21 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser.add_argument("--rate-duration", type=float, default=15.0, help="seconds per rate")
     parser.add_argument("--cold-starts", type=int, default=5, help="cold starts from zero pods")
     args = parser.parse_args(argv)
+    full = e2e_plan.build(repo, args.env, "node")
+    layers = {s.layer for s in full.steps} - SKIPPED_LAYERS - {"cluster", "check"}
+    plan = e2e_plan.build(repo, args.env, "node", layers)
+    # The measurement runs inside the e2e, while its controllers (the KServe webhook that every
+    # new predictor pod passes) still run: a kept cluster has none, so no cold start.
+    return e2e_run.run(plan, False, repo.reports, then=lambda ex: measure(repo, ex, args))
+
+
+def measure(repo: Repo, executor: Executor, args: argparse.Namespace) -> None:
+    """The SLO-rate rounds per path, KServe's table, and the cold starts, into `args.out`."""
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     slo = load_slo(repo, args.env)
     model = repo.default_model()
-    kubeconfig = controlplane.kubeconfig_file(repo, args.env)
-    if not kubeconfig.is_file():
-        print(
-            f"error: no kept cluster of {args.env} ({repo.rel(kubeconfig)}): run "
-            f"`make e2e CLUSTER=node ENV={args.env} KEEP=1` first",
-            file=sys.stderr,
-        )
-        return 2
-    bins = binaries.locate(binaries.pinned(repo))
-    work = Path(tempfile.mkdtemp(prefix="kgops-bench-cluster-"))
-    runner = Runner(
-        work / "commands.log",
-        lambda line: print(line, file=sys.stderr),
-        run_env(kubeconfig, bins),
-        repo.root,
-    )
-    paths = ClusterPaths(runner, work, lambda line: print(line, file=sys.stderr))
-    namespace = "models"
+    runner, paths = executor.runner, executor.paths
+    namespace = executor.plan.namespace
     local = process.start_background(repo, model_name=model, timeout=120)
     try:
         targets = {"local": Target("local", local.url)}
@@ -236,7 +237,6 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         )
     args.out.write_text(text)
     print(text)
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from kserve_gitops.controllers.processes import ControllerError
 from kserve_gitops.e2e.describe import describe
 from kserve_gitops.e2e.diagnostics import collect_diagnostics, layer_namespaces
 from kserve_gitops.e2e.executor import Executor, Outcome, StepFailed, StepNotRun
+from kserve_gitops.e2e.paths import PathError
 from kserve_gitops.e2e.plan import LOCAL, PROVIDERS, build
 from kserve_gitops.e2e.provider import KwokCluster, run_env, summary_table
 from kserve_gitops.e2e.steps import Plan
@@ -64,7 +66,15 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
+def run(
+    plan: Plan,
+    keep: bool,
+    reports: Path,
+    echo: Any = None,
+    then: Callable[[Executor], None] | None = None,
+) -> int:
+    """Every step of `plan`, then `then` (a measurement that needs the cluster as the steps
+    left it, its controllers still running) when they all passed; the report, then the stop."""
     echo = redact.echoing(echo or (lambda line: print(line, file=sys.stderr, flush=True)))
     # A CI timeout or `kill` tears the cluster down like Ctrl-C does (local processes survive
     # their parent otherwise).
@@ -111,6 +121,12 @@ def run(plan: Plan, keep: bool, reports: Path, echo: Any = None) -> int:
             took = time.monotonic() - t0
             outcomes.append(Outcome(step.title, step.layer, took, "passed"))
             echo(f"    ok ({took:.1f}s)")
+        if then is not None and failure is None:
+            echo("[then] on the cluster the steps left")
+            try:
+                then(executor)
+            except (CommandError, StepFailed, PathError, ProcessError, OSError) as exc:
+                failure = f"after the steps: {exc}"
     except KeyboardInterrupt:
         failure = "interrupted"
     if failure:
