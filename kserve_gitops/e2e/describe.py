@@ -23,6 +23,7 @@ from kserve_gitops.e2e.steps import (
     Poll,
     Predict,
     Reapply,
+    Reliability,
     ResolveHost,
     Run,
     StartControllers,
@@ -161,10 +162,16 @@ def describe_kwok(plan: Plan) -> list[str]:
     cfg = controlplane.ClusterConfig.load(repo)
     kube = repo.versions.get("kubernetes") or {}
     not_run = sum(isinstance(s, NotRun) for s in plan.steps)
+    scenarios = any(isinstance(s, Reliability) for s in plan.steps)
+    command = (
+        f"make e2e-reliability ENV={plan.env}"
+        if scenarios
+        else f"make e2e CLUSTER={plan.provider} ENV={plan.env}"
+    )
     return [
-        f"e2e plan for {plan.env} on kwok: nothing below has run; `make e2e CLUSTER=kwok "
-        f"ENV={plan.env}` runs these {len(plan.steps)} steps ({not_run} of them are not run on "
-        "this provider and are reported so), then stops the cluster (KEEP=1 keeps it).",
+        f"e2e plan for {plan.env} on {plan.provider}: nothing below has run; `{command}` runs "
+        f"these {len(plan.steps)} steps ({not_run} of them are not run on this provider and are "
+        "reported so), then stops the cluster (KEEP=1 keeps it).",
         f"  cluster  {plan.cluster}: Kubernetes {kube.get('version')} built from source, "
         f"{cfg.nodes} kwok nodes of {cfg.cpu} CPU / {cfg.memory}, pod IPs from {cfg.pod_cidr}, "
         f"{repo.rel(controlplane.config_file(repo))}",
