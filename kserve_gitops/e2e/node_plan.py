@@ -14,6 +14,9 @@ the test; the plan prints every object and release it touches, with the reason.
 - Off the real node: Istio's node agents (istio-cni, ztunnel) tolerate every taint, and run
   Envoy-based binaries that cannot be built here; their DaemonSets get a node affinity for the
   fake nodes.
+
+Also the real node's own steps: the verification through the cluster paths (`verify`) and the
+reliability scenarios (`reliability`, kserve_gitops.e2e.reliability).
 """
 
 from __future__ import annotations
@@ -21,7 +24,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kserve_gitops.e2e import golden
+from kserve_gitops.e2e.steps import (
+    ClusterPath,
+    ColdStart,
+    LoadTest,
+    NotRun,
+    Predict,
+    Reliability,
+    Run,
+    SloComparison,
+    Step,
+)
 from kserve_gitops.node.config import NODE_LABEL, NODE_VALUE, TOLERATION
+from kserve_gitops.repo import Repo, flux
 
 # Knative Serving deployments that run on the real node, by container name (one each).
 KNATIVE_ON_NODE = ("activator", "autoscaler", "controller", "webhook")
@@ -34,6 +50,17 @@ SKLEARN_RUNTIME_RELEASE = "kserve-runtime-configs"
 ANNOTATE_SELECTOR = "scheduler.alpha.kubernetes.io/node-selector"
 ANNOTATE_TOLERATIONS = "scheduler.alpha.kubernetes.io/defaultTolerations"
 Obj = Mapping[str, Any]
+
+# The reliability scenarios in the order they run, after the steady-state check: the faults (the
+# load wakes the pod if it scaled to zero meanwhile), the rollout (canary, rollback), then the
+# scale from zero, which ends with no pod.
+RELIABILITY_SCENARIOS = (
+    "container-kill",
+    "kubelet-restart",
+    "containerd-restart",
+    "rollout",
+    "scale-from-zero",
+)
 
 
 def knative_image(refs: Mapping[str, str], container: str) -> str:
@@ -100,3 +127,44 @@ def local_image(obj: Obj, refs: Mapping[str, str]) -> dict[str, Any]:
     spec = dict(obj["spec"])
     spec["containers"] = [{**c, "image": refs["sklearnserver"]} for c in spec["containers"]]
     return {**obj, "spec": spec}
+
+
+def verify(repo: Repo, env: str, rel: flux.Release) -> list[Step]:
+    """The model served by a real pod, each path with its own predictions and latency: the
+    revision's Service (kube-proxy, queue-proxy) first, whose traffic keeps the revision
+    scaled up for the port-forward path after it; then the cold start from zero through the
+    activator; the Istio ingress is not run (Envoy cannot be built here)."""
+    model, ns = rel.name, rel.namespace
+    select = f"serving.kserve.io/inferenceservice={model}"
+    cases = golden.predictions(repo, model)
+    steps: list[Step] = [
+        Run("verify", f"wait: the Revision of {model} Ready (its Deployment available)",
+            ("kubectl", "wait", "--for=condition=Ready", "revision", "-l", select, "-n", ns,
+             "--timeout=300s"), 330),
+        Run("verify", f"wait: the predictor pod of {model} Ready (the kubelet's probes)",
+            ("kubectl", "wait", "--for=condition=Ready", "pod", "-l", select, "-n", ns,
+             "--timeout=300s"), 330),
+        NotRun("verify", f"resolve the Host of {model} and predict through the Istio ingress",
+               "the Istio ingress gateway and net-istio cannot be built here (Envoy is not on "
+               "these registries; knative.dev/net-istio is not served)"),
+    ]  # fmt: skip
+    for path in ("service", "port-forward"):
+        steps.append(ClusterPath("verify", model, ns, path))
+        for protocol in ("v1", "v2"):
+            steps += [
+                Predict("verify", model, protocol, rows, want, path=path) for rows, want in cases
+            ]
+        steps.append(LoadTest("verify", env, model, "v1", path=path))
+    steps.append(SloComparison("verify", env, model, ("service", "port-forward")))
+    rows, want = cases[0]
+    steps.append(ColdStart("verify", model, ns, rows, want))
+    return steps
+
+
+def reliability(repo: Repo, rel: flux.Release, percent: int) -> list[Step]:
+    """The reliability scenarios against the model, with the golden set's first case."""
+    rows, want = golden.predictions(repo, rel.name)[0]
+    return [
+        Reliability("reliability", name, rel.name, rel.namespace, rows, want, percent)
+        for name in RELIABILITY_SCENARIOS
+    ]

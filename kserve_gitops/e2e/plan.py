@@ -13,9 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from kserve_gitops.e2e import node_plan
+from kserve_gitops.e2e import golden, node_plan
 from kserve_gitops.e2e.model_store import model_store
 from kserve_gitops.e2e.readiness import (
     SKLEARN_RUNTIME,
@@ -26,12 +24,9 @@ from kserve_gitops.e2e.readiness import (
     wait_endpoint,
 )
 from kserve_gitops.e2e.steps import (
-    RELIABILITY_SCENARIOS,
     Apply,
     CheckCluster,
     ClusterCanary,
-    ClusterPath,
-    ColdStart,
     CreateCluster,
     HelmInstall,
     LoadTest,
@@ -41,10 +36,8 @@ from kserve_gitops.e2e.steps import (
     Poll,
     Predict,
     Reapply,
-    Reliability,
     ResolveHost,
     Run,
-    SloComparison,
     StartControllers,
     StartLocalCluster,
     Step,
@@ -63,7 +56,6 @@ INGRESS_NODE_PORT = 31080
 CANARY_PERCENT = 10
 # Why the kwok provider cannot run a step (kwok pods run no containers).
 NO_CONTAINERS = "kwok pods run no containers"
-Rows = tuple[tuple[float, ...], ...]
 
 
 def kind_config(repo: Repo) -> Path:
@@ -313,38 +305,6 @@ def without_containers(steps: list[Step], real_node: bool = False) -> list[Step]
     return out
 
 
-def real_node_verify(repo: Repo, env: str, rel: flux.Release) -> list[Step]:
-    """The model served by a real pod, each path with its own predictions and latency: the
-    revision's Service (kube-proxy, queue-proxy) first, whose traffic keeps the revision
-    scaled up for the port-forward path after it; then the cold start from zero through the
-    activator; the Istio ingress is not run (Envoy cannot be built here)."""
-    model, ns = rel.name, rel.namespace
-    select = f"serving.kserve.io/inferenceservice={model}"
-    cases = predictions(repo, model)
-    steps: list[Step] = [
-        Run("verify", f"wait: the Revision of {model} Ready (its Deployment available)",
-            ("kubectl", "wait", "--for=condition=Ready", "revision", "-l", select, "-n", ns,
-             "--timeout=300s"), 330),
-        Run("verify", f"wait: the predictor pod of {model} Ready (the kubelet's probes)",
-            ("kubectl", "wait", "--for=condition=Ready", "pod", "-l", select, "-n", ns,
-             "--timeout=300s"), 330),
-        NotRun("verify", f"resolve the Host of {model} and predict through the Istio ingress",
-               "the Istio ingress gateway and net-istio cannot be built here (Envoy is not on "
-               "these registries; knative.dev/net-istio is not served)"),
-    ]  # fmt: skip
-    for path in ("service", "port-forward"):
-        steps.append(ClusterPath("verify", model, ns, path))
-        for protocol in ("v1", "v2"):
-            steps += [
-                Predict("verify", model, protocol, rows, want, path=path) for rows, want in cases
-            ]
-        steps.append(LoadTest("verify", env, model, "v1", path=path))
-    steps.append(SloComparison("verify", env, model, ("service", "port-forward")))
-    rows, want = cases[0]
-    steps.append(ColdStart("verify", model, ns, rows, want))
-    return steps
-
-
 def only_layers(steps: list[Step], keep: set[str]) -> list[Step]:
     """The cluster's own steps, the steps of the `keep` layers, and the checks over them."""
     out: list[Step] = []
@@ -354,29 +314,6 @@ def only_layers(steps: list[Step], keep: set[str]) -> list[Step]:
         elif step.layer in ("cluster", "check") or step.layer in keep:
             out.append(step)
     return out
-
-
-def predictions(repo: Repo, model: str) -> tuple[tuple[Rows, tuple[int, ...]], ...]:
-    """e2e/predictions/<model>.yaml: the rows the e2e sends to `model` and the classes every
-    protocol must answer."""
-    path = repo.e2e / "predictions" / f"{model}.yaml"
-    where = repo.rel(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError:
-        raise RenderError(
-            f"{where}: missing: the e2e verifies model {model} with the rows and classes there"
-        ) from None
-    try:
-        return tuple(
-            (tuple(tuple(float(x) for x in row) for row in item["rows"]),
-             tuple(int(c) for c in item["expect"]))
-            for item in doc
-        )  # fmt: skip
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RenderError(
-            f"{where}: expected a list of {{rows: [[numbers]], expect: [classes]}} ({exc})"
-        ) from None
 
 
 def models(repo: Repo, env: str, releases: list[flux.Release]) -> list[tuple[flux.Release, Path]]:
@@ -472,21 +409,15 @@ def build(
         steps += store
         steps += deploy(repo, rel.name, rel.namespace, values_file)[0]
         if provider == "node":
-            verify += real_node_verify(repo, env, rel)
+            verify += node_plan.verify(repo, env, rel)
             if reliability:
-                rows, want = predictions(repo, rel.name)[0]
-                scenarios += [
-                    Reliability(
-                        "reliability", name, rel.name, rel.namespace, rows, want, CANARY_PERCENT
-                    )
-                    for name in RELIABILITY_SCENARIOS
-                ]
+                scenarios += node_plan.reliability(repo, rel, CANARY_PERCENT)
             continue
         verify.append(ResolveHost("verify", rel.name, rel.namespace))
         for protocol in ("v1", "v2"):
             verify += [
                 Predict("verify", rel.name, protocol, rows, want)
-                for rows, want in predictions(repo, rel.name)
+                for rows, want in golden.predictions(repo, rel.name)
             ]
         verify.append(LoadTest("verify", env, rel.name, "v1"))
     steps += verify

@@ -285,18 +285,6 @@ class SloComparison:
         return f"SLO table: local beside {', '.join(self.paths)} (config/slo.yaml, {self.env})"
 
 
-# The reliability scenarios in the order they run, after the steady-state check: the faults (the
-# load wakes the pod if it scaled to zero meanwhile), the rollout (canary, rollback), then the
-# scale from zero, which ends with no pod.
-RELIABILITY_SCENARIOS = (
-    "container-kill",
-    "kubelet-restart",
-    "containerd-restart",
-    "rollout",
-    "scale-from-zero",
-)
-
-
 @dataclass(frozen=True)
 class Reliability:
     """One scenario of kserve_gitops.e2e.reliability on the real node: open-loop load through

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kserve_gitops.e2e import plan, reliability, steps, traffic
+from kserve_gitops.e2e import golden, node_plan, plan, reliability, steps, traffic
 from kserve_gitops.repo.render import RenderError
 from tests import REPO
 
@@ -79,8 +79,8 @@ def test_a_broken_budget_is_reported_with_each_breach() -> None:
 def test_the_node_plan_runs_every_scenario_after_the_verification() -> None:
     built = plan.build(REPO, "dev", "node", reliability=True)
     scenarios = [s for s in built.steps if isinstance(s, steps.Reliability)]
-    assert [s.scenario for s in scenarios] == list(steps.RELIABILITY_SCENARIOS)
-    rows, want = plan.predictions(REPO, "sklearn-iris")[0]  # the golden set's first case
+    assert [s.scenario for s in scenarios] == list(node_plan.RELIABILITY_SCENARIOS)
+    rows, want = golden.predictions(REPO, "sklearn-iris")[0]  # the golden set's first case
     assert all((s.instances, s.expected) == (rows, want) for s in scenarios)
     kinds = [type(s) for s in built.steps]
     # After the verification and the steady-state check (the rollout changes the service),

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from kserve_gitops.e2e.plan import predictions
+from kserve_gitops.e2e.golden import predictions
 from kserve_gitops.e2e.readiness import SKLEARN_RUNTIME
 from kserve_gitops.e2e.steps import HelmInstall, Plan, Poll
 from kserve_gitops.repo import render
