@@ -66,6 +66,14 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+# What a step (or the measurement after the steps) may raise: a failure, never a crash that
+# leaves the cluster and the real node's changes behind.
+STEP_ERRORS = (
+    CommandError, StepFailed, ControlPlaneError, ControllerError, NodeError, ProcessError,
+    canary.CanaryError, client.PredictionError, OSError,
+)  # fmt: skip
+
+
 def run(
     plan: Plan,
     keep: bool,
@@ -111,10 +119,7 @@ def run(
                 outcomes.append(Outcome(step.title, step.layer, 0.0, "not run", str(exc)))
                 echo(f"    NOT RUN: {exc}")
                 continue
-            except (
-                CommandError, StepFailed, ControlPlaneError, ControllerError, NodeError,
-                ProcessError, canary.CanaryError, client.PredictionError, OSError,
-            ) as exc:  # fmt: skip
+            except STEP_ERRORS as exc:
                 outcomes.append(Outcome(step.title, step.layer, time.monotonic() - t0, "failed"))
                 failure = f"step {number} ({step.layer}: {step.title}): {exc}"
                 break
@@ -125,7 +130,7 @@ def run(
             echo("[then] on the cluster the steps left")
             try:
                 then(executor)
-            except (CommandError, StepFailed, PathError, ProcessError, OSError) as exc:
+            except (*STEP_ERRORS, PathError) as exc:
                 failure = f"after the steps: {exc}"
     except KeyboardInterrupt:
         failure = "interrupted"

@@ -816,3 +816,25 @@ def test_a_model_without_predictions_is_named_with_the_file(repo_copy: Path) -> 
     (repo_copy / "e2e/predictions/sklearn-iris.yaml").unlink()
     with pytest.raises(RenderError, match=r"^e2e/predictions/sklearn-iris.yaml: missing"):
         build(Repo(repo_copy), "dev")
+
+
+def test_then_runs_after_the_steps_and_its_failure_still_stops_the_cluster(
+    recording_tools: Path, tmp_path: Path
+) -> None:
+    plan = private(build(REPO, "dev"), tmp_path)
+    plan = dataclasses.replace(plan, steps=plan.steps[:2])  # the cluster and its node Ready
+    seen: list[int] = []
+
+    def measure(executor: Executor) -> None:
+        seen.append(len(calls(recording_tools)))
+        raise StepFailed("the measurement found no pod")
+
+    rc = run.run(plan, keep=False, reports=tmp_path / "reports", echo=lambda _l: None, then=measure)
+    assert rc == run.EXIT_FAILED
+    recorded = calls(recording_tools)
+    assert seen and seen[0] < len(recorded)  # after the steps, before the cluster's deletion
+    assert recorded[-1][:3] == ["kind", "delete", "cluster"]
+    (report,) = (tmp_path / "reports").glob("e2e-*")
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["failure"] == "after the steps: the measurement found no pod"
+    assert [s["status"] for s in summary["steps"]] == ["passed", "passed"]
