@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kserve_gitops.base import pinned
-from kserve_gitops.repo import Repo, RepoError
+from kserve_gitops.repo import Repo
 
 COLUMNS = ("file", "tag", "sha256", "url")
 
@@ -36,12 +36,7 @@ def pin_file(repo: Repo) -> Path:
 
 def version(repo: Repo) -> str:
     """`argocd.version` of versions.yaml, e.g. "v3.5.1"."""
-    try:
-        return str(repo.versions["argocd"]["version"])
-    except (KeyError, TypeError):
-        raise RepoError(
-            f"{repo.rel(repo.versions_file)}: argocd.version: expected a version string"
-        ) from None
+    return repo.version_of("argocd")
 
 
 def cache_root() -> Path:

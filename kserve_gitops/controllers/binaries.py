@@ -72,7 +72,7 @@ def _pin(repo: Repo, section: dict, key: str, where: str) -> str:
 
 
 def pinned(repo: Repo, versions: dict | None = None) -> list[Controller]:
-    """The controllers at the versions of versions.yaml (the one pin file; `versions` in its
+    """The controllers at the versions of versions.yaml (the platform's pins; `versions` in its
     place)."""
     versions = versions or repo.versions
     local = versions.get("localCluster") or {}

@@ -376,7 +376,7 @@ def inference_service_state(paths: ClusterPaths, model: str, namespace: str, rep
         ours = health.evaluate(obj, customized=True, repo=repo)
     except health.HealthCheckError as exc:
         return f"Ready={ready} transitionStatus={transition}; Argo CD health: {exc}"
-    version = repo.versions["argocd"]["version"]
+    version = repo.version_of("argocd")
     return (
         f"Ready={ready} transitionStatus={transition}; Argo CD {version}: {upstream.status}"
         f" ({upstream.message}), ours: {ours.status} ({ours.message})"

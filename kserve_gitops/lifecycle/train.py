@@ -41,7 +41,7 @@ class RuntimeMismatch(RecipeError):
 
 def runtime_pin(repo: Repo) -> dict[str, str]:
     """The runtime the artifacts are for: kserve-sklearnserver at the pinned KServe version and
-    the scikit-learn inside it, both from versions.yaml (the one pin file)."""
+    the scikit-learn inside it, both from versions.yaml (the platform's pins)."""
     try:
         kserve = repo.versions["kserve"]
         version, pin = str(kserve["version"]), str(kserve["sklearnServer"]["scikitLearn"])

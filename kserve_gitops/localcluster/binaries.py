@@ -117,7 +117,7 @@ def _kube_ldflags(version: str) -> tuple[str, ...]:
 
 
 def pinned(repo: Repo, versions: dict | None = None) -> list[Binary]:
-    """The binaries at the versions of versions.yaml (the one pin file; `versions` in its
+    """The binaries at the versions of versions.yaml (the platform's pins; `versions` in its
     place)."""
     versions = versions or repo.versions
     kube = str(versions["kubernetes"]["version"])

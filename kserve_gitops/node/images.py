@@ -140,7 +140,7 @@ def gcc_version() -> str:
 
 
 def pinned(repo: Repo, versions: dict | None = None) -> list[Image]:
-    """The images at the versions of versions.yaml (the one pin file; `versions` in its
+    """The images at the versions of versions.yaml (the platform's pins; `versions` in its
     place)."""
     versions = versions or repo.versions
     kube = _pin(repo, versions, "kubernetes.version")

@@ -91,17 +91,21 @@ class Repo:
     # What the checkout declares.
     @cached_property
     def versions(self) -> dict[str, Any]:
-        """versions.yaml, the one pin file."""
+        """versions.yaml, the platform's pins."""
         return _load_mapping(self.versions_file, self)
 
     @property
     def kubernetes_version(self) -> str:
         """`kubernetes.version` of versions.yaml, e.g. "1.36.4"."""
+        return self.version_of("kubernetes")
+
+    def version_of(self, component: str) -> str:
+        """`<component>.version` of versions.yaml, e.g. "v3.5.1" for argocd."""
         try:
-            return str(self.versions["kubernetes"]["version"])
+            return str(self.versions[component]["version"])
         except (KeyError, TypeError):
             raise RepoError(
-                f"{self.rel(self.versions_file)}: kubernetes.version: expected a version string"
+                f"{self.rel(self.versions_file)}: {component}.version: expected a version string"
             ) from None
 
     @cached_property
