@@ -77,9 +77,22 @@ def repo_copy(tmp_path: Path) -> Path:
 # servers): the fixture runs these in-process, saving an interpreter start and the Helm SDK load
 # per call. Every other command runs as a child process, as users run it.
 IN_PROCESS = frozenset(
-    {"validate", "render", "diff", "policy", "platform", "chart-version", "charts", "crds",
-     "registry", "gate", "rollout", "alerts", "dashboard"}
-)  # fmt: skip
+    {
+        "validate",
+        "render",
+        "diff",
+        "policy",
+        "platform",
+        "chart-version",
+        "charts",
+        "crds",
+        "registry",
+        "gate",
+        "rollout",
+        "alerts",
+        "dashboard",
+    }
+)
 
 
 @pytest.fixture

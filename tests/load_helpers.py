@@ -57,8 +57,13 @@ def fast_server() -> Iterator[str]:
 
 def slo_file(path, *, rate: float, duration: str, **targets: float) -> str:
     """An SLO config with these load defaults and targets (the rest lenient)."""
-    t = {"latency_avg_ms": 2000, "latency_max_ms": 10000, "throughput_min_rps": rate * 0.95,
-         "error_ratio_max": 0, **targets}  # fmt: skip
+    t = {
+        "latency_avg_ms": 2000,
+        "latency_max_ms": 10000,
+        "throughput_min_rps": rate * 0.95,
+        "error_ratio_max": 0,
+        **targets,
+    }
     path.write_text(
         "defaults:\n"
         f"  load: {{rate: {rate:g}, duration: {duration}, protocol: v1}}\n"

@@ -16,10 +16,16 @@ from tests import REPO
 def test_the_console_script_lists_every_command() -> None:
     script = Path(sys.executable).parent / "kgops"
     proc = subprocess.run(
-        [str(script) if script.is_file() else sys.executable, *([] if script.is_file() else
-         ["-m", "kserve_gitops.cli"]), "--help"],
-        capture_output=True, text=True, cwd=REPO.root, check=False,
-    )  # fmt: skip
+        [
+            str(script) if script.is_file() else sys.executable,
+            *([] if script.is_file() else ["-m", "kserve_gitops.cli"]),
+            "--help",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO.root,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     listed = [line.split()[0] for line in proc.stdout.splitlines()[2:] if line.strip()]
     assert listed == list(cli.COMMANDS)
@@ -65,9 +71,13 @@ print(json.dumps(answers))
 
 def test_each_command_answers_help() -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", HELP_ALL], capture_output=True, text=True, cwd=REPO.root,
-        check=False, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-c", HELP_ALL],
+        capture_output=True,
+        text=True,
+        cwd=REPO.root,
+        check=False,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     answers = json.loads(proc.stdout.strip().splitlines()[-1])
     assert list(answers) == list(cli.COMMANDS)

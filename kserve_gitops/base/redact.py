@@ -66,10 +66,11 @@ def redact_object(obj: Any) -> Any:
             values = out.get(key)
             if isinstance(values, dict):
                 out[key] = {
-                    k: v if not isinstance(v, str) or v.startswith(MARK)
+                    k: v
+                    if not isinstance(v, str) or v.startswith(MARK)
                     else fingerprint(_decoded(v) if encoded else v.encode())
                     for k, v in values.items()
-                }  # fmt: skip
+                }
     name, value = out.get("name"), out.get("value")
     literal = isinstance(value, str) and value and not value.startswith(MARK)
     if literal and isinstance(name, str) and CREDENTIAL_NAME.search(name):

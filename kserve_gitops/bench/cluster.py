@@ -213,10 +213,17 @@ def measure(repo: Repo, executor: Executor, args: argparse.Namespace) -> None:
     # The records first: a report that fails to render loses no measurement.
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "records": [r.__dict__ for r in result.records],
-                    "rate_records": [r.__dict__ for r in by_rate.records] if by_rate else [],
-                    "cold_starts": starts}, indent=1, default=str)
-    )  # fmt: skip
+        json.dumps(
+            {
+                "meta": meta,
+                "records": [r.__dict__ for r in result.records],
+                "rate_records": [r.__dict__ for r in by_rate.records] if by_rate else [],
+                "cold_starts": starts,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     text = markdown(result, meta)
     if by_rate is not None:
         text += (

@@ -29,11 +29,24 @@ def one_run(repo: Repo, env: str, reports: Path) -> dict[str, Any]:
     before = set(reports.glob("e2e-*"))
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "kserve_gitops.cli", "e2e", "--env", env, "--cluster", "kwok",
-         "--reports", str(reports)],
-        cwd=repo.root, env={**os.environ, "KGOPS_ROOT": str(repo.root)},
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "kserve_gitops.cli",
+            "e2e",
+            "--env",
+            env,
+            "--cluster",
+            "kwok",
+            "--reports",
+            str(reports),
+        ],
+        cwd=repo.root,
+        env={**os.environ, "KGOPS_ROOT": str(repo.root)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.monotonic() - started
     (new,) = set(reports.glob("e2e-*")) - before
     if not (new / "summary.json").is_file():
@@ -75,17 +88,27 @@ def markdown(results: dict[str, Any]) -> str:
     for r in results["runs"]:
         ok = "met" if r["result"] == "passed" and r["wall_s"] <= GOAL_S else "missed"
         load = " / ".join(str(x) for x in r["load_avg"])
-        lines.append(f"| {r['env']} | {r['result']} | {r['steps']} ({r['not_run']}) | "
-                     f"{r['run_s']} | {r['wall_s']} | {ok} | {load} |")  # fmt: skip
+        lines.append(
+            f"| {r['env']} | {r['result']} | {r['steps']} ({r['not_run']}) | "
+            f"{r['run_s']} | {r['wall_s']} | {ok} | {load} |"
+        )
     layer_names = list(dict.fromkeys(k for r in results["runs"] for k in r["layers"]))
-    lines += ["", "Seconds per layer:", "", "| env | " + " | ".join(layer_names) + " |",
-              "|---|" + "---|" * len(layer_names)]  # fmt: skip
+    lines += [
+        "",
+        "Seconds per layer:",
+        "",
+        "| env | " + " | ".join(layer_names) + " |",
+        "|---|" + "---|" * len(layer_names),
+    ]
     for r in results["runs"]:
         cells = " | ".join(str(r["layers"].get(k, "")) for k in layer_names)
         lines.append(f"| {r['env']} | {cells} |")
-    lines += ["", "Wall time includes starting the Python harness, the control plane and the "
-              "teardown; `check` is the cluster checks and the steady-state re-apply of every "
-              "release and layer."]  # fmt: skip
+    lines += [
+        "",
+        "Wall time includes starting the Python harness, the control plane and the "
+        "teardown; `check` is the cluster checks and the steady-state re-apply of every "
+        "release and layer.",
+    ]
     return "\n".join(lines) + "\n"
 
 

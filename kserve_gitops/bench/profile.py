@@ -59,11 +59,28 @@ def profile(
             repo, local, protocol, 50, 2
         )  # warm-up: imports and first requests not sampled
         sampler = subprocess.Popen(
-            [spy, "record", "--pid", str(local.process.pid), "--subprocesses", "--format", "raw",
-             "--full-filenames", "--gil", "--rate", "200", "--duration", f"{duration:g}",
-             "--output", str(raw), "--nonblocking"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                spy,
+                "record",
+                "--pid",
+                str(local.process.pid),
+                "--subprocesses",
+                "--format",
+                "raw",
+                "--full-filenames",
+                "--gil",
+                "--rate",
+                "200",
+                "--duration",
+                f"{duration:g}",
+                "--output",
+                str(raw),
+                "--nonblocking",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         time.sleep(0.5)  # py-spy attaches before the load starts
         point = measure.measure(repo, local, protocol, rate, duration)
         output, _ = sampler.communicate(timeout=60)

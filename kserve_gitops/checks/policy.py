@@ -35,46 +35,115 @@ class Rule:
 
 RULES: tuple[Rule, ...] = (
     Rule("PSS-NONROOT", "containers run as non-root", POD_KINDS, pods.check_run_as_non_root),
-    Rule("PSS-PRIV-ESC", "no privilege escalation, not privileged", POD_KINDS,
-         pods.check_no_privilege_escalation),
-    Rule("PSS-CAPS", "capabilities: drop ALL, add at most NET_BIND_SERVICE", POD_KINDS,
-         pods.check_capabilities),
-    Rule("PSS-SECCOMP", "seccomp profile RuntimeDefault (or Localhost)", POD_KINDS,
-         pods.check_seccomp),
-    Rule("PSS-HOST", "no host network/PID/IPC, no hostPath volumes", POD_KINDS,
-         pods.check_host_access),
+    Rule(
+        "PSS-PRIV-ESC",
+        "no privilege escalation, not privileged",
+        POD_KINDS,
+        pods.check_no_privilege_escalation,
+    ),
+    Rule(
+        "PSS-CAPS",
+        "capabilities: drop ALL, add at most NET_BIND_SERVICE",
+        POD_KINDS,
+        pods.check_capabilities,
+    ),
+    Rule(
+        "PSS-SECCOMP",
+        "seccomp profile RuntimeDefault (or Localhost)",
+        POD_KINDS,
+        pods.check_seccomp,
+    ),
+    Rule(
+        "PSS-HOST",
+        "no host network/PID/IPC, no hostPath volumes",
+        POD_KINDS,
+        pods.check_host_access,
+    ),
     Rule("RO-ROOTFS", "read-only root filesystem", POD_KINDS, pods.check_read_only_root),
-    Rule("RESOURCES", "cpu and memory requests and limits on every container", POD_KINDS,
-         pods.check_resources),
-    Rule("IMAGE-PINNED", "images carry a version tag or digest, never latest", POD_KINDS,
-         pods.check_image_pinned),
-    Rule("CREDS-BY-REF", "credential env vars come from a Secret, never a literal", POD_KINDS,
-         credentials.check_credentials_by_reference),
-    Rule("SECRET-LITERAL", "no credential committed in a Secret object", frozenset({"Secret"}),
-         credentials.check_secret_objects),
-    Rule("NS-RESTRICTED", "model namespaces enforce Pod Security restricted",
-         frozenset({"Namespace"}), pods.check_model_namespace_restricted),
-    Rule("NS-DECLARED", "the model namespace is declared", frozenset(),
-         pods.check_namespace_declared),
-    Rule("MTLS-STRICT", "namespace-wide Istio mTLS STRICT in model namespaces", frozenset(),
-         mesh.check_mtls_strict),
-    Rule("AUTHZ-CALLERS", "only the gateway, activator, autoscaler and Prometheus may call",
-         frozenset(), mesh.check_authorization),
-    Rule("NETPOL", "default-deny ingress; every allow names sources and ports", frozenset(),
-         mesh.check_network_policies),
-    Rule("MESH-ENFORCED", "mTLS and authorization policies sit where a proxy enforces them "
-         "(ambient ztunnel: L4 only; or sidecars), their callers in the mesh", frozenset(),
-         mesh.check_mesh_enforced),
-    Rule("KNATIVE-FEATURES", "Knative admits the predictors' pod fields (spec.config.features); "
-         "no pod-spec feature enabled that no model uses", frozenset(),
-         revisions.check_knative_features),
-    Rule("REVISION-PSS", "the revision pod (model, queue-proxy, storage-initializer) meets Pod "
-         "Security restricted", frozenset(), revisions.check_revision_pod_security),
-    Rule("STORAGE-PROVIDED", "every storageUri names storage the environment declares (claim, "
-         "credentials, modelcar)", frozenset(), storage.check_storage_provided),
-    Rule("QOS-GUARANTEED", "a model with requests == limits gets the Guaranteed QoS class for "
-         "its whole revision pod", frozenset(), revisions.check_qos),
-)  # fmt: skip
+    Rule(
+        "RESOURCES",
+        "cpu and memory requests and limits on every container",
+        POD_KINDS,
+        pods.check_resources,
+    ),
+    Rule(
+        "IMAGE-PINNED",
+        "images carry a version tag or digest, never latest",
+        POD_KINDS,
+        pods.check_image_pinned,
+    ),
+    Rule(
+        "CREDS-BY-REF",
+        "credential env vars come from a Secret, never a literal",
+        POD_KINDS,
+        credentials.check_credentials_by_reference,
+    ),
+    Rule(
+        "SECRET-LITERAL",
+        "no credential committed in a Secret object",
+        frozenset({"Secret"}),
+        credentials.check_secret_objects,
+    ),
+    Rule(
+        "NS-RESTRICTED",
+        "model namespaces enforce Pod Security restricted",
+        frozenset({"Namespace"}),
+        pods.check_model_namespace_restricted,
+    ),
+    Rule(
+        "NS-DECLARED", "the model namespace is declared", frozenset(), pods.check_namespace_declared
+    ),
+    Rule(
+        "MTLS-STRICT",
+        "namespace-wide Istio mTLS STRICT in model namespaces",
+        frozenset(),
+        mesh.check_mtls_strict,
+    ),
+    Rule(
+        "AUTHZ-CALLERS",
+        "only the gateway, activator, autoscaler and Prometheus may call",
+        frozenset(),
+        mesh.check_authorization,
+    ),
+    Rule(
+        "NETPOL",
+        "default-deny ingress; every allow names sources and ports",
+        frozenset(),
+        mesh.check_network_policies,
+    ),
+    Rule(
+        "MESH-ENFORCED",
+        "mTLS and authorization policies sit where a proxy enforces them "
+        "(ambient ztunnel: L4 only; or sidecars), their callers in the mesh",
+        frozenset(),
+        mesh.check_mesh_enforced,
+    ),
+    Rule(
+        "KNATIVE-FEATURES",
+        "Knative admits the predictors' pod fields (spec.config.features); "
+        "no pod-spec feature enabled that no model uses",
+        frozenset(),
+        revisions.check_knative_features,
+    ),
+    Rule(
+        "REVISION-PSS",
+        "the revision pod (model, queue-proxy, storage-initializer) meets Pod Security restricted",
+        frozenset(),
+        revisions.check_revision_pod_security,
+    ),
+    Rule(
+        "STORAGE-PROVIDED",
+        "every storageUri names storage the environment declares (claim, credentials, modelcar)",
+        frozenset(),
+        storage.check_storage_provided,
+    ),
+    Rule(
+        "QOS-GUARANTEED",
+        "a model with requests == limits gets the Guaranteed QoS class for its whole revision pod",
+        frozenset(),
+        revisions.check_qos,
+    ),
+)
 
 
 def check_objects(objs: list[Obj], ctx: Context, environment: bool) -> list[Violation]:

@@ -81,10 +81,24 @@ def scan(
         # From inside the folder: paths are relative, so the allowlist's path patterns (`.cache`,
         # `.venv*`) never match where the folder itself lies.
         argv = [
-            str(binary), "dir", ".", "--config", str(cfg), "--report-format", "json",
-            "--report-path", str(report), "--redact", "--no-banner", "--exit-code", "0",
-            "--log-level", "error", "--gitleaks-ignore-path", str(Path(tmp) / "none"),
-        ]  # fmt: skip
+            str(binary),
+            "dir",
+            ".",
+            "--config",
+            str(cfg),
+            "--report-format",
+            "json",
+            "--report-path",
+            str(report),
+            "--redact",
+            "--no-banner",
+            "--exit-code",
+            "0",
+            "--log-level",
+            "error",
+            "--gitleaks-ignore-path",
+            str(Path(tmp) / "none"),
+        ]
         try:
             proc = subprocess.run(
                 argv, cwd=folder, capture_output=True, text=True, timeout=timeout_s, check=False
@@ -96,10 +110,14 @@ def scan(
             raise ScanError(f"gitleaks over {folder} exited {proc.returncode}:\n{tail}")
         findings = json.loads(report.read_text() or "[]")
     leaks = {
-        Leak(str(f.get("File", "")).removeprefix("./"), int(f.get("StartLine") or 0),
-             str(f.get("RuleID")), str(f.get("Description") or ""))
+        Leak(
+            str(f.get("File", "")).removeprefix("./"),
+            int(f.get("StartLine") or 0),
+            str(f.get("RuleID")),
+            str(f.get("Description") or ""),
+        )
         for f in findings
-    }  # fmt: skip
+    }
     return sorted(leaks, key=lambda leak: (leak.file, leak.line, leak.rule))
 
 
@@ -111,8 +129,10 @@ def scan_report(repo: Repo, folder: Path, echo: Callable[[str], None]) -> str | 
     except ScanError as exc:
         return f"credential scan of the report: {exc}"
     binary = binaries.secret_scanner(repo)
-    echo(f"credential scan of {repo.rel(folder)} (gitleaks {binary.version}, {CONFIG}): "
-         f"{len(leaks)} finding(s)")  # fmt: skip
+    echo(
+        f"credential scan of {repo.rel(folder)} (gitleaks {binary.version}, {CONFIG}): "
+        f"{len(leaks)} finding(s)"
+    )
     if not leaks:
         return None
     return f"{len(leaks)} credential(s) in the report folder {repo.rel(folder)}:\n" + "\n".join(
@@ -141,10 +161,15 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         for leak in leaks:
-            print(f"{repo.rel(folder / leak.file)}:{leak.line}: [gitleaks:{leak.rule}] "
-                  f"{leak.description}", file=sys.stderr)  # fmt: skip
-        print(f"{repo.rel(folder)}: {len(leaks)} finding(s) (gitleaks "
-              f"{binaries.secret_scanner(repo).version}, {CONFIG})")  # fmt: skip
+            print(
+                f"{repo.rel(folder / leak.file)}:{leak.line}: [gitleaks:{leak.rule}] "
+                f"{leak.description}",
+                file=sys.stderr,
+            )
+        print(
+            f"{repo.rel(folder)}: {len(leaks)} finding(s) (gitleaks "
+            f"{binaries.secret_scanner(repo).version}, {CONFIG})"
+        )
         found += len(leaks)
     return 1 if found else 0
 

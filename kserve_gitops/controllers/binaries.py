@@ -128,10 +128,11 @@ def kodata(repo: Repo, version: str, serving: str) -> Path:
     if not (folder / "knative-serving" / serving).is_dir():
         shipped = sorted(p.name for p in (folder / "knative-serving").glob("*"))
         raise pin_error(
-            repo, "localCluster.knativeOperator",
+            repo,
+            "localCluster.knativeOperator",
             f"{version} ships no Knative Serving {serving} (knative.serving); it ships "
             f"{', '.join(shipped[-4:])}",
-        )  # fmt: skip
+        )
     return folder
 
 
@@ -181,9 +182,12 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="show the cache, build nothing")
     args = parser.parse_args(argv)
     return kwok_binaries.build_command(
-        lambda: pinned(repo), build, args.list, "controllers",
+        lambda: pinned(repo),
+        build,
+        args.list,
+        "controllers",
         lambda: [f"{name:<26} {'-':<9} {'no':<8} {why}" for name, why in unavailable(repo).items()],
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -48,20 +48,26 @@ class Split:
 
 
 def split(reader: Reader, ns: str, model: str) -> Split | None:
-    ksvcs = reader.list("serving.knative.dev", "v1", "services", ns,
-                        f"serving.kserve.io/inferenceservice={model}")  # fmt: skip
+    ksvcs = reader.list(
+        "serving.knative.dev", "v1", "services", ns, f"serving.kserve.io/inferenceservice={model}"
+    )
     if not ksvcs:
         return None
     st = ksvcs[0].get("status") or {}
-    traffic = tuple((str(t.get("revisionName")), int(t.get("percent") or 0))
-                    for t in st.get("traffic") or [])  # fmt: skip
+    traffic = tuple(
+        (str(t.get("revisionName")), int(t.get("percent") or 0)) for t in st.get("traffic") or []
+    )
     return Split(str(st.get("latestCreatedRevisionName")), traffic)
 
 
 def wait_for(
-    reader: Reader, ns: str, model: str, what: str, check: Callable[[Split], bool],
+    reader: Reader,
+    ns: str,
+    model: str,
+    what: str,
+    check: Callable[[Split], bool],
     timeout_s: float = 180,
-) -> Split:  # fmt: skip
+) -> Split:
     deadline = time.monotonic() + timeout_s
     seen: Split | None = None
     while time.monotonic() < deadline:
@@ -69,8 +75,10 @@ def wait_for(
         if seen is not None and check(seen):
             return seen
         time.sleep(3)
-    raise CanaryError(f"{what}: not seen after {timeout_s:g}s; last: "
-                      f"{seen.describe() if seen else 'no Knative Service'}")  # fmt: skip
+    raise CanaryError(
+        f"{what}: not seen after {timeout_s:g}s; last: "
+        f"{seen.describe() if seen else 'no Knative Service'}"
+    )
 
 
 def repo_copy(repo: Repo, dest: Path) -> Repo:
@@ -100,41 +108,78 @@ def run(
 
     def stage(args: list[str]) -> None:
         for argv in (
-            [sys.executable, "-m", "kserve_gitops.lifecycle.rollout", *args, "--env", env,
-             "--model", model],
-            ["helm", "upgrade", "--install", model, repo.rel(repo.model_chart), "--namespace",
-             namespace, "--values", str(values), "--timeout", "5m"],
-        ):  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "kserve_gitops.lifecycle.rollout",
+                *args,
+                "--env",
+                env,
+                "--model",
+                model,
+            ],
+            [
+                "helm",
+                "upgrade",
+                "--install",
+                model,
+                repo.rel(repo.model_chart),
+                "--namespace",
+                namespace,
+                "--values",
+                str(values),
+                "--timeout",
+                "5m",
+            ],
+        ):
             cwd = copy.root if argv[0] == sys.executable else repo.root
             run_env = {**cmd_env, "KGOPS_ROOT": str(copy.root)}
-            proc = subprocess.run(argv, cwd=cwd, env=run_env, capture_output=True, text=True,
-                                  timeout=600, check=False)  # fmt: skip
+            proc = subprocess.run(
+                argv, cwd=cwd, env=run_env, capture_output=True, text=True, timeout=600, check=False
+            )
             echo(f"    $ {' '.join(argv[2:] if argv[0] == sys.executable else argv)}")
             if proc.returncode != 0:
-                raise CanaryError(f"`{' '.join(argv)}` exited {proc.returncode}: "
-                                  f"{(proc.stderr or proc.stdout).strip()[-800:]}")  # fmt: skip
+                raise CanaryError(
+                    f"`{' '.join(argv)}` exited {proc.returncode}: "
+                    f"{(proc.stderr or proc.stdout).strip()[-800:]}"
+                )
 
-    before = wait_for(reader, namespace, model, "the stable revision at 100%",
-                      lambda s: s.percent(s.latest_created) == 100)  # fmt: skip
+    before = wait_for(
+        reader,
+        namespace,
+        model,
+        "the stable revision at 100%",
+        lambda s: s.percent(s.latest_created) == 100,
+    )
     stable = before.latest_created
     lines = [f"before: {before.describe()}"]
     on_stage("before", before)
 
     stage(["canary", "--version", version, "--percent", str(percent)])
     canary = wait_for(
-        reader, namespace, model, f"canary {version}: new revision {percent}%, {stable} the rest",
-        lambda s: s.latest_created != stable and s.percent(s.latest_created) == percent
-        and s.percent(stable) == 100 - percent,
-    )  # fmt: skip
+        reader,
+        namespace,
+        model,
+        f"canary {version}: new revision {percent}%, {stable} the rest",
+        lambda s: (
+            s.latest_created != stable
+            and s.percent(s.latest_created) == percent
+            and s.percent(stable) == 100 - percent
+        ),
+    )
     lines.append(f"canary {version} {percent}%: {canary.describe()}")
     on_stage(f"canary {version} {percent}%", canary)
 
     stage(["rollback"])
     back = wait_for(
-        reader, namespace, model, f"rollback: 100% on {stable}, the rebuild created",
-        lambda s: s.percent(stable) == 100 and s.latest_created not in (stable,
-                                                                          canary.latest_created),
-    )  # fmt: skip
+        reader,
+        namespace,
+        model,
+        f"rollback: 100% on {stable}, the rebuild created",
+        lambda s: (
+            s.percent(stable) == 100 and s.latest_created not in (stable, canary.latest_created)
+        ),
+    )
     lines.append(f"rollback (pin 0%, restore): {back.describe()}")
     on_stage("rollback (pin 0%, restore)", back)
 

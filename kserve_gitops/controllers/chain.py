@@ -120,9 +120,10 @@ def _pod_note(pod: Any) -> str:
     spec, st = pod.spec, pod.status
     ready = next((c.status for c in st.conditions or [] if c.type == "Ready"), "?")
     inits = [c.name for c in spec.init_containers or []]
-    return (f"Pod {pod.metadata.name}: phase {st.phase}, Ready={ready}, node {spec.node_name}, "
-            f"containers {[c.name for c in spec.containers]}"
-            + (f", init {inits}" if inits else ""))  # fmt: skip
+    return (
+        f"Pod {pod.metadata.name}: phase {st.phase}, Ready={ready}, node {spec.node_name}, "
+        f"containers {[c.name for c in spec.containers]}" + (f", init {inits}" if inits else "")
+    )
 
 
 def observe(r: Reader, ns: str, name: str) -> list[Link]:
@@ -134,21 +135,29 @@ def observe(r: Reader, ns: str, name: str) -> list[Link]:
     st = isvc.get("status") or {}
     link.notes.append(f"url {st.get('url')}")
     for comp, cs in (st.get("components") or {}).items():
-        traffic = ", ".join(f"{t.get('revisionName')} {t.get('percent')}%"
-                            f"{' (latest)' if t.get('latestRevision') else ''}"
-                            for t in cs.get("traffic") or [])  # fmt: skip
-        link.notes.append(f"{comp}: latestCreatedRevision {cs.get('latestCreatedRevision')}, "
-                          f"latestReadyRevision {cs.get('latestReadyRevision')}, "
-                          f"traffic [{traffic}]")  # fmt: skip
+        traffic = ", ".join(
+            f"{t.get('revisionName')} {t.get('percent')}%"
+            f"{' (latest)' if t.get('latestRevision') else ''}"
+            for t in cs.get("traffic") or []
+        )
+        link.notes.append(
+            f"{comp}: latestCreatedRevision {cs.get('latestCreatedRevision')}, "
+            f"latestReadyRevision {cs.get('latestReadyRevision')}, "
+            f"traffic [{traffic}]"
+        )
     links.append(link)
     kn = "serving.knative.dev"
     for ksvc in r.list(kn, "v1", "services", ns, f"serving.kserve.io/inferenceservice={name}"):
         kname = ksvc["metadata"]["name"]
         link = Link("Knative Service", _ref(ksvc), _conds(ksvc))
-        link.notes.append("traffic " + ", ".join(
-            f"{t.get('revisionName')} {t.get('percent')}%" + (f" tag {t['tag']}" if t.get("tag")
-                                                                else "")
-            for t in (ksvc.get("status") or {}).get("traffic") or []))  # fmt: skip
+        link.notes.append(
+            "traffic "
+            + ", ".join(
+                f"{t.get('revisionName')} {t.get('percent')}%"
+                + (f" tag {t['tag']}" if t.get("tag") else "")
+                for t in (ksvc.get("status") or {}).get("traffic") or []
+            )
+        )
         links.append(link)
         for cfg in r.list(kn, "v1", "configurations", ns, f"serving.knative.dev/service={kname}"):
             links.append(Link("Configuration", _ref(cfg), _conds(cfg)))
@@ -168,24 +177,41 @@ def observe(r: Reader, ns: str, name: str) -> list[Link]:
 def revision_links(r: Reader, ns: str, rev: Mapping[str, Any]) -> list[Link]:
     rname = rev["metadata"]["name"]
     label = f"serving.knative.dev/revision={rname}"
-    out = [Link("Revision", _ref(rev), _conds(rev),
-                [f"image {c.get('image')}" for c in (rev.get("spec") or {}).get("containers") or []]
-                )]  # fmt: skip
+    out = [
+        Link(
+            "Revision",
+            _ref(rev),
+            _conds(rev),
+            [f"image {c.get('image')}" for c in (rev.get("spec") or {}).get("containers") or []],
+        )
+    ]
     for pa in r.list("autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers", ns, label):
         st = pa.get("status") or {}
-        out.append(Link("PodAutoscaler", _ref(pa), _conds(pa),
-                        [f"desiredScale {st.get('desiredScale')}, actualScale "
-                         f"{st.get('actualScale')}"]))  # fmt: skip
+        out.append(
+            Link(
+                "PodAutoscaler",
+                _ref(pa),
+                _conds(pa),
+                [f"desiredScale {st.get('desiredScale')}, actualScale {st.get('actualScale')}"],
+            )
+        )
     for sks in r.list(NET, "v1alpha1", "serverlessservices", ns, label):
-        out.append(Link("ServerlessService", _ref(sks), _conds(sks),
-                        [f"mode {(sks.get('spec') or {}).get('mode')}"]))  # fmt: skip
+        out.append(
+            Link(
+                "ServerlessService",
+                _ref(sks),
+                _conds(sks),
+                [f"mode {(sks.get('spec') or {}).get('mode')}"],
+            )
+        )
     for dep in r.apps.list_namespaced_deployment(ns, label_selector=label).items:
         d = r.api.sanitize_for_serialization(dep)
         st = d.get("status") or {}
         replicas = f"replicas {st.get('readyReplicas', 0)}/{d['spec'].get('replicas')} ready"
         link = Link("Deployment", _ref(d), _conds(d), [replicas])
-        link.notes += [_pod_note(p) for p in
-                       r.core.list_namespaced_pod(ns, label_selector=label).items]  # fmt: skip
+        link.notes += [
+            _pod_note(p) for p in r.core.list_namespaced_pod(ns, label_selector=label).items
+        ]
         out.append(link)
     return out
 
@@ -290,8 +316,10 @@ def closing(controllers: Mapping[str, Any], observed: Mapping[str, Any]) -> list
     for name, p in procs.items():
         state = "ran to the end" if p.get("exit_code") is None else f"exited {p['exit_code']}"
         lines.append(f"  {name} for {p['deployment']} ({state})")
-    lines += [f"  not built: {name}: {why}"
-              for name, why in (controllers.get("not_buildable") or {}).items()]  # fmt: skip
+    lines += [
+        f"  not built: {name}: {why}"
+        for name, why in (controllers.get("not_buildable") or {}).items()
+    ]
     if observed.get("links"):
         lines.append(f"chain: {observed['verdict']}: {observed['reason']}")
         for link in observed["links"]:

@@ -99,8 +99,10 @@ class Netns:
         self.path = NETNS_DIR / self.name
         if self.path.exists():  # left by a run that was killed
             subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
-        for argv in (["ip", "netns", "add", self.name],
-                     ["ip", "-n", self.name, "link", "set", "lo", "up"]):  # fmt: skip
+        for argv in (
+            ["ip", "netns", "add", self.name],
+            ["ip", "-n", self.name, "link", "set", "lo", "up"],
+        ):
             proc = subprocess.run(argv, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 raise NetworkError(
@@ -155,8 +157,9 @@ class PodForwarder:
     def sync(self, wanted: Iterable[tuple[str, int, str, Dial]]) -> None:
         """Forward exactly `wanted`: (pod IP, pod port, target label, dial); close the rest."""
         want = {(ip, port): (label, dial) for ip, port, label, dial in wanted}
-        for key in [k for k, fwd in self.forwards.items() if k not in want
-                    or want[k][0] != fwd.target]:  # fmt: skip
+        for key in [
+            k for k, fwd in self.forwards.items() if k not in want or want[k][0] != fwd.target
+        ]:
             self._close(key)
         for (ip, port), (label, dial) in want.items():
             if (ip, port) in self.forwards:

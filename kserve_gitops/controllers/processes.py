@@ -59,27 +59,52 @@ class Role:
 
 
 ROLES = (
-    Role("knative-operator", "knative-operator", "knative-operator", "knative-operator",
-         "knative-operator"),
-    Role("knative-operator-webhook", "knative-operator", "operator-webhook", "operator-webhook",
-         "knative-operator"),
-    Role("knative-serving-controller", "knative-serving", "controller", "controller",
-         "knative-serving"),
+    Role(
+        "knative-operator",
+        "knative-operator",
+        "knative-operator",
+        "knative-operator",
+        "knative-operator",
+    ),
+    Role(
+        "knative-operator-webhook",
+        "knative-operator",
+        "operator-webhook",
+        "operator-webhook",
+        "knative-operator",
+    ),
+    Role(
+        "knative-serving-controller",
+        "knative-serving",
+        "controller",
+        "controller",
+        "knative-serving",
+    ),
     Role("knative-serving-webhook", "knative-serving", "webhook", "webhook", "knative-serving"),
-    Role("knative-serving-autoscaler", "knative-serving", "autoscaler", "autoscaler",
-         "knative-serving"),
+    Role(
+        "knative-serving-autoscaler",
+        "knative-serving",
+        "autoscaler",
+        "autoscaler",
+        "knative-serving",
+    ),
     Role("kserve-manager", "kserve", "kserve-controller-manager", "manager", "kserve"),
-)  # fmt: skip
+)
 GROUPS = tuple(dict.fromkeys(r.group for r in ROLES))
 # The ServiceAccount volume at the path the kubelet uses, in a mount namespace of the process's
 # own (a tmpfs over /run hides nothing the process needs; /var/run is /run). Then: <folder>
 # <binary> <args...>.
 SA_PATH = "/run/secrets/kubernetes.io/serviceaccount"
 SA_MOUNT = (
-    "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-    f'mount -t tmpfs kgops /run && mkdir -p {SA_PATH} && mount --bind "$0" {SA_PATH} '
-    '&& exec "$@"',
-)  # fmt: skip
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+    "sh",
+    "-c",
+    f'mount -t tmpfs kgops /run && mkdir -p {SA_PATH} && mount --bind "$0" {SA_PATH} && exec "$@"',
+)
 
 
 @dataclass
@@ -171,19 +196,21 @@ def probe(netns: Netns, spec: Mapping[str, Any], ports: Mapping[str, int], kube:
 
 # An AdmissionReview every admission handler can answer: CONNECT of a ConfigMap, which no
 # handler acts on. Its answer proves a handler is registered at the path.
-PROBE_REVIEW = json.dumps({
-    "apiVersion": "admission.k8s.io/v1",
-    "kind": "AdmissionReview",
-    "request": {
-        "uid": "00000000-0000-0000-0000-000000000000",
-        "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
-        "resource": {"group": "", "version": "v1", "resource": "configmaps"},
-        "operation": "CONNECT",
-        "namespace": "kgops-probe",
-        "name": "kgops-probe",
-        "userInfo": {"username": "kgops-probe"},
-    },
-}).encode()  # fmt: skip
+PROBE_REVIEW = json.dumps(
+    {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "00000000-0000-0000-0000-000000000000",
+            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "operation": "CONNECT",
+            "namespace": "kgops-probe",
+            "name": "kgops-probe",
+            "userInfo": {"username": "kgops-probe"},
+        },
+    }
+).encode()
 
 
 def answers(netns: Netns, port: int, path: str) -> bool:
@@ -197,8 +224,9 @@ def answers(netns: Netns, port: int, path: str) -> bool:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     conn.sock = sock
     try:
-        conn.request("POST", path or "/", body=PROBE_REVIEW,
-                     headers={"Content-Type": "application/json"})  # fmt: skip
+        conn.request(
+            "POST", path or "/", body=PROBE_REVIEW, headers={"Content-Type": "application/json"}
+        )
         resp = conn.getresponse()
         return resp.status == 200 and b'"AdmissionReview"' in resp.read()
     except (OSError, http.client.HTTPException):
@@ -276,8 +304,9 @@ class Controllers:
 
     def _pod_ips(self, selector: Mapping[str, str], role: Role) -> list[dict[str, Any]]:
         """The Deployment's pods that have an IP (kwok assigned one)."""
-        return [p for p in self._pods(selector, role.namespace)
-                if (p.get("status") or {}).get("podIP")]  # fmt: skip
+        return [
+            p for p in self._pods(selector, role.namespace) if (p.get("status") or {}).get("podIP")
+        ]
 
     def _service_account_volume(self, ns: str, sa: str, folder: Path) -> Path:
         """What the kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount: the
@@ -296,34 +325,50 @@ class Controllers:
 
     def _identity(self, ns: str, sa: str, folder: Path) -> Path:
         """A kubeconfig that authenticates as the pod's ServiceAccount."""
-        crt, key = self.ca.issue(f"system:serviceaccount:{ns}:{sa}", org="system:serviceaccounts",
-                                 client=True)  # fmt: skip
+        crt, key = self.ca.issue(
+            f"system:serviceaccount:{ns}:{sa}", org="system:serviceaccounts", client=True
+        )
         b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
         kubeconfig = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "kgops", "cluster": {
-                "server": f"https://127.0.0.1:{self.api_port}",
-                "certificate-authority-data": b64(self.ca.cert_pem)}}],
-            "users": [{"name": sa, "user": {"client-certificate-data": b64(crt),
-                                            "client-key-data": b64(key)}}],
+            "clusters": [
+                {
+                    "name": "kgops",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{self.api_port}",
+                        "certificate-authority-data": b64(self.ca.cert_pem),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": sa,
+                    "user": {"client-certificate-data": b64(crt), "client-key-data": b64(key)},
+                }
+            ],
             "contexts": [{"name": "kgops", "context": {"cluster": "kgops", "user": sa}}],
             "current-context": "kgops",
-        }  # fmt: skip
+        }
         return pki.write(folder / "kubeconfig", yaml.safe_dump(kubeconfig).encode())
 
-    def _mounted_secrets(self, spec: Mapping[str, Any], container: Mapping[str, Any],
-                         ns: str, tmpdir: Path) -> None:  # fmt: skip
+    def _mounted_secrets(
+        self, spec: Mapping[str, Any], container: Mapping[str, Any], ns: str, tmpdir: Path
+    ) -> None:
         """Secret volumes the container mounts under /tmp, written beneath TMPDIR (Go's
         os.TempDir), where the process looks for them (KServe's webhook certificate)."""
-        secrets = {v["name"]: v["secret"]["secretName"]
-                   for v in spec.get("volumes") or [] if v.get("secret")}  # fmt: skip
+        secrets = {
+            v["name"]: v["secret"]["secretName"]
+            for v in spec.get("volumes") or []
+            if v.get("secret")
+        }
         for mount in container.get("volumeMounts") or []:
             name, path = secrets.get(mount["name"]), mount["mountPath"]
             if not name or not path.startswith("/tmp/"):
                 continue
-            secret = self._wait(f"Secret {ns}/{name} (mounted at {path})", 120,
-                                lambda n=name: self._secret(ns, n))  # fmt: skip
+            secret = self._wait(
+                f"Secret {ns}/{name} (mounted at {path})", 120, lambda n=name: self._secret(ns, n)
+            )
             folder = tmpdir / path.removeprefix("/tmp/")
             folder.mkdir(parents=True, exist_ok=True)
             for key, value in (secret.data or {}).items():
@@ -346,8 +391,11 @@ class Controllers:
         roles = [r for r in ROLES if r.group == group]
         for role in roles:
             t0 = time.monotonic()
-            dep = self._wait(f"Deployment {role.namespace}/{role.deployment}", timeout_s,
-                             lambda r=role: self._deployment(r))  # fmt: skip
+            dep = self._wait(
+                f"Deployment {role.namespace}/{role.deployment}",
+                timeout_s,
+                lambda r=role: self._deployment(r),
+            )
             spec = dep["spec"]["template"]["spec"]
             selector = dep["spec"]["selector"].get("matchLabels") or {}
             what = f"a pod of Deployment {role.namespace}/{role.deployment}"
@@ -363,8 +411,14 @@ class Controllers:
         self.sync()
         return lines
 
-    def _spawn(self, role: Role, spec: Mapping[str, Any], container: Mapping[str, Any],
-               selector: dict[str, str], pod: Mapping[str, Any]) -> None:  # fmt: skip
+    def _spawn(
+        self,
+        role: Role,
+        spec: Mapping[str, Any],
+        container: Mapping[str, Any],
+        selector: dict[str, str],
+        pod: Mapping[str, Any],
+    ) -> None:
         folder = self.dir / "controllers" / role.binary
         shutil.rmtree(folder, ignore_errors=True)
         tmpdir = folder / "tmp"
@@ -385,23 +439,38 @@ class Controllers:
             netns.bridge_out(self.api_port)
         except (NetworkError, OSError) as exc:
             raise ControllerError(f"{role.binary}: {exc}") from exc
-        ports = {str(p.get("name") or p["containerPort"]): int(p["containerPort"])
-                 for p in container.get("ports") or []}  # fmt: skip
+        ports = {
+            str(p.get("name") or p["containerPort"]): int(p["containerPort"])
+            for p in container.get("ports") or []
+        }
         self.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / f"{role.binary}.log"
         sa_dir = self._service_account_volume(role.namespace, sa, folder)
-        argv = [*netns.exec_prefix(), *SA_MOUNT, str(sa_dir), str(self.bins[role.binary]),
-                *(container.get("args") or []), f"--kubeconfig={kubeconfig}"]  # fmt: skip
+        argv = [
+            *netns.exec_prefix(),
+            *SA_MOUNT,
+            str(sa_dir),
+            str(self.bins[role.binary]),
+            *(container.get("args") or []),
+            f"--kubeconfig={kubeconfig}",
+        ]
         with log_path.open("ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, cwd=folder,
-                                    start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=folder,
+                start_new_session=True,
+            )
         (self.dir / "pids").mkdir(exist_ok=True)
         (self.dir / "pids" / role.binary).write_text(str(proc.pid))
         self.running[role.binary] = Running(role, proc, netns, ports, selector, log_path)
 
-    def _await_ready(self, role: Role, container: Mapping[str, Any], timeout_s: float,
-                     t0: float) -> str:  # fmt: skip
+    def _await_ready(
+        self, role: Role, container: Mapping[str, Any], timeout_s: float, t0: float
+    ) -> str:
         run = self.running[role.binary]
         spec = container.get("readinessProbe") or {}
         deadline = time.monotonic() + timeout_s
@@ -419,9 +488,11 @@ class Controllers:
                 )
             time.sleep(0.5)
         run.ready_s = time.monotonic() - t0
-        return (f"{role.binary} ready in {run.ready_s:.1f}s for Deployment "
-                f"{role.namespace}/{role.deployment} (pid {run.proc.pid}, netns "
-                f"{run.netns.name})")  # fmt: skip
+        return (
+            f"{role.binary} ready in {run.ready_s:.1f}s for Deployment "
+            f"{role.namespace}/{role.deployment} (pid {run.proc.pid}, netns "
+            f"{run.netns.name})"
+        )
 
     # -- pod network and webhooks ----------------------------------------------------------------
 
@@ -433,15 +504,19 @@ class Controllers:
                 if run.proc.poll() is not None:
                     if run.role.binary not in self.exited:
                         self.exited.append(run.role.binary)
-                        self.echo(f"    controller {run.role.binary} exited with "
-                                  f"{run.proc.returncode}: {tail(run.log, 3)}")  # fmt: skip
+                        self.echo(
+                            f"    controller {run.role.binary} exited with "
+                            f"{run.proc.returncode}: {tail(run.log, 3)}"
+                        )
                     continue
                 for pod in self._pods(run.selector, run.role.namespace):
                     ip = (pod.get("status") or {}).get("podIP")
                     if not ip or (pod.get("metadata") or {}).get("deletionTimestamp"):
                         continue
-                    wanted += [(ip, port, f"{run.role.binary}:{port}", run.netns.dial(port))
-                               for port in set(run.ports.values())]  # fmt: skip
+                    wanted += [
+                        (ip, port, f"{run.role.binary}:{port}", run.netns.dial(port))
+                        for port in set(run.ports.values())
+                    ]
             self.forwarder.sync(wanted)
             self._serve_webhooks()
 
@@ -457,8 +532,12 @@ class Controllers:
             if run.role.namespace != ns or run.proc.poll() is not None or not selector:
                 continue
             pods = self._pods(selector, ns)
-            if not any(all((p["metadata"].get("labels") or {}).get(k) == v
-                           for k, v in run.selector.items()) for p in pods):  # fmt: skip
+            if not any(
+                all(
+                    (p["metadata"].get("labels") or {}).get(k) == v for k, v in run.selector.items()
+                )
+                for p in pods
+            ):
                 continue
             for sp in svc.spec.ports or []:
                 if sp.port == (port or 443):

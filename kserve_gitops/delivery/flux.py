@@ -42,11 +42,23 @@ WATCHED = (
 # Groups whose objects Kubernetes itself gives a status; any other group's object needs its
 # own controller, which kwok does not run.
 BUILTIN_GROUPS = {
-    "", "apps", "batch", "policy", "autoscaling", "rbac.authorization.k8s.io",
-    "admissionregistration.k8s.io", "apiextensions.k8s.io", "networking.k8s.io",
-    "storage.k8s.io", "scheduling.k8s.io", "coordination.k8s.io", "discovery.k8s.io",
-    "certificates.k8s.io", "apiregistration.k8s.io", "node.k8s.io",
-}  # fmt: skip
+    "",
+    "apps",
+    "batch",
+    "policy",
+    "autoscaling",
+    "rbac.authorization.k8s.io",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "networking.k8s.io",
+    "storage.k8s.io",
+    "scheduling.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "certificates.k8s.io",
+    "apiregistration.k8s.io",
+    "node.k8s.io",
+}
 # Flux's port range: 24000-24499, below Linux's ephemeral range (32768-60999) where any
 # outgoing connection (the API server's to etcd, say) may take a server port between the check
 # and the bind. Clusters at 24000 + 10 * slot, local servers and controllers at 24100 + 20 * slot;
@@ -97,8 +109,9 @@ def cluster_port_base(repo: Repo, name: str) -> int:
         start = CLUSTER_PORTS + (first - CLUSTER_PORTS + step) % span
         if not any(port_in_use(start + offset) for offset in PORTS.values()):
             return start - 10 * controlplane.slot(repo, name)  # the control plane adds its slot
-    raise FluxError(f"cluster {name}: no free ports for a control plane in {CLUSTER_PORTS}-"
-                    f"{CLUSTER_PORTS + 99}")  # fmt: skip
+    raise FluxError(
+        f"cluster {name}: no free ports for a control plane in {CLUSTER_PORTS}-{CLUSTER_PORTS + 99}"
+    )
 
 
 def crd_files(repo: Repo) -> list[Path]:

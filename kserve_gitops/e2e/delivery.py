@@ -160,10 +160,17 @@ class FluxCluster:
             if f"{kind}/{config}" in self.drift_excluded:
                 continue
             self.runner.run(
-                ["kubectl", "annotate", kind.lower(), config, f"{DRIFT_OPT_OUT}=disabled",
-                 "--overwrite"],
-                timeout=60, quiet=True,
-            )  # fmt: skip
+                [
+                    "kubectl",
+                    "annotate",
+                    kind.lower(),
+                    config,
+                    f"{DRIFT_OPT_OUT}=disabled",
+                    "--overwrite",
+                ],
+                timeout=60,
+                quiet=True,
+            )
             self.drift_excluded.append(f"{kind}/{config}")
             self.echo(f"    stand-in: {kind}/{config}: {DRIFT_OPT_OUT}=disabled (stand-in field)")
 
@@ -229,9 +236,14 @@ def run(
             timeout=120,
         )
         overlay = flux.overlay(
-            repo, env, fc.workdir / "overlay", fc.git_url, chart_srcs, fc.charts_url,
+            repo,
+            env,
+            fc.workdir / "overlay",
+            fc.git_url,
+            chart_srcs,
+            fc.charts_url,
             fc.registry.address if fc.registry else "",
-        )  # fmt: skip
+        )
         phase(f"apply the Flux entry point clusters/{env} (overlay {repo.rel(overlay)})")
         fc.runner.run(["kubectl", "apply", "-k", str(overlay)], timeout=120)
         top = flux.entry_objects(repo, env)
@@ -261,9 +273,14 @@ def run(
             if findings:
                 failure = f"{len(findings)} finding(s):\n" + "\n".join(f"  {f}" for f in findings)
     except (
-        CommandError, flux.FluxError, sources.SourceError, binaries.BuildError,
-        ControlPlaneError, ChartError, OSError,
-    ) as exc:  # fmt: skip
+        CommandError,
+        flux.FluxError,
+        sources.SourceError,
+        binaries.BuildError,
+        ControlPlaneError,
+        ChartError,
+        OSError,
+    ) as exc:
         failure = str(exc)
     except KeyboardInterrupt:
         failure = "interrupted"

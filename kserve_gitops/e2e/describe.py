@@ -67,25 +67,37 @@ def describe_step(step: Step, plan: Plan) -> list[str]:
             from kserve_gitops.controllers import processes
 
             for role in (r for r in processes.ROLES if r.group == step.group):
-                out.append(f"      process {role.binary} for Deployment {role.namespace}/"
-                           f"{role.deployment} (container {role.container}), own network "
-                           "namespace, its ServiceAccount's identity")  # fmt: skip
+                out.append(
+                    f"      process {role.binary} for Deployment {role.namespace}/"
+                    f"{role.deployment} (container {role.container}), own network "
+                    "namespace, its ServiceAccount's identity"
+                )
             out.append("      then its webhooks are served: their failurePolicy stand-in ends")
         case ClusterCanary():
-            out.append(f"      in a copy of the repository: kgops rollout canary "
-                       f"--env {step.env} --version <newest besides stable> --percent "
-                       f"{step.percent}; rollback; rollback")  # fmt: skip
-            out.append(f"      after each: helm upgrade {step.model} with the copy's values file; "
-                       "the Knative Service's status.traffic must match the stage")  # fmt: skip
+            out.append(
+                f"      in a copy of the repository: kgops rollout canary "
+                f"--env {step.env} --version <newest besides stable> --percent "
+                f"{step.percent}; rollback; rollback"
+            )
+            out.append(
+                f"      after each: helm upgrade {step.model} with the copy's values file; "
+                "the Knative Service's status.traffic must match the stage"
+            )
         case ObserveChain():
-            out.append(f"      reads KnativeServing, InferenceService {step.name}, its Knative "
-                       "Service, Configuration, Revision, Route, Deployment and pods every 5s "
-                       f"(up to {step.timeout_s:g}s); conditions go to the report")  # fmt: skip
-            out.append("      not run (not passed) when only what needs a container runtime or "
-                       "Istio's data plane holds Ready back; failed on anything else")  # fmt: skip
+            out.append(
+                f"      reads KnativeServing, InferenceService {step.name}, its Knative "
+                "Service, Configuration, Revision, Route, Deployment and pods every 5s "
+                f"(up to {step.timeout_s:g}s); conditions go to the report"
+            )
+            out.append(
+                "      not run (not passed) when only what needs a container runtime or "
+                "Istio's data plane holds Ready back; failed on anything else"
+            )
         case CheckCluster():
-            out.append("      reads every Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, "
-                       "Pod, PVC, ServiceAccount, ConfigMap, Secret, CRD and event")  # fmt: skip
+            out.append(
+                "      reads every Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, "
+                "Pod, PVC, ServiceAccount, ConfigMap, Secret, CRD and event"
+            )
         case Reapply():
             out += [f"      again: {s.title}" for s in step.steps]
             out.append("      no applied object changes outside its status")
@@ -102,9 +114,13 @@ def describe_step(step: Step, plan: Plan) -> list[str]:
                     out += _block((repo.root / path).read_text())
             if step.repository is None:
                 objs = render.render_chart(
-                    repo, repo.root / step.chart, _merged(repo, step), step.release,
-                    step.namespace, step.values_source,
-                )  # fmt: skip
+                    repo,
+                    repo.root / step.chart,
+                    _merged(repo, step),
+                    step.release,
+                    step.namespace,
+                    step.values_source,
+                )
                 out.append("      renders (the objects `make validate` checks for this env):")
                 out += [f"        - {o.ref} in {step.namespace}" for o in objs]
         case Apply():

@@ -196,16 +196,18 @@ class Executor:
             self.echo(f"    {line}")
         # The cluster paths are the e2e's verdict; the local run is the reference beside them.
         failed = [
-            n for n, run in runs.items()
+            n
+            for n, run in runs.items()
             if n != "local" and any(not c["passed"] for c in run["checks"])
-        ]  # fmt: skip
+        ]
         if failed:
             raise StepFailed(f"SLO missed on {', '.join(failed)} (slo-table.txt)")
 
     def _cold_start(self, step: ColdStart) -> None:
         try:
-            got, _ = self.paths.cold_start(step.model, step.namespace, step.instances,
-                                           step.timeout_s)  # fmt: skip
+            got, _ = self.paths.cold_start(
+                step.model, step.namespace, step.instances, step.timeout_s
+            )
         except (PathError, client.PredictionError) as exc:
             raise StepFailed(f"cold start: {exc}") from exc
         if got != list(step.expected):
@@ -216,14 +218,21 @@ class Executor:
         if node is None:
             raise StepFailed("the reliability scenarios need the real node (CLUSTER=node)")
         scenarios = reliability.Scenarios(
-            self.paths, node, step.model, step.namespace, step.instances, step.expected,
+            self.paths,
+            node,
+            step.model,
+            step.namespace,
+            step.instances,
+            step.expected,
             self.echo,
-            lambda: reliability.inference_service_state(self.paths, step.model, step.namespace,
-                                                     self.plan.repo),
+            lambda: reliability.inference_service_state(
+                self.paths, step.model, step.namespace, self.plan.repo
+            ),
             registry.load(self.plan.repo, step.model),
-            lambda on_stage: self._rollout(step.model, step.namespace, step.percent, "rollout",
-                                           on_stage),
-        )  # fmt: skip
+            lambda on_stage: self._rollout(
+                step.model, step.namespace, step.percent, "rollout", on_stage
+            ),
+        )
         try:
             result = scenarios.run(step.scenario)
         except (PathError, NodeError) as exc:
@@ -275,10 +284,18 @@ class Executor:
         workdir = self.workdir / folder
         workdir.mkdir(exist_ok=True)
         return canary.run(
-            self.plan.repo, self.plan.env, model, namespace, version, percent,
-            self.plan.kubeconfig, self.runner.env or dict(os.environ), workdir, self.echo,
+            self.plan.repo,
+            self.plan.env,
+            model,
+            namespace,
+            version,
+            percent,
+            self.plan.kubeconfig,
+            self.runner.env or dict(os.environ),
+            workdir,
+            self.echo,
             on_stage,
-        )  # fmt: skip
+        )
 
     def _canary(self, step: ClusterCanary) -> None:
         lines = self._rollout(step.model, step.namespace, step.percent, "canary")
@@ -326,8 +343,9 @@ class Executor:
                 if fields:
                     drift.append(f"  {ref}: {', '.join(fields[:5])} (after {again.title})")
         if drift:
-            raise StepFailed(f"{len(drift)} object(s) changed on a second apply:\n" +
-                             "\n".join(drift))  # fmt: skip
+            raise StepFailed(
+                f"{len(drift)} object(s) changed on a second apply:\n" + "\n".join(drift)
+            )
 
     def _create_cluster(self, step: CreateCluster) -> None:
         (self.plan.repo.root / step.kubeconfig).parent.mkdir(parents=True, exist_ok=True)
@@ -335,10 +353,17 @@ class Executor:
         if step.name in existing:
             self.echo(f"    cluster {step.name} exists (a KEEP=1 run): reusing it")
             self.runner.run(
-                ["kind", "export", "kubeconfig", "--name", step.name,
-                 "--kubeconfig", str(step.kubeconfig)],
+                [
+                    "kind",
+                    "export",
+                    "kubeconfig",
+                    "--name",
+                    step.name,
+                    "--kubeconfig",
+                    str(step.kubeconfig),
+                ],
                 timeout=60,
-            )  # fmt: skip
+            )
             return
         self.runner.run(step.argv(), timeout=parse_duration(step.wait) + 600, stream=True)
 
@@ -384,14 +409,21 @@ class Executor:
             if step.path:
                 target = self._path(lambda: self.paths.target(str(step.path)))
                 started = time.monotonic()
-                got = client.predict(target, step.model, step.instances, step.protocol,
-                                     policy=policy)  # fmt: skip
+                got = client.predict(
+                    target, step.model, step.instances, step.protocol, policy=policy
+                )
                 self.echo(f"    {step.path}: {1000 * (time.monotonic() - started):.1f} ms")
             else:
                 got = ingress.predict(
-                    self.plan.ingress, step.model, step.instances, step.protocol, self._host(),
-                    step.timeout_s, policy, self.echo,
-                )  # fmt: skip
+                    self.plan.ingress,
+                    step.model,
+                    step.instances,
+                    step.protocol,
+                    self._host(),
+                    step.timeout_s,
+                    policy,
+                    self.echo,
+                )
         except client.PredictionError as exc:
             raise StepFailed(f"{step.protocol} prediction failed: {exc}") from exc
         self.echo(f"    predictions {got}")

@@ -24,10 +24,12 @@ def predictions(repo: Repo, model: str) -> tuple[tuple[Rows, tuple[int, ...]], .
         ) from None
     try:
         return tuple(
-            (tuple(tuple(float(x) for x in row) for row in item["rows"]),
-             tuple(int(c) for c in item["expect"]))
+            (
+                tuple(tuple(float(x) for x in row) for row in item["rows"]),
+                tuple(int(c) for c in item["expect"]),
+            )
             for item in doc
-        )  # fmt: skip
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise RenderError(
             f"{where}: expected a list of {{rows: [[numbers]], expect: [classes]}} ({exc})"

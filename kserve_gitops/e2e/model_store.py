@@ -77,21 +77,47 @@ def model_store(
         target = f"{mount}/{Path(sub).parent / artifact.parent.name}".replace("/./", "/")
         copies += [
             Run("model", f"create {target} on the claim", (*kexec, "mkdir", "-p", target)),
-            Run("model", f"copy {repo.rel(artifact)} onto the claim",
-                ("kubectl", "cp", repo.rel(artifact),
-                 f"{namespace}/{pod}:{target}/model.joblib", "-c", container["name"])),
-            Run("model", f"check: {target}/model.joblib is on the claim",
-                (*kexec, "ls", "-l", f"{target}/model.joblib")),
-        ]  # fmt: skip
+            Run(
+                "model",
+                f"copy {repo.rel(artifact)} onto the claim",
+                (
+                    "kubectl",
+                    "cp",
+                    repo.rel(artifact),
+                    f"{namespace}/{pod}:{target}/model.joblib",
+                    "-c",
+                    container["name"],
+                ),
+            ),
+            Run(
+                "model",
+                f"check: {target}/model.joblib is on the claim",
+                (*kexec, "ls", "-l", f"{target}/model.joblib"),
+            ),
+        ]
     return [
         Apply("model", f"apply the e2e model loader (mounts claim {claim})", where, tuple(objs)),
-        Run("model", f"wait: pod {pod} Ready (claim {claim} bound)",
-            ("kubectl", "wait", "--for=condition=Ready", f"pod/{pod}", "-n", namespace,
-             "--timeout=300s"), 330),
+        Run(
+            "model",
+            f"wait: pod {pod} Ready (claim {claim} bound)",
+            (
+                "kubectl",
+                "wait",
+                "--for=condition=Ready",
+                f"pod/{pod}",
+                "-n",
+                namespace,
+                "--timeout=300s",
+            ),
+            330,
+        ),
         *copies,
-        Run("model", f"delete pod {pod} (the claim keeps the model)",
-            ("kubectl", "delete", "pod", pod, "-n", namespace, "--wait=true", "--timeout=120s")),
-    ]  # fmt: skip
+        Run(
+            "model",
+            f"delete pod {pod} (the claim keeps the model)",
+            ("kubectl", "delete", "pod", pod, "-n", namespace, "--wait=true", "--timeout=120s"),
+        ),
+    ]
 
 
 def _claim_volume(pod: Mapping[str, Any], claim: str) -> str:

@@ -138,16 +138,45 @@ def verify(repo: Repo, env: str, rel: flux.Release) -> list[Step]:
     select = f"serving.kserve.io/inferenceservice={model}"
     cases = golden.predictions(repo, model)
     steps: list[Step] = [
-        Run("verify", f"wait: the Revision of {model} Ready (its Deployment available)",
-            ("kubectl", "wait", "--for=condition=Ready", "revision", "-l", select, "-n", ns,
-             "--timeout=300s"), 330),
-        Run("verify", f"wait: the predictor pod of {model} Ready (the kubelet's probes)",
-            ("kubectl", "wait", "--for=condition=Ready", "pod", "-l", select, "-n", ns,
-             "--timeout=300s"), 330),
-        NotRun("verify", f"resolve the Host of {model} and predict through the Istio ingress",
-               "the Istio ingress gateway and net-istio cannot be built here (Envoy is not on "
-               "these registries; knative.dev/net-istio is not served)"),
-    ]  # fmt: skip
+        Run(
+            "verify",
+            f"wait: the Revision of {model} Ready (its Deployment available)",
+            (
+                "kubectl",
+                "wait",
+                "--for=condition=Ready",
+                "revision",
+                "-l",
+                select,
+                "-n",
+                ns,
+                "--timeout=300s",
+            ),
+            330,
+        ),
+        Run(
+            "verify",
+            f"wait: the predictor pod of {model} Ready (the kubelet's probes)",
+            (
+                "kubectl",
+                "wait",
+                "--for=condition=Ready",
+                "pod",
+                "-l",
+                select,
+                "-n",
+                ns,
+                "--timeout=300s",
+            ),
+            330,
+        ),
+        NotRun(
+            "verify",
+            f"resolve the Host of {model} and predict through the Istio ingress",
+            "the Istio ingress gateway and net-istio cannot be built here (Envoy is not on "
+            "these registries; knative.dev/net-istio is not served)",
+        ),
+    ]
     for path in ("service", "port-forward"):
         steps.append(ClusterPath("verify", model, ns, path))
         for protocol in ("v1", "v2"):

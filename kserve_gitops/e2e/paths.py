@@ -139,8 +139,14 @@ class ClusterPaths:
         if not ready:
             raise PathError(f"revision {namespace}/{rev} has no Ready pod to forward to")
         port = free_port()
-        argv = ["kubectl", "port-forward", "-n", namespace, f"pod/{ready[0]}",
-                f"{port}:{MODEL_PORT}"]  # fmt: skip
+        argv = [
+            "kubectl",
+            "port-forward",
+            "-n",
+            namespace,
+            f"pod/{ready[0]}",
+            f"{port}:{MODEL_PORT}",
+        ]
         env = self.runner.env
         self.forward = Process(
             "kubectl port-forward",

@@ -116,11 +116,22 @@ def install_release(
     if ready.deployments:
         steps.append(wait_deployments(layer, rel.namespace, ready.timeout_s))
     steps += [
-        Run(layer, f"wait: DaemonSet {rel.namespace}/{ds} ready on every node",
-            ("kubectl", "rollout", "status", f"daemonset/{ds}", "-n", rel.namespace,
-             f"--timeout={ready.timeout_s}s"), ready.timeout_s + 30)
+        Run(
+            layer,
+            f"wait: DaemonSet {rel.namespace}/{ds} ready on every node",
+            (
+                "kubectl",
+                "rollout",
+                "status",
+                f"daemonset/{ds}",
+                "-n",
+                rel.namespace,
+                f"--timeout={ready.timeout_s}s",
+            ),
+            ready.timeout_s + 30,
+        )
         for ds in ready.daemonsets
-    ]  # fmt: skip
+    ]
     steps += [wait_endpoint(layer, rel.namespace, svc, ready.timeout_s) for svc in ready.services]
     if rel.chart == "kserve-resources":
         steps += kserve_webhook_tls(layer, rel.namespace)
@@ -157,10 +168,14 @@ def monitoring_crds(repo: Repo, layer: flux.Layer) -> list[Step]:
     names = tuple(f"{p.stem.split('_', 1)[1]}.{MONITORING_GROUP}" for p in files)
     args = [a for p in files for a in ("-f", repo.rel(p))]
     return [
-        Run(layer.name, "apply the pinned Prometheus Operator CRDs (config/crds.tsv)",
-            ("kubectl", "apply", "--server-side", *args), 120),
+        Run(
+            layer.name,
+            "apply the pinned Prometheus Operator CRDs (config/crds.tsv)",
+            ("kubectl", "apply", "--server-side", *args),
+            120,
+        ),
         wait_crds(layer.name, names),
-    ]  # fmt: skip
+    ]
 
 
 def on_one_node(obj: dict[str, Any]) -> dict[str, Any]:
@@ -239,11 +254,18 @@ def apply_layer(
                 Run(
                     layer.name,
                     f"wait: KnativeServing {meta['namespace']}/{meta['name']} Ready",
-                    ("kubectl", "wait", "--for=condition=Ready", f"knativeserving/{meta['name']}",
-                     "-n", meta["namespace"], "--timeout=600s"),
+                    (
+                        "kubectl",
+                        "wait",
+                        "--for=condition=Ready",
+                        f"knativeserving/{meta['name']}",
+                        "-n",
+                        meta["namespace"],
+                        "--timeout=600s",
+                    ),
                     630,
                 )
-            )  # fmt: skip
+            )
     return steps
 
 
@@ -260,18 +282,46 @@ def deploy(
         Poll(
             "deploy",
             "wait: KServe's webhook admits the InferenceService (server-side dry run)",
-            ("kubectl", "apply", "--server-side", "--dry-run=server", "--field-manager",
-             "kgops-e2e", "-f", "-"),
+            (
+                "kubectl",
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--field-manager",
+                "kgops-e2e",
+                "-f",
+                "-",
+            ),
             "success",
             120,
             stdin_objects=bodies,
         ),
-        HelmInstall("deploy", model, repo.rel(repo.model_chart), None, None, namespace,
-                    values_source=source, value_files=(Path(source),), timeout="5m"),
-        Run("deploy", f"wait: InferenceService {namespace}/{model} Ready",
-            ("kubectl", "wait", "--for=condition=Ready", f"inferenceservice/{model}",
-             "-n", namespace, "--timeout=600s"), 630),
-    ]  # fmt: skip
+        HelmInstall(
+            "deploy",
+            model,
+            repo.rel(repo.model_chart),
+            None,
+            None,
+            namespace,
+            values_source=source,
+            value_files=(Path(source),),
+            timeout="5m",
+        ),
+        Run(
+            "deploy",
+            f"wait: InferenceService {namespace}/{model} Ready",
+            (
+                "kubectl",
+                "wait",
+                "--for=condition=Ready",
+                f"inferenceservice/{model}",
+                "-n",
+                namespace,
+                "--timeout=600s",
+            ),
+            630,
+        ),
+    ]
     return steps, objs
 
 
@@ -298,8 +348,13 @@ def without_containers(steps: list[Step], real_node: bool = False) -> list[Step]
                 ns = step.command[step.command.index("-n") + 1]
                 out.append(ObserveChain(step.layer, name.split("/", 1)[1], ns))
             case ResolveHost() | Predict() | LoadTest():
-                out.append(NotRun(step.layer, step.title, f"{NO_CONTAINERS}: no model server, "
-                                  "no Istio ingress data plane"))  # fmt: skip
+                out.append(
+                    NotRun(
+                        step.layer,
+                        step.title,
+                        f"{NO_CONTAINERS}: no model server, no Istio ingress data plane",
+                    )
+                )
             case _:
                 out.append(step)
     return out
@@ -363,14 +418,21 @@ def build(
         kubeconfig = repo.cache / "e2e" / f"{cluster}.kubeconfig"
         node_image = str((repo.versions.get("kubernetes") or {}).get("nodeImage", ""))
         first = CreateCluster(
-            "cluster", cluster, Path(repo.rel(kind_config(repo))), node_image,
+            "cluster",
+            cluster,
+            Path(repo.rel(kind_config(repo))),
+            node_image,
             Path(repo.rel(kubeconfig)),
-        )  # fmt: skip
+        )
     steps: list[Step] = [
         first,
-        Run("cluster", "wait: node Ready",
-            ("kubectl", "wait", "--for=condition=Ready", "node", "--all", "--timeout=120s"), 150),
-    ]  # fmt: skip
+        Run(
+            "cluster",
+            "wait: node Ready",
+            ("kubectl", "wait", "--for=condition=Ready", "node", "--all", "--timeout=120s"),
+            150,
+        ),
+    ]
     ours: list[flux.Release] = []
     namespaces: set[str] = set()
     claims: set[str] = set()
@@ -401,11 +463,16 @@ def build(
         store = model_store(repo, env, rel.name, rel.namespace, values, source, namespaces, claims)
         if provider == "node":
             store = [
-                Apply(s.layer, s.title, s.source, tuple(node_plan.local_image(o, refs)
-                                                         for o in s.objects))
-                if isinstance(s, Apply) else s
+                Apply(
+                    s.layer,
+                    s.title,
+                    s.source,
+                    tuple(node_plan.local_image(o, refs) for o in s.objects),
+                )
+                if isinstance(s, Apply)
+                else s
                 for s in store
-            ]  # fmt: skip
+            ]
         steps += store
         steps += deploy(repo, rel.name, rel.namespace, values_file)[0]
         if provider == "node":
@@ -424,9 +491,10 @@ def build(
     if provider in LOCAL:
         steps = without_containers(steps, real_node=provider == "node")
         applied = tuple(
-            s for s in steps
+            s
+            for s in steps
             if isinstance(s, HelmInstall) or (isinstance(s, Apply) and s.layer != "model")
-        )  # fmt: skip
+        )
         steps += [CheckCluster("check"), Reapply("check", applied), *scenarios]
         # Last: the rollout's edits change the InferenceService the steady state is about.
         steps += [

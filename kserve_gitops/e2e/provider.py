@@ -57,11 +57,14 @@ def _normal(obj: Obj) -> dict[str, Any]:
     meta["annotations"] = annotations
     if obj.get("kind") in WEBHOOK_KINDS:
         out["webhooks"] = [
-            {**{k: v for k, v in hook.items() if k != "failurePolicy"},
-             "clientConfig": {k: v for k, v in (hook.get("clientConfig") or {}).items()
-                              if k != "caBundle"}}
+            {
+                **{k: v for k, v in hook.items() if k != "failurePolicy"},
+                "clientConfig": {
+                    k: v for k, v in (hook.get("clientConfig") or {}).items() if k != "caBundle"
+                },
+            }
             for hook in obj.get("webhooks") or []
-        ]  # fmt: skip
+        ]
     return {**out, "metadata": meta}
 
 
@@ -115,9 +118,15 @@ class KwokCluster:
                 (self.plane.pki / "ca.crt").read_bytes(), (self.plane.pki / "ca.key").read_bytes()
             )
             self.controllers = Controllers(
-                self.repo, self.env, self.plane.dir, self.plane.kubeconfig,
-                self.plane.ports["kube-apiserver"], ca, self.stand_ins, self.echo,
-            )  # fmt: skip
+                self.repo,
+                self.env,
+                self.plane.dir,
+                self.plane.kubeconfig,
+                self.plane.ports["kube-apiserver"],
+                ca,
+                self.stand_ins,
+                self.echo,
+            )
             self.controllers.prepare()
             self.controllers.start_loop()
         return self.controllers.start(group)
@@ -133,9 +142,13 @@ class KwokCluster:
                     "missing; the real node's pods need an address range"
                 )
             layout = node_config.layout(
-                self.env, self.plane.dir, self.plane.slot, cfg.node_cidr, cfg.service_cidr,
+                self.env,
+                self.plane.dir,
+                self.plane.slot,
+                cfg.node_cidr,
+                cfg.service_cidr,
                 self.plane.ports,
-            )  # fmt: skip
+            )
             # A run that was killed may have left mounts there: never delete through them.
             host.unmount_under(layout.dir, layout.run)
             self.plane.node_ip = layout.node_ip
@@ -148,16 +161,25 @@ class KwokCluster:
         )
         volumes = layout.dir / "volumes" if layout else None
         self.stand_ins = StandIns(
-            self.plane.kubeconfig, ca, echo=self.echo, volume_root=volumes,
+            self.plane.kubeconfig,
+            ca,
+            echo=self.echo,
+            volume_root=volumes,
             real_pods=layout.pod_cidr if layout else None,
-        )  # fmt: skip
+        )
         self.stand_ins.start()
         if layout is not None:
             refs = images.refs(self.repo)
             self.node = RealNode(
-                layout, self.plane.server, ca, self.plane.kubeconfig, self.node_bins,
-                list(self.archives.values()), refs["pause"], self.echo,
-            )  # fmt: skip
+                layout,
+                self.plane.server,
+                ca,
+                self.plane.kubeconfig,
+                self.node_bins,
+                list(self.archives.values()),
+                refs["pause"],
+                self.echo,
+            )
             self.node.start()
             addons.apply(self.repo, runner, layout, refs)
 
@@ -223,12 +245,16 @@ class KwokCluster:
             lines += ["", "deployments:"]
             for dep in (o for o in mine if o["kind"] == "Deployment"):
                 st = dep.get("status") or {}
-                lines.append(f"  {checks.ref(dep)}  available {st.get('availableReplicas', 0)}/"
-                             f"{(dep.get('spec') or {}).get('replicas', 1)}")  # fmt: skip
+                lines.append(
+                    f"  {checks.ref(dep)}  available {st.get('availableReplicas', 0)}/"
+                    f"{(dep.get('spec') or {}).get('replicas', 1)}"
+                )
             lines += ["", "pods:"]
             for pod in (o for o in mine if o["kind"] == "Pod"):
-                lines.append(f"  {checks.ref(pod)}  node {(pod.get('spec') or {}).get('nodeName')}"
-                             f"  phase {(pod.get('status') or {}).get('phase')}")  # fmt: skip
+                lines.append(
+                    f"  {checks.ref(pod)}  node {(pod.get('spec') or {}).get('nodeName')}"
+                    f"  phase {(pod.get('status') or {}).get('phase')}"
+                )
             redact.write_text(dest / f"state-{layer}.txt", "\n".join(lines) + "\n")
         redact.write_text(dest / "events.json", json.dumps(events, indent=1))
         if self.stand_ins is not None:

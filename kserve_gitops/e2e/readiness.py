@@ -86,20 +86,33 @@ def wait_crds(layer: str, crds: Sequence[str], timeout_s: int = 60) -> Run:
     return Run(
         layer,
         f"wait: CRDs Established ({', '.join(crds)})",
-        ("kubectl", "wait", "--for=condition=Established", f"--timeout={timeout_s}s",
-         *(f"crd/{c}" for c in crds)),
+        (
+            "kubectl",
+            "wait",
+            "--for=condition=Established",
+            f"--timeout={timeout_s}s",
+            *(f"crd/{c}" for c in crds),
+        ),
         timeout_s + 30,
-    )  # fmt: skip
+    )
 
 
 def wait_deployments(layer: str, namespace: str, timeout_s: int) -> Run:
     return Run(
         layer,
         f"wait: every Deployment in {namespace} Available",
-        ("kubectl", "wait", "--for=condition=Available", "deployment", "--all",
-         "-n", namespace, f"--timeout={timeout_s}s"),
+        (
+            "kubectl",
+            "wait",
+            "--for=condition=Available",
+            "deployment",
+            "--all",
+            "-n",
+            namespace,
+            f"--timeout={timeout_s}s",
+        ),
         timeout_s + 30,
-    )  # fmt: skip
+    )
 
 
 def wait_endpoint(layer: str, namespace: str, service: str, timeout_s: int) -> Poll:
@@ -108,30 +121,56 @@ def wait_endpoint(layer: str, namespace: str, service: str, timeout_s: int) -> P
     return Poll(
         layer,
         f"wait: Service {namespace}/{service} has a ready endpoint",
-        ("kubectl", "get", "endpointslices", "-n", namespace,
-         "-l", f"kubernetes.io/service-name={service}", "-o", "json"),
+        (
+            "kubectl",
+            "get",
+            "endpointslices",
+            "-n",
+            namespace,
+            "-l",
+            f"kubernetes.io/service-name={service}",
+            "-o",
+            "json",
+        ),
         "ready-endpoint",
         timeout_s,
-    )  # fmt: skip
+    )
 
 
 def kserve_webhook_tls(layer: str, namespace: str) -> list[Step]:
     """A webhook whose caBundle is still empty fails every call with a TLS error: wait for the
     serving certificate (as kubeflow/manifests' kserve install does) and for its injection."""
     steps: list[Step] = [
-        Run(layer, f"wait: Certificate {namespace}/{KSERVE_CERTIFICATE} Ready",
-            ("kubectl", "wait", "--for=condition=Ready", f"certificate/{KSERVE_CERTIFICATE}",
-             "-n", namespace, "--timeout=120s"), 150)
-    ]  # fmt: skip
+        Run(
+            layer,
+            f"wait: Certificate {namespace}/{KSERVE_CERTIFICATE} Ready",
+            (
+                "kubectl",
+                "wait",
+                "--for=condition=Ready",
+                f"certificate/{KSERVE_CERTIFICATE}",
+                "-n",
+                namespace,
+                "--timeout=120s",
+            ),
+            150,
+        )
+    ]
     for kind, name in KSERVE_WEBHOOK_CONFIGS:
         steps.append(
             Poll(
                 layer,
                 f"wait: cert-manager injected the CA into {kind} {name}",
-                ("kubectl", "get", kind, name, "-o",
-                 "jsonpath={.webhooks[*].clientConfig.caBundle}"),
+                (
+                    "kubectl",
+                    "get",
+                    kind,
+                    name,
+                    "-o",
+                    "jsonpath={.webhooks[*].clientConfig.caBundle}",
+                ),
                 "output",
                 120,
             )
-        )  # fmt: skip
+        )
     return steps

@@ -69,9 +69,16 @@ def _interrupt(signum: int, _frame: Any) -> None:
 # What a step (or the measurement after the steps) may raise: a failure, never a crash that
 # leaves the cluster and the real node's changes behind.
 STEP_ERRORS = (
-    CommandError, StepFailed, ControlPlaneError, ControllerError, NodeError, ProcessError,
-    canary.CanaryError, client.PredictionError, OSError,
-)  # fmt: skip
+    CommandError,
+    StepFailed,
+    ControlPlaneError,
+    ControllerError,
+    NodeError,
+    ProcessError,
+    canary.CanaryError,
+    client.PredictionError,
+    OSError,
+)
 
 
 def run(
@@ -176,18 +183,27 @@ def run(
             echo(f"deleting cluster {plan.cluster} (KEEP=1 keeps it)")
             try:
                 runner.run(
-                    ["kind", "delete", "cluster", "--name", plan.cluster,
-                     "--kubeconfig", repo.rel(plan.kubeconfig)],
+                    [
+                        "kind",
+                        "delete",
+                        "cluster",
+                        "--name",
+                        plan.cluster,
+                        "--kubeconfig",
+                        repo.rel(plan.kubeconfig),
+                    ],
                     timeout=300,
-                )  # fmt: skip
+                )
             except CommandError as exc:
                 echo(f"warning: could not delete cluster {plan.cluster}: {exc}")
     failure = secret_scan.seal_report(repo, report_dir, summary, failure, echo)
     echo("")
     echo(layer_table(outcomes))
     if kwok is not None and kwok.stand_ins is not None:
-        echo(f"stand-ins (not the real components): {len(kwok.stand_ins.actions)} actions, "
-             f"{len(kwok.stand_ins.ignored)} webhooks set to failurePolicy Ignore:")  # fmt: skip
+        echo(
+            f"stand-ins (not the real components): {len(kwok.stand_ins.actions)} actions, "
+            f"{len(kwok.stand_ins.ignored)} webhooks set to failurePolicy Ignore:"
+        )
         for hook in kwok.stand_ins.ignored:
             echo(f"  {hook}")
     if summary["controllers"]:  # as they were before the cluster stopped
@@ -196,8 +212,9 @@ def run(
     not_run = sum(o.status == "not run" for o in outcomes)
     verdict = "FAILED" if failure else "PASSED"
     extra = f" ({not_run} step(s) not run on {plan.provider})" if not_run else ""
-    echo(f"e2e {plan.env}: {verdict}{extra} in {summary['seconds']}s, report "
-         f"{repo.rel(report_dir)}")  # fmt: skip
+    echo(
+        f"e2e {plan.env}: {verdict}{extra} in {summary['seconds']}s, report {repo.rel(report_dir)}"
+    )
     return EXIT_FAILED if failure else 0
 
 
@@ -254,8 +271,10 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     args = parser.parse_args(argv)
     if args.delivery == "flux":
         if args.cluster != "kwok" or args.plan or args.layers:
-            print("error: --delivery flux runs on --cluster kwok, without --plan or --layers",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                "error: --delivery flux runs on --cluster kwok, without --plan or --layers",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
         from kserve_gitops.e2e import delivery as flux_e2e
 

@@ -34,10 +34,20 @@ class CreateCluster:
 
     def argv(self) -> list[str]:
         return [
-            "kind", "create", "cluster", "--name", self.name, "--config", str(self.config),
-            "--image", self.node_image, "--kubeconfig", str(self.kubeconfig),
-            "--wait", self.wait,
-        ]  # fmt: skip
+            "kind",
+            "create",
+            "cluster",
+            "--name",
+            self.name,
+            "--config",
+            str(self.config),
+            "--image",
+            self.node_image,
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--wait",
+            self.wait,
+        ]
 
 
 @dataclass(frozen=True)
@@ -96,9 +106,15 @@ class Apply:
         # Server-side: no last-applied annotation, so object size is never the limit. One field
         # manager per layer: a later apply can never drop the fields an earlier one set.
         return [
-            "kubectl", "apply", "--server-side", "--force-conflicts",
-            "--field-manager", f"kgops-e2e-{self.layer}", "-f", manifest_file,
-        ]  # fmt: skip
+            "kubectl",
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            f"kgops-e2e-{self.layer}",
+            "-f",
+            manifest_file,
+        ]
 
     def refs(self) -> list[str]:
         return [ref(o) for o in self.objects]
@@ -151,9 +167,15 @@ class ResolveHost:
 
     def argv(self) -> list[str]:
         return [
-            "kubectl", "get", "inferenceservice", self.name, "-n", self.namespace,
-            "-o", "jsonpath={.status.url}",
-        ]  # fmt: skip
+            "kubectl",
+            "get",
+            "inferenceservice",
+            self.name,
+            "-n",
+            self.namespace,
+            "-o",
+            "jsonpath={.status.url}",
+        ]
 
 
 @dataclass(frozen=True)
@@ -193,14 +215,23 @@ class LoadTest:
 
     def argv(self, target: str, host: str | None, reports: str) -> list[str]:
         return [
-            "python", "-m", "kserve_gitops.load.loadtest", "--target", target,
+            "python",
+            "-m",
+            "kserve_gitops.load.loadtest",
+            "--target",
+            target,
             *(["--host-header", host] if host else []),
-            "--protocol", self.protocol, "--model", self.model,
-            "--env", self.env,
-            "--reports", reports,
+            "--protocol",
+            self.protocol,
+            "--model",
+            self.model,
+            "--env",
+            self.env,
+            "--reports",
+            reports,
             *(["--duration", self.duration] if self.duration else []),
             *(["--slo-config", str(self.slo_config)] if self.slo_config else []),
-        ]  # fmt: skip
+        ]
 
 
 @dataclass(frozen=True)
@@ -387,16 +418,34 @@ class ClusterCanary:
 
     @property
     def title(self) -> str:
-        return (f"canary on the cluster: make canary PERCENT={self.percent}, make rollback twice; "
-                "traffic split per stage")  # fmt: skip
+        return (
+            f"canary on the cluster: make canary PERCENT={self.percent}, make rollback twice; "
+            "traffic split per stage"
+        )
 
 
 # The canary share the kwok e2e rolls out (and back) on the running InferenceService.
 Step = (
-    CreateCluster | StartLocalCluster | HelmInstall | Apply | Run | Poll | ResolveHost | Predict
-    | LoadTest | NotRun | CheckCluster | Reapply | StartControllers | ObserveChain
-    | ClusterCanary | ClusterPath | ColdStart | SloComparison | Reliability
-)  # fmt: skip
+    CreateCluster
+    | StartLocalCluster
+    | HelmInstall
+    | Apply
+    | Run
+    | Poll
+    | ResolveHost
+    | Predict
+    | LoadTest
+    | NotRun
+    | CheckCluster
+    | Reapply
+    | StartControllers
+    | ObserveChain
+    | ClusterCanary
+    | ClusterPath
+    | ColdStart
+    | SloComparison
+    | Reliability
+)
 
 
 @dataclass(frozen=True)

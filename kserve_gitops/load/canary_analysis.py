@@ -168,10 +168,16 @@ def run_side_by_side(
     env = {**os.environ, "KGOPS_ROOT": str(repo.root)}
     for name, (url, host) in endpoints.items():
         cmd = [
-            sys.executable, "-m", "kserve_gitops.load.loadtest", "--target", url,
-            "--reports", str(workdir / name), *args,
+            sys.executable,
+            "-m",
+            "kserve_gitops.load.loadtest",
+            "--target",
+            url,
+            "--reports",
+            str(workdir / name),
+            *args,
             *(["--host-header", host] if host else []),
-        ]  # fmt: skip
+        ]
         procs[name] = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
@@ -228,8 +234,11 @@ def plot(summary: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], pa
 
 
 def _parser(repo: Repo) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kgops canary-analysis", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="kgops canary-analysis",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--stable", required=True, help="base URL of the stable version")
     p.add_argument("--canary", required=True, help="base URL of the canary")
     p.add_argument("--host-header-stable", help="Host header for the stable (e.g. prev-... tag)")
@@ -275,11 +284,19 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     work = root / f".tmp-{stamp}-{os.getpid()}-canary"
     work.mkdir()
     load_args = [
-        "--rate", f"{rate:g}", "--duration", f"{duration:g}s", "--model", model,
-        "--protocol", args.protocol, "--progress", f"{args.progress:g}",
+        "--rate",
+        f"{rate:g}",
+        "--duration",
+        f"{duration:g}s",
+        "--model",
+        model,
+        "--protocol",
+        args.protocol,
+        "--progress",
+        f"{args.progress:g}",
         *(["--env", args.env] if args.env else []),
         *(["--slo-config", str(args.slo_config)] if args.slo_config else []),
-    ]  # fmt: skip
+    ]
     endpoints = {
         "stable": (args.stable, args.host_header_stable),
         "canary": (args.canary, args.host_header_canary),

@@ -129,9 +129,12 @@ class LocalCoordinator(Coordinator):
             )
         ]
         return tally.totals(
-            tallies, rate=self.spec.rate, total=self.spec.total, elapsed_s=self.elapsed_s(),
+            tallies,
+            rate=self.spec.rate,
+            total=self.spec.total,
+            elapsed_s=self.elapsed_s(),
             final=final,
-        )  # fmt: skip
+        )
 
 
 @dataclass
@@ -162,9 +165,7 @@ class MasterCoordinator(Coordinator):
         active = runner.clients.ready + runner.clients.running + runner.clients.spawning
         ids = sorted((c.id for c in active), key=runner.get_worker_index)
         self.run_id = f"{self.wall_t0:.6f}"
-        self.members = {
-            cid: Member(openloop.Share(i, len(ids))) for i, cid in enumerate(ids)
-        }  # fmt: skip
+        self.members = {cid: Member(openloop.Share(i, len(ids))) for i, cid in enumerate(ids)}
         self.lost_log = []
         for cid, member in self.members.items():
             runner.send_message(
@@ -251,17 +252,27 @@ class MasterCoordinator(Coordinator):
             else:  # nothing reported yet: an empty tally that still owns its share
                 tallies.append(
                     tally.Tally(
-                        cid, member.share, openloop.Recorder(), 0,
+                        cid,
+                        member.share,
+                        openloop.Recorder(),
+                        0,
                         None if self.spec.total is None else member.share.slots(self.spec.total),
-                        0.0, False, 0.0, 0.0,
+                        0.0,
+                        False,
+                        0.0,
+                        0.0,
                     )
-                )  # fmt: skip
+                )
             if member.lost_at_s is not None:
                 lost.add(cid)
         return tally.totals(
-            tallies, rate=self.spec.rate, total=self.spec.total, elapsed_s=self.elapsed_s(),
-            final=final, lost=lost,
-        )  # fmt: skip
+            tallies,
+            rate=self.spec.rate,
+            total=self.spec.total,
+            elapsed_s=self.elapsed_s(),
+            final=final,
+            lost=lost,
+        )
 
 
 class WorkerAgent:

@@ -40,11 +40,18 @@ class Final:
 
 # Figure rows in order, and the SLO check each is judged by (None: shown, not judged).
 FIGURES = [
-    ("latency avg", "latency avg"), ("latency p50", None), ("latency p95", None),
-    ("latency p99", "latency p99"), ("latency max", "latency max"), ("offered rate", None),
-    ("achieved rate", "throughput"), ("completed requests", None), ("errors", None),
-    ("error ratio", "error ratio"), ("generators", None),
-]  # fmt: skip
+    ("latency avg", "latency avg"),
+    ("latency p50", None),
+    ("latency p95", None),
+    ("latency p99", "latency p99"),
+    ("latency max", "latency max"),
+    ("offered rate", None),
+    ("achieved rate", "throughput"),
+    ("completed requests", None),
+    ("errors", None),
+    ("error ratio", "error ratio"),
+    ("generators", None),
+]
 
 
 def rows(
@@ -73,8 +80,14 @@ def rows(
     out = [{"figure": "state", "value": state, "target": "", "verdict": ""}]
     if totals is not None:
         verdict = "PASS" if all(c.passed for c in checks.values()) else "FAIL"
-        out.append({"figure": "verdict", "value": "final" if final else "so far", "target": "",
-                    "verdict": verdict})  # fmt: skip
+        out.append(
+            {
+                "figure": "verdict",
+                "value": "final" if final else "so far",
+                "target": "",
+                "verdict": verdict,
+            }
+        )
     for figure, check_name in FIGURES:
         check = checks.get(check_name) if check_name else None
         if totals is None and check is None:
@@ -171,14 +184,22 @@ class Dashboard:
             return
         self._final_totals = totals = self.run.totals(final=True)
         summary = loadtest.build_summary(
-            self.settings.repo, self._options(), self.config.targets, totals, self.environment,
-            env_name=self.settings.env, slo_source=self.config.source,
-            started_at=self.started_at, finished_at=time.time(),
+            self.settings.repo,
+            self._options(),
+            self.config.targets,
+            totals,
+            self.environment,
+            env_name=self.settings.env,
+            slo_source=self.config.source,
+            started_at=self.started_at,
+            finished_at=time.time(),
             generator=loadtest.generator_figures(
-                totals, coordinator.cpu_s() - self.cpu0, time.time() - self.started_at,
+                totals,
+                coordinator.cpu_s() - self.cpu0,
+                time.time() - self.started_at,
                 distributed=isinstance(self.environment.runner, MasterRunner),
             ),
-        )  # fmt: skip
+        )
         reports, self.reports = self.reports, None
         try:
             report_dir: str | None = self.settings.repo.rel(

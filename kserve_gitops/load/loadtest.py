@@ -202,9 +202,17 @@ def run_load(
         )
     generator = generator_figures(totals, used, wall, distributed=bool(expected))
     summary = build_summary(
-        repo, opts, targets, totals, env, env_name=env_name, slo_source=slo_source,
-        started_at=started_at, finished_at=finished_at, generator=generator,
-    )  # fmt: skip
+        repo,
+        opts,
+        targets,
+        totals,
+        env,
+        env_name=env_name,
+        slo_source=slo_source,
+        started_at=started_at,
+        finished_at=finished_at,
+        generator=generator,
+    )
     passed = summary["verdict"] == "PASS"
     if generator["cpu_percent_of_one_core"] > GENERATOR_BUSY_PCT:
         out(
@@ -221,8 +229,11 @@ def generator_figures(
     totals: tally.Totals, cpu_s: float, wall_s: float, *, distributed: bool
 ) -> dict[str, Any]:
     """CPU of the generator processes: this one (the master, when distributed) and each worker."""
-    here = {"source": "master" if distributed else "local", "cpu_s": cpu_s,
-            "cpu_percent_of_one_core": 100 * cpu_s / wall_s if wall_s else 0.0}  # fmt: skip
+    here = {
+        "source": "master" if distributed else "local",
+        "cpu_s": cpu_s,
+        "cpu_percent_of_one_core": 100 * cpu_s / wall_s if wall_s else 0.0,
+    }
     processes = [here] + (
         [
             {k: g[k] for k in ("source", "cpu_s", "cpu_percent_of_one_core")}
@@ -401,10 +412,22 @@ def _ui(
             env[key] = value
     user_class = "V1User" if opts.protocol == "v1" else "V2User"
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(locustfile(repo)), "--host", opts.target,
-        "--web-host", "127.0.0.1", "--web-port", str(web_port),
-        "--users", str(opts.users), "--spawn-rate", str(opts.users),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile(repo)),
+        "--host",
+        opts.target,
+        "--web-host",
+        "127.0.0.1",
+        "--web-port",
+        str(web_port),
+        "--users",
+        str(opts.users),
+        "--spawn-rate",
+        str(opts.users),
+    ]
     if opts.workers or opts.remote_workers:
         cmd += ["--master-bind-host", opts.master_bind_host]
         # The forked workers connect to --master-port, the master listens on --master-bind-port.

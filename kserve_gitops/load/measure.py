@@ -19,9 +19,14 @@ SETTINGS: dict[str, list[str]] = {
     # What `kserve.ModelServer` does out of the box: per-request latency log and access log.
     "upstream": [],
     "tuned": [
-        "--enable-latency-logging", "false", "--access-log", "false", "--event-loop", "uvloop",
+        "--enable-latency-logging",
+        "false",
+        "--access-log",
+        "false",
+        "--event-loop",
+        "uvloop",
     ],
-}  # fmt: skip
+}
 FIXED_RATE = 80.0
 # Bench SLO: the search only looks at p99 and errors; the fixed-rate point is reported as is.
 NO_TARGETS = slo.Targets(

@@ -63,13 +63,25 @@ class ReportDir:
         # final numbers (Locust's own row writers) and add a last history row.
         c = self.csv
         for handle, writer, columns, rows in (
-            (c.requests_csv_filehandle, c.requests_csv_writer, c.requests_csv_columns,
-             c._requests_data_rows),
-            (c.failures_csv_filehandle, c.failures_csv_writer, c.failures_columns,
-             c._failures_data_rows),
-            (c.exceptions_csv_filehandle, c.exceptions_csv_writer, c.exceptions_columns,
-             c._exceptions_data_rows),
-        ):  # fmt: skip
+            (
+                c.requests_csv_filehandle,
+                c.requests_csv_writer,
+                c.requests_csv_columns,
+                c._requests_data_rows,
+            ),
+            (
+                c.failures_csv_filehandle,
+                c.failures_csv_writer,
+                c.failures_columns,
+                c._failures_data_rows,
+            ),
+            (
+                c.exceptions_csv_filehandle,
+                c.exceptions_csv_writer,
+                c.exceptions_columns,
+                c._exceptions_data_rows,
+            ),
+        ):
             handle.seek(0)
             handle.truncate()
             writer.writerow(columns)

@@ -24,9 +24,17 @@ class WorkerError(RuntimeError):
 def command(locustfile: Path, master_host: str, master_port: int) -> list[str]:
     """A Locust worker of the master at master_host:master_port."""
     return [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--worker",
-        "--master-host", master_host, "--master-port", str(master_port),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile),
+        "--worker",
+        "--master-host",
+        master_host,
+        "--master-port",
+        str(master_port),
+    ]
 
 
 class LocalWorkers:

@@ -525,9 +525,12 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         return [*pinned(repo), *flux, secret_scanner(repo)]
 
     return build_command(
-        todo, build, args.list, "binaries",
+        todo,
+        build,
+        args.list,
+        "binaries",
         lambda: [f"cache {cache_root()}: {_size(cache_root()) / 2**20:.0f} MiB"],
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,13 @@ def crds_established(crds: Iterable[Obj]) -> list[Finding]:
     for crd in crds:
         cond = _conditions(crd).get("Established") or {}
         if cond.get("status") != "True":
-            found.append(Finding(ref(crd), "status.conditions[Established]",
-                                 cond.get("message") or "not Established"))  # fmt: skip
+            found.append(
+                Finding(
+                    ref(crd),
+                    "status.conditions[Established]",
+                    cond.get("message") or "not Established",
+                )
+            )
     return found
 
 
@@ -121,8 +126,9 @@ def workloads_available(
         failure = _conditions(rs).get("ReplicaFailure") or {}
         if failure.get("status") == "True":
             # The server's refusal of the pod (Pod Security, a missing ServiceAccount, ...).
-            found.append(Finding(ref(rs), "pod template (ReplicaFailure)",
-                                 str(failure.get("message"))))  # fmt: skip
+            found.append(
+                Finding(ref(rs), "pod template (ReplicaFailure)", str(failure.get("message")))
+            )
     for job in objects.get("Job", []):
         if _conditions(job).get("Failed", {}).get("status") == "True" or ref(job) in failed:
             why = failed.get(ref(job)) or _conditions(job)["Failed"].get("message")
@@ -136,8 +142,13 @@ def pods_scheduled(pods: Iterable[Obj]) -> list[Finding]:
         phase = (pod.get("status") or {}).get("phase")
         scheduled = _conditions(pod).get("PodScheduled") or {}
         if scheduled.get("status") != "True":
-            found.append(Finding(ref(pod), "status.conditions[PodScheduled]",
-                                 scheduled.get("message") or "not scheduled"))  # fmt: skip
+            found.append(
+                Finding(
+                    ref(pod),
+                    "status.conditions[PodScheduled]",
+                    scheduled.get("message") or "not scheduled",
+                )
+            )
         elif phase not in ("Running", "Succeeded"):
             found.append(Finding(ref(pod), "status.phase", f"{phase}"))
     return found
@@ -183,15 +194,27 @@ def pod_references(pod: Obj) -> list[tuple[str, str, str, bool]]:
             for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
                 if key in src:
                     r = src[key]
-                    refs.append((kind, r.get("name"), f"containers[{cname}].envFrom",
-                                 bool(r.get("optional"))))  # fmt: skip
+                    refs.append(
+                        (
+                            kind,
+                            r.get("name"),
+                            f"containers[{cname}].envFrom",
+                            bool(r.get("optional")),
+                        )
+                    )
         for env in c.get("env") or []:
             value_from = env.get("valueFrom") or {}
             for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
                 if key in value_from:
                     r = value_from[key]
-                    refs.append((kind, r.get("name"), f"containers[{cname}].env[{env.get('name')}]",
-                                 bool(r.get("optional"))))  # fmt: skip
+                    refs.append(
+                        (
+                            kind,
+                            r.get("name"),
+                            f"containers[{cname}].env[{env.get('name')}]",
+                            bool(r.get("optional")),
+                        )
+                    )
     return refs
 
 

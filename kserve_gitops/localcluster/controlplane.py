@@ -138,9 +138,11 @@ def ensure_local_route(cidr: str) -> None:
     if shown.returncode == 0 and shown.stdout.strip():
         return
     added = subprocess.run(
-        ["ip", "route", "add", "local", cidr, "dev", "lo"], capture_output=True, text=True,
+        ["ip", "route", "add", "local", cidr, "dev", "lo"],
+        capture_output=True,
+        text=True,
         check=False,
-    )  # fmt: skip
+    )
     if added.returncode != 0:
         raise ControlPlaneError(
             f"kwok: cannot route {cidr} to this machine (`ip route add local {cidr} dev lo`: "
@@ -204,10 +206,15 @@ class ControlPlane:
         pki.write(self.pki / "ca.key", ca.key_pem)
         cert, key = ca.issue(
             "kube-apiserver",
-            dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                 "kubernetes.default.svc.cluster.local"),
+            dns=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
             ips=("127.0.0.1", self._service_ip(), *([self.node_ip] if self.node_ip else [])),
-        )  # fmt: skip
+        )
         pki.write(self.pki / "apiserver.crt", cert)
         pki.write(self.pki / "apiserver.key", key)
         cert, key = ca.issue("kgops-admin", org="system:masters", client=True)
@@ -221,20 +228,28 @@ class ControlPlane:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": f"kgops-{self.env}", "cluster": {
-                    "server": self.server, "certificate-authority-data": b64("ca.crt")}},
+                {
+                    "name": f"kgops-{self.env}",
+                    "cluster": {"server": self.server, "certificate-authority-data": b64("ca.crt")},
+                },
             ],
             "users": [
-                {"name": "kgops-admin", "user": {
-                    "client-certificate-data": b64("admin.crt"),
-                    "client-key-data": b64("admin.key")}},
+                {
+                    "name": "kgops-admin",
+                    "user": {
+                        "client-certificate-data": b64("admin.crt"),
+                        "client-key-data": b64("admin.key"),
+                    },
+                },
             ],
             "contexts": [
-                {"name": f"kgops-{self.env}",
-                 "context": {"cluster": f"kgops-{self.env}", "user": "kgops-admin"}},
+                {
+                    "name": f"kgops-{self.env}",
+                    "context": {"cluster": f"kgops-{self.env}", "user": "kgops-admin"},
+                },
             ],
             "current-context": f"kgops-{self.env}",
-        }  # fmt: skip
+        }
         pki.write(self.kubeconfig, yaml.safe_dump(kubeconfig).encode())
 
     def _service_ip(self) -> str:
@@ -247,10 +262,18 @@ class ControlPlane:
         loopback port, no leader election: one replica)."""
         k = str(self.kubeconfig)
         return [
-            "--kubeconfig", k, "--authentication-kubeconfig", k, "--authorization-kubeconfig", k,
-            "--bind-address", "127.0.0.1", "--secure-port", str(self.ports[name]),
+            "--kubeconfig",
+            k,
+            "--authentication-kubeconfig",
+            k,
+            "--authorization-kubeconfig",
+            k,
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            str(self.ports[name]),
             "--leader-elect=false",
-        ]  # fmt: skip
+        ]
 
     def _node_args(self) -> list[str]:
         """The API server's flags for a real node: its pods reach the API server at the node's
@@ -261,41 +284,69 @@ class ControlPlane:
             return ["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"]
         d = self.pki
         return [
-            "--bind-address", "0.0.0.0", "--advertise-address", self.node_ip,
-            "--kubelet-client-certificate", str(d / "admin.crt"),
-            "--kubelet-client-key", str(d / "admin.key"),
-            "--kubelet-certificate-authority", str(d / "ca.crt"),
-            "--kubelet-preferred-address-types", "InternalIP",
-        ]  # fmt: skip
+            "--bind-address",
+            "0.0.0.0",
+            "--advertise-address",
+            self.node_ip,
+            "--kubelet-client-certificate",
+            str(d / "admin.crt"),
+            "--kubelet-client-key",
+            str(d / "admin.key"),
+            "--kubelet-certificate-authority",
+            str(d / "ca.crt"),
+            "--kubelet-preferred-address-types",
+            "InternalIP",
+        ]
 
     def _argv(self, name: str) -> list[str]:
         p, d = self.ports, self.pki
         match name:
             case "etcd":
                 return [
-                    "--name", "kgops", "--data-dir", str(self.dir / "etcd"),
-                    "--listen-client-urls", f"http://127.0.0.1:{p['etcd']}",
-                    "--advertise-client-urls", f"http://127.0.0.1:{p['etcd']}",
-                    "--listen-peer-urls", f"http://127.0.0.1:{p['etcd-peer']}",
-                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{p['etcd-peer']}",
-                    "--initial-cluster", f"kgops=http://127.0.0.1:{p['etcd-peer']}",
-                    "--listen-metrics-urls", "",
+                    "--name",
+                    "kgops",
+                    "--data-dir",
+                    str(self.dir / "etcd"),
+                    "--listen-client-urls",
+                    f"http://127.0.0.1:{p['etcd']}",
+                    "--advertise-client-urls",
+                    f"http://127.0.0.1:{p['etcd']}",
+                    "--listen-peer-urls",
+                    f"http://127.0.0.1:{p['etcd-peer']}",
+                    "--initial-advertise-peer-urls",
+                    f"http://127.0.0.1:{p['etcd-peer']}",
+                    "--initial-cluster",
+                    f"kgops=http://127.0.0.1:{p['etcd-peer']}",
+                    "--listen-metrics-urls",
+                    "",
                     # A throwaway cluster: durability is not worth the fsyncs on a shared disk.
-                    "--unsafe-no-fsync", "--quota-backend-bytes", str(2 * 2**30),
-                ]  # fmt: skip
+                    "--unsafe-no-fsync",
+                    "--quota-backend-bytes",
+                    str(2 * 2**30),
+                ]
             case "kube-apiserver":
                 return [
-                    "--etcd-servers", f"http://127.0.0.1:{p['etcd']}",
+                    "--etcd-servers",
+                    f"http://127.0.0.1:{p['etcd']}",
                     *self._node_args(),
-                    "--secure-port", str(p["kube-apiserver"]),
-                    "--tls-cert-file", str(d / "apiserver.crt"),
-                    "--tls-private-key-file", str(d / "apiserver.key"),
-                    "--client-ca-file", str(d / "ca.crt"),
-                    "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-                    "--service-account-key-file", str(d / "sa.pub"),
-                    "--service-account-signing-key-file", str(d / "sa.key"),
-                    "--service-cluster-ip-range", self.config.service_cidr,
-                    "--authorization-mode", "Node,RBAC",
+                    "--secure-port",
+                    str(p["kube-apiserver"]),
+                    "--tls-cert-file",
+                    str(d / "apiserver.crt"),
+                    "--tls-private-key-file",
+                    str(d / "apiserver.key"),
+                    "--client-ca-file",
+                    str(d / "ca.crt"),
+                    "--service-account-issuer",
+                    "https://kubernetes.default.svc.cluster.local",
+                    "--service-account-key-file",
+                    str(d / "sa.pub"),
+                    "--service-account-signing-key-file",
+                    str(d / "sa.key"),
+                    "--service-cluster-ip-range",
+                    self.config.service_cidr,
+                    "--authorization-mode",
+                    "Node,RBAC",
                     # PodSecurity, ServiceAccount, NamespaceLifecycle, ... are on by default;
                     # named here so that the run says what admits a pod.
                     "--enable-admission-plugins",
@@ -307,28 +358,41 @@ class ControlPlane:
                     "--enable-aggregator-routing=true",
                     "--allow-privileged=true",
                     "--profiling=false",
-                ]  # fmt: skip
+                ]
             case "kube-controller-manager":
                 return [
                     *self._client_args(name),
-                    "--service-account-private-key-file", str(d / "sa.key"),
-                    "--root-ca-file", str(d / "ca.crt"),
-                    "--cluster-signing-cert-file", str(d / "ca.crt"),
-                    "--cluster-signing-key-file", str(d / "ca.key"),
-                    "--service-cluster-ip-range", self.config.service_cidr,
-                    "--controllers", "*",
-                ]  # fmt: skip
+                    "--service-account-private-key-file",
+                    str(d / "sa.key"),
+                    "--root-ca-file",
+                    str(d / "ca.crt"),
+                    "--cluster-signing-cert-file",
+                    str(d / "ca.crt"),
+                    "--cluster-signing-key-file",
+                    str(d / "ca.key"),
+                    "--service-cluster-ip-range",
+                    self.config.service_cidr,
+                    "--controllers",
+                    "*",
+                ]
             case "kube-scheduler":
                 return self._client_args(name)
             case "kwok":
                 return [
-                    "--kubeconfig", str(self.kubeconfig),
+                    "--kubeconfig",
+                    str(self.kubeconfig),
                     "--manage-all-nodes=false",
-                    "--manage-nodes-with-annotation-selector", f"{KWOK_NODE_ANNOTATION}=fake",
-                    "--cidr", self.pod_cidr, "--node-ip", "127.0.0.1",
-                    "--node-lease-duration-seconds", "40",
-                    "--server-address", f"127.0.0.1:{p['kwok']}",
-                ]  # fmt: skip
+                    "--manage-nodes-with-annotation-selector",
+                    f"{KWOK_NODE_ANNOTATION}=fake",
+                    "--cidr",
+                    self.pod_cidr,
+                    "--node-ip",
+                    "127.0.0.1",
+                    "--node-lease-duration-seconds",
+                    "40",
+                    "--server-address",
+                    f"127.0.0.1:{p['kwok']}",
+                ]
         raise ControlPlaneError(f"unknown component {name}")
 
     def _spawn(self, name: str) -> None:
@@ -399,11 +463,14 @@ class ControlPlane:
         steps: list[tuple[str, str | None, bool]] = [
             ("etcd", f"http://127.0.0.1:{p['etcd']}/health", True),
             ("kube-apiserver", f"{self.server}/readyz", True),
-            ("kube-controller-manager", f"https://127.0.0.1:{p['kube-controller-manager']}/healthz",
-             False),
+            (
+                "kube-controller-manager",
+                f"https://127.0.0.1:{p['kube-controller-manager']}/healthz",
+                False,
+            ),
             ("kube-scheduler", f"https://127.0.0.1:{p['kube-scheduler']}/healthz", False),
             ("kwok", f"http://127.0.0.1:{p['kwok']}/healthz", True),
-        ]  # fmt: skip
+        ]
         for name, url, verify in steps:
             t0 = time.monotonic()
             self._spawn(name)

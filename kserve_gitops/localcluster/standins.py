@@ -74,11 +74,17 @@ class StandIns:
     def _webhook_apis(self) -> list[tuple[str, Callable[[], Any], Callable[..., Any]]]:
         a = self.admission
         return [
-            ("ValidatingWebhookConfiguration", a.list_validating_webhook_configuration,
-             a.patch_validating_webhook_configuration),
-            ("MutatingWebhookConfiguration", a.list_mutating_webhook_configuration,
-             a.patch_mutating_webhook_configuration),
-        ]  # fmt: skip
+            (
+                "ValidatingWebhookConfiguration",
+                a.list_validating_webhook_configuration,
+                a.patch_validating_webhook_configuration,
+            ),
+            (
+                "MutatingWebhookConfiguration",
+                a.list_mutating_webhook_configuration,
+                a.patch_mutating_webhook_configuration,
+            ),
+        ]
 
     def webhooks(self) -> None:
         for kind, lister, patcher in self._webhook_apis():
@@ -90,19 +96,27 @@ class StandIns:
                     if key in self.served or (hook.failure_policy or "Fail") == "Ignore":
                         continue
                     patch.append(
-                        {"op": "replace" if hook.failure_policy else "add",
-                         "path": f"/webhooks/{i}/failurePolicy", "value": "Ignore"}
-                    )  # fmt: skip
+                        {
+                            "op": "replace" if hook.failure_policy else "add",
+                            "path": f"/webhooks/{i}/failurePolicy",
+                            "value": "Ignore",
+                        }
+                    )
                     names.append(hook.name)
                     if key not in self.ignored:
                         self.ignored.append(key)
                 if not patch:
                     continue
                 patch.append(
-                    {"op": "add", "path": "/metadata/annotations",
-                     "value": {**(cfg.metadata.annotations or {}),
-                               STAND_IN: "failurePolicy Ignore: no webhook server on kwok"}}
-                )  # fmt: skip
+                    {
+                        "op": "add",
+                        "path": "/metadata/annotations",
+                        "value": {
+                            **(cfg.metadata.annotations or {}),
+                            STAND_IN: "failurePolicy Ignore: no webhook server on kwok",
+                        },
+                    }
+                )
                 patcher(cfg.metadata.name, patch)
                 for name in names:
                     self._record(
@@ -122,12 +136,16 @@ class StandIns:
         for key in [k for k in self.ignored if k in self.served]:
             kind, name, hook = key.split("/", 2)
             reader, patcher = (
-                (self.admission.read_validating_webhook_configuration,
-                 self.admission.patch_validating_webhook_configuration)
-                if kind == "ValidatingWebhookConfiguration" else
-                (self.admission.read_mutating_webhook_configuration,
-                 self.admission.patch_mutating_webhook_configuration)
-            )  # fmt: skip
+                (
+                    self.admission.read_validating_webhook_configuration,
+                    self.admission.patch_validating_webhook_configuration,
+                )
+                if kind == "ValidatingWebhookConfiguration"
+                else (
+                    self.admission.read_mutating_webhook_configuration,
+                    self.admission.patch_mutating_webhook_configuration,
+                )
+            )
             self.ignored.remove(key)
             try:
                 cfg = reader(name)
@@ -136,10 +154,14 @@ class StandIns:
                     continue
                 raise
             index = [h.name for h in cfg.webhooks or []].index(hook)
-            patcher(name, [{"op": "replace", "path": f"/webhooks/{index}/failurePolicy",
-                            "value": "Fail"}])  # fmt: skip
-            self._record(f"serve {key}", f"{kind} {name}: webhook {hook} failurePolicy "
-                         "Ignore -> Fail (its server runs)")  # fmt: skip
+            patcher(
+                name,
+                [{"op": "replace", "path": f"/webhooks/{index}/failurePolicy", "value": "Fail"}],
+            )
+            self._record(
+                f"serve {key}",
+                f"{kind} {name}: webhook {hook} failurePolicy Ignore -> Fail (its server runs)",
+            )
 
     # -- cert-manager -----------------------------------------------------------------------------
 
@@ -327,15 +349,21 @@ class StandIns:
                     if any(
                         (ep.conditions is None or ep.conditions.ready)
                         and any(ipaddress.ip_address(a) in net for a in ep.addresses)
-                        for sl in slices for ep in sl.endpoints or []
-                    ):  # fmt: skip
+                        for sl in slices
+                        for ep in sl.endpoints or []
+                    ):
                         keys.append(key)
         if keys:
             self._serve(keys)
 
     def _reconcile(self) -> None:
-        jobs = (self.webhooks, self.certificates, self.inject_ca, self.volumes,
-                self.served_by_real_pods)  # fmt: skip
+        jobs = (
+            self.webhooks,
+            self.certificates,
+            self.inject_ca,
+            self.volumes,
+            self.served_by_real_pods,
+        )
         for job in jobs:
             try:
                 job()

@@ -29,7 +29,14 @@ def apply(repo: Repo, runner: Runner, layout: Layout, refs: Mapping[str, str]) -
     body = "\n".join(json.dumps(o) for o in coredns(repo, layout, refs))
     runner.run(["kubectl", "apply", "-f", "-"], stdin=body, timeout=60)
     runner.run(
-        ["kubectl", "rollout", "status", "deployment/coredns", "-n", "kube-system",
-         "--timeout=180s"],
+        [
+            "kubectl",
+            "rollout",
+            "status",
+            "deployment/coredns",
+            "-n",
+            "kube-system",
+            "--timeout=180s",
+        ],
         timeout=200,
-    )  # fmt: skip
+    )

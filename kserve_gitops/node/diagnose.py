@@ -14,10 +14,15 @@ from kubernetes.client.rest import ApiException
 
 # Waiting reasons that do not go away by waiting (the kubelet retries them with back-off).
 STUCK = {
-    "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
-    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
     "CrashLoopBackOff",
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)

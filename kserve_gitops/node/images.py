@@ -605,11 +605,26 @@ def uv_binary(version: str) -> Path:
     try:
         machine = platform.machine()
         _run(
-            [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-             "--no-deps", "--only-binary", ":all:", "--platform", f"manylinux_2_17_{machine}",
-             "--python-version", "3.11", "-d", str(tmp), f"uv=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--platform",
+                f"manylinux_2_17_{machine}",
+                "--python-version",
+                "3.11",
+                "-d",
+                str(tmp),
+                f"uv=={version}",
+            ],
             f"uv {version}",
-        )  # fmt: skip
+        )
         wheel = next(tmp.glob(f"uv-{version}-*.whl"))
         with zipfile.ZipFile(wheel) as whl:
             (tmp / "uv").write_bytes(whl.read(f"uv-{version}.data/scripts/uv"))
@@ -696,13 +711,19 @@ def build_sklearnserver(image: Image, repo: Repo) -> Path:
             'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/tmp/*',
         ]
         argv = [
-            "mmdebstrap", "--quiet", "--mode=root", "--variant=minbase", "--format=directory",
+            "mmdebstrap",
+            "--quiet",
+            "--mode=root",
+            "--variant=minbase",
+            "--format=directory",
             "--include=python3,ca-certificates,passwd",
             *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("man", "doc", "info", "locale")),
             "--dpkgopt=path-include=/usr/share/doc/*/copyright",
             *(f"--customize-hook={hook}" for hook in hooks),
-            suite, str(rootfs), mirror,
-        ]  # fmt: skip
+            suite,
+            str(rootfs),
+            mirror,
+        ]
         _run(argv, f"{image.name} root file system (mmdebstrap {suite})")
         site = rootfs / VENV.strip("/") / "lib"
         sites = list(site.glob("python3*/site-packages"))
@@ -882,9 +903,12 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="show the cache, build nothing")
     parser.add_argument("--only", action="append", metavar="NAME", help="this image only (repeat)")
     parser.add_argument(
-        "--import", dest="address", type=Path, metavar="SOCKET",
+        "--import",
+        dest="address",
+        type=Path,
+        metavar="SOCKET",
         help="then import them into the containerd listening on SOCKET",
-    )  # fmt: skip
+    )
     parser.add_argument("--ctr", type=Path, help="the ctr binary of --import (default: on PATH)")
     parser.add_argument("--namespace", default="k8s.io", help="containerd namespace of --import")
     args = parser.parse_args(argv)

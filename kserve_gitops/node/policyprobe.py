@@ -225,8 +225,14 @@ def probe(
         {"name": t.name, "host": t.host, "port": t.port, "path": t.path, "body": t.body}
         for t in targets
     ]
-    command = ["python", "-c", PROBE_SCRIPT, json.dumps(spec), str(connect_timeout_s),
-               str(settle_s)]  # fmt: skip
+    command = [
+        "python",
+        "-c",
+        PROBE_SCRIPT,
+        json.dumps(spec),
+        str(connect_timeout_s),
+        str(settle_s),
+    ]
     body = pod_body(caller.namespace, caller.name, caller.labels, image, command)
     created = time.monotonic()
     core.create_namespaced_pod(caller.namespace, body)

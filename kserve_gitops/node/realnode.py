@@ -246,13 +246,19 @@ class RealNode:
         lay = self.layout
         return [
             str(self.bins["kubelet"]),
-            "--config", str(lay.dir / "kubelet.yaml"),
-            "--kubeconfig", str(lay.dir / "kubelet.kubeconfig"),
-            "--root-dir", str(lay.kubelet_root),
-            "--hostname-override", lay.node_name,
-            "--node-ip", lay.node_ip,
-            "--node-labels", f"{node_config.NODE_LABEL}={node_config.NODE_VALUE},type=real",
-        ]  # fmt: skip
+            "--config",
+            str(lay.dir / "kubelet.yaml"),
+            "--kubeconfig",
+            str(lay.dir / "kubelet.kubeconfig"),
+            "--root-dir",
+            str(lay.kubelet_root),
+            "--hostname-override",
+            lay.node_name,
+            "--node-ip",
+            lay.node_ip,
+            "--node-labels",
+            f"{node_config.NODE_LABEL}={node_config.NODE_VALUE},type=real",
+        ]
 
     def _start(
         self,
@@ -321,9 +327,11 @@ class RealNode:
         t0 = time.monotonic()
         # Pinned: the kubelet's image GC spares them (none can be pulled again).
         refs = images.import_images(
-            self.bins["ctr"], self.layout.socket, archives=self.images,
+            self.bins["ctr"],
+            self.layout.socket,
+            archives=self.images,
             labels={"io.cri-containerd.pinned": "pinned"},
-        )  # fmt: skip
+        )
         self.echo(
             f"    {len(refs)} images imported ({time.monotonic() - t0:.1f}s): {', '.join(refs)}"
         )

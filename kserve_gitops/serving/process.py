@@ -119,13 +119,18 @@ def start_background(
     model_name = model_name or repo.default_model()
     port = port or free_port()
     args = [
-        sys.executable, "-m", runtimes.LAUNCHERS[runtime],
-        "--model-name", model_name,
-        "--http-port", str(port),
-        "--workers", str(workers),
+        sys.executable,
+        "-m",
+        runtimes.LAUNCHERS[runtime],
+        "--model-name",
+        model_name,
+        "--http-port",
+        str(port),
+        "--workers",
+        str(workers),
         *(["--model-dir", str(model_dir)] if model_dir else []),
         *extra_args,
-    ]  # fmt: skip
+    ]
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix=f"kgops-{model_name}-{port}-", suffix=".log")
         os.close(fd)

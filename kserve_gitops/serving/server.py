@@ -214,8 +214,10 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     except (ModelMissingError, RuntimeError, OSError, ValueError) as exc:
         hint = " (run `make train` to build it)" if args.model_dir is None else ""
         where = repo.rel(model_dir)
-        print(f"error: cannot load model {args.model_name!r} from {where}: {exc}{hint}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: cannot load model {args.model_name!r} from {where}: {exc}{hint}",
+            file=sys.stderr,
+        )
         return 1
     if not (args.access_log and args.enable_latency_logging):
         # ModelServer and the workers it spawns read the log config from KServe's parsed args.

@@ -73,8 +73,10 @@ def _from_module(pin: Pin) -> tuple[bytes, str]:
     except ValueError:
         info = {"Error": proc.stderr.strip()}
     if "Dir" not in info:
-        raise CRDError(f"{pin.gomodule}@{pin.tag}: {pin.file} not in CRD_DIR, nor from the Go "
-                       f"module proxy: {info.get('Error') or proc.stderr.strip()}")  # fmt: skip
+        raise CRDError(
+            f"{pin.gomodule}@{pin.tag}: {pin.file} not in CRD_DIR, nor from the Go "
+            f"module proxy: {info.get('Error') or proc.stderr.strip()}"
+        )
     src = Path(info["Dir"]) / pin.path
     return src.read_bytes(), f"{pin.gomodule}@{pin.tag}/{pin.path}"
 

@@ -34,9 +34,12 @@ def secrets() -> dict[str, str]:
     )
     part = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")  # noqa: E731
     token = ".".join(
-        [part({"alg": "RS256", "kid": "k1"}), part({"sub": "system:serviceaccount:models:x"}),
-         base64.urlsafe_b64encode(hashlib.sha256(b"sig").digest()).decode().rstrip("=")]
-    )  # fmt: skip
+        [
+            part({"alg": "RS256", "kid": "k1"}),
+            part({"sub": "system:serviceaccount:models:x"}),
+            base64.urlsafe_b64encode(hashlib.sha256(b"sig").digest()).decode().rstrip("="),
+        ]
+    )
     return {"tls.key": key.decode(), "token": token, "password": "hun" + "ter2-" + "Xq9"}
 
 
@@ -70,8 +73,10 @@ def fingerprint(value: str) -> str:
 
 def test_a_secret_dump_keeps_its_keys_with_sha256_and_length(secrets: dict[str, str]) -> None:
     listing = {"apiVersion": "v1", "kind": "List", "items": [secret_object(secrets)]}
-    for dumped, load in ((json.dumps(listing, indent=4), json.loads),
-                         (yaml.safe_dump(listing), yaml.safe_load)):  # fmt: skip
+    for dumped, load in (
+        (json.dumps(listing, indent=4), json.loads),
+        (yaml.safe_dump(listing), yaml.safe_load),
+    ):
         out = redact.text(dumped)
         assert leaked(out, secrets) == []
         item = load(out)["items"][0]
@@ -83,10 +88,18 @@ def test_a_secret_dump_keeps_its_keys_with_sha256_and_length(secrets: dict[str, 
 
 
 def test_string_data_multi_documents_and_unparseable_yaml(secrets: dict[str, str]) -> None:
-    string_data = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
-                   "stringData": {"password": secrets["password"]}}  # fmt: skip
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
-              "data": {"a": "b"}}  # fmt: skip
+    string_data = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s"},
+        "stringData": {"password": secrets["password"]},
+    }
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "c"},
+        "data": {"a": "b"},
+    }
     docs = yaml.safe_dump_all([config, string_data])
     out = redact.text(docs)
     assert leaked(out, secrets) == []
@@ -165,8 +178,11 @@ def test_copies_and_sweeps_redact_every_text_file(tmp_path: Path, secrets: dict[
     (logs / "sub" / "webhook.log").write_text(secrets["tls.key"])
     (logs / "plot.png").write_bytes(b"\x89PNG\0\0binary")
     redact.copy_tree(logs, tmp_path / "report" / "logs")
-    copied = {p.relative_to(tmp_path / "report").as_posix(): p.read_bytes()
-              for p in (tmp_path / "report").rglob("*") if p.is_file()}  # fmt: skip
+    copied = {
+        p.relative_to(tmp_path / "report").as_posix(): p.read_bytes()
+        for p in (tmp_path / "report").rglob("*")
+        if p.is_file()
+    }
     assert sorted(copied) == ["logs/kube-apiserver.log", "logs/plot.png", "logs/sub/webhook.log"]
     assert copied["logs/plot.png"] == b"\x89PNG\0\0binary"
     assert all(leaked(v.decode(errors="replace"), secrets) == [] for v in copied.values())

@@ -14,14 +14,39 @@ from tests.load_helpers import free_port
 def test_quick_bench_writes_results_markdown_and_plot(kgops, tmp_path: Path):
     out, plot, results = tmp_path / "BENCH.md", tmp_path / "img" / "b.png", tmp_path / "r.json"
     result = kgops(
-        "bench", "--settings", "tuned", "--workers", "1", "--protocols", "v2",
-        "--fixed-duration", "1", "--step-duration", "1", "--max-rate", "200", "--no-wrk",
-        "--generator-workers", "2", "--generator-max-rate", "600", "--no-runtimes",
-        "--fast-port", str(free_port()), "--master-port", str(free_port()),
-        "--wait-for-quiet", "0",
-        "--out", str(out), "--plot", str(plot), "--results", str(results),
+        "bench",
+        "--settings",
+        "tuned",
+        "--workers",
+        "1",
+        "--protocols",
+        "v2",
+        "--fixed-duration",
+        "1",
+        "--step-duration",
+        "1",
+        "--max-rate",
+        "200",
+        "--no-wrk",
+        "--generator-workers",
+        "2",
+        "--generator-max-rate",
+        "600",
+        "--no-runtimes",
+        "--fast-port",
+        str(free_port()),
+        "--master-port",
+        str(free_port()),
+        "--wait-for-quiet",
+        "0",
+        "--out",
+        str(out),
+        "--plot",
+        str(plot),
+        "--results",
+        str(results),
         timeout=240,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads(results.read_text())
     [config] = data["configs"]
@@ -70,8 +95,15 @@ def test_quick_bench_writes_results_markdown_and_plot(kgops, tmp_path: Path):
     out.unlink()
     plot.unlink()
     rebuilt = kgops(
-        "bench", "--from-results", "--out", str(out), "--plot", str(plot),
-        "--results", str(results), timeout=60,
-    )  # fmt: skip
+        "bench",
+        "--from-results",
+        "--out",
+        str(out),
+        "--plot",
+        str(plot),
+        "--results",
+        str(results),
+        timeout=60,
+    )
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert out.read_text() == text and plot.is_file()

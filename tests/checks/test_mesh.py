@@ -92,9 +92,12 @@ BREAKS = [
     (_drop_release("ztunnel"), PEER_AUTH, "no HelmRelease installs ztunnel"),
     (_drop_release("cni"), AUTHZ, "no HelmRelease installs istio-cni"),
     (_l7, f"{AUTHZ}.spec.rules.2.to.0.operation.paths", "ztunnel enforces L4 only"),
-    (_unlabel("knative-serving"), f"{AUTHZ}.spec.rules.0.from.0.source.principals",
-     "sa/activator: namespace knative-serving is outside the mesh"),
-]  # fmt: skip
+    (
+        _unlabel("knative-serving"),
+        f"{AUTHZ}.spec.rules.0.from.0.source.principals",
+        "sa/activator: namespace knative-serving is outside the mesh",
+    ),
+]
 
 
 @pytest.mark.parametrize(("breaks", "field", "message"), BREAKS)
@@ -125,8 +128,11 @@ def test_the_probe_source_is_admitted_only_in_ambient_namespaces(staging: list[O
 def test_validate_names_the_file_and_namespace_of_an_unenforced_policy(
     repo_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    edit(repo_copy / "platform/security/namespace-models.yaml",
-         "    istio.io/dataplane-mode: ambient\n", "")  # fmt: skip
+    edit(
+        repo_copy / "platform/security/namespace-models.yaml",
+        "    istio.io/dataplane-mode: ambient\n",
+        "",
+    )
     run_validate(repo_copy, capsys).assert_fails_with(
         [
             f"{PEER_AUTH}: [MESH-ENFORCED] no proxy enforces it: namespace models has neither "

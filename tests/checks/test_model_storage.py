@@ -19,9 +19,10 @@ DEV_VALUES = "environments/dev/models/sklearn-iris.yaml"
 PROD_VALUES = "environments/prod/models/sklearn-iris.yaml"
 
 
-@pytest.mark.parametrize(("env", "modes"), [("dev", ["ReadWriteOnce"]),
-                                            ("staging", ["ReadWriteMany"]),
-                                            ("prod", ["ReadWriteMany"])])  # fmt: skip
+@pytest.mark.parametrize(
+    ("env", "modes"),
+    [("dev", ["ReadWriteOnce"]), ("staging", ["ReadWriteMany"]), ("prod", ["ReadWriteMany"])],
+)
 def test_each_environment_declares_the_claim_its_model_names(env: str, modes: list[str]) -> None:
     objs = render.environment_objects(REPO, env)
     (isvc,) = [o for o in objs if o.kind == "InferenceService"]
@@ -59,26 +60,37 @@ def test_a_bucket_needs_a_declared_service_account_with_credentials() -> None:
         "metadata": {"name": "model-reader", "namespace": "models"},
         "secrets": [{"name": "model-store-credentials"}],
     }
-    fixed = _isvc_with(objs, storageUri="s3://models/sklearn-iris/v1",
-                       serviceAccountName="model-reader")  # fmt: skip
+    fixed = _isvc_with(
+        objs, storageUri="s3://models/sklearn-iris/v1", serviceAccountName="model-reader"
+    )
     ctx = policy.context(REPO, "prod")
     assert list(storage.check_storage_provided([*fixed, Obj("t", sa)], ctx)) == []
 
 
 BROKEN = {
     "claim nobody declares": (
-        lambda r: edit(r / "environments/dev/platform/configs/kustomization.yaml",
-                        "  - model-store.yaml\n", ""),
-        [DEV_VALUES, "model.storageUri", "[STORAGE-PROVIDED]",
-         "no PersistentVolumeClaim 'sklearn-iris-models' in namespace 'models'",
-         "declare it in environments/dev/platform/configs"],
+        lambda r: edit(
+            r / "environments/dev/platform/configs/kustomization.yaml", "  - model-store.yaml\n", ""
+        ),
+        [
+            DEV_VALUES,
+            "model.storageUri",
+            "[STORAGE-PROVIDED]",
+            "no PersistentVolumeClaim 'sklearn-iris-models' in namespace 'models'",
+            "declare it in environments/dev/platform/configs",
+        ],
     ),
     "replicas across nodes on a ReadWriteOnce claim": (
         lambda r: edit(r / DEV_VALUES, "maxReplicas: 1", "maxReplicas: 3"),
-        [DEV_VALUES, "model.storageUri", "['ReadWriteOnce']", "up to 3 replicas",
-         "ReadWriteMany or ReadOnlyMany"],
+        [
+            DEV_VALUES,
+            "model.storageUri",
+            "['ReadWriteOnce']",
+            "up to 3 replicas",
+            "ReadWriteMany or ReadOnlyMany",
+        ],
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))

@@ -91,44 +91,102 @@ def _container(body: dict[str, Any]) -> dict[str, Any]:
 
 # Object rules: (rule, how to break the InferenceService or a Deployment, field reported).
 OBJECT_BREAKS: list[tuple[str, str, Callable[[dict[str, Any]], None], str]] = [
-    ("PSS-NONROOT", "isvc", lambda b: _model(b)["securityContext"].pop("runAsNonRoot"),
-     "spec.predictor.model.securityContext.runAsNonRoot"),
-    ("PSS-NONROOT", "pod", lambda b: _container(b).setdefault("securityContext", {}).update(
-        runAsUser=0), "spec.template.spec.containers.0.securityContext.runAsUser"),
-    ("PSS-PRIV-ESC", "isvc",
-     lambda b: _model(b)["securityContext"].update(allowPrivilegeEscalation=True),
-     "spec.predictor.model.securityContext.allowPrivilegeEscalation"),
-    ("PSS-PRIV-ESC", "pod", lambda b: _container(b)["securityContext"].update(privileged=True),
-     "spec.template.spec.containers.0.securityContext.privileged"),
-    ("PSS-CAPS", "isvc", lambda b: _model(b)["securityContext"].pop("capabilities"),
-     "spec.predictor.model.securityContext.capabilities.drop"),
-    ("PSS-CAPS", "pod",
-     lambda b: _container(b)["securityContext"]["capabilities"].update(add=["NET_ADMIN"]),
-     "spec.template.spec.containers.0.securityContext.capabilities.add"),
-    ("PSS-SECCOMP", "isvc", lambda b: (
-        _model(b)["securityContext"].pop("seccompProfile"),
-        b["spec"]["predictor"].pop("securityContext")),
-     "spec.predictor.model.securityContext.seccompProfile.type"),
-    ("PSS-HOST", "pod", lambda b: b["spec"]["template"]["spec"].update(hostNetwork=True),
-     "spec.template.spec.hostNetwork"),
-    ("PSS-HOST", "pod", lambda b: b["spec"]["template"]["spec"].update(
-        volumes=[{"name": "h", "hostPath": {"path": "/"}}]),
-     "spec.template.spec.volumes.0.hostPath"),
-    ("RO-ROOTFS", "isvc",
-     lambda b: _model(b)["securityContext"].update(readOnlyRootFilesystem=False),
-     "spec.predictor.model.securityContext.readOnlyRootFilesystem"),
-    ("RESOURCES", "isvc", lambda b: _model(b)["resources"]["limits"].pop("memory"),
-     "spec.predictor.model.resources.limits.memory"),
-    ("RESOURCES", "pod", lambda b: _container(b).pop("resources"),
-     "spec.template.spec.containers.0.resources.requests.cpu"),
-    ("IMAGE-PINNED", "pod", lambda b: _container(b).update(image="example.com/app:latest"),
-     "spec.template.spec.containers.0.image"),
-    ("IMAGE-PINNED", "pod", lambda b: _container(b).update(image="example.com/app"),
-     "spec.template.spec.containers.0.image"),
-    ("CREDS-BY-REF", "isvc", lambda b: _model(b).update(
-        env=[{"name": "AWS_SECRET_ACCESS_KEY", "value": "literal"}]),
-     "spec.predictor.model.env.0.value"),
-]  # fmt: skip
+    (
+        "PSS-NONROOT",
+        "isvc",
+        lambda b: _model(b)["securityContext"].pop("runAsNonRoot"),
+        "spec.predictor.model.securityContext.runAsNonRoot",
+    ),
+    (
+        "PSS-NONROOT",
+        "pod",
+        lambda b: _container(b).setdefault("securityContext", {}).update(runAsUser=0),
+        "spec.template.spec.containers.0.securityContext.runAsUser",
+    ),
+    (
+        "PSS-PRIV-ESC",
+        "isvc",
+        lambda b: _model(b)["securityContext"].update(allowPrivilegeEscalation=True),
+        "spec.predictor.model.securityContext.allowPrivilegeEscalation",
+    ),
+    (
+        "PSS-PRIV-ESC",
+        "pod",
+        lambda b: _container(b)["securityContext"].update(privileged=True),
+        "spec.template.spec.containers.0.securityContext.privileged",
+    ),
+    (
+        "PSS-CAPS",
+        "isvc",
+        lambda b: _model(b)["securityContext"].pop("capabilities"),
+        "spec.predictor.model.securityContext.capabilities.drop",
+    ),
+    (
+        "PSS-CAPS",
+        "pod",
+        lambda b: _container(b)["securityContext"]["capabilities"].update(add=["NET_ADMIN"]),
+        "spec.template.spec.containers.0.securityContext.capabilities.add",
+    ),
+    (
+        "PSS-SECCOMP",
+        "isvc",
+        lambda b: (
+            _model(b)["securityContext"].pop("seccompProfile"),
+            b["spec"]["predictor"].pop("securityContext"),
+        ),
+        "spec.predictor.model.securityContext.seccompProfile.type",
+    ),
+    (
+        "PSS-HOST",
+        "pod",
+        lambda b: b["spec"]["template"]["spec"].update(hostNetwork=True),
+        "spec.template.spec.hostNetwork",
+    ),
+    (
+        "PSS-HOST",
+        "pod",
+        lambda b: b["spec"]["template"]["spec"].update(
+            volumes=[{"name": "h", "hostPath": {"path": "/"}}]
+        ),
+        "spec.template.spec.volumes.0.hostPath",
+    ),
+    (
+        "RO-ROOTFS",
+        "isvc",
+        lambda b: _model(b)["securityContext"].update(readOnlyRootFilesystem=False),
+        "spec.predictor.model.securityContext.readOnlyRootFilesystem",
+    ),
+    (
+        "RESOURCES",
+        "isvc",
+        lambda b: _model(b)["resources"]["limits"].pop("memory"),
+        "spec.predictor.model.resources.limits.memory",
+    ),
+    (
+        "RESOURCES",
+        "pod",
+        lambda b: _container(b).pop("resources"),
+        "spec.template.spec.containers.0.resources.requests.cpu",
+    ),
+    (
+        "IMAGE-PINNED",
+        "pod",
+        lambda b: _container(b).update(image="example.com/app:latest"),
+        "spec.template.spec.containers.0.image",
+    ),
+    (
+        "IMAGE-PINNED",
+        "pod",
+        lambda b: _container(b).update(image="example.com/app"),
+        "spec.template.spec.containers.0.image",
+    ),
+    (
+        "CREDS-BY-REF",
+        "isvc",
+        lambda b: _model(b).update(env=[{"name": "AWS_SECRET_ACCESS_KEY", "value": "literal"}]),
+        "spec.predictor.model.env.0.value",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -214,20 +272,40 @@ def _open_port(b: dict[str, Any]) -> None:
 
 
 ENV_BREAKS = [
-    ("NS-RESTRICTED", "Namespace", _drop_labels,
-     "metadata.labels.pod-security.kubernetes.io/enforce"),
+    (
+        "NS-RESTRICTED",
+        "Namespace",
+        _drop_labels,
+        "metadata.labels.pod-security.kubernetes.io/enforce",
+    ),
     ("MTLS-STRICT", "PeerAuthentication", _no_strict, "PeerAuthentication in models"),
-    ("AUTHZ-CALLERS", "AuthorizationPolicy", _open_authz,
-     "AuthorizationPolicy/predictors-allow-callers.spec.rules.3.from"),
-    ("AUTHZ-CALLERS", "AuthorizationPolicy", _foreign_principal,
-     "AuthorizationPolicy/predictors-allow-callers.spec.rules.0.from.0.source.principals"),
+    (
+        "AUTHZ-CALLERS",
+        "AuthorizationPolicy",
+        _open_authz,
+        "AuthorizationPolicy/predictors-allow-callers.spec.rules.3.from",
+    ),
+    (
+        "AUTHZ-CALLERS",
+        "AuthorizationPolicy",
+        _foreign_principal,
+        "AuthorizationPolicy/predictors-allow-callers.spec.rules.0.from.0.source.principals",
+    ),
     ("AUTHZ-CALLERS", "AuthorizationPolicy", _no_activator, "AuthorizationPolicy in models"),
     ("NETPOL", "NetworkPolicy", _no_default_deny, "NetworkPolicy in models"),
-    ("NETPOL", "NetworkPolicy", _foreign_namespace,
-     "NetworkPolicy/predictors-allow-callers.spec.ingress.0.from.0"),
-    ("NETPOL", "NetworkPolicy", _open_port,
-     "NetworkPolicy/predictors-allow-callers.spec.ingress.0.ports"),
-]  # fmt: skip
+    (
+        "NETPOL",
+        "NetworkPolicy",
+        _foreign_namespace,
+        "NetworkPolicy/predictors-allow-callers.spec.ingress.0.from.0",
+    ),
+    (
+        "NETPOL",
+        "NetworkPolicy",
+        _open_port,
+        "NetworkPolicy/predictors-allow-callers.spec.ingress.0.ports",
+    ),
+]
 
 
 @pytest.mark.parametrize(("rule", "kind", "breaks", "field"), ENV_BREAKS)

@@ -144,9 +144,11 @@ def test_all_errors_are_reported_before_exit(
     _edit_yaml(repo_copy / DEV_ENV, _set("sync", "sometimes"))
     _edit_yaml(repo_copy / STAGING_ENV, _set("promotesTo", "dev"))
     proc = run_validate(repo_copy, capsys)
-    proc.assert_fails_with([
-        *(PROD_VALUES, "canaryTrafficPercent", "100"),
-        *(DEV_ENV, "sync", "sometimes"),
-        *(STAGING_ENV, "promotesTo", "dev closes a cycle (dev -> staging -> dev)"),
-    ])  # fmt: skip
+    proc.assert_fails_with(
+        [
+            *(PROD_VALUES, "canaryTrafficPercent", "100"),
+            *(DEV_ENV, "sync", "sometimes"),
+            *(STAGING_ENV, "promotesTo", "dev closes a cycle (dev -> staging -> dev)"),
+        ]
+    )
     assert "checked " in proc.stdout

@@ -17,23 +17,52 @@ def chain(**override: list[dict[str, Any]]) -> list[Link]:
     decides."""
     links = [
         Link("KnativeServing", "knative-serving/knative-serving", [c("Ready")]),
-        Link("InferenceService", "models/sklearn-iris",
-             [c("PredictorReady", "Unknown", "RevisionMissing"), c("IngressReady", "False"),
-              c("Ready", "False", "PredictorNotReady")]),
-        Link("Knative Service", "models/sklearn-iris-predictor",
-             [c("ConfigurationsReady"), c("RoutesReady", "Unknown", "IngressNotConfigured"),
-              c("Ready", "Unknown", "IngressNotConfigured")]),
+        Link(
+            "InferenceService",
+            "models/sklearn-iris",
+            [
+                c("PredictorReady", "Unknown", "RevisionMissing"),
+                c("IngressReady", "False"),
+                c("Ready", "False", "PredictorNotReady"),
+            ],
+        ),
+        Link(
+            "Knative Service",
+            "models/sklearn-iris-predictor",
+            [
+                c("ConfigurationsReady"),
+                c("RoutesReady", "Unknown", "IngressNotConfigured"),
+                c("Ready", "Unknown", "IngressNotConfigured"),
+            ],
+        ),
         Link("Configuration", "models/sklearn-iris-predictor", [c("Ready")]),
-        Link("Revision", "models/sklearn-iris-predictor-00001",
-             [c("ContainerHealthy"), c("ResourcesAvailable"), c("Ready"),
-              c("Active", "False", "NoTraffic", severity="Info")]),
-        Link("Deployment", "models/sklearn-iris-predictor-00001-deployment", [c("Available")],
-             ["Pod p: phase Running, Ready=True, node kwok-dev-0"]),
-        Link("Route", "models/sklearn-iris-predictor",
-             [c("AllTrafficAssigned"), c("IngressReady", "Unknown", "IngressNotConfigured"),
-              c("Ready", "Unknown", "IngressNotConfigured")]),
+        Link(
+            "Revision",
+            "models/sklearn-iris-predictor-00001",
+            [
+                c("ContainerHealthy"),
+                c("ResourcesAvailable"),
+                c("Ready"),
+                c("Active", "False", "NoTraffic", severity="Info"),
+            ],
+        ),
+        Link(
+            "Deployment",
+            "models/sklearn-iris-predictor-00001-deployment",
+            [c("Available")],
+            ["Pod p: phase Running, Ready=True, node kwok-dev-0"],
+        ),
+        Link(
+            "Route",
+            "models/sklearn-iris-predictor",
+            [
+                c("AllTrafficAssigned"),
+                c("IngressReady", "Unknown", "IngressNotConfigured"),
+                c("Ready", "Unknown", "IngressNotConfigured"),
+            ],
+        ),
         Link("KIngress", "models/sklearn-iris-predictor", []),
-    ]  # fmt: skip
+    ]
     for link in links:
         if link.kind in override:
             link.conditions = override[link.kind]
@@ -53,8 +82,14 @@ def test_ready_is_ready() -> None:
 
 
 def test_a_revision_condition_fails_with_its_reason() -> None:
-    v = verdict(chain(Revision=[c("ContainerHealthy", "False", "ContainerMissing"),
-                                c("Ready", "False", "ContainerMissing")]))  # fmt: skip
+    v = verdict(
+        chain(
+            Revision=[
+                c("ContainerHealthy", "False", "ContainerMissing"),
+                c("Ready", "False", "ContainerMissing"),
+            ]
+        )
+    )
     assert v.status == "failed"
     assert "Revision models/sklearn-iris-predictor-00001 ContainerHealthy=False" in v.reason
 
@@ -89,17 +124,25 @@ def test_closing_lines_name_processes_links_and_canary() -> None:
     lines = closing(
         {
             "processes": {
-                "kserve-manager": {"deployment": "kserve/kserve-controller-manager",
-                                   "exit_code": None},
-                "knative-serving-webhook": {"deployment": "knative-serving/webhook",
-                                            "exit_code": 1},
+                "kserve-manager": {
+                    "deployment": "kserve/kserve-controller-manager",
+                    "exit_code": None,
+                },
+                "knative-serving-webhook": {
+                    "deployment": "knative-serving/webhook",
+                    "exit_code": 1,
+                },
             },
             "webhooks_served": ["a", "b"],
             "not_buildable": {"istiod": "not a Go module version"},
         },
-        {"verdict": v.status, "reason": v.reason, "links": [x.__dict__ for x in links],
-         "canary": ["canary v2 10%: traffic [r2 10%, r1 90%]"]},
-    )  # fmt: skip
+        {
+            "verdict": v.status,
+            "reason": v.reason,
+            "links": [x.__dict__ for x in links],
+            "canary": ["canary v2 10%: traffic [r2 10%, r1 90%]"],
+        },
+    )
     assert lines[0] == "controllers as processes: 2, 2 webhooks served by them:"
     assert "  knative-serving-webhook for knative-serving/webhook (exited 1)" in lines
     assert "  not built: istiod: not a Go module version" in lines

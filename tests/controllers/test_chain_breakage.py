@@ -65,11 +65,17 @@ def ours(executor: Executor) -> dict[str, Any]:
     return {
         "apiVersion": live["apiVersion"],
         "kind": live["kind"],
-        "metadata": {"namespace": NS, "labels": meta.get("labels") or {},
-                     "annotations": {k: v for k, v in (meta.get("annotations") or {}).items()
-                                     if not k.startswith("kubectl.kubernetes.io/")}},
+        "metadata": {
+            "namespace": NS,
+            "labels": meta.get("labels") or {},
+            "annotations": {
+                k: v
+                for k, v in (meta.get("annotations") or {}).items()
+                if not k.startswith("kubectl.kubernetes.io/")
+            },
+        },
         "spec": live["spec"],
-    }  # fmt: skip
+    }
 
 
 def variant(executor: Executor, name: str, change: Callable[[dict[str, Any]], None]) -> str:
@@ -81,8 +87,9 @@ def variant(executor: Executor, name: str, change: Callable[[dict[str, Any]], No
 
 def apply(executor: Executor, body: str, dry_run: bool = False) -> str:
     argv = ["kubectl", "apply", "--server-side", "--field-manager", "kgops-test", "-f", "-"]
-    return executor.runner.run([*argv, *(["--dry-run=server"] if dry_run else [])],
-                               stdin=body, quiet=True)  # fmt: skip
+    return executor.runner.run(
+        [*argv, *(["--dry-run=server"] if dry_run else [])], stdin=body, quiet=True
+    )
 
 
 def conditions_until(
@@ -93,14 +100,33 @@ def conditions_until(
     deadline = time.monotonic() + timeout_s
     while True:
         out = executor.runner.run(
-            ["kubectl", "get", f"inferenceservice/{name}", "-n", NS, "-o",
-             "jsonpath={range .status.conditions[*]}{.type}={.status} {.reason}: {.message}"
-             "{'\\n'}{end}modelStatus {.status.modelStatus}{'\\n'}"], quiet=True)  # fmt: skip
+            [
+                "kubectl",
+                "get",
+                f"inferenceservice/{name}",
+                "-n",
+                NS,
+                "-o",
+                "jsonpath={range .status.conditions[*]}{.type}={.status} {.reason}: {.message}"
+                "{'\\n'}{end}modelStatus {.status.modelStatus}{'\\n'}",
+            ],
+            quiet=True,
+        )
         deps = executor.runner.run(
-            ["kubectl", "get", "deployments", "-n", NS, "-l",
-             f"serving.kserve.io/inferenceservice={name}", "-o",
-             "jsonpath={range .items[*].status.conditions[*]}{.type}={.status} {.reason}: "
-             "{.message}{'\\n'}{end}"], quiet=True)  # fmt: skip
+            [
+                "kubectl",
+                "get",
+                "deployments",
+                "-n",
+                NS,
+                "-l",
+                f"serving.kserve.io/inferenceservice={name}",
+                "-o",
+                "jsonpath={range .items[*].status.conditions[*]}{.type}={.status} {.reason}: "
+                "{.message}{'\\n'}{end}",
+            ],
+            quiet=True,
+        )
         text = out + deps
         if found(text) or time.monotonic() > deadline:
             return text

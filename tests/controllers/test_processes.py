@@ -32,15 +32,16 @@ def test_env_is_built_as_the_kubelet_builds_it() -> None:
         "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "POD_NAMESPACE",
-             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings",
-                                                               "key": "MODE"}}},
+            {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "MODE"}}},
             {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "TOKEN"}}},
             {"name": "PLAIN", "value": "x"},
         ],
-    }  # fmt: skip
+    }
     env = processes.resolve_env(container, POD, FakeCore())  # type: ignore[arg-type]
     assert env == {
         "CFG_LEVEL": "debug",

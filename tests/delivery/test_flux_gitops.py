@@ -49,8 +49,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxCluster]:
     )
     report = tmp_path_factory.mktemp("flux-gitops")
     lines: list[str] = []
-    fc = FluxCluster(REPO, "flux-behaviour", REPO.cache / "flux" / "behaviour", lines.append,
-                     report / "commands.log")  # fmt: skip
+    fc = FluxCluster(
+        REPO,
+        "flux-behaviour",
+        REPO.cache / "flux" / "behaviour",
+        lines.append,
+        report / "commands.log",
+    )
     try:
         fc.start()
         fc.serve_git()
@@ -197,9 +202,19 @@ def test_drift_is_corrected(cluster: FluxCluster) -> None:
     values_map = hr["spec"]["valuesFrom"][0]["name"]
     original = get(cluster, "configmap", values_map)["data"]["values.yaml"]
     cluster.runner.run(
-        ["kubectl", "patch", "configmap", values_map, "-n", flux.NAMESPACE, "--type", "merge",
-         "-p", json.dumps({"data": {"values.yaml": "edited: by hand\n"}})],
-    )  # fmt: skip
+        [
+            "kubectl",
+            "patch",
+            "configmap",
+            values_map,
+            "-n",
+            flux.NAMESPACE,
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"data": {"values.yaml": "edited: by hand\n"}}),
+        ],
+    )
     assert get(cluster, "configmap", values_map)["data"]["values.yaml"] == "edited: by hand\n"
     took = wait(
         cluster,

@@ -606,8 +606,14 @@ def test_executor_runs_the_plan_then_diagnoses_and_deletes_the_cluster(
     recorded = normalized(calls(recording_tools))
     assert recorded[: failing + 2] == expected_commands(plan, failing + 1)  # +1: kind get clusters
     assert recorded[-1] == [
-        "kind", "delete", "cluster", "--name", "kgops-dev", "--kubeconfig", str(plan.kubeconfig)
-    ]  # fmt: skip
+        "kind",
+        "delete",
+        "cluster",
+        "--name",
+        "kgops-dev",
+        "--kubeconfig",
+        str(plan.kubeconfig),
+    ]
     (report,) = (tmp_path / "reports").glob("e2e-*")
     summary = json.loads((report / "summary.json").read_text())
     assert summary["result"] == "failed"
@@ -659,8 +665,14 @@ def test_existing_cluster_is_reused(
     run.run(plan, keep=False, reports=tmp_path / "reports", echo=lambda _l: None)
     recorded = calls(recording_tools)
     assert recorded[1] == [
-        "kind", "export", "kubeconfig", "--name", "kgops-dev", "--kubeconfig", str(plan.kubeconfig)
-    ]  # fmt: skip
+        "kind",
+        "export",
+        "kubeconfig",
+        "--name",
+        "kgops-dev",
+        "--kubeconfig",
+        str(plan.kubeconfig),
+    ]
     assert not any(argv[:3] == ["kind", "create", "cluster"] for argv in recorded)
 
 

@@ -195,31 +195,54 @@ def test_revision_pod_rules_catch_the_storage_initializer(prod_objects: list[Obj
 STAGING_SERVING = "environments/staging/platform/configs/knative-serving.yaml"
 BROKEN = {
     "pod field without its feature": (
-        lambda r: edit(r / STAGING_VALUES, "predictor:\n",
-                        "predictor:\n  nodeSelector:\n    pool: gpu\n"),
-        [STAGING_VALUES, "predictor.nodeSelector", "[KNATIVE-FEATURES]",
-         "kubernetes.podspec-nodeselector", STAGING_SERVING],
+        lambda r: edit(
+            r / STAGING_VALUES, "predictor:\n", "predictor:\n  nodeSelector:\n    pool: gpu\n"
+        ),
+        [
+            STAGING_VALUES,
+            "predictor.nodeSelector",
+            "[KNATIVE-FEATURES]",
+            "kubernetes.podspec-nodeselector",
+            STAGING_SERVING,
+        ],
     ),
     "seccomp without secure-pod-defaults": (
-        lambda r: edit(r / "platform/configs/knative-serving.yaml",
-                        "      secure-pod-defaults: enabled\n", ""),
-        ["environments/dev/models/sklearn-iris.yaml", "predictor.securityContext.seccompProfile",
-         "secure-pod-defaults or kubernetes.podspec-securitycontext"],
+        lambda r: edit(
+            r / "platform/configs/knative-serving.yaml", "      secure-pod-defaults: enabled\n", ""
+        ),
+        [
+            "environments/dev/models/sklearn-iris.yaml",
+            "predictor.securityContext.seccompProfile",
+            "secure-pod-defaults or kubernetes.podspec-securitycontext",
+        ],
     ),
     "feature no model uses": (
-        lambda r: edit(r / STAGING_SERVING, "kubernetes.podspec-affinity: enabled\n",
-                        "kubernetes.podspec-affinity: enabled\n"
-                        "      kubernetes.podspec-tolerations: enabled\n"),
-        [STAGING_SERVING, "spec.config.features.kubernetes.podspec-tolerations",
-         "no InferenceService"],
+        lambda r: edit(
+            r / STAGING_SERVING,
+            "kubernetes.podspec-affinity: enabled\n",
+            "kubernetes.podspec-affinity: enabled\n      kubernetes.podspec-tolerations: enabled\n",
+        ),
+        [
+            STAGING_SERVING,
+            "spec.config.features.kubernetes.podspec-tolerations",
+            "no InferenceService",
+        ],
     ),
     "Guaranteed promised, queue-proxy without limits": (
-        lambda r: edit(r / "environments/prod/platform/configs/knative-serving.yaml",
-                        "      queue-sidecar-cpu-limit: 250m\n", ""),
-        [PROD_VALUES, "model.resources", "[QOS-GUARANTEED]", "queue-proxy has no cpu limit",
-         "queue-sidecar-{cpu,memory}-request"],
+        lambda r: edit(
+            r / "environments/prod/platform/configs/knative-serving.yaml",
+            "      queue-sidecar-cpu-limit: 250m\n",
+            "",
+        ),
+        [
+            PROD_VALUES,
+            "model.resources",
+            "[QOS-GUARANTEED]",
+            "queue-proxy has no cpu limit",
+            "queue-sidecar-{cpu,memory}-request",
+        ],
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))

@@ -16,9 +16,14 @@ from pathlib import Path
 from playwright.sync_api import Page, sync_playwright
 
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 120_000  # generous: a loaded shared machine renders slowly
 
 
@@ -45,9 +50,12 @@ def main(url: str, chromium: str, profile: str) -> int:
     seen: dict[str, object] = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
-            profile, executable_path=chromium, headless=True, args=FLAGS,
+            profile,
+            executable_path=chromium,
+            headless=True,
+            args=FLAGS,
             viewport={"width": 1400, "height": 1000},
-        )  # fmt: skip
+        )
         page = browser.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(url)

@@ -85,8 +85,9 @@ def test_committed_config_is_valid() -> None:
 def test_bad_config_is_named(tmp_path: Path, kgops) -> None:
     bad = tmp_path / "canary.yaml"
     bad.write_text((REPO.config / "canary.yaml").read_text().replace("min_requests: 100", ""))
-    proc = kgops("canary-analysis", "--stable", "http://a", "--canary", "http://b",
-                      "--config", str(bad))  # fmt: skip
+    proc = kgops(
+        "canary-analysis", "--stable", "http://a", "--canary", "http://b", "--config", str(bad)
+    )
     assert proc.returncode == 2
     assert "min_requests: Required field missing" in proc.stderr
     proc = kgops("canary-analysis", "--stable", "a:1", "--canary", "http://b")
@@ -116,9 +117,12 @@ CANARIES = {
 
 def _warm(srv: process.LocalServer) -> process.LocalServer:
     for _ in range(5):  # first predictions pay imports and allocation: not the canary's fault
-        httpx.post(f"{srv.url}/v1/models/sklearn-iris:predict",
-                   json={"instances": [[5.1, 3.5, 1.4, 0.2]]}, timeout=10,
-                   trust_env=False)  # fmt: skip
+        httpx.post(
+            f"{srv.url}/v1/models/sklearn-iris:predict",
+            json={"instances": [[5.1, 3.5, 1.4, 0.2]]},
+            timeout=10,
+            trust_env=False,
+        )
     return srv
 
 
@@ -156,11 +160,26 @@ def test_analysis_decides(
     slo_config, rules = configs
     proc = kgops(
         "canary-analysis",
-        "--stable", servers["stable"].url, "--canary", servers[canary].url,
-        "--rate", "20", "--duration", "3s", "--env", "staging", "--progress", "1",
-        "--config", str(rules), "--slo-config", str(slo_config), "--reports", str(tmp_path),
+        "--stable",
+        servers["stable"].url,
+        "--canary",
+        servers[canary].url,
+        "--rate",
+        "20",
+        "--duration",
+        "3s",
+        "--env",
+        "staging",
+        "--progress",
+        "1",
+        "--config",
+        str(rules),
+        "--slo-config",
+        str(slo_config),
+        "--reports",
+        str(tmp_path),
         timeout=120,
-    )  # fmt: skip
+    )
     assert proc.returncode == exit_code, proc.stdout[-3000:] + proc.stderr[-2000:]
     [report] = [p for p in tmp_path.iterdir() if p.name.endswith("-canary")]
     summary = json.loads((report / "summary.json").read_text())

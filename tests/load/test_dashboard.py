@@ -46,11 +46,29 @@ def running_dashboard(target: str, reports: Path, *extra: str) -> Iterator[str]:
     """`kgops loadtest --ui` (what `make loadtest-ui` runs); its URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kserve_gitops.load.loadtest", "--ui", "--web-port", str(port),
-         "--target", target, "--reports", str(reports), "--env", "prod", "--rate", "40",
-         "--users", "8", *extra],
-        cwd=REPO.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "kserve_gitops.load.loadtest",
+            "--ui",
+            "--web-port",
+            str(port),
+            "--target",
+            target,
+            "--reports",
+            str(reports),
+            "--env",
+            "prod",
+            "--rate",
+            "40",
+            "--users",
+            "8",
+            *extra,
+        ],
+        cwd=REPO.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}"
@@ -164,10 +182,18 @@ def test_slo_tab_live_then_final_equals_summary_json(model_server, tmp_path: Pat
 def test_dashboard_in_headless_chromium(chromium: str, model_server, tmp_path: Path):
     with running_dashboard(model_server, tmp_path / "reports") as url:
         result = subprocess.run(
-            [sys.executable, str(Path(__file__).with_name("dashboard_browser.py")), url, chromium,
-             str(tmp_path / "profile")],
-            capture_output=True, text=True, timeout=240, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(Path(__file__).with_name("dashboard_browser.py")),
+                url,
+                chromium,
+                str(tmp_path / "profile"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout)
     # What the SLO tab showed in the browser: targets, then live figures, then the verdict.

@@ -120,17 +120,30 @@ def test_two_workers_share_the_plan_and_merge_into_one_verdict(kgops, tmp_path: 
     config = slo_file(tmp_path / "slo.yaml", rate=1000, duration="4s")
     with fast_server() as url:
         result = kgops(
-            "loadtest", "--target", url, "--slo-config", config,
-            "--reports", str(tmp_path / "r"),
-            "--workers", "2", "--master-port", str(free_port()), "--progress", "1",
-        )  # fmt: skip
+            "loadtest",
+            "--target",
+            url,
+            "--slo-config",
+            config,
+            "--reports",
+            str(tmp_path / "r"),
+            "--workers",
+            "2",
+            "--master-port",
+            str(free_port()),
+            "--progress",
+            "1",
+        )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report_dir, summary = _summary(tmp_path / "r")
     assert summary["verdict"] == "PASS"
     assert summary["load"]["worker_processes"] == 2 and summary["load"]["planned_requests"] == 4000
     assert summary["requests"] == {
-        "completed": 4000, "failures": 0, "unfinished": 0, "error_ratio": 0.0
-    }  # fmt: skip
+        "completed": 4000,
+        "failures": 0,
+        "unfinished": 0,
+        "error_ratio": 0.0,
+    }
     workers = summary["generators"]
     assert [(w["index"], w["of"], w["completed"]) for w in workers] == [(0, 2, 2000), (1, 2, 2000)]
     assert summary["lost_workers"] == []
@@ -155,19 +168,47 @@ def test_a_killed_worker_is_reported_and_its_slots_are_errors(tmp_path: Path):
     with fast_server() as url:
         master = subprocess.Popen(
             [
-                sys.executable, "-m", "kserve_gitops.load.loadtest", "--target", url,
-                "--slo-config", config, "--reports", str(tmp_path / "r"), "--progress", "1",
-                "--workers", "1", "--remote-workers", "1", "--master-bind-host", "127.0.0.1",
-                "--master-port", str(port),
+                sys.executable,
+                "-m",
+                "kserve_gitops.load.loadtest",
+                "--target",
+                url,
+                "--slo-config",
+                config,
+                "--reports",
+                str(tmp_path / "r"),
+                "--progress",
+                "1",
+                "--workers",
+                "1",
+                "--remote-workers",
+                "1",
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
             ],
-            cwd=REPO.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            cwd=REPO.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         # The "remote" worker, as another machine would start it.
         worker = subprocess.Popen(
-            [sys.executable, "-m", "kserve_gitops.load.loadtest", "--worker",
-             "--master-host", "127.0.0.1", "--master-port", str(port)],
-            cwd=REPO.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "kserve_gitops.load.loadtest",
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+            ],
+            cwd=REPO.root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         assert master.stdout is not None
         lines = []
         for line in master.stdout:  # progress lines: kill once requests are flowing

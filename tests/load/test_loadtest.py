@@ -175,9 +175,19 @@ def test_summary_is_consistent_with_locust_stats(
     model_server, kgops, tmp_path: Path, protocol: str, lenient_slo: str
 ):
     result, summary = run_cli(
-        kgops, tmp_path / "r", "--slo-config", lenient_slo,
-        "--target", model_server, "--protocol", protocol, "--rate", "80", "--duration", "2s",
-    )  # fmt: skip
+        kgops,
+        tmp_path / "r",
+        "--slo-config",
+        lenient_slo,
+        "--target",
+        model_server,
+        "--protocol",
+        protocol,
+        "--rate",
+        "80",
+        "--duration",
+        "2s",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     report_dir = next(p for p in (tmp_path / "r").iterdir() if not p.name.startswith("."))
     rows = {r["Name"]: r for r in csv.DictReader((report_dir / "locust_stats.csv").open())}
@@ -237,15 +247,26 @@ def test_stall_is_charged_to_every_request_due_during_it(kgops, tmp_path: Path):
     url, proc = start_stub(tmp_path, stall_at=100, stall_s=1.0)
     try:
         result, summary = run_cli(
-            kgops, tmp_path / "r", "--target", url, "--users", "2",
-            "--rate", "100", "--duration", "3s",
-        )  # fmt: skip
+            kgops,
+            tmp_path / "r",
+            "--target",
+            url,
+            "--users",
+            "2",
+            "--rate",
+            "100",
+            "--duration",
+            "3s",
+        )
     finally:
         proc.kill()
     assert result.returncode == 1
     assert summary["requests"] == {
-        "completed": 300, "failures": 0, "unfinished": 0, "error_ratio": 0.0
-    }  # fmt: skip
+        "completed": 300,
+        "failures": 0,
+        "unfinished": 0,
+        "error_ratio": 0.0,
+    }
     scheduled = HdrHistogram.decode(summary["histograms_us"]["scheduled"])
     service = HdrHistogram.decode(summary["histograms_us"]["service"])
     assert scheduled.get_total_count() == service.get_total_count() == 300
@@ -281,14 +302,31 @@ def test_host_header_reaches_the_server(kgops, tmp_path: Path, lenient_slo: str)
     url, proc = start_stub(tmp_path, host=host)
     try:
         routed, summary = run_cli(
-            kgops, tmp_path / "a", "--slo-config", lenient_slo,
-            "--target", url, "--host-header", host,
-            "--rate", "80", "--duration", "1s",
-        )  # fmt: skip
+            kgops,
+            tmp_path / "a",
+            "--slo-config",
+            lenient_slo,
+            "--target",
+            url,
+            "--host-header",
+            host,
+            "--rate",
+            "80",
+            "--duration",
+            "1s",
+        )
         unrouted, unrouted_summary = run_cli(
-            kgops, tmp_path / "b", "--slo-config", lenient_slo,
-            "--target", url, "--rate", "80", "--duration", "1s",
-        )  # fmt: skip
+            kgops,
+            tmp_path / "b",
+            "--slo-config",
+            lenient_slo,
+            "--target",
+            url,
+            "--rate",
+            "80",
+            "--duration",
+            "1s",
+        )
     finally:
         proc.kill()
     assert routed.returncode == 0, routed.stdout + routed.stderr
@@ -304,10 +342,24 @@ def test_locustfile_runs_under_the_locust_command(model_server, tmp_path: Path):
     locustfile = str(REPO.root / "loadtests" / "locustfile.py")
     rate, planned, hang_s = 30, 40, 300  # hang_s only ends a run that hangs
     cmd = [
-        sys.executable, "-m", "locust", "-f", locustfile, "--headless", "--users", "8",
-        "--spawn-rate", "100", "--run-time", f"{hang_s}s", "--host", model_server,
-        "--json-file", str(tmp_path / "plain"), "V2User",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        locustfile,
+        "--headless",
+        "--users",
+        "8",
+        "--spawn-rate",
+        "100",
+        "--run-time",
+        f"{hang_s}s",
+        "--host",
+        model_server,
+        "--json-file",
+        str(tmp_path / "plain"),
+        "V2User",
+    ]
     result = subprocess.run(
         cmd,
         env={**os.environ, "KGOPS_RATE": str(rate), "KGOPS_REQUESTS": str(planned)},

@@ -59,8 +59,17 @@ def configs(root: Path, *kinds: str) -> Apply:
 
 def helm_install(layer_name: str, rel: flux.Release, values: dict[str, Any]) -> HelmInstall:
     chart = REPO.rel(upstream_charts.chart_dir(REPO, rel.chart, rel.version))
-    return HelmInstall(layer_name, rel.name, chart, None, None, rel.namespace, values=values,
-                       values_source=rel.values_file or "", timeout="2m")  # fmt: skip
+    return HelmInstall(
+        layer_name,
+        rel.name,
+        chart,
+        None,
+        None,
+        rel.namespace,
+        values=values,
+        values_source=rel.values_file or "",
+        timeout="2m",
+    )
 
 
 def deployment(name: str, pod: dict[str, Any]) -> dict[str, Any]:
@@ -91,9 +100,18 @@ def findings_for(executor: Executor, ref: str, timeout_s: float = 30) -> list[st
 def test_restricted_pod_security_refuses_a_pod_in_models(executor: Executor, repo_copy: Path):
     # The models namespace as the environment declares it (restricted), and a workload added to
     # the copy's configs layer whose pod escalates privileges.
-    broken = deployment("privileged", {"containers": [{
-        "name": "c", "image": "busybox@sha256:" + "0" * 64,
-        "securityContext": {"privileged": True}}]})  # fmt: skip
+    broken = deployment(
+        "privileged",
+        {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox@sha256:" + "0" * 64,
+                    "securityContext": {"privileged": True},
+                }
+            ]
+        },
+    )
     executor.execute(configs(repo_copy, "Namespace"))
     executor.execute(Apply("platform-configs", "broken", "test", (broken,)))
     found = findings_for(executor, "models/privileged")
@@ -111,11 +129,17 @@ def test_a_workload_with_an_undeclared_service_account_is_refused(
     pod = {
         "serviceAccountName": "nobody-declares-me",
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{
-            "name": "c", "image": "busybox@sha256:" + "0" * 64,
-            "securityContext": {"allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]}}}],
-    }  # fmt: skip
+        "containers": [
+            {
+                "name": "c",
+                "image": "busybox@sha256:" + "0" * 64,
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+    }
     executor.execute(configs(repo_copy, "Namespace"))
     executor.execute(Apply("platform-configs", "broken", "test", (deployment("ghost-sa", pod),)))
     found = findings_for(executor, "models/ghost-sa")
@@ -154,8 +178,7 @@ def test_an_upstream_values_file_with_a_wrong_value_fails_the_install(
     layer_name, gateway = release("gateway")
     values_file = repo_copy / str(gateway.values_file)  # the file Flux and Argo CD pass
     values = yaml.safe_load(values_file.read_text()) or {}
-    values["autoscaling"] = {**values.get("autoscaling", {}), "enabled": True,
-                             "minReplicas": value}  # fmt: skip
+    values["autoscaling"] = {**values.get("autoscaling", {}), "enabled": True, "minReplicas": value}
     values_file.write_text(yaml.safe_dump(values))
     with pytest.raises(CommandError) as err:
         executor.execute(

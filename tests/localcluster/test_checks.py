@@ -25,14 +25,21 @@ def ready_pod(name: str, **spec: Any) -> dict[str, Any]:
 
 def test_a_healthy_cluster_has_no_finding() -> None:
     objects = [
-        obj("Deployment", "web", spec={"replicas": 1},
-            status={"availableReplicas": 1,
-                    "conditions": [{"type": "Available", "status": "True"}]}),
+        obj(
+            "Deployment",
+            "web",
+            spec={"replicas": 1},
+            status={
+                "availableReplicas": 1,
+                "conditions": [{"type": "Available", "status": "True"}],
+            },
+        ),
         obj("ServiceAccount", "web"),
         obj("ConfigMap", "cfg"),
-        ready_pod("web-1", serviceAccountName="web",
-                  volumes=[{"name": "c", "configMap": {"name": "cfg"}}]),
-    ]  # fmt: skip
+        ready_pod(
+            "web-1", serviceAccountName="web", volumes=[{"name": "c", "configMap": {"name": "cfg"}}]
+        ),
+    ]
     assert checks.check(objects, []) == []
 
 
@@ -52,8 +59,11 @@ def test_a_pod_refused_by_pod_security_is_reported_with_the_servers_message() ->
             ]
         },
     )
-    rs = obj("ReplicaSet", "web-1", status={"conditions": [
-        {"type": "ReplicaFailure", "status": "True", "message": message}]})  # fmt: skip
+    rs = obj(
+        "ReplicaSet",
+        "web-1",
+        status={"conditions": [{"type": "ReplicaFailure", "status": "True", "message": message}]},
+    )
     found = checks.check([dep, rs], [])
     assert [f.ref for f in found] == ["Deployment/models/web", "ReplicaSet/models/web-1"]
     assert found[1].field == "pod template (ReplicaFailure)"
@@ -62,9 +72,13 @@ def test_a_pod_refused_by_pod_security_is_reported_with_the_servers_message() ->
 
 def test_a_statefulset_without_pods_gets_the_failed_create_event() -> None:
     sts = obj("StatefulSet", "db", spec={"replicas": 1}, status={"readyReplicas": 0})
-    event = {"reason": "FailedCreate", "type": "Warning", "lastTimestamp": "2026-11-30T10:00:00Z",
-             "involvedObject": {"kind": "StatefulSet", "namespace": "models", "name": "db"},
-             "message": 'serviceaccount "ghost" not found'}  # fmt: skip
+    event = {
+        "reason": "FailedCreate",
+        "type": "Warning",
+        "lastTimestamp": "2026-11-30T10:00:00Z",
+        "involvedObject": {"kind": "StatefulSet", "namespace": "models", "name": "db"},
+        "message": 'serviceaccount "ghost" not found',
+    }
     (finding,) = checks.check([sts], [event])
     assert str(finding) == (
         'StatefulSet/models/db: status.readyReplicas: 0/1: serviceaccount "ghost" not found'
@@ -79,9 +93,15 @@ def test_missing_references_and_unbound_claims_name_the_pod_field() -> None:
             {"name": "data", "persistentVolumeClaim": {"claimName": "models"}},
             {"name": "opt", "secret": {"secretName": "absent", "optional": True}},
         ],
-        containers=[{"name": "c", "env": [
-            {"name": "K", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "k"}}}]}],
-    )  # fmt: skip
+        containers=[
+            {
+                "name": "c",
+                "env": [
+                    {"name": "K", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "k"}}}
+                ],
+            }
+        ],
+    )
     pvc = obj("PersistentVolumeClaim", "models", status={"phase": "Pending"})
     found = [str(f) for f in checks.check([pod, pvc], [])]
     assert found == [
@@ -92,9 +112,20 @@ def test_missing_references_and_unbound_claims_name_the_pod_field() -> None:
 
 
 def test_unscheduled_pods_and_unestablished_crds_are_findings() -> None:
-    pod = obj("Pod", "big", status={"phase": "Pending", "conditions": [
-        {"type": "PodScheduled", "status": "False",
-         "message": "0/3 nodes are available: 3 Insufficient cpu."}]})  # fmt: skip
+    pod = obj(
+        "Pod",
+        "big",
+        status={
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "message": "0/3 nodes are available: 3 Insufficient cpu.",
+                }
+            ],
+        },
+    )
     crd = obj("CustomResourceDefinition", "x.example.com", ns=None, status={"conditions": []})
     found = [str(f) for f in checks.check([pod, crd], [])]
     assert found == [
@@ -105,8 +136,9 @@ def test_unscheduled_pods_and_unestablished_crds_are_findings() -> None:
 
 
 def test_a_reference_only_a_missing_controller_creates_is_not_checked_not_passed() -> None:
-    pod = ready_pod("ztunnel-1", volumes=[
-        {"name": "ca", "configMap": {"name": "istio-ca-root-cert"}}])  # fmt: skip
+    pod = ready_pod(
+        "ztunnel-1", volumes=[{"name": "ca", "configMap": {"name": "istio-ca-root-cert"}}]
+    )
     unchecked: list[checks.Finding] = []
     assert checks.check([pod], [], unchecked) == []
     assert [str(f) for f in unchecked] == [

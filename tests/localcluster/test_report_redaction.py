@@ -112,25 +112,55 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], d
     values = make_secrets()
     work = tmp_path_factory.mktemp("redaction")
     client_side = work / "client-side.yaml"  # kubectl's last-applied annotation repeats it
-    client_side.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "client-side", "namespace": NS},
-        "stringData": values}))  # fmt: skip
+    client_side.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "client-side", "namespace": NS},
+                "stringData": values,
+            }
+        )
+    )
     kubectl = ("kubectl", "-n", NS)
     steps = (
         StartLocalCluster("cluster", CLUSTER, 3),
-        Apply("secrets", "apply a Secret, a ConfigMap and a Deployment holding them", "test",
-              objects(values)),
+        Apply(
+            "secrets",
+            "apply a Secret, a ConfigMap and a Deployment holding them",
+            "test",
+            objects(values),
+        ),
         Run("secrets", "client-side apply", ("kubectl", "apply", "-f", str(client_side))),
-        Run("secrets", "a Secret from a command line", (*kubectl, "create", "secret", "generic",
-            "cli", f"--from-literal=password={values['password']}")),
-        Run("secrets", "the known leak: every Secret as YAML",
-            ("kubectl", "get", "secrets", "-A", "-o", "yaml")),
-        Run("secrets", "one Secret as JSON",
-            (*kubectl, "get", "secret", "client-side", "-o", "json")),
+        Run(
+            "secrets",
+            "a Secret from a command line",
+            (
+                *kubectl,
+                "create",
+                "secret",
+                "generic",
+                "cli",
+                f"--from-literal=password={values['password']}",
+            ),
+        ),
+        Run(
+            "secrets",
+            "the known leak: every Secret as YAML",
+            ("kubectl", "get", "secrets", "-A", "-o", "yaml"),
+        ),
+        Run(
+            "secrets",
+            "one Secret as JSON",
+            (*kubectl, "get", "secret", "client-side", "-o", "json"),
+        ),
         CheckCluster("checks"),
-        Run("checks", "a step that fails: diagnostics are collected",
-            (*kubectl, "get", "secret", "does-not-exist")),
-    )  # fmt: skip
+        Run(
+            "checks",
+            "a step that fails: diagnostics are collected",
+            (*kubectl, "get", "secret", "does-not-exist"),
+        ),
+    )
     kubeconfig = controlplane.kubeconfig_file(REPO, CLUSTER)
     plan = Plan(REPO, CLUSTER, f"kgops-{CLUSTER}", kubeconfig, NS, "", steps, "kwok")
     lines: list[str] = []
@@ -158,9 +188,15 @@ def test_the_report_scans_clean_and_holds_no_secret_value(
     names = {p.relative_to(folder).as_posix() for p in written}
     # What the run wrote: the commands, the diagnostics of the failure, the cluster's state and
     # every component's log.
-    assert {"commands.log", "plan.txt", "summary.json", "diagnostics/pods.txt",
-            f"diagnostics/{NS}/pods-describe.txt", "cluster/events.json",
-            "cluster/logs/kube-apiserver.log"} <= names, names  # fmt: skip
+    assert {
+        "commands.log",
+        "plan.txt",
+        "summary.json",
+        "diagnostics/pods.txt",
+        f"diagnostics/{NS}/pods-describe.txt",
+        "cluster/events.json",
+        "cluster/logs/kube-apiserver.log",
+    } <= names, names
     for path in written:
         text = path.read_text(errors="replace")
         for name, value in values.items():
@@ -175,8 +211,11 @@ def test_secrets_are_shown_with_keys_sha256_and_length(
 ) -> None:
     folder, lines, values, _rc = report
     log = (folder / "commands.log").read_text()
-    dumps = [yaml.safe_load(part.split("\n", 2)[2]) for part in log.split("\n$ ")
-             if part.startswith("kubectl get secrets -A -o yaml\n")]  # fmt: skip
+    dumps = [
+        yaml.safe_load(part.split("\n", 2)[2])
+        for part in log.split("\n$ ")
+        if part.startswith("kubectl get secrets -A -o yaml\n")
+    ]
     assert dumps, "the Secrets' dump is in commands.log"
     secrets = {
         s["metadata"]["name"]: s for s in dumps[0]["items"] if s["metadata"]["namespace"] == NS

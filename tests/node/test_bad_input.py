@@ -49,8 +49,11 @@ def root_image(pause: Path, dest: Path) -> Path:
         return hashlib.sha256(data).hexdigest(), data
 
     cfg_digest, cfg_data = blob(cfg)
-    manifest["config"] = {**manifest["config"], "digest": f"sha256:{cfg_digest}",
-                          "size": len(cfg_data)}  # fmt: skip
+    manifest["config"] = {
+        **manifest["config"],
+        "digest": f"sha256:{cfg_digest}",
+        "size": len(cfg_data),
+    }
     man_digest, man_data = blob(manifest)
     entry = {**index["manifests"][0], "digest": f"sha256:{man_digest}", "size": len(man_data)}
     entry["annotations"] = {
@@ -86,8 +89,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KwokCluster
     bins = cluster.bins = binaries.locate(plane)
     cluster.node_bins = binaries.locate(node_binaries.pinned(REPO))
     extra = root_image(images.locate(REPO, ["pause"])["pause"], report / "root.oci.tar")
-    cluster.archives = {**images.locate(REPO, ["pause", "coredns", "sklearnserver"]),
-                        "root": extra}  # fmt: skip
+    cluster.archives = {**images.locate(REPO, ["pause", "coredns", "sklearnserver"]), "root": extra}
     kubeconfig = controlplane.kubeconfig_file(REPO, "badinput")
     runner = Runner(report / "commands.log", lines.append, run_env(kubeconfig, bins), REPO.root)
     try:

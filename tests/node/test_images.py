@@ -370,9 +370,12 @@ def containerd(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     )
     log = (tmp_path / "containerd.log").open("w")
     proc = subprocess.Popen(
-        [str(bin_dir / "containerd"), "--config", str(config)], stdout=log, stderr=log,
-        start_new_session=True, env={**os.environ, "PATH": path},
-    )  # fmt: skip
+        [str(bin_dir / "containerd"), "--config", str(config)],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        env={**os.environ, "PATH": path},
+    )
     try:
         deadline = time.monotonic() + 30
         while not sock.exists():
@@ -458,11 +461,23 @@ def test_the_runtime_image_serves_the_model_from_containerd(
 
     # ctr run's arguments replace the entrypoint: these are the image's, then KServe's flags.
     ctr_run(
-        "run", "-d", "--net-host", "--fifo-dir", str(fifo),
-        "--mount", f"type=bind,src={model},dst=/mnt/models,options=rbind:ro",
-        image.ref, "sk", *images.SKLEARN_ENTRYPOINT,
-        "--model_name", "sklearn-iris", "--model_dir", "/mnt/models", "--http_port", str(port),
-    )  # fmt: skip
+        "run",
+        "-d",
+        "--net-host",
+        "--fifo-dir",
+        str(fifo),
+        "--mount",
+        f"type=bind,src={model},dst=/mnt/models,options=rbind:ro",
+        image.ref,
+        "sk",
+        *images.SKLEARN_ENTRYPOINT,
+        "--model_name",
+        "sklearn-iris",
+        "--model_dir",
+        "/mnt/models",
+        "--http_port",
+        str(port),
+    )
     try:
         url = f"http://127.0.0.1:{port}/v1/models/sklearn-iris"
         deadline = time.monotonic() + 120

@@ -46,17 +46,24 @@ def test_kube_router_is_pinned_and_built_with_the_node() -> None:
         (None, ""),
         ({"matchLabels": {"app": "activator"}}, "app=activator"),
         (
-            {"matchExpressions": [{"key": "serving.kserve.io/inferenceservice",
-                                   "operator": "Exists"}]},
+            {
+                "matchExpressions": [
+                    {"key": "serving.kserve.io/inferenceservice", "operator": "Exists"}
+                ]
+            },
             "serving.kserve.io/inferenceservice",
         ),
         (
-            {"matchExpressions": [{"key": "a", "operator": "In", "values": ["x", "y"]},
-                                  {"key": "b", "operator": "DoesNotExist"}]},
+            {
+                "matchExpressions": [
+                    {"key": "a", "operator": "In", "values": ["x", "y"]},
+                    {"key": "b", "operator": "DoesNotExist"},
+                ]
+            },
             "a in (x,y),!b",
         ),
     ],
-)  # fmt: skip
+)
 def test_label_selectors_become_api_queries(selector: dict | None, query: str) -> None:
     assert pp.selector_string(selector) == query
 
@@ -64,8 +71,12 @@ def test_label_selectors_become_api_queries(selector: dict | None, query: str) -
 def test_report_table_has_a_row_per_policy() -> None:
     allowed = pp.Result("knative-serving/a (app=activator)", "models/p:8012", "answered", 0.1)
     refused = pp.Result("x/o", "models/p:8012", "refused", 0.01, "Connection refused")
-    text = pp.table([pp.Row("models/allow", ["models/p"], [allowed], [refused]),
-                     pp.Row("models/deny", [], [], [refused])])  # fmt: skip
+    text = pp.table(
+        [
+            pp.Row("models/allow", ["models/p"], [allowed], [refused]),
+            pp.Row("models/deny", [], [], [refused]),
+        ]
+    )
     lines = text.splitlines()
     assert len(lines) == 4 and lines[2].startswith("| models/allow | models/p | - | knative")
     assert "refused (0.01s)" in lines[3] and "| - | - | - |" in lines[3]

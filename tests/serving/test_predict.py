@@ -52,9 +52,18 @@ def test_every_row_is_predicted_in_input_order(
 ):
     source = write_csv(tmp_path / "rows.csv", iris_rows)
     result = kgops(
-        "predict", "--input", str(source), "--target", model_server, "--batch", "16",
-        "--concurrency", "4", "--protocol", protocol,
-    )  # fmt: skip
+        "predict",
+        "--input",
+        str(source),
+        "--target",
+        model_server,
+        "--batch",
+        "16",
+        "--concurrency",
+        "4",
+        "--protocol",
+        protocol,
+    )
     assert result.returncode == 0, result.stderr
     out = read_output(tmp_path / "rows.predictions.csv")  # the default output name
     assert [int(r["line"]) for r in out] == list(range(2, 152))
@@ -72,8 +81,15 @@ def test_headerless_input_gets_generated_column_names(model_server: str, kgops, 
     )
     assert result.returncode == 0, result.stderr
     out = read_output(target)
-    assert list(out[0]) == ["line", "feature_1", "feature_2", "feature_3", "feature_4",
-                            "prediction", "error"]  # fmt: skip
+    assert list(out[0]) == [
+        "line",
+        "feature_1",
+        "feature_2",
+        "feature_3",
+        "feature_4",
+        "prediction",
+        "error",
+    ]
     assert [(r["line"], r["prediction"]) for r in out] == [("1", "0"), ("2", "1")]
 
 
@@ -106,9 +122,18 @@ def test_transient_failures_are_retried_without_loss_or_duplication(
     args = ["--fault-first", "3", "--fault-status", "503", "--access-log", "false"]
     with process.running(REPO, extra_args=args) as flaky:
         result = kgops(
-            "predict", "--input", str(source), "--target", flaky.url, "--batch", "10",
-            "--concurrency", "3", "--backoff", "0.01",
-        )  # fmt: skip
+            "predict",
+            "--input",
+            str(source),
+            "--target",
+            flaky.url,
+            "--batch",
+            "10",
+            "--concurrency",
+            "3",
+            "--backoff",
+            "0.01",
+        )
         metrics = httpx.get(flaky.url + "/metrics").text
     assert result.returncode == 0, result.stderr
     assert "3 retries" in result.stderr
@@ -127,9 +152,18 @@ def test_exhausted_retries_fail_the_rows_but_write_the_output(kgops, tmp_path, i
     args = ["--fault-rate", "1.0", "--fault-status", "504", "--access-log", "false"]
     with process.running(REPO, extra_args=args) as down:
         result = kgops(
-            "predict", "--input", str(source), "--target", down.url, "--batch", "4",
-            "--retries", "2", "--backoff", "0.01",
-        )  # fmt: skip
+            "predict",
+            "--input",
+            str(source),
+            "--target",
+            down.url,
+            "--batch",
+            "4",
+            "--retries",
+            "2",
+            "--backoff",
+            "0.01",
+        )
     assert result.returncode == 1
     out = read_output(tmp_path / "rows.predictions.csv")
     assert len(out) == 8
@@ -173,11 +207,14 @@ def test_client_retries_connection_errors_then_succeeds():
     retries: list[int] = []
     with httpx.Client(transport=httpx.MockTransport(handler)) as http:
         got = client.predict(
-            "http://model", "sklearn-iris", [[5.1, 3.5, 1.4, 0.2], [6.8, 2.8, 4.8, 1.4]],
-            host_header="sklearn-iris.default.example.com", client=http,
+            "http://model",
+            "sklearn-iris",
+            [[5.1, 3.5, 1.4, 0.2], [6.8, 2.8, 4.8, 1.4]],
+            host_header="sklearn-iris.default.example.com",
+            client=http,
             policy=client.RetryPolicy(retries=3, backoff=0.001),
             on_retry=lambda error, attempt: retries.append(attempt),
-        )  # fmt: skip
+        )
     assert got == [0, 1]
     assert retries == [1, 2] and len(calls) == 3
     assert calls[0].url.path == "/v1/models/sklearn-iris:predict"

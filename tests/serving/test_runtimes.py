@@ -354,19 +354,40 @@ def test_bench_runtimes_side_by_side_in_rotating_rounds(kgops, tmp_path: Path) -
     disjoint CPUs (bench.pinning's plan over this process's CPUs), read back from the kernel."""
     _need_mlserver()
     earlier = subprocess.run(
-        ["git", "show", "HEAD:benchmarks/results.json"], cwd=REPO.root,
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        ["git", "show", "HEAD:benchmarks/results.json"],
+        cwd=REPO.root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     results, out = tmp_path / "r.json", tmp_path / "BENCH.md"
     results.write_text(earlier)
     done = kgops(
-        "bench", "--runtimes-only", "--runtime-rounds", "2",
-        "--runtime-configs", "sklearnserver-tuned", "mlserver-inprocess",
-        "--fixed-duration", "1", "--step-duration", "1", "--max-rate", "100",
-        "--runtime-profile-rate", "400", "--wait-for-quiet", "0",
-        "--results", str(results), "--out", str(out), "--plot", str(tmp_path / "b.png"),
+        "bench",
+        "--runtimes-only",
+        "--runtime-rounds",
+        "2",
+        "--runtime-configs",
+        "sklearnserver-tuned",
+        "mlserver-inprocess",
+        "--fixed-duration",
+        "1",
+        "--step-duration",
+        "1",
+        "--max-rate",
+        "100",
+        "--runtime-profile-rate",
+        "400",
+        "--wait-for-quiet",
+        "0",
+        "--results",
+        str(results),
+        "--out",
+        str(out),
+        "--plot",
+        str(tmp_path / "b.png"),
         timeout=600,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads(results.read_text())
     assert data["configs"] == json.loads(earlier)["configs"]  # kept, not re-measured
@@ -447,15 +468,20 @@ def test_demo_and_make_refuse_v1_on_mlserver(kgops) -> None:
     assert "runtime mlserver serves protocol v2 only, not v1" in done.stderr
     made = subprocess.run(
         ["make", "-n", "loadtest", "RUNTIME=mlserver", "PROTOCOL=v1"],
-        cwd=REPO.root, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=REPO.root,
+        capture_output=True,
+        text=True,
+    )
     assert made.returncode != 0 and "MLServer has no V1 :predict endpoint" in made.stderr
     # Without PROTOCOL, RUNTIME=mlserver means V2 for the load test and the canary analysis.
     for target in ("loadtest", "canary-analysis"):
         made = subprocess.run(
             ["make", "-n", target, "RUNTIME=mlserver", "STABLE=http://a", "CANARY=http://b"],
-            cwd=REPO.root, capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            cwd=REPO.root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert "--protocol v2" in made.stdout, target
 
 
@@ -483,9 +509,17 @@ def test_profile_samples_a_runtime_under_load(kgops, tmp_path: Path) -> None:
     _need_mlserver()
     out = tmp_path / "p.md"
     done = kgops(
-        "profile", "--config", "mlserver-inprocess", "--rate", "60", "--duration", "3",
-        "--out", str(out), timeout=300,
-    )  # fmt: skip
+        "profile",
+        "--config",
+        "mlserver-inprocess",
+        "--rate",
+        "60",
+        "--duration",
+        "3",
+        "--out",
+        str(out),
+        timeout=300,
+    )
     if done.returncode != 0 and "Permission denied" in done.stderr + done.stdout:
         pytest.skip(f"py-spy may not attach here (ptrace): {done.stderr[-300:]}")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

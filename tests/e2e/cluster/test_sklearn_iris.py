@@ -96,10 +96,26 @@ def test_locust_slo_through_the_ingress(
 ) -> None:
     host = urlparse(isvc["status"]["url"]).netloc
     proc = subprocess.run(
-        [sys.executable, "-m", "kserve_gitops.load.loadtest", "--target", ingress,
-         "--host-header", host, "--protocol", "v1", "--env", plan.env,
-         "--reports", str(REPO.reports)],
-        cwd=REPO.root, env={**os.environ, "KGOPS_ROOT": str(REPO.root)},
-        capture_output=True, text=True, check=False, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "kserve_gitops.load.loadtest",
+            "--target",
+            ingress,
+            "--host-header",
+            host,
+            "--protocol",
+            "v1",
+            "--env",
+            plan.env,
+            "--reports",
+            str(REPO.reports),
+        ],
+        cwd=REPO.root,
+        env={**os.environ, "KGOPS_ROOT": str(REPO.root)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
