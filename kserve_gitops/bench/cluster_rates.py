@@ -7,6 +7,7 @@ into phases from the pod's own timestamps (whole seconds, as the API server keep
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,13 +77,15 @@ def _time(stamp: str) -> float:
 
 
 def phases(pod: dict[str, Any], requested: float) -> dict[str, float]:
-    """Seconds of each phase of a cold start, from the pod's timestamps: the autoscaler and
+    """Seconds of each phase of a cold start, from the pod's timestamps (whole seconds, so each
+    phase is within a second; the request time is taken down to the second too): the autoscaler and
     the Deployment (request to pod created), the scheduler, the sandbox and container start
     (images are local: nothing is pulled), then the model load and readiness probe."""
     conditions = {
         c["type"]: _time(c["lastTransitionTime"]) for c in pod["status"].get("conditions") or []
     }
     created = _time(pod["metadata"]["creationTimestamp"])
+    requested = math.floor(requested)  # to the stamps' resolution: no phase below zero
     status = next(s for s in pod["status"]["containerStatuses"] if s["name"] == MODEL_CONTAINER)
     started = _time(status["state"]["running"]["startedAt"])
     return {

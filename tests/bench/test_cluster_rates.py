@@ -25,7 +25,7 @@ POD = {
 def test_phases_from_the_pods_timestamps() -> None:
     requested = cluster_rates._time("2026-12-07T15:00:00Z") + 0.5
     assert cluster_rates.phases(POD, requested) == {
-        "request -> pod created": 1.5,
+        "request -> pod created": 2.0,  # the request at 15:00:00.5 counts from 15:00:00
         "created -> scheduled": 1.0,
         "scheduled -> model server started": 2.0,
         "started -> Ready (model loaded, probe)": 7.0,
