@@ -137,39 +137,14 @@ def verify(repo: Repo, env: str, rel: flux.Release) -> list[Step]:
     model, ns = rel.name, rel.namespace
     select = f"serving.kserve.io/inferenceservice={model}"
     cases = golden.predictions(repo, model)
+
+    def wait(kind: str, title: str) -> Run:
+        argv = ("kubectl", "wait", "--for=condition=Ready", kind, "-l", select)
+        return Run("verify", title, (*argv, "-n", ns, "--timeout=300s"), 330)
+
     steps: list[Step] = [
-        Run(
-            "verify",
-            f"wait: the Revision of {model} Ready (its Deployment available)",
-            (
-                "kubectl",
-                "wait",
-                "--for=condition=Ready",
-                "revision",
-                "-l",
-                select,
-                "-n",
-                ns,
-                "--timeout=300s",
-            ),
-            330,
-        ),
-        Run(
-            "verify",
-            f"wait: the predictor pod of {model} Ready (the kubelet's probes)",
-            (
-                "kubectl",
-                "wait",
-                "--for=condition=Ready",
-                "pod",
-                "-l",
-                select,
-                "-n",
-                ns,
-                "--timeout=300s",
-            ),
-            330,
-        ),
+        wait("revision", f"wait: the Revision of {model} Ready (its Deployment available)"),
+        wait("pod", f"wait: the predictor pod of {model} Ready (the kubelet's probes)"),
         NotRun(
             "verify",
             f"resolve the Host of {model} and predict through the Istio ingress",
