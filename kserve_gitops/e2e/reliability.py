@@ -203,19 +203,6 @@ class Scenarios:
             for c in obj["status"].get("conditions") or []
         )
 
-    def _finish(
-        self,
-        name: str,
-        budget: Budget,
-        load: traffic.OpenLoop,
-        events: list,
-        states: list,
-    ) -> Result:
-        outcomes = load.stop()
-        counts = traffic.counts(outcomes, {self.expected})
-        table = traffic.over_time(outcomes, events)
-        return Result(name, budget, counts, events, table, None, states)
-
     # -- the scenarios -----------------------------------------------------------------------
 
     def scale_from_zero(self, d: Declared) -> Result:
@@ -247,9 +234,7 @@ class Scenarios:
         events.append((stopped, "load stops; every request in flight ended"))
         gone = self.paths.wait_for_zero(self.namespace, rev, d.scale_down_s + d.timeout_s)
         self._event(load, events, states, f"scaled to zero {gone:.0f}s after the last request")
-        counts = traffic.counts(outcomes, {self.expected})
-        table = traffic.over_time(outcomes, events)
-        return Result("scale-from-zero", budget, counts, events, table, gone, states)
+        return result("scale-from-zero", budget, outcomes, {self.expected}, events, states, gone)
 
     def container_kill(self, d: Declared) -> Result:
         """SIGKILL to the model server mid-load; the kubelet restarts it, and the activator holds
@@ -288,9 +273,8 @@ class Scenarios:
             events.append((killed + recovered, "answers again (every later request answered)"))
         if now == restarts:
             events.append((load.now(), f"{MODEL_CONTAINER} was not restarted"))
-        counts = traffic.counts(outcomes, {self.expected})
-        table = traffic.over_time(outcomes, sorted(events))
-        return Result("container-kill", budget, counts, events, table, recovered, states)
+        answers = {self.expected}
+        return result("container-kill", budget, outcomes, answers, events, states, recovered)
 
     def rollout_under_load(self, d: Declared) -> Result:
         """The project's canary and two-step rollback while load runs: no request fails, and
@@ -312,12 +296,9 @@ class Scenarios:
             stages.append((load.now(), stage, split))
             self._event(load, events, states, f"{stage}: {split.describe()}")
 
-        lines = self.rollout(on_stage)
+        self.rollout(on_stage)  # each stage is echoed as an event
         time.sleep(AFTER_S)
         outcomes = load.stop()
-        counts = traffic.counts(outcomes, set(versions))
-        table = traffic.over_time(outcomes, events)
-        per_stage = rollout_load.stage_table(outcomes, stages, versions)
         budget = Budget(
             0,
             d.timeout_s,
@@ -326,10 +307,10 @@ class Scenarios:
             f"without a pod, up to the revision's timeout ({d.timeout_s:g}s); each revision "
             "answers with the version it was created with",
         )
-        result = Result("rollout", budget, counts, events, table + "\n\n" + per_stage, None, states)
-        result.problems += rollout_load.mixed_revisions(outcomes, versions)
-        self.echo(f"    rollout: {'; '.join(lines)}")
-        return result
+        done = result("rollout", budget, outcomes, set(versions), events, states)
+        done.table += "\n\n" + rollout_load.stage_table(outcomes, stages, versions)
+        done.problems += rollout_load.mixed_revisions(outcomes, versions)
+        return done
 
     def node_restart(self, d: Declared, process: str) -> Result:
         """The node's kubelet or containerd restarted mid-load: running pods keep answering."""
@@ -351,10 +332,26 @@ class Scenarios:
             f"the containers run under their shims, not under {process}: no request fails and "
             f"the model container is not restarted",
         )
-        result = self._finish(f"{process}-restart", budget, load, events, states)
+        done = result(f"{process}-restart", budget, load.stop(), {self.expected}, events, states)
         if after != before:
-            result.problems.append(f"{MODEL_CONTAINER} restarted: {before} -> {after}")
-        return result
+            done.problems.append(f"{MODEL_CONTAINER} restarted: {before} -> {after}")
+        return done
+
+
+def result(
+    name: str,
+    budget: Budget,
+    outcomes: list[traffic.Outcome],
+    answers: set[tuple[Any, ...]],
+    events: list[tuple[float, str]],
+    states: list[dict[str, Any]],
+    took: float | None = None,
+) -> Result:
+    """A scenario's result from its outcomes: the totals (an answer outside `answers` is
+    wrong) and the table over time with the events in time order."""
+    counts = traffic.counts(outcomes, answers)
+    table = traffic.over_time(outcomes, sorted(events))
+    return Result(name, budget, counts, events, table, took, states)
 
 
 def inference_service_state(paths: ClusterPaths, model: str, namespace: str, repo: Repo) -> str:
