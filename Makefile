@@ -168,7 +168,7 @@ e2e-plan: $(STAMP) ## Print the ordered e2e plan for ENV [CLUSTER=kind|kwok] wit
 e2e: $(STAMP) $(if $(filter node,$(CLUSTER)),node-tools image-tools) ## Full platform and model on a cluster: CLUSTER=kind (Docker), kwok (built from source) or node (kwok plus a real node; root); KEEP=1 keeps it; DELIVERY=flux: Flux's controllers reconcile clusters/ENV (kwok)
 	$(KGOPS) e2e --env $(ENV) --cluster $(CLUSTER) $(if $(filter 1,$(KEEP)),--keep) $(if $(DELIVERY),--delivery $(DELIVERY))
 
-e2e-reliability: $(STAMP) node-tools image-tools ## The real-node e2e, then the reliability scenarios under open-loop load (container kill, kubelet and containerd restart, scale from zero), each against its budget (root)
+e2e-reliability: $(STAMP) node-tools image-tools ## The real-node e2e, then the reliability scenarios under open-loop load (container kill, kubelet and containerd restart, a broken release Flux rolls back, a canary rollout, scale from zero; SCENARIOS=a,b for some), each against its budget (root)
 	$(KGOPS) e2e --env $(ENV) --cluster node --reliability $(if $(filter 1,$(KEEP)),--keep)
 
 bench-cluster: $(STAMP) node-tools image-tools ## Its own real-node e2e, then latency at the SLO rate (local, Service, port-forward), KServe's table (5/50/500 req/s) and 5 cold starts into benchmarks/cluster-path.md (root)

@@ -274,6 +274,24 @@ def _json_patch(ops: list[dict[str, Any]]) -> str:
     return yaml.safe_dump(ops, sort_keys=False)
 
 
+# kwok runs no KServe controller in the Flux e2e (its chart's pods are kwok's): nothing sets an
+# InferenceService's status, so the HelmReleases' health expressions (Ready) could never hold.
+# Every Kustomization of the overlay drops them from the HelmReleases it applies (a strategic
+# merge patch: a no-op where none is declared), and helm-controller falls back to kstatus.
+NO_HEALTH_CHECK_EXPRS = {
+    "target": {"group": "helm.toolkit.fluxcd.io", "kind": "HelmRelease"},
+    "patch": yaml.safe_dump(
+        {
+            "apiVersion": "helm.toolkit.fluxcd.io/v2",
+            "kind": "HelmRelease",
+            "metadata": {"name": "any"},
+            "spec": {"healthCheckExprs": None},
+        },
+        sort_keys=False,
+    ),
+}
+
+
 def overlay(
     repo: Repo,
     env: str,
@@ -286,7 +304,8 @@ def overlay(
 ) -> Path:
     """Write dest/kustomization.yaml: clusters/<env> with the GitRepository pointed at
     `git_url` and, as Flux patches on the Kustomization that applies each chart source, the
-    source pointed at the local server (OCI over plain HTTP: `insecure: true`). `interval`
+    source pointed at the local server (OCI over plain HTTP: `insecure: true`); on every
+    Kustomization, the HelmReleases' health expressions dropped (NO_HEALTH_CHECK_EXPRS). `interval`
     (the behaviour tests) shortens every Kustomization's and the GitRepository's interval."""
     top = entry_objects(repo, env)
     repos = [o for o in top if o.get("kind") == "GitRepository"]
@@ -329,6 +348,7 @@ def overlay(
             }
             for s in by_layer.get(name, [])
         ]
+        flux_patches.append(NO_HEALTH_CHECK_EXPRS)
         if flux_patches:
             existing = (ks.get("spec") or {}).get("patches") or []
             ops.append({"op": "add", "path": "/spec/patches", "value": [*existing, *flux_patches]})

@@ -245,6 +245,10 @@ def run(
             fc.registry.address if fc.registry else "",
         )
         phase(f"apply the Flux entry point clusters/{env} (overlay {repo.rel(overlay)})")
+        echo(
+            "    test overlay: the HelmReleases' healthCheckExprs are dropped (no KServe controller"
+            " runs on kwok to set an InferenceService's Ready); helm-controller uses kstatus"
+        )
         fc.runner.run(["kubectl", "apply", "-k", str(overlay)], timeout=120)
         top = flux.entry_objects(repo, env)
         expected = [flux.key(o) for o in top if o.get("kind") in flux.READY_KINDS]

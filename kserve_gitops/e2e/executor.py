@@ -20,7 +20,8 @@ from kserve_gitops.base import redact
 from kserve_gitops.base.process import ProcessError
 from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.controllers import canary, chain
-from kserve_gitops.e2e import ingress, reliability, slo_table
+from kserve_gitops.delivery.flux import FluxError
+from kserve_gitops.e2e import broken_release, ingress, reliability, slo_table
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
 from kserve_gitops.e2e.provider import KwokCluster, changed_fields
 from kserve_gitops.e2e.steps import (
@@ -234,8 +235,20 @@ class Executor:
             ),
         )
         try:
-            result = scenarios.run(step.scenario)
-        except (PathError, NodeError) as exc:
+            if step.scenario == broken_release.SCENARIO:
+                flux_on_node = broken_release.FluxOnNode(
+                    self.plan.repo,
+                    self.plan.env,
+                    step.model,
+                    self.runner,
+                    self.plan.kubeconfig,
+                    self.workdir / "flux",
+                    self.echo,
+                )
+                result = broken_release.run(scenarios, flux_on_node)
+            else:
+                result = scenarios.run(step.scenario)
+        except (PathError, NodeError, broken_release.BrokenReleaseError, FluxError) as exc:
             raise StepFailed(f"{step.scenario}: {exc}") from exc
         text = result.text()
         redact.write_text(self.report_dir / f"reliability-{step.scenario}.txt", text + "\n")

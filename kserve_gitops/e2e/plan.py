@@ -394,10 +394,11 @@ def build(
     provider: str = "kind",
     layers: set[str] | None = None,
     reliability: bool = False,
+    scenario_names: tuple[str, ...] | None = None,
 ) -> Plan:
     """Every step of `kgops e2e --env env [--cluster kwok]`, in order, from the checkout alone;
     with `layers`, only the cluster, those layers and the checks; with `reliability` (the real
-    node only), the reliability scenarios after the verification."""
+    node only), the reliability scenarios after the verification (`scenario_names`, or all)."""
     if provider not in PROVIDERS:
         raise RenderError(f"e2e: unknown cluster provider {provider!r} (one of {PROVIDERS})")
     if reliability and provider != "node":
@@ -478,7 +479,7 @@ def build(
         if provider == "node":
             verify += node_plan.verify(repo, env, rel)
             if reliability:
-                scenarios += node_plan.reliability(repo, rel, CANARY_PERCENT)
+                scenarios += node_plan.reliability(repo, rel, CANARY_PERCENT, scenario_names)
             continue
         verify.append(ResolveHost("verify", rel.name, rel.namespace))
         for protocol in ("v1", "v2"):

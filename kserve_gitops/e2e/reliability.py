@@ -176,13 +176,13 @@ class Scenarios:
         load.start()
         return load
 
-    def _event(self, load: traffic.OpenLoop, events: list, states: list, what: str) -> None:
+    def event(self, load: traffic.OpenLoop, events: list, states: list, what: str) -> None:
         at = load.now()
         events.append((at, what))
         states.append({"at": round(at, 2), "event": what, "state": self.state()})
         self.echo(f"    {at:6.1f}s {what}")
 
-    def _until(self, load: traffic.OpenLoop, at_s: float) -> None:
+    def until(self, load: traffic.OpenLoop, at_s: float) -> None:
         time.sleep(max(0.0, at_s - load.now()))
 
     def _ready_pod(self, d: Declared) -> str:
@@ -215,10 +215,10 @@ class Scenarios:
         events: list[tuple[float, str]] = []
         states: list[dict[str, Any]] = []
         load = self._load(d)
-        self._event(load, events, states, "load starts with no pod")
+        self.event(load, events, states, "load starts with no pod")
         self.paths.wait_for_ready(self.namespace, rev, d.timeout_s)
-        self._event(load, events, states, "pod Ready")
-        self._until(load, BASELINE_S + AFTER_S)
+        self.event(load, events, states, "pod Ready")
+        self.until(load, BASELINE_S + AFTER_S)
         budget = Budget(
             0,
             d.timeout_s,
@@ -233,7 +233,7 @@ class Scenarios:
         stopped = load.now()
         events.append((stopped, "load stops; every request in flight ended"))
         gone = self.paths.wait_for_zero(self.namespace, rev, d.scale_down_s + d.timeout_s)
-        self._event(load, events, states, f"scaled to zero {gone:.0f}s after the last request")
+        self.event(load, events, states, f"scaled to zero {gone:.0f}s after the last request")
         return result("scale-from-zero", budget, outcomes, {self.expected}, events, states, gone)
 
     def container_kill(self, d: Declared) -> Result:
@@ -244,15 +244,15 @@ class Scenarios:
         load = self._load(d)
         pod = self._ready_pod(d)
         restarts, cid = self._container(pod)
-        self._until(load, BASELINE_S)
+        self.until(load, BASELINE_S)
         self.node.ctr("task", "kill", "--signal", "SIGKILL", cid.split("://")[-1])
         killed = load.now()
-        self._event(load, events, states, f"{MODEL_CONTAINER} of {pod} killed (SIGKILL)")
+        self.event(load, events, states, f"{MODEL_CONTAINER} of {pod} killed (SIGKILL)")
         deadline = time.monotonic() + CRASH_BACKOFF_S + d.timeout_s
         while (now := self._container(pod)[0]) == restarts and time.monotonic() < deadline:
             time.sleep(0.5)
         if now > restarts:
-            self._event(load, events, states, f"restarted by the kubelet (restartCount {now})")
+            self.event(load, events, states, f"restarted by the kubelet (restartCount {now})")
         while not self._pod_ready(pod) and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(AFTER_S)
@@ -294,7 +294,7 @@ class Scenarios:
             if not load.started:
                 load.start()
             stages.append((load.now(), stage, split))
-            self._event(load, events, states, f"{stage}: {split.describe()}")
+            self.event(load, events, states, f"{stage}: {split.describe()}")
 
         self.rollout(on_stage)  # each stage is echoed as an event
         time.sleep(AFTER_S)
@@ -319,10 +319,10 @@ class Scenarios:
         load = self._load(d)
         pod = self._ready_pod(d)
         before = self._container(pod)
-        self._until(load, BASELINE_S)
-        self._event(load, events, states, f"{process} stopped (SIGTERM)")
+        self.until(load, BASELINE_S)
+        self.event(load, events, states, f"{process} stopped (SIGTERM)")
         took = self.node.restart(process)
-        self._event(load, events, states, f"{process} ready again after {took:.1f}s")
+        self.event(load, events, states, f"{process} ready again after {took:.1f}s")
         time.sleep(AFTER_S)
         after = self._container(pod)
         budget = Budget(

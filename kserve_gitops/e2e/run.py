@@ -37,6 +37,7 @@ from kserve_gitops.controllers.processes import ControllerError
 from kserve_gitops.e2e.describe import describe
 from kserve_gitops.e2e.diagnostics import collect_diagnostics, layer_namespaces
 from kserve_gitops.e2e.executor import Executor, Outcome, StepFailed, StepNotRun
+from kserve_gitops.e2e.node_plan import RELIABILITY_SCENARIOS
 from kserve_gitops.e2e.paths import PathError
 from kserve_gitops.e2e.plan import LOCAL, PROVIDERS, build
 from kserve_gitops.e2e.provider import KwokCluster, run_env, summary_table
@@ -265,8 +266,15 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         action="store_true",
         default=os.environ.get("RELIABILITY") == "1",
         help="after the verification, the reliability scenarios under open-loop load: the model "
-        "container killed, the kubelet and containerd restarted, scale from zero (--cluster node; "
-        "default: RELIABILITY=1 in the environment)",
+        "container killed, the kubelet and containerd restarted, a broken release Flux rolls "
+        "back, a canary rollout, scale from zero (--cluster node; default: RELIABILITY=1 in the "
+        "environment)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=os.environ.get("SCENARIOS", ""),
+        help="with --reliability, comma-separated scenarios to run, in their usual order "
+        f"(default: all of {', '.join(RELIABILITY_SCENARIOS)})",
     )
     args = parser.parse_args(argv)
     if args.delivery == "flux":
@@ -296,7 +304,8 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
     try:
         layers = {x.strip() for x in args.layers.split(",") if x.strip()} or None
-        plan = build(repo, args.env, args.cluster, layers, args.reliability)
+        scenarios = tuple(x.strip() for x in args.scenarios.split(",") if x.strip())
+        plan = build(repo, args.env, args.cluster, layers, args.reliability, scenarios or None)
     except (RenderError, upstream_charts.ChartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

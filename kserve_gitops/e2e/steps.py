@@ -332,7 +332,10 @@ class Reliability:
 
     @property
     def title(self) -> str:
-        what = f" (canary {self.percent}%, rollback)" if self.scenario == "rollout" else ""
+        what = {
+            "rollout": f" (canary {self.percent}%, rollback)",
+            "broken-release": " (applied by Flux, rolled back by its remediation)",
+        }.get(self.scenario, "")
         return f"reliability: {self.scenario}{what} under open-loop load"
 
 

@@ -113,3 +113,12 @@ def test_each_event_records_argo_cds_verdict_beside_ours() -> None:
     assert "transitionStatus=InProgress" in state
     assert f"Argo CD {REPO.versions['argocd']['version']}: Progressing" in state
     assert "ours: Healthy" in state
+
+
+def test_scenarios_can_be_chosen_and_keep_their_order() -> None:
+    names = ("rollout", "broken-release")
+    built = plan.build(REPO, "dev", "node", reliability=True, scenario_names=names)
+    chosen = [s.scenario for s in built.steps if isinstance(s, steps.Reliability)]
+    assert chosen == ["broken-release", "rollout"]  # the usual order, not the argument's
+    with pytest.raises(RenderError, match="unknown typo-scenario"):
+        plan.build(REPO, "dev", "node", reliability=True, scenario_names=("typo-scenario",))
