@@ -223,15 +223,18 @@ class Watch:
     states: list[dict[str, Any]] = field(default_factory=list)
     seen: dict[str, str] = field(default_factory=dict)
     kubelet: list[str] = field(default_factory=list)  # the broken pods' reasons, in order
+    latest_created: str = ""  # the Knative Service's newest revision, as last seen
 
     def event(self, what: str) -> None:
-        self.scenario.event(self.load, self.events, self.states, what)
+        if self.load.started:  # before, the poll only finds the route the load starts on
+            self.scenario.event(self.load, self.events, self.states, what)
 
     def poll(self, release: str) -> dict[str, Any] | None:
         """One look at the routes, the pods and the HelmRelease (None until it exists)."""
         s = self.scenario
         ksvc = s.paths.get("ksvc", f"{s.model}-predictor", "-n", s.namespace)
         st = ksvc.get("status") or {}
+        self.latest_created = str(st.get("latestCreatedRevisionName") or "")
         routed = tuple(
             (str(r["revisionName"]), int(r.get("percent") or 0)) for r in st.get("traffic") or []
         )
@@ -328,6 +331,7 @@ def _break(s: reliability.Scenarios, fl: FluxOnNode, d: reliability.Declared) ->
     )
     watch = Watch(s, load, router)
     watch.poll(s.model)  # the route the load starts on
+    created = watch.latest_created
     load.start()
     watch.event("load starts; Flux takes over the release")
     # The take-over is an upgrade to what is installed: bounded by helm-controller's default
@@ -338,6 +342,9 @@ def _break(s: reliability.Scenarios, fl: FluxOnNode, d: reliability.Declared) ->
         said = "never applied" if hr is None else flux.ready(hr)[1]
         raise BrokenReleaseError(f"HelmRelease {s.model} not Ready after {adopt_s:g}s: {said}")
     before = history(hr)
+    adoption = []
+    if watch.latest_created != created:  # a label or field Flux's upgrade changed
+        adoption.append(f"taking the release over rolled {watch.latest_created} (was {created})")
     s.until(load, load.now() + reliability.BASELINE_S)
     layer = fl.layer
     if layer is None:
@@ -376,6 +383,7 @@ def _break(s: reliability.Scenarios, fl: FluxOnNode, d: reliability.Declared) ->
     done.table += "\n\nHelm history before: " + "; ".join(before)
     done.table += "\nHelm history after:  " + "; ".join(after)
     done.table += "\nkubelet:\n" + "\n".join(f"  {k}" for k in watch.kubelet)
+    done.problems += adoption
     if live != old:
         done.problems.append(f"the live InferenceService serves {live}, not {old}: not rolled back")
     if not watch.kubelet:

@@ -22,12 +22,14 @@ reliability scenarios (`reliability`, kserve_gitops.e2e.reliability).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from kserve_gitops.e2e import golden
 from kserve_gitops.e2e.steps import (
     ClusterPath,
     ColdStart,
+    HelmInstall,
     LoadTest,
     NotRun,
     Predict,
@@ -48,6 +50,8 @@ OFF_NODE = {
     "ztunnel": "Istio's ztunnel (Rust/Envoy data plane, not buildable here)",
 }
 SKLEARN_RUNTIME_RELEASE = "kserve-runtime-configs"
+FLUX_ORIGIN = "helm.toolkit.fluxcd.io"  # helm-controller's origin labels: <group>/name, /namespace
+FLUX_NAMESPACE = "flux-system"  # where the environments' HelmReleases live
 ANNOTATE_SELECTOR = "scheduler.alpha.kubernetes.io/node-selector"
 ANNOTATE_TOLERATIONS = "scheduler.alpha.kubernetes.io/defaultTolerations"
 Obj = Mapping[str, Any]
@@ -132,6 +136,21 @@ def local_image(obj: Obj, refs: Mapping[str, str]) -> dict[str, Any]:
     spec = dict(obj["spec"])
     spec["containers"] = [{**c, "image": refs["sklearnserver"]} for c in spec["containers"]]
     return {**obj, "spec": spec}
+
+
+def flux_origin(step: Step) -> Step:
+    """The model's release with the labels helm-controller puts on the objects of a release it
+    installs, so that Flux taking it over in the broken-release scenario changes no label:
+    KServe copies an InferenceService's labels into its revisions, and a new label would roll a
+    revision and leave KServe's observedGeneration ahead of the InferenceService's for good
+    (docs/reliability.md). A release Flux installs from the start has them from the start."""
+    if not isinstance(step, HelmInstall):
+        return step
+    labels = {
+        f"{FLUX_ORIGIN}/name": step.release,
+        f"{FLUX_ORIGIN}/namespace": FLUX_NAMESPACE,
+    }
+    return replace(step, values={**step.values, "labels": labels})
 
 
 def verify(repo: Repo, env: str, rel: flux.Release) -> list[Step]:

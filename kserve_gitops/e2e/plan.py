@@ -475,7 +475,10 @@ def build(
                 for s in store
             ]
         steps += store
-        steps += deploy(repo, rel.name, rel.namespace, values_file)[0]
+        install = deploy(repo, rel.name, rel.namespace, values_file)[0]
+        if provider == "node" and reliability:
+            install = [node_plan.flux_origin(s) for s in install]
+        steps += install
         if provider == "node":
             verify += node_plan.verify(repo, env, rel)
             if reliability:

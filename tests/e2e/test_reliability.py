@@ -122,3 +122,21 @@ def test_scenarios_can_be_chosen_and_keep_their_order() -> None:
     assert chosen == ["broken-release", "rollout"]  # the usual order, not the argument's
     with pytest.raises(RenderError, match="unknown typo-scenario"):
         plan.build(REPO, "dev", "node", reliability=True, scenario_names=("typo-scenario",))
+
+
+def test_with_the_scenarios_the_model_carries_flux_origin_labels_from_the_start() -> None:
+    """Flux's take-over must change no label (KServe copies them into revisions)."""
+
+    def model_release(built: plan.Plan) -> steps.HelmInstall:
+        return next(
+            s
+            for s in built.steps
+            if isinstance(s, steps.HelmInstall) and s.release == "sklearn-iris"
+        )
+
+    labels = model_release(plan.build(REPO, "dev", "node", reliability=True)).values["labels"]
+    assert labels == {
+        "helm.toolkit.fluxcd.io/name": "sklearn-iris",
+        "helm.toolkit.fluxcd.io/namespace": "flux-system",
+    }
+    assert "labels" not in model_release(plan.build(REPO, "dev", "node")).values

@@ -29,13 +29,6 @@ Namespace of the InferenceService.
 {{- end }}
 
 {{/*
-Chart name and version, for the helm.sh/chart label.
-*/}}
-{{- define "inference-service.chart" -}}
-{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{/*
 Selector labels: identify this release's predictor pods.
 */}}
 {{- define "inference-service.selectorLabels" -}}
@@ -44,12 +37,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-The chart's own labels: the recommended app.kubernetes.io/* set and helm.sh/chart.
+The chart's own labels: the recommended app.kubernetes.io/* set without the two that carry a
+version (helm.sh/chart, app.kubernetes.io/version). KServe copies an InferenceService's labels
+into its revisions: a label that changes with the chart would roll every model at each chart
+version (with Flux's reconcileStrategy Revision, at each commit), and, since KServe reports the
+Knative Service's observedGeneration as the InferenceService's, leave it one generation ahead
+for good, which kstatus (Flux's health checks) reads as never done.
 */}}
 {{- define "inference-service.chartLabels" -}}
-helm.sh/chart: {{ include "inference-service.chart" . }}
 {{ include "inference-service.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
