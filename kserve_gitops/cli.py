@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crds": ("upstream.crds", "fill the CRD cache (CRD_DIR or the pinned URLs)"),
     "charts": ("upstream.charts", "fill the upstream chart cache (CHART_DIR or the repos)"),
     "istio-values": ("upstream.istio_values", "regenerate Istio's typed values schema (Go)"),
-    "binaries": ("localcluster.binaries", "build the kwok cluster's binaries from Go modules"),
+    "binaries": ("localcluster.buildcommand", "build the kwok cluster's binaries from Go modules"),
     "controllers": ("controllers.binaries", "build the controllers that run on kwok"),
     "node-binaries": ("node.binaries", "build the real node's binaries from Go modules"),
     "images": ("node.images", "build the real node's container images from the pinned sources"),

@@ -1,6 +1,6 @@
 """The controllers that run in place of their kwok pods, built from Go modules at the versions
 in versions.yaml and cached beside the control plane's binaries (kserve_gitops.localcluster.
-binaries: same cache, same layout <name>/<version>/<go version>/<name>).
+bincache: same cache, same layout <name>/<version>/<go version>/<name>).
 
     kgops controllers          # build what is missing
     kgops controllers --list   # where each binary is
@@ -30,14 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kserve_gitops.localcluster import binaries as kwok_binaries
-from kserve_gitops.localcluster.binaries import (
-    BuildError,
-    _go,
-    binary_path,
-    cache_root,
-    outside_modules,
-    pin_error,
-)
+from kserve_gitops.localcluster.binaries import BuildError, _go, outside_modules, pin_error
+from kserve_gitops.localcluster.bincache import binary_path, cache_root
+from kserve_gitops.localcluster.buildcommand import build_command
 from kserve_gitops.repo import Repo
 
 KNATIVE_OPERATOR = "knative.dev/operator"
@@ -181,7 +176,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="show the cache, build nothing")
     args = parser.parse_args(argv)
-    return kwok_binaries.build_command(
+    return build_command(
         lambda: pinned(repo),
         build,
         args.list,

@@ -4,24 +4,22 @@ Each process stands in for one Deployment the charts or the Knative operator dec
 Deployment stays, its pods are kwok's): it gets that container's args and environment (values,
 and the fields a kubelet fills in: pod name, namespace, IP, from the kwok pod), the API
 identity of the pod's ServiceAccount (a client certificate for system:serviceaccount:<ns>:<sa>,
-so RBAC is the one the charts declare), the Secrets mounted under /tmp written beneath its
-TMPDIR (KServe's webhook certificate), and a network namespace of its own (network.py) whose
-ports the kwok pod's IP forwards to. It is ready when the container's readinessProbe passes,
-asked inside that namespace as a kubelet would.
+so RBAC is the one the charts declare; kubelet.py), the Secrets mounted under /tmp written
+beneath its TMPDIR (KServe's webhook certificate), and a network namespace of its own
+(network.py) whose ports the kwok pod's IP forwards to. It is ready when the container's
+readinessProbe passes, asked inside that namespace as a kubelet would.
 
 Once ready, every admission webhook whose Service selects the pod and whose path the process
-answers (anything but 404) is handed back from the stand-ins (`StandIns.serve`), so the API
-server calls it with the failurePolicy its configuration declares.
+answers (anything but 404; webhooks.py) is handed back from the stand-ins (`StandIns.serve`), so
+the API server calls it with the failurePolicy its configuration declares.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import http.client
 import json
 import shutil
-import ssl
 import subprocess
 import threading
 import time
@@ -30,13 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from kserve_gitops.base.process import tail
 from kserve_gitops.base.tools import stop_process
-from kserve_gitops.controllers import binaries
+from kserve_gitops.controllers import binaries, kubelet, webhooks
 from kserve_gitops.controllers.network import Netns, NetworkError, PodForwarder
 from kserve_gitops.localcluster import pki
 from kserve_gitops.localcluster.standins import StandIns
@@ -91,20 +88,6 @@ ROLES = (
     Role("kserve-manager", "kserve", "kserve-controller-manager", "manager", "kserve"),
 )
 GROUPS = tuple(dict.fromkeys(r.group for r in ROLES))
-# The ServiceAccount volume at the path the kubelet uses, in a mount namespace of the process's
-# own (a tmpfs over /run hides nothing the process needs; /var/run is /run). Then: <folder>
-# <binary> <args...>.
-SA_PATH = "/run/secrets/kubernetes.io/serviceaccount"
-SA_MOUNT = (
-    "unshare",
-    "--mount",
-    "--propagation",
-    "private",
-    "--",
-    "sh",
-    "-c",
-    f'mount -t tmpfs kgops /run && mkdir -p {SA_PATH} && mount --bind "$0" {SA_PATH} && exec "$@"',
-)
 
 
 @dataclass
@@ -116,123 +99,6 @@ class Running:
     selector: dict[str, str]
     log: Path
     ready_s: float = 0.0
-
-
-def resolve_env(
-    container: Mapping[str, Any], pod: Mapping[str, Any], core: client.CoreV1Api
-) -> dict[str, str]:
-    """The container's environment as the kubelet builds it for `pod` (a kwok pod of the same
-    Deployment): values, downward-API fields, ConfigMap and Secret keys, envFrom."""
-    ns = pod["metadata"]["namespace"]
-    out: dict[str, str] = {}
-    for source in container.get("envFrom") or []:
-        prefix = source.get("prefix", "")
-        if "configMapRef" in source:
-            data = core.read_namespaced_config_map(source["configMapRef"]["name"], ns).data or {}
-            out |= {prefix + k: v for k, v in data.items()}
-        elif "secretRef" in source:
-            data = core.read_namespaced_secret(source["secretRef"]["name"], ns).data or {}
-            out |= {prefix + k: base64.b64decode(v).decode() for k, v in data.items()}
-    fields = {
-        "metadata.name": pod["metadata"]["name"],
-        "metadata.namespace": ns,
-        "status.podIP": (pod.get("status") or {}).get("podIP", ""),
-        "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", "default"),
-        "spec.nodeName": (pod.get("spec") or {}).get("nodeName", ""),
-    }
-    for var in container.get("env") or []:
-        name, source = var["name"], var.get("valueFrom") or {}
-        if "value" in var or not source:
-            out[name] = str(var.get("value", ""))
-        elif "fieldRef" in source:
-            out[name] = fields.get(source["fieldRef"]["fieldPath"], "")
-        elif "configMapKeyRef" in source:
-            ref = source["configMapKeyRef"]
-            out[name] = (core.read_namespaced_config_map(ref["name"], ns).data or {}).get(
-                ref["key"], ""
-            )
-        elif "secretKeyRef" in source:
-            ref = source["secretKeyRef"]
-            raw = (core.read_namespaced_secret(ref["name"], ns).data or {}).get(ref["key"], "")
-            out[name] = base64.b64decode(raw).decode()
-    return out
-
-
-def probe(netns: Netns, spec: Mapping[str, Any], ports: Mapping[str, int], kube: str) -> bool:
-    """One readinessProbe (httpGet or tcpSocket) inside the process's namespace, sent as the
-    kubelet of Kubernetes `kube` sends it (User-Agent kube-probe/<major.minor>, which Knative's
-    servers recognise as a probe)."""
-    if "httpGet" in spec:
-        get = spec["httpGet"]
-        port = ports.get(str(get["port"]), get["port"])
-        try:
-            sock = netns.dial(int(port))()
-            if str(get.get("scheme", "HTTP")).upper() == "HTTPS":
-                # A kubelet does not verify; no certificate yet fails the handshake (not ready).
-                sock = ssl._create_unverified_context().wrap_socket(sock)
-        except OSError:
-            return False
-        conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=3)
-        conn.sock = sock
-        minor = ".".join(kube.split(".")[:2])
-        headers = {"User-Agent": f"kube-probe/{minor}"}
-        headers |= {h["name"]: h["value"] for h in get.get("httpHeaders") or []}
-        try:
-            conn.request("GET", get.get("path", "/"), headers=headers)
-            return 200 <= conn.getresponse().status < 400
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            conn.close()
-    if "tcpSocket" in spec:
-        port = ports.get(str(spec["tcpSocket"]["port"]), spec["tcpSocket"]["port"])
-        try:
-            netns.dial(int(port))().close()
-            return True
-        except OSError:
-            return False
-    return True  # no probe: running is ready, as for the kubelet
-
-
-# An AdmissionReview every admission handler can answer: CONNECT of a ConfigMap, which no
-# handler acts on. Its answer proves a handler is registered at the path.
-PROBE_REVIEW = json.dumps(
-    {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "00000000-0000-0000-0000-000000000000",
-            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
-            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
-            "operation": "CONNECT",
-            "namespace": "kgops-probe",
-            "name": "kgops-probe",
-            "userInfo": {"username": "kgops-probe"},
-        },
-    }
-).encode()
-
-
-def answers(netns: Netns, port: int, path: str) -> bool:
-    """Whether the webhook server at `port` serves `path`: a registered handler answers an
-    AdmissionReview; an unknown path gets 404 (controller-runtime) or "no controller registered
-    for" (knative.dev/pkg)."""
-    try:
-        sock = ssl._create_unverified_context().wrap_socket(netns.dial(port)())
-    except OSError:
-        return False
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    conn.sock = sock
-    try:
-        conn.request(
-            "POST", path or "/", body=PROBE_REVIEW, headers={"Content-Type": "application/json"}
-        )
-        resp = conn.getresponse()
-        return resp.status == 200 and b'"AdmissionReview"' in resp.read()
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
 
 
 @dataclass
@@ -308,50 +174,6 @@ class Controllers:
             p for p in self._pods(selector, role.namespace) if (p.get("status") or {}).get("podIP")
         ]
 
-    def _service_account_volume(self, ns: str, sa: str, folder: Path) -> Path:
-        """What the kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount: the
-        namespace (controller-runtime reads it to find its leader election namespace), the
-        cluster CA and a token the API server issues for the ServiceAccount (TokenRequest)."""
-        dest = folder / "serviceaccount"
-        dest.mkdir(parents=True, exist_ok=True)
-        request = client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600 * 6)
-        )
-        token = self.core.create_namespaced_service_account_token(sa, ns, request)
-        (dest / "namespace").write_text(ns)
-        (dest / "ca.crt").write_bytes(self.ca.cert_pem)
-        (dest / "token").write_text(token.status.token)
-        return dest
-
-    def _identity(self, ns: str, sa: str, folder: Path) -> Path:
-        """A kubeconfig that authenticates as the pod's ServiceAccount."""
-        crt, key = self.ca.issue(
-            f"system:serviceaccount:{ns}:{sa}", org="system:serviceaccounts", client=True
-        )
-        b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
-        kubeconfig = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "kgops",
-                    "cluster": {
-                        "server": f"https://127.0.0.1:{self.api_port}",
-                        "certificate-authority-data": b64(self.ca.cert_pem),
-                    },
-                }
-            ],
-            "users": [
-                {
-                    "name": sa,
-                    "user": {"client-certificate-data": b64(crt), "client-key-data": b64(key)},
-                }
-            ],
-            "contexts": [{"name": "kgops", "context": {"cluster": "kgops", "user": sa}}],
-            "current-context": "kgops",
-        }
-        return pki.write(folder / "kubeconfig", yaml.safe_dump(kubeconfig).encode())
-
     def _mounted_secrets(
         self, spec: Mapping[str, Any], container: Mapping[str, Any], ns: str, tmpdir: Path
     ) -> None:
@@ -424,12 +246,12 @@ class Controllers:
         tmpdir = folder / "tmp"
         tmpdir.mkdir(parents=True)
         sa = spec.get("serviceAccountName") or "default"
-        kubeconfig = self._identity(role.namespace, sa, folder)
+        kubeconfig = kubelet.identity(self.ca, self.api_port, role.namespace, sa, folder)
         self._mounted_secrets(spec, container, role.namespace, tmpdir)
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": str(folder),
-            **resolve_env(container, pod, self.core),
+            **kubelet.resolve_env(container, pod, self.core),
             "KUBECONFIG": str(kubeconfig),
             "TMPDIR": str(tmpdir),
             "KO_DATA_PATH": str(self.kodata),
@@ -445,10 +267,10 @@ class Controllers:
         }
         self.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / f"{role.binary}.log"
-        sa_dir = self._service_account_volume(role.namespace, sa, folder)
+        sa_dir = kubelet.service_account_volume(self.core, self.ca, role.namespace, sa, folder)
         argv = [
             *netns.exec_prefix(),
-            *SA_MOUNT,
+            *kubelet.SA_MOUNT,
             str(sa_dir),
             str(self.bins[role.binary]),
             *(container.get("args") or []),
@@ -475,7 +297,7 @@ class Controllers:
         spec = container.get("readinessProbe") or {}
         deadline = time.monotonic() + timeout_s
         kube = self.repo.kubernetes_version
-        while not probe(run.netns, spec, run.ports, kube):
+        while not kubelet.probe(run.netns, spec, run.ports, kube):
             if run.proc.poll() is not None:
                 raise ControllerError(
                     f"{role.binary} exited with {run.proc.returncode} before it was ready; log "
@@ -562,7 +384,7 @@ class Controllers:
                     if key in self.served or svc is None:
                         continue
                     backing = self._backing(svc.namespace, svc.name, svc.port)
-                    if backing and answers(backing[0].netns, backing[1], svc.path or "/"):
+                    if backing and webhooks.answers(backing[0].netns, backing[1], svc.path or "/"):
                         serve.append(key)
                         self.served.append(key)
         if serve:

@@ -2,9 +2,6 @@
 versions.yaml and cached by component, version and Go version, so that a second run (or CI in a
 fresh clone on the same machine) builds nothing.
 
-    kgops binaries          # build what is missing (make binaries)
-    kgops binaries --list   # where each binary is, built or not
-
 Two ways to build, by what the upstream go.mod allows:
 - `go install module/cmd@version` where the upstream module has no replace directives (kwok, helm,
   and gitleaks, the credential scan of `make policy` and the e2e reports: `secret_scanner`);
@@ -16,7 +13,6 @@ Two ways to build, by what the upstream go.mod allows:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -30,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.base.pinned import user_cache
+from kserve_gitops.localcluster.bincache import _module_dir, _new_module, binary_path, cache_root
 from kserve_gitops.repo import Repo
 
 # From k8s.io/kubernetes at the cluster's version; kubectl too, so that the client is of the
@@ -38,17 +34,10 @@ from kserve_gitops.repo import Repo
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 # The real node's (kserve_gitops.node), from the same build module.
 NODE_COMMANDS = ("kubelet", "kube-proxy")
-ENV_CACHE = "KGOPS_BIN_CACHE"
 
 
 class BuildError(Exception):
     """A binary that could not be built or found; the message says which and why."""
-
-
-def cache_root() -> Path:
-    """Outside the checkout, so that a fresh clone on the same machine finds the binaries:
-    $KGOPS_BIN_CACHE, else the user's cache directory."""
-    return user_cache("bin", ENV_CACHE)
 
 
 def go_version() -> str:
@@ -79,11 +68,6 @@ class Binary:
 
     def path(self, gover: str) -> Path:
         return binary_path(self.name, self.version, gover)
-
-
-def binary_path(name: str, version: str, gover: str) -> Path:
-    """Where a binary is cached: by name, version and Go version."""
-    return cache_root() / name / version / gover / name
 
 
 def outside_modules() -> Path:
@@ -213,17 +197,6 @@ def _go(args: list[str], cwd: Path, env: dict[str, str], what: str) -> str:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-20:])
         raise BuildError(f"{what}: `go {' '.join(args)}` exited {proc.returncode}\n{tail}")
     return proc.stdout
-
-
-def _module_dir(name: str) -> Path:
-    return cache_root() / "_modules" / name
-
-
-def _new_module(name: str) -> tuple[Path, Path]:
-    """(final dir, temporary dir beside it): a module dir appears complete or not at all."""
-    mod = _module_dir(name)
-    mod.parent.mkdir(parents=True, exist_ok=True)
-    return mod, Path(tempfile.mkdtemp(prefix=f".{name}-", dir=mod.parent))
 
 
 def _finish_module(tmp: Path, mod: Path, env: dict[str, str], what: str) -> Path:
@@ -467,71 +440,3 @@ def locate(todo: list[Any], how: str = "`make binaries` builds them") -> dict[st
         names = ", ".join(f"{b.name} {b.version}" for b in missing)
         raise BuildError(f"not built yet: {names} (for {gover}); {how}")
     return {b.name: b.path(gover) for b in todo}
-
-
-def build_command(
-    todo: Callable[[], list[Any]],
-    build_one: Callable[[Any, str], Path],
-    list_only: bool,
-    what: str,
-    after: Callable[[], list[str]] = list,
-) -> int:
-    """The body of `kgops binaries` and `kgops controllers`: build what is missing (unless
-    `list_only`), then a line per binary with its state and path, then the lines of `after`;
-    1 with the message on a BuildError (a missing pin, a failed build)."""
-    try:
-        binaries = todo()
-        gover = go_version()
-        if not list_only:
-            started = time.monotonic()
-            ensure(binaries, build_one=build_one)
-            print(f"{what} ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
-        for binary in binaries:
-            path = binary.path(gover)
-            state = "built" if path.is_file() else "missing"
-            print(f"{binary.name:<26} {binary.version:<9} {state:<8} {path}")
-        for line in after():
-            print(line)
-    except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
-
-
-def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
-    repo = repo or Repo.discover()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--list", action="store_true", help="show the cache, build nothing")
-    parser.add_argument(
-        "--flux",
-        action="store_true",
-        help="also Flux's controllers and the OCI registry (make e2e DELIVERY=flux)",
-    )
-    parser.add_argument(
-        "--scanner",
-        action="store_true",
-        help="only gitleaks, the credential scan of make policy and the e2e (make gitleaks)",
-    )
-    args = parser.parse_args(argv)
-
-    def todo() -> list[Binary]:
-        if args.scanner:
-            return [secret_scanner(repo)]
-        flux = [*flux_pinned(repo), oci_registry(repo)] if args.flux else []
-        return [*pinned(repo), *flux, secret_scanner(repo)]
-
-    return build_command(
-        todo,
-        build,
-        args.list,
-        "binaries",
-        lambda: [f"cache {cache_root()}: {_size(cache_root()) / 2**20:.0f} MiB"],
-    )
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

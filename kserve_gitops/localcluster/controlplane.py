@@ -4,7 +4,8 @@ kube-scheduler, and kwok standing in for the kubelet on fake nodes (e2e/kwok/clu
 
 Everything lives under .cache/e2e/<env>/ (certificates, etcd data, logs, kubeconfig). A port in
 use, a missing binary or a component that does not become ready raises ControlPlaneError within
-seconds, naming the component, the port and the tail of its log.
+seconds, naming the component, the port and the tail of its log. Each component's command line:
+components.py.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ import yaml
 from kserve_gitops.base import redact
 from kserve_gitops.base.process import tail
 from kserve_gitops.base.tools import stop_process
-from kserve_gitops.localcluster import pki
+from kserve_gitops.localcluster import components, pki
+from kserve_gitops.localcluster.components import KWOK_NODE_ANNOTATION
 from kserve_gitops.repo import Repo
 
-KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # Component -> offset from the environment's first port.
 PORTS = {
     "etcd": 0,
@@ -257,142 +258,19 @@ class ControlPlane:
 
     # -- processes -------------------------------------------------------------------------------
 
-    def _client_args(self, name: str) -> list[str]:
-        """A control-plane client's connection and serving flags (admin kubeconfig, its own
-        loopback port, no leader election: one replica)."""
-        k = str(self.kubeconfig)
-        return [
-            "--kubeconfig",
-            k,
-            "--authentication-kubeconfig",
-            k,
-            "--authorization-kubeconfig",
-            k,
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            str(self.ports[name]),
-            "--leader-elect=false",
-        ]
-
-    def _node_args(self) -> list[str]:
-        """The API server's flags for a real node: its pods reach the API server at the node's
-        address (the `kubernetes` Service's endpoint); the kubelet is dialled at its
-        InternalIP with the admin client certificate and checked against the cluster CA; the
-        namespaces whose pods run there say so (PodNodeSelector, PodTolerationRestriction)."""
-        if not self.node_ip:
-            return ["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"]
-        d = self.pki
-        return [
-            "--bind-address",
-            "0.0.0.0",
-            "--advertise-address",
-            self.node_ip,
-            "--kubelet-client-certificate",
-            str(d / "admin.crt"),
-            "--kubelet-client-key",
-            str(d / "admin.key"),
-            "--kubelet-certificate-authority",
-            str(d / "ca.crt"),
-            "--kubelet-preferred-address-types",
-            "InternalIP",
-        ]
-
     def _argv(self, name: str) -> list[str]:
-        p, d = self.ports, self.pki
+        p, d, k = self.ports, self.pki, self.kubeconfig
         match name:
             case "etcd":
-                return [
-                    "--name",
-                    "kgops",
-                    "--data-dir",
-                    str(self.dir / "etcd"),
-                    "--listen-client-urls",
-                    f"http://127.0.0.1:{p['etcd']}",
-                    "--advertise-client-urls",
-                    f"http://127.0.0.1:{p['etcd']}",
-                    "--listen-peer-urls",
-                    f"http://127.0.0.1:{p['etcd-peer']}",
-                    "--initial-advertise-peer-urls",
-                    f"http://127.0.0.1:{p['etcd-peer']}",
-                    "--initial-cluster",
-                    f"kgops=http://127.0.0.1:{p['etcd-peer']}",
-                    "--listen-metrics-urls",
-                    "",
-                    # A throwaway cluster: durability is not worth the fsyncs on a shared disk.
-                    "--unsafe-no-fsync",
-                    "--quota-backend-bytes",
-                    str(2 * 2**30),
-                ]
+                return components.etcd(self.dir, p)
             case "kube-apiserver":
-                return [
-                    "--etcd-servers",
-                    f"http://127.0.0.1:{p['etcd']}",
-                    *self._node_args(),
-                    "--secure-port",
-                    str(p["kube-apiserver"]),
-                    "--tls-cert-file",
-                    str(d / "apiserver.crt"),
-                    "--tls-private-key-file",
-                    str(d / "apiserver.key"),
-                    "--client-ca-file",
-                    str(d / "ca.crt"),
-                    "--service-account-issuer",
-                    "https://kubernetes.default.svc.cluster.local",
-                    "--service-account-key-file",
-                    str(d / "sa.pub"),
-                    "--service-account-signing-key-file",
-                    str(d / "sa.key"),
-                    "--service-cluster-ip-range",
-                    self.config.service_cidr,
-                    "--authorization-mode",
-                    "Node,RBAC",
-                    # PodSecurity, ServiceAccount, NamespaceLifecycle, ... are on by default;
-                    # named here so that the run says what admits a pod.
-                    "--enable-admission-plugins",
-                    "NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,ResourceQuota,"
-                    "DefaultStorageClass,MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
-                    + (",PodNodeSelector,PodTolerationRestriction" if self.node_ip else ""),
-                    # Webhook and aggregated API Services are called at their endpoints (pod
-                    # IPs routed to this machine), since no kube-proxy routes ClusterIPs here.
-                    "--enable-aggregator-routing=true",
-                    "--allow-privileged=true",
-                    "--profiling=false",
-                ]
+                return components.kube_apiserver(p, d, self.config.service_cidr, self.node_ip)
             case "kube-controller-manager":
-                return [
-                    *self._client_args(name),
-                    "--service-account-private-key-file",
-                    str(d / "sa.key"),
-                    "--root-ca-file",
-                    str(d / "ca.crt"),
-                    "--cluster-signing-cert-file",
-                    str(d / "ca.crt"),
-                    "--cluster-signing-key-file",
-                    str(d / "ca.key"),
-                    "--service-cluster-ip-range",
-                    self.config.service_cidr,
-                    "--controllers",
-                    "*",
-                ]
+                return components.kube_controller_manager(p, d, k, self.config.service_cidr)
             case "kube-scheduler":
-                return self._client_args(name)
+                return components.client_args(name, p, k)
             case "kwok":
-                return [
-                    "--kubeconfig",
-                    str(self.kubeconfig),
-                    "--manage-all-nodes=false",
-                    "--manage-nodes-with-annotation-selector",
-                    f"{KWOK_NODE_ANNOTATION}=fake",
-                    "--cidr",
-                    self.pod_cidr,
-                    "--node-ip",
-                    "127.0.0.1",
-                    "--node-lease-duration-seconds",
-                    "40",
-                    "--server-address",
-                    f"127.0.0.1:{p['kwok']}",
-                ]
+                return components.kwok(p, k, self.pod_cidr)
         raise ControlPlaneError(f"unknown component {name}")
 
     def _spawn(self, name: str) -> None:

@@ -24,9 +24,9 @@ from kserve_gitops.localcluster.binaries import (
     Binary,
     _kube_ldflags,
     build,
-    build_command,
     pin_error,
 )
+from kserve_gitops.localcluster.buildcommand import build_command
 from kserve_gitops.repo import Repo
 
 CONTAINERD = "github.com/containerd/containerd/v2"
