@@ -33,11 +33,13 @@ from kserve_gitops.repo import flux as repo_flux
 from kserve_gitops.repo.slo import parse_duration
 
 SCENARIO = "broken-release"
-# A model version no target copies to the claim: the model server finds no model and exits.
+# A model version no target copies to the claim: the model server starts without a model, which
+# its readiness check (the chart's model.readinessCheck) never lets become Ready.
 MISSING_VERSION = "never-copied"
 HELM_API = "helm.toolkit.fluxcd.io/v2"
 REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"  # what `flux reconcile` sets
 CONDITIONS = ("Ready", "Released", "Remediated", "Stalled")
+STARTING = ("ContainerCreating", "PodInitializing")  # a container's waiting reasons on the way up
 POLL_S = 2.0
 DEFAULT_TIMEOUT = "5m"  # helm-controller's HelmRelease timeout when none is declared
 NODE_CURRENT = "PredictorConfigurationReady"
@@ -245,11 +247,13 @@ class Watch:
         for pod in s.paths.get("pods", "-n", s.namespace, "-l", select).get("items") or []:
             for c in (pod.get("status") or {}).get("containerStatuses") or []:
                 said = container_reason(c) if c["name"] == reliability.MODEL_CONTAINER else ""
-                name = pod["metadata"]["name"]
-                if said and self.seen.get(name) != said:
-                    self.seen[name] = said
-                    self.kubelet.append(f"pod {name} container {c['name']}: {said}")
-                    self.event(f"kubelet: pod {name} {c['name']} {said}")
+                self.kubelet_said(f"pod {pod['metadata']['name']} {c['name']}", said)
+        for ev in s.paths.get("events", "-n", s.namespace).get("items") or []:
+            source = ev.get("reportingComponent") or (ev.get("source") or {}).get("component")
+            if source == "kubelet" and ev.get("type") == "Warning":
+                obj = ev.get("involvedObject") or {}
+                what = f"{obj.get('kind', '').lower()} {obj.get('name')} {obj.get('fieldPath', '')}"
+                self.kubelet_said(what.strip(), f"{ev.get('reason')}: {ev.get('message')}")
         try:
             hr = s.paths.get(RESOURCES["HelmRelease"], release, "-n", flux.NAMESPACE)
         except CommandError:  # kustomize-controller has not applied it yet
@@ -263,6 +267,13 @@ class Watch:
                 self.event(f"HelmRelease {cond['type']}={said}")
         return hr
 
+    def kubelet_said(self, what: str, said: str) -> None:
+        """Record what the kubelet says about `what`, once per change."""
+        if said and self.seen.get(what) != said:
+            self.seen[what] = said
+            self.kubelet.append(f"{what}: {said}")
+            self.event(f"kubelet: {what}: {said}")
+
     def until(self, release: str, done: Any, within_s: float) -> dict[str, Any] | None:
         """Poll until done(HelmRelease) or `within_s` from now; the last HelmRelease seen."""
         deadline = time.monotonic() + within_s
@@ -274,9 +285,14 @@ class Watch:
 
 
 def container_reason(status: dict[str, Any]) -> str:
-    """The kubelet's reason a container is not running, or "" when it runs."""
+    """The kubelet's reason a container is not running, or "" when it runs or is only being
+    created or stopped normally (exit 0)."""
     state, last = status.get("state") or {}, status.get("lastState") or {}
     waiting, ended = state.get("waiting"), last.get("terminated") or state.get("terminated")
+    if waiting and waiting.get("reason") in STARTING:
+        waiting = None
+    if ended and ended.get("exitCode") == 0:
+        ended = None
     if not waiting and not ended:
         return ""
     parts = []

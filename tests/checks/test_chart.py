@@ -164,7 +164,33 @@ def test_unset_optionals_are_not_rendered(chart: helm.Chart) -> None:
         "storageUri",
         "resources",
         "securityContext",  # secure by default (tests/checks/test_policy.py)
+        "readinessProbe",  # the model's readiness, not the server's
     }
+
+
+@pytest.mark.parametrize(
+    ("protocol", "path"),
+    [("v1", "/v1/models/sklearn-iris"), ("v2", "/v2/models/sklearn-iris/ready")],
+)
+def test_readiness_is_the_models_own(chart: helm.Chart, protocol: str, path: str) -> None:
+    """KServe's sklearnserver without a model answers 404 yet passes the default probe."""
+    values = with_changes(MINIMAL, **{"model.protocolVersion": protocol})
+    model = render(chart, values)[0]["spec"]["predictor"]["model"]
+    assert model["readinessProbe"] == {"httpGet": {"path": path, "port": 8080}}
+    values = with_changes(MINIMAL, **{"model.readinessCheck": False})
+    assert "readinessProbe" not in render(chart, values)[0]["spec"]["predictor"]["model"]
+    canary = render(chart, load(CHART_DIR / "ci" / "standard-canary-values.yaml"))[0]
+    assert canary["spec"]["canary"][0]["predictor"]["model"]["readinessProbe"] == {
+        "httpGet": {"path": "/v1/models/sklearn-iris", "port": 8080}
+    }
+
+
+def test_progress_deadline_is_the_revisions_annotation(chart: helm.Chart) -> None:
+    values = with_changes(
+        MINIMAL, **{"predictor.progressDeadline": "60s", "predictor.annotations": {"a": "b"}}
+    )
+    predictor = render(chart, values)[0]["spec"]["predictor"]
+    assert predictor["annotations"] == {"a": "b", "serving.knative.dev/progress-deadline": "60s"}
 
 
 def test_canary_zero_is_rendered(chart: helm.Chart) -> None:
@@ -189,7 +215,7 @@ def test_standard_mode_canary_is_the_v020_canary_list(chart: helm.Chart) -> None
     stable = isvc["spec"]["predictor"]
     # The canary runs with the stable's resources and security contexts.
     canary = isvc["spec"]["canary"][0]["predictor"]
-    for key in ("resources", "securityContext"):
+    for key in ("resources", "securityContext", "readinessProbe"):
         assert canary["model"].pop(key) == stable["model"][key]
     assert canary.pop("securityContext") == stable["securityContext"]
     assert isvc["spec"]["canary"] == [
@@ -269,6 +295,8 @@ def test_notes_follow_the_protocol(chart: helm.Chart) -> None:
         ({"canary.name": "V2"}, "at '/canary/name': 'V2' does not match"),
         ({"canary.storageUri": "ftp://h/m"}, "at '/canary/storageUri': 'ftp://h/m' does not match"),
         ({"canary.weight": 5}, "additional properties 'weight' not allowed"),
+        ({"predictor.progressDeadline": "1 min"}, "at '/predictor/progressDeadline': '1 min'"),
+        ({"model.readinessCheck": "yes"}, "at '/model/readinessCheck': got string, want boolean"),
     ],
 )
 def test_schema_rejects(chart: helm.Chart, changes: dict[str, Any], expected: str) -> None:

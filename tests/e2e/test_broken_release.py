@@ -79,6 +79,10 @@ def test_the_kubelets_reasons_name_the_wait_and_the_last_exit() -> None:
         "CrashLoopBackOff; last exit 1 (Error): No model found"
     )
     assert broken_release.container_reason({"state": {"running": {}}, "lastState": {}}) == ""
+    starting = {"state": {"waiting": {"reason": "ContainerCreating"}}, "lastState": {}}
+    assert broken_release.container_reason(starting) == ""
+    scaled_down = {"state": {}, "lastState": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    assert broken_release.container_reason(scaled_down) == ""
 
 
 def test_history_and_stalled_read_the_helm_release_status() -> None:

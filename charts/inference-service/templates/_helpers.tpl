@@ -161,3 +161,19 @@ involved, so `helm template`/`helm install` stops with a message saying what to 
 {{- $_ := set $seen .name true }}
 {{- end }}
 {{- end }}
+
+{{/*
+Readiness probe of the model server container: the model's own readiness endpoint, which the
+KServe and MLServer runtimes answer with 200 only once the model is loaded, on the HTTP port
+KServe's serving runtimes declare (8080; Knative requires the probe's port to be the container's).
+*/}}
+{{- define "inference-service.readinessProbe" -}}
+{{- $name := include "inference-service.fullname" . -}}
+httpGet:
+  {{- if eq .Values.model.protocolVersion "v2" }}
+  path: /v2/models/{{ $name }}/ready
+  {{- else }}
+  path: /v1/models/{{ $name }}
+  {{- end }}
+  port: 8080
+{{- end }}
