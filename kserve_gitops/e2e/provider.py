@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tabulate import tabulate
 
 from kserve_gitops.base import redact
 from kserve_gitops.base.tools import CommandError, Runner
@@ -274,12 +275,7 @@ class KwokCluster:
 def summary_table(rows: list[tuple[str, int, int, int, float]]) -> str:
     """layer | passed | not run | failed | seconds, as the terminal's closing table."""
     head = ("layer", "passed", "not run", "failed", "seconds")
-    body = [(r[0], str(r[1]), str(r[2]), str(r[3]), f"{r[4]:.1f}") for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*row) for row in body]
-    return "\n".join(lines)
+    return tabulate(rows, head, tablefmt="simple", floatfmt=".1f")
 
 
 def run_env(kubeconfig: Path, bins: Mapping[str, Path]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from kserve_gitops.base import tables
 from kserve_gitops.node.config import NODE_LABEL, NODE_VALUE, TOLERATION
 
 # How long one connection may take before the probe calls it timed out: a refused or dropped
@@ -358,17 +359,24 @@ def table(rows: Sequence[Row]) -> str:
     def cell(items: Sequence[str]) -> str:
         return "<br>".join(items) if items else "-"
 
-    lines = [
-        "| policy | pods it selects (live) | its peers and the pods they match (live) "
-        "| allowed probes (answered) | refused probes |",
-        "|---|---|---|---|---|",
+    head = [
+        "policy",
+        "pods it selects (live)",
+        "its peers and the pods they match (live)",
+        "allowed probes (answered)",
+        "refused probes",
     ]
-    for row in rows:
-        lines.append(
-            f"| {row.policy} | {cell(row.selected)} | {cell(row.peers)} | "
-            f"{cell([_short(r) for r in row.allowed])} | {cell([_short(r) for r in row.refused])} |"
-        )
-    return "\n".join(lines) + "\n"
+    cells = [
+        [
+            row.policy,
+            cell(row.selected),
+            cell(row.peers),
+            cell([_short(r) for r in row.allowed]),
+            cell([_short(r) for r in row.refused]),
+        ]
+        for row in rows
+    ]
+    return "\n".join(tables.markdown(cells, head)) + "\n"
 
 
 def _short(result: Result) -> str:
