@@ -242,7 +242,7 @@ class KwokCluster:
             ns = set(namespaces)
             mine = [o for o in objects if (o.get("metadata") or {}).get("namespace") in ns]
             lines = [f"# layer {layer}: namespaces {', '.join(sorted(ns)) or '-'}", ""]
-            lines += [f"{kind:<24} {n}" for kind, n in sorted(checks.counts(mine).items())]
+            lines += tabulate(sorted(checks.counts(mine).items()), tablefmt="plain").splitlines()
             lines += ["", "deployments:"]
             for dep in (o for o in mine if o["kind"] == "Deployment"):
                 st = dep.get("status") or {}
