@@ -8,7 +8,8 @@ the report path, stop the server. Exit 0 only if every step and every target pas
 
 from __future__ import annotations
 
-from kserve_gitops.load import loadtest, openloop
+from kserve_gitops.load import headless, openloop
+from kserve_gitops.load.summary import LoadOptions
 
 import argparse
 import importlib.util
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     try:
         load = config.load
         _step(4, f"load test: {load.protocol} at {load.rate:g} req/s for {load.duration:g}s")
-        opts = loadtest.LoadOptions(
+        opts = LoadOptions(
             target=local.url,
             protocol=load.protocol,
             rate=load.rate,
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             users=load.users or openloop.default_users(load.rate),
             model=model,
         )
-        result = loadtest.run_load(
+        result = headless.run_load(
             repo,
             opts,
             config.targets,

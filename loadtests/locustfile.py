@@ -1,6 +1,6 @@
 """Locust users for the model: V1 and V2 predict at a fixed arrival rate (open loop).
 
-Headless runs with an SLO verdict: `make loadtest` (kserve_gitops.load.loadtest drives this file, in
+Headless runs with an SLO verdict: `make loadtest` (kserve_gitops.load.headless drives this file, in
 one process or as the master of Locust workers). Dashboard: `make loadtest-ui`, or
 `locust -f loadtests/locustfile.py --host URL V1User` (add `--processes N`, or `--master` and
 `--worker` processes, for distributed load): its SLO tab shows the targets of config/slo.yaml,
@@ -31,7 +31,7 @@ from kserve_gitops.serving import client, payloads
 @events.init.add_listener
 def _open_loop(environment, **_kwargs) -> None:
     # Under the locust command (dashboard, --headless, master or worker);
-    # kserve_gitops.load.loadtest installs its own bounded run on the environments it creates.
+    # kserve_gitops.load.headless installs its own bounded run on the environments it creates.
     locust_command.install(environment)
 
 

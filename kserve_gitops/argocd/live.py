@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from tabulate import tabulate
 
 from kserve_gitops.argocd import health, sources
 from kserve_gitops.repo import Repo
@@ -98,11 +99,7 @@ def table(found: list[Row], version: str) -> str:
     """Aligned columns, then the message of every verdict that is not Healthy."""
     header = ("KIND", "NAMESPACE", "NAME", f"ARGO CD {version}", "OURS")
     lines = [(r.kind, r.namespace, r.name, r.upstream.status, r.ours.status) for r in found]
-    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-    out = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in [header, *lines]
-    ]
+    out = [tabulate(lines, header, tablefmt="plain", disable_numparse=True)]
     for r in found:
         for who, verdict in (("Argo CD", r.upstream), ("ours", r.ours)):
             # Our message only where it says something Argo CD's did not.

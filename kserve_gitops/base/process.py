@@ -9,10 +9,11 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from kserve_gitops.base.wait import wait_until
 
 # What "ready" means for a process: None when ready, else what it is still waiting for.
 Check = Callable[[], str | None]
@@ -58,23 +59,29 @@ class Process:
         self.wait_ready()
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
         waiting = "no check ran"
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
+            nonlocal waiting
             self.check_alive()
             try:
                 waiting = self.ready() or ""
             except OSError as exc:
                 waiting = str(exc)
-            if not waiting:
-                self.state = "ready"
-                return
-            time.sleep(self.poll_s)
-        self.state = "failed"
-        raise ProcessError(
-            f"{self.name}: not ready after {self.start_timeout_s:g}s ({waiting}); log "
-            f"{self.log}:\n{tail(self.log)}"
-        )
+            return not waiting
+
+        try:
+            wait_until(
+                ready,
+                self.start_timeout_s,
+                self.poll_s,
+                lambda: f"{self.name} to be ready ({waiting}); log {self.log}:\n{tail(self.log)}",
+                ProcessError,
+            )
+        except ProcessError:
+            self.state = "failed"
+            raise
+        self.state = "ready"
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:

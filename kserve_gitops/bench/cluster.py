@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.base import machine
+from kserve_gitops.base import machine, tables
 from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.bench import cluster_rates, rounds
 from kserve_gitops.e2e import plan as e2e_plan
@@ -96,22 +96,29 @@ def markdown(result: rounds.Rounds, meta: dict[str, Any]) -> str:
         "",
         "## Machine",
         "",
-        "| | |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in meta["machine"].items()),
-        f"| Load average (1, 5, 15 min) | start {meta['load_start']}; end {meta['load_end']} |",
+        *tables.markdown(
+            [
+                *meta["machine"].items(),
+                (
+                    "Load average (1, 5, 15 min)",
+                    f"start {meta['load_start']}; end {meta['load_end']}",
+                ),
+            ],
+            ("", ""),
+        ),
         "",
         "## Latency and throughput (median of the rounds, min-max in brackets)",
         "",
-        "| path | avg ms | p50 ms | p99 ms | max ms | req/s | errors |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for path in PATHS:
-        cells = []
-        for metric in (*(f"{k}_ms" for k in FIGURES), "rps", "errors"):
-            s = result.spread(path, metric)
-            cells.append(f"{s.median:.2f} [{s.low:.2f}-{s.high:.2f}]")
-        lines.append(f"| {path} | " + " | ".join(cells) + " |")
+    metrics = (*(f"{k}_ms" for k in FIGURES), "rps", "errors")
+    spreads = {path: [result.spread(path, m) for m in metrics] for path in PATHS}
+    lines += tables.markdown(
+        [
+            [path, *(f"{s.median:.2f} [{s.low:.2f}-{s.high:.2f}]" for s in spread)]
+            for path, spread in spreads.items()
+        ],
+        ("path", "avg ms", "p50 ms", "p99 ms", "max ms", "req/s", "errors"),
+    )
     lines += ["", "## Ratio to local, round by round (avg latency)", ""]
     for path in PATHS[1:]:
         r = result.ratio(path, "local", "avg_ms")

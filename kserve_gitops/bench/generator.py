@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.repo import Repo
 from kserve_gitops.serving.process import LocalServer, free_port
 
@@ -30,11 +31,13 @@ def fast_server(repo: Repo, port: int) -> Iterator[LocalServer]:
         env={**os.environ, "KGOPS_ROOT": str(repo.root)},
     )
     try:
-        deadline = time.monotonic() + 30
-        while not _listening(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the fast predict server did not start on port {port}")
-            time.sleep(0.1)
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the fast predict server exited with {proc.returncode}")
+            return _listening(port)
+
+        wait_until(listening, 30, 0.1, f"the fast predict server on port {port}", RuntimeError)
         url = f"http://127.0.0.1:{port}"
         yield LocalServer(url, repo.default_model(), proc, Path(os.devnull))
     finally:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kserve_gitops.base import machine
+from kserve_gitops.base import machine, tables
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.repo import Repo, files
 
@@ -81,28 +81,40 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, "
         f"Python {m['python']}; load average at the start {results['load_start']}.",
         "",
-        f"| env | result | steps (not run) | run s | wall s | goal <= {GOAL_S} s | "
-        "load avg after (1/5/15) |",
-        "|---|---|---|---|---|---|---|",
+        *tables.markdown(
+            [
+                [
+                    r["env"],
+                    r["result"],
+                    f"{r['steps']} ({r['not_run']})",
+                    r["run_s"],
+                    r["wall_s"],
+                    "met" if r["result"] == "passed" and r["wall_s"] <= GOAL_S else "missed",
+                    " / ".join(str(x) for x in r["load_avg"]),
+                ]
+                for r in results["runs"]
+            ],
+            [
+                "env",
+                "result",
+                "steps (not run)",
+                "run s",
+                "wall s",
+                f"goal <= {GOAL_S} s",
+                "load avg after (1/5/15)",
+            ],
+        ),
     ]
-    for r in results["runs"]:
-        ok = "met" if r["result"] == "passed" and r["wall_s"] <= GOAL_S else "missed"
-        load = " / ".join(str(x) for x in r["load_avg"])
-        lines.append(
-            f"| {r['env']} | {r['result']} | {r['steps']} ({r['not_run']}) | "
-            f"{r['run_s']} | {r['wall_s']} | {ok} | {load} |"
-        )
     layer_names = list(dict.fromkeys(k for r in results["runs"] for k in r["layers"]))
     lines += [
         "",
         "Seconds per layer:",
         "",
-        "| env | " + " | ".join(layer_names) + " |",
-        "|---|" + "---|" * len(layer_names),
+        *tables.markdown(
+            [[r["env"], *(r["layers"].get(k, "") for k in layer_names)] for r in results["runs"]],
+            ["env", *layer_names],
+        ),
     ]
-    for r in results["runs"]:
-        cells = " | ".join(str(r["layers"].get(k, "")) for k in layer_names)
-        lines.append(f"| {r['env']} | {cells} |")
     lines += [
         "",
         "Wall time includes starting the Python harness, the control plane and the "

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kserve_gitops.base import tables
 from kserve_gitops.bench import runtime_configs
 from kserve_gitops.bench.stacks import shares
 from kserve_gitops.repo import Repo
@@ -92,10 +93,10 @@ def profile(
 
 def table(counts: Counter[str]) -> list[str]:
     total = sum(counts.values()) or 1
-    lines = ["| where the samples were | share |", "|---|---|"]
-    for name, count in counts.most_common():
-        lines.append(f"| {name} | {100 * count / total:.1f}% |")
-    return lines
+    return tables.markdown(
+        [(name, f"{100 * count / total:.1f}%") for name, count in counts.most_common()],
+        ("where the samples were", "share"),
+    )
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:

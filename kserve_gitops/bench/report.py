@@ -11,6 +11,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from kserve_gitops.base import tables
 from kserve_gitops.bench import sidebyside_report
 
 AIMS = {"avg_ms_at_80": 5.0, "p99_ms_at_80": 15.0, "rate_at_p99_50": 1000.0}
@@ -60,6 +61,18 @@ def first_failing_rate(steps: list[dict[str, Any]]) -> str:
 
 def markdown(results: dict[str, Any], model: str, plot_path: Path, out: Path) -> str:
     m, v, k = results["machine"], results["versions"], results["knobs"]
+    load = {
+        when: " / ".join(f"{x:.2f}" for x in results[f"load_average_{when}"])
+        for when in ("start", "end")
+    }
+    machine = [
+        ("CPU", f"{m['cpu']}, {m['cores']} cores"),
+        ("Memory", f"{m['memory_gib']} GiB"),
+        ("OS", m["os"]),
+        ("Python", m["python"]),
+        ("Versions", ", ".join(f"{n} {ver}" for n, ver in v.items())),
+        ("Load average (1/5/15 min)", f"start {load['start']}, end {load['end']}"),
+    ]
     lines = [
         "# Benchmarks",
         "",
@@ -67,18 +80,7 @@ def markdown(results: dict[str, Any], model: str, plot_path: Path, out: Path) ->
         "",
         "## Machine",
         "",
-        "| | |",
-        "|---|---|",
-        f"| CPU | {m['cpu']}, {m['cores']} cores |",
-        f"| Memory | {m['memory_gib']} GiB |",
-        f"| OS | {m['os']} |",
-        f"| Python | {m['python']} |",
-        "| Versions | " + ", ".join(f"{n} {ver}" for n, ver in v.items()) + " |",
-        "| Load average (1/5/15 min) | start "
-        + " / ".join(f"{x:.2f}" for x in results["load_average_start"])
-        + ", end "
-        + " / ".join(f"{x:.2f}" for x in results["load_average_end"])
-        + " |",
+        *tables.markdown(machine, ("", "")),
         *_quiet_lines(results.get("quiet")),
         "",
         "The machine is shared: other engineers' test suites may have run during the benchmark",
@@ -116,39 +118,40 @@ def markdown(results: dict[str, Any], model: str, plot_path: Path, out: Path) ->
         "",
         f"## Latency at {FIXED_RATE:g} req/s (ms, from the scheduled send time)",
         "",
-        "| setting | protocol | workers | avg | p50 | p99 | max | service p99 | errors "
-        "| generator CPU | server CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in results["configs"]:
-        f, lat = c["fixed"], c["fixed"]["latency_ms"]
-        lines.append(
-            f"| {c['setting']} | {c['protocol']} | {c['workers']} | {lat['avg']:.2f} | "
-            f"{lat['p50']:.2f} | {lat['p99']:.2f} | {lat['max']:.2f} | {f['service_p99_ms']:.2f}"
-            f" | {f['errors']} | {f['generator_cpu_pct']:.0f}% | {f['server_cpu_pct']:.0f}% |"
-        )
-    lines += [
+        *tables.markdown(
+            [_fixed_row(c) for c in results["configs"]],
+            [
+                "setting",
+                "protocol",
+                "workers",
+                "avg",
+                "p50",
+                "p99",
+                "max",
+                "service p99",
+                "errors",
+                "generator CPU",
+                "server CPU",
+            ],
+        ),
         "",
         f"## Highest arrival rate with p99 <= {k['p99_ms']:g} ms",
         "",
-        "| setting | protocol | workers | max rate (req/s) | p99 there (ms) | achieved (req/s) "
-        "| generator CPU | server CPU | first failing rate |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *tables.markdown(
+            [_max_row(c, k["start_rate"]) for c in results["configs"]],
+            [
+                "setting",
+                "protocol",
+                "workers",
+                "max rate (req/s)",
+                "p99 there (ms)",
+                "achieved (req/s)",
+                "generator CPU",
+                "server CPU",
+                "first failing rate",
+            ],
+        ),
     ]
-    for c in results["configs"]:
-        best = c["max"]
-        first_fail = first_failing_rate(c["steps"])
-        if best:
-            lines.append(
-                f"| {c['setting']} | {c['protocol']} | {c['workers']} | {best['rate']:.0f} | "
-                f"{best['latency_ms']['p99']:.2f} | {best['achieved_rps']:.0f} | "
-                f"{best['generator_cpu_pct']:.0f}% | {best['server_cpu_pct']:.0f}% | {first_fail} |"
-            )
-        else:
-            lines.append(
-                f"| {c['setting']} | {c['protocol']} | {c['workers']} | below "
-                f"{k['start_rate']:g} | | | | | {first_fail} |"
-            )
     lines += ["", "## Cross-check with wrk", ""]
     if results["wrk"]:
         most = max(w["workers"] for w in results["configs"])
@@ -161,16 +164,28 @@ def markdown(results: dict[str, Any], model: str, plot_path: Path, out: Path) ->
             f"{results['wrk'][0]['version'].split(' Copyright')[0]}, V1 two-row body, against the"
             " last *tuned* server (most workers), 10 s per run:",
             "",
-            "| connections | req/s | p50 (ms) | p90 (ms) | p99 (ms) | non-2xx | server CPU |",
-            "|---|---|---|---|---|---|---|",
+            *tables.markdown(
+                [
+                    [
+                        w["connections"],
+                        f"{w['rps']:.0f}",
+                        *(f"{w['latency_ms'].get(p, 0):.2f}" for p in ("p50", "p90", "p99")),
+                        w["non_2xx"],
+                        f"{w['server_cpu_pct']:.0f}%",
+                    ]
+                    for w in results["wrk"]
+                ],
+                [
+                    "connections",
+                    "req/s",
+                    "p50 (ms)",
+                    "p90 (ms)",
+                    "p99 (ms)",
+                    "non-2xx",
+                    "server CPU",
+                ],
+            ),
         ]
-        for w in results["wrk"]:
-            lat = w["latency_ms"]
-            lines.append(
-                f"| {w['connections']} | {w['rps']:.0f} | {lat.get('p50', 0):.2f} | "
-                f"{lat.get('p90', 0):.2f} | {lat.get('p99', 0):.2f} | {w['non_2xx']} | "
-                f"{w['server_cpu_pct']:.0f}% |"
-            )
         if tuned_v1:
             c = tuned_v1[0]
             best = f"{c['max']['rate']:.0f} req/s" if c["max"] else "none"
@@ -239,25 +254,66 @@ def _generator_section(gen: dict[str, Any] | None) -> list[str]:
         "CPU per request: all generator processes (master and workers) over the completed",
         "requests at the highest passing rate.",
         "",
-        "| worker processes | max rate (req/s) | p99 there (ms) | send lag p99 (ms) "
-        "| generator CPU per request (ms) | busiest generator process | server CPU "
-        "| first failing rate |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for limit in gen["limits"]:
         best = limit["max"]
-        first_fail = first_failing_rate(limit["steps"])
-        if best:
-            lines.append(
-                f"| {limit['workers']} | {best['rate']:.0f} | {best['latency_ms']['p99']:.2f} | "
-                f"{best['send_lag_p99_ms']:.2f} | {best['generator_cpu_ms_per_request']:.3f} | "
-                f"{best['generator_cpu_pct']:.0f}% | {best['server_cpu_pct']:.0f}% | {first_fail} |"
-            )
-        else:
-            lines.append(
-                f"| {limit['workers']} | below {k['start_rate']:g} | | | | | | {first_fail} |"
-            )
-    return lines
+        figures = (
+            [
+                f"{best['rate']:.0f}",
+                f"{best['latency_ms']['p99']:.2f}",
+                f"{best['send_lag_p99_ms']:.2f}",
+                f"{best['generator_cpu_ms_per_request']:.3f}",
+                f"{best['generator_cpu_pct']:.0f}%",
+                f"{best['server_cpu_pct']:.0f}%",
+            ]
+            if best
+            else [f"below {k['start_rate']:g}", "", "", "", "", ""]
+        )
+        rows.append([limit["workers"], *figures, first_failing_rate(limit["steps"])])
+    head = [
+        "worker processes",
+        "max rate (req/s)",
+        "p99 there (ms)",
+        "send lag p99 (ms)",
+        "generator CPU per request (ms)",
+        "busiest generator process",
+        "server CPU",
+        "first failing rate",
+    ]
+    return [*lines, *tables.markdown(rows, head)]
+
+
+def _fixed_row(c: dict[str, Any]) -> list[object]:
+    """One configuration at the fixed rate."""
+    f, lat = c["fixed"], c["fixed"]["latency_ms"]
+    return [
+        c["setting"],
+        c["protocol"],
+        c["workers"],
+        *(f"{lat[p]:.2f}" for p in ("avg", "p50", "p99", "max")),
+        f"{f['service_p99_ms']:.2f}",
+        f["errors"],
+        f"{f['generator_cpu_pct']:.0f}%",
+        f"{f['server_cpu_pct']:.0f}%",
+    ]
+
+
+def _max_row(c: dict[str, Any], start_rate: float) -> list[object]:
+    """One configuration's highest passing rate (or the start rate it stayed below)."""
+    best = c["max"]
+    figures = (
+        [
+            f"{best['rate']:.0f}",
+            f"{best['latency_ms']['p99']:.2f}",
+            f"{best['achieved_rps']:.0f}",
+            f"{best['generator_cpu_pct']:.0f}%",
+            f"{best['server_cpu_pct']:.0f}%",
+        ]
+        if best
+        else [f"below {start_rate:g}", "", "", "", ""]
+    )
+    return [c["setting"], c["protocol"], c["workers"], *figures, first_failing_rate(c["steps"])]
 
 
 def _findings(results: dict[str, Any]) -> list[str]:

@@ -27,6 +27,7 @@ import httpx
 import psutil
 
 from kserve_gitops.base import machine
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.bench import pinning, profile, rounds, sidebyside_report
 from kserve_gitops.bench.runtime_configs import CONFIGS, Config
 from kserve_gitops.repo import Repo
@@ -70,17 +71,20 @@ def cold_start(
         timeout=180,
         prefix=prefix,
     )
-    while True:
-        try:
+
+    def predicts() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
             response = httpx.post(local.url + path, json=body, timeout=5, trust_env=False)
-            if response.status_code == 200:
-                return local, time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() - started > 180:
-            local.stop()
-            raise TimeoutError(f"{config.name}: no successful prediction within 180 s")
-        time.sleep(0.01)
+            return response.status_code == 200
+        return False
+
+    try:  # 180 s from the process start, as the start's own timeout
+        remaining = 180 - (time.monotonic() - started)
+        wait_until(predicts, remaining, 0.01, f"{config.name}'s first successful prediction")
+    except TimeoutError:
+        local.stop()
+        raise
+    return local, time.monotonic() - started
 
 
 def start_on_free_port(

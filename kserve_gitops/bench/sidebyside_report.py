@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kserve_gitops.base import tables
 from kserve_gitops.bench import rounds
 from kserve_gitops.bench.rounds import NO_VERDICT, Rounds
 
@@ -147,29 +148,30 @@ def table(run: Rounds, proto: str, names: list[str], knobs: dict[str, Any]) -> l
     """One protocol's rows: medians (min-max), and ratios to the best median taken per round."""
     fastest = min(names, key=lambda n: _median(run, n, f"{proto}.avg_ms"))
     top = max(names, key=lambda n: _median(run, n, f"{proto}.max_rate"))
-    lines = [
-        f"| configuration | avg | p50 | p99 | max (ms at {FIXED_RATE:g} req/s) | avg vs"
-        f" {fastest} | max rate req/s | each round | rate vs {top} | CPU ms/request at"
-        f" {FIXED_RATE:g} | at max rate | RSS MiB (processes) | cold start s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    head = ["configuration", "avg", "p50", "p99", f"max (ms at {FIXED_RATE:g} req/s)"]
+    head += [f"avg vs {fastest}", "max rate req/s", "each round", f"rate vs {top}"]
+    head += [f"CPU ms/request at {FIXED_RATE:g}", "at max rate", "RSS MiB (processes)"]
     start = knobs["start_rate"]
+    rows = []
     for name in sorted(names, key=lambda n: -_median(run, n, f"{proto}.max_rate")):
         rates = " / ".join(
             f"{v:.0f}" if v else f"<{start:g}" for v in run.values(name, f"{proto}.max_rate")
         )
-        lines.append(
-            f"| {name} | "
-            + " | ".join(_cell(run, name, f"{proto}.{k}_ms") for k in LATENCY)
-            + f" | {run.ratio(name, fastest, f'{proto}.avg_ms').text()}"
-            f" | {_cell(run, name, f'{proto}.max_rate', '.0f')} | {rates}"
-            f" | {run.ratio(name, top, f'{proto}.max_rate').text()}"
-            f" | {_cell(run, name, f'{proto}.cpu_ms_at_80')}"
-            f" | {_cell(run, name, f'{proto}.cpu_ms_at_max')}"
-            f" | {_cell(run, name, 'rss_mib', '.0f')} ({_median(run, name, 'processes'):.0f})"
-            f" | {_cell(run, name, 'cold_start_s', '.1f')} |"
+        rows.append(
+            [
+                name,
+                *(_cell(run, name, f"{proto}.{k}_ms") for k in LATENCY),
+                run.ratio(name, fastest, f"{proto}.avg_ms").text(),
+                _cell(run, name, f"{proto}.max_rate", ".0f"),
+                rates,
+                run.ratio(name, top, f"{proto}.max_rate").text(),
+                _cell(run, name, f"{proto}.cpu_ms_at_80"),
+                _cell(run, name, f"{proto}.cpu_ms_at_max"),
+                f"{_cell(run, name, 'rss_mib', '.0f')} ({_median(run, name, 'processes'):.0f})",
+                _cell(run, name, "cold_start_s", ".1f"),
+            ]
         )
-    return lines
+    return tables.markdown(rows, [*head, "cold start s"])
 
 
 def _compare(run: Rounds, a: str, b: str, metric: str, higher_is_better: bool) -> tuple[str, str]:
@@ -277,9 +279,9 @@ def markdown(results: dict[str, Any] | None) -> list[str]:
         " after the run (MLServer: the HTTP process and its inference workers; not this"
         " repository's launcher).",
         "",
-        "| configuration | setting |",
-        "|---|---|",
-        *(f"| {c['name']} | {c['note']} |" for c in results["configs"]),
+        *tables.markdown(
+            [(c["name"], c["note"]) for c in results["configs"]], ("configuration", "setting")
+        ),
     ]
     declared = [c["name"] for c in results["configs"]]
     for proto, names in protocols_of(run).items():
@@ -315,18 +317,15 @@ def profile_section(found: list[dict[str, Any]] | str | None, pinned: bool) -> l
         " frames are charged to their caller). One run each, no rounds: shares, not timings."
         " Share of each configuration's samples:",
         "",
-        "| where | " + " | ".join(p["config"] for p in found) + " |",
-        "|---|" + "---|" * len(found),
     ]
     groups = sorted(  # stable: ties keep the order of the first profile's groups
         dict.fromkeys(g for p in found for g in p["shares"]),
         key=lambda g: -max(p["shares"].get(g, 0) for p in found),
     )
-    for group in groups:
-        cells = " | ".join(f"{100 * p['shares'].get(group, 0):.1f}%" for p in found)
-        lines.append(f"| {group} | {cells} |")
-    samples = " | ".join(
+    rows = [[g, *(f"{100 * p['shares'].get(g, 0):.1f}%" for p in found)] for g in groups]
+    samples = [
         f"{p['samples']} ({p['latency_ms']['avg']:.1f} / {p['latency_ms']['p99']:.1f})"
         for p in found
-    )
-    return [*lines, f"| samples (latency avg / p99 ms) | {samples} |"]
+    ]
+    rows.append(["samples (latency avg / p99 ms)", *samples])
+    return [*lines, *tables.markdown(rows, ["where", *(p["config"] for p in found)])]

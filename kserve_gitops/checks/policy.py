@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tabulate import tabulate
+
 from kserve_gitops.checks import credentials, mesh, pods, revisions, secret_scan, storage
 from kserve_gitops.checks.pods import POD_KINDS
 from kserve_gitops.checks.rules import Context, Problems, Violation, values_file
@@ -211,14 +213,19 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     args = parser.parse_args(argv)
     repo = repo or Repo.discover()
     if args.rules:
-        for rule in RULES:
-            scope = ", ".join(sorted(rule.kinds)) or "environment"
-            print(f"{rule.id:<15} {rule.description} ({scope})")
+        rows = [
+            (rule.id, f"{rule.description} ({', '.join(sorted(rule.kinds)) or 'environment'})")
+            for rule in RULES
+        ]
         scanner = binaries.secret_scanner(repo)
-        print(
-            f"{'gitleaks:*':<15} every file of the work tree: gitleaks {scanner.version}, "
-            f"its default rules and {secret_scan.CONFIG} (rules, allowlist with reasons)"
+        rows.append(
+            (
+                "gitleaks:*",
+                f"every file of the work tree: gitleaks {scanner.version}, its default rules"
+                f" and {secret_scan.CONFIG} (rules, allowlist with reasons)",
+            )
         )
+        print(tabulate(rows, tablefmt="plain"))
         return 0
     envs = args.env or list(repo.environment_names)
     found: list[Violation] = []

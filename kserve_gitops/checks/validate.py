@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yamale
+from tabulate import tabulate
 
 from kserve_gitops.checks import platform_consistency, policy
 from kserve_gitops.repo import Repo, RepoError, argocd, render
@@ -224,10 +226,15 @@ def run(repo: Repo, progress: Callable[[str], None]) -> Report:
 def print_summary(report: Report, seconds: float) -> None:
     total = sum(sum(c.values()) for c in report.checked.values())
     print(f"\nchecked {total} objects and {report.files} config files in {seconds:.1f}s")
-    for group in sorted(report.checked):
-        counts = report.checked[group]
-        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
-        print(f"  {group:<24} {sum(counts.values()):>4}  {kinds}")
+    rows = [
+        (
+            group,
+            sum(counts.values()),
+            ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())),
+        )
+        for group, counts in sorted(report.checked.items())
+    ]
+    print(textwrap.indent(tabulate(rows, tablefmt="plain"), "  "))
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:

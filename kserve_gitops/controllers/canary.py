@@ -16,12 +16,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.controllers.chain import Reader
 from kserve_gitops.repo import Repo, render
 
@@ -68,16 +68,19 @@ def wait_for(
     check: Callable[[Split], bool],
     timeout_s: float = 180,
 ) -> Split:
-    deadline = time.monotonic() + timeout_s
     seen: Split | None = None
-    while time.monotonic() < deadline:
+
+    def wanted() -> Split | None:
+        nonlocal seen
         seen = split(reader, ns, model)
-        if seen is not None and check(seen):
-            return seen
-        time.sleep(3)
-    raise CanaryError(
-        f"{what}: not seen after {timeout_s:g}s; last: "
-        f"{seen.describe() if seen else 'no Knative Service'}"
+        return seen if seen is not None and check(seen) else None
+
+    return wait_until(
+        wanted,
+        timeout_s,
+        3,
+        lambda: f"{what} (last: {seen.describe() if seen else 'no Knative Service'})",
+        CanaryError,
     )
 
 

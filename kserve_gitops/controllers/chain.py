@@ -12,13 +12,16 @@ failed by anything else, naming the condition.
 
 from __future__ import annotations
 
-import time
+import contextlib
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+
+from kserve_gitops.base.wait import wait_until
 
 KNATIVE_NS = "knative-serving"
 NET = "networking.internal.knative.dev"
@@ -287,20 +290,24 @@ def wait(
     """Poll until Ready, until the same non-ready verdict holds `settle_polls` times in a row
     (the controllers have nothing left to do), or until the timeout."""
     r = Reader(kubeconfig)
-    deadline = time.monotonic() + timeout_s
-    last: tuple[str, str] | None = None
-    same = 0
-    while True:
+    seen: deque[tuple[Verdict, list[Link]]] = deque(maxlen=settle_polls)
+
+    def settled() -> bool:
         links = observe(r, ns, name)
         v = verdict(links)
+        seen.append((v, links))
         if v.status == "ready":
-            return v, links
-        same = same + 1 if (v.status, v.reason) == last and v.status != "pending" else 0
-        last = (v.status, v.reason)
-        if same >= settle_polls - 1 or time.monotonic() > deadline:
-            return v, links
+            return True
+        same = {(p.status, p.reason) for p, _ in seen}
+        if len(seen) == settle_polls and len(same) == 1 and v.status != "pending":
+            return True
         echo(f"    chain: {v.status}: {v.reason[:160]}")
-        time.sleep(5)
+        return False
+
+    # Not a failure: the verdict seen last is the answer, the caller reports it.
+    with contextlib.suppress(TimeoutError):
+        wait_until(settled, timeout_s, 5, f"the chain of {ns}/{name} to settle")
+    return seen[-1]
 
 
 def render(links: list[Link]) -> str:

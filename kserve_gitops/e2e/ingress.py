@@ -5,9 +5,10 @@ The executor's Predict steps and the in-cluster tests (tests/e2e/cluster) both s
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from kserve_gitops.serving import client
 
@@ -25,13 +26,17 @@ def predict(
 ) -> list[Any]:
     """client.predict, retried on a transient failure or a 404 until `timeout_s` has passed;
     then the last PredictionError is raised."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return client.predict(ingress, model, rows, protocol, host_header=host, policy=policy)
-        except client.PredictionError as exc:
-            if not (exc.transient or exc.status == 404) or time.monotonic() > deadline:
-                raise
-            if echo is not None:
-                echo(f"    not yet: {exc}")
-        time.sleep(pause_s)
+
+    def not_yet(state: RetryCallState) -> None:
+        if echo is not None and state.outcome is not None:
+            echo(f"    not yet: {state.outcome.exception()}")
+
+    retrying = Retrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(pause_s),
+        # What the client retries, and a 404.
+        retry=retry_if_exception(client.RetryPolicy(retry_not_found=True).again),
+        before_sleep=not_yet,
+        reraise=True,
+    )
+    return retrying(client.predict, ingress, model, rows, protocol, host_header=host, policy=policy)

@@ -26,6 +26,7 @@ import httpx
 
 from kserve_gitops.base.process import Process, ProcessError
 from kserve_gitops.base.tools import Runner, find_tool
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.serving import client
 
 # Headers the ingress sets for Knative's activator: which revision a request is for.
@@ -210,23 +211,25 @@ class ClusterPaths:
         """Seconds until the revision has no pod left (terminating ones included)."""
         selector = f"serving.knative.dev/revision={rev}"
         t0 = time.monotonic()
-        while self.get("pods", "-n", namespace, "-l", selector)["items"]:
-            if time.monotonic() > t0 + timeout_s:
-                raise PathError(
-                    f"revision {namespace}/{rev} still has pods after {timeout_s:g}s: it did not "
-                    "scale to zero (the environment's scale-to-zero settings)"
-                )
-            time.sleep(1)
+        wait_until(
+            lambda: not self.get("pods", "-n", namespace, "-l", selector)["items"],
+            timeout_s,
+            1,
+            f"revision {namespace}/{rev} to scale to zero (the environment's scale-to-zero "
+            "settings)",
+            PathError,
+        )
         return time.monotonic() - t0
 
     def wait_for_ready(self, namespace: str, rev: str, timeout_s: float) -> list[str]:
         """The revision's Ready pods, once there is one (the kubelet's readiness probe)."""
-        deadline = time.monotonic() + timeout_s
-        while not (ready := self._ready_pods(namespace, rev)):
-            if time.monotonic() > deadline:
-                raise PathError(f"revision {namespace}/{rev}: no pod Ready after {timeout_s:g}s")
-            time.sleep(1)
-        return ready
+        return wait_until(
+            lambda: self._ready_pods(namespace, rev),
+            timeout_s,
+            1,
+            f"a Ready pod of revision {namespace}/{rev}",
+            PathError,
+        )
 
     def close(self) -> None:
         self._stop.set()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tabulate import tabulate
 
 from kserve_gitops.base import redact
 from kserve_gitops.base.tools import CommandError, Runner
@@ -241,7 +242,7 @@ class KwokCluster:
             ns = set(namespaces)
             mine = [o for o in objects if (o.get("metadata") or {}).get("namespace") in ns]
             lines = [f"# layer {layer}: namespaces {', '.join(sorted(ns)) or '-'}", ""]
-            lines += [f"{kind:<24} {n}" for kind, n in sorted(checks.counts(mine).items())]
+            lines += tabulate(sorted(checks.counts(mine).items()), tablefmt="plain").splitlines()
             lines += ["", "deployments:"]
             for dep in (o for o in mine if o["kind"] == "Deployment"):
                 st = dep.get("status") or {}
@@ -274,12 +275,7 @@ class KwokCluster:
 def summary_table(rows: list[tuple[str, int, int, int, float]]) -> str:
     """layer | passed | not run | failed | seconds, as the terminal's closing table."""
     head = ("layer", "passed", "not run", "failed", "seconds")
-    body = [(r[0], str(r[1]), str(r[2]), str(r[3]), f"{r[4]:.1f}") for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*row) for row in body]
-    return "\n".join(lines)
+    return tabulate(rows, head, tablefmt="simple", floatfmt=".1f")
 
 
 def run_env(kubeconfig: Path, bins: Mapping[str, Path]) -> dict[str, str]:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tabulate import tabulate
+
 from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.repo import Repo
 from kserve_gitops.serving import process
@@ -41,14 +43,11 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
     names = list(runs)
     first = runs[names[0]]["checks"]
     head = ["target", "threshold", *names]
-    rows = [head]
+    rows = []
     for i, check in enumerate(first):
         cells = [check["target"], check["threshold"]]
         for name in names:
             c = runs[name]["checks"][i]
             cells.append(f"{c['measured']} {'PASS' if c['passed'] else 'FAIL'}")
         rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return tabulate(rows, head, tablefmt="presto", disable_numparse=True)

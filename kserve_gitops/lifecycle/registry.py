@@ -16,9 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tabulate import tabulate
 
 from kserve_gitops.lifecycle import train
 from kserve_gitops.repo import Repo, render, yaml_rt
@@ -287,16 +290,28 @@ def sync(reg: Registry) -> str:
 
 def table(reg: Registry) -> str:
     repo = reg.repo
-    lines = [f"{reg.model}: {repo.rel(reg.path)}", ""]
-    lines.append(f"  {'version':<8} {'accuracy':>8}  {'sha256':<12}  estimator")
-    for v in reg.versions().values():
-        lines.append(f"  {v.name:<8} {v.accuracy:>8.4f}  {v.sha256[:12]}  {v.estimator}")
-    lines += ["", f"  {'env':<8} {'stable':<7} serving"]
-    for env in repo.environment_names:  # in promotion order
-        if render.model_values_file(repo, env, reg.model).is_file():
-            st = state(reg, env)
-            lines.append(f"  {env:<8} {st.stable:<7} {st.describe()}")
-    return "\n".join(lines)
+    versions = [
+        (v.name, f"{v.accuracy:.4f}", v.sha256[:12], v.estimator) for v in reg.versions().values()
+    ]
+    envs = [
+        (env, (st := state(reg, env)).stable, st.describe())
+        for env in repo.environment_names  # in promotion order
+        if render.model_values_file(repo, env, reg.model).is_file()
+    ]
+    # No numparse: a sha256 prefix of digits only would be printed as a number.
+    tables = [
+        tabulate(
+            versions,
+            ("version", "accuracy", "sha256", "estimator"),
+            disable_numparse=True,
+            colalign=("left", "right", "left", "left"),
+            tablefmt="plain",
+        ),
+        tabulate(envs, ("env", "stable", "serving"), tablefmt="plain", disable_numparse=True),
+    ]
+    return f"{reg.model}: {repo.rel(reg.path)}\n\n" + "\n\n".join(
+        textwrap.indent(t, "  ") for t in tables
+    )
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:

@@ -27,12 +27,15 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from tabulate import tabulate
 
 from kserve_gitops.base import redact
 from kserve_gitops.repo import Repo, slo
@@ -334,16 +337,23 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print()
-    width = max(len(k) for k in ("latency p99", "error ratio", "completed"))
-    print(f"  {'':<{width}}  {'stable':>12}  {'canary':>12}")
-    for label, key, fmt in (
-        ("latency p50", "latency_p50_ms", "{:.2f} ms"),
-        ("latency p99", "latency_p99_ms", "{:.2f} ms"),
-        ("error ratio", "error_ratio", "{:.4f}"),
-        ("completed", "completed", "{}"),
-    ):
-        cells = [fmt.format(getattr(arms[n], key)) for n in ARMS]
-        print(f"  {label:<{width}}  {cells[0]:>12}  {cells[1]:>12}")
+    rows = [
+        [label, *(fmt.format(getattr(arms[n], key)) for n in ARMS)]
+        for label, key, fmt in (
+            ("latency p50", "latency_p50_ms", "{:.2f} ms"),
+            ("latency p99", "latency_p99_ms", "{:.2f} ms"),
+            ("error ratio", "error_ratio", "{:.4f}"),
+            ("completed", "completed", "{}"),
+        )
+    ]
+    table = tabulate(
+        rows,
+        ["", *ARMS],
+        tablefmt="plain",
+        disable_numparse=True,
+        colalign=("left", "right", "right"),
+    )
+    print(textwrap.indent(table, "  "))
     print(f"\n{decision.upper()} (exit {EXIT[decision]}): " + "; ".join(reasons))
     print(f"report: {repo.rel(final)}")
     return EXIT[decision]

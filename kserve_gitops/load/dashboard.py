@@ -10,8 +10,9 @@ folder. Download Data gets the same rows as a CSV.
 
 from __future__ import annotations
 
-from kserve_gitops.load import coordinator, loadtest, report, tally
+from kserve_gitops.load import coordinator, report, tally
 from kserve_gitops.load.settings import Settings
+from kserve_gitops.load.summary import LoadOptions, build_summary, generator_figures
 from locust.env import Environment
 from locust.runners import MasterRunner
 
@@ -183,7 +184,7 @@ class Dashboard:
         if self.run.spec is None or self.reports is None:
             return
         self._final_totals = totals = self.run.totals(final=True)
-        summary = loadtest.build_summary(
+        summary = build_summary(
             self.settings.repo,
             self._options(),
             self.config.targets,
@@ -193,7 +194,7 @@ class Dashboard:
             slo_source=self.config.source,
             started_at=self.started_at,
             finished_at=time.time(),
-            generator=loadtest.generator_figures(
+            generator=generator_figures(
                 totals,
                 coordinator.cpu_s() - self.cpu0,
                 time.time() - self.started_at,
@@ -214,11 +215,11 @@ class Dashboard:
         print(slo.verdict_table(checks))
         print(f"{summary['verdict']}  report: {report_dir or error}", flush=True)
 
-    def _options(self) -> loadtest.LoadOptions:
+    def _options(self) -> LoadOptions:
         env = self.environment
         user_class = env.user_classes[0] if env.user_classes else None
         runner = env.runner
-        return loadtest.LoadOptions(
+        return LoadOptions(
             target=env.host or "",
             protocol=getattr(user_class, "protocol", "v1"),
             rate=self.settings.rate,

@@ -3,7 +3,8 @@ whose p99 stays within a limit: what `kgops bench` and the runtimes side by side
 
 from __future__ import annotations
 
-from kserve_gitops.load import loadtest
+from kserve_gitops.load import headless
+from kserve_gitops.load.summary import LoadOptions
 
 import math
 import time
@@ -76,7 +77,7 @@ def measure(
     users = max(16, math.ceil(rate * 0.1))  # covers 100 ms in flight; slower fails anyway
     procs = server_procs(local)
     before, wall = cpu_seconds(procs), time.monotonic()
-    opts = loadtest.LoadOptions(
+    opts = LoadOptions(
         target=local.url,
         protocol=protocol,
         rate=rate,
@@ -87,7 +88,7 @@ def measure(
         workers=workers,
         master_port=master_port,
     )
-    summary = loadtest.run_load(repo, opts, NO_TARGETS, out=lambda _line: None).summary
+    summary = headless.run_load(repo, opts, NO_TARGETS, out=lambda _line: None).summary
     server_cpu = 100 * (cpu_seconds(procs) - before) / (time.monotonic() - wall)
     return {
         "rate": rate,

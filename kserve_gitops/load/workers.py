@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gevent
 from locust.runners import MasterRunner
 
 import os
@@ -12,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.repo import Repo
 
 CONNECT_TIMEOUT_S = 60.0
@@ -63,23 +63,29 @@ class LocalWorkers:
 
     def wait_for(self, runner: MasterRunner, expected: int, out=print) -> None:
         """Until `expected` workers (these and any from other machines) are connected."""
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
         remote = expected - self.count
         if remote:
             out(f"waiting for {remote} more worker(s) on port {self.master_port} (--worker)")
-        while (connected := runner.worker_count) < expected:
+
+        def connected() -> bool:
             for i, proc in enumerate(self.procs):
                 if proc.poll() is not None:
                     raise WorkerError(
                         f"worker process {i} exited with {proc.returncode} before the run:\n"
                         + self.tail(i)
                     )
-            if time.monotonic() > deadline:
-                raise WorkerError(
-                    f"only {connected} of {expected} workers connected to the master on port"
-                    f" {self.master_port} within {CONNECT_TIMEOUT_S:g}s"
-                )
-            gevent.sleep(0.2)
+            return runner.worker_count >= expected
+
+        wait_until(
+            connected,
+            CONNECT_TIMEOUT_S,
+            0.2,
+            lambda: (
+                f"{expected} workers connected to the master on port {self.master_port}"
+                f" (only {runner.worker_count})"
+            ),
+            WorkerError,
+        )
 
     def tail(self, i: int, lines: int = 20) -> str:
         text = (self.logs / f"worker-{i}.log").read_text(errors="replace")

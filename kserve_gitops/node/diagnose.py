@@ -5,12 +5,13 @@ it, in one message that names the pod and the container."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from kserve_gitops.base.wait import wait_until
 
 # Waiting reasons that do not go away by waiting (the kubelet retries them with back-off).
 STUCK = {
@@ -80,10 +81,6 @@ def wait_failure(
     core: client.CoreV1Api, ns: str, name: str, timeout_s: float, poll_s: float = 1.0
 ) -> Failure:
     """The pod's failure once the kubelet reports one; TimeoutError when it runs fine."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = failure(core, ns, name)
-        if found is not None:
-            return found
-        time.sleep(poll_s)
-    raise TimeoutError(f"pod {ns}/{name}: no failure reported within {timeout_s:g}s")
+    return wait_until(
+        lambda: failure(core, ns, name), timeout_s, poll_s, f"a failure of pod {ns}/{name}"
+    )

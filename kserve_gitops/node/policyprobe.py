@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from kserve_gitops.base import tables
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.node.config import NODE_LABEL, NODE_VALUE, TOLERATION
 
 # How long one connection may take before the probe calls it timed out: a refused or dropped
@@ -181,16 +183,20 @@ def pod_body(
 
 def wait_ready(core: client.CoreV1Api, namespace: str, name: str, timeout_s: float) -> str:
     """The pod's IP once it is Ready; TimeoutError saying its last phase otherwise."""
-    deadline = time.monotonic() + timeout_s
     phase = "?"
-    while time.monotonic() < deadline:
+
+    def ready_ip() -> str | None:
+        nonlocal phase
         pod = core.read_namespaced_pod(name, namespace)
         phase = pod.status.phase
         conds = {c.type: c.status for c in pod.status.conditions or []}
-        if conds.get("Ready") == "True" and pod.status.pod_ip:
-            return str(pod.status.pod_ip)
-        time.sleep(1)
-    raise TimeoutError(f"pod {namespace}/{name} not Ready after {timeout_s:g}s (phase {phase})")
+        return (
+            str(pod.status.pod_ip) if conds.get("Ready") == "True" and pod.status.pod_ip else None
+        )
+
+    return wait_until(
+        ready_ip, timeout_s, 1, lambda: f"pod {namespace}/{name} to be Ready (phase {phase})"
+    )
 
 
 @dataclass
@@ -237,46 +243,51 @@ def probe(
     created = time.monotonic()
     core.create_namespaced_pod(caller.namespace, body)
     synced_after: float | None = None
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if synced_after is None and pod_chain(caller.namespace, caller.name):
-                synced_after = time.monotonic() - created
-            pod = core.read_namespaced_pod(caller.name, caller.namespace)
-            done = [
+    phase = "?"
+
+    def terminated() -> client.V1ContainerStateTerminated | None:
+        """The probe container's terminated state, once it exited."""
+        nonlocal synced_after, phase
+        if synced_after is None and pod_chain(caller.namespace, caller.name):
+            synced_after = time.monotonic() - created
+        pod = core.read_namespaced_pod(caller.name, caller.namespace)
+        phase = pod.status.phase
+        return next(
+            (
                 s.state.terminated
                 for s in pod.status.container_statuses or []
                 if s.state and s.state.terminated
-            ]
-            if done:
-                if synced_after is None or synced_after >= settle_s:
-                    raise RuntimeError(
-                        f"probe {caller.shown}: kube-router had not programmed the caller "
-                        f"before its probes ran ({settle_s:g}s after its creation): no verdict"
-                    )
-                term = done[0]
-                if not term.message:
-                    raise RuntimeError(
-                        f"probe {caller.shown} exited {term.exit_code} ({term.reason}) "
-                        "without verdicts"
-                    )
-                return [
-                    Result(
-                        caller.shown,
-                        r["target"],
-                        r["outcome"],
-                        r["seconds"],
-                        str(r.get("status") or r.get("error") or ""),
-                        str(r.get("body") or ""),
-                    )
-                    for r in json.loads(term.message)
-                ]
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"probe {caller.shown}: no verdict after {timeout_s:g}s "
-                    f"(phase {pod.status.phase})"
-                )
-            time.sleep(1)
+            ),
+            None,
+        )
+
+    try:
+        term = wait_until(
+            terminated,
+            timeout_s,
+            1,
+            lambda: f"the verdicts of probe {caller.shown} (phase {phase})",
+        )
+        if synced_after is None or synced_after >= settle_s:
+            raise RuntimeError(
+                f"probe {caller.shown}: kube-router had not programmed the caller "
+                f"before its probes ran ({settle_s:g}s after its creation): no verdict"
+            )
+        if not term.message:
+            raise RuntimeError(
+                f"probe {caller.shown} exited {term.exit_code} ({term.reason}) without verdicts"
+            )
+        return [
+            Result(
+                caller.shown,
+                r["target"],
+                r["outcome"],
+                r["seconds"],
+                str(r.get("status") or r.get("error") or ""),
+                str(r.get("body") or ""),
+            )
+            for r in json.loads(term.message)
+        ]
     finally:
         if delete:
             remove(core, caller.namespace, caller.name)
@@ -332,16 +343,6 @@ def policies_programmed(namespace: str, pod: str) -> list[str]:
     return sorted(set(found))
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 90) -> float:
-    """Poll `check` until true; the seconds it took, or TimeoutError naming `what`."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout_s:
-            raise TimeoutError(f"{what}: not after {timeout_s:g}s")
-        time.sleep(0.5)
-    return time.monotonic() - start
-
-
 @dataclass
 class Row:
     """One policy of the report: what it selects, the peers its rules name, and the probes it
@@ -358,17 +359,24 @@ def table(rows: Sequence[Row]) -> str:
     def cell(items: Sequence[str]) -> str:
         return "<br>".join(items) if items else "-"
 
-    lines = [
-        "| policy | pods it selects (live) | its peers and the pods they match (live) "
-        "| allowed probes (answered) | refused probes |",
-        "|---|---|---|---|---|",
+    head = [
+        "policy",
+        "pods it selects (live)",
+        "its peers and the pods they match (live)",
+        "allowed probes (answered)",
+        "refused probes",
     ]
-    for row in rows:
-        lines.append(
-            f"| {row.policy} | {cell(row.selected)} | {cell(row.peers)} | "
-            f"{cell([_short(r) for r in row.allowed])} | {cell([_short(r) for r in row.refused])} |"
-        )
-    return "\n".join(lines) + "\n"
+    cells = [
+        [
+            row.policy,
+            cell(row.selected),
+            cell(row.peers),
+            cell([_short(r) for r in row.allowed]),
+            cell([_short(r) for r in row.refused]),
+        ]
+        for row in rows
+    ]
+    return "\n".join(tables.markdown(cells, head)) + "\n"
 
 
 def _short(result: Result) -> str:

@@ -34,6 +34,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from kserve_gitops.base.process import Process, ProcessError
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.localcluster import pki
 from kserve_gitops.node import config as node_config
 from kserve_gitops.node import host, images, netpol
@@ -167,37 +168,44 @@ class RealNode:
 
     def _take_lock(self) -> None:
         """One real node per machine: wait up to `lock_wait_s` for another to stop."""
-        self._lock = LOCK.open("a+")
-        deadline = time.monotonic() + self.lock_wait_s
-        said = False
-        while True:
+        lock = self._lock = LOCK.open("a+")
+        holder = ""
+
+        def taken() -> bool:
+            nonlocal holder
             if KEPT.is_file():
-                self._lock.close()
-                self._lock = None
                 raise NodeError(
                     f"a real node is kept running on this machine ({KEPT.read_text().strip()}): "
                     "stop it first with `kgops cluster stop <env>` (one node at a time)"
                 )
             try:
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
             except BlockingIOError:
-                self._lock.seek(0)
-                holder = self._lock.read().strip() or "another run"
-                if time.monotonic() > deadline:
-                    self._lock.close()
-                    self._lock = None
-                    raise NodeError(
-                        f"another real node runs on this machine ({holder}; {LOCK}): one at a "
-                        "time, since nodes share iptables chains and kernel settings"
-                    ) from None
+                lock.seek(0)
+                said, holder = holder, lock.read().strip() or "another run"
                 if not said:
                     self.echo(f"    waiting for the real node of {holder} to stop ({LOCK})")
-                    said = True
-                time.sleep(2)
-        self._lock.truncate(0)
-        self._lock.write(f"pid {os.getpid()}, cluster {self.layout.env}\n")
-        self._lock.flush()
+                return False
+
+        try:
+            wait_until(
+                taken,
+                self.lock_wait_s,
+                2,
+                lambda: (
+                    f"the real node of {holder} to stop ({LOCK}): one at a time, since "
+                    "nodes share iptables chains and kernel settings"
+                ),
+                NodeError,
+            )
+        except NodeError:
+            lock.close()
+            self._lock = None
+            raise
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}, cluster {self.layout.env}\n")
+        lock.flush()
 
     def _bridge(self) -> None:
         lay = self.layout
@@ -365,14 +373,16 @@ class RealNode:
         except (ApiException, OSError) as exc:
             self.undone.append(f"pods not drained through the API: {exc}")
             return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def no_container() -> bool:
             try:
-                if not self.ctr("containers", "list", "-q", timeout=10).split():
-                    return
+                return not self.ctr("containers", "list", "-q", timeout=10).split()
             except (NodeError, subprocess.TimeoutExpired):
-                return
-            time.sleep(1)
+                return True  # containerd does not answer: nothing to wait for
+
+        # Not a failure: stop() kills what the kubelet left.
+        with contextlib.suppress(TimeoutError):
+            wait_until(no_container, timeout_s, 1, "the node's containers to be removed")
 
     def stop(self) -> list[str]:
         """Stop everything and restore the machine; the lines say what was undone."""

@@ -3,7 +3,10 @@ so the two declarations can be compared step by step, and described side by side
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import asdict, dataclass
+
+from tabulate import tabulate
 
 from kserve_gitops.repo import Repo, argocd, flux
 
@@ -112,9 +115,7 @@ def describe(repo: Repo, env: str) -> str:
     """Both tools' install plan for `env`, one line per component, in order."""
     flux_plan = flux_components(repo, env)
     argo_plan = {c.key: c for c in argocd_components(repo, env)}
-    width = max(len(c.key) for c in flux_plan) + 2
-    head = f"  {'wave':<5}{'layer':<12}{'component':<{width}}{'chart':<28}{'version':<10} tools"
-    lines = [f"{env}:", head]
+    head = ("wave", "layer", "component", "chart", "version", "tools")
     # Plain-manifest layers: name the custom resources they apply, a versioned one first
     # (KnativeServing 1.23.0 rather than the NetworkPolicies beside it).
     crs = {
@@ -128,10 +129,14 @@ def describe(repo: Repo, env: str) -> str:
         )
         for lay in flux.layers(repo, env)
     }
+    rows = []
     for c in sorted(flux_plan, key=lambda c: c.wave):
         same = "Flux + Argo CD" if argo_plan.get(c.key) == c else "Flux only, or DIFFERENT"
         chart, version = (c.chart, c.version or "git") if c.chart else crs[c.key]
-        lines.append(f"  {c.wave:<5}{c.layer:<12}{c.key:<{width}}{chart:<28}{version:<10} {same}")
+        rows.append((c.wave, c.layer, c.key, chart, version, same))
+    # No numparse: a version such as 1.10 would be printed as 1.1.
+    table = tabulate(rows, head, tablefmt="plain", disable_numparse=True)
+    lines = [f"{env}:", textwrap.indent(table, "  ")]
     apps = argocd.applications(repo, env)
     sync = "automated, wave by wave" if all(a.automated for a in apps) else "manual (gated)"
     lines.append(f"  Flux: Kustomizations in dependsOn order; Argo CD sync: {sync}")

@@ -9,6 +9,7 @@ from typing import Any
 
 import yamale
 import yaml
+from tabulate import tabulate
 
 from kserve_gitops.repo import Repo
 
@@ -185,12 +186,10 @@ def evaluate(targets: Targets, measured: Measured) -> list[Check]:
 
 def verdict_table(checks: list[Check]) -> str:
     """A compact fixed-width table: target | threshold | measured | PASS/FAIL."""
-    rows = [("target", "threshold", "measured", "result")]
-    rows += [(c.target, c.threshold, c.measured, "PASS" if c.passed else "FAIL") for c in checks]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    head = ("target", "threshold", "measured", "result")
+    rows = [(c.target, c.threshold, c.measured, "PASS" if c.passed else "FAIL") for c in checks]
+    # The cells are formatted already: numparse would reformat "0.0100" as 0.01.
+    return tabulate(rows, head, tablefmt="presto", disable_numparse=True)
 
 
 def with_overrides(slo: Slo, **load: Any) -> Slo:

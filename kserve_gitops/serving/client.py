@@ -11,18 +11,26 @@ message.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    BaseRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 PROTOCOLS = ("v1", "v2")
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 Rows = Sequence[Sequence[float]]
 OnRetry = Callable[["PredictionError", int], None]
+Retry = TypeVar("Retry", bound=BaseRetrying)
 
 
 class PredictionError(Exception):
@@ -41,21 +49,29 @@ class RetryPolicy:
     max_backoff: float = 5.0
     retry_not_found: bool = False  # 404: a fresh route the gateway does not serve yet
 
-    def delay(self, attempt: int) -> float:
-        return min(self.backoff * 2**attempt, self.max_backoff)
+    def again(self, exc: BaseException) -> bool:
+        return isinstance(exc, PredictionError) and (
+            exc.transient or (self.retry_not_found and exc.status == 404)
+        )
 
-    def next_delay(self, exc: Exception, attempt: int, on_retry: OnRetry | None) -> float:
-        """Seconds to wait before retry `attempt + 1` after `exc`; raises the PredictionError
-        when `exc` is final (not transient, or retries exhausted)."""
-        if isinstance(exc, httpx.TransportError):  # connect/read errors and timeouts
-            exc = PredictionError(f"{type(exc).__name__}: {exc}", transient=True)
-        assert isinstance(exc, PredictionError)
-        again = exc.transient or (self.retry_not_found and exc.status == 404)
-        if not again or attempt >= self.retries:
-            raise exc
-        if on_retry:
-            on_retry(exc, attempt + 1)
-        return self.delay(attempt)
+    def retrying(self, kind: type[Retry], on_retry: OnRetry | None) -> Retry:
+        """tenacity's Retrying or AsyncRetrying with this policy; the last PredictionError is
+        raised when it is final (not transient, or retries exhausted)."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            if on_retry and state.outcome is not None:
+                error = state.outcome.exception()
+                assert isinstance(error, PredictionError)
+                on_retry(error, state.attempt_number)
+
+        return kind(
+            stop=stop_after_attempt(self.retries + 1),
+            # backoff before the first retry, doubled each time up to max_backoff
+            wait=wait_exponential(multiplier=self.backoff, max=self.max_backoff),
+            retry=retry_if_exception(self.again),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
 
 
 def predict_path(protocol: str, model: str) -> str:
@@ -110,6 +126,11 @@ def _headers(host_header: str | None) -> dict[str, str]:
     return {"content-type": "application/json", **({"host": host_header} if host_header else {})}
 
 
+def _transport_error(exc: httpx.TransportError) -> PredictionError:
+    """Connect and read errors and timeouts: transient."""
+    return PredictionError(f"{type(exc).__name__}: {exc}", transient=True)
+
+
 def _outcome(protocol: str, response: httpx.Response, rows: int) -> list[Any]:
     if response.status_code == 200:
         try:
@@ -144,19 +165,20 @@ def predict(
     url = base_url.rstrip("/") + predict_path(protocol, model)
     body, headers = request_body(protocol, rows), _headers(host_header)
     owned = client is None
-    client = client or httpx.Client(timeout=timeout)
+    http = client or httpx.Client(timeout=timeout)
+
+    def attempt() -> list[Any]:
+        try:
+            response = http.post(url, json=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise _transport_error(exc) from exc
+        return _outcome(protocol, response, len(rows))
+
     try:
-        attempt = 0
-        while True:
-            try:
-                return _outcome(protocol, client.post(url, json=body, headers=headers), len(rows))
-            except (httpx.TransportError, PredictionError) as exc:
-                delay = policy.next_delay(exc, attempt, on_retry)
-            attempt += 1
-            time.sleep(delay)
+        return policy.retrying(Retrying, on_retry)(attempt)
     finally:
         if owned:
-            client.close()
+            http.close()
 
 
 async def apredict(
@@ -173,11 +195,12 @@ async def apredict(
     policy = policy or RetryPolicy()
     url = base_url.rstrip("/") + predict_path(protocol, model)
     body, headers = request_body(protocol, rows), _headers(host_header)
-    attempt = 0
-    while True:
+
+    async def attempt() -> list[Any]:
         try:
-            return _outcome(protocol, await client.post(url, json=body, headers=headers), len(rows))
-        except (httpx.TransportError, PredictionError) as exc:
-            delay = policy.next_delay(exc, attempt, on_retry)
-        attempt += 1
-        await asyncio.sleep(delay)
+            response = await client.post(url, json=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise _transport_error(exc) from exc
+        return _outcome(protocol, response, len(rows))
+
+    return await policy.retrying(AsyncRetrying, on_retry)(attempt)

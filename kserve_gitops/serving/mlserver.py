@@ -14,6 +14,7 @@ on its own port (MLSERVER_METRICS_PORT, 8082 unless set), not on the HTTP port.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -23,10 +24,11 @@ import tempfile
 import threading
 from pathlib import Path
 
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.repo import Repo
 from kserve_gitops.serving import runtimes
 from kserve_gitops.serving.flags import boolean
-from kserve_gitops.serving.process import poll_ready
+from kserve_gitops.serving.process import answers
 from kserve_gitops.serving.server import default_model_dir
 
 # KServe v0.20.0 sets this model class (label modelClass) for modelFormat sklearn.
@@ -123,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _announce_when_ready(url: str, model_name: str, metrics_port: int) -> None:
-    if poll_ready(url + runtimes.ready_path("mlserver", model_name), 120):
+    ready = url + runtimes.ready_path("mlserver", model_name)
+    with contextlib.suppress(TimeoutError):  # not ready: MLServer's own log says why
+        wait_until(lambda: answers(ready), 120, 0.1, f"{ready} to answer")
         print(
             f"{model_name} ready (MLServer): {url} (V2 /v2/models/{model_name}/infer; "
             f"no V1), metrics on port {metrics_port}",

@@ -10,14 +10,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.repo import Repo
 from kserve_gitops.serving import runtimes
 
@@ -42,16 +42,10 @@ def port_block(start: int = 38400, end: int = 38999, size: int = 3) -> int:
     raise RuntimeError(f"no {size} consecutive free ports in {start}-{end}")
 
 
-def poll_ready(url: str, timeout: float, alive: Callable[[], None] = lambda: None) -> bool:
-    """True once GET `url` answers 2xx, False after `timeout` s; `alive` runs before every try
-    and raises when waiting is pointless (the server exited)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive()
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2, trust_env=False).is_success:
-                return True
-        time.sleep(0.1)
+def answers(url: str) -> bool:
+    """GET `url` answers 2xx (False while nothing listens yet)."""
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=2, trust_env=False).is_success
     return False
 
 
@@ -78,12 +72,15 @@ class LocalServer:
             )
 
     def wait_ready(self, timeout: float = 60) -> None:
-        if poll_ready(self.url + self.ready_path, timeout, self._alive):
-            return
-        self.stop()
-        raise TimeoutError(
-            f"model server not ready after {timeout:.0f}s:\n{self.log_text()[-3000:]}"
-        )
+        def ready() -> bool:
+            self._alive()  # raises once the server exited: waiting is pointless
+            return answers(self.url + self.ready_path)
+
+        try:
+            wait_until(ready, timeout, 0.1, "the model server to be ready")
+        except TimeoutError as exc:
+            self.stop()
+            raise TimeoutError(f"{exc}:\n{self.log_text()[-3000:]}") from None
 
     def stop(self, timeout: float = 20) -> int:
         """SIGTERM (graceful, like a pod's shutdown), then SIGKILL the group if it lingers."""

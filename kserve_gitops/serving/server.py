@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import copy
 import json
 import os
@@ -21,10 +22,11 @@ import threading
 import warnings
 from pathlib import Path
 
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.repo import Repo
 from kserve_gitops.serving.asgi_guard import DEFAULT_MAX_BODY, GuardSettings
 from kserve_gitops.serving.flags import boolean
-from kserve_gitops.serving.process import poll_ready
+from kserve_gitops.serving.process import answers
 
 
 def default_model_dir(repo: Repo, model_name: str) -> Path:
@@ -182,7 +184,9 @@ def endpoints(base_url: str, model_name: str) -> str:
 def _announce_when_ready(port: int, model_name: str, timeout: float = 120) -> None:
     # ModelServer.start() blocks; this thread prints one clear line once requests succeed.
     url = f"http://127.0.0.1:{port}"
-    if poll_ready(f"{url}/v1/models/{model_name}", timeout):
+    ready = f"{url}/v1/models/{model_name}"
+    with contextlib.suppress(TimeoutError):  # not ready: the server's own log says why
+        wait_until(lambda: answers(ready), timeout, 0.1, f"{ready} to answer")
         print(f"{model_name} ready: {endpoints(url, model_name)}", file=sys.stderr, flush=True)
 
 

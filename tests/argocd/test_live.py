@@ -78,8 +78,8 @@ def test_table_puts_argo_cds_verdict_next_to_ours() -> None:
     found = live.rows([SCALED], REPO)
     assert found[0].upstream == Verdict("Progressing", "0: transitionStatus | InProgress")
     assert live.table(found, "v3.5.1").splitlines() == [
-        "KIND              NAMESPACE  NAME          ARGO CD v3.5.1  OURS",
-        "InferenceService  models     sklearn-iris  Progressing     Healthy",
+        "KIND              NAMESPACE    NAME          ARGO CD v3.5.1    OURS",
+        "InferenceService  models       sklearn-iris  Progressing       Healthy",
         "InferenceService models/sklearn-iris (Argo CD): 0: transitionStatus | InProgress",
     ]
 

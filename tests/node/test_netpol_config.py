@@ -11,7 +11,7 @@ import pytest
 from kserve_gitops.node import host, netpol
 from kserve_gitops.node import policyprobe as pp
 from kserve_gitops.node.binaries import pinned
-from tests import REPO
+from tests import REPO, markdown_rows
 from tests.node.test_config import layout
 
 
@@ -77,9 +77,10 @@ def test_report_table_has_a_row_per_policy() -> None:
             pp.Row("models/deny", [], [], [refused]),
         ]
     )
-    lines = text.splitlines()
-    assert len(lines) == 4 and lines[2].startswith("| models/allow | models/p | - | knative")
-    assert "refused (0.01s)" in lines[3] and "| - | - | - |" in lines[3]
+    head, allow, deny = markdown_rows(text)
+    assert head[0] == "policy" and len(text.splitlines()) == 4
+    assert allow[:3] == ["models/allow", "models/p", "-"] and allow[3].startswith("knative")
+    assert deny[:4] == ["models/deny", "-", "-", "-"] and "refused (0.01s)" in deny[4]
 
 
 def test_host_state_saves_the_ipsets(tmp_path: Path) -> None:

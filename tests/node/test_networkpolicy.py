@@ -30,6 +30,7 @@ import pytest
 from kubernetes import client, config
 
 from kserve_gitops.base.tools import Runner
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.e2e.provider import KwokCluster, run_env
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.node import binaries as node_binaries
@@ -227,10 +228,14 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
 
 def _wait_policies(namespace: str, pod: str, names: list[str]) -> None:
     """Until kube-router runs the pod's ingress through exactly the policies `names`."""
-    pp.wait_until(
+    wait_until(
         lambda: pp.policies_programmed(namespace, pod) == sorted(names),
-        f"kube-router running {namespace}/{pod} through {sorted(names) or 'no policy'} "
-        f"(now {pp.policies_programmed(namespace, pod)})",
+        90,
+        0.5,
+        lambda: (
+            f"kube-router running {namespace}/{pod} through {sorted(names) or 'no policy'} "
+            f"(now {pp.policies_programmed(namespace, pod)})"
+        ),
     )
 
 

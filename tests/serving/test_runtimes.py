@@ -21,7 +21,7 @@ import yaml
 
 from kserve_gitops.bench import pinning
 from kserve_gitops.serving import client, mlserver, process, runtimes
-from tests import REPO
+from tests import REPO, markdown_rows
 
 MODEL = "sklearn-iris"
 V2 = f"/v2/models/{MODEL}/infer"
@@ -448,7 +448,8 @@ def test_bench_runtimes_side_by_side_in_rotating_rounds(kgops, tmp_path: Path) -
         or ": NOT met (" in goal[0]
     )
     assert "### V1 (mlserver-inprocess: no V1 endpoint)" in text
-    assert "\n| sklearnserver-tuned | " in text and "\n| mlserver-inprocess | " in text
+    configs = {row[0] for row in markdown_rows(text)}
+    assert {"sklearnserver-tuned", "mlserver-inprocess"} <= configs
     assert re.search(r"^- Throughput, V2: (\*\*|no verdict: rounds disagree)", text, re.M)
     assert "- Memory: **" in text
     assert "CPU pinning: " in text and "interleaved rounds" in text
@@ -525,7 +526,7 @@ def test_profile_samples_a_runtime_under_load(kgops, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     text = out.read_text()
     assert "mlserver-inprocess (--workers 0 --debug false), v2 at 60 req/s for 3 s" in text
-    shares = dict(re.findall(r"^\| ([^|]+) \| ([\d.]+)% \|$", text, re.M))
+    shares = {where: share.rstrip("%") for where, share in markdown_rows(text)[1:]}
     assert shares and abs(sum(map(float, shares.values())) - 100) < 0.5
     assert float(shares.get("runtime: mlserver", 0)) > 0
     assert out.with_suffix(".collapsed").read_text().count("mlserver") > 0
