@@ -13,9 +13,9 @@ model version decides (its revision Ready), False as Ready is when the version i
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from kserve_gitops.base.tools import CommandError, Runner
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.controllers.canary import Split
 from kserve_gitops.delivery import flux, sources
 from kserve_gitops.e2e import reliability, rollout_load, traffic
@@ -275,13 +276,17 @@ class Watch:
             self.event(f"kubelet: {what}: {said}")
 
     def until(self, release: str, done: Any, within_s: float) -> dict[str, Any] | None:
-        """Poll until done(HelmRelease) or `within_s` from now; the last HelmRelease seen."""
-        deadline = time.monotonic() + within_s
-        hr = self.poll(release)
-        while not (hr is not None and done(hr)) and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-            hr = self.poll(release)
-        return hr
+        """Poll until done(HelmRelease) or `within_s` from now; the last HelmRelease seen (the
+        scenario's budget judges a wait that ran out)."""
+        last: list[dict[str, Any] | None] = [None]
+
+        def check() -> bool:
+            last[0] = self.poll(release)
+            return last[0] is not None and bool(done(last[0]))
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(check, within_s, POLL_S, f"HelmRelease {release}")
+        return last[0]
 
 
 def container_reason(status: dict[str, Any]) -> str:
