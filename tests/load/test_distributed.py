@@ -116,8 +116,9 @@ def _summary(reports: Path) -> tuple[Path, dict]:
 def test_two_workers_share_the_plan_and_merge_into_one_verdict(kgops, tmp_path: Path):
     """1000 req/s over two worker processes against the fast server. Which rate one process
     cannot hold depends on the machine and its load (BENCHMARKS.md, generator limits); this
-    checks the mechanics: exact shares, one merged distribution, one verdict."""
-    config = slo_file(tmp_path / "slo.yaml", rate=1000, duration="4s")
+    checks the mechanics: exact shares, one merged distribution, one verdict. No bound depends
+    on how fast the machine is: the throughput target is one request a second."""
+    config = slo_file(tmp_path / "slo.yaml", rate=1000, duration="4s", throughput_min_rps=1)
     with fast_server() as url:
         result = kgops(
             "loadtest",
@@ -147,7 +148,8 @@ def test_two_workers_share_the_plan_and_merge_into_one_verdict(kgops, tmp_path: 
     workers = summary["generators"]
     assert [(w["index"], w["of"], w["completed"]) for w in workers] == [(0, 2, 2000), (1, 2, 2000)]
     assert summary["lost_workers"] == []
-    assert summary["throughput_rps"] == pytest.approx(1000, rel=0.05)
+    # Open loop: never more than the plan offers, however fast the machine.
+    assert 0 < summary["throughput_rps"] <= 1000 * 1.01
     # One merged distribution: every request of both workers, one verdict on it.
     merged = HdrHistogram.decode(summary["histograms_us"]["scheduled"])
     assert merged.get_total_count() == 4000
