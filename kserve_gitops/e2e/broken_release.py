@@ -26,7 +26,7 @@ import yaml
 from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.base.wait import wait_until
 from kserve_gitops.controllers.canary import Split
-from kserve_gitops.delivery import flux, sources
+from kserve_gitops.delivery import flux, overlay, reconciliation, sources
 from kserve_gitops.e2e import reliability, rollout_load, traffic
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.repo import Repo, render
@@ -124,7 +124,7 @@ class FluxOnNode:
     def take_over(self) -> None:
         """Apply the GitRepository and the Kustomization of the release's layer (test overlay:
         no dependsOn, the node's health expression as a Flux patch)."""
-        top = flux.entry_objects(self.repo, self.env)
+        top = overlay.entry_objects(self.repo, self.env)
         layer = next(
             (
                 lay
@@ -358,9 +358,9 @@ def _break(s: reliability.Scenarios, fl: FluxOnNode, d: reliability.Declared) ->
     # The take-over is an upgrade to what is installed: bounded by helm-controller's default
     # timeout, since the HelmRelease (and any timeout it declares) is not there yet.
     adopt_s = parse_duration(DEFAULT_TIMEOUT)
-    hr = watch.until(s.model, lambda o: flux.ready(o)[0] == "True", adopt_s)
-    if hr is None or flux.ready(hr)[0] != "True":
-        said = "never applied" if hr is None else flux.ready(hr)[1]
+    hr = watch.until(s.model, lambda o: reconciliation.ready(o)[0] == "True", adopt_s)
+    if hr is None or reconciliation.ready(hr)[0] != "True":
+        said = "never applied" if hr is None else reconciliation.ready(hr)[1]
         raise BrokenReleaseError(f"HelmRelease {s.model} not Ready after {adopt_s:g}s: {said}")
     before = history(hr)
     adoption = []

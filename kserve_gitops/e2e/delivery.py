@@ -26,7 +26,7 @@ from typing import Any
 from kserve_gitops.base import redact
 from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.checks import secret_scan
-from kserve_gitops.delivery import flux, sources
+from kserve_gitops.delivery import flux, overlay, reconciliation, sources
 from kserve_gitops.e2e.plan import MONITORING_GROUP
 from kserve_gitops.e2e.provider import KwokCluster, run_env
 from kserve_gitops.localcluster import binaries, controlplane
@@ -120,12 +120,12 @@ class FluxCluster:
         )
         return commit
 
-    def serve_charts(self, env: str, chart_srcs: list[flux.Source]) -> list[str]:
+    def serve_charts(self, env: str, chart_srcs: list[overlay.Source]) -> list[str]:
         self.registry = sources.Registry(
             self.kwok.bins["registry"], self.workdir / "registry", self.ports.registry
         )
         self.registry.start()
-        served = flux.serve_charts(
+        served = overlay.serve_charts(
             self.repo,
             env,
             chart_srcs,
@@ -209,7 +209,7 @@ def run(
     except flux.FluxError as exc:
         echo(f"e2e flux {env}: FAILED: {exc}; nothing was started")
         return EXIT_FAILED
-    timeline = flux.Timeline(echo)
+    timeline = reconciliation.Timeline(echo)
     failure: str | None = None
     notes: list[str] = []
     phases: list[tuple[str, float]] = []
@@ -226,7 +226,7 @@ def run(
         fc.start()
         phase("local sources: Git, Helm repository, OCI registry")
         fc.serve_git()
-        chart_srcs = flux.chart_sources(repo, env)
+        chart_srcs = overlay.chart_sources(repo, env)
         served = fc.serve_charts(env, chart_srcs)
         # What clusters/<env> expects the cluster to have (as the kwok e2e installs it): the
         # Prometheus Operator CRDs platform-monitoring's objects need, pinned in config/crds.tsv.
@@ -235,7 +235,7 @@ def run(
             ["kubectl", "apply", "--server-side", *(a for p in monitoring for a in ("-f", str(p)))],
             timeout=120,
         )
-        overlay = flux.overlay(
+        overlay_dir = overlay.overlay(
             repo,
             env,
             fc.workdir / "overlay",
@@ -244,31 +244,33 @@ def run(
             fc.charts_url,
             fc.registry.address if fc.registry else "",
         )
-        phase(f"apply the Flux entry point clusters/{env} (overlay {repo.rel(overlay)})")
+        phase(f"apply the Flux entry point clusters/{env} (overlay {repo.rel(overlay_dir)})")
         echo(
             "    test overlay: the HelmReleases' healthCheckExprs are dropped (no KServe controller"
             " runs on kwok to set an InferenceService's Ready); helm-controller uses kstatus"
         )
-        fc.runner.run(["kubectl", "apply", "-k", str(overlay)], timeout=120)
-        top = flux.entry_objects(repo, env)
-        expected = [flux.key(o) for o in top if o.get("kind") in flux.READY_KINDS]
+        fc.runner.run(["kubectl", "apply", "-k", str(overlay_dir)], timeout=120)
+        top = overlay.entry_objects(repo, env)
+        expected = [
+            reconciliation.key(o) for o in top if o.get("kind") in reconciliation.READY_KINDS
+        ]
         phase(f"Flux reconciles: {len(expected)} Kustomizations, HelmReleases as they appear")
         timeline.started = time.monotonic()
-        waiting = flux.wait_ready(fc.runner, timeline, expected, timeout_s, fc.tick)
+        waiting = reconciliation.wait_ready(fc.runner, timeline, expected, timeout_s, fc.tick)
         if waiting:
             failure = f"not Ready after {timeout_s:.0f}s:\n" + "\n".join(f"  {w}" for w in waiting)
         else:
-            violations = flux.order_violations(timeline.objects, timeline.ready_at)
+            violations = reconciliation.order_violations(timeline.objects, timeline.ready_at)
             if violations:
                 failure = "dependsOn order violated:\n" + "\n".join(f"  {v}" for v in violations)
         for name, obj in sorted(timeline.objects.items()):
             if name.startswith("Kustomization/"):
-                refs = flux.inventory(obj)
+                refs = reconciliation.inventory(obj)
             elif name.startswith("HelmRelease/"):
-                refs = flux.release_objects(fc.runner, obj)
+                refs = reconciliation.release_objects(fc.runner, obj)
             else:
                 continue
-            notes += [f"{name}: {u}" for u in flux.unreconciled(fc.runner, refs)]
+            notes += [f"{name}: {u}" for u in reconciliation.unreconciled(fc.runner, refs)]
         if not failure:
             phase("cluster checks")
             findings = fc.kwok.check(fc.runner, unchecked)
@@ -292,7 +294,7 @@ def run(
         echo(f"FAILED: {failure}")
     try:
         if fc.kwok.plane is not None:
-            fc.report(report_dir, flux.layer_namespaces(timeline.objects))
+            fc.report(report_dir, reconciliation.layer_namespaces(timeline.objects))
     except (CommandError, OSError) as exc:
         echo(f"warning: report incomplete: {exc}")
     finally:

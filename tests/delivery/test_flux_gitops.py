@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from kserve_gitops.base.tools import CommandError
-from kserve_gitops.delivery import flux, sources
+from kserve_gitops.delivery import flux, overlay, reconciliation, sources
 from kserve_gitops.e2e.delivery import FluxCluster
 from kserve_gitops.localcluster import binaries
 from kserve_gitops.upstream import crds
@@ -63,10 +63,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxCluster]:
             p for p in crds.ensure(REPO) if p.name == "serving.kserve.io_inferenceservices.yaml"
         )
         fc.runner.run(["kubectl", "apply", "--server-side", "-f", str(crd)], timeout=120)
-        top = flux.entry_objects(REPO, "dev")
+        top = overlay.entry_objects(REPO, "dev")
         repo = next(o for o in top if o["kind"] == "GitRepository")
         repo["spec"] |= {"url": fc.git_url, "interval": INTERVAL}
-        models = next(o for o in top if flux.key(o) == "Kustomization/models")
+        models = next(o for o in top if reconciliation.key(o) == "Kustomization/models")
         models["spec"].pop("dependsOn", None)
         models["spec"] |= {"interval": INTERVAL, "retryInterval": INTERVAL, "timeout": "2m"}
         manifest = report / "flux.yaml"
@@ -87,7 +87,7 @@ def get(fc: FluxCluster, kind: str, name: str, ns: str = flux.NAMESPACE) -> dict
 
 def ready(fc: FluxCluster, kind: str, name: str) -> tuple[str, str]:
     try:
-        return flux.ready(get(fc, kind, name))
+        return reconciliation.ready(get(fc, kind, name))
     except CommandError:
         return "absent", ""
 
