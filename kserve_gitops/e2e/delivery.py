@@ -27,7 +27,7 @@ from kserve_gitops.base import redact
 from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.checks import secret_scan
 from kserve_gitops.delivery import flux, overlay, reconciliation, sources
-from kserve_gitops.e2e.plan import MONITORING_GROUP
+from kserve_gitops.e2e.layer_plan import MONITORING_GROUP
 from kserve_gitops.e2e.provider import KwokCluster, run_env
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.checks import Finding

@@ -8,23 +8,20 @@ from typing import Any
 
 import yaml
 
-from kserve_gitops.e2e.plan import INGRESS_NODE_PORT, RUNTIME_REGISTRY, kind_config
+from kserve_gitops.e2e.layer_plan import RUNTIME_REGISTRY
+from kserve_gitops.e2e.model_steps import ClusterCanary, LoadTest, Predict, Reliability, ResolveHost
+from kserve_gitops.e2e.plan import INGRESS_NODE_PORT, kind_config
 from kserve_gitops.e2e.steps import (
     UNTIL,
     Apply,
     CheckCluster,
-    ClusterCanary,
     CreateCluster,
     HelmInstall,
-    LoadTest,
     NotRun,
     ObserveChain,
     Plan,
     Poll,
-    Predict,
     Reapply,
-    Reliability,
-    ResolveHost,
     Run,
     StartControllers,
     StartLocalCluster,

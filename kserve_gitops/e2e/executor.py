@@ -22,27 +22,29 @@ from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.controllers import canary, chain
 from kserve_gitops.delivery.flux import FluxError
 from kserve_gitops.e2e import broken_release, ingress, reliability, slo_table
+from kserve_gitops.e2e.model_steps import (
+    ClusterCanary,
+    ClusterPath,
+    ColdStart,
+    LoadTest,
+    Predict,
+    Reliability,
+    ResolveHost,
+    SloComparison,
+)
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
 from kserve_gitops.e2e.provider import KwokCluster, changed_fields
 from kserve_gitops.e2e.steps import (
     Apply,
     CheckCluster,
-    ClusterCanary,
-    ClusterPath,
-    ColdStart,
     CreateCluster,
     HelmInstall,
-    LoadTest,
     NotRun,
     ObserveChain,
     Plan,
     Poll,
-    Predict,
     Reapply,
-    Reliability,
-    ResolveHost,
     Run,
-    SloComparison,
     StartControllers,
     StartLocalCluster,
     Step,

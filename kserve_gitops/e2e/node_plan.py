@@ -26,18 +26,15 @@ from dataclasses import replace
 from typing import Any
 
 from kserve_gitops.e2e import golden
-from kserve_gitops.e2e.steps import (
+from kserve_gitops.e2e.model_steps import (
     ClusterPath,
     ColdStart,
-    HelmInstall,
     LoadTest,
-    NotRun,
     Predict,
     Reliability,
-    Run,
     SloComparison,
-    Step,
 )
+from kserve_gitops.e2e.steps import HelmInstall, NotRun, Run, Step
 from kserve_gitops.node.config import NODE_LABEL, NODE_VALUE, TOLERATION
 from kserve_gitops.repo import Repo, flux
 from kserve_gitops.repo.render import RenderError

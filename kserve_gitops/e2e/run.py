@@ -37,9 +37,10 @@ from kserve_gitops.controllers.processes import ControllerError
 from kserve_gitops.e2e.describe import describe
 from kserve_gitops.e2e.diagnostics import collect_diagnostics, layer_namespaces
 from kserve_gitops.e2e.executor import Executor, Outcome, StepFailed, StepNotRun
+from kserve_gitops.e2e.layer_plan import LOCAL
 from kserve_gitops.e2e.node_plan import RELIABILITY_SCENARIOS
 from kserve_gitops.e2e.paths import PathError
-from kserve_gitops.e2e.plan import LOCAL, PROVIDERS, build
+from kserve_gitops.e2e.plan import PROVIDERS, build
 from kserve_gitops.e2e.provider import KwokCluster, run_env, summary_table
 from kserve_gitops.e2e.steps import Plan
 from kserve_gitops.localcluster import binaries

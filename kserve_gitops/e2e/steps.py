@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kserve_gitops.e2e import model_steps
 from kserve_gitops.repo import Repo
 
 
@@ -154,87 +155,6 @@ class Poll:
 
 
 @dataclass(frozen=True)
-class ResolveHost:
-    """Read the InferenceService URL: its host is the Host header the ingress routes on."""
-
-    layer: str
-    name: str
-    namespace: str
-
-    @property
-    def title(self) -> str:
-        return f"read InferenceService {self.namespace}/{self.name} status.url (the Host header)"
-
-    def argv(self) -> list[str]:
-        return [
-            "kubectl",
-            "get",
-            "inferenceservice",
-            self.name,
-            "-n",
-            self.namespace,
-            "-o",
-            "jsonpath={.status.url}",
-        ]
-
-
-@dataclass(frozen=True)
-class Predict:
-    layer: str
-    model: str
-    protocol: str
-    instances: tuple[tuple[float, ...], ...]
-    expected: tuple[int, ...]
-    timeout_s: float = 120
-    path: str | None = None  # a ClusterPath opened before (real node); None: the ingress
-
-    @property
-    def title(self) -> str:
-        rows = json.dumps([list(r) for r in self.instances])
-        via = f" via {self.path}" if self.path else ""
-        return f"predict {self.protocol}{via} {rows} -> {list(self.expected)}"
-
-
-@dataclass(frozen=True)
-class LoadTest:
-    """`kgops loadtest`; rate, duration and targets come from
-    config/slo.yaml (or `slo_config`) for the environment unless `duration` is given."""
-
-    layer: str
-    env: str
-    model: str
-    protocol: str
-    duration: str | None = None
-    slo_config: Path | None = None
-    path: str | None = None  # a ClusterPath opened before (real node); None: the ingress
-
-    @property
-    def title(self) -> str:
-        via = f" via {self.path}" if self.path else ""
-        return f"Locust SLO test{via} ({self.protocol}, config/slo.yaml targets for {self.env})"
-
-    def argv(self, target: str, host: str | None, reports: str) -> list[str]:
-        return [
-            "python",
-            "-m",
-            "kserve_gitops.load.loadtest",
-            "--target",
-            target,
-            *(["--host-header", host] if host else []),
-            "--protocol",
-            self.protocol,
-            "--model",
-            self.model,
-            "--env",
-            self.env,
-            "--reports",
-            reports,
-            *(["--duration", self.duration] if self.duration else []),
-            *(["--slo-config", str(self.slo_config)] if self.slo_config else []),
-        ]
-
-
-@dataclass(frozen=True)
 class StartLocalCluster:
     """The kwok provider's cluster: real etcd, kube-apiserver, kube-controller-manager and
     kube-scheduler processes, kwok for the kubelet, fake nodes, and the harness's stand-ins;
@@ -256,87 +176,6 @@ class StartLocalCluster:
             "start the control plane (etcd, kube-apiserver, kube-controller-manager, "
             f"kube-scheduler) with kwok and {self.nodes} fake nodes{real}"
         )
-
-
-@dataclass(frozen=True)
-class ClusterPath:
-    """Open one way into the model through the real node's cluster (the real-node provider),
-    which the Predict and LoadTest steps naming it then use:
-    - "service": the revision's private Kubernetes Service, through kube-proxy's rules to
-      queue-proxy in the predictor pod;
-    - "port-forward": `kubectl port-forward` to the predictor pod's model server (the API
-      server and the kubelet in the path; the report's path).
-    """
-
-    layer: str
-    model: str
-    namespace: str
-    path: str
-
-    @property
-    def title(self) -> str:
-        how = {
-            "service": "the revision's Service (kube-proxy, queue-proxy)",
-            "port-forward": "kubectl port-forward to the predictor pod",
-        }[self.path]
-        return f"open the cluster path {self.path}: {how}"
-
-
-@dataclass(frozen=True)
-class ColdStart:
-    """Scale from zero through Knative's activator: wait until the revision has no pod (the
-    environment's scale-to-zero), then send one prediction to the revision's public Service
-    (its endpoints are the activator's) and time it to the answer."""
-
-    layer: str
-    model: str
-    namespace: str
-    instances: tuple[tuple[float, ...], ...]
-    expected: tuple[int, ...]
-    timeout_s: float = 300
-
-    @property
-    def title(self) -> str:
-        want = list(self.expected)
-        return f"cold start: scale to zero, then predict through the activator -> {want}"
-
-
-@dataclass(frozen=True)
-class SloComparison:
-    """The same Locust SLO test against the model served locally (what `make demo` measures),
-    then one table: each target with the local figure beside each cluster path's."""
-
-    layer: str
-    env: str
-    model: str
-    paths: tuple[str, ...]
-
-    @property
-    def title(self) -> str:
-        return f"SLO table: local beside {', '.join(self.paths)} (config/slo.yaml, {self.env})"
-
-
-@dataclass(frozen=True)
-class Reliability:
-    """One scenario of kserve_gitops.e2e.reliability on the real node: open-loop load through
-    the revision's public Service while the service scales from zero or a fault hits the node,
-    checked against a budget the environment's declared timeouts give."""
-
-    layer: str
-    scenario: str
-    model: str
-    namespace: str
-    instances: tuple[tuple[float, ...], ...]
-    expected: tuple[int, ...]
-    percent: int  # the rollout's canary share
-
-    @property
-    def title(self) -> str:
-        what = {
-            "rollout": f" (canary {self.percent}%, rollback)",
-            "broken-release": " (applied by Flux, rolled back by its remediation)",
-        }.get(self.scenario, "")
-        return f"reliability: {self.scenario}{what} under open-loop load"
 
 
 @dataclass(frozen=True)
@@ -407,27 +246,7 @@ class ObserveChain:
         return f"wait: InferenceService {self.namespace}/{self.name} Ready (the chain observed)"
 
 
-@dataclass(frozen=True)
-class ClusterCanary:
-    """`make canary` (the newest registered version beside the stable one), then `make rollback`
-    twice, each edit installed on the cluster from a repository copy; the traffic split KServe
-    and Knative compute must follow each stage (kserve_gitops.controllers.canary)."""
-
-    layer: str
-    env: str
-    model: str
-    namespace: str
-    percent: int
-
-    @property
-    def title(self) -> str:
-        return (
-            f"canary on the cluster: make canary PERCENT={self.percent}, make rollback twice; "
-            "traffic split per stage"
-        )
-
-
-# The canary share the kwok e2e rolls out (and back) on the running InferenceService.
+# Any step of a plan: the executor runs and describe prints each by its type.
 Step = (
     CreateCluster
     | StartLocalCluster
@@ -435,19 +254,19 @@ Step = (
     | Apply
     | Run
     | Poll
-    | ResolveHost
-    | Predict
-    | LoadTest
+    | model_steps.ResolveHost
+    | model_steps.Predict
+    | model_steps.LoadTest
     | NotRun
     | CheckCluster
     | Reapply
     | StartControllers
     | ObserveChain
-    | ClusterCanary
-    | ClusterPath
-    | ColdStart
-    | SloComparison
-    | Reliability
+    | model_steps.ClusterCanary
+    | model_steps.ClusterPath
+    | model_steps.ColdStart
+    | model_steps.SloComparison
+    | model_steps.Reliability
 )
 
 

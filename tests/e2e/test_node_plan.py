@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from kserve_gitops.e2e import node_plan
+from kserve_gitops.e2e.model_steps import ClusterPath, ColdStart, LoadTest, Predict, SloComparison
 from kserve_gitops.e2e.plan import build
 from kserve_gitops.e2e.steps import (
     Apply,
-    ClusterPath,
-    ColdStart,
     HelmInstall,
-    LoadTest,
     NotRun,
-    Predict,
     Run,
-    SloComparison,
     StartControllers,
     StartLocalCluster,
 )

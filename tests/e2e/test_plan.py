@@ -22,19 +22,11 @@ from kserve_gitops.base import tools
 from kserve_gitops.e2e import readiness, run, steps
 from kserve_gitops.e2e.describe import describe
 from kserve_gitops.e2e.executor import Executor, StepFailed
+from kserve_gitops.e2e.layer_plan import on_one_node
+from kserve_gitops.e2e.model_steps import LoadTest, Predict, ResolveHost
 from kserve_gitops.e2e.model_store import storage
-from kserve_gitops.e2e.plan import INGRESS_NODE_PORT, build, on_one_node
-from kserve_gitops.e2e.steps import (
-    Apply,
-    CreateCluster,
-    HelmInstall,
-    LoadTest,
-    Plan,
-    Poll,
-    Predict,
-    ResolveHost,
-    Run,
-)
+from kserve_gitops.e2e.plan import INGRESS_NODE_PORT, build
+from kserve_gitops.e2e.steps import Apply, CreateCluster, HelmInstall, Plan, Poll, Run
 from kserve_gitops.repo import Repo, flux, render
 from kserve_gitops.repo.render import RenderError
 from tests import REPO

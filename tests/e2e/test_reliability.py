@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kserve_gitops.e2e import golden, node_plan, plan, reliability, steps, traffic
+from kserve_gitops.e2e import golden, model_steps, node_plan, plan, reliability, steps, traffic
 from kserve_gitops.repo.render import RenderError
 from tests import REPO
 
@@ -78,7 +78,7 @@ def test_a_broken_budget_is_reported_with_each_breach() -> None:
 
 def test_the_node_plan_runs_every_scenario_after_the_verification() -> None:
     built = plan.build(REPO, "dev", "node", reliability=True)
-    scenarios = [s for s in built.steps if isinstance(s, steps.Reliability)]
+    scenarios = [s for s in built.steps if isinstance(s, model_steps.Reliability)]
     assert [s.scenario for s in scenarios] == list(node_plan.RELIABILITY_SCENARIOS)
     rows, want = golden.predictions(REPO, "sklearn-iris")[0]  # the golden set's first case
     assert all((s.instances, s.expected) == (rows, want) for s in scenarios)
@@ -86,12 +86,16 @@ def test_the_node_plan_runs_every_scenario_after_the_verification() -> None:
     # After the verification and the steady-state check (the rollout changes the service),
     # before the canary layer.
     assert (
-        kinds.index(steps.Reliability) > kinds.index(steps.Reapply) > kinds.index(steps.ColdStart)
+        kinds.index(model_steps.Reliability)
+        > kinds.index(steps.Reapply)
+        > kinds.index(model_steps.ColdStart)
     )
-    assert kinds.index(steps.ClusterCanary) > max(
-        i for i, k in enumerate(kinds) if k is steps.Reliability
+    assert kinds.index(model_steps.ClusterCanary) > max(
+        i for i, k in enumerate(kinds) if k is model_steps.Reliability
     )
-    assert not any(isinstance(s, steps.Reliability) for s in plan.build(REPO, "dev", "node").steps)
+    assert not any(
+        isinstance(s, model_steps.Reliability) for s in plan.build(REPO, "dev", "node").steps
+    )
 
 
 def test_reliability_needs_the_real_node() -> None:
@@ -118,7 +122,7 @@ def test_each_event_records_argo_cds_verdict_beside_ours() -> None:
 def test_scenarios_can_be_chosen_and_keep_their_order() -> None:
     names = ("rollout", "broken-release")
     built = plan.build(REPO, "dev", "node", reliability=True, scenario_names=names)
-    chosen = [s.scenario for s in built.steps if isinstance(s, steps.Reliability)]
+    chosen = [s.scenario for s in built.steps if isinstance(s, model_steps.Reliability)]
     assert chosen == ["broken-release", "rollout"]  # the usual order, not the argument's
     with pytest.raises(RenderError, match="unknown typo-scenario"):
         plan.build(REPO, "dev", "node", reliability=True, scenario_names=("typo-scenario",))
@@ -127,7 +131,7 @@ def test_scenarios_can_be_chosen_and_keep_their_order() -> None:
 def test_with_the_scenarios_the_model_carries_flux_origin_labels_from_the_start() -> None:
     """Flux's take-over must change no label (KServe copies them into revisions)."""
 
-    def model_release(built: plan.Plan) -> steps.HelmInstall:
+    def model_release(built: steps.Plan) -> steps.HelmInstall:
         return next(
             s
             for s in built.steps
