@@ -21,7 +21,7 @@ from kserve_gitops.controllers.processes import Controllers
 from kserve_gitops.localcluster import binaries, checks, controlplane, pki
 from kserve_gitops.localcluster.controlplane import ClusterConfig, ControlPlane, ControlPlaneError
 from kserve_gitops.localcluster.standins import STAND_IN, StandIns
-from kserve_gitops.node import addons, host, images, realnode
+from kserve_gitops.node import addons, host, images, kept
 from kserve_gitops.node import binaries as node_binaries
 from kserve_gitops.node import config as node_config
 from kserve_gitops.node.realnode import RealNode
@@ -292,7 +292,7 @@ def stop_kept(repo: Repo, env: str) -> list[str]:
         layout = node_config.layout(
             env, plane.dir, plane.slot, cfg.node_cidr, cfg.service_cidr, plane.ports
         )
-        undone = [f"node: {line}" for line in realnode.stop_kept(layout)]
+        undone = [f"node: {line}" for line in kept.stop_kept(layout)]
     return [*undone, *controlplane.stop_kept(repo, env)]
 
 

@@ -11,7 +11,7 @@ Stop, in the order that leaves nothing behind: the node's pods deleted through t
 sandboxes and veths go with them), kube-router, kube-proxy and the kubelet stopped, any
 container left killed through containerd, containerd stopped, every mount under the node's
 folders unmounted, its cgroups removed, and every kernel setting, iptables table and link it changed
-restored.
+restored. A node kept running (KEEP=1) is stopped from its folders (kserve_gitops.node.kept).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from kserve_gitops.localcluster import pki
 from kserve_gitops.node import config as node_config
 from kserve_gitops.node import host, images, netpol
 from kserve_gitops.node.config import Layout
+from kserve_gitops.node.kept import HOST_STATE, KEPT, kill_naming
 
 # The kernel settings the node needs: routing between the bridge and the host, and bridged
 # traffic through iptables (a pod answering a pod on the same bridge through a Service).
@@ -48,9 +49,6 @@ SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"
 # One real node per machine: kubelets and kube-proxies share iptables chain names and kernel
 # settings, and each node restores what the machine was before it started.
 LOCK = Path("/run/kgops-real-node.lock")
-# A node left running (KEEP=1) holds no process, so it says so here until `kgops cluster stop`.
-KEPT = Path("/run/kgops-real-node.kept")
-HOST_STATE = "host-state.json"  # the machine before the node started, for a kept cluster's stop
 
 
 class NodeError(Exception):
@@ -422,36 +420,3 @@ class RealNode:
 
     def _kill_shims(self) -> None:
         self.undone += kill_naming(str(self.layout.run).encode())
-
-
-def kill_naming(needle: bytes) -> list[str]:
-    """SIGKILL every process whose command line names `needle` (containerd's shims outlive it
-    by design; ours name our socket)."""
-    killed = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if needle in (proc / "cmdline").read_bytes():
-                os.kill(int(proc.name), 9)
-                killed.append(f"killed left-over process {proc.name}")
-    return killed
-
-
-def stop_kept(layout: Layout) -> list[str]:
-    """A node left running (KEEP=1) stopped from its folders alone: every process naming them
-    killed, mounts, cgroups and the machine's settings restored as `RealNode.stop` does."""
-    if not layout.dir.is_dir():
-        return []
-    undone = kill_naming(str(layout.dir).encode()) + kill_naming(str(layout.run).encode())
-    time.sleep(1)
-    mounts = host.unmount_under(layout.kubelet_root, layout.run, layout.dir)
-    undone += [f"unmounted {len(mounts)} mount(s)"] if mounts else []
-    undone += host.kill_cgroup(layout.cgroup)
-    undone += [f"cgroup left: {line}" for line in host.remove_cgroup(layout.cgroup)]
-    if (layout.dir / HOST_STATE).is_file():
-        undone += host.HostState.load(layout.dir / HOST_STATE).restore()
-    shutil.rmtree(layout.run, ignore_errors=True)
-    if KEPT.is_file() and str(layout.dir) in KEPT.read_text():
-        KEPT.unlink()
-    return undone
