@@ -41,8 +41,9 @@ VALUES = MODELS / "sklearn-iris.yaml"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxCluster]:
     """dev's GitRepository and models Kustomization as clusters/dev declares them, minus the
-    dependsOn on layers this cluster does not have, at a short interval; the InferenceService
-    CRD from the CRD cache."""
+    dependsOn on layers this cluster does not have, at a short interval, and with the Flux e2e's
+    patch that drops the HelmReleases' health expressions (no KServe controller runs here to set
+    an InferenceService's Ready); the InferenceService CRD from the CRD cache."""
     need_binaries(
         lambda: binaries.locate(binaries.pinned(REPO)),
         lambda: binaries.locate([*binaries.flux_pinned(REPO), binaries.oci_registry(REPO)]),
@@ -69,6 +70,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxCluster]:
         models = next(o for o in top if reconciliation.key(o) == "Kustomization/models")
         models["spec"].pop("dependsOn", None)
         models["spec"] |= {"interval": INTERVAL, "retryInterval": INTERVAL, "timeout": "2m"}
+        patches = models["spec"].get("patches") or []
+        models["spec"]["patches"] = [*patches, overlay.NO_HEALTH_CHECK_EXPRS]
         manifest = report / "flux.yaml"
         manifest.write_text(yaml.safe_dump_all([repo, models]))
         fc.runner.run(["kubectl", "apply", "-f", str(manifest)], timeout=60)
