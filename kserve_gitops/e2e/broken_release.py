@@ -227,6 +227,8 @@ class Watch:
     seen: dict[str, str] = field(default_factory=dict)
     kubelet: list[str] = field(default_factory=list)  # the broken pods' reasons, in order
     latest_created: str = ""  # the Knative Service's newest revision, as last seen
+    heard: set[tuple[str, str]] = field(default_factory=set)  # (object, what the kubelet said)
+    since: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     def event(self, what: str) -> None:
         if self.load.started:  # before, the poll only finds the route the load starts on
@@ -251,7 +253,9 @@ class Watch:
                 self.kubelet_said(f"pod {pod['metadata']['name']} {c['name']}", said)
         for ev in s.paths.get("events", "-n", s.namespace).get("items") or []:
             source = ev.get("reportingComponent") or (ev.get("source") or {}).get("component")
-            if source == "kubelet" and ev.get("type") == "Warning":
+            when = ev.get("lastTimestamp") or ev.get("eventTime") or ""
+            # Only this scenario's: the namespace keeps the earlier scenarios' events for an hour.
+            if source == "kubelet" and ev.get("type") == "Warning" and when >= self.since:
                 obj = ev.get("involvedObject") or {}
                 what = f"{obj.get('kind', '').lower()} {obj.get('name')} {obj.get('fieldPath', '')}"
                 self.kubelet_said(what.strip(), f"{ev.get('reason')}: {ev.get('message')}")
@@ -269,9 +273,10 @@ class Watch:
         return hr
 
     def kubelet_said(self, what: str, said: str) -> None:
-        """Record what the kubelet says about `what`, once per change."""
-        if said and self.seen.get(what) != said:
-            self.seen[what] = said
+        """Record what the kubelet says about `what`, each distinct message once (a probe's
+        failure alternates between a few)."""
+        if said and (what, said) not in self.heard:
+            self.heard.add((what, said))
             self.kubelet.append(f"{what}: {said}")
             self.event(f"kubelet: {what}: {said}")
 

@@ -4,10 +4,13 @@ the real node in `make e2e-reliability`."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import yaml
 
-from kserve_gitops.e2e import broken_release
+from kserve_gitops.base.tools import CommandError
+from kserve_gitops.e2e import broken_release, rollout_load
 from kserve_gitops.repo import flux as repo_flux
 from kserve_gitops.repo import render
 from tests import REPO
@@ -98,3 +101,52 @@ def test_history_and_stalled_read_the_helm_release_status() -> None:
     assert broken_release.history(hr) == ["v3 failed isvc@1.0.0", "v2 deployed isvc@1.0.0"]
     assert broken_release.stalled(hr)
     assert not broken_release.stalled({"status": {"conditions": []}})
+
+
+class Events:
+    """kubectl's view of the model namespace's events (ClusterPaths.get), and no HelmRelease."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.items = items
+
+    def get(self, kind: str, *rest: str) -> dict:
+        if kind == "events":
+            return {"items": self.items}
+        if kind == "ksvc":
+            return {"status": {"traffic": [{"revisionName": "r-00001", "percent": 100}]}}
+        if kind == "pods":
+            return {"items": []}
+        raise CommandError(["kubectl", "get", kind], 1, "NotFound")
+
+    def revision_target(self, rev: str, namespace: str) -> tuple[str, dict]:
+        return f"http://{rev}", {}
+
+
+def test_the_kubelets_warnings_are_this_scenarios_each_said_once() -> None:
+    def warning(when: str, message: str) -> dict:
+        return {
+            "reportingComponent": "kubelet",
+            "type": "Warning",
+            "reason": "Unhealthy",
+            "message": message,
+            "lastTimestamp": when,
+            "involvedObject": {"kind": "Pod", "name": "p-00002", "fieldPath": "spec.containers{q}"},
+        }
+
+    paths = Events(
+        [
+            warning("2026-12-07T18:59:59Z", "earlier scenario"),
+            warning("2026-12-07T19:00:05Z", "HTTP probe failed with statuscode: 503"),
+            warning("2026-12-07T19:00:06Z", "connection refused"),
+        ]
+    )
+    scenario = SimpleNamespace(model="m", namespace="models", paths=paths)
+    load = SimpleNamespace(started=False)
+    router = rollout_load.Router(paths, "models")  # type: ignore[arg-type]
+    watch = broken_release.Watch(scenario, load, router, since="2026-12-07T19:00:00Z")  # type: ignore[arg-type]
+    for _ in range(3):  # the same events at every poll, alternating messages included
+        assert watch.poll("m") is None
+    assert watch.kubelet == [
+        "pod p-00002 spec.containers{q}: Unhealthy: HTTP probe failed with statuscode: 503",
+        "pod p-00002 spec.containers{q}: Unhealthy: connection refused",
+    ]
