@@ -51,13 +51,16 @@ def split(reader: Reader, ns: str, model: str) -> Split | None:
     ksvcs = reader.list(
         "serving.knative.dev", "v1", "services", ns, f"serving.kserve.io/inferenceservice={model}"
     )
-    if not ksvcs:
-        return None
-    st = ksvcs[0].get("status") or {}
+    return split_of(ksvcs[0]) if ksvcs else None
+
+
+def split_of(ksvc: Mapping[str, Any]) -> Split:
+    """The split a Knative Service's status declares."""
+    st = ksvc.get("status") or {}
     traffic = tuple(
         (str(t.get("revisionName")), int(t.get("percent") or 0)) for t in st.get("traffic") or []
     )
-    return Split(str(st.get("latestCreatedRevisionName")), traffic)
+    return Split(str(st.get("latestCreatedRevisionName") or ""), traffic)
 
 
 def wait_for(

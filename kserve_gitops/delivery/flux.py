@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kserve_gitops.base.tools import stop_process
+import yaml
+
+from kserve_gitops.base.tools import Runner, stop_process
 from kserve_gitops.localcluster import binaries, controlplane
 from kserve_gitops.localcluster.controlplane import PORTS, port_in_use
 from kserve_gitops.repo import Repo
@@ -186,3 +188,25 @@ class Controllers:
         for proc in self.procs.values():
             stop_process(proc, 15)
         self.procs.clear()
+
+
+def install(
+    runner: Runner,
+    repo: Repo,
+    bins: Mapping[str, Path],
+    kubeconfig: Path,
+    ports: Ports,
+    workdir: Path,
+) -> Controllers:
+    """Flux on a running cluster, as `flux install` puts it there: the pinned CRDs
+    (Established first: a controller whose kinds the API server does not serve yet exits at
+    start), the flux-system namespace, then the controllers, started."""
+    files = [a for p in crd_files(repo) for a in ("-f", str(p))]
+    runner.run(["kubectl", "apply", "--server-side", *files], timeout=120)
+    wait = ["kubectl", "wait", "--for=condition=Established", "--timeout=60s", *files]
+    runner.run(wait, timeout=90)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    runner.run(["kubectl", "apply", "-f", "-"], stdin=yaml.safe_dump(namespace), timeout=60)
+    controllers = Controllers(bins, kubeconfig, ports, workdir)
+    controllers.start()
+    return controllers

@@ -25,7 +25,7 @@ import yaml
 
 from kserve_gitops.base.tools import CommandError, Runner
 from kserve_gitops.base.wait import wait_until
-from kserve_gitops.controllers.canary import Split
+from kserve_gitops.controllers.canary import split_of
 from kserve_gitops.delivery import flux, overlay, reconciliation, sources
 from kserve_gitops.e2e import reliability, rollout_load, traffic
 from kserve_gitops.localcluster import binaries
@@ -103,19 +103,14 @@ class FluxOnNode:
     def start(self) -> None:
         repo = self.repo
         bins = binaries.ensure(binaries.flux_pinned(repo), self.echo)
-        files = [a for p in flux.crd_files(repo) for a in ("-f", str(p))]
-        self.runner.run(["kubectl", "apply", "--server-side", *files], timeout=120)
-        wait = ["kubectl", "wait", "--for=condition=Established", "--timeout=60s", *files]
-        self.runner.run(wait, timeout=90)
-        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": flux.NAMESPACE}}
-        self.runner.run(["kubectl", "apply", "-f", "-"], stdin=yaml.safe_dump(namespace))
         shutil.rmtree(self.workdir, ignore_errors=True)
         ports = flux.Ports.allocate(repo, f"node-{self.env}")
         commit = sources.snapshot(repo, self.work)
         self.server = sources.git_server(self.work.parent, ports.git)
         self.server.start()
-        self.controllers = flux.Controllers(bins, self.kubeconfig, ports, self.workdir / "flux")
-        self.controllers.start()
+        self.controllers = flux.install(
+            self.runner, repo, bins, self.kubeconfig, ports, self.workdir / "flux"
+        )
         self.echo(
             f"    Flux {', '.join(binaries.FLUX_CONTROLLERS)} running; Git at 127.0.0.1:"
             f"{ports.git}, main at {commit[:12]} (snapshot of the work tree)"
@@ -238,14 +233,11 @@ class Watch:
         """One look at the routes, the pods and the HelmRelease (None until it exists)."""
         s = self.scenario
         ksvc = s.paths.get("ksvc", f"{s.model}-predictor", "-n", s.namespace)
-        st = ksvc.get("status") or {}
-        self.latest_created = str(st.get("latestCreatedRevisionName") or "")
-        routed = tuple(
-            (str(r["revisionName"]), int(r.get("percent") or 0)) for r in st.get("traffic") or []
-        )
-        if routed and routed != self.router.split:
-            self.router.follow(Split(str(st.get("latestCreatedRevisionName")), routed))
-            self.event(f"Knative routes {', '.join(f'{r} {p}%' for r, p in routed)}")
+        split = split_of(ksvc)
+        self.latest_created = split.latest_created
+        if split.traffic and split.traffic != self.router.split:
+            self.router.follow(split)
+            self.event(f"Knative routes {', '.join(f'{r} {p}%' for r, p in split.traffic)}")
         select = f"serving.kserve.io/inferenceservice={s.model}"
         for pod in s.paths.get("pods", "-n", s.namespace, "-l", select).get("items") or []:
             for c in (pod.get("status") or {}).get("containerStatuses") or []:

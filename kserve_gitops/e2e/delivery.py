@@ -100,14 +100,9 @@ class FluxCluster:
         env = {**run_env(kubeconfig, bins), "KGOPS_ROOT": str(repo.root)}
         self.runner = Runner(self.log, self.echo, env, repo.root)
         self.kwok.start(self.runner)
-        files = [a for p in flux.crd_files(repo) for a in ("-f", str(p))]
-        self.runner.run(["kubectl", "apply", "--server-side", *files], timeout=120)
-        # A controller whose kinds the API server does not serve yet exits at start.
-        wait = ["kubectl", "wait", "--for=condition=Established", "--timeout=60s", *files]
-        self.runner.run(wait, timeout=90)
-        self.runner.run(["kubectl", "create", "namespace", flux.NAMESPACE], timeout=60)
-        self.controllers = flux.Controllers(bins, kubeconfig, self.ports, self.workdir / "flux")
-        self.controllers.start()
+        self.controllers = flux.install(
+            self.runner, repo, bins, kubeconfig, self.ports, self.workdir / "flux"
+        )
         self.echo(f"    Flux controllers ready: {', '.join(binaries.FLUX_CONTROLLERS)}")
 
     def serve_git(self) -> str:
