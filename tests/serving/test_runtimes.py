@@ -528,5 +528,8 @@ def test_profile_samples_a_runtime_under_load(kgops, tmp_path: Path) -> None:
     assert "mlserver-inprocess (--workers 0 --debug false), v2 at 60 req/s for 3 s" in text
     shares = {where: share.rstrip("%") for where, share in markdown_rows(text)[1:]}
     assert shares and abs(sum(map(float, shares.values())) - 100) < 0.5
-    assert float(shares.get("runtime: mlserver", 0)) > 0
-    assert out.with_suffix(".collapsed").read_text().count("mlserver") > 0
+    # Which library holds the GIL in a 3 s sample depends on how busy the machine is (CI saw no
+    # innermost MLServer frame once); that py-spy sampled MLServer's server process (the child
+    # of our launcher) does not: each collapsed line is one stack, its processes first.
+    stacks = out.with_suffix(".collapsed").read_text().splitlines()
+    assert stacks and all("bin/mlserver start " in stack for stack in stacks), stacks[:3]
