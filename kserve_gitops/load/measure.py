@@ -8,11 +8,12 @@ from kserve_gitops.load.summary import LoadOptions
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
+from kserve_gitops.base import ratesearch
+from kserve_gitops.base.ratesearch import Knobs
 from kserve_gitops.repo import Repo, slo
 from kserve_gitops.serving.process import LocalServer
 
@@ -33,17 +34,6 @@ FIXED_RATE = 80.0
 NO_TARGETS = slo.Targets(
     latency_avg_ms=math.inf, latency_max_ms=math.inf, throughput_min_rps=0, error_ratio_max=1
 )
-
-
-@dataclass(frozen=True)
-class Knobs:
-    fixed_s: float = 10.0
-    step_s: float = 5.0
-    p99_ms: float = 50.0
-    start_rate: float = 100.0
-    max_rate: float = 6400.0
-    resolution: float = 1.15  # bisect until failing/passing rate is below this ratio
-    max_steps: int = 16  # measurements, retries included
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -104,47 +94,10 @@ def measure(
     }
 
 
-def passes(point: dict[str, Any], p99_ms: float) -> bool:
-    return (
-        point["errors"] == 0
-        and point["latency_ms"]["p99"] <= p99_ms
-        and point["achieved_rps"] >= 0.95 * point["rate"]
-    )
-
-
 def search_max_rate(
     repo: Repo, local: LocalServer, protocol: str, knobs: Knobs, log, **load: int
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """Double the rate until p99 breaks, then bisect (geometrically) between pass and fail."""
-    steps: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    low, high, rate = 0.0, math.inf, knobs.start_rate
-    while len(steps) < knobs.max_steps:
-        # A failing step is measured once more: on a shared machine one neighbour's burst
-        # can break a 5 s p99. Both attempts are kept in the results.
-        for attempt in (1, 2):
-            point = measure(repo, local, protocol, rate, knobs.step_s, **load)
-            ok = passes(point, knobs.p99_ms)
-            steps.append({**point, "pass": ok, "attempt": attempt})
-            log(
-                f"    {rate:7.0f} req/s: p99 {point['latency_ms']['p99']:8.2f} ms, achieved "
-                f"{point['achieved_rps']:7.1f}, errors {point['errors']}, generator "
-                f"{point['generator_cpu_pct']:3.0f}% cpu, server {point['server_cpu_pct']:3.0f}%"
-                f" -> {'pass' if ok else 'fail'}"
-            )
-            if ok:
-                break
-        if ok:
-            low, best = rate, point
-        else:
-            high = rate
-        if high == math.inf:
-            if rate >= knobs.max_rate:
-                break
-            rate = min(rate * 2, knobs.max_rate)
-        elif low == 0 or high / low <= knobs.resolution:
-            break
-        else:
-            rate = round(math.sqrt(low * high) / 10) * 10
-        time.sleep(0.5)  # let the server drain between steps
-    return best, steps
+    """The highest rate a local server sustains (kserve_gitops.base.ratesearch's search)."""
+    return ratesearch.search(
+        lambda rate, seconds: measure(repo, local, protocol, rate, seconds, **load), knobs, log
+    )
