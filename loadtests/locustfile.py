@@ -51,6 +51,7 @@ class _PredictUser(FastHttpUser):
         self.headers = {"Content-Type": "application/json"}
         if target.host_header:
             self.headers["Host"] = target.host_header
+        self.headers.update(target.headers)
 
     @task
     def predict(self) -> None:

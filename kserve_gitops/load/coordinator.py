@@ -42,14 +42,17 @@ class RunSpec:
     lead_s: float  # from test start to slot 0, for the users to spawn
     model: str
     host_header: str | None
+    headers: tuple[tuple[str, str], ...] = ()  # more request headers (name, value)
 
 
 @dataclass(frozen=True)
 class RequestTarget:
-    """Read by the locustfile's users: which model, and which Host header."""
+    """Read by the locustfile's users: which model, which Host header and which other headers
+    (Knative's activator routes by Knative-Serving-Revision and -Namespace)."""
 
     model: str
     host_header: str | None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def cpu_s() -> float:
@@ -87,7 +90,9 @@ class Coordinator:
         self.done.clear()
         self.ended_s = None
         self.wall_t0 = time.time() + self.spec.lead_s
-        self.environment.kgops_target = RequestTarget(self.spec.model, self.spec.host_header)
+        self.environment.kgops_target = RequestTarget(
+            self.spec.model, self.spec.host_header, self.spec.headers
+        )
         self._start(self.spec)
 
     def _start(self, spec: RunSpec) -> None:
@@ -178,6 +183,7 @@ class MasterCoordinator(Coordinator):
                     "share": [member.share.index, member.share.count],
                     "model": spec.model,
                     "host_header": spec.host_header,
+                    "headers": [list(h) for h in spec.headers],
                 },
                 client_id=cid,
             )
@@ -297,7 +303,9 @@ class WorkerAgent:
             doc["rate"], doc["total"], share=openloop.Share(*doc["share"]), wall_t0=doc["wall_t0"]
         )
         environment.kgops_plan = self.plan
-        environment.kgops_target = RequestTarget(doc["model"], doc["host_header"])
+        environment.kgops_target = RequestTarget(
+            doc["model"], doc["host_header"], tuple((k, v) for k, v in doc.get("headers", ()))
+        )
         self.cpu0, self.started = cpu_s(), time.monotonic()
         gevent.spawn(self._final_when_done, self.plan)
 

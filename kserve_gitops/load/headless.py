@@ -98,13 +98,16 @@ def run_load(
     # All users spawn at once; slot 0 is due once they are up (and, distributed, once every
     # worker has its share of the plan).
     lead_s = (1.5 if expected else 0.3) + opts.users / 1000
-    spec = coordinator.RunSpec(opts.rate, planned, lead_s, opts.model, opts.host_header)
+    spec = coordinator.RunSpec(
+        opts.rate, planned, lead_s, opts.model, opts.host_header, opts.headers
+    )
 
     # A fresh Events per run (the default): every runner adds its stats listener to the
     # environment's hooks, and on the shared locust.events they would pile up run after run.
     env = Environment(user_classes=[user_class], host=opts.target, locustfile=str(locustfile(repo)))
     env.kgops_repo = repo  # the locustfile's users read their payloads from it
     host = f" (Host: {opts.host_header})" if opts.host_header else ""
+    host += "".join(f" ({k}: {v})" for k, v in opts.headers)
     spread = f", {expected} worker processes" if expected else ""
     out(
         f"load: {opts.protocol} {opts.target}{host} at {opts.rate:g} req/s for"

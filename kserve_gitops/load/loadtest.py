@@ -26,6 +26,14 @@ def _parser(repo: Repo) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kgops loadtest", description=__doc__)
     p.add_argument("--target", default="http://127.0.0.1:8080", help="base URL of the server")
     p.add_argument("--host-header", help="Host header, e.g. an InferenceService host via ingress")
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="one more request header, repeatable (e.g. Knative-Serving-Revision for the"
+        " activator); headless runs only",
+    )
     p.add_argument("--protocol", choices=("v1", "v2"), help="default from the SLO config")
     p.add_argument("--rate", type=float, help="arrival rate, req/s (default from the SLO config)")
     p.add_argument("--duration", help="e.g. 30s or 2m (default from the SLO config)")
@@ -143,6 +151,13 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     if args.workers < 0 or args.remote_workers < 0:
         print("error: --workers, --remote-workers: expected 0 or more", file=sys.stderr)
         return 2
+    headers: list[tuple[str, str]] = []
+    for given in args.header:
+        name, colon, value = given.partition(":")
+        if not colon or not name.strip():
+            print(f"error: --header {given!r}: expected 'NAME: VALUE'", file=sys.stderr)
+            return 2
+        headers.append((name.strip(), value.strip()))
     load = config.load
     opts = LoadOptions(
         target=args.target,
@@ -151,6 +166,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         duration=load.duration,
         users=load.users or openloop.default_users(load.rate),
         host_header=args.host_header,
+        headers=tuple(headers),
         model=args.model or repo.default_model(),
         progress_s=args.progress,
         workers=args.workers,

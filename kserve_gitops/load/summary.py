@@ -25,6 +25,7 @@ class LoadOptions:
     users: int
     model: str
     host_header: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # more request headers (name, value)
     progress_s: float = 5.0  # 0: no progress lines
     workers: int = 0  # Locust worker processes started here (0: one process, no master)
     remote_workers: int = 0  # workers started elsewhere with --worker --master-host
@@ -113,6 +114,7 @@ def build_summary(
         "targets": asdict(targets),
         "target_url": opts.target,
         "host_header": opts.host_header,
+        "headers": dict(opts.headers),
         "model": opts.model,
         "protocol": opts.protocol,
         "load": {
