@@ -1,8 +1,9 @@
 """The ways into a model served by a real pod (the real-node provider), each measured on its
 own: the revision's private Service (kube-proxy's rules, then queue-proxy), `kubectl
 port-forward` to the predictor pod (the API server and the kubelet in the path, the report's
-path), and, from zero replicas, the revision's public Service whose endpoints are then Knative's
-activator.
+path), Knative's activator Service with the revision's headers while the revision has a pod (the
+activator, then queue-proxy), and, from zero replicas, the revision's public Service whose
+endpoints are then Knative's activator.
 
 While the port-forward path is used, a keep-alive of one request a second goes through the
 Service path: traffic that bypasses queue-proxy is invisible to Knative's autoscaler, which
@@ -33,6 +34,9 @@ from kserve_gitops.serving import client
 REVISION_HEADER = "Knative-Serving-Revision"
 NAMESPACE_HEADER = "Knative-Serving-Namespace"
 MODEL_PORT = 8080  # the model server's port in the predictor pod (KServe's default)
+# Knative's activator Service: always the activator, whichever endpoints the revision's public
+# Service has (Knative takes the activator out of that path once the burst capacity allows).
+ACTIVATOR = ("activator-service", "knative-serving")
 
 
 class PathError(Exception):
@@ -62,6 +66,7 @@ class ClusterPaths:
     report_dir: Path
     echo: Callable[[str], None]
     targets: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # per path, when it needs any
     forward: Process | None = None
     measures: dict[str, Any] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -86,7 +91,7 @@ class ClusterPaths:
         port = next(p["port"] for p in svc["spec"]["ports"] if p.get("name") == "http")
         return f"http://{ip}:{port}"
 
-    def _ready_pods(self, namespace: str, rev: str) -> list[str]:
+    def ready_pods(self, namespace: str, rev: str) -> list[str]:
         pods = self.get("pods", "-n", namespace, "-l", f"serving.knative.dev/revision={rev}")
         return [
             p["metadata"]["name"]
@@ -121,11 +126,14 @@ class ClusterPaths:
 
     def open(self, model: str, namespace: str, path: str) -> str:
         rev = self.revision(model, namespace)
-        if not self._ready_pods(namespace, rev):  # scaled to zero: the activator wakes it
+        if not self.ready_pods(namespace, rev):  # scaled to zero: the activator wakes it
             self._through_activator(model, namespace, rev, ((5.1, 3.5, 1.4, 0.2),), 300)
             self.echo(f"    revision {rev} woken from zero through the activator")
         if path == "service":
             url = self._service_url(f"{rev}-private", namespace)
+        elif path == "activator":
+            url = self._service_url(*ACTIVATOR)
+            self.headers[path] = {REVISION_HEADER: rev, NAMESPACE_HEADER: namespace}
         elif path == "port-forward":
             url = self._port_forward(model, namespace, rev)
             self._keep_alive(model, namespace)
@@ -136,7 +144,7 @@ class ClusterPaths:
         return url
 
     def _port_forward(self, model: str, namespace: str, rev: str) -> str:
-        ready = self._ready_pods(namespace, rev)
+        ready = self.ready_pods(namespace, rev)
         if not ready:
             raise PathError(f"revision {namespace}/{rev} has no Ready pod to forward to")
         port = free_port()
@@ -224,7 +232,7 @@ class ClusterPaths:
     def wait_for_ready(self, namespace: str, rev: str, timeout_s: float) -> list[str]:
         """The revision's Ready pods, once there is one (the kubelet's readiness probe)."""
         return wait_until(
-            lambda: self._ready_pods(namespace, rev),
+            lambda: self.ready_pods(namespace, rev),
             timeout_s,
             1,
             f"a Ready pod of revision {namespace}/{rev}",

@@ -153,7 +153,7 @@ def pod(
     }
 
 
-def _quantity(value: Any) -> float | None:
+def quantity(value: Any) -> float | None:
     """A Kubernetes quantity as a number, for equality (requests == limits)."""
     if value is None:
         return None
@@ -174,8 +174,8 @@ def guaranteed_gaps(resources: Mapping[str, Any]) -> list[str]:
     requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
     gaps = []
     for resource in ("cpu", "memory"):
-        limit = _quantity(limits.get(resource))
-        request = _quantity(requests.get(resource, limits.get(resource)))
+        limit = quantity(limits.get(resource))
+        request = quantity(requests.get(resource, limits.get(resource)))
         if limit is None:
             gaps.append(f"no {resource} limit")
         elif request != limit:
