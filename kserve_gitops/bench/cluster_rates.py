@@ -19,13 +19,30 @@ from tabulate import tabulate
 from kserve_gitops.bench import rounds
 from kserve_gitops.e2e.paths import ClusterPaths, PathError
 
-# KServe's published serverless rows: rate -> (mean ms, p99 ms, success %).
-KSERVE_SERVERLESS = {5: (6.2, 7.6, 100.0), 50: (5.7, 6.8, 100.0), 500: (4.1, 5.6, 100.0)}
+# KServe's published rows: (mode, rate) -> (mean ms, p99 ms, success %).
+KSERVE = {
+    ("serverless", 5): (6.2, 7.6, 100.0),
+    ("serverless", 50): (5.7, 6.8, 100.0),
+    ("serverless", 500): (4.1, 5.6, 100.0),
+    ("serverless", 1000): (399.0, 3700.0, 100.0),
+    ("raw with HPA", 500): (1.4, 2.2, 100.0),
+    ("raw with HPA", 1000): (8000.0, 20300.0, 93.7),
+}
+KSERVE_SERVERLESS = {rate: row for (mode, rate), row in KSERVE.items() if mode == "serverless"}
 KSERVE_SOURCE = (
     "kserve/kserve test/benchmark/README.md: vegeta in-cluster, 8 GKE nodes, serverless, "
     "containerConcurrency 8"
 )
-RATE_FIGURES = ("avg_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "success_pct", "rps")
+RATE_FIGURES = (
+    "avg_ms",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "success_pct",
+    "rps",
+    "generator_cpu_pct",
+)
 MODEL_CONTAINER = "kserve-container"
 
 
@@ -52,10 +69,7 @@ def rate_table(result: rounds.Rounds, points: Sequence[RatePoint]) -> str:
         ours = result.spread(p.name, "avg_ms")
         versus = "-"
         if theirs and ours:
-            ratio = ours.median / theirs[0]
-            versus = f"{theirs[0]:g} / {theirs[1]:g} ms: ours " + (
-                f"x{1 / ratio:.2f} faster" if ratio < 1 else f"x{ratio:.2f} slower"
-            )
+            versus = f"{theirs[0]:g} / {theirs[1]:g} ms: ours {_versus(ours.median, theirs[0])}"
         rows.append([p.path, f"{p.rate:g}", *cells, versus])
     head = [
         "path",
@@ -67,7 +81,52 @@ def rate_table(result: rounds.Rounds, points: Sequence[RatePoint]) -> str:
         "max ms",
         "success %",
         "achieved req/s",
+        "generator CPU %",
         "KServe mean / p99 (serverless)",
+    ]
+    return tabulate(rows, head, tablefmt="github", disable_numparse=True)
+
+
+def _versus(ours_ms: float, theirs_ms: float) -> str:
+    ratio = ours_ms / theirs_ms
+    return f"x{1 / ratio:.2f} faster" if ratio < 1 else f"x{ratio:.2f} slower"
+
+
+def max_rate_table(maxima: dict[str, dict[str, Any]], p99_ms: float) -> str:
+    """Per path: the highest rate found (ratesearch: p99 <= p99_ms, no error, >= 95% of the
+    offered rate achieved), its figures, and KServe's 1000/s rows beside it."""
+    rows = []
+    for path, found in maxima.items():
+        best, steps = found["max"], found["steps"]
+        failing = sorted({s["rate"] for s in steps} - {s["rate"] for s in steps if s["pass"]})
+        cells = (
+            [
+                f"{best['rate']:.0f}",
+                f"{best['latency_ms']['avg']:.2f}",
+                f"{best['latency_ms']['p99']:.2f}",
+                f"{best['success_pct']:.2f}",
+                f"{best['achieved_rps']:.1f}",
+                f"{best['generator_cpu_pct']:.0f}",
+            ]
+            if best
+            else [f"below {steps[0]['rate']:g}" if steps else "-", *["-"] * 5]
+        )
+        kserve = []
+        for mode in ("serverless", "raw with HPA"):
+            mean, p99, ok = KSERVE[(mode, 1000)]
+            versus = f", ours {_versus(best['latency_ms']['p99'], p99)} at p99" if best else ""
+            kserve.append(f"{mode}: {mean:g} / {p99:g} ms, {ok:g}%{versus}")
+        rows.append([path, *cells, f"{failing[0]:.0f}" if failing else "none", "; ".join(kserve)])
+    head = [
+        "path",
+        f"max req/s (p99 <= {p99_ms:g} ms)",
+        "mean ms",
+        "p99 ms",
+        "success %",
+        "achieved req/s",
+        "generator CPU %",
+        "first failing req/s",
+        "KServe at 1000/s: mean / p99, success",
     ]
     return tabulate(rows, head, tablefmt="github", disable_numparse=True)
 

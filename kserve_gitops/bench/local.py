@@ -11,7 +11,10 @@ request (`--generator-only` measures just that, keeping the other results). Then
 runtimes side by side, KServe's sklearn server and MLServer, in 5 interleaved rounds with the
 generator and the server pinned to disjoint CPUs (bench.sidebyside, bench.rounds,
 bench.pinning; `--runtimes-only` measures just that). It first waits up to 10 minutes for a
-quiet machine and flags the results when it did not get one. bench.report writes the markdown.
+quiet machine and flags the results when it did not get one. `--cluster` then runs the
+cluster-path benchmark too (`kgops bench-cluster`, in its own process; root and the node tools),
+or says why it did not. bench.report writes the markdown, with the cluster sections rendered
+from benchmarks/cluster-path.json when there is one (its own date and machine).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve_gitops.base import machine
-from kserve_gitops.bench import generator, pinning, report, rounds, sidebyside, wrk
+from kserve_gitops.bench import cluster, generator, pinning, report, rounds, sidebyside, wrk
 from kserve_gitops.bench.runtime_configs import select as select_runtime_configs
 from kserve_gitops.repo import Repo, files
 from kserve_gitops.serving import process
@@ -170,6 +174,13 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         help="configurations of the side by side (default: all of "
         "kserve_gitops.bench.runtime_configs.CONFIGS)",
     )
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also run the cluster-path benchmark (kgops bench-cluster: its own real-node e2e;"
+        " root and make node-tools), or say why not, in the output and the file",
+    )
+    p.add_argument("--cluster-env", default="dev", help="its environment (default %(default)s)")
     p.add_argument("--fast-port", type=int, default=0, help="fast server port (0: any free one)")
     p.add_argument("--master-port", type=int, default=5557, help="Locust master port")
     p.add_argument("--out", type=Path, default=repo.root / "BENCHMARKS.md")
@@ -260,6 +271,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     except (RuntimeError, TimeoutError, WorkerError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    results["cluster_not_run"] = run_cluster(repo, args.cluster_env) if args.cluster else None
     files.write_text(args.results, json.dumps(results, indent=2) + "\n")
     _publish(repo, results, args)
     print(f"bench took {time.monotonic() - started:.0f}s")
@@ -269,6 +281,20 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             f" >= {args.quiet_load:g}): not a benchmark result"
         )
     return 0
+
+
+def run_cluster(repo: Repo, env: str) -> str | None:
+    """`kgops bench-cluster` in a process of its own: this one has imported Locust, whose gevent
+    monkey-patching the e2e's threads and subprocesses must not run under. None when it ran,
+    else why not."""
+    reason = cluster.not_run_reason()
+    if reason is None:
+        argv = [sys.executable, "-m", "kserve_gitops.bench.cluster", "--env", env]
+        code = subprocess.run(argv, cwd=repo.root, check=False).returncode
+        reason = f"`kgops bench-cluster --env {env}` exited {code}" if code else None
+    if reason:
+        print(f"cluster part not run: {reason}")
+    return reason
 
 
 def _no_pin_reason(spec: str) -> str:

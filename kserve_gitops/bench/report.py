@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from kserve_gitops.load.measure import FIXED_RATE, SETTINGS
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from kserve_gitops.base import tables
-from kserve_gitops.bench import sidebyside_report
+from kserve_gitops.bench import cluster_report, sidebyside_report
 
 AIMS = {"avg_ms_at_80": 5.0, "p99_ms_at_80": 15.0, "rate_at_p99_50": 1000.0}
 
@@ -212,16 +213,21 @@ def markdown(results: dict[str, Any], model: str, plot_path: Path, out: Path) ->
     lines += aims(results)
     # Last: the side by side closes with the ratios.
     lines += sidebyside_report.markdown(results.get("runtimes"))
-    lines += cluster_section(out.parent / "benchmarks" / "cluster-path.md")
+    lines += cluster_section(out.parent / "benchmarks" / "cluster-path.json", out.parent)
+    cluster_not_run = results.get("cluster_not_run")
+    if cluster_not_run:
+        lines += ["", f"Cluster part not run by this `make bench`: {cluster_not_run}."]
     return "\n".join(lines) + "\n"
 
 
-def cluster_section(path: Path) -> list[str]:
-    """The cluster-path benchmark (`make bench-cluster`, its own run and date), one heading
-    level down, beside the local figures above."""
-    if not path.is_file():
+def cluster_section(record: Path, out_dir: Path) -> list[str]:
+    """The cluster-path benchmark rendered from its record (`make bench-cluster` or `kgops
+    bench --cluster`, with its own date and machine), one heading level down, beside the local
+    figures above."""
+    if not record.is_file():
         return ["", "## Cluster path", "", "Not measured: `make bench-cluster` has not run."]
-    text = path.read_text().strip().splitlines()
+    plots = os.path.relpath(record.parent, out_dir) + "/"
+    text = cluster_report.markdown(json.loads(record.read_text()), plots).strip().splitlines()
     return ["", *(f"#{line}" if line.startswith("#") else line for line in text)]
 
 

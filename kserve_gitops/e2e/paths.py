@@ -49,6 +49,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    """The kubelet's readiness probe passed (the pod's Ready condition)."""
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
 def _reachable(port: int) -> Callable[[], str | None]:
     def check() -> str | None:
         try:
@@ -93,14 +101,7 @@ class ClusterPaths:
 
     def ready_pods(self, namespace: str, rev: str) -> list[str]:
         pods = self.get("pods", "-n", namespace, "-l", f"serving.knative.dev/revision={rev}")
-        return [
-            p["metadata"]["name"]
-            for p in pods["items"]
-            if any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in (p.get("status") or {}).get("conditions") or []
-            )
-        ]
+        return [p["metadata"]["name"] for p in pods["items"] if pod_ready(p)]
 
     def public(self, model: str, namespace: str) -> tuple[str, dict[str, str]]:
         """The newest Ready revision's public Service and the headers the ingress sets."""

@@ -19,7 +19,7 @@ from kserve_gitops.argocd import health
 from kserve_gitops.base.tools import CommandError
 from kserve_gitops.controllers.canary import Split
 from kserve_gitops.e2e import rollout_load, traffic
-from kserve_gitops.e2e.paths import ClusterPaths, PathError
+from kserve_gitops.e2e.paths import ClusterPaths, PathError, pod_ready
 from kserve_gitops.lifecycle.registry import Registry
 from kserve_gitops.node.realnode import RealNode
 from kserve_gitops.repo import Repo
@@ -197,11 +197,7 @@ class Scenarios:
         return int(status["restartCount"]), str(status.get("containerID", ""))
 
     def _pod_ready(self, pod: str) -> bool:
-        obj = self.paths.get("pod", pod, "-n", self.namespace)
-        return any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in obj["status"].get("conditions") or []
-        )
+        return pod_ready(self.paths.get("pod", pod, "-n", self.namespace))
 
     # -- the scenarios -----------------------------------------------------------------------
 
