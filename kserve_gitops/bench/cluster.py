@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -41,6 +42,7 @@ from kserve_gitops.e2e import run as e2e_run
 from kserve_gitops.e2e.executor import Executor
 from kserve_gitops.e2e.paths import PathError
 from kserve_gitops.repo import Repo
+from kserve_gitops.repo.render import RenderError
 from kserve_gitops.repo.slo import load_slo
 from kserve_gitops.serving import process
 
@@ -64,6 +66,20 @@ def not_run_reason() -> str | None:
     if missing:
         return f"node tools missing: {', '.join(missing)} (make node-tools)"
     return None
+
+
+def run_cluster(repo: Repo, env: str) -> str | None:
+    """`kgops bench --cluster`: this benchmark in a process of its own (`kgops bench` has
+    imported Locust, whose gevent monkey-patching the e2e's threads and subprocesses must not run
+    under). None when it ran, else why not."""
+    reason = not_run_reason()
+    if reason is None:
+        argv = [sys.executable, "-m", "kserve_gitops.bench.cluster", "--env", env]
+        code = subprocess.run(argv, cwd=repo.root, check=False).returncode
+        reason = f"`kgops bench-cluster --env {env}` failed (exit {code})" if code else None
+    if reason:
+        print(f"cluster part not run: {reason}")
+    return reason
 
 
 def measure_load(
@@ -176,26 +192,42 @@ def parser(repo: Repo) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     repo = repo or Repo.discover()
     args = parser(repo).parse_args(argv)
+    try:
+        ramp = scaleout.Ramp(
+            *(float(r) for r in args.scaleout_rates.split(",")), args.scaleout_seconds
+        )
+        # Read before the cluster starts: a manifest that does not render fails here, not after.
+        declared = autoscaling.read(repo, args.env, repo.default_model())
+    except (TypeError, ValueError, RenderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     full = e2e_plan.build(repo, args.env, "node")
     layers = {s.layer for s in full.steps} - SKIPPED_LAYERS - {"cluster", "check"}
     plan = e2e_plan.build(repo, args.env, "node", layers)
     # The measurement runs inside the e2e, while its controllers (the KServe webhook that every
     # new predictor pod passes) still run: a kept cluster has none, so no cold start.
-    return e2e_run.run(plan, False, repo.reports, then=lambda ex: measure(repo, ex, args))
+    return e2e_run.run(
+        plan, False, repo.reports, then=lambda ex: measure(repo, ex, args, declared, ramp)
+    )
 
 
 def _log(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def measure(repo: Repo, executor: Executor, args: argparse.Namespace) -> None:
+def measure(
+    repo: Repo,
+    executor: Executor,
+    args: argparse.Namespace,
+    declared: autoscaling.Autoscaling,
+    ramp: scaleout.Ramp,
+) -> None:
     """The SLO-rate rounds per path, KServe's table, the highest rates, the cold starts and the
     scale-out, into `args.out` (.json, .md) and the plots beside it."""
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     searched = [p for p in args.max_rate_paths.split(",") if p.strip()]
     slo = load_slo(repo, args.env)
     model = repo.default_model()
-    declared = autoscaling.read(repo, args.env, model)
     runner, paths = executor.runner, executor.paths
     namespace = executor.plan.namespace
     knobs = ratesearch.Knobs(
@@ -245,18 +277,10 @@ def measure(repo: Repo, executor: Executor, args: argparse.Namespace) -> None:
         starts = cluster_rates.cold_starts(
             paths, model, namespace, ROWS, args.cold_starts, 300, _log
         )
-        ramp = None
+        rising = None
         if args.scaleout_path != "none":
-            first, last = (float(r) for r in args.scaleout_rates.split(","))
-            ramp = scaleout.run(
-                paths,
-                model,
-                namespace,
-                args.scaleout_path,
-                scaleout.Ramp(first, last, args.scaleout_seconds),
-                ROWS,
-                60.0,
-                _log,
+            rising = scaleout.run(
+                paths, model, namespace, args.scaleout_path, ramp, ROWS, 60.0, _log
             )
     finally:
         paths.close()
@@ -280,7 +304,7 @@ def measure(repo: Repo, executor: Executor, args: argparse.Namespace) -> None:
         "maxima": maxima,
         "cold_starts": starts,
         "autoscaling": declared.to_json(),
-        "scaleout": ramp,
+        "scaleout": rising,
     }
     print(publish(doc, args.out))
 

@@ -114,7 +114,11 @@ def max_rate_table(maxima: dict[str, dict[str, Any]], p99_ms: float) -> str:
         kserve = []
         for mode in ("serverless", "raw with HPA"):
             mean, p99, ok = KSERVE[(mode, 1000)]
-            versus = f", ours {_versus(best['latency_ms']['p99'], p99)} at p99" if best else ""
+            versus = (
+                f"; ours at {best['rate']:.0f}/s: p99 {_versus(best['latency_ms']['p99'], p99)}"
+                if best
+                else ""
+            )
             kserve.append(f"{mode}: {mean:g} / {p99:g} ms, {ok:g}%{versus}")
         rows.append([path, *cells, f"{failing[0]:.0f}" if failing else "none", "; ".join(kserve)])
     head = [

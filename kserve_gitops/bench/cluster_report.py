@@ -77,8 +77,12 @@ def _rate_section(doc: dict[str, Any], plots: str) -> list[str]:
     lines = [
         "## KServe's table through the real node",
         "",
-        f"{meta.get('rate_rounds', '?')} interleaved rounds of {meta.get('rate_duration', '?')} s"
-        " per path and rate (median [min-max]); KServe's row beside each:"
+        (
+            f"{meta['rate_rounds']} interleaved rounds of {meta['rate_duration']:g} s"
+            if "rate_duration" in meta
+            else "Interleaved rounds"  # an older record does not say
+        )
+        + " per path and rate (median [min-max]); KServe's row beside each:"
         f" {cluster_rates.KSERVE_SOURCE}. Here: one real node on 2 shared cores, the load"
         " generator on the same machine. `activator`: Knative's activator Service with the"
         " revision's headers while the revision has a pod (activator, then queue-proxy).",

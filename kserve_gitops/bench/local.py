@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -271,7 +270,9 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     except (RuntimeError, TimeoutError, WorkerError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    results["cluster_not_run"] = run_cluster(repo, args.cluster_env) if args.cluster else None
+    results["cluster_not_run"] = (
+        cluster.run_cluster(repo, args.cluster_env) if args.cluster else None
+    )
     files.write_text(args.results, json.dumps(results, indent=2) + "\n")
     _publish(repo, results, args)
     print(f"bench took {time.monotonic() - started:.0f}s")
@@ -281,20 +282,6 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             f" >= {args.quiet_load:g}): not a benchmark result"
         )
     return 0
-
-
-def run_cluster(repo: Repo, env: str) -> str | None:
-    """`kgops bench-cluster` in a process of its own: this one has imported Locust, whose gevent
-    monkey-patching the e2e's threads and subprocesses must not run under. None when it ran,
-    else why not."""
-    reason = cluster.not_run_reason()
-    if reason is None:
-        argv = [sys.executable, "-m", "kserve_gitops.bench.cluster", "--env", env]
-        code = subprocess.run(argv, cwd=repo.root, check=False).returncode
-        reason = f"`kgops bench-cluster --env {env}` exited {code}" if code else None
-    if reason:
-        print(f"cluster part not run: {reason}")
-    return reason
 
 
 def _no_pin_reason(spec: str) -> str:

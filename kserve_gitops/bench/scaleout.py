@@ -30,8 +30,12 @@ class Ramp:
     end: float
     seconds: float
 
-    def rate_at(self, t: float) -> float:
-        return self.start + (self.end - self.start) * min(t, self.seconds) / self.seconds
+    def __post_init__(self) -> None:
+        if not 0 < self.start <= self.end or self.seconds <= 0:
+            raise ValueError(
+                f"ramp {self.start:g} -> {self.end:g} req/s over {self.seconds:g}s: expected"
+                " 0 < from <= to and a positive length"
+            )
 
     def due(self, i: int) -> float:
         """When request i is due: the integral of the rate from 0 reaches i."""
