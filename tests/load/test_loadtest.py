@@ -25,16 +25,17 @@ from kserve_gitops.serving import payloads, process
 from tests import REPO
 
 # A stand-in server for what KServe's cannot do on demand: stall every request for a while
-# (one global lock, like a stop-the-world pause), answer wrong, or route on the Host header.
+# (one global lock, like a stop-the-world pause), answer wrong, or route on the Host header or
+# another header (Knative's activator routes on Knative-Serving-Revision).
 # It serves the real model's predictions on the V1 path.
 STUB_SERVER = r"""
 import json, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import joblib, numpy
 
-port, stall_at, stall_s, wrong, host = sys.argv[1:6]
+port, stall_at, stall_s, wrong, host, need = sys.argv[1:7]
 stall_at, stall_s = int(stall_at), float(stall_s)
-model = joblib.load(sys.argv[6])
+model = joblib.load(sys.argv[7])
 lock, count = threading.Lock(), [0]
 
 class Handler(BaseHTTPRequestHandler):
@@ -49,7 +50,9 @@ class Handler(BaseHTTPRequestHandler):
             count[0] += 1
             if count[0] == stall_at:
                 time.sleep(stall_s)
-        if host and self.headers.get("Host") != host:
+        name, _, value = need.partition(": ")
+        routed = not need or self.headers.get(name) == value
+        if (host and self.headers.get("Host") != host) or not routed:
             status, doc = 404, {"error": "no route for host"}
         else:
             got = model.predict(numpy.array(body["instances"])).tolist()
@@ -79,14 +82,20 @@ def lenient_slo(tmp_path: Path) -> str:
 
 
 def start_stub(
-    tmp_path: Path, *, stall_at: int = 0, stall_s: float = 0, wrong: bool = False, host: str = ""
+    tmp_path: Path,
+    *,
+    stall_at: int = 0,
+    stall_s: float = 0,
+    wrong: bool = False,
+    host: str = "",
+    header: str = "",
 ) -> tuple[str, subprocess.Popen]:
     script = tmp_path / "stub" / "server.py"
     script.parent.mkdir(exist_ok=True)
     script.write_text(STUB_SERVER)
     port = process.free_port()
     model = REPO.models / "sklearn-iris" / "v1" / "model.joblib"
-    args = [str(port), str(stall_at), str(stall_s), "1" if wrong else "0", host, str(model)]
+    args = [str(port), str(stall_at), str(stall_s), "1" if wrong else "0", host, header, str(model)]
     proc = subprocess.Popen([sys.executable, str(script), *args])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -331,6 +340,24 @@ def test_host_header_reaches_the_server(kgops, tmp_path: Path, lenient_slo: str)
     assert summary["host_header"] == host and summary["requests"]["failures"] == 0
     assert unrouted.returncode == 1 and "FAIL" in unrouted.stdout
     assert unrouted_summary["requests"]["failures"] == 80
+
+
+@pytest.mark.slow
+def test_more_headers_reach_the_server(kgops, tmp_path: Path, lenient_slo: str):
+    header = "Knative-Serving-Revision: sklearn-iris-predictor-00001"
+    url, proc = start_stub(tmp_path, header=header)
+    common = ("--slo-config", lenient_slo, "--target", url, "--rate", "80", "--duration", "1s")
+    try:
+        routed, summary = run_cli(kgops, tmp_path / "a", *common, "--header", header)
+        unrouted, unrouted_summary = run_cli(kgops, tmp_path / "b", *common)
+        refused = kgops("loadtest", *common, "--header", "no colon")
+    finally:
+        proc.kill()
+    assert routed.returncode == 0, routed.stdout + routed.stderr
+    assert summary["headers"] == {"Knative-Serving-Revision": "sklearn-iris-predictor-00001"}
+    assert summary["requests"]["failures"] == 0
+    assert unrouted.returncode == 1 and unrouted_summary["requests"]["failures"] == 80
+    assert refused.returncode == 2 and "expected 'NAME: VALUE'" in refused.stderr
 
 
 @pytest.mark.slow
