@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests import markdown_rows
+from tests.bench.cluster_record import record
 from tests.load_helpers import free_port
 
 
@@ -110,3 +111,43 @@ def test_quick_bench_writes_results_markdown_and_plot(kgops, tmp_path: Path):
     )
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert out.read_text() == text and plot.is_file()
+
+
+def minimal_results(cluster_not_run: str | None) -> dict:
+    """What `kgops bench --from-results` needs to render, with nothing measured locally."""
+    return {
+        "date": "2026-12-07 21:00 UTC",
+        "machine": {"cpu": "test cpu", "cores": 2, "memory_gib": 1, "os": "x", "python": "3.11"},
+        "versions": {},
+        "knobs": {"fixed_s": 1, "step_s": 1, "p99_ms": 50, "start_rate": 100, "resolution": 1.15},
+        "load_average_start": [0, 0, 0],
+        "load_average_end": [0, 0, 0],
+        "configs": [],
+        "wrk": None,
+        "wrk_skipped": "--no-wrk",
+        "cluster_not_run": cluster_not_run,
+    }
+
+
+def test_benchmarks_md_renders_the_cluster_record_and_says_what_was_not_run(kgops, tmp_path: Path):
+    out, plot, results = tmp_path / "BENCH.md", tmp_path / "b.png", tmp_path / "r.json"
+    args = ("bench", "--from-results", "--out", str(out), "--plot", str(plot))
+    results.write_text(json.dumps(minimal_results("not root (the real node needs root)")))
+    done = kgops(*args, "--results", str(results), timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "Not measured: `make bench-cluster` has not run." in text
+    assert "Cluster part not run by this `make bench`: not root (the real node needs root)." in text
+
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "cluster-path.json").write_text(json.dumps(record()))
+    results.write_text(json.dumps(minimal_results(None)))
+    done = kgops(*args, "--results", str(results), timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    # One file: the cluster sections from the record, a heading level down, with its date.
+    assert "## Cluster-path latency at the SLO rate" in text
+    assert "on 2026-12-07 21:00 UTC, env dev" in text
+    assert "### KServe's table through the real node" in text
+    assert "![replicas and latency over time](benchmarks/cluster-scaleout.png)" in text
+    assert "not run by this" not in text
