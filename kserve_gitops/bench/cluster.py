@@ -186,12 +186,26 @@ def parser(repo: Repo) -> argparse.ArgumentParser:
         help="the ramp's first and last rate, req/s",
     )
     p.add_argument("--scaleout-seconds", type=float, default=120.0, help="the ramp's length")
+    p.add_argument(
+        "--from-record",
+        action="store_true",
+        help="measure nothing: redraw the plots and the markdown from --out's .json record",
+    )
     return p
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     repo = repo or Repo.discover()
     args = parser(repo).parse_args(argv)
+    if args.from_record:
+        record = args.out.with_suffix(".json")
+        try:
+            doc = json.loads(record.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"error: {record}: {exc}", file=sys.stderr)
+            return 2
+        print(publish(doc, args.out))
+        return 0
     try:
         ramp = scaleout.Ramp(
             *(float(r) for r in args.scaleout_rates.split(",")), args.scaleout_seconds

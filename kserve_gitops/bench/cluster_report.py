@@ -84,8 +84,7 @@ def _rate_section(doc: dict[str, Any], plots: str) -> list[str]:
         )
         + " per path and rate (median [min-max]); KServe's row beside each:"
         f" {cluster_rates.KSERVE_SOURCE}. Here: one real node on 2 shared cores, the load"
-        " generator on the same machine. `activator`: Knative's activator Service with the"
-        " revision's headers while the revision has a pod (activator, then queue-proxy).",
+        " generator on the same machine.",
         "",
     ]
     if doc.get("autoscaling"):
@@ -163,7 +162,13 @@ def markdown(doc: dict[str, Any], plots: str = "") -> str:
         " kube-proxy's rules to queue-proxy in the real predictor pod; `port-forward` is"
         " `kubectl port-forward` to the predictor pod (the report's path: API server and"
         " kubelet in the path; a 1 req/s keep-alive through the Service keeps the revision"
-        " up); `activator` is Knative's activator Service with the revision's headers.",
+        " up)"
+        + (
+            "; `activator` is Knative's activator Service with the revision's headers while the"
+            " revision has a pod (activator, then queue-proxy)."
+            if any(r["config"].startswith("activator") for r in doc["records"])
+            else "."
+        ),
         "",
         "## Machine",
         "",
