@@ -349,6 +349,10 @@ def test_more_headers_reach_the_server(kgops, tmp_path: Path, lenient_slo: str):
     common = ("--slo-config", lenient_slo, "--target", url, "--rate", "80", "--duration", "1s")
     try:
         routed, summary = run_cli(kgops, tmp_path / "a", *common, "--header", header)
+        # Distributed: the master sends the headers to its workers with the plan.
+        port = str(process.free_port())
+        spread = ("--workers", "2", "--master-port", port, "--header", header)
+        shared, shared_summary = run_cli(kgops, tmp_path / "c", *common, *spread)
         unrouted, unrouted_summary = run_cli(kgops, tmp_path / "b", *common)
         refused = kgops("loadtest", *common, "--header", "no colon")
     finally:
@@ -356,6 +360,9 @@ def test_more_headers_reach_the_server(kgops, tmp_path: Path, lenient_slo: str):
     assert routed.returncode == 0, routed.stdout + routed.stderr
     assert summary["headers"] == {"Knative-Serving-Revision": "sklearn-iris-predictor-00001"}
     assert summary["requests"]["failures"] == 0
+    assert shared.returncode == 0, shared.stdout + shared.stderr
+    assert shared_summary["load"]["worker_processes"] == 2
+    assert shared_summary["requests"]["failures"] == 0
     assert unrouted.returncode == 1 and unrouted_summary["requests"]["failures"] == 80
     assert refused.returncode == 2 and "expected 'NAME: VALUE'" in refused.stderr
 
