@@ -52,6 +52,32 @@ NODE_TOOLS = ("iptables", "conntrack", "ipset")
 
 
 @dataclass(frozen=True)
+class Setup:
+    """What the command line and the environment ask for, checked before any cluster starts."""
+
+    rates: list[float]  # KServe's table
+    searched: list[str]  # the paths whose highest rate is searched
+    ramp: scaleout.Ramp
+    declared: autoscaling.Autoscaling
+
+
+def setup(repo: Repo, args: argparse.Namespace) -> Setup:
+    """Raises ValueError (or RenderError: a manifest that does not render) on what would
+    otherwise fail only after the e2e built the cluster."""
+    searched = [p.strip() for p in args.max_rate_paths.split(",") if p.strip()]
+    unknown = sorted(set(searched) - set(cluster_report.RATE_PATHS))
+    if unknown:
+        raise ValueError(f"--max-rate-paths {','.join(unknown)}: not a cluster path")
+    first, _, last = args.scaleout_rates.partition(",")
+    return Setup(
+        rates=[float(r) for r in args.rates.split(",") if r.strip()],
+        searched=searched,
+        ramp=scaleout.Ramp(float(first), float(last or "nan"), args.scaleout_seconds),
+        declared=autoscaling.read(repo, args.env, repo.default_model()),
+    )
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     url: str
@@ -207,12 +233,8 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         print(publish(doc, args.out))
         return 0
     try:
-        ramp = scaleout.Ramp(
-            *(float(r) for r in args.scaleout_rates.split(",")), args.scaleout_seconds
-        )
-        # Read before the cluster starts: a manifest that does not render fails here, not after.
-        declared = autoscaling.read(repo, args.env, repo.default_model())
-    except (TypeError, ValueError, RenderError) as exc:
+        checked = setup(repo, args)
+    except (ValueError, RenderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     full = e2e_plan.build(repo, args.env, "node")
@@ -220,9 +242,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     plan = e2e_plan.build(repo, args.env, "node", layers)
     # The measurement runs inside the e2e, while its controllers (the KServe webhook that every
     # new predictor pod passes) still run: a kept cluster has none, so no cold start.
-    return e2e_run.run(
-        plan, False, repo.reports, then=lambda ex: measure(repo, ex, args, declared, ramp)
-    )
+    return e2e_run.run(plan, False, repo.reports, then=lambda ex: measure(repo, ex, args, checked))
 
 
 def _log(line: str) -> None:
@@ -233,13 +253,10 @@ def measure(
     repo: Repo,
     executor: Executor,
     args: argparse.Namespace,
-    declared: autoscaling.Autoscaling,
-    ramp: scaleout.Ramp,
+    checked: Setup,
 ) -> None:
     """The SLO-rate rounds per path, KServe's table, the highest rates, the cold starts and the
     scale-out, into `args.out` (.json, .md) and the plots beside it."""
-    rates = [float(r) for r in args.rates.split(",") if r.strip()]
-    searched = [p for p in args.max_rate_paths.split(",") if p.strip()]
     slo = load_slo(repo, args.env)
     model = repo.default_model()
     runner, paths = executor.runner, executor.paths
@@ -266,7 +283,7 @@ def measure(
         )
         points = [
             cluster_rates.RatePoint(p, targets[p].url, r)
-            for r in rates
+            for r in checked.rates
             for p in cluster_report.RATE_PATHS
         ]
         by_rate = (
@@ -281,7 +298,7 @@ def measure(
             else None
         )
         maxima = {}
-        for path in searched:
+        for path in checked.searched:
             _log(f"highest rate through {path}")
             best, steps = ratesearch.search(
                 lambda rate, s, t=targets[path]: search_point(rate, load(t, rate, s)), knobs, _log
@@ -294,7 +311,7 @@ def measure(
         rising = None
         if args.scaleout_path != "none":
             rising = scaleout.run(
-                paths, model, namespace, args.scaleout_path, ramp, ROWS, 60.0, _log
+                paths, model, namespace, args.scaleout_path, checked.ramp, ROWS, 60.0, _log
             )
     finally:
         paths.close()
@@ -317,7 +334,7 @@ def measure(
         "knobs": asdict(knobs),
         "maxima": maxima,
         "cold_starts": starts,
-        "autoscaling": declared.to_json(),
+        "autoscaling": checked.declared.to_json(),
         "scaleout": rising,
     }
     print(publish(doc, args.out))

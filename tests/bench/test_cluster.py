@@ -78,3 +78,19 @@ def test_a_failed_bench_cluster_is_said(monkeypatch, capsys) -> None:
     assert f"cluster part not run: {reason}" in capsys.readouterr().out
     monkeypatch.setattr(subprocess, "run", lambda argv, **_: subprocess.CompletedProcess(argv, 0))
     assert cluster.run_cluster(REPO, "dev") is None
+
+
+def test_the_setup_is_checked_before_any_cluster_starts() -> None:
+    args = cluster.parser(REPO).parse_args([])
+    checked = cluster.setup(REPO, args)
+    assert checked.rates == [5.0, 50.0, 500.0] and checked.searched == ["service", "activator"]
+    assert (checked.ramp.start, checked.ramp.end, checked.ramp.seconds) == (10.0, 400.0, 120.0)
+    assert checked.declared.env == "dev" and checked.declared.max_replicas == 1
+    for bad, message in (
+        (["--max-rate-paths", "service,local"], "--max-rate-paths local: not a cluster path"),
+        (["--scaleout-rates", "400,10"], "expected 0 < from <= to"),
+        (["--scaleout-rates", "10"], "expected 0 < from <= to"),
+        (["--rates", "5,fast"], "could not convert"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            cluster.setup(REPO, cluster.parser(REPO).parse_args(bad))
