@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "train if needed, validate, serve, load-test, SLO verdict"),
     "bench": ("bench.local", "benchmarks into BENCHMARKS.md"),
     "bench-e2e": ("bench.kwok_e2e", "warm kwok e2e per environment into benchmarks/"),
-    "bench-cluster": ("bench.cluster", "benchmark the cluster paths of a kept real-node cluster"),
+    "bench-cluster": ("bench.cluster", "benchmark the cluster paths on its own real-node e2e"),
     "profile": ("bench.profile", "where a runtime's Python time goes under load (py-spy)"),
     # After the Locust commands: `kgops <command> --help` of every command in one process
     # (tests/test_cli.py) must import Locust before the Kubernetes client.
