@@ -103,18 +103,27 @@ def run(
     url = paths.open(model, namespace, path)
     rev = paths.revision(model, namespace)
     load = traffic.OpenLoop(
-        url, model, rows, ramp.end, paths.headers.get(path, {}), timeout_s, schedule=ramp.due
+        url,
+        model,
+        rows,
+        ramp.end,
+        paths.headers.get(path, {}),
+        timeout_s,
+        schedule=ramp.due,
+        until_s=ramp.seconds,
     )
     samples = []
     log(f"scale-out: {ramp.start:g} -> {ramp.end:g} req/s over {ramp.seconds:g}s via {path}")
     cpu0 = _cpu_s()
     load.start()
-    while load.now() < ramp.seconds:
-        samples.append(sample(paths, namespace, rev, load.now()))
-        s = samples[-1]
-        log(f"  {s['t']:6.1f}s ready {s['ready']} pods {s['pods']} desired {s['desired']}")
-        time.sleep(max(0.0, math.floor(load.now()) + 1 - load.now()))
-    outcomes = load.stop()
+    try:
+        while load.now() < ramp.seconds:
+            samples.append(sample(paths, namespace, rev, load.now()))
+            s = samples[-1]
+            log(f"  {s['t']:6.1f}s ready {s['ready']} pods {s['pods']} desired {s['desired']}")
+            time.sleep(max(0.0, math.floor(load.now()) + 1 - load.now()))
+    finally:  # a failed sample stops the load too
+        outcomes = load.stop()
     wall = load.now()
     counts = traffic.counts(outcomes, set())
     return {

@@ -53,6 +53,7 @@ class OpenLoop:
     timeout_s: float = 60.0
     route: Route | None = None
     schedule: Callable[[int], float] | None = None  # request i -> seconds after the start
+    until_s: float | None = None  # no request due at or after this (None: until stop())
     outcomes: list[Outcome] = field(default_factory=list)
     started: float = 0.0  # time.monotonic() of request 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -86,6 +87,8 @@ class OpenLoop:
             i = 0
             while not self._stop.is_set():
                 due = self.schedule(i) if self.schedule else i / self.rate
+                if self.until_s is not None and due >= self.until_s:
+                    break
                 await asyncio.sleep(max(0.0, due - self.now()))
                 url, headers, target = self.route(i) if self.route else (self.url, self.headers, "")
                 task = asyncio.create_task(self._one(http, url + path, headers, body, due, target))

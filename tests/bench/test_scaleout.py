@@ -4,7 +4,10 @@ words the report says."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 import pytest
 
@@ -78,3 +81,65 @@ def test_the_summary_says_what_was_offered_and_reached() -> None:
     assert "Offered 10 -> 40 req/s over 3 s via `activator`" in words
     assert "at most 1, first reached at 1 s; the PodAutoscaler's desired scale reached 1" in words
     assert "Worst second: p99 1500.0 ms at 0 s" in words
+
+
+class Answering(BaseHTTPRequestHandler):
+    """A predictor stand-in: every V1 prediction answered, the headers it got kept."""
+
+    seen: ClassVar[list[str]] = []
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Answering.seen.append(self.headers.get("Knative-Serving-Revision", ""))
+        body = json.dumps({"predictions": [0]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class RampPaths(FakePaths):
+    """ClusterPaths as the ramp uses them: the path opened, its headers, the revision."""
+
+    def __init__(self, url: str) -> None:
+        pa = {"kind": "PodAutoscaler", "status": {"desiredScale": 1, "actualScale": 1}}
+        super().__init__([pod(True), pa])
+        self.url = url
+        self.headers: dict[str, dict[str, str]] = {}
+
+    def open(self, _model: str, _namespace: str, path: str) -> str:
+        self.headers[path] = {"Knative-Serving-Revision": "rev-1"}
+        return self.url
+
+    def revision(self, _model: str, _namespace: str) -> str:
+        return "rev-1"
+
+
+def test_the_ramp_runs_through_the_opened_path_and_samples_every_second() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        paths = RampPaths(f"http://127.0.0.1:{server.server_address[1]}")
+        got = scaleout.run(
+            paths,  # type: ignore[arg-type]
+            "sklearn-iris",
+            "models",
+            "activator",
+            scaleout.Ramp(5, 20, 3),
+            ((5.1, 3.5, 1.4, 0.2),),
+            10.0,
+            lambda _: None,
+        )
+    finally:
+        server.shutdown()
+    assert got["sent"] == 38 and got["failed"] == 0  # (5 + 20) / 2 * 3 = 37.5, none after 3 s
+    assert set(Answering.seen) == {"rev-1"}  # the path's headers on every request
+    assert [s["t"] for s in got["samples"]] == pytest.approx([0, 1, 2], abs=0.5)
+    assert all(s["ready"] == 1 and s["desired"] == 1 for s in got["samples"])
+    sent = [r["sent"] for r in got["per_second"]]
+    assert sent == sorted(sent) and sent[0] < sent[-1]  # the rate rises
+    assert got["generator_cpu_pct"] > 0
