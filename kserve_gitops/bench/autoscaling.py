@@ -28,6 +28,14 @@ KNATIVE_DEFAULTS = {
     "panic-threshold-percentage": "200.0",
     "max-scale-up-rate": "1000.0",
 }
+# Autoscaling's fields that are a config-autoscaler number as it stands.
+NUMBERS = {
+    "utilization_pct": "container-concurrency-target-percentage",
+    "target_burst_capacity": "target-burst-capacity",
+    "panic_window_pct": "panic-window-percentage",
+    "panic_threshold_pct": "panic-threshold-percentage",
+    "max_scale_up_rate": "max-scale-up-rate",
+}
 # Per-revision annotations that override a config-autoscaler key.
 ANNOTATIONS = {
     "autoscaling.knative.dev/window": "stable-window",
@@ -121,12 +129,8 @@ def read(repo: Repo, env: str, model: str) -> Autoscaling:
         container_concurrency=cc,
         target=target,
         target_source=source,
-        utilization_pct=float(config["container-concurrency-target-percentage"]),
-        target_burst_capacity=float(config["target-burst-capacity"]),
         stable_window_s=seconds(config["stable-window"]),
-        panic_window_pct=float(config["panic-window-percentage"]),
-        panic_threshold_pct=float(config["panic-threshold-percentage"]),
-        max_scale_up_rate=float(config["max-scale-up-rate"]),
+        **{name: float(config[key]) for name, key in NUMBERS.items()},
         min_replicas=int(predictor.get("minReplicas") or 0),
         max_replicas=int(predictor.get("maxReplicas") or 0),
         pod_cpu_request_m=sum(cpu.values()),

@@ -183,11 +183,7 @@ def parser(repo: Repo) -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=rounds.DEFAULT_ROUNDS)
     p.add_argument("--duration", type=float, default=20.0, help="seconds per path and round")
     p.add_argument("--out", type=Path, default=repo.root / "benchmarks" / "cluster-path.md")
-    p.add_argument(
-        "--rates",
-        default="5,50,500",
-        help="KServe's table: these rates per cluster path ('': none)",
-    )
+    p.add_argument("--rates", default="5,50,500", help="KServe's table: rates per path ('': none)")
     p.add_argument("--rate-rounds", type=int, default=3, help="rounds of the rate table")
     p.add_argument("--rate-duration", type=float, default=15.0, help="seconds per rate")
     p.add_argument(
