@@ -140,7 +140,7 @@ loadtest-worker: $(STAMP) ## A load worker for a master on another machine: make
 demo: $(RUNTIME_STAMPS) ## Train if needed, validate, serve locally, load-test, print the SLO verdict [RUNTIME=mlserver: V2]
 	$(KGOPS) demo --env $(ENV) --runtime $(RUNTIME) --protocol $(PROTO) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 
-bench: $(STAMP) $(MLSTAMP) ## Benchmarks into BENCHMARKS.md (waits for a quiet machine), both runtimes side by side in 5 pinned rounds, the cluster sections from benchmarks/cluster-path.json [BENCH_ARGS="--nice -10 --cluster": then bench-cluster, as root with the node tools, else says why not]
+bench: $(STAMP) $(MLSTAMP) ## Benchmarks into BENCHMARKS.md (waits for a quiet machine), both runtimes side by side in 5 pinned rounds, the cluster sections from benchmarks/cluster-path.json and cluster-scaleout.json [BENCH_ARGS="--nice -10 --cluster": then bench-cluster's two runs (--cluster-env dev, --cluster-scaleout-env staging), as root with the node tools, else says why not]
 	$(KGOPS) bench $(BENCH_ARGS)
 
 predict: $(STAMP) ## Batch predictions: make predict INPUT=rows.csv [OUTPUT= TARGET= BATCH= PROTOCOL= HOST=]
@@ -171,8 +171,13 @@ e2e: $(STAMP) $(if $(filter node,$(CLUSTER)),node-tools image-tools) ## Full pla
 e2e-reliability: $(STAMP) node-tools image-tools ## The real-node e2e, then the reliability scenarios under open-loop load (container kill, kubelet and containerd restart, a broken release Flux rolls back, a canary rollout, scale from zero; SCENARIOS=a,b for some), each against its budget (root)
 	$(KGOPS) e2e --env $(ENV) --cluster node --reliability $(if $(filter 1,$(KEEP)),--keep)
 
-bench-cluster: $(STAMP) node-tools image-tools ## Its own real-node e2e, then latency at the SLO rate (local, Service, port-forward, activator), KServe's table (5/50/500 req/s), the highest rate per path, 5 cold starts and a scale-out ramp into benchmarks/cluster-path.md and its plots (root)
-	$(KGOPS) bench-cluster --env $(ENV)
+# The environment whose scale-out bench-cluster measures (dev declares maxReplicas 1; staging 1-4
+# replicas of 250m CPU); empty: ENV's own, if its configuration allows one.
+SCALEOUT_ENV ?= staging
+
+bench-cluster: $(STAMP) node-tools image-tools ## Two real-node e2e runs (root): ENV's parts but the scale-out (SLO-rate latency on local, Service, port-forward, activator; KServe's table 5/50/500 req/s; highest rate per path; 5 cold starts when minReplicas is 0) into benchmarks/cluster-path.md, then SCALEOUT_ENV's (staging) scale-out ramp into benchmarks/cluster-scaleout.md; plots beside them
+	$(KGOPS) bench-cluster --env $(ENV) $(if $(SCALEOUT_ENV),--without scaleout)
+	$(if $(SCALEOUT_ENV),$(KGOPS) bench-cluster --env $(SCALEOUT_ENV) --parts scaleout --out benchmarks/cluster-scaleout.md)
 
 bench-e2e: $(STAMP) ## Warm kwok e2e of every environment, timed per layer, into benchmarks/kwok-e2e.md
 	$(KGOPS) bench-e2e

@@ -3,7 +3,8 @@ the policy checks render them (kserve_gitops.repo.render, kserve_gitops.checks.r
 KnativeServing's autoscaler config with Knative's defaults for what it leaves out, the
 InferenceService's predictor (replicas, scale target, containerConcurrency, per-revision
 annotations) and the revision pod's CPU requests (model and queue-proxy). The benchmark states
-these beside its figures; nothing here is read from a live cluster."""
+these beside its figures, and leaves out the parts the replicas leave nothing to measure in
+(Autoscaling.refusals); nothing here is read from a live cluster."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kserve_gitops.checks import revisions
+from kserve_gitops.checks.rules import values_file
 from kserve_gitops.e2e.reliability import seconds
 from kserve_gitops.knative import revision
 from kserve_gitops.repo import Repo, render
@@ -65,6 +67,7 @@ class Autoscaling:
     max_replicas: int  # 0: no bound
     pod_cpu_request_m: float  # model container plus queue-proxy
     model_cpu_request_m: float
+    values_file: str = ""  # the model's values, where the replicas are declared ('': older record)
 
     @property
     def panic_window_s(self) -> float:
@@ -77,6 +80,25 @@ class Autoscaling:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def refusals(self) -> dict[str, str]:
+        """The cluster benchmark's parts this configuration leaves nothing to measure in, and
+        why, naming the file and field (an environment is never changed for a benchmark)."""
+        out = {}
+        if self.min_replicas > 0:
+            out["cold"] = (
+                f"{self.values_file} minReplicas {self.min_replicas}: the revision never scales"
+                " to zero, so there is no cold start (needs minReplicas 0)"
+            )
+        start = max(self.min_replicas, 1)  # from zero, opening the path wakes one pod
+        if 0 < self.max_replicas <= start:
+            out["scaleout"] = (
+                f"{self.values_file} maxReplicas {self.max_replicas}: the ramp starts with"
+                f" {start} pod(s) and the configuration allows no more, so there is no"
+                " scale-out (needs maxReplicas above max(minReplicas, 1); make bench-cluster"
+                " measures it in SCALEOUT_ENV)"
+            )
+        return out
 
 
 def _autoscaler(knative_serving: Mapping[str, Any], annotations: Mapping[str, Any]) -> dict:
@@ -135,6 +157,7 @@ def read(repo: Repo, env: str, model: str) -> Autoscaling:
         max_replicas=int(predictor.get("maxReplicas") or 0),
         pod_cpu_request_m=sum(cpu.values()),
         model_cpu_request_m=cpu.get(revision.MODEL_CONTAINER, 0.0),
+        values_file=values_file(isvc),
     )
 
 
@@ -155,7 +178,9 @@ def describe(a: Autoscaling, cores: int) -> list[str]:
         f"({a.max_replicas or 'none'}) does"
     )
     return [
-        f"- Declared by environment {a.env} (its KnativeServing config and the model's values):"
+        f"- Declared by environment {a.env} (its KnativeServing config and the model's values"
+        + (f", {a.values_file}" if a.values_file else "")
+        + "):"
         f" containerConcurrency {cc}; target-burst-capacity {tbc}; KPA metric {a.metric},"
         f" target {a.target:g} per pod ({a.target_source}) at {a.utilization_pct:g}%"
         f" utilization; stable window {a.stable_window_s:g} s, panic window"

@@ -1,15 +1,19 @@
-"""The cluster-path benchmark: the Locust open-loop test of config/slo.yaml (80 req/s) against
-sklearn-iris served locally, through the real node's revision Service (kube-proxy, queue-proxy),
-through `kubectl port-forward` to the predictor pod and through Knative's activator, in
-interleaved rounds (kserve_gitops.bench.rounds); then KServe's table (rates 5, 50, 500 per
-cluster path) and the highest rate each path sustains (kserve_gitops.base.ratesearch), cold
-starts from zero pods (kserve_gitops.bench.cluster_rates), and the scale-out under a rising load
-(kserve_gitops.bench.scaleout); into benchmarks/cluster-path.json, .md (cluster_report) and the
-plots beside it (cluster_plots), with the machine it ran on and what the environment declares
-(kserve_gitops.bench.autoscaling).
+"""The cluster-path benchmark, in parts (--parts): `slo`, the Locust open-loop test of
+config/slo.yaml (80 req/s) against sklearn-iris served locally, through the real node's revision
+Service (kube-proxy, queue-proxy), through `kubectl port-forward` to the predictor pod and
+through Knative's activator, in interleaved rounds (kserve_gitops.bench.rounds); `rates`,
+KServe's table (rates 5, 50, 500 per cluster path); `max`, the highest rate each path sustains
+(kserve_gitops.base.ratesearch); `cold`, cold starts from zero pods
+(kserve_gitops.bench.cluster_rates); `scaleout`, the scale-out under a rising load
+(kserve_gitops.bench.scaleout). By default every part the environment's configuration allows
+(kserve_gitops.bench.autoscaling: no cold start with minReplicas > 0, no scale-out when
+maxReplicas allows no pod beyond the first); into benchmarks/cluster-path.json, .md
+(cluster_report) and the plots beside it (cluster_plots), with the machine it ran on and what
+the environment declares.
 
-    kgops bench-cluster --env dev   # make bench-cluster: its own real-node e2e (the platform and
-                                    # the model), the measurements, then the cluster stopped
+    kgops bench-cluster --env dev   # its own real-node e2e (the platform and the model), the
+                                    # measurements, then the cluster stopped
+    kgops bench-cluster --env staging --parts scaleout --out benchmarks/cluster-scaleout.md
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from kserve_gitops.e2e import plan as e2e_plan
 from kserve_gitops.e2e import run as e2e_run
 from kserve_gitops.e2e.executor import Executor
 from kserve_gitops.e2e.paths import PathError
+from kserve_gitops.e2e.steps import Plan
 from kserve_gitops.repo import Repo
 from kserve_gitops.repo.render import RenderError
 from kserve_gitops.repo.slo import load_slo
@@ -51,29 +56,70 @@ ROWS = ((5.1, 3.5, 1.4, 0.2),)
 NODE_TOOLS = ("iptables", "conntrack", "ipset")
 
 
+# The parts of the benchmark, in the order they run (--parts): the SLO-rate rounds per path,
+# KServe's rate table, the highest rates, the cold starts, the scale-out ramp.
+PARTS = ("slo", "rates", "max", "cold", "scaleout")
+
+
 @dataclass(frozen=True)
 class Setup:
     """What the command line and the environment ask for, checked before any cluster starts."""
 
+    parts: list[str]
     rates: list[float]  # KServe's table
     searched: list[str]  # the paths whose highest rate is searched
     ramp: scaleout.Ramp
     declared: autoscaling.Autoscaling
 
 
+def _names(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def choose_parts(args: argparse.Namespace, refused: dict[str, str]) -> list[str]:
+    """--parts as asked (a part the environment cannot do is refused), else every part it
+    allows but those of --without."""
+    asked, without = _names(args.parts), _names(args.without)
+    unknown = sorted(set(asked + without) - set(PARTS))
+    if unknown:
+        raise ValueError(f"--parts/--without {','.join(unknown)}: not a part ({','.join(PARTS)})")
+    if asked and without:
+        raise ValueError("--parts and --without exclude each other")
+    for part in asked:
+        if part in refused:
+            raise ValueError(f"--parts {part}: {refused[part]}")
+    if asked:
+        return [p for p in PARTS if p in asked]
+    for part, why in refused.items():
+        _log(f"part {part} left out: {why}")
+    left = [p for p in PARTS if p not in refused and p not in without]
+    if not left:
+        raise ValueError(f"--without {args.without}: no part left that {args.env} allows")
+    return left
+
+
 def setup(repo: Repo, args: argparse.Namespace) -> Setup:
     """Raises ValueError (or RenderError: a manifest that does not render) on what would
     otherwise fail only after the e2e built the cluster."""
-    searched = [p.strip() for p in args.max_rate_paths.split(",") if p.strip()]
+    declared = autoscaling.read(repo, args.env, repo.default_model())
+    parts = choose_parts(args, declared.refusals())
+    searched = _names(args.max_rate_paths)
     unknown = sorted(set(searched) - set(cluster_report.RATE_PATHS))
     if unknown:
         raise ValueError(f"--max-rate-paths {','.join(unknown)}: not a cluster path")
+    rates = [float(r) for r in _names(args.rates)]
+    for part, given, option in (("rates", rates, "--rates"), ("max", searched, "--max-rate-paths")):
+        if part in parts and not given:
+            raise ValueError(f"{option}: none given for part {part} (leave it out with --parts)")
+    if "cold" in parts and args.cold_starts < 1:
+        raise ValueError("--cold-starts: expected 1 or more (leave the part out with --parts)")
     first, _, last = args.scaleout_rates.partition(",")
     return Setup(
-        rates=[float(r) for r in args.rates.split(",") if r.strip()],
+        parts=parts,
+        rates=rates,
         searched=searched,
         ramp=scaleout.Ramp(float(first), float(last or "nan"), args.scaleout_seconds),
-        declared=autoscaling.read(repo, args.env, repo.default_model()),
+        declared=declared,
     )
 
 
@@ -94,15 +140,34 @@ def not_run_reason() -> str | None:
     return None
 
 
-def run_cluster(repo: Repo, env: str) -> str | None:
-    """`kgops bench --cluster`: this benchmark in a process of its own (`kgops bench` has
-    imported Locust, whose gevent monkey-patching the e2e's threads and subprocesses must not run
-    under). None when it ran, else why not."""
+# `kgops bench --cluster` and `make bench-cluster`: the scale-out in an environment of its own.
+SCALEOUT_OUT = Path("benchmarks") / "cluster-scaleout.md"
+
+
+def runs(env: str, scaleout_env: str) -> list[list[str]]:
+    """The bench-cluster runs of `make bench-cluster`: `env`'s parts, then, with `scaleout_env`,
+    that environment's scale-out into its own record (dev declares maxReplicas 1)."""
+    if not scaleout_env:
+        return [["--env", env]]
+    return [
+        ["--env", env, "--without", "scaleout"],
+        ["--env", scaleout_env, "--parts", "scaleout", "--out", str(SCALEOUT_OUT)],
+    ]
+
+
+def run_cluster(repo: Repo, env: str, scaleout_env: str) -> str | None:
+    """`kgops bench --cluster`: this benchmark's runs in processes of their own (`kgops bench`
+    has imported Locust, whose gevent monkey-patching the e2e's threads and subprocesses must not
+    run under). None when they ran, else why not."""
     reason = not_run_reason()
     if reason is None:
-        argv = [sys.executable, "-m", "kserve_gitops.bench.cluster", "--env", env]
-        code = subprocess.run(argv, cwd=repo.root, check=False).returncode
-        reason = f"`kgops bench-cluster --env {env}` failed (exit {code})" if code else None
+        failed = []
+        for args in runs(env, scaleout_env):
+            argv = [sys.executable, "-m", "kserve_gitops.bench.cluster", *args]
+            code = subprocess.run(argv, cwd=repo.root, check=False).returncode
+            if code:
+                failed.append(f"`kgops bench-cluster {' '.join(args)}` failed (exit {code})")
+        reason = "; ".join(failed) or None
     if reason:
         print(f"cluster part not run: {reason}")
     return reason
@@ -180,16 +245,23 @@ SKIPPED_LAYERS = {"verify", "reliability", "canary"}
 def parser(repo: Repo) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kgops bench-cluster", description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default="dev", choices=repo.environment_names)
+    p.add_argument(
+        "--parts",
+        default="",
+        metavar="P[,P...]",
+        help=f"what to measure, of {','.join(PARTS)} (default: all that --env allows)",
+    )
+    p.add_argument("--without", default="", metavar="P[,P...]", help="the default but these")
     p.add_argument("--rounds", type=int, default=rounds.DEFAULT_ROUNDS)
     p.add_argument("--duration", type=float, default=20.0, help="seconds per path and round")
     p.add_argument("--out", type=Path, default=repo.root / "benchmarks" / "cluster-path.md")
-    p.add_argument("--rates", default="5,50,500", help="KServe's table: rates per path ('': none)")
+    p.add_argument("--rates", default="5,50,500", help="KServe's table: rates per path")
     p.add_argument("--rate-rounds", type=int, default=3, help="rounds of the rate table")
     p.add_argument("--rate-duration", type=float, default=15.0, help="seconds per rate")
     p.add_argument(
         "--max-rate-paths",
         default="service,activator",
-        help="cluster paths whose highest sustained rate is searched ('': none)",
+        help="cluster paths whose highest sustained rate is searched",
     )
     p.add_argument("--max-rate-start", type=float, default=100.0, help="the search's first rate")
     p.add_argument("--max-rate-ceiling", type=float, default=3200.0, help="its highest rate")
@@ -198,8 +270,8 @@ def parser(repo: Repo) -> argparse.ArgumentParser:
     p.add_argument(
         "--scaleout-path",
         default="activator",
-        choices=("activator", "service", "none"),
-        help="the path of the scale-out ramp (none: skip it)",
+        choices=("activator", "service"),
+        help="the path of the scale-out ramp",
     )
     p.add_argument(
         "--scaleout-rates",
@@ -214,6 +286,14 @@ def parser(repo: Repo) -> argparse.ArgumentParser:
         help="measure nothing: redraw the plots and the markdown from --out's .json record",
     )
     return p
+
+
+def node_plan(repo: Repo, env: str) -> Plan:
+    """The real-node e2e of `env` with the layers the benchmark needs, built as for any
+    environment (`kgops e2e --cluster node`'s plan, less the verification)."""
+    full = e2e_plan.build(repo, env, "node")
+    layers = {s.layer for s in full.steps} - SKIPPED_LAYERS - {"cluster", "check"}
+    return e2e_plan.build(repo, env, "node", layers)
 
 
 def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
@@ -233,9 +313,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     except (ValueError, RenderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    full = e2e_plan.build(repo, args.env, "node")
-    layers = {s.layer for s in full.steps} - SKIPPED_LAYERS - {"cluster", "check"}
-    plan = e2e_plan.build(repo, args.env, "node", layers)
+    plan = node_plan(repo, args.env)
     # The measurement runs inside the e2e, while its controllers (the KServe webhook that every
     # new predictor pod passes) still run: a kept cluster has none, so no cold start.
     return e2e_run.run(plan, False, repo.reports, then=lambda ex: measure(repo, ex, args, checked))
@@ -245,93 +323,100 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+def opened(checked: Setup) -> list[str]:
+    """The cluster paths the chosen parts load, in RATE_PATHS order: the Service before
+    port-forward, whose keep-alive goes through it (else dev's revision scales to zero)."""
+    wanted = set(cluster_report.RATE_PATHS) if {"slo", "rates"} & set(checked.parts) else set()
+    wanted |= set(checked.searched) if "max" in checked.parts else set()
+    wanted |= {"service"} if "port-forward" in wanted else set()
+    return [p for p in cluster_report.RATE_PATHS if p in wanted]
+
+
+def _load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def measure(
     repo: Repo,
     executor: Executor,
     args: argparse.Namespace,
     checked: Setup,
 ) -> None:
-    """The SLO-rate rounds per path, KServe's table, the highest rates, the cold starts and the
-    scale-out, into `args.out` (.json, .md) and the plots beside it."""
-    slo = load_slo(repo, args.env)
-    model = repo.default_model()
+    """The chosen parts (checked.parts), into `args.out` (.json, .md) and the plots beside it;
+    the record has the machine, its load average and what the environment declares whatever
+    the parts, and only the parts measured."""
+    model, parts = repo.default_model(), checked.parts
     runner, paths = executor.runner, executor.paths
     namespace = executor.plan.namespace
-    knobs = ratesearch.Knobs(
-        step_s=args.max_rate_step, start_rate=args.max_rate_start, max_rate=args.max_rate_ceiling
+    meta: dict[str, Any] = {"env": args.env, "parts": parts, "load_start": _load_average()}
+    doc: dict[str, Any] = {"meta": meta, "autoscaling": checked.declared.to_json()}
+    local = (
+        process.start_background(repo, model_name=model, timeout=120) if "slo" in parts else None
     )
-    local = process.start_background(repo, model_name=model, timeout=120)
     try:
-        targets = {"local": Target("local", local.url)}
-        for path in cluster_report.SLO_PATHS[1:]:
+        targets = {"local": Target("local", local.url)} if local else {}
+        for path in opened(checked):
             url = paths.open(model, namespace, path)
             targets[path] = Target(path, url, tuple(paths.headers.get(path, {}).items()))
 
         def load(target: Target, rate: float, seconds: float) -> rounds.Measurement:
             return measure_load(repo, runner, target, args.env, rate, seconds, model)
 
-        result = rounds.run(
-            [targets[p] for p in cluster_report.SLO_PATHS],
-            lambda t, _n: load(t, slo.load.rate, args.duration),
-            args.rounds,
-            name=lambda t: t.name,
-            log=_log,
-        )
-        points = [
-            cluster_rates.RatePoint(p, targets[p].url, r)
-            for r in checked.rates
-            for p in cluster_report.RATE_PATHS
-        ]
-        by_rate = (
-            rounds.run(
-                points,
+        if "slo" in parts:
+            rate = load_slo(repo, args.env).load.rate
+            result = rounds.run(
+                [targets[p] for p in cluster_report.SLO_PATHS],
+                lambda t, _n: load(t, rate, args.duration),
+                args.rounds,
+                name=lambda t: t.name,
+                log=_log,
+            )
+            meta |= {"rounds": args.rounds, "duration": args.duration, "rate": rate}
+            doc["records"] = [r.__dict__ for r in result.records]
+        if "rates" in parts:
+            by_rate = rounds.run(
+                [
+                    cluster_rates.RatePoint(p, targets[p].url, r)
+                    for r in checked.rates
+                    for p in cluster_report.RATE_PATHS
+                ],
                 lambda p, _n: load(targets[p.path], p.rate, args.rate_duration),
                 args.rate_rounds,
                 name=lambda p: p.name,
                 log=_log,
             )
-            if points
-            else None
-        )
-        maxima = {}
-        for path in checked.searched:
-            _log(f"highest rate through {path}")
-            best, steps = ratesearch.search(
-                lambda rate, s, t=targets[path]: search_point(rate, load(t, rate, s)), knobs, _log
+            meta |= {"rate_rounds": args.rate_rounds, "rate_duration": args.rate_duration}
+            doc["rate_records"] = [r.__dict__ for r in by_rate.records]
+        if "max" in parts:
+            knobs = ratesearch.Knobs(
+                step_s=args.max_rate_step,
+                start_rate=args.max_rate_start,
+                max_rate=args.max_rate_ceiling,
             )
-            maxima[path] = {"max": best, "steps": steps}
+            doc["knobs"], doc["maxima"] = asdict(knobs), {}
+            for path in checked.searched:
+                _log(f"highest rate through {path}")
+                best, steps = ratesearch.search(
+                    lambda r, s, t=targets[path]: search_point(r, load(t, r, s)), knobs, _log
+                )
+                doc["maxima"][path] = {"max": best, "steps": steps}
         paths.close()  # no keep-alive: the revision must be free to scale to zero
-        starts = cluster_rates.cold_starts(
-            paths, model, namespace, ROWS, args.cold_starts, 300, _log
-        )
-        rising = None
-        if args.scaleout_path != "none":
-            rising = scaleout.run(
+        if "cold" in parts:
+            doc["cold_starts"] = cluster_rates.cold_starts(
+                paths, model, namespace, ROWS, args.cold_starts, 300, _log
+            )
+        if "scaleout" in parts:
+            doc["scaleout"] = scaleout.run(
                 paths, model, namespace, args.scaleout_path, checked.ramp, ROWS, 60.0, _log
             )
     finally:
         paths.close()
-        local.stop()
-    doc = {
-        "meta": {
-            "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "rounds": args.rounds,
-            "duration": args.duration,
-            "rate": slo.load.rate,
-            "rate_rounds": args.rate_rounds,
-            "rate_duration": args.rate_duration,
-            "env": args.env,
-            "machine": machine.machine(),
-            "load_start": ", ".join(f"{x:.2f}" for x in result.load_average_start),
-            "load_end": ", ".join(f"{x:.2f}" for x in result.load_average_end),
-        },
-        "records": [r.__dict__ for r in result.records],
-        "rate_records": [r.__dict__ for r in by_rate.records] if by_rate else [],
-        "knobs": asdict(knobs),
-        "maxima": maxima,
-        "cold_starts": starts,
-        "autoscaling": checked.declared.to_json(),
-        "scaleout": rising,
+        if local:
+            local.stop()
+    meta |= {
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine.machine(),
+        "load_end": _load_average(),
     }
     print(publish(doc, args.out))
 
@@ -351,7 +436,8 @@ def draw(doc: dict[str, Any], folder: Path) -> None:
     """The plots the record has data for, under their names in cluster_report.PLOTS."""
     names = cluster_report.PLOTS
     if doc.get("rate_records") or doc.get("maxima"):
-        result = rounds.Rounds(order=[], records=[rounds.Record(**r) for r in doc["rate_records"]])
+        records = doc.get("rate_records") or []
+        result = rounds.Rounds(order=[], records=[rounds.Record(**r) for r in records])
         points = [(p.path, p.rate) for p in cluster_report.rate_points(result)]
         cluster_plots.rates(result, points, doc.get("maxima") or {}, folder / names["rates"])
     if doc.get("cold_starts"):

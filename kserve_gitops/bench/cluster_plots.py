@@ -1,7 +1,7 @@
-"""The cluster-path benchmark's plots, committed beside benchmarks/cluster-path.md: latency
-percentiles per rate per path, the cold starts' samples, and the scale-out's replicas and
-latency over time. Each is drawn from the JSON record alone, so a report can be redrawn
-without measuring."""
+"""The cluster-path benchmark's plots, committed beside its reports (benchmarks/cluster-path.md,
+cluster-scaleout.md), each for a part the record has: latency percentiles per rate per path,
+the cold starts' samples, and the scale-out's replicas and latency over time. Each is drawn from
+the JSON record alone, so a report can be redrawn without measuring."""
 
 from __future__ import annotations
 

@@ -12,9 +12,11 @@ runtimes side by side, KServe's sklearn server and MLServer, in 5 interleaved ro
 generator and the server pinned to disjoint CPUs (bench.sidebyside, bench.rounds,
 bench.pinning; `--runtimes-only` measures just that). It first waits up to 10 minutes for a
 quiet machine and flags the results when it did not get one. `--cluster` then runs the
-cluster-path benchmark too (`kgops bench-cluster`, in its own process; root and the node tools),
+cluster-path benchmark too (`kgops bench-cluster` as `make bench-cluster` does: the environment's
+parts, then another environment's scale-out; each in its own process; root and the node tools),
 or says why it did not. bench.report writes the markdown, with the cluster sections rendered
-from benchmarks/cluster-path.json when there is one (its own date and machine).
+from benchmarks/cluster-path.json and cluster-scaleout.json when there are (each with its own
+date and machine).
 """
 
 from __future__ import annotations
@@ -176,10 +178,17 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     p.add_argument(
         "--cluster",
         action="store_true",
-        help="also run the cluster-path benchmark (kgops bench-cluster: its own real-node e2e;"
-        " root and make node-tools), or say why not, in the output and the file",
+        help="also run the cluster-path benchmark (make bench-cluster's kgops bench-cluster runs,"
+        " each its own real-node e2e; root and make node-tools), or say why not, in the output"
+        " and the file",
     )
     p.add_argument("--cluster-env", default="dev", help="its environment (default %(default)s)")
+    p.add_argument(
+        "--cluster-scaleout-env",
+        default="staging",
+        help="then the scale-out in this environment, into benchmarks/cluster-scaleout.md"
+        " (default %(default)s; '': in --cluster-env, if its configuration allows one)",
+    )
     p.add_argument("--fast-port", type=int, default=0, help="fast server port (0: any free one)")
     p.add_argument("--master-port", type=int, default=5557, help="Locust master port")
     p.add_argument("--out", type=Path, default=repo.root / "BENCHMARKS.md")
@@ -271,7 +280,9 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     results["cluster_not_run"] = (
-        cluster.run_cluster(repo, args.cluster_env) if args.cluster else None
+        cluster.run_cluster(repo, args.cluster_env, args.cluster_scaleout_env)
+        if args.cluster
+        else None
     )
     files.write_text(args.results, json.dumps(results, indent=2) + "\n")
     _publish(repo, results, args)

@@ -213,22 +213,32 @@ def markdown(results: dict[str, Any], model: str, plot_path: Path, out: Path) ->
     lines += aims(results)
     # Last: the side by side closes with the ratios.
     lines += sidebyside_report.markdown(results.get("runtimes"))
-    lines += cluster_section(out.parent / "benchmarks" / "cluster-path.json", out.parent)
+    lines += cluster_section(out.parent / "benchmarks", out.parent)
     cluster_not_run = results.get("cluster_not_run")
     if cluster_not_run:
         lines += ["", f"Cluster part not run by this `make bench`: {cluster_not_run}."]
     return "\n".join(lines) + "\n"
 
 
-def cluster_section(record: Path, out_dir: Path) -> list[str]:
-    """The cluster-path benchmark rendered from its record (`make bench-cluster` or `kgops
-    bench --cluster`, with its own date and machine), one heading level down, beside the local
-    figures above."""
-    if not record.is_file():
-        return ["", "## Cluster path", "", "Not measured: `make bench-cluster` has not run."]
-    plots = os.path.relpath(record.parent, out_dir) + "/"
-    text = cluster_report.markdown(json.loads(record.read_text()), plots).strip().splitlines()
-    return ["", *(f"#{line}" if line.startswith("#") else line for line in text)]
+# The cluster records `make bench-cluster` writes under benchmarks/: the environment's parts, and
+# the scale-out measured in an environment whose configuration lets the replicas grow.
+CLUSTER_RECORDS = ("cluster-path.json", "cluster-scaleout.json")
+
+
+def cluster_section(folder: Path, out_dir: Path) -> list[str]:
+    """The cluster-path benchmark rendered from its records in `folder` (`make bench-cluster`
+    or `kgops bench --cluster`, each with its own date, machine, environment and declared
+    autoscaling), one heading level down, beside the local figures above."""
+    lines = []
+    if not (folder / CLUSTER_RECORDS[0]).is_file():
+        lines = ["", "## Cluster path", "", "Not measured: `make bench-cluster` has not run."]
+    plots = os.path.relpath(folder, out_dir) + "/"
+    for name in CLUSTER_RECORDS:
+        if (folder / name).is_file():
+            doc = json.loads((folder / name).read_text())
+            text = cluster_report.markdown(doc, plots).strip().splitlines()
+            lines += ["", *(f"#{line}" if line.startswith("#") else line for line in text)]
+    return lines
 
 
 def _quiet_lines(quiet: dict[str, Any] | None) -> list[str]:

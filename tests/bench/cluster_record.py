@@ -23,6 +23,7 @@ AUTOSCALING = {
     "max_replicas": 1,
     "pod_cpu_request_m": 125.0,
     "model_cpu_request_m": 100.0,
+    "values_file": "environments/dev/models/sklearn-iris.yaml",
 }
 
 
@@ -65,6 +66,7 @@ def record(**over: Any) -> dict[str, Any]:
             "rate_rounds": 3,
             "rate_duration": 15.0,
             "env": "dev",
+            "parts": ["slo", "rates", "max", "cold", "scaleout"],
             "machine": {"cpu": "test cpu", "cores": 2},
             "load_start": "1.00, 1.00, 1.00",
             "load_end": "2.00, 2.00, 2.00",
@@ -107,3 +109,23 @@ def record(**over: Any) -> dict[str, Any]:
         },
     }
     return doc | over
+
+
+def scaleout_record() -> dict[str, Any]:
+    """What `kgops bench-cluster --env staging --parts scaleout` writes: the scale-out alone,
+    with the machine, its load average and staging's declared autoscaling."""
+    doc = record()
+    meta = {k: doc["meta"][k] for k in ("machine", "load_start", "load_end")}
+    autoscaling = AUTOSCALING | {
+        "env": "staging",
+        "min_replicas": 1,
+        "max_replicas": 4,
+        "pod_cpu_request_m": 275.0,
+        "model_cpu_request_m": 250.0,
+        "values_file": "environments/staging/models/sklearn-iris.yaml",
+    }
+    return {
+        "meta": {"env": "staging", "parts": ["scaleout"], "when": "2026-12-07 22:10 UTC", **meta},
+        "autoscaling": autoscaling,
+        "scaleout": doc["scaleout"],
+    }

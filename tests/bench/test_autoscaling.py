@@ -3,6 +3,8 @@ from the environments' manifests as the policy checks render them."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from kserve_gitops.bench import autoscaling
@@ -58,3 +60,21 @@ def test_the_words_say_which_bound_comes_first() -> None:
 def test_a_model_the_environment_does_not_serve_is_an_error() -> None:
     with pytest.raises(RenderError, match="no Knative-mode InferenceService nosuch"):
         autoscaling.read(REPO, "dev", "nosuch")
+
+
+def test_each_environment_refuses_the_parts_its_replicas_leave_nothing_to_measure_in() -> None:
+    dev = autoscaling.read(REPO, "dev", "sklearn-iris")
+    assert dev.values_file == "environments/dev/models/sklearn-iris.yaml"
+    assert list(dev.refusals()) == ["scaleout"]  # minReplicas 0: cold starts; maxReplicas 1
+    assert dev.refusals()["scaleout"].startswith(
+        "environments/dev/models/sklearn-iris.yaml maxReplicas 1: the ramp starts with 1 pod(s)"
+    )
+    staging = autoscaling.read(REPO, "staging", "sklearn-iris")
+    assert (staging.min_replicas, staging.max_replicas, staging.model_cpu_request_m) == (1, 4, 250)
+    assert list(staging.refusals()) == ["cold"]
+    assert staging.refusals()["cold"].startswith(
+        "environments/staging/models/sklearn-iris.yaml minReplicas 1: the revision never scales"
+    )
+    # No maxReplicas is no bound: a scale-out to measure.
+    unbounded = dataclasses.replace(staging, min_replicas=0, max_replicas=0)
+    assert unbounded.refusals() == {}

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from kserve_gitops.bench import cluster, cluster_report
-from tests.bench.cluster_record import record
+from tests.bench.cluster_record import record, scaleout_record
 
 PNG = b"\x89PNG"
 
@@ -24,6 +24,19 @@ def test_publish_writes_the_record_the_three_plots_and_the_markdown(tmp_path: Pa
 def test_only_the_plots_the_record_has_data_for(tmp_path: Path) -> None:
     cluster.draw(record(scaleout=None, cold_starts=[]), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [cluster_report.PLOTS["rates"]]
+
+
+def test_a_scaleout_only_record_draws_the_scaleout_alone(tmp_path: Path) -> None:
+    cluster.draw(scaleout_record(), tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [cluster_report.PLOTS["scaleout"]]
+
+
+def test_a_max_only_record_draws_the_rate_plot_from_the_maxima(tmp_path: Path) -> None:
+    doc = record()
+    for key in ("records", "rate_records", "cold_starts", "scaleout"):
+        doc.pop(key)
+    cluster.draw(doc, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [cluster_report.PLOTS["rates"]]
 
 
 def test_a_scaleout_without_the_autoscalers_desired_scale_still_plots(tmp_path: Path) -> None:

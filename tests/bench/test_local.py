@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests import markdown_rows
-from tests.bench.cluster_record import record
+from tests.bench.cluster_record import record, scaleout_record
 from tests.load_helpers import free_port
 
 
@@ -151,3 +151,18 @@ def test_benchmarks_md_renders_the_cluster_record_and_says_what_was_not_run(kgop
     assert "### KServe's table through the real node" in text
     assert "![replicas and latency over time](benchmarks/cluster-scaleout.png)" in text
     assert "not run by this" not in text
+
+    # The scale-out measured in another environment: its own record, date, env and declared
+    # autoscaling, a heading down after the first.
+    first = record(scaleout=None)
+    (tmp_path / "benchmarks" / "cluster-path.json").write_text(json.dumps(first))
+    (tmp_path / "benchmarks" / "cluster-scaleout.json").write_text(json.dumps(scaleout_record()))
+    done = kgops(*args, "--results", str(results), timeout=120)
+    assert done.returncode == 0, done.stderr
+    path, scale = out.read_text().split("## Cluster paths on the real node: scale-out\n")
+    assert "on 2026-12-07 21:00 UTC, env dev" in path and "Scale-out" not in path
+    assert "### KServe's table through the real node" in path
+    assert "--env staging --parts scaleout`) on 2026-12-07 22:10 UTC, env staging." in scale
+    assert "### Machine" in scale and "### Scale-out under a rising open-loop load" in scale
+    assert "Declared by environment staging" in scale and "replicas 1-4" in scale
+    assert "![replicas and latency over time](benchmarks/cluster-scaleout.png)" in scale
