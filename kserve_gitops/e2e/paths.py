@@ -100,8 +100,14 @@ class ClusterPaths:
         return f"http://{ip}:{port}"
 
     def ready_pods(self, namespace: str, rev: str) -> list[str]:
+        """The revision's Ready pods that are not being deleted: a pod the autoscaler is
+        scaling away stays Ready until its containers stop."""
         pods = self.get("pods", "-n", namespace, "-l", f"serving.knative.dev/revision={rev}")
-        return [p["metadata"]["name"] for p in pods["items"] if pod_ready(p)]
+        return [
+            p["metadata"]["name"]
+            for p in pods["items"]
+            if pod_ready(p) and not p["metadata"].get("deletionTimestamp")
+        ]
 
     def public(self, model: str, namespace: str) -> tuple[str, dict[str, str]]:
         """The newest Ready revision's public Service and the headers the ingress sets."""

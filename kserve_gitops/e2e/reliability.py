@@ -17,6 +17,7 @@ from typing import Any
 
 from kserve_gitops.argocd import health
 from kserve_gitops.base.tools import CommandError
+from kserve_gitops.base.wait import wait_until
 from kserve_gitops.controllers.canary import Split
 from kserve_gitops.e2e import rollout_load, traffic
 from kserve_gitops.e2e.paths import ClusterPaths, PathError, pod_ready
@@ -185,9 +186,23 @@ class Scenarios:
     def until(self, load: traffic.OpenLoop, at_s: float) -> None:
         time.sleep(max(0.0, at_s - load.now()))
 
-    def _ready_pod(self, d: Declared) -> str:
-        """The revision's Ready pod (the load wakes it when there is none)."""
-        return self.paths.wait_for_ready(self.namespace, self._revision(), d.timeout_s)[0]
+    def _steady_pod(self, d: Declared) -> str:
+        """The revision's Ready pod once its PodAutoscaler is Active (the load wakes it when
+        there is none). A scenario started just as an idle revision scales to zero would
+        otherwise act on a pod being deleted (CI saw it); and a pod killed while the
+        PodAutoscaler is still activating gets only what is left of Knative's activation
+        timeout (progress deadline + 30 s) to come back before the revision goes to zero."""
+        rev = self._revision()
+
+        def active() -> bool:
+            pa = self.paths.get("podautoscaler", rev, "-n", self.namespace)
+            conditions = (pa.get("status") or {}).get("conditions") or []
+            return any(c.get("type") == "Active" and c.get("status") == "True" for c in conditions)
+
+        wait_until(
+            active, d.timeout_s, 1, f"PodAutoscaler {self.namespace}/{rev} Active", PathError
+        )
+        return self.paths.wait_for_ready(self.namespace, rev, d.timeout_s)[0]
 
     def _container(self, pod: str) -> tuple[int, str]:
         """(restart count, containerd id) of the pod's model container."""
@@ -238,9 +253,9 @@ class Scenarios:
         events: list[tuple[float, str]] = []
         states: list[dict[str, Any]] = []
         load = self._load(d)
-        pod = self._ready_pod(d)
-        restarts, cid = self._container(pod)
         self.until(load, BASELINE_S)
+        pod = self._steady_pod(d)
+        restarts, cid = self._container(pod)
         self.node.ctr("task", "kill", "--signal", "SIGKILL", cid.split("://")[-1])
         killed = load.now()
         self.event(load, events, states, f"{MODEL_CONTAINER} of {pod} killed (SIGKILL)")
@@ -313,9 +328,9 @@ class Scenarios:
         events: list[tuple[float, str]] = []
         states: list[dict[str, Any]] = []
         load = self._load(d)
-        pod = self._ready_pod(d)
-        before = self._container(pod)
         self.until(load, BASELINE_S)
+        pod = self._steady_pod(d)
+        before = self._container(pod)
         self.event(load, events, states, f"{process} stopped (SIGTERM)")
         took = self.node.restart(process)
         self.event(load, events, states, f"{process} ready again after {took:.1f}s")
