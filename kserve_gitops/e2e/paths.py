@@ -135,6 +135,9 @@ class ClusterPaths:
         rev = self.revision(model, namespace)
         if not self.ready_pods(namespace, rev):  # scaled to zero: the activator wakes it
             self._through_activator(model, namespace, rev, ((5.1, 3.5, 1.4, 0.2),), 300)
+            # The answer may come from a pod on its way out (scaling to zero when the request
+            # came): the path needs the pod the request made the autoscaler start.
+            self.wait_for_ready(namespace, rev, 300)
             self.echo(f"    revision {rev} woken from zero through the activator")
         if path == "service":
             url = self._service_url(f"{rev}-private", namespace)
