@@ -157,8 +157,10 @@ def test_two_workers_share_the_plan_and_merge_into_one_verdict(kgops, tmp_path: 
     assert sum(r["completed"] for r in summary["timeline"]) == 4000
     assert len(summary["generator"]["processes"]) == 3  # master + 2 workers
     assert summary["generator"]["cpu_ms_per_request"] > 0
-    # Locust's own stats are the master's aggregate of both workers.
-    assert summary["locust"]["requests"] == 4000
+    # Locust's own stats are the master's aggregate of both workers' periodic reports: the last
+    # report may reach the master after it is read when the machine is busy (make test saw 3584
+    # of 4000 once). Our merged records above are exact; Locust's never exceed the plan.
+    assert 0 < summary["locust"]["requests"] <= 4000
     assert (report_dir / "plot.png").is_file()
     assert "2 worker processes" in result.stdout and "| PASS" in result.stdout
 
