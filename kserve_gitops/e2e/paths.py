@@ -49,12 +49,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def condition_true(obj: Mapping[str, Any], kind: str) -> bool:
+    """The object's status condition `kind` is True."""
+    return any(
+        c.get("type") == kind and c.get("status") == "True"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
+
+
 def pod_ready(pod: Mapping[str, Any]) -> bool:
     """The kubelet's readiness probe passed (the pod's Ready condition)."""
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (pod.get("status") or {}).get("conditions") or []
-    )
+    return condition_true(pod, "Ready")
 
 
 def _reachable(port: int) -> Callable[[], str | None]:

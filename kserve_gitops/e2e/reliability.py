@@ -20,7 +20,7 @@ from kserve_gitops.base.tools import CommandError
 from kserve_gitops.base.wait import wait_until
 from kserve_gitops.controllers.canary import Split
 from kserve_gitops.e2e import rollout_load, traffic
-from kserve_gitops.e2e.paths import ClusterPaths, PathError, pod_ready
+from kserve_gitops.e2e.paths import ClusterPaths, PathError, condition_true, pod_ready
 from kserve_gitops.lifecycle.registry import Registry
 from kserve_gitops.node.realnode import RealNode
 from kserve_gitops.repo import Repo
@@ -194,13 +194,14 @@ class Scenarios:
         timeout (progress deadline + 30 s) to come back before the revision goes to zero."""
         rev = self._revision()
 
-        def active() -> bool:
-            pa = self.paths.get("podautoscaler", rev, "-n", self.namespace)
-            conditions = (pa.get("status") or {}).get("conditions") or []
-            return any(c.get("type") == "Active" and c.get("status") == "True" for c in conditions)
-
         wait_until(
-            active, d.timeout_s, 1, f"PodAutoscaler {self.namespace}/{rev} Active", PathError
+            lambda: condition_true(
+                self.paths.get("podautoscaler", rev, "-n", self.namespace), "Active"
+            ),
+            d.timeout_s,
+            1,
+            f"PodAutoscaler {self.namespace}/{rev} Active",
+            PathError,
         )
         return self.paths.wait_for_ready(self.namespace, rev, d.timeout_s)[0]
 
