@@ -229,6 +229,10 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
             args.access_log, args.enable_latency_logging
         )
     install_guard()
+    if args.workers > 1:
+        from kserve_gitops.serving import workers
+
+        workers.install()
     if args.event_loop == "uvloop" and args.workers == 1:
         use_uvloop()
     server = kserve.ModelServer(
