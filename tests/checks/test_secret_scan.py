@@ -127,3 +127,12 @@ def test_a_report_folder_with_a_leak_is_named_file_line_and_rule(tmp_path: Path)
     ]
     (report / "cluster" / "logs" / "webhook.log").write_text("started\n")
     assert secret_scan.scan_report(REPO, report, lines.append) is None
+
+
+def test_the_tree_scan_leaves_report_folders_to_the_e2e_that_scans_them(repo_copy: Path) -> None:
+    report = repo_copy / "reports" / "e2e-dev-x"
+    report.mkdir(parents=True)
+    (report / "kubelet.log").write_text("started\n" + private_key())
+    assert credentials.scan_repository(Repo(repo_copy)) == []
+    failure = secret_scan.scan_report(Repo(repo_copy), report, lambda _line: None)
+    assert failure is not None and "kubelet.log:2: [gitleaks:private-key]" in failure
