@@ -279,19 +279,21 @@ def test_validate_names_file_and_unknown_field(
 def test_a_second_model_is_data_not_python(
     repo_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A model is files: its values and HelmRelease per environment, a kustomization line or
-    two, an ApplicationSet element. The checks and the render take it up with no code change."""
+    """A model is files: one HelmRelease in the shared base, its values per environment, a
+    kustomization line or two, an ApplicationSet element. The checks and the render take it up
+    with no code change."""
+    base = repo_copy / "environments" / "base" / "models"
+    release = (base / "helmrelease-sklearn-iris.yaml").read_text()
+    (base / "helmrelease-iris-b.yaml").write_text(release.replace("sklearn-iris", "iris-b"))
+    edit(
+        base / "kustomization.yaml",
+        "  - helmrelease-sklearn-iris.yaml\n",
+        "  - helmrelease-sklearn-iris.yaml\n  - helmrelease-iris-b.yaml\n",
+    )
     for env in ENVS:
         models = repo_copy / "environments" / env / "models"
         values = (models / "sklearn-iris.yaml").read_text()
         (models / "iris-b.yaml").write_text(values.replace("fullnameOverride: sklearn-iris", ""))
-        release = (models / "helmrelease-sklearn-iris.yaml").read_text()
-        (models / "helmrelease-iris-b.yaml").write_text(release.replace("sklearn-iris", "iris-b"))
-        edit(
-            models / "kustomization.yaml",
-            "  - helmrelease-sklearn-iris.yaml\n",
-            "  - helmrelease-sklearn-iris.yaml\n  - helmrelease-iris-b.yaml\n",
-        )
         edit(
             models / "kustomization.yaml",
             "configMapGenerator:\n",
