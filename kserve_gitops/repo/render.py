@@ -117,12 +117,18 @@ def kustomize_build(repo: Repo, path: Path) -> list[dict[str, Any]]:
 
 
 def kustomization_dirs(repo: Repo) -> list[Path]:
-    """Every directory holding a kustomization, so no declaration escapes validation."""
+    """Every directory holding a kustomization, so no declaration escapes validation. Components
+    are left out: one builds only inside the kustomizations that include it (its replacements
+    may need their objects), and those are built."""
     found: list[Path] = []
     for top in KUSTOMIZE_TOPS:
         base = repo.root / top
         if base.is_dir():
-            found += sorted(p.parent for p in base.rglob("kustomization.yaml"))
+            found += sorted(
+                p.parent
+                for p in base.rglob("kustomization.yaml")
+                if (load_yaml_file(repo, p) or {}).get("kind") != "Component"
+            )
     return found
 
 
