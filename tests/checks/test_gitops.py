@@ -54,10 +54,26 @@ def test_flux_layers_chain_by_depends_on(env: str) -> None:
         assert after.depends_on == (before.name,)
     # The monitors and alerts exist even while a model fails to become Ready.
     assert layers[-1].depends_on == ("platform-kserve",)
-    cluster = render.kustomize_build(REPO, flux.entry_point(REPO, env))
+    cluster = render.kustomize_build(REPO, render.flux_entry_point(REPO, env))
     for ks in (o for o in cluster if o["kind"] == "Kustomization"):
         assert ks["spec"]["wait"] is True and ks["spec"]["prune"] is True
         assert ks["spec"]["sourceRef"] == {"kind": "GitRepository", "name": "kserve-gitops"}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_models_layer_is_the_shared_base_with_the_environments_values(env: str) -> None:
+    """environments/<env>/models: the HelmReleases of environments/base/models, each taking
+    the ConfigMap generated from the environment's own values file, nothing else changed."""
+    [base] = render.kustomize_build(REPO, ROOT / "environments/base/models")
+    layer = render.kustomize_build(REPO, REPO.environment_dir(env) / "models")
+    [release] = [o for o in layer if o["kind"] == "HelmRelease"]
+    [values] = [o for o in layer if o["kind"] == "ConfigMap"]
+    values_file = REPO.environment_dir(env) / "models/sklearn-iris.yaml"
+    assert values["data"]["values.yaml"] == values_file.read_text()
+    [ref] = release["spec"]["valuesFrom"]
+    assert ref["name"] == values["metadata"]["name"] != "sklearn-iris-values"
+    ref["name"] = "sklearn-iris-values"  # the base's name, before kustomize hashes it
+    assert release == base
 
 
 @pytest.mark.parametrize("env", ENVS)
