@@ -76,6 +76,27 @@ def test_models_layer_is_the_shared_base_with_the_environments_values(env: str) 
     assert release == base
 
 
+def _without_comments(path: Path) -> list[str]:
+    lines = (line.rstrip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.lstrip().startswith("#")]
+
+
+def test_no_file_is_the_same_in_every_environment() -> None:
+    """What every environment shares lives once, in a base (environments/base, platform/): a
+    file that is the same in each environment, comments aside, fails. Kustomizations are the
+    exception: a configMapGenerator reads only files beside it (kustomize's load restrictor)."""
+    dirs = [REPO.environment_dir(env) for env in ENVS]
+    names = {p.relative_to(d) for d in dirs for p in d.rglob("*.yaml")}
+    repeated = [
+        str(name)
+        for name in sorted(names)
+        if name.name != "kustomization.yaml"
+        and all((d / name).is_file() for d in dirs)
+        and all(_without_comments(d / name) == _without_comments(dirs[0] / name) for d in dirs)
+    ]
+    assert repeated == []
+
+
 @pytest.mark.parametrize("env", ENVS)
 def test_every_referenced_path_and_values_file_exists(env: str) -> None:
     for layer in flux.layers(REPO, env):
