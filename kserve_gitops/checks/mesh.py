@@ -191,11 +191,12 @@ def ambient_gaps(objs: list[Obj]) -> list[str]:
 
 @functools.cache
 def _declaring_files(repo: Repo, env: str) -> dict[tuple[str, str, str], str]:
-    """(kind, name, namespace) -> the repository file declaring it, under platform/ and the
-    environment's directory (for messages that name the file to change)."""
+    """(kind, name, namespace) -> the repository file declaring it, under the bases (platform/,
+    environments/base/) and the environment's directory (for messages that name the file to
+    change)."""
     found: dict[tuple[str, str, str], str] = {}
-    for top in ("platform", f"environments/{env}" if env else ""):
-        for path in sorted((repo.root / top).rglob("*.yaml")) if top else []:
+    for top in ("platform", "environments/base", *([f"environments/{env}"] if env else [])):
+        for path in sorted((repo.root / top).rglob("*.yaml")):
             try:
                 docs = list(yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader))
             except yaml.YAMLError:

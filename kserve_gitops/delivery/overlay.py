@@ -21,7 +21,6 @@ import yaml
 from kserve_gitops.delivery import sources
 from kserve_gitops.delivery.flux import FluxError
 from kserve_gitops.repo import Repo, render
-from kserve_gitops.repo import flux as repo_flux
 
 
 @dataclass(frozen=True)
@@ -37,21 +36,16 @@ class Source:
 
 def entry_objects(repo: Repo, env: str) -> list[dict[str, Any]]:
     """What clusters/<env> (the Flux entry point) builds to."""
-    return render.kustomize_build(repo, repo_flux.entry_point(repo, env))
+    return render.kustomize_build(repo, render.flux_entry_point(repo, env))
 
 
 def chart_sources(repo: Repo, env: str) -> list[Source]:
     """The HelmRepository and OCIRepository objects each Kustomization of clusters/<env>
     applies (and any in the entry point itself)."""
     found: list[Source] = []
-    top = entry_objects(repo, env)
-    layers = [("", top)] + [
-        (
-            k["metadata"]["name"],
-            render.kustomize_build(repo, repo.root / str(k["spec"]["path"]).removeprefix("./")),
-        )
-        for k in top
-        if k.get("kind") == "Kustomization"
+    layers = [("", entry_objects(repo, env))] + [
+        (lay.name, render.kustomize_build(repo, repo.root / lay.path))
+        for lay in render.flux_layers(repo, env)
     ]
     for layer, objs in layers:
         found += [

@@ -1,9 +1,10 @@
 """What Flux applies for each environment, read back from the repository.
 
-`layers(repo, env)` kustomize-builds the Flux entry point of `env`, follows its Kustomizations in
-`dependsOn` order and, for each layer, returns the Helm releases it declares (chart, repository,
-version, values, target namespace) and the plain manifests it applies. The e2e installs exactly
-that with the helm CLI; the consistency checks compare it with Argo CD and versions.yaml.
+`layers(repo, env)` follows the Kustomizations of the Flux entry point of `env` in `dependsOn`
+order (render.flux_layers) and, for each layer, returns the Helm releases it declares (chart,
+repository, version, values, target namespace) and the plain manifests it applies. The e2e
+installs exactly that with the helm CLI; the consistency checks compare it with Argo CD and
+versions.yaml.
 """
 
 from __future__ import annotations
@@ -85,21 +86,6 @@ def _require(obj: dict[str, Any], dotted: str, where: str) -> Any:
             raise RenderError(f"{where}: missing field {dotted}")
         cur = cur[part]
     return cur
-
-
-def _ordered(items: dict[str, tuple[str, ...]], where: str) -> list[str]:
-    """Names in dependency order (stable: declaration order among independent ones)."""
-    done: list[str] = []
-    pending = list(items)
-    while pending:
-        ready = [n for n in pending if all(d in done for d in items[n])]
-        if not ready:
-            missing = {d for n in pending for d in items[n] if d not in items}
-            why = f"unknown {sorted(missing)}" if missing else f"a cycle among {pending}"
-            raise RenderError(f"{where}: dependsOn cannot be satisfied: {why}")
-        done.append(ready[0])
-        pending.remove(ready[0])
-    return done
 
 
 def _generated_files(repo: Repo, kustomization_dir: Path) -> dict[str, str]:
@@ -189,63 +175,41 @@ def _release(
     )
 
 
-def entry_point(repo: Repo, env: str) -> Path:
-    """The directory a cluster of `env` points Flux at (`flux bootstrap --path`)."""
-    path = repo.root / "clusters" / env
-    if not (path / "kustomization.yaml").is_file():
-        raise RenderError(f"{repo.rel(path)}/kustomization.yaml: no Flux entry point for {env}")
-    return path
-
-
 def layers(repo: Repo, env: str) -> list[Layer]:
-    """The layers Flux applies for `env`, in dependsOn order."""
-    cluster_dir = entry_point(repo, env)
-    where = repo.rel(cluster_dir)
+    """The layers Flux applies for `env` (render.flux_layers), in dependsOn order."""
+    cluster_dir = render.flux_entry_point(repo, env)
     top = render.kustomize_build(repo, cluster_dir)
-    kustomizations = {o["metadata"]["name"]: o for o in top if o.get("kind") == "Kustomization"}
-    if not kustomizations:
-        raise RenderError(f"{where}: no Flux Kustomization")
-    deps = {
-        n: tuple(d["name"] for d in (k.get("spec") or {}).get("dependsOn") or [])
-        for n, k in kustomizations.items()
-    }
-    built: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+    built: dict[str, list[dict[str, Any]]] = {}
     sources: dict[tuple[str, str], dict[str, Any]] = {
         (o["kind"], o["metadata"]["name"]): o for o in top if o.get("kind") in FLUX_SOURCE_KINDS
     }
-    for name, ks in kustomizations.items():
-        rel_path = str(_require(ks, "spec.path", f"{where}: Kustomization/{name}"))
-        rel_path = rel_path.removeprefix("./").rstrip("/")
-        layer_dir = repo.root / rel_path
-        if not (layer_dir / "kustomization.yaml").is_file():
-            raise RenderError(
-                f"{where}: Kustomization/{name}: spec.path {rel_path} has no kustomization.yaml"
-            )
-        objs = render.kustomize_build(repo, layer_dir)
-        built[name] = (rel_path, objs)
+    refs = render.flux_layers(repo, env)
+    for ref in refs:
+        built[ref.name] = render.kustomize_build(repo, repo.root / ref.path)
         sources |= {
             (o["kind"], o["metadata"]["name"]): o
-            for o in objs
+            for o in built[ref.name]
             if o.get("kind") in FLUX_SOURCE_KINDS
         }
     result: list[Layer] = []
-    for name in _ordered(deps, where):
-        rel_path, objs = built[name]
+    for ref in refs:
+        objs = built[ref.name]
         config_maps = {o["metadata"]["name"]: o for o in objs if o.get("kind") == "ConfigMap"}
-        generated = _generated_files(repo, repo.root / rel_path)
+        generated = _generated_files(repo, repo.root / ref.path)
         hrs = {o["metadata"]["name"]: o for o in objs if o.get("kind") == "HelmRelease"}
         releases = {
-            n: _release(hr, sources, config_maps, generated, rel_path) for n, hr in hrs.items()
+            n: _release(hr, sources, config_maps, generated, ref.path) for n, hr in hrs.items()
         }
         local_deps = {n: tuple(d for d in r.depends_on if d in hrs) for n, r in releases.items()}
-        order = _ordered(local_deps, rel_path)
+        order = render.dependency_order(local_deps, ref.path)
         plain = tuple(
             o
             for o in objs
             if o.get("kind") not in FLUX_KINDS
             and not (o.get("kind") == "ConfigMap" and o["metadata"]["name"] in _values_maps(hrs))
         )
-        result.append(Layer(name, rel_path, deps[name], tuple(releases[n] for n in order), plain))
+        releases_in_order = tuple(releases[n] for n in order)
+        result.append(Layer(ref.name, ref.path, ref.depends_on, releases_in_order, plain))
     return result
 
 

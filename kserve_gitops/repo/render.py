@@ -1,6 +1,10 @@
 """Render what an environment applies: kustomize overlays plus our chart inflated from the
 HelmReleases and Applications that point at it, with the values they carry.
 
+What an environment applies is defined once, by the Flux Kustomizations its cluster entry point
+clusters/<env> declares (`flux_layers`): `make render`, both forms of `make diff` and the e2e
+(kserve_gitops.repo.flux) all walk that list.
+
 kustomize's own `helmCharts` inflation needs a helm binary; Flux and Argo CD render our chart
 themselves, so the harness does the same with the Helm SDK.
 """
@@ -117,12 +121,18 @@ def kustomize_build(repo: Repo, path: Path) -> list[dict[str, Any]]:
 
 
 def kustomization_dirs(repo: Repo) -> list[Path]:
-    """Every directory holding a kustomization, so no declaration escapes validation."""
+    """Every directory holding a kustomization, so no declaration escapes validation. Components
+    are left out: one builds only inside the kustomizations that include it (its replacements
+    may need their objects), and those are built."""
     found: list[Path] = []
     for top in KUSTOMIZE_TOPS:
         base = repo.root / top
         if base.is_dir():
-            found += sorted(p.parent for p in base.rglob("kustomization.yaml"))
+            found += sorted(
+                p.parent
+                for p in base.rglob("kustomization.yaml")
+                if (load_yaml_file(repo, p) or {}).get("kind") != "Component"
+            )
     return found
 
 
@@ -208,13 +218,72 @@ def render_models(repo: Repo, env: str) -> list[Obj]:
     return objs
 
 
+@dataclass(frozen=True)
+class FluxLayer:
+    """One Flux Kustomization of clusters/<env>: its name, the directory it applies (relative to
+    the checkout) and the layers it waits for."""
+
+    name: str
+    path: str
+    depends_on: tuple[str, ...]
+
+
+def flux_entry_point(repo: Repo, env: str) -> Path:
+    """The directory a cluster of `env` points Flux at (`flux bootstrap --path`)."""
+    path = repo.root / "clusters" / env
+    if not (path / "kustomization.yaml").is_file():
+        raise RenderError(f"{repo.rel(path)}/kustomization.yaml: no Flux entry point for {env}")
+    return path
+
+
+def dependency_order(items: dict[str, tuple[str, ...]], where: str) -> list[str]:
+    """Names in dependency order (stable: declaration order among independent ones)."""
+    done: list[str] = []
+    pending = list(items)
+    while pending:
+        ready = [n for n in pending if all(d in done for d in items[n])]
+        if not ready:
+            missing = {d for n in pending for d in items[n] if d not in items}
+            why = f"unknown {sorted(missing)}" if missing else f"a cycle among {pending}"
+            raise RenderError(f"{where}: dependsOn cannot be satisfied: {why}")
+        done.append(ready[0])
+        pending.remove(ready[0])
+    return done
+
+
+def flux_layers(repo: Repo, env: str) -> list[FluxLayer]:
+    """The Flux Kustomizations clusters/<env> declares, in dependsOn order, each path checked
+    to hold a kustomization."""
+    where = repo.rel(flux_entry_point(repo, env))
+    found: dict[str, FluxLayer] = {}
+    for ks in kustomize_build(repo, flux_entry_point(repo, env)):
+        if ks.get("kind") != "Kustomization":
+            continue
+        name = str(ks["metadata"]["name"])
+        spec = ks.get("spec") or {}
+        if "path" not in spec:
+            raise RenderError(f"{where}: Kustomization/{name}: missing field spec.path")
+        path = str(spec["path"]).removeprefix("./").rstrip("/")
+        if not (repo.root / path / "kustomization.yaml").is_file():
+            raise RenderError(
+                f"{where}: Kustomization/{name}: spec.path {path} has no kustomization.yaml"
+            )
+        deps = tuple(str(d["name"]) for d in spec.get("dependsOn") or [])
+        found[name] = FluxLayer(name, path, deps)
+    if not found:
+        raise RenderError(f"{where}: no Flux Kustomization")
+    order = dependency_order({n: lay.depends_on for n, lay in found.items()}, where)
+    return [found[n] for n in order]
+
+
 def environment_objects(repo: Repo, env: str) -> list[Obj]:
-    """Everything the environment applies: its kustomize overlay (when present) plus the models."""
-    env_dir = environment_dir(repo, env)
+    """Everything the environment applies: each Flux layer as kustomize builds it, plus the
+    models rendered from their values files."""
+    environment_dir(repo, env)  # an undeclared environment is named as such, not as a cluster
     objs: list[Obj] = []
-    if (env_dir / "kustomization.yaml").is_file():
-        source = f"kustomize build {repo.rel(env_dir)}"
-        objs += [Obj(source, d) for d in kustomize_build(repo, env_dir)]
+    for layer in flux_layers(repo, env):
+        source = f"kustomize build {layer.path}"
+        objs += [Obj(source, d) for d in kustomize_build(repo, repo.root / layer.path)]
     return objs + render_models(repo, env)
 
 

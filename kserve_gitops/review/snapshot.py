@@ -55,7 +55,7 @@ def _release_objects(
 def environment(repo: Repo, env: str, chart_cache: Path) -> Environment:
     """What `env` applies at this tree: Flux's layers and charts, then Argo CD's Applications."""
     out = Environment()
-    out.objects += render.kustomize_build(repo, flux.entry_point(repo, env))
+    out.objects += render.kustomize_build(repo, render.flux_entry_point(repo, env))
     for layer in flux.layers(repo, env):
         out.objects += render.kustomize_build(repo, repo.root / layer.path)
         for release in layer.releases:

@@ -54,10 +54,47 @@ def test_flux_layers_chain_by_depends_on(env: str) -> None:
         assert after.depends_on == (before.name,)
     # The monitors and alerts exist even while a model fails to become Ready.
     assert layers[-1].depends_on == ("platform-kserve",)
-    cluster = render.kustomize_build(REPO, flux.entry_point(REPO, env))
+    cluster = render.kustomize_build(REPO, render.flux_entry_point(REPO, env))
     for ks in (o for o in cluster if o["kind"] == "Kustomization"):
         assert ks["spec"]["wait"] is True and ks["spec"]["prune"] is True
         assert ks["spec"]["sourceRef"] == {"kind": "GitRepository", "name": "kserve-gitops"}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_models_layer_is_the_shared_base_with_the_environments_values(env: str) -> None:
+    """environments/<env>/models: the HelmReleases of environments/base/models, each taking
+    the ConfigMap generated from the environment's own values file, nothing else changed."""
+    [base] = render.kustomize_build(REPO, ROOT / "environments/base/models")
+    layer = render.kustomize_build(REPO, REPO.environment_dir(env) / "models")
+    [release] = [o for o in layer if o["kind"] == "HelmRelease"]
+    [values] = [o for o in layer if o["kind"] == "ConfigMap"]
+    values_file = REPO.environment_dir(env) / "models/sklearn-iris.yaml"
+    assert values["data"]["values.yaml"] == values_file.read_text()
+    [ref] = release["spec"]["valuesFrom"]
+    assert ref["name"] == values["metadata"]["name"] != "sklearn-iris-values"
+    ref["name"] = "sklearn-iris-values"  # the base's name, before kustomize hashes it
+    assert release == base
+
+
+def _without_comments(path: Path) -> list[str]:
+    lines = (line.rstrip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.lstrip().startswith("#")]
+
+
+def test_no_file_is_the_same_in_every_environment() -> None:
+    """What every environment shares lives once, in a base (environments/base, platform/): a
+    file that is the same in each environment, comments aside, fails. Kustomizations are the
+    exception: a configMapGenerator reads only files beside it (kustomize's load restrictor)."""
+    dirs = [REPO.environment_dir(env) for env in ENVS]
+    names = {p.relative_to(d) for d in dirs for p in d.rglob("*.yaml")}
+    repeated = [
+        str(name)
+        for name in sorted(names)
+        if name.name != "kustomization.yaml"
+        and all((d / name).is_file() for d in dirs)
+        and all(_without_comments(d / name) == _without_comments(dirs[0] / name) for d in dirs)
+    ]
+    assert repeated == []
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -279,19 +316,21 @@ def test_validate_names_file_and_unknown_field(
 def test_a_second_model_is_data_not_python(
     repo_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A model is files: its values and HelmRelease per environment, a kustomization line or
-    two, an ApplicationSet element. The checks and the render take it up with no code change."""
+    """A model is files: one HelmRelease in the shared base, its values per environment, a
+    kustomization line or two, an ApplicationSet element. The checks and the render take it up
+    with no code change."""
+    base = repo_copy / "environments" / "base" / "models"
+    release = (base / "helmrelease-sklearn-iris.yaml").read_text()
+    (base / "helmrelease-iris-b.yaml").write_text(release.replace("sklearn-iris", "iris-b"))
+    edit(
+        base / "kustomization.yaml",
+        "  - helmrelease-sklearn-iris.yaml\n",
+        "  - helmrelease-sklearn-iris.yaml\n  - helmrelease-iris-b.yaml\n",
+    )
     for env in ENVS:
         models = repo_copy / "environments" / env / "models"
         values = (models / "sklearn-iris.yaml").read_text()
         (models / "iris-b.yaml").write_text(values.replace("fullnameOverride: sklearn-iris", ""))
-        release = (models / "helmrelease-sklearn-iris.yaml").read_text()
-        (models / "helmrelease-iris-b.yaml").write_text(release.replace("sklearn-iris", "iris-b"))
-        edit(
-            models / "kustomization.yaml",
-            "  - helmrelease-sklearn-iris.yaml\n",
-            "  - helmrelease-sklearn-iris.yaml\n  - helmrelease-iris-b.yaml\n",
-        )
         edit(
             models / "kustomization.yaml",
             "configMapGenerator:\n",

@@ -139,3 +139,13 @@ def test_validate_names_the_file_and_namespace_of_an_unenforced_policy(
             "istio.io/dataplane-mode: ambient nor sidecar injection"
         ]
     )
+
+
+def test_messages_name_the_file_in_the_base_that_declares_an_object() -> None:
+    declared = mesh._declaring_files(REPO, "dev")
+    assert declared[("HelmRelease", "sklearn-iris", "flux-system")] == (
+        "environments/base/models/helmrelease-sklearn-iris.yaml"
+    )
+    assert declared[("PeerAuthentication", "default", "models")] == (
+        "platform/security/peerauthentication.yaml"
+    )

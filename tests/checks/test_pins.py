@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kserve_gitops.checks import platform_consistency
+from kserve_gitops.delivery.sources import SERVED_DIRS
 from kserve_gitops.repo import flux, install_plan
 from tests import REPO
 from tests.checks.test_gitops import check_platform
@@ -138,10 +139,13 @@ def test_renovate_reaches_every_place_a_bump_must_change() -> None:
     config = _renovate()
     assert "flux" in config["enabledManagers"]
     flux_files = [_file_pattern(p) for p in config["flux"]["managerFilePatterns"]]
-    for path in sorted((REPO.root / "platform").rglob("*.yaml")):
+    # Every folder Flux reads: a chart source or a pinned chart version outside platform/ fails.
+    for path in sorted(p for top in SERVED_DIRS for p in (REPO.root / top).rglob("*.yaml")):
         rel = REPO.rel(path)
-        kinds = set(re.findall(r"^kind: (\w+)$", path.read_text(), re.M))
-        if kinds & {"HelmRelease", "HelmRepository", "OCIRepository"}:
+        text = path.read_text()
+        kinds = set(re.findall(r"^kind: (\w+)$", text, re.M))
+        pinned = "HelmRelease" in kinds and re.search(r"^ {6}version: ", text, re.M)
+        if kinds & {"HelmRepository", "OCIRepository"} or pinned:
             assert any(p.search(rel) for p in flux_files), f"the flux manager skips {rel}"
     appset = "argocd/base/applicationset.yaml"
     found = {

@@ -118,10 +118,10 @@ BROKEN: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     ),
     "Flux object with an unknown field": (
         lambda r: _edit_yaml(
-            r / "environments/staging/models/helmrelease-sklearn-iris.yaml",
+            r / "environments/base/models/helmrelease-sklearn-iris.yaml",
             _set("spec", "intervall", "5m"),
         ),
-        ["environments/staging", "HelmRelease/sklearn-iris", "spec", "intervall"],
+        ["environments/base/models", "HelmRelease/sklearn-iris", "spec", "intervall"],
     ),
 }
 

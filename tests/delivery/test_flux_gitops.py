@@ -230,10 +230,10 @@ def test_object_deleted_from_git_is_pruned(cluster: FluxCluster) -> None:
     def drop_release(work: Path) -> None:
         kustomization = work / MODELS / "kustomization.yaml"
         data = yaml.safe_load(kustomization.read_text())
-        data["resources"].remove("helmrelease-sklearn-iris.yaml")
+        # The HelmRelease lives in the base every environment shares: dev stops taking it.
+        data["resources"].remove("../../base/models")
         data.pop("configMapGenerator")
         kustomization.write_text(yaml.safe_dump(data, sort_keys=False))
-        (work / MODELS / "helmrelease-sklearn-iris.yaml").unlink()
 
     rev = commit(cluster, "dev: retire sklearn-iris", drop_release)
     wait(cluster, lambda: applied(cluster, rev), f"models applied at {rev[:12]}")
