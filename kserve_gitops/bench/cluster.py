@@ -19,32 +19,32 @@ the environment declares.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kserve_gitops.base import machine, ratesearch
-from kserve_gitops.base.tools import CommandError, Runner
+from kserve_gitops.base.arrivals import Arrivals
+from kserve_gitops.base.tools import Runner
 from kserve_gitops.bench import (
     autoscaling,
+    cluster_load,
     cluster_plots,
     cluster_rates,
     cluster_report,
     rounds,
     scaleout,
 )
+from kserve_gitops.bench.cluster_load import Target
 from kserve_gitops.e2e import plan as e2e_plan
 from kserve_gitops.e2e import run as e2e_run
 from kserve_gitops.e2e.executor import Executor
-from kserve_gitops.e2e.paths import PathError
 from kserve_gitops.e2e.steps import Plan
 from kserve_gitops.repo import Repo
 from kserve_gitops.repo.render import RenderError
@@ -68,7 +68,7 @@ class Setup:
     parts: list[str]
     rates: list[float]  # KServe's table
     searched: list[str]  # the paths whose highest rate is searched
-    ramp: scaleout.Ramp
+    ramp: Arrivals
     declared: autoscaling.Autoscaling
 
 
@@ -118,16 +118,9 @@ def setup(repo: Repo, args: argparse.Namespace) -> Setup:
         parts=parts,
         rates=rates,
         searched=searched,
-        ramp=scaleout.Ramp(float(first), float(last or "nan"), args.scaleout_seconds),
+        ramp=scaleout.ramp(float(first), float(last or "nan"), args.scaleout_seconds),
         declared=declared,
     )
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    url: str
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 def not_run_reason() -> str | None:
@@ -174,55 +167,27 @@ def run_cluster(repo: Repo, env: str, scaleout_env: str) -> str | None:
 
 
 def measure_load(
-    repo: Repo, runner: Runner, target: Target, env: str, rate: float, duration: float, model: str
+    runner: Runner, target: Target, env: str, rate: float, duration: float, model: str
 ) -> rounds.Measurement:
     """One open-loop run of `duration` seconds at `rate`: latency figures, throughput and the
     load test's own CPU."""
-    with tempfile.TemporaryDirectory(prefix="kgops-bench-") as tmp:
-        argv = [
-            sys.executable,
-            "-m",
-            "kserve_gitops.load.loadtest",
-            "--target",
-            target.url,
-            "--model",
-            model,
-            "--env",
-            env,
-            "--rate",
-            f"{rate:g}",
-            "--duration",
-            f"{duration:g}s",
-            "--reports",
-            tmp,
-            *(arg for name, value in target.headers for arg in ("--header", f"{name}: {value}")),
-        ]
-        # A missed SLO exits 1; the figures still say what happened.
-        with contextlib.suppress(CommandError):
-            runner.run(argv, timeout=duration + 300, quiet=True)
-        found = sorted(Path(tmp).glob("*/summary.json"))
-        if not found:
-            raise PathError(f"{target.name}: the load test wrote no summary")
-        summary = json.loads(found[-1].read_text())
-    return measurement(summary)
+    return measurement(cluster_load.summary(runner, target, env, Arrivals(rate), duration, model))
 
 
-def measurement(summary: dict[str, Any]) -> rounds.Measurement:
+def measurement(doc: dict[str, Any]) -> rounds.Measurement:
     """A load test's summary.json as the figures the tables compare."""
-    latency = summary["latency_ms"]
+    latency = doc["latency_ms"]
     metrics = {f"{k}_ms": float(latency[k]) for k in (*cluster_report.FIGURES, "p95")}
-    metrics["rps"] = float(summary["throughput_rps"])
-    requests = summary["requests"]
+    metrics["rps"] = float(doc["throughput_rps"])
+    requests = doc["requests"]
     # Unfinished requests (in flight at the end, or never sent) count as errors, as in the search.
     errors = requests["failures"] + requests["unfinished"]
     metrics["errors"] = float(errors)
     metrics["success_pct"] = 100.0 * (
         1 - errors / max(requests["completed"] + requests["unfinished"], 1)
     )
-    # Every generator process (one without --workers), as % of one core over the run.
-    processes = summary["generator"]["processes"]
-    metrics["generator_cpu_pct"] = sum(p["cpu_percent_of_one_core"] for p in processes)
-    return rounds.Measurement(metrics, {"verdict": summary["verdict"]})
+    metrics["generator_cpu_pct"] = cluster_load.generator_cpu_pct(doc)
+    return rounds.Measurement(metrics, {"verdict": doc["verdict"]})
 
 
 def search_point(rate: float, m: rounds.Measurement) -> ratesearch.Point:
@@ -280,6 +245,9 @@ def parser(repo: Repo) -> argparse.ArgumentParser:
         help="the ramp's first and last rate, req/s",
     )
     p.add_argument("--scaleout-seconds", type=float, default=120.0, help="the ramp's length")
+    p.add_argument(
+        "--scaleout-workers", type=int, default=2, help="Locust worker processes of the ramp"
+    )
     p.add_argument(
         "--from-record",
         action="store_true",
@@ -360,7 +328,7 @@ def measure(
             targets[path] = Target(path, url, tuple(paths.headers.get(path, {}).items()))
 
         def load(target: Target, rate: float, seconds: float) -> rounds.Measurement:
-            return measure_load(repo, runner, target, args.env, rate, seconds, model)
+            return measure_load(runner, target, args.env, rate, seconds, model)
 
         if "slo" in parts:
             rate = load_slo(repo, args.env).load.rate
@@ -407,7 +375,15 @@ def measure(
             )
         if "scaleout" in parts:
             doc["scaleout"] = scaleout.run(
-                paths, model, namespace, args.scaleout_path, checked.ramp, ROWS, 60.0, _log
+                paths,
+                runner,
+                args.env,
+                model,
+                namespace,
+                args.scaleout_path,
+                checked.ramp,
+                args.scaleout_workers,
+                _log,
             )
     finally:
         paths.close()

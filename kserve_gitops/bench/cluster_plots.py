@@ -100,8 +100,10 @@ def scaleout(record: dict[str, Any], config: dict[str, Any], out: Path) -> None:
     top.set_ylabel("replicas")
     top.legend(fontsize=8, loc="upper left")
     rate = top.twinx()
-    rate.plot([r["t"] for r in secs], [r["sent"] for r in secs], color="tab:grey", alpha=0.5)
-    rate.set_ylabel("sent req/s (grey)")
+    ramp = record["ramp"]
+    rate.plot([r["t"] for r in secs], [r["completed"] for r in secs], color="tab:grey", alpha=0.5)
+    rate.plot([0, ramp["seconds"]], [ramp["start"], ramp["end"]], color="tab:grey", linestyle="--")
+    rate.set_ylabel("req/s: completed (grey), offered (dashed)")
     x = [r["t"] for r in secs]
     bottom.plot(x, [r["p50_ms"] or None for r in secs], label="p50")
     bottom.plot(x, [r["p99_ms"] or None for r in secs], label="p99")
@@ -116,7 +118,6 @@ def scaleout(record: dict[str, Any], config: dict[str, Any], out: Path) -> None:
     bottom.legend(fontsize=8, loc="upper left")
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
-    ramp = record["ramp"]
     fig.suptitle(
         f"{ramp['start']:g} -> {ramp['end']:g} req/s over {ramp['seconds']:g} s via"
         f" {record['path']}; KPA: stable {config['stable_window_s']:g} s, panic"

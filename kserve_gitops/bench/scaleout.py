@@ -1,48 +1,33 @@
-"""Scale-out under a rising open-loop load: the rate rises linearly from `start` to `end` req/s
-over `seconds` through a cluster path the autoscaler sees (the activator or the revision's
-Service, both through queue-proxy), while every second the revision's pods (Ready and all) and
-the PodAutoscaler's desired and actual scale are sampled. Latency counts from each request's due
-time (kserve_gitops.e2e.traffic), so the queueing while pods start is charged to the requests
-that waited."""
+"""Scale-out under a rising open-loop load: the Locust load test (`kgops loadtest --ramp-to`,
+with worker processes so the generator is not the limit) raises the arrival rate linearly from
+`start` to `end` req/s over `seconds` through a cluster path the autoscaler sees (the activator or
+the revision's Service, both through queue-proxy), while every second the revision's pods (Ready
+and all) and the PodAutoscaler's desired and actual scale are sampled. Latency counts from each
+request's scheduled time, so the queueing while pods start is charged to the requests that
+waited."""
 
 from __future__ import annotations
 
-import math
+import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy
-import psutil
-
-from kserve_gitops.e2e import traffic
+from kserve_gitops.base.arrivals import Arrivals
+from kserve_gitops.base.tools import Runner
+from kserve_gitops.bench import cluster_load
 from kserve_gitops.e2e.paths import ClusterPaths, pod_ready
-from kserve_gitops.serving import client
 
 PA_KIND = "PodAutoscaler"
 
 
-@dataclass(frozen=True)
-class Ramp:
-    start: float  # req/s
-    end: float
-    seconds: float
-
-    def __post_init__(self) -> None:
-        if not 0 < self.start <= self.end or self.seconds <= 0:
-            raise ValueError(
-                f"ramp {self.start:g} -> {self.end:g} req/s over {self.seconds:g}s: expected"
-                " 0 < from <= to and a positive length"
-            )
-
-    def due(self, i: int) -> float:
-        """When request i is due: the integral of the rate from 0 reaches i."""
-        slope = (self.end - self.start) / self.seconds
-        if slope == 0:
-            return i / self.start
-        return (math.sqrt(self.start**2 + 2 * slope * i) - self.start) / slope
+def ramp(start: float, end: float, seconds: float) -> Arrivals:
+    if not 0 < start <= end or seconds <= 0:
+        raise ValueError(
+            f"ramp {start:g} -> {end:g} req/s over {seconds:g}s: expected"
+            " 0 < from <= to and a positive length"
+        )
+    return Arrivals(start, end, seconds)
 
 
 def sample(paths: ClusterPaths, namespace: str, rev: str, at: float) -> dict[str, Any]:
@@ -61,81 +46,80 @@ def sample(paths: ClusterPaths, namespace: str, rev: str, at: float) -> dict[str
     }
 
 
-def per_second(outcomes: list[traffic.Outcome]) -> list[dict[str, float]]:
-    """Per second the requests were due in: sent, failed, latency p50 and p99 (ms) of the
-    answered (0 when none was)."""
-    by: dict[int, list[traffic.Outcome]] = defaultdict(list)
-    for o in outcomes:
-        by[int(o.due_s)].append(o)
-    rows = []
-    for second in range(max(by, default=-1) + 1):
-        inside = by.get(second, [])
-        ms = [1000 * o.latency_s for o in inside if o.ok and o.latency_s is not None]
-        p50, p99 = numpy.percentile(ms, [50, 99]) if ms else (0.0, 0.0)
-        rows.append(
-            {
-                "t": second,
-                "sent": len(inside),
-                "failed": sum(not o.ok for o in inside),
-                "p50_ms": round(float(p50), 2),
-                "p99_ms": round(float(p99), 2),
-            }
-        )
-    return rows
+def per_second(timeline: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The load test's timeline: per second, the requests completed and failed in it, and the
+    latency p50 and p99 (ms) of the requests due in it (0 when none was)."""
+    keys = ("t", "completed", "failed", "p50_ms", "p99_ms")
+    return [{k: row[k] for k in keys} for row in timeline]
 
 
-def _cpu_s() -> float:
-    times = psutil.Process().cpu_times()
-    return times.user + times.system
+class Sampler:
+    """Samples the revision every second, in a thread, until stopped; `t` is Unix time until
+    the load test says when its first slot was due."""
+
+    def __init__(self, paths: ClusterPaths, namespace: str, rev: str) -> None:
+        self.paths, self.namespace, self.rev = paths, namespace, rev
+        self.samples: list[dict[str, Any]] = []
+        self.error: Exception | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.time()
+            try:
+                self.samples.append(sample(self.paths, self.namespace, self.rev, started))
+            except Exception as exc:  # reported after the load test, which it must not stop
+                self.error = exc
+                return
+            self._stop.wait(max(0.0, 1.0 - (time.time() - started)))
 
 
 def run(
     paths: ClusterPaths,
+    runner: Runner,
+    env: str,
     model: str,
     namespace: str,
     path: str,
-    ramp: Ramp,
-    rows: client.Rows,
-    timeout_s: float,
+    arrivals: Arrivals,
+    workers: int,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """The ramp through `path`, sampled every second: the record `plot` and the report read."""
     url = paths.open(model, namespace, path)
     rev = paths.revision(model, namespace)
-    load = traffic.OpenLoop(
-        url,
-        model,
-        rows,
-        ramp.end,
-        paths.headers.get(path, {}),
-        timeout_s,
-        schedule=ramp.due,
-        until_s=ramp.seconds,
-    )
-    samples = []
-    log(f"scale-out: {ramp.start:g} -> {ramp.end:g} req/s over {ramp.seconds:g}s via {path}")
-    cpu0 = _cpu_s()
-    load.start()
-    try:
-        while load.now() < ramp.seconds:
-            samples.append(sample(paths, namespace, rev, load.now()))
-            s = samples[-1]
-            log(f"  {s['t']:6.1f}s ready {s['ready']} pods {s['pods']} desired {s['desired']}")
-            time.sleep(max(0.0, math.floor(load.now()) + 1 - load.now()))
-    finally:  # a failed sample stops the load too
-        outcomes = load.stop()
-    wall = load.now()
-    counts = traffic.counts(outcomes, set())
+    target = cluster_load.Target(path, url, tuple(paths.headers.get(path, {}).items()))
+    log(f"scale-out: {arrivals.describe()} via {path}, {workers} Locust worker processes")
+    with Sampler(paths, namespace, rev) as sampler:
+        doc = cluster_load.summary(
+            runner, target, env, arrivals, arrivals.ramp_s, model, workers=workers
+        )
+    if sampler.error is not None:
+        raise sampler.error
+    t0 = doc["load"]["first_slot_at"]
+    samples = [s | {"t": round(s["t"] - t0, 2)} for s in sampler.samples]
+    for s in samples:
+        log(f"  {s['t']:6.1f}s ready {s['ready']} pods {s['pods']} desired {s['desired']}")
+    requests = doc["requests"]
     return {
         "path": path,
         "revision": rev,
-        "ramp": {"start": ramp.start, "end": ramp.end, "seconds": ramp.seconds},
+        "ramp": {"start": arrivals.rate, "end": arrivals.end_rate, "seconds": arrivals.ramp_s},
+        "workers": workers,
         "samples": samples,
-        "per_second": per_second(outcomes),
-        "sent": counts.sent,
-        "failed": counts.failed,
-        # This process: the open-loop thread and the sampling (kubectl's own CPU is not in it).
-        "generator_cpu_pct": round(100 * (_cpu_s() - cpu0) / wall, 1) if wall else 0.0,
+        "per_second": per_second(doc["timeline"]),
+        "sent": requests["completed"] + requests["unfinished"],
+        "failed": requests["failures"] + requests["unfinished"],
+        "generator_cpu_pct": round(cluster_load.generator_cpu_pct(doc), 1),
     }
 
 
@@ -149,7 +133,8 @@ def summary(record: dict[str, Any]) -> list[str]:
     return [
         f"- Offered {ramp['start']:g} -> {ramp['end']:g} req/s over {ramp['seconds']:g} s via"
         f" `{record['path']}` (revision {record['revision']}): {record['sent']} requests,"
-        f" {record['failed']} failed; generator {record['generator_cpu_pct']:g}% of one core.",
+        f" {record['failed']} failed; Locust, {record['workers']} worker processes and their"
+        f" master, {record['generator_cpu_pct']:g}% of one core in all.",
         f"- Ready pods: at most {most}"
         + (f", first reached at {first:g} s" if first is not None else "")
         + (

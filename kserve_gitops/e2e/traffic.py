@@ -43,7 +43,7 @@ Route = Callable[[int], tuple[str, Mapping[str, str], str]]
 class OpenLoop:
     """`rate` requests a second of one V1 prediction of `rows` to `url` (with `headers`), or
     where `route` sends each, in a thread of its own until stop(); each request may take up to
-    `timeout_s`. `schedule`, when given, says when request i is due instead (a rising rate)."""
+    `timeout_s`."""
 
     url: str
     model: str
@@ -52,8 +52,6 @@ class OpenLoop:
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 60.0
     route: Route | None = None
-    schedule: Callable[[int], float] | None = None  # request i -> seconds after the start
-    until_s: float | None = None  # no request due at or after this (None: until stop())
     outcomes: list[Outcome] = field(default_factory=list)
     started: float = 0.0  # time.monotonic() of request 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -86,9 +84,7 @@ class OpenLoop:
             tasks: set[asyncio.Task[None]] = set()
             i = 0
             while not self._stop.is_set():
-                due = self.schedule(i) if self.schedule else i / self.rate
-                if self.until_s is not None and due >= self.until_s:
-                    break
+                due = i / self.rate
                 await asyncio.sleep(max(0.0, due - self.now()))
                 url, headers, target = self.route(i) if self.route else (self.url, self.headers, "")
                 task = asyncio.create_task(self._one(http, url + path, headers, body, due, target))

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from kserve_gitops.base.arrivals import Arrivals
+
 log = logging.getLogger("kserve_gitops.load")
 
 PLAN_MSG = "kgops_plan"  # master -> worker: the run and the worker's share
@@ -37,7 +39,7 @@ DRAIN_S = 10.0  # at a stop of an unbounded run, how long requests in flight may
 class RunSpec:
     """What every generator of a run needs: the plan, and what to send where."""
 
-    rate: float
+    rate: float | Arrivals  # req/s, fixed or ramped
     total: int | None  # planned requests; None: until the test is stopped
     lead_s: float  # from test start to slot 0, for the users to spawn
     model: str
@@ -177,7 +179,7 @@ class MasterCoordinator(Coordinator):
                 PLAN_MSG,
                 {
                     "run": self.run_id,
-                    "rate": spec.rate,
+                    "arrivals": Arrivals.of(spec.rate).wire(),
                     "total": spec.total,
                     "wall_t0": self.wall_t0,
                     "share": [member.share.index, member.share.count],
@@ -188,7 +190,8 @@ class MasterCoordinator(Coordinator):
                 client_id=cid,
             )
         shares = ", ".join(f"{cid} #{m.share.index}" for cid, m in self.members.items())
-        log.info("open-loop plan: %g req/s shared by %d workers (%s)", spec.rate, len(ids), shares)
+        plan = Arrivals.of(spec.rate).describe()
+        log.info("open-loop plan: %s shared by %d workers (%s)", plan, len(ids), shares)
         if self._watcher is not None:
             self._watcher.kill()
         self._watcher = gevent.spawn(self._watch)
@@ -300,7 +303,10 @@ class WorkerAgent:
         doc = msg.data
         self.run_id = doc["run"]
         self.plan = openloop.Plan(
-            doc["rate"], doc["total"], share=openloop.Share(*doc["share"]), wall_t0=doc["wall_t0"]
+            Arrivals.from_wire(doc["arrivals"]),
+            doc["total"],
+            share=openloop.Share(*doc["share"]),
+            wall_t0=doc["wall_t0"],
         )
         environment.kgops_plan = self.plan
         environment.kgops_target = RequestTarget(

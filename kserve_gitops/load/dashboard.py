@@ -194,6 +194,7 @@ class Dashboard:
             slo_source=self.config.source,
             started_at=self.started_at,
             finished_at=time.time(),
+            first_slot_at=self.run.wall_t0,
             generator=generator_figures(
                 totals,
                 coordinator.cpu_s() - self.cpu0,

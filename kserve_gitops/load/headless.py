@@ -94,12 +94,13 @@ def run_load(
     module = _load_locustfile(repo)
     user_class = module.V1User if opts.protocol == "v1" else module.V2User
     expected = opts.workers + opts.remote_workers
-    planned = max(1, round(opts.rate * opts.duration))
+    arrivals = opts.arrivals
+    planned = arrivals.planned(opts.duration)
     # All users spawn at once; slot 0 is due once they are up (and, distributed, once every
     # worker has its share of the plan).
     lead_s = (1.5 if expected else 0.3) + opts.users / 1000
     spec = coordinator.RunSpec(
-        opts.rate, planned, lead_s, opts.model, opts.host_header, opts.headers
+        arrivals, planned, lead_s, opts.model, opts.host_header, opts.headers
     )
 
     # A fresh Events per run (the default): every runner adds its stats listener to the
@@ -110,7 +111,7 @@ def run_load(
     host += "".join(f" ({k}: {v})" for k, v in opts.headers)
     spread = f", {expected} worker processes" if expected else ""
     out(
-        f"load: {opts.protocol} {opts.target}{host} at {opts.rate:g} req/s for"
+        f"load: {opts.protocol} {opts.target}{host} at {arrivals.describe()} for"
         f" {opts.duration:g}s ({planned} requests, {opts.users} users{spread})"
     )
     pool: workers.LocalWorkers | None = None
@@ -166,6 +167,7 @@ def run_load(
         slo_source=slo_source,
         started_at=started_at,
         finished_at=finished_at,
+        first_slot_at=run.wall_t0,
         generator=generator,
     )
     passed = summary["verdict"] == "PASS"

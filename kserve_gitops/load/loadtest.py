@@ -1,8 +1,9 @@
 """Open-loop load test of a prediction endpoint with Locust (as a library) and an SLO verdict.
 
 `kgops loadtest --target URL --rate 80 --duration 30s --protocol v1 --env dev`
-sends requests at a fixed arrival rate, prints progress, writes reports/<timestamp>/ (Locust CSV
-and HTML, summary.json, plot.png), prints the verdict table and exits 1 when a target is missed.
+sends requests at a fixed arrival rate (`--ramp-to R`: one changing linearly to R over the run),
+prints progress, writes reports/<timestamp>/ (Locust CSV and HTML, summary.json, plot.png),
+prints the verdict table and exits 1 when a target is missed.
 `--ui` runs the Locust dashboard on :8089 against the same locustfile instead, with an SLO tab.
 `--workers N` makes this process a Locust master with N worker processes sharing the plan;
 `--worker --master-host HOST` runs a worker of a master on another machine.
@@ -37,6 +38,13 @@ def _parser(repo: Repo) -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("v1", "v2"), help="default from the SLO config")
     p.add_argument("--rate", type=float, help="arrival rate, req/s (default from the SLO config)")
     p.add_argument("--duration", help="e.g. 30s or 2m (default from the SLO config)")
+    p.add_argument(
+        "--ramp-to",
+        type=float,
+        metavar="RATE",
+        help="the arrival rate changes linearly from --rate to this over --duration (req/s);"
+        " headless runs only",
+    )
     p.add_argument("--users", type=int, help="concurrent users (default: max(16, rate/2))")
     p.add_argument("--model", help="(default: the checkout's only model)")
     p.add_argument("--env", choices=repo.environment_names, help="apply this env's SLO overrides")
@@ -151,6 +159,12 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
     if args.workers < 0 or args.remote_workers < 0:
         print("error: --workers, --remote-workers: expected 0 or more", file=sys.stderr)
         return 2
+    if args.ramp_to is not None and not args.ramp_to > 0:
+        print(f"error: --ramp-to {args.ramp_to:g}: expected a positive rate", file=sys.stderr)
+        return 2
+    if args.ramp_to is not None and args.ui:
+        print("error: --ramp-to: the dashboard runs a fixed rate; drop --ui", file=sys.stderr)
+        return 2
     headers: list[tuple[str, str]] = []
     for given in args.header:
         name, colon, value = given.partition(":")
@@ -164,7 +178,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         protocol=load.protocol,
         rate=load.rate,
         duration=load.duration,
-        users=load.users or openloop.default_users(load.rate),
+        users=load.users or openloop.default_users(max(load.rate, args.ramp_to or 0)),
         host_header=args.host_header,
         headers=tuple(headers),
         model=args.model or repo.default_model(),
@@ -173,6 +187,7 @@ def main(argv: list[str] | None = None, repo: Repo | None = None) -> int:
         remote_workers=args.remote_workers,
         master_bind_host=args.master_bind_host or ("*" if args.remote_workers else "127.0.0.1"),
         master_port=args.master_port,
+        ramp_to=args.ramp_to,
     )
     if args.ui:
         return _ui(repo, opts, args.web_port, args.env, args)

@@ -1,6 +1,7 @@
 """Open-loop pacing for Locust users and latency measured from each request's scheduled time.
 
-Request i is due at t0 + i/rate whatever the server does. Users claim the next due slot, sleep
+Request i is due at t0 + i/rate whatever the server does (or, ramped, when the rate's integral
+reaches i: kserve_gitops.base.arrivals). Users claim the next due slot, sleep
 until it and send; when every user is stuck on a stalled server, the slots that fall due meanwhile
 are sent late and their latency still counts from the due time. That is how this harness avoids
 coordinated omission: no after-the-fact HdrHistogram correction, the measurement itself starts at
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
+
+from kserve_gitops.base.arrivals import Arrivals
 
 # gevent's libev loop wakes timers ~0.7 ms late (epoll timeouts are whole milliseconds): aim
 # that much early so the send lag, which counts in every latency, is not the timer's. A request
@@ -164,21 +167,20 @@ class Share:
 
 
 class Plan:
-    """The arrival schedule of one run: `total` requests at `rate`/s (total None: until stopped),
-    or this generator's `share` of it (claimed and sent count this share's slots only)."""
+    """The arrival schedule of one run: `total` requests at `rate`/s, fixed or ramped (total
+    None: until stopped), or this generator's `share` of it (claimed and sent count this share's
+    slots only)."""
 
     def __init__(
         self,
-        rate: float,
+        rate: float | Arrivals,
         total: int | None,
         lead_s: float = 0.0,
         *,
         share: Share = Share(),
         wall_t0: float | None = None,
     ) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.rate = rate
+        self.arrivals = Arrivals.of(rate)
         self.total = total
         self.share = share
         # Slot 0 is due lead_s from now (every user spawns first), or at the wall-clock time a
@@ -190,7 +192,9 @@ class Plan:
         self.claimed = 0
         self.sent = 0
         # Send lag (actual - due) of the last second of sends: how far behind the end was.
-        self.recent_lags: deque[float] = deque(maxlen=max(1, math.ceil(rate / share.count)))
+        self.recent_lags: deque[float] = deque(
+            maxlen=max(1, math.ceil(self.arrivals.peak / share.count))
+        )
         self.last_end_s = 0.0
         self.recorder = Recorder()
         self.finished = Event()
@@ -211,7 +215,7 @@ class Plan:
         if self._stopped or (self.total is not None and slot >= self.total):
             return None
         self.claimed += 1
-        return slot / self.rate
+        return self.arrivals.due(slot)
 
     def wait_until(self, due_s: float) -> float:
         """Sleep until the slot is due; returns the actual send time (seconds since t0)."""
@@ -249,22 +253,23 @@ class Plan:
         when over one of this share's arrival intervals (timer jitter is not being behind)."""
         lags = sorted(self.recent_lags)
         behind = lags[len(lags) // 2] if lags else 0.0
-        return behind if behind > self.share.count / self.rate else 0.0
+        return behind if behind > self.share.count / self.arrivals.rate_at(self.now()) else 0.0
 
     def achieved_rate(self) -> float:
         """Successful responses per second of the send window (see achieved_rate())."""
         successes = self.recorder.requests - self.recorder.failures
-        return achieved_rate(successes, self.claimed * self.share.count, self.rate, self.behind_s())
+        offered = self.claimed * self.share.count
+        return achieved_rate(successes, offered, self.arrivals, self.behind_s())
 
 
-def achieved_rate(successes: int, offered: int, rate: float, behind_s: float) -> float:
+def achieved_rate(successes: int, offered: int, rate: float | Arrivals, behind_s: float) -> float:
     """Successful responses per second of the send window.
 
-    The window is the planned one (offered slots / rate), stretched by how far behind schedule
-    the sends were at the end. A generator or a server that falls behind lowers the rate; one
-    late request or timer jitter does not.
+    The window is the planned one (until the last offered slot is due: offered / rate at a fixed
+    rate), stretched by how far behind schedule the sends were at the end. A generator or a
+    server that falls behind lowers the rate; one late request or timer jitter does not.
     """
-    window = offered / rate + behind_s
+    window = Arrivals.of(rate).due(offered) + behind_s
     return successes / window if successes and window > 0 else 0.0
 
 

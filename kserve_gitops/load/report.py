@@ -109,17 +109,30 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     lat.grid(True, which="both", alpha=0.3)
     thr.plot(t, [r["completed"] for r in rows], label="completed/s", linewidth=1.2)
     thr.plot(t, [r["failed"] for r in rows], label="failed/s", color="red", linewidth=1.2)
-    thr.axhline(
-        summary["load"]["rate_rps"], color="grey", linestyle="--", linewidth=0.8, label="offered"
+    load = summary["load"]
+    # Ramped: from the first scheduled request to the last, then nothing more is offered.
+    end = load.get("ramp_to_rps") or load["rate_rps"]
+    thr.plot(
+        [0, load["duration_s"]],
+        [load["rate_rps"], end],
+        color="grey",
+        linestyle="--",
+        linewidth=0.8,
+        label="offered",
     )
     thr.set_ylabel("requests/s")
     thr.set_xlabel("seconds since the first scheduled request")
     thr.legend(loc="lower right", fontsize=8)
     thr.grid(True, alpha=0.3)
     fig.suptitle(
-        f"{summary['protocol']} {summary['target_url']} at {summary['load']['rate_rps']:g} req/s: "
-        f"{summary['verdict']}",
+        f"{summary['protocol']} {summary['target_url']} at {_offered(load)}: {summary['verdict']}",
         fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def _offered(load: dict[str, Any]) -> str:
+    ramp_to = load.get("ramp_to_rps")
+    rate = f"{load['rate_rps']:g}"
+    return f"{rate} -> {ramp_to:g} req/s" if ramp_to else f"{rate} req/s"

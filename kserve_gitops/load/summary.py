@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kserve_gitops.base import machine
+from kserve_gitops.base.arrivals import Arrivals
 from kserve_gitops.repo import Repo, slo
 
 
@@ -31,6 +32,13 @@ class LoadOptions:
     remote_workers: int = 0  # workers started elsewhere with --worker --master-host
     master_bind_host: str = "127.0.0.1"
     master_port: int = 5557
+    ramp_to: float | None = None  # the rate changes linearly from `rate` to this over the run
+
+    @property
+    def arrivals(self) -> Arrivals:
+        if self.ramp_to is None:
+            return Arrivals(self.rate)
+        return Arrivals(self.rate, self.ramp_to, self.duration)
 
 
 def _server_version(opts: LoadOptions) -> str | None:
@@ -99,6 +107,7 @@ def build_summary(
     slo_source: str,
     started_at: float,
     finished_at: float,
+    first_slot_at: float,
     generator: dict[str, Any],
 ) -> dict[str, Any]:
     """summary.json of a run (headless, or stopped in the dashboard)."""
@@ -118,8 +127,11 @@ def build_summary(
         "model": opts.model,
         "protocol": opts.protocol,
         "load": {
-            "mode": "open loop, fixed arrival rate",
+            "mode": f"open loop, {'ramped' if opts.ramp_to else 'fixed'} arrival rate",
             "rate_rps": opts.rate,
+            "ramp_to_rps": opts.ramp_to,
+            # Unix time of slot 0: the timeline's second 0, to align with what else was sampled.
+            "first_slot_at": round(first_slot_at, 3),
             "duration_s": opts.duration,
             "planned_requests": totals.offered,
             "users": opts.users,

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from kserve_gitops.base.arrivals import Arrivals
 from kserve_gitops.repo import slo
 
 
@@ -85,11 +86,13 @@ class Received:
         )
 
 
-def due_slots(share: openloop.Share, rate: float, total: int | None, elapsed_s: float) -> int:
+def due_slots(
+    share: openloop.Share, rate: float | Arrivals, total: int | None, elapsed_s: float
+) -> int:
     """The share's slots due within elapsed_s of the plan's start."""
     if elapsed_s < 0:
         return 0
-    due = math.floor(elapsed_s * rate) + 1
+    due = Arrivals.of(rate).due_by(elapsed_s)
     return share.slots(due if total is None else min(due, total))
 
 
@@ -102,7 +105,7 @@ class Totals:
     requests plus a lost worker's slots due so far. Offered slots not completed are errors.
     """
 
-    rate: float
+    rate: float | Arrivals
     recorder: openloop.Recorder
     offered: int
     behind_s: float
@@ -157,7 +160,7 @@ class Totals:
 def totals(
     tallies: list[Tally],
     *,
-    rate: float,
+    rate: float | Arrivals,
     total: int | None,
     elapsed_s: float,
     final: bool,

@@ -114,7 +114,7 @@ def _setup(*argv: str) -> cluster.Setup:
 def test_the_setup_is_checked_before_any_cluster_starts() -> None:
     checked = _setup()
     assert checked.rates == [5.0, 50.0, 500.0] and checked.searched == ["service", "activator"]
-    assert (checked.ramp.start, checked.ramp.end, checked.ramp.seconds) == (10.0, 400.0, 120.0)
+    assert (checked.ramp.rate, checked.ramp.end_rate, checked.ramp.ramp_s) == (10.0, 400.0, 120.0)
     assert checked.declared.env == "dev" and checked.declared.max_replicas == 1
     for bad, message in (
         (["--max-rate-paths", "service,local"], "--max-rate-paths local: not a cluster path"),

@@ -55,7 +55,7 @@ def test_kserves_rows_the_declared_config_and_the_highest_rates() -> None:
 def test_the_scaleout_states_the_kpa_and_the_machines_bound() -> None:
     text = cluster_report.markdown(record())
     section = text.split("## Scale-out under a rising open-loop load")[1]
-    assert "72 requests, 2 failed; generator 14.5% of one core" in section
+    assert "72 requests, 2 failed; Locust, 2 worker processes and their master, 14.5% of" in section
     assert "Ready pods: at most 1, first reached at 1 s" in section
     assert "stable window 60 s, panic window 10% of it (6 s), panic threshold 200%" in section
     assert "One node with 2 cores" in section and "maxReplicas 1 bounds the scale-out" in section

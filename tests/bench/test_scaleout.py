@@ -1,6 +1,6 @@
-"""The scale-out ramp's pieces (bench.scaleout): when each request is due on a rising rate, the
-per-second latency and errors, one sample of the revision's pods and PodAutoscaler, and the
-words the report says."""
+"""The scale-out ramp's pieces (bench.scaleout): the ramp refused when it cannot be offered, the
+per-second rows, one sample of the revision's pods and PodAutoscaler, the words the report says,
+and one ramp through Locust."""
 
 from __future__ import annotations
 
@@ -9,44 +9,32 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
+import joblib
 import pytest
 
+from kserve_gitops.base.tools import Runner
 from kserve_gitops.bench import scaleout
-from kserve_gitops.e2e.traffic import Outcome
+from tests import REPO
 from tests.bench.cluster_record import record
-
-
-def test_the_ramp_offers_the_integral_of_its_rate() -> None:
-    ramp = scaleout.Ramp(10, 110, 100)
-    due = [ramp.due(i) for i in range(7000)]
-    assert due == sorted(due) and due[0] == 0
-    sent = sum(d < 100 for d in due)
-    assert sent == pytest.approx((10 + 110) / 2 * 100, abs=1)  # 6000 over the 100 s
-    first, last = sum(d < 1 for d in due), sum(99 <= d < 100 for d in due)
-    assert (first, last) == (pytest.approx(10, abs=1), pytest.approx(109, abs=1))
-    assert scaleout.Ramp(20, 20, 10).due(40) == 2.0  # a flat ramp is a fixed rate
 
 
 @pytest.mark.parametrize("args", [(0, 10, 5), (20, 10, 5), (10, 20, 0)])
 def test_a_ramp_that_cannot_be_offered_is_refused(args: tuple[float, float, float]) -> None:
     with pytest.raises(ValueError, match="expected 0 < from <= to"):
-        scaleout.Ramp(*args)
+        scaleout.ramp(*args)
 
 
-def test_per_second_latency_and_errors_by_the_second_requests_were_due() -> None:
-    outcomes = [
-        Outcome(0.1, 0.010, 200, (1,)),
-        Outcome(0.5, 0.030, 200, (1,)),
-        Outcome(0.9, None, None, None, "ReadTimeout"),
-        Outcome(2.2, 0.002, 503, None),
-        Outcome(2.4, 0.004, 200, (1,)),
+def test_per_second_rows_are_the_load_tests_timeline() -> None:
+    timeline = [
+        {"t": 0, "p50_ms": 20.0, "p95_ms": 29.0, "p99_ms": 29.8, "max_ms": 30.0, "completed": 2,
+         "failed": 1},
+        {"t": 1, "p50_ms": 0, "p95_ms": 0, "p99_ms": 0, "max_ms": 0, "completed": 0, "failed": 0},
+    ]  # fmt: skip
+    rows = scaleout.per_second(timeline)
+    assert rows == [
+        {"t": 0, "completed": 2, "failed": 1, "p50_ms": 20.0, "p99_ms": 29.8},
+        {"t": 1, "completed": 0, "failed": 0, "p50_ms": 0, "p99_ms": 0},
     ]
-    rows = scaleout.per_second(outcomes)
-    assert [r["t"] for r in rows] == [0, 1, 2]  # a second with no request is still a row
-    assert rows[0]["sent"] == 3 and rows[0]["failed"] == 1
-    assert rows[0]["p50_ms"] == 20.0 and rows[0]["p99_ms"] == pytest.approx(29.8)
-    assert rows[1] == {"t": 1, "sent": 0, "failed": 0, "p50_ms": 0.0, "p99_ms": 0.0}
-    assert rows[2]["failed"] == 1 and rows[2]["p50_ms"] == 4.0  # only answered requests count
 
 
 class FakePaths:
@@ -84,17 +72,20 @@ def test_the_summary_says_what_was_offered_and_reached() -> None:
 
 
 class Answering(BaseHTTPRequestHandler):
-    """A predictor stand-in: every V1 prediction answered, the headers it got kept."""
+    """A predictor stand-in: every V1 prediction answered by the model, the headers it got
+    kept (the load test checks each answer against the payload's reference prediction)."""
 
     seen: ClassVar[list[str]] = []
+    model: ClassVar[Any] = None
 
     def log_message(self, *_args: object) -> None:
         pass
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         Answering.seen.append(self.headers.get("Knative-Serving-Revision", ""))
-        body = json.dumps({"predictions": [0]}).encode()
+        predictions = Answering.model.predict(request["instances"]).tolist()
+        body = json.dumps({"predictions": predictions}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -120,26 +111,32 @@ class RampPaths(FakePaths):
 
 
 def test_the_ramp_runs_through_the_opened_path_and_samples_every_second() -> None:
+    """Locust with a worker process, ramping against a predictor stand-in, while the sampler
+    reads the (fake) revision every second."""
+    Answering.model = joblib.load(REPO.models / "sklearn-iris" / "v1" / "model.joblib")
     server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         paths = RampPaths(f"http://127.0.0.1:{server.server_address[1]}")
         got = scaleout.run(
             paths,  # type: ignore[arg-type]
+            Runner(echo=lambda _: None),
+            "dev",
             "sklearn-iris",
             "models",
             "activator",
-            scaleout.Ramp(5, 20, 3),
-            ((5.1, 3.5, 1.4, 0.2),),
-            10.0,
+            scaleout.ramp(5, 20, 3),
+            1,
             lambda _: None,
         )
     finally:
         server.shutdown()
-    assert got["sent"] == 38 and got["failed"] == 0  # (5 + 20) / 2 * 3 = 37.5, none after 3 s
+    assert got["sent"] == 38 and got["failed"] == 0  # (5 + 20) / 2 * 3 = 37.5
     assert set(Answering.seen) == {"rev-1"}  # the path's headers on every request
-    assert [s["t"] for s in got["samples"]] == pytest.approx([0, 1, 2], abs=0.5)
+    # Sampled from before Locust started until it ended; t counts from its first slot.
+    ts = [s["t"] for s in got["samples"]]
+    assert ts == sorted(ts) and ts[0] < 0 < 3 < ts[-1]
     assert all(s["ready"] == 1 and s["desired"] == 1 for s in got["samples"])
-    sent = [r["sent"] for r in got["per_second"]]
-    assert sent == sorted(sent) and sent[0] < sent[-1]  # the rate rises
-    assert got["generator_cpu_pct"] > 0
+    done = [r["completed"] for r in got["per_second"]]
+    assert sum(done) == 38 and done[0] < done[2]  # the rate rises: about 6, 12 and 18 due
+    assert got["workers"] == 1 and got["generator_cpu_pct"] > 0

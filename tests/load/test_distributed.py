@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hdrh.histogram import HdrHistogram
 
+from kserve_gitops.base.arrivals import Arrivals
 from tests import REPO
 from tests.load_helpers import fast_server, free_port, slo_file
 
@@ -38,6 +39,25 @@ def test_shares_send_every_slot_of_the_plan_exactly_once(workers: int, total: in
         assert all(b - a == pytest.approx(workers / 250) for a, b in itertools.pairwise(mine))
         due += mine
     assert sorted(due) == expected  # together: the single plan's schedule, slot for slot
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_shares_of_a_ramp_send_every_slot_of_the_ramp_exactly_once(workers: int):
+    ramp = Arrivals(50, 450, 4)
+    total = ramp.planned(4)
+    whole = openloop.Plan(ramp, total)
+    expected = [whole.claim() for _ in range(total)]
+    assert total == 1000 and expected == [ramp.due(i) for i in range(total)]
+    due = []
+    for i in range(workers):
+        share = openloop.Plan(ramp, total, share=openloop.Share(i, workers))
+        while (slot := share.claim()) is not None:
+            due.append(slot)
+    assert sorted(due) == expected
+    # A lost worker's unsent slots are counted by the same schedule.
+    assert (
+        tally.due_slots(openloop.Share(0, 1), ramp, total, 2.0) == ramp.due_by(2.0) == 301
+    )  # 50*2 + 100*2*2/2, and slot 0
 
 
 def _record(plan: openloop.Plan, n: int, latency_s, ok=lambda i: True) -> None:
@@ -165,6 +185,43 @@ def test_two_workers_share_the_plan_and_merge_into_one_verdict(kgops, tmp_path: 
     assert "2 worker processes" in result.stdout and "| PASS" in result.stdout
 
 
+def test_two_workers_share_a_ramp_and_the_rate_rises(kgops, tmp_path: Path):
+    """--ramp-to over two workers: exactly the ramp's slots, and more of them each second."""
+    config = slo_file(tmp_path / "slo.yaml", rate=100, duration="4s", throughput_min_rps=1)
+    with fast_server() as url:
+        result = kgops(
+            "loadtest",
+            "--target",
+            url,
+            "--slo-config",
+            config,
+            "--reports",
+            str(tmp_path / "r"),
+            "--ramp-to",
+            "500",
+            "--workers",
+            "2",
+            "--master-port",
+            str(free_port()),
+        )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _report_dir, summary = _summary(tmp_path / "r")
+    load = summary["load"]
+    assert (load["mode"], load["rate_rps"], load["ramp_to_rps"]) == (
+        "open loop, ramped arrival rate",
+        100,
+        500,
+    )
+    assert load["planned_requests"] == summary["requests"]["completed"] == 1200  # (100+500)/2*4
+    assert [w["completed"] for w in summary["generators"]] == [600, 600]
+    assert 0 < load["first_slot_at"] - time.time() + 60 < 60  # slot 0 within the last minute
+    # Per second due: 100 + 100 t integrated, 150, 250, 350, 450 (completions land a few ms
+    # later, so compare the halves, not single seconds).
+    done = [r["completed"] for r in summary["timeline"]]
+    assert sum(done) == 1200 and sum(done[:2]) < sum(done[2:])
+    assert "at 100 -> 500 req/s over 4s" in result.stdout
+
+
 @pytest.mark.slow
 def test_a_killed_worker_is_reported_and_its_slots_are_errors(tmp_path: Path):
     config = slo_file(tmp_path / "slo.yaml", rate=100, duration="8s")
@@ -246,3 +303,15 @@ def test_worker_count_must_not_be_negative(kgops):
     result = kgops("loadtest", "--workers", "-1")
     assert result.returncode == 2
     assert "--workers, --remote-workers: expected 0 or more" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ramp-to", "0"], "--ramp-to 0: expected a positive rate"),
+        (["--ramp-to", "200", "--ui"], "--ramp-to: the dashboard runs a fixed rate; drop --ui"),
+    ],
+)
+def test_a_ramp_that_cannot_run_is_refused(kgops, args: list[str], message: str):
+    result = kgops("loadtest", *args)
+    assert result.returncode == 2 and f"error: {message}" in result.stderr
