@@ -288,7 +288,8 @@ class Controllers:
             )
         (self.dir / "pids").mkdir(exist_ok=True)
         (self.dir / "pids" / role.binary).write_text(str(proc.pid))
-        self.running[role.binary] = Running(role, proc, netns, ports, selector, log_path)
+        with self._lock:  # the sync loop may be iterating over the running processes
+            self.running[role.binary] = Running(role, proc, netns, ports, selector, log_path)
 
     def _await_ready(
         self, role: Role, container: Mapping[str, Any], timeout_s: float, t0: float

@@ -115,6 +115,14 @@ def commit(fc: FluxCluster, message: str, edit: Callable[[Path], None]) -> str:
     return sources.publish(fc.work, message)
 
 
+def failed_and_settled(fc: FluxCluster, kind: str, name: str) -> bool:
+    """Ready False with no action in progress: while helm-controller runs an upgrade, Ready is
+    False too, with Reconciling's message ("Running 'upgrade' action ..."), not the outcome."""
+    conditions = (get(fc, kind, name).get("status") or {}).get("conditions") or []
+    status = {c.get("type"): c.get("status") for c in conditions}
+    return status.get("Ready") == "False" and status.get("Reconciling") != "True"
+
+
 def applied(fc: FluxCluster, revision: str, field: str = "lastAppliedRevision") -> bool:
     """Whether Flux applied `revision` (lastAppliedRevision: applied and healthy;
     lastAttemptedRevision: applied, whatever the health checks said)."""
@@ -178,8 +186,8 @@ def test_broken_values_leave_the_previous_release_serving(cluster: FluxCluster) 
     )
     wait(
         cluster,
-        lambda: ready(cluster, "helmrelease", "sklearn-iris")[0] == "False",
-        "HelmRelease not Ready after the broken commit",
+        lambda: failed_and_settled(cluster, "helmrelease", "sklearn-iris"),
+        "HelmRelease not Ready, no action running, after the broken commit",
     )
     _, message = ready(cluster, "helmrelease", "sklearn-iris")
     cluster.echo(f"HelmRelease/sklearn-iris after the broken commit: {message}")
