@@ -116,11 +116,11 @@ def commit(fc: FluxCluster, message: str, edit: Callable[[Path], None]) -> str:
 
 
 def failed_and_settled(fc: FluxCluster, kind: str, name: str) -> bool:
-    """Ready False with no action in progress: while helm-controller runs an upgrade, Ready is
-    False too, with Reconciling's message ("Running 'upgrade' action ..."), not the outcome."""
+    """Ready False with an outcome: while helm-controller runs an action, Ready is False too,
+    with reason Progressing and Reconciling's message ("Running 'upgrade' action ...")."""
     conditions = (get(fc, kind, name).get("status") or {}).get("conditions") or []
-    status = {c.get("type"): c.get("status") for c in conditions}
-    return status.get("Ready") == "False" and status.get("Reconciling") != "True"
+    ready = next((c for c in conditions if c.get("type") == "Ready"), {})
+    return ready.get("status") == "False" and not str(ready.get("reason")).startswith("Progressing")
 
 
 def applied(fc: FluxCluster, revision: str, field: str = "lastAppliedRevision") -> bool:
@@ -187,7 +187,7 @@ def test_broken_values_leave_the_previous_release_serving(cluster: FluxCluster) 
     wait(
         cluster,
         lambda: failed_and_settled(cluster, "helmrelease", "sklearn-iris"),
-        "HelmRelease not Ready, no action running, after the broken commit",
+        "HelmRelease not Ready, with an outcome, after the broken commit",
     )
     _, message = ready(cluster, "helmrelease", "sklearn-iris")
     cluster.echo(f"HelmRelease/sklearn-iris after the broken commit: {message}")
