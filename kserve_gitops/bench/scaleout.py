@@ -123,30 +123,45 @@ def run(
     }
 
 
+def _first(samples: list[dict[str, Any]], test: Callable[[dict[str, Any]], bool]) -> float | None:
+    return next((s["t"] for s in samples if s["t"] >= 0 and test(s)), None)
+
+
 def summary(record: dict[str, Any]) -> list[str]:
-    """The ramp in words: offered, the pods reached and when, latency and errors."""
+    """The ramp in words: offered, when the KPA asked for more pods and at what offered rate,
+    when they were Ready, latency and errors."""
     ramp, samples, secs = record["ramp"], record["samples"], record["per_second"]
+    arrivals = Arrivals(ramp["start"], ramp["end"], ramp["seconds"])
     most = max((s["ready"] for s in samples), default=0)
-    first = next((s["t"] for s in samples if s["ready"] == most), None)
-    desired = [s["desired"] for s in samples if s["desired"] is not None]
+    ready_at = _first(samples, lambda s: s["ready"] == most)
+    # From slot 0 on: what the autoscaler did before the load does not count.
+    desired = [s["desired"] for s in samples if s["desired"] is not None and s["t"] >= 0]
     worst = max(secs, key=lambda r: r["p99_ms"], default=None)
-    return [
+    lines = [
         f"- Offered {ramp['start']:g} -> {ramp['end']:g} req/s over {ramp['seconds']:g} s via"
         f" `{record['path']}` (revision {record['revision']}): {record['sent']} requests,"
         f" {record['failed']} failed; Locust, {record['workers']} worker processes and their"
         f" master, {record['generator_cpu_pct']:g}% of one core in all.",
-        f"- Ready pods: at most {most}"
-        + (f", first reached at {first:g} s" if first is not None else "")
-        + (
-            f"; the PodAutoscaler's desired scale reached {max(desired)}"
-            if desired
-            else "; the PodAutoscaler's desired scale was not read"
-        )
-        + ".",
-        (
-            f"- Worst second: p99 {worst['p99_ms']:.1f} ms at {worst['t']} s"
-            f" ({worst['failed']} failed in it)."
-            if worst
-            else "- No request was answered."
-        ),
     ]
+    if desired:
+        start, top = desired[0], max(desired)
+        rose = _first(samples, lambda s: (s["desired"] or 0) > start)
+        topped = _first(samples, lambda s: s["desired"] == top)
+        if rose is not None and topped is not None:
+            lines.append(
+                f"- The PodAutoscaler asked for more than {start} pod(s) at {rose:g} s (offered"
+                f" {arrivals.rate_at(rose):.0f} req/s then) and for {top} at {topped:g} s."
+            )
+        else:
+            lines.append(f"- The PodAutoscaler's desired scale stayed at {start}.")
+    else:
+        lines.append("- The PodAutoscaler's desired scale was not read.")
+    if ready_at is not None:
+        lines.append(f"- Ready pods: at most {most}, first reached at {ready_at:g} s.")
+    lines.append(
+        f"- Worst second: p99 {worst['p99_ms']:.1f} ms at {worst['t']} s"
+        f" ({worst['failed']} failed in it)."
+        if worst
+        else "- No request was answered."
+    )
+    return lines

@@ -65,10 +65,19 @@ def test_a_sample_counts_ready_pods_and_reads_the_podautoscaler() -> None:
 
 
 def test_the_summary_says_what_was_offered_and_reached() -> None:
-    words = " ".join(scaleout.summary(record()["scaleout"]))
+    doc = record()["scaleout"]
+    words = " ".join(scaleout.summary(doc))
     assert "Offered 10 -> 40 req/s over 3 s via `activator`" in words
-    assert "at most 1, first reached at 1 s; the PodAutoscaler's desired scale reached 1" in words
+    assert (
+        "desired scale stayed at 1" in words
+        and "Ready pods: at most 1, first reached at 1 s" in words
+    )
     assert "Worst second: p99 1500.0 ms at 0 s" in words
+    doc["samples"][2] |= {"desired": 3}
+    doc["samples"].insert(0, {"t": -1.0, "ready": 0, "pods": 0, "desired": 2, "actual": 0})
+    words = " ".join(scaleout.summary(doc))
+    # Before slot 0 does not count; the rate offered when the KPA asked: 10 + 10 * 2.
+    assert "asked for more than 1 pod(s) at 2 s (offered 30 req/s then) and for 3 at 2 s" in words
 
 
 class Answering(BaseHTTPRequestHandler):
