@@ -132,15 +132,12 @@ def _summary(reports: Path) -> tuple[Path, dict]:
     return report_dir, json.loads((report_dir / "summary.json").read_text())
 
 
-@pytest.mark.slow
-def test_two_workers_share_the_plan_and_merge_into_one_verdict(kgops, tmp_path: Path):
-    """1000 req/s over two worker processes against the fast server. Which rate one process
-    cannot hold depends on the machine and its load (BENCHMARKS.md, generator limits); this
-    checks the mechanics: exact shares, one merged distribution, one verdict. No bound depends
-    on how fast the machine is: the throughput target is one request a second."""
-    config = slo_file(tmp_path / "slo.yaml", rate=1000, duration="4s", throughput_min_rps=1)
+def _two_workers(kgops, tmp_path: Path, rate: float, *more: str):
+    """`kgops loadtest` for 4 s at `rate` over two worker processes against the fast server,
+    reports under tmp_path/r; the throughput target is one request a second."""
+    config = slo_file(tmp_path / "slo.yaml", rate=rate, duration="4s", throughput_min_rps=1)
     with fast_server() as url:
-        result = kgops(
+        return kgops(
             "loadtest",
             "--target",
             url,
@@ -152,9 +149,17 @@ def test_two_workers_share_the_plan_and_merge_into_one_verdict(kgops, tmp_path: 
             "2",
             "--master-port",
             str(free_port()),
-            "--progress",
-            "1",
+            *more,
         )
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_plan_and_merge_into_one_verdict(kgops, tmp_path: Path):
+    """1000 req/s over two worker processes against the fast server. Which rate one process
+    cannot hold depends on the machine and its load (BENCHMARKS.md, generator limits); this
+    checks the mechanics: exact shares, one merged distribution, one verdict. No bound depends
+    on how fast the machine is: the throughput target is one request a second."""
+    result = _two_workers(kgops, tmp_path, 1000, "--progress", "1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report_dir, summary = _summary(tmp_path / "r")
     assert summary["verdict"] == "PASS"
@@ -187,23 +192,7 @@ def test_two_workers_share_the_plan_and_merge_into_one_verdict(kgops, tmp_path: 
 
 def test_two_workers_share_a_ramp_and_the_rate_rises(kgops, tmp_path: Path):
     """--ramp-to over two workers: exactly the ramp's slots, and more of them each second."""
-    config = slo_file(tmp_path / "slo.yaml", rate=100, duration="4s", throughput_min_rps=1)
-    with fast_server() as url:
-        result = kgops(
-            "loadtest",
-            "--target",
-            url,
-            "--slo-config",
-            config,
-            "--reports",
-            str(tmp_path / "r"),
-            "--ramp-to",
-            "500",
-            "--workers",
-            "2",
-            "--master-port",
-            str(free_port()),
-        )
+    result = _two_workers(kgops, tmp_path, 100, "--ramp-to", "500")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _report_dir, summary = _summary(tmp_path / "r")
     load = summary["load"]
